@@ -1,0 +1,326 @@
+//! Configuration: what one balancer process should do, and the parsers that
+//! turn operator input (flags today, a file later) into it.
+//!
+//! Everything is validated here, before anything binds, so a typo is a clear
+//! start-up error naming the bad value rather than a surprise at run time.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::failure::OnFailure;
+use crate::strategy::StrategyKind;
+
+/// The demo backends, used when no `--backend` is given.
+pub const DEFAULT_BACKENDS: &[&str] = &["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
+
+/// One backend as the operator wrote it, resolved to an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// The `HOST:PORT` text as given, used in logs and metrics.
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Relative share of connections (round-robin, least-conn, hash).
+    pub weight: u32,
+    /// Most connections this backend may hold at once; `None` is unlimited.
+    pub max_conns: Option<u32>,
+}
+
+impl fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// How the prober decides a backend is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a DOWN backend back.
+    pub rise: u32,
+    /// Consecutive failures that take an UP backend out.
+    pub fall: u32,
+    /// Bytes to send after connecting (e.g. `PING\r\n`); `None` is a plain connect check.
+    pub send: Option<Vec<u8>>,
+    /// Prefix the reply must start with (e.g. `+PONG`).
+    pub expect: Option<Vec<u8>>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            rise: 1,
+            fall: 1,
+            send: None,
+            expect: None,
+        }
+    }
+}
+
+/// Everything one listener and its backend pool need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub backlog: u32,
+    pub backends: Vec<BackendSpec>,
+    pub strategy: StrategyKind,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub on_failure: OnFailure,
+    pub health: HealthConfig,
+}
+
+impl ServiceConfig {
+    /// A service with the documented defaults, balancing over `backends`.
+    pub fn new(listen: SocketAddr, backends: Vec<BackendSpec>) -> Self {
+        ServiceConfig {
+            listen,
+            backlog: 1024,
+            backends,
+            strategy: StrategyKind::RoundRobin,
+            connect_timeout: Duration::from_secs(3),
+            retries: 2,
+            on_failure: OnFailure::Http,
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// The whole process: one or more services plus process-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub services: Vec<ServiceConfig>,
+    /// How long open connections may keep going after SIGINT/SIGTERM.
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    pub fn single(service: ServiceConfig) -> Self {
+        Config {
+            services: vec![service],
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Parses `HOST:PORT[=WEIGHT]`, e.g. `127.0.0.1:8081`, `[::1]:6379=3`, `db.internal:5432`.
+///
+/// Hostnames are resolved once, here: a name that does not resolve is a
+/// start-up error, like nginx's "host not found in upstream".
+pub fn parse_backend(text: &str) -> Result<BackendSpec, String> {
+    let text = text.trim();
+    let (hostport, weight) = match text.rsplit_once('=') {
+        Some((hp, w)) => {
+            let weight: u32 = w.parse().map_err(|_| {
+                format!("bad weight {w:?} in backend {text:?}: expected a whole number from 1")
+            })?;
+            if weight == 0 {
+                return Err(format!(
+                    "bad weight 0 in backend {text:?}: expected a whole number from 1"
+                ));
+            }
+            (hp, weight)
+        }
+        None => (text, 1),
+    };
+    let addr = resolve(hostport).map_err(|why| format!("bad backend address {text:?}: {why}"))?;
+    Ok(BackendSpec {
+        name: hostport.to_string(),
+        addr,
+        weight,
+        max_conns: None,
+    })
+}
+
+/// Parses a `--backend` value: one or more backends separated by commas.
+/// A `maxconn=N` item applies to the backend before it:
+/// `10.0.0.1:80=3,maxconn=100,10.0.0.2:80`.
+pub fn parse_backend_list(text: &str) -> Result<Vec<BackendSpec>, String> {
+    let mut out: Vec<BackendSpec> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Some(limit) = item.strip_prefix("maxconn=") {
+            let last = out
+                .last_mut()
+                .ok_or_else(|| format!("{item:?} in {text:?} must follow the backend it limits"))?;
+            let limit: u32 = limit.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("bad maxconn {limit:?} in {text:?}: expected a whole number from 1")
+            })?;
+            last.max_conns = Some(limit);
+        } else {
+            out.push(parse_backend(item)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no backend address in {text:?}"));
+    }
+    Ok(out)
+}
+
+/// Turns `HOST:PORT` into one socket address.
+pub fn resolve(hostport: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = hostport.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or("expected HOST:PORT (for IPv6, [ADDR]:PORT)")?;
+    if host.is_empty() {
+        return Err("the host is missing".into());
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err("IPv6 addresses go in brackets: [ADDR]:PORT".into());
+    }
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("bad port {port:?}: expected 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    // Prefer IPv4 so `localhost` reaches servers bound to 127.0.0.1 only.
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
+}
+
+/// Parses a listen address: `ADDR:PORT`, or a bare `PORT` meaning all IPv4 interfaces.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    resolve(text).map_err(|why| format!("bad listen address {text:?}: {why}"))
+}
+
+/// Parses durations such as `10s`, `250ms`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: expected e.g. 10s, 250ms, 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "bad duration unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err(format!("duration {text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Parses an escaped byte string for health checks: `\r`, `\n`, `\t`, `\\`, `\xNN`.
+pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let byte = std::str::from_utf8(&hex)
+                    .ok()
+                    .filter(|h| h.len() == 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        format!("bad \\x escape in {text:?}: expected two hex digits")
+                    })?;
+                out.push(byte);
+            }
+            other => {
+                let shown = other.map(|c| (c as char).to_string()).unwrap_or_default();
+                return Err(format!("unknown escape \\{shown} in {text:?}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_parse_with_weights_and_limits() {
+        let list = parse_backend_list("127.0.0.1:8081=3,maxconn=10, [::1]:8082").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].addr, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!((list[0].weight, list[0].max_conns), (3, Some(10)));
+        assert_eq!(list[1].addr, "[::1]:8082".parse().unwrap());
+        assert_eq!((list[1].weight, list[1].max_conns), (1, None));
+        assert_eq!(parse_backend("localhost:80").unwrap().addr.port(), 80);
+    }
+
+    #[test]
+    fn malformed_backends_are_rejected_with_the_value() {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:",
+            "127.0.0.1:99999",
+            ":80",
+            "::1:80",
+            "127.0.0.1:80=0",
+            "127.0.0.1:80=x",
+            "no-such-host.invalid:80",
+        ] {
+            let err = parse_backend(bad).unwrap_err();
+            assert!(err.contains(bad), "{err:?} should name {bad:?}");
+        }
+        assert!(parse_backend_list("maxconn=3").is_err());
+        assert!(parse_backend_list("127.0.0.1:1,maxconn=0").is_err());
+        assert!(parse_backend_list(" , ").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn listen_accepts_bare_ports_and_ipv6() {
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[::]:80").unwrap(), "[::]:80".parse().unwrap());
+        assert!(parse_listen("nonsense").is_err());
+    }
+
+    #[test]
+    fn escapes_decode() {
+        assert_eq!(parse_escaped("PING\\r\\n").unwrap(), b"PING\r\n");
+        assert_eq!(parse_escaped("\\x00\\xff").unwrap(), vec![0, 255]);
+        assert!(parse_escaped("\\q").is_err());
+        assert!(parse_escaped("\\x4").is_err());
+    }
+}

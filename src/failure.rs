@@ -1,0 +1,139 @@
+//! What a client hears when tcplb cannot connect it to a backend.
+//!
+//! Failure is answered, never hung: HTTP clients get a minimal, valid
+//! response they can show; other protocols can ask for a plain close.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sent when every backend tried refused or timed out.
+pub const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 12\r\n\
+Connection: close\r\n\
+\r\n\
+Bad Gateway\n";
+
+/// Sent when no backend is healthy (or all are at their connection limit).
+pub const SERVICE_UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain\r\n\
+Content-Length: 20\r\n\
+Connection: close\r\n\
+\r\n\
+Service Unavailable\n";
+
+/// How long, at most, we keep reading a failed client's request after the
+/// answer, so that closing does not turn into a reset that eats the answer.
+const LINGER: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Why a client could not be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Backends were tried and none accepted the connection.
+    BadGateway,
+    /// There was no backend to try.
+    Unavailable,
+}
+
+impl Failure {
+    pub fn http_response(self) -> &'static [u8] {
+        match self {
+            Failure::BadGateway => BAD_GATEWAY,
+            Failure::Unavailable => SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Failure::BadGateway => "502 bad gateway",
+            Failure::Unavailable => "503 service unavailable",
+        })
+    }
+}
+
+/// The `--on-failure` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Answer with a minimal HTTP 502/503, then close.
+    #[default]
+    Http,
+    /// Close without a byte, for protocols that are not HTTP.
+    Close,
+}
+
+impl FromStr for OnFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(OnFailure::Http),
+            "close" => Ok(OnFailure::Close),
+            other => Err(format!("unknown failure mode {other:?}: use http or close")),
+        }
+    }
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFailure::Http => "http",
+            OnFailure::Close => "close",
+        })
+    }
+}
+
+/// Tells the client about `failure` as `mode` says, then closes the connection.
+pub async fn answer(mut client: TcpStream, failure: Failure, mode: OnFailure) {
+    if mode == OnFailure::Http {
+        if client.write_all(failure.http_response()).await.is_err() {
+            return;
+        }
+        let _ = client.shutdown().await;
+        // Closing with unread request bytes makes the kernel send a reset,
+        // which can destroy the response in flight. Read a little first.
+        let mut sink = [0u8; 4096];
+        let mut read = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while read < LINGER_BYTES {
+                match client.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_declare_their_exact_body_length() {
+        for response in [BAD_GATEWAY, SERVICE_UNAVAILABLE] {
+            let text = std::str::from_utf8(response).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let declared: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(declared, body.len());
+        }
+    }
+
+    #[test]
+    fn on_failure_parses() {
+        assert_eq!("http".parse::<OnFailure>().unwrap(), OnFailure::Http);
+        assert_eq!("close".parse::<OnFailure>().unwrap(), OnFailure::Close);
+        assert!("reset".parse::<OnFailure>().is_err());
+    }
+}

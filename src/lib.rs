@@ -1,0 +1,20 @@
+//! tcplb: a Layer-4 (raw TCP) connection load balancer.
+//!
+//! A connection arrives at a [`listener`], which hands it to [`forward`]:
+//! the [`pool`] asks its [`strategy`] for a backend, `forward` connects and
+//! pipes bytes both ways, and if no backend can take it, [`failure`] answers.
+//! The [`prober`] keeps each [`backend`]'s health current in the background.
+//! [`balancer`] wires these together per listener and drains on shutdown.
+
+pub mod backend;
+pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod failure;
+pub mod forward;
+pub mod listener;
+pub mod pool;
+pub mod prober;
+pub mod signals;
+pub mod strategy;

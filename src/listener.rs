@@ -1,0 +1,122 @@
+//! The listening socket and its accept loop.
+//!
+//! The loop must never die and never spin: per-connection accept errors are
+//! skipped, and running out of file descriptors (or memory) pauses accepting
+//! briefly, logged at a bounded rate, until resources come back.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use log::{debug, warn};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forward::{self, is_local_exhaustion};
+use crate::pool::BackendPool;
+
+/// How long accepting pauses after the process runs out of descriptors.
+const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
+/// At most one warning per this period about accept errors.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Binds a listening socket with SO_REUSEADDR (fast restarts over TIME_WAIT)
+/// and an explicit backlog. Must be called inside the tokio runtime.
+pub fn bind(addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
+    let listen = || -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        TcpListener::from_std(socket.into())
+    };
+    listen().with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Accepts until `shutdown`, handing each connection to its own task.
+pub async fn accept_loop(
+    listener: TcpListener,
+    pool: Arc<BackendPool>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+) {
+    let mut warnings = RateLimit::new(WARN_EVERY);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                debug!("{peer}: accepted");
+                connections.spawn(forward::serve(stream, peer, pool.clone()));
+            }
+            Err(e) if is_local_exhaustion(&e) => {
+                if let Some(suppressed) = warnings.allow() {
+                    warn!(
+                        "accept failed: {e}; pausing accepts for {EXHAUSTED_PAUSE:?} \
+                         ({suppressed} similar errors since the last warning)"
+                    );
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(EXHAUSTED_PAUSE) => {}
+                }
+            }
+            // ECONNABORTED and friends: that one client gave up; go on.
+            Err(e) => debug!("accept failed: {e}"),
+        }
+    }
+}
+
+/// Lets an event through at most once per period and counts the rest.
+pub struct RateLimit {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(period: Duration) -> Self {
+        RateLimit {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when the event may be reported, with `n` events held back
+    /// since the last report; `None` when it should be held back.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.period)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_reports_once_per_period_and_counts_the_rest() {
+        let mut limit = RateLimit::new(Duration::from_secs(3600));
+        assert_eq!(limit.allow(), Some(0));
+        assert_eq!(limit.allow(), None);
+        assert_eq!(limit.allow(), None);
+        limit.last = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(limit.allow(), Some(2));
+    }
+}

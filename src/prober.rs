@@ -1,0 +1,115 @@
+//! Active health checks: a connect (and optionally a send/expect exchange)
+//! to every backend on an interval, feeding each backend's rise/fall state.
+//!
+//! Probes of one round run concurrently and each has its own timeout, so a
+//! slow or blackholed backend never delays the verdict on the others.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Backend;
+use crate::config::HealthConfig;
+use crate::pool::{BackendPool, log_transition};
+
+pub struct Prober {
+    pool: Arc<BackendPool>,
+}
+
+impl Prober {
+    pub fn new(pool: Arc<BackendPool>) -> Self {
+        Prober { pool }
+    }
+
+    /// Probes every backend now, then every interval, until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            self.round().await;
+            // Read each time: a reload may change the interval.
+            let interval = self.pool.load().config.health.interval;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// One probe of every backend in the pool, concurrently.
+    pub async fn round(&self) {
+        let state = self.pool.load();
+        let mut probes = JoinSet::new();
+        for backend in &state.backends {
+            let backend = backend.clone();
+            let health = state.config.health.clone();
+            probes.spawn(async move {
+                let started = Instant::now();
+                match check(&backend, &health).await {
+                    Ok(()) => {
+                        let micros = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                        backend.stats.check_latency_us.store(micros, Relaxed);
+                        if let Some(t) = backend.record_success(health.rise) {
+                            log_transition(&backend, t, "check passed");
+                        }
+                    }
+                    Err(reason) => {
+                        log::debug!("health check of {backend} failed: {reason}");
+                        if let Some(t) = backend.record_failure(health.fall) {
+                            log_transition(&backend, t, &reason);
+                        }
+                    }
+                }
+            });
+        }
+        while probes.join_next().await.is_some() {}
+    }
+}
+
+/// One health check; the error says why it failed, for the DOWN log line.
+pub async fn check(backend: &Backend, health: &HealthConfig) -> Result<(), String> {
+    tokio::time::timeout(health.timeout, exchange(backend, health))
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {:?}", health.timeout)))
+}
+
+async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), String> {
+    let mut stream = TcpStream::connect(backend.addr())
+        .await
+        .map_err(|e| describe(&e))?;
+    if let Some(send) = &health.send {
+        stream.write_all(send).await.map_err(|e| describe(&e))?;
+    }
+    if let Some(expect) = &health.expect {
+        let mut reply = vec![0u8; expect.len()];
+        let mut got = 0;
+        while got < reply.len() {
+            match stream.read(&mut reply[got..]).await {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(describe(&e)),
+            }
+        }
+        if reply[..got] != expect[..] {
+            return Err(format!(
+                "expected {:?}, got {:?}",
+                String::from_utf8_lossy(expect),
+                String::from_utf8_lossy(&reply[..got])
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// "connection refused" rather than "Connection refused (os error 111)".
+pub fn describe(e: &std::io::Error) -> String {
+    let text = e.kind().to_string();
+    if text == "other error" || text == "uncategorized error" {
+        e.to_string()
+    } else {
+        text
+    }
+}
