@@ -4,12 +4,14 @@
 //! before anything binds.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::config::{
-    self, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, ServiceConfig, parse_duration,
+    self, AccessConfig, BackendSpec, Cidr, Config, DEFAULT_BACKENDS, HealthConfig, ProxyVersion,
+    ServiceConfig, parse_duration,
 };
 use crate::failure::OnFailure;
 use crate::strategy::StrategyKind;
@@ -28,6 +30,15 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be longer than zero"));
     }
     Ok(d)
+}
+
+fn rate(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("bad rate {text:?}: expected connections per second, e.g. 20/s"))
 }
 
 fn bytes(text: &str) -> Result<Vec<u8>, String> {
@@ -98,6 +109,61 @@ pub struct Cli {
     /// Listen backlog: connections the kernel queues before we accept them.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
     pub backlog: u32,
+
+    /// Passive health: N failed connects within --fail-timeout take a backend
+    /// out for --fail-timeout, before the prober notices. 0 is off.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_fails: u32,
+
+    /// Window and penalty for --max-fails.
+    #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DUR")]
+    pub fail_timeout: Duration,
+
+    /// Most client connections served at once; more wait up to
+    /// --queue-timeout for a slot, then get the failure answer. [default: unlimited]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_conns: Option<u32>,
+
+    /// How long a client over --max-conns or a backend maxconn waits for a slot.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    pub queue_timeout: Duration,
+
+    /// Close connections with no bytes in either direction for this long. [default: off]
+    #[arg(long, value_parser = positive_duration, value_name = "DUR")]
+    pub idle_timeout: Option<Duration>,
+
+    /// Send a PROXY protocol header (v1 or v2) to backends, so they see the client's address.
+    #[arg(long, value_name = "VERSION")]
+    pub send_proxy: Option<ProxyVersion>,
+
+    /// Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer).
+    #[arg(long)]
+    pub accept_proxy: bool,
+
+    /// Serve only clients in this network (CIDR, repeatable). [default: everyone]
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<Cidr>,
+
+    /// Refuse clients in this network (CIDR, repeatable); checked before --allow.
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<Cidr>,
+
+    /// Most open connections from one client IP. [default: unlimited]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_conns_per_ip: Option<u32>,
+
+    /// New connections per second from one client IP, e.g. 20/s. [default: unlimited]
+    #[arg(long, value_parser = rate, value_name = "N/s")]
+    pub rate_per_ip: Option<f64>,
+
+    /// Serve Prometheus /metrics and JSON /status on this address (e.g. 127.0.0.1:9090). [default: off]
+    #[arg(long, value_parser = config::parse_listen, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
+    /// Read listeners and backends from this TOML file; flags given on the
+    /// command line override it. SIGHUP re-reads it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 impl Cli {
@@ -125,10 +191,24 @@ impl Cli {
                 send: self.health_send,
                 expect: self.health_expect,
             },
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+            max_conns: self.max_conns,
+            queue_timeout: self.queue_timeout,
+            idle_timeout: self.idle_timeout,
+            send_proxy: self.send_proxy,
+            accept_proxy: self.accept_proxy,
+            access: AccessConfig {
+                allow: self.allow,
+                deny: self.deny,
+                max_conns_per_ip: self.max_conns_per_ip,
+                rate_per_ip: self.rate_per_ip,
+            },
         };
         Config {
             services: vec![service],
             drain_timeout: self.drain_timeout,
+            admin: self.admin,
         }
     }
 }
@@ -175,6 +255,11 @@ mod tests {
             &["tcplb", "--strategy", "random"],
             &["tcplb", "--on-failure", "maybe"],
             &["tcplb", "--no-such-flag"],
+            &["tcplb", "--send-proxy", "v3"],
+            &["tcplb", "--allow", "10.0.0.0/40"],
+            &["tcplb", "--rate-per-ip", "fast"],
+            &["tcplb", "--max-conns", "0"],
+            &["tcplb", "--idle-timeout", "0"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
         }

@@ -5,7 +5,8 @@
 //! start-up error naming the bad value rather than a surprise at run time.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::failure::OnFailure;
@@ -60,8 +61,97 @@ impl Default for HealthConfig {
     }
 }
 
+/// PROXY protocol version (HAProxy's spec): v1 is text, v2 binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+impl FromStr for ProxyVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" | "1" => Ok(ProxyVersion::V1),
+            "v2" | "2" => Ok(ProxyVersion::V2),
+            other => Err(format!(
+                "unknown PROXY protocol version {other:?}: use v1 or v2"
+            )),
+        }
+    }
+}
+
+/// An IPv4 or IPv6 network such as `10.0.0.0/8` or `::1/128`; a bare
+/// address is a single host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("bad network {text:?}: expected e.g. 10.0.0.0/8 or ::1/128"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0-{max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+/// Who may connect, and how much one client address may take.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessConfig {
+    /// When non-empty, only clients in these networks are served.
+    pub allow: Vec<Cidr>,
+    /// Clients in these networks are refused (checked before `allow`).
+    pub deny: Vec<Cidr>,
+    /// Most open connections from one client IP.
+    pub max_conns_per_ip: Option<u32>,
+    /// New connections per second from one client IP (token bucket, burst = rate).
+    pub rate_per_ip: Option<f64>,
+}
+
 /// Everything one listener and its backend pool need.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub backlog: u32,
@@ -71,6 +161,21 @@ pub struct ServiceConfig {
     pub retries: u32,
     pub on_failure: OnFailure,
     pub health: HealthConfig,
+    /// Passive health: this many failed connects within `fail_timeout` take
+    /// a backend out for `fail_timeout` (nginx's max_fails). 0 turns it off.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    /// Most client connections this listener serves at once.
+    pub max_conns: Option<u32>,
+    /// How long a client over a connection limit waits for a slot.
+    pub queue_timeout: Duration,
+    /// Close a connection with no bytes either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Write a PROXY protocol header to backends.
+    pub send_proxy: Option<ProxyVersion>,
+    /// Require a PROXY protocol header from clients.
+    pub accept_proxy: bool,
+    pub access: AccessConfig,
 }
 
 impl ServiceConfig {
@@ -85,16 +190,26 @@ impl ServiceConfig {
             retries: 2,
             on_failure: OnFailure::Http,
             health: HealthConfig::default(),
+            max_fails: 0,
+            fail_timeout: Duration::from_secs(10),
+            max_conns: None,
+            queue_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            send_proxy: None,
+            accept_proxy: false,
+            access: AccessConfig::default(),
         }
     }
 }
 
 /// The whole process: one or more services plus process-wide settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// How long open connections may keep going after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
+    /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Config {
@@ -102,6 +217,7 @@ impl Config {
         Config {
             services: vec![service],
             drain_timeout: Duration::from_secs(30),
+            admin: None,
         }
     }
 }
@@ -314,6 +430,24 @@ mod tests {
         );
         assert_eq!(parse_listen("[::]:80").unwrap(), "[::]:80".parse().unwrap());
         assert!(parse_listen("nonsense").is_err());
+    }
+
+    #[test]
+    fn cidrs_match_their_networks() {
+        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        assert!(!v6.contains("10.1.0.1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let host: Cidr = "127.0.0.1".parse().unwrap();
+        assert_eq!(host.prefix, 32);
+        for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "x/1", "10.0.0.0/"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     #[test]
