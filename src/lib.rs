@@ -16,5 +16,6 @@ pub mod forward;
 pub mod listener;
 pub mod pool;
 pub mod prober;
+pub mod proxy_protocol;
 pub mod signals;
 pub mod strategy;
