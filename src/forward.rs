@@ -11,23 +11,33 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use log::debug;
-use tokio::io::copy_bidirectional_with_sizes;
+use tokio::io::{AsyncWriteExt, copy_bidirectional_with_sizes};
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
 use crate::failure::{self, Failure};
 use crate::pool::{BackendPool, log_transition};
 use crate::prober::describe;
+use crate::proxy_protocol;
 
 /// Per-direction copy buffer. 64 KiB moves bulk data in few syscalls while
 /// keeping an idle connection's memory small.
 const COPY_BUFFER: usize = 64 * 1024;
 
 /// Serves `client` from `pool` until the connection is over.
-pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
     let state = pool.load();
     let config = &state.config;
     let _ = client.set_nodelay(true);
+    // PROXY protocol: a client address carried in a header stands in for
+    // the peer from here on; a bad or missing header closes the connection.
+    let (peer, proxy_greeting) = match proxy_protocol::prepare(&mut client, peer, config).await {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            debug!("{peer}: closing: {e}");
+            return;
+        }
+    };
 
     let mut tried: Vec<usize> = Vec::new();
     let mut failure = Failure::Unavailable;
@@ -36,7 +46,14 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) 
             break;
         };
         let backend = &state.backends[index];
-        match connect(backend.addr(), config.connect_timeout).await {
+        let connected = match connect(backend.addr(), config.connect_timeout).await {
+            // The PROXY header goes out before any client byte.
+            Ok(mut upstream) if !proxy_greeting.is_empty() => {
+                upstream.write_all(&proxy_greeting).await.map(|()| upstream)
+            }
+            connected => connected,
+        };
+        match connected {
             Ok(upstream) => {
                 pipe(client, upstream, peer, backend).await;
                 return;

@@ -18,8 +18,11 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use log::debug;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+use crate::config::{ProxyVersion, ServiceConfig};
 
 /// The 12 bytes every version 2 header starts with.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -411,6 +414,43 @@ async fn read_header_inner(stream: &mut TcpStream) -> Result<ProxyHeader, ProxyE
             Err(e) => return Err(e),
         }
     }
+}
+
+/// What a connection needs from the PROXY settings of its service: the
+/// client address to use (from the client's header with `accept_proxy`,
+/// else `peer`) and the header to write to the backend (empty without
+/// `send_proxy`).
+///
+/// With `send_proxy`, the destination written is the one a received header
+/// carried (so a chain of proxies relays the original, as HAProxy does),
+/// else the address the client reached on this listener.
+pub async fn prepare(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    config: &ServiceConfig,
+) -> Result<(SocketAddr, Vec<u8>), ProxyError> {
+    let mut header = ProxyHeader::Local;
+    if config.accept_proxy {
+        header = read_header(client, config.connect_timeout).await?;
+        if let Some(source) = header.source() {
+            debug!("{peer}: PROXY header: client {source}");
+        }
+    }
+    let source = header.source().unwrap_or(peer);
+    let greeting = match config.send_proxy {
+        None => Vec::new(),
+        Some(version) => {
+            let destination = match header.destination() {
+                Some(addr) => addr,
+                None => client.local_addr().map_err(ProxyError::Io)?,
+            };
+            match version {
+                ProxyVersion::V1 => encode_v1(source, destination),
+                ProxyVersion::V2 => encode_v2(source, destination),
+            }
+        }
+    };
+    Ok((source, greeting))
 }
 
 #[cfg(test)]
