@@ -53,21 +53,23 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) 
                 return;
             }
             Err(e) => {
-                backend.stats.connect_failures.fetch_add(1, Relaxed);
                 let reason = describe(&e);
                 debug!("{peer}: connect to {backend} failed: {reason}");
-                // Running out of our own file descriptors says nothing
-                // about the backend's health.
-                if !is_local_exhaustion(&e) {
-                    if let Some(t) = backend.record_failure(config.health.fall) {
-                        log_transition(backend, t, &reason);
-                    }
-                    if backend.record_connect_failure(config.max_fails, config.fail_timeout) {
-                        info!(
-                            "backend {backend} out of rotation for {:?} after {} failed connects",
-                            config.fail_timeout, config.max_fails
-                        );
-                    }
+                // Out of our own descriptors: not the backend's fault, and
+                // every other backend would fail the same way.
+                if is_local_exhaustion(&e) {
+                    failure = Failure::Unavailable;
+                    break;
+                }
+                backend.stats.connect_failures.fetch_add(1, Relaxed);
+                if let Some(t) = backend.record_failure(config.health.fall) {
+                    log_transition(backend, t, &reason);
+                }
+                if backend.record_connect_failure(config.max_fails, config.fail_timeout) {
+                    info!(
+                        "backend {backend} out of rotation for {:?} after {} failed connects",
+                        config.fail_timeout, config.max_fails
+                    );
                 }
                 failure = Failure::BadGateway;
                 tried.push(index);
