@@ -1,62 +1,22 @@
 //! Connection limits and passive health, through real sockets: the global
 //! `max_conns` with its queue, per-backend `maxconn`, and `max_fails`.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tcplb::balancer::Balancer;
-use tcplb::config::{Config, ServiceConfig, parse_backend};
+use common::{TestBackend, TestBalancer, refusing_addr};
+use tcplb::config::ServiceConfig;
 use tcplb::failure::SERVICE_UNAVAILABLE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
-/// An in-process echo backend on a free loopback port.
-async fn echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(tcplb::demo::serve_echo(listener));
-    addr
-}
-
-/// A loopback port with nothing listening: connects are refused.
-fn refusing_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn service(backends: &[String]) -> ServiceConfig {
-    let specs = backends.iter().map(|b| parse_backend(b).unwrap()).collect();
-    let mut svc = ServiceConfig::new("127.0.0.1:0".parse().unwrap(), specs);
+/// A service over `backends` whose prober stays out of the way.
+fn service(backends: &[SocketAddr]) -> ServiceConfig {
+    let mut svc = common::service(backends);
     svc.health.interval = Duration::from_secs(3600);
     svc
-}
-
-/// A balancer running in this test's runtime; shut down on drop.
-struct Running {
-    addr: SocketAddr,
-    pools: Vec<std::sync::Arc<tcplb::pool::BackendPool>>,
-    shutdown: CancellationToken,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn start(svc: ServiceConfig) -> Running {
-    let balancer = Balancer::bind(Config::single(svc)).unwrap();
-    let running = Running {
-        addr: balancer.local_addrs()[0],
-        pools: balancer.pools(),
-        shutdown: balancer.shutdown_token(),
-    };
-    tokio::spawn(balancer.run());
-    running
 }
 
 /// Opens a connection and proves it reaches an echo backend.
@@ -83,11 +43,11 @@ async fn read_all(mut stream: TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn over_max_conns_a_client_waits_then_gets_503() {
-    let backend = echo_backend().await;
-    let mut svc = service(&[backend.to_string()]);
+    let backend = TestBackend::echo().await;
+    let mut svc = service(&[backend.addr]);
     svc.max_conns = Some(2);
     svc.queue_timeout = Duration::from_millis(300);
-    let lb = start(svc);
+    let lb = TestBalancer::start(svc);
 
     let first = echo_connection(lb.addr).await;
     let _second = echo_connection(lb.addr).await;
@@ -114,11 +74,11 @@ async fn over_max_conns_a_client_waits_then_gets_503() {
 
 #[tokio::test]
 async fn a_queued_client_is_served_when_a_slot_frees() {
-    let backend = echo_backend().await;
-    let mut svc = service(&[backend.to_string()]);
+    let backend = TestBackend::echo().await;
+    let mut svc = service(&[backend.addr]);
     svc.max_conns = Some(1);
     svc.queue_timeout = Duration::from_secs(20);
-    let lb = start(svc);
+    let lb = TestBalancer::start(svc);
 
     let first = echo_connection(lb.addr).await;
     let queued = tokio::spawn(echo_connection(lb.addr));
@@ -133,12 +93,12 @@ async fn a_queued_client_is_served_when_a_slot_frees() {
 
 #[tokio::test]
 async fn a_backend_at_its_maxconn_is_skipped() {
-    let limited = echo_backend().await;
-    let other = echo_backend().await;
-    let mut svc = service(&[limited.to_string(), other.to_string()]);
+    let limited = TestBackend::echo().await;
+    let other = TestBackend::echo().await;
+    let mut svc = service(&[limited.addr, other.addr]);
     svc.backends[0].max_conns = Some(1);
-    let lb = start(svc);
-    let pool = lb.pools[0].load();
+    let lb = TestBalancer::start(svc);
+    let pool = lb.pool.load();
 
     let _held = echo_connection(lb.addr).await; // round-robin: the limited one
     assert_eq!(pool.backends[0].active(), 1);
@@ -156,11 +116,11 @@ async fn a_backend_at_its_maxconn_is_skipped() {
 
 #[tokio::test]
 async fn a_client_waits_for_a_full_backend_to_free_a_slot() {
-    let backend = echo_backend().await;
-    let mut svc = service(&[backend.to_string()]);
+    let backend = TestBackend::echo().await;
+    let mut svc = service(&[backend.addr]);
     svc.backends[0].max_conns = Some(1);
     svc.queue_timeout = Duration::from_millis(300);
-    let lb = start(svc);
+    let lb = TestBalancer::start(svc);
 
     let first = echo_connection(lb.addr).await;
     let refused = TcpStream::connect(lb.addr).await.unwrap();
@@ -185,24 +145,23 @@ async fn a_client_waits_for_a_full_backend_to_free_a_slot() {
 
 #[tokio::test]
 async fn max_fails_takes_a_refusing_backend_out_before_the_prober_runs() {
-    let good = echo_backend().await;
-    let bad = refusing_port();
-    let mut svc = service(&[bad.to_string(), good.to_string()]);
+    let good = TestBackend::echo().await;
+    let mut svc = service(&[refusing_addr(), good.addr]);
     svc.health.fall = 1000; // keep the active/passive DOWN verdict out of this
     svc.max_fails = 2;
     svc.fail_timeout = Duration::from_secs(3600);
     svc.retries = 1;
-    let lb = start(svc);
-    let pool = lb.pools[0].load();
+    let lb = TestBalancer::start(svc);
+    let pool = lb.pool.load();
 
     for _ in 0..20 {
         echo_connection(lb.addr).await;
     }
-    let failures = pool.backends[0].stats.connect_failures.load(Relaxed);
+    let failures = lb.connect_failures(0);
     assert_eq!(
         failures, 2,
         "after max_fails the backend must not be tried again"
     );
     assert!(pool.backends[0].is_failing());
-    assert_eq!(pool.backends[1].stats.total.load(Relaxed), 20);
+    assert_eq!(lb.total(1), 20);
 }
