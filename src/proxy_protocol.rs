@@ -858,4 +858,55 @@ mod tests {
             check_prefixes(&encode_v2(src, dst), want);
         }
     }
+
+    /// A connected loopback pair: (what the balancer reads, the client).
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn reader_takes_exactly_the_header_even_byte_by_byte() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, mut client) = socket_pair().await;
+        let sent = b"PROXY TCP4 10.1.2.3 10.0.0.1 1234 80\r\nPAYLOAD";
+        let writer = tokio::spawn(async move {
+            for byte in sent {
+                client.write_all(&[*byte]).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            client
+        });
+        let header = read_header(&mut server, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(header, proxied("10.1.2.3:1234", "10.0.0.1:80"));
+        drop(writer.await.unwrap());
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"PAYLOAD");
+    }
+
+    #[tokio::test]
+    async fn reader_reports_eof_timeout_and_garbage() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, mut client) = socket_pair().await;
+        client.write_all(b"PROXY TCP4 1.2.3.4").await.unwrap();
+        client.shutdown().await.unwrap();
+        let e = read_header(&mut server, Duration::from_secs(20)).await;
+        assert!(matches!(e, Err(ProxyError::Closed)), "{e:?}");
+
+        let (mut server, _client) = socket_pair().await;
+        let e = read_header(&mut server, Duration::from_millis(50)).await;
+        assert!(matches!(e, Err(ProxyError::Timeout)), "{e:?}");
+
+        let (mut server, mut client) = socket_pair().await;
+        client.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
+        let e = read_header(&mut server, Duration::from_secs(20)).await;
+        assert!(matches!(e, Err(ProxyError::Invalid(_))), "{e:?}");
+    }
 }
