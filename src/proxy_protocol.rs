@@ -397,8 +397,9 @@ async fn read_header_inner(stream: &mut TcpStream) -> Result<ProxyHeader, ProxyE
         header.extend_from_slice(&peeked[..n]);
         match parse(&header) {
             Ok(parsed) => {
-                // consumed > before: `header[..before]` alone was incomplete.
-                let rest = parsed.consumed.saturating_sub(before);
+                // consumed > before: `header[..before]` alone was
+                // incomplete. `min` only guards the slice below.
+                let rest = parsed.consumed.saturating_sub(before).min(n);
                 stream
                     .read_exact(&mut peeked[..rest])
                     .await
