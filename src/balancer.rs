@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::config::Config;
 use crate::listener;
 use crate::pool::BackendPool;
@@ -27,6 +28,8 @@ struct Service {
 
 pub struct Balancer {
     services: Vec<Service>,
+    /// The admin endpoint's socket, when `--admin` is given.
+    admin: Option<TcpListener>,
     drain_timeout: Duration,
     shutdown: CancellationToken,
     connections: TaskTracker,
@@ -45,8 +48,10 @@ impl Balancer {
                 pool: Arc::new(BackendPool::new(service)),
             });
         }
+        let admin = config.admin.map(admin::bind).transpose()?;
         Ok(Balancer {
             services,
+            admin,
             drain_timeout: config.drain_timeout,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -56,6 +61,11 @@ impl Balancer {
     /// Where each listener ended up (port 0 becomes a real port).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.services.iter().map(|s| s.local_addr).collect()
+    }
+
+    /// Where the admin endpoint ended up, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn pools(&self) -> Vec<Arc<BackendPool>> {
@@ -71,6 +81,20 @@ impl Balancer {
     /// connections for up to the drain timeout.
     pub async fn run(self) {
         let mut tasks = JoinSet::new();
+        if let Some(listener) = self.admin {
+            let watched = self
+                .services
+                .iter()
+                .map(|s| admin::Watched {
+                    listen: s.local_addr,
+                    pool: s.pool.clone(),
+                })
+                .collect();
+            if let Ok(addr) = listener.local_addr() {
+                info!("admin endpoint on http://{addr}/metrics and /status");
+            }
+            tasks.spawn(admin::serve(listener, watched, self.shutdown.clone()));
+        }
         for service in self.services {
             let state = service.pool.load();
             let names: Vec<&str> = state

@@ -14,6 +14,7 @@ use log::debug;
 use tokio::io::copy_bidirectional_with_sizes;
 use tokio::net::TcpStream;
 
+use crate::access;
 use crate::backend::Backend;
 use crate::failure::{self, Failure};
 use crate::pool::{BackendPool, log_transition};
@@ -25,8 +26,15 @@ const COPY_BUFFER: usize = 64 * 1024;
 
 /// Serves `client` from `pool` until the connection is over.
 pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
+    let _counted = pool.stats.open_connection();
     let state = pool.load();
     let config = &state.config;
+    let _client_slot = match pool.clients.admit(peer.ip(), &config.access) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            return access::refuse(client, peer, refusal, &pool.stats, config.on_failure).await;
+        }
+    };
     let _ = client.set_nodelay(true);
 
     let mut tried: Vec<usize> = Vec::new();
@@ -58,6 +66,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) 
         }
     }
     debug!("{peer}: {failure}");
+    pool.stats.count_failure(failure);
     failure::answer(client, failure, config.on_failure).await;
 }
 

@@ -7,6 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::failure::Failure;
 use crate::forward::{self, is_local_exhaustion};
 use crate::pool::BackendPool;
 
@@ -74,6 +76,56 @@ pub async fn accept_loop(
     }
 }
 
+/// Counters of one listener, exported by the admin endpoint. They belong to
+/// the listener's [`BackendPool`], not to its reloadable snapshot, so a
+/// reload never resets them. Updated lock-free on the data path.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Client connections accepted, refused ones included.
+    pub accepted: AtomicU64,
+    /// Client connections refused by access control or a connection limit.
+    pub rejected: AtomicU64,
+    /// Client connections open now (from accept until closed).
+    pub active: AtomicU64,
+    /// Clients answered 502: every backend tried failed to connect.
+    pub bad_gateway: AtomicU64,
+    /// Clients answered 503: no backend was available to try.
+    pub unavailable: AtomicU64,
+}
+
+impl ListenerStats {
+    /// Counts an accepted client for as long as the returned guard lives.
+    pub fn open_connection(&self) -> ClientConnection<'_> {
+        self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+        ClientConnection { stats: self }
+    }
+
+    pub fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    pub fn count_failure(&self, failure: Failure) {
+        match failure {
+            Failure::BadGateway => &self.bad_gateway,
+            Failure::Unavailable => &self.unavailable,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+/// Keeps the listener's `active` right however a client connection ends,
+/// panics and cancellation included.
+pub struct ClientConnection<'a> {
+    stats: &'a ListenerStats,
+}
+
+impl Drop for ClientConnection<'_> {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Lets an event through at most once per period and counts the rest.
 pub struct RateLimit {
     period: Duration,
@@ -118,5 +170,20 @@ mod tests {
         assert_eq!(limit.allow(), None);
         limit.last = Some(Instant::now() - Duration::from_secs(7200));
         assert_eq!(limit.allow(), Some(2));
+    }
+
+    #[test]
+    fn listener_active_follows_connection_guards() {
+        let stats = ListenerStats::default();
+        let first = stats.open_connection();
+        let second = stats.open_connection();
+        assert_eq!(stats.active.load(Relaxed), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(stats.active.load(Relaxed), 0);
+        assert_eq!(stats.accepted.load(Relaxed), 2);
+        stats.count_failure(Failure::BadGateway);
+        assert_eq!(stats.bad_gateway.load(Relaxed), 1);
+        assert_eq!(stats.unavailable.load(Relaxed), 0);
     }
 }

@@ -10,8 +10,10 @@ use std::sync::{Arc, RwLock};
 
 use log::info;
 
+use crate::access::ClientTable;
 use crate::backend::{Backend, Transition};
 use crate::config::ServiceConfig;
+use crate::listener::ListenerStats;
 use crate::strategy::Strategy;
 
 /// An immutable view of the pool: open connections keep the one they started with.
@@ -36,6 +38,11 @@ impl PoolState {
 
 pub struct BackendPool {
     current: RwLock<Arc<PoolState>>,
+    /// The listener's counters; here rather than in the snapshot so a
+    /// reload keeps them.
+    pub stats: ListenerStats,
+    /// Per-client-IP limits; kept across reloads for the same reason.
+    pub clients: ClientTable,
 }
 
 impl BackendPool {
@@ -43,6 +50,8 @@ impl BackendPool {
         let state = build(config, &[]);
         BackendPool {
             current: RwLock::new(Arc::new(state)),
+            stats: ListenerStats::default(),
+            clients: ClientTable::default(),
         }
     }
 
