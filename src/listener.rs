@@ -1,9 +1,13 @@
 //! The listening socket and its accept loop.
 //!
 //! The loop must never die and never spin: per-connection accept errors are
-//! skipped, and running out of file descriptors (or memory) pauses accepting
-//! briefly, logged at a bounded rate, until resources come back.
+//! skipped. When the process runs out of file descriptors it spends a spare
+//! one it keeps for that moment to accept the waiting client and refuse it
+//! at once (503 or close), so clients are told rather than left hanging in
+//! the backlog; if even that fails it pauses briefly. Either way it warns at
+//! a bounded rate.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +17,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use log::{debug, warn};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::failure::Failure;
+use crate::failure::{Failure, OnFailure};
 use crate::forward::{self, is_local_exhaustion};
 use crate::pool::BackendPool;
 
@@ -48,6 +52,7 @@ pub async fn accept_loop(
     connections: TaskTracker,
 ) {
     let mut warnings = RateLimit::new(WARN_EVERY);
+    let mut spare = File::open("/dev/null").ok();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -61,13 +66,25 @@ pub async fn accept_loop(
             Err(e) if is_local_exhaustion(&e) => {
                 if let Some(suppressed) = warnings.allow() {
                     warn!(
-                        "accept failed: {e}; pausing accepts for {EXHAUSTED_PAUSE:?} \
-                         ({suppressed} similar errors since the last warning)"
+                        "accept failed: {e}; refusing new clients until descriptors free up \
+                         ({suppressed} more since the last warning)"
                     );
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(EXHAUSTED_PAUSE) => {}
+                // The spare descriptor makes room for exactly one accept.
+                if spare.take().is_some() {
+                    let waiting =
+                        tokio::time::timeout(Duration::from_millis(10), listener.accept());
+                    if let Ok(Ok((stream, peer))) = waiting.await {
+                        debug!("{peer}: refused, out of file descriptors");
+                        refuse(stream, &pool);
+                    }
+                    spare = File::open("/dev/null").ok();
+                }
+                if spare.is_none() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(EXHAUSTED_PAUSE) => {}
+                    }
                 }
             }
             // ECONNABORTED and friends: that one client gave up; go on.
@@ -123,6 +140,17 @@ pub struct ClientConnection<'a> {
 impl Drop for ClientConnection<'_> {
     fn drop(&mut self) {
         self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Answers a client we cannot serve without waiting on it: one
+/// non-blocking write of the 503 (in `http` mode), then close.
+fn refuse(stream: TcpStream, pool: &BackendPool) {
+    // It never reaches `forward::serve`, so it is counted here.
+    pool.stats.accepted.fetch_add(1, Relaxed);
+    pool.stats.count_rejected();
+    if pool.load().config.on_failure == OnFailure::Http {
+        let _ = stream.try_write(Failure::Unavailable.http_response());
     }
 }
 

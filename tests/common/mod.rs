@@ -1,0 +1,463 @@
+//! Shared harness for the integration tests: an in-process balancer, killable
+//! in-process backends, the real `tcplb` binary as a child process, and small
+//! client helpers.
+//!
+//! Everything binds 127.0.0.1:0 and reads its port back; every guard cleans
+//! up on drop (even when a test panics), killing only what it started.
+
+#![allow(dead_code)] // Each test binary uses a different subset.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tcplb::balancer::Balancer;
+use tcplb::config::{BackendSpec, Config, ServiceConfig};
+use tcplb::pool::BackendPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// How long any single wait in a test may take before it counts as a failure.
+/// Generous: the machine is small and shared.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// In-process balancer
+
+/// A balancer running on the test's runtime; shut down on drop.
+pub struct TestBalancer {
+    pub addr: SocketAddr,
+    pub pool: Arc<BackendPool>,
+    shutdown: CancellationToken,
+}
+
+impl TestBalancer {
+    /// Starts a balancer for `service` (its `listen` is replaced by 127.0.0.1:0).
+    pub fn start(mut service: ServiceConfig) -> TestBalancer {
+        service.listen = "127.0.0.1:0".parse().unwrap();
+        let mut config = Config::single(service);
+        config.drain_timeout = Duration::from_secs(1);
+        let balancer = Balancer::bind(config).expect("bind balancer");
+        let addr = balancer.local_addrs()[0];
+        let pool = balancer.pools()[0].clone();
+        let shutdown = balancer.shutdown_token();
+        tokio::spawn(balancer.run());
+        TestBalancer {
+            addr,
+            pool,
+            shutdown,
+        }
+    }
+
+    /// Whether the pool currently considers backend `index` healthy.
+    pub fn is_up(&self, index: usize) -> bool {
+        self.pool.load().backends[index].is_up()
+    }
+
+    /// Connections open to backend `index` now.
+    pub fn active(&self, index: usize) -> u64 {
+        self.pool.load().backends[index].active()
+    }
+
+    /// Connections ever established to backend `index`.
+    pub fn total(&self, index: usize) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pool.load().backends[index].stats.total.load(Relaxed)
+    }
+
+    pub fn connect_failures(&self, index: usize) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pool.load().backends[index]
+            .stats
+            .connect_failures
+            .load(Relaxed)
+    }
+}
+
+impl Drop for TestBalancer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A service over `addrs` with the documented defaults.
+pub fn service(addrs: &[SocketAddr]) -> ServiceConfig {
+    let backends = addrs.iter().map(|a| spec(*a, 1)).collect();
+    ServiceConfig::new("127.0.0.1:0".parse().unwrap(), backends)
+}
+
+pub fn spec(addr: SocketAddr, weight: u32) -> BackendSpec {
+    BackendSpec {
+        name: addr.to_string(),
+        addr,
+        weight,
+        max_conns: None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In-process backends
+
+type ServeFn = Arc<dyn Fn(TcpListener) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A backend server with its own single-threaded runtime on its own thread,
+/// so that killing it drops the listener *and* every open connection at
+/// once, like a crashed process, and its work never competes with the
+/// balancer's runtime for task slots.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    serve: ServeFn,
+    running: Option<Running>,
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl TestBackend {
+    /// The demo HTTP backend ("Hello from backend :PORT").
+    pub async fn http() -> TestBackend {
+        Self::with(|l| async move {
+            let _ = tcplb::demo::serve_http(l).await;
+        })
+        .await
+    }
+
+    /// The demo echo backend.
+    pub async fn echo() -> TestBackend {
+        Self::with(|l| async move {
+            let _ = tcplb::demo::serve_echo(l).await;
+        })
+        .await
+    }
+
+    /// A backend running `serve` on its listener.
+    pub async fn with<F, Fut>(serve: F) -> TestBackend
+    where
+        F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let serve: ServeFn = Arc::new(move |l| Box::pin(serve(l)));
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = std_listener.local_addr().unwrap();
+        let running = Self::run(std_listener, serve.clone());
+        TestBackend {
+            addr,
+            serve,
+            running: Some(running),
+        }
+    }
+
+    fn run(listener: std::net::TcpListener, serve: ServeFn) -> Running {
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("backend runtime");
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("register listener");
+                tokio::select! {
+                    _ = serve(listener) => {}
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime drops every task: all sockets close here.
+            drop(runtime);
+        });
+        Running { stop, thread }
+    }
+
+    /// Kills the backend: when this returns, its listener and all its
+    /// connections are closed.
+    pub async fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            tokio::task::spawn_blocking(move || running.thread.join())
+                .await
+                .unwrap()
+                .expect("backend thread panicked");
+        }
+    }
+
+    /// Starts the backend again on the same port.
+    pub async fn revive(&mut self) {
+        assert!(self.running.is_none(), "backend is already running");
+        let deadline = Instant::now() + PATIENCE;
+        let listener = loop {
+            // std sets SO_REUSEADDR on Unix, so TIME_WAIT does not block this.
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("rebinding {}: {e}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot rebind backend {}: {e}", self.addr),
+            }
+        };
+        self.running = Some(Self::run(listener, self.serve.clone()));
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            // The thread exits by itself; no need to block a runtime thread on it.
+            let _ = running.stop.send(());
+        }
+    }
+}
+
+/// An address where nothing listens: bound, then closed at once.
+pub fn refusing_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The real binary
+
+/// A `tcplb` (or other) child process, killed by PID on drop.
+pub struct Process {
+    pub child: Child,
+    /// Every stderr line so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// A running `tcplb` and the address it listens on.
+pub struct TcplbProcess {
+    pub addr: SocketAddr,
+    pub process: Process,
+}
+
+impl TcplbProcess {
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+}
+
+pub fn tcplb_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tcplb")
+}
+
+/// Spawns `command` with stderr captured line by line.
+pub fn spawn_process(mut command: Command) -> Process {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+    let mut child = command.spawn().expect("spawn child process");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let pipe = child.stderr.take().unwrap();
+    let lines = stderr.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            lines.lock().unwrap().push(line);
+        }
+    });
+    Process { child, stderr }
+}
+
+impl Process {
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) for the child to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM to this child only.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tcplb --listen 127.0.0.1:0 ARGS...` and waits for its listening line.
+pub fn spawn_tcplb(args: &[&str]) -> TcplbProcess {
+    let mut command = Command::new(tcplb_bin());
+    command.args(["--listen", "127.0.0.1:0"]).args(args);
+    wait_listening(spawn_process(command))
+}
+
+/// Like [`spawn_tcplb`], run through `sh -c 'ulimit -n N; exec tcplb ...'`
+/// (same PID) so the balancer has a file-descriptor limit of `nofile`.
+/// When raising the limit is not permitted, it gets what `ulimit -Hn` allows.
+pub fn spawn_tcplb_with_nofile(nofile: u64, args: &[&str]) -> TcplbProcess {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {nofile} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$@\""
+        ))
+        .arg("sh")
+        .arg(tcplb_bin())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    wait_listening(spawn_process(command))
+}
+
+fn wait_listening(mut process: Process) -> TcplbProcess {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found = process.stderr.lock().unwrap().iter().find_map(|line| {
+            let rest = line.split("listening on ").nth(1)?;
+            rest.split(" ->").next()?.parse::<SocketAddr>().ok()
+        });
+        if let Some(addr) = found {
+            return TcplbProcess { addr, process };
+        }
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!(
+                "tcplb exited ({status}) before listening:\n{}",
+                process.stderr_text()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tcplb did not log its listening address:\n{}",
+            process.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The soft "Max open files" limit of process `pid`.
+pub fn nofile_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+/// A raw-TCP `GET /` with `Connection: close`, read to EOF; bounded in time.
+pub async fn http_get(addr: SocketAddr) -> String {
+    let bytes = tokio::time::timeout(PATIENCE, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("send request");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("read reply");
+        reply
+    })
+    .await
+    .expect("http_get timed out");
+    String::from_utf8(bytes).expect("reply is UTF-8")
+}
+
+/// The port in a demo backend's "Hello from backend :PORT" reply.
+pub fn hello_port(reply: &str) -> u16 {
+    let port = reply
+        .split("Hello from backend :")
+        .nth(1)
+        .and_then(|rest| rest.trim().parse().ok());
+    port.unwrap_or_else(|| panic!("not a demo backend reply: {reply:?}"))
+}
+
+/// GET through `addr` and return the answering backend's port.
+pub async fn which_backend(addr: SocketAddr) -> u16 {
+    hello_port(&http_get(addr).await)
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub async fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `data` through an echo path and returns what came back; writer
+/// and reader run concurrently so large payloads cannot deadlock.
+pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let send = async {
+        writer.write_all(data).await.expect("send");
+        writer.shutdown().await.expect("shutdown write");
+    };
+    let receive = async {
+        let mut back = Vec::with_capacity(data.len());
+        reader.read_to_end(&mut back).await.expect("receive");
+        back
+    };
+    let ((), back) = tokio::time::timeout(PATIENCE, async { tokio::join!(send, receive) })
+        .await
+        .expect("echo round trip timed out");
+    back
+}
+
+/// A deterministic pseudo-random byte stream (xorshift64*), so a receiver
+/// can check every byte without keeping a copy of what was sent.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Pattern {
+        Pattern(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+
+    pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        Pattern::new(seed).fill(&mut buf);
+        buf
+    }
+}
