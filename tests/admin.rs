@@ -100,6 +100,8 @@ async fn metrics_and_status_report_known_traffic_exactly() {
             let probed = probed.clone();
             async move {
                 let _ = listener.accept().await;
+                // Closed before telling, so no later connect can slip in.
+                drop(listener);
                 probed.notify_one();
             }
         })
