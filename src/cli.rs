@@ -32,15 +32,6 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn rate(text: &str) -> Result<f64, String> {
-    let number = text.strip_suffix("/s").unwrap_or(text);
-    number
-        .parse::<f64>()
-        .ok()
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("bad rate {text:?}: expected connections per second, e.g. 20/s"))
-}
-
 fn bytes(text: &str) -> Result<Vec<u8>, String> {
     config::parse_escaped(text)
 }
@@ -153,7 +144,7 @@ pub struct Cli {
     pub max_conns_per_ip: Option<u32>,
 
     /// New connections per second from one client IP, e.g. 20/s. [default: unlimited]
-    #[arg(long, value_parser = rate, value_name = "N/s")]
+    #[arg(long, value_parser = config::parse_rate, value_name = "N/s")]
     pub rate_per_ip: Option<f64>,
 
     /// Serve Prometheus /metrics and JSON /status on this address (e.g. 127.0.0.1:9090). [default: off]
