@@ -214,6 +214,11 @@ impl ReloadHandle {
             match (kept, fresh) {
                 (Some(service), _) => {
                     let before = backend_names(&service.pool);
+                    let old_config = service.pool.load().config.clone();
+                    let settings_changed = ServiceConfig {
+                        backends: new.backends.clone(),
+                        ..old_config
+                    } != new;
                     if new.backlog != service.backlog {
                         warn!(
                             "{}: a new backlog takes effect only on restart",
@@ -221,7 +226,11 @@ impl ReloadHandle {
                         );
                     }
                     service.pool.replace(new);
-                    changes.push(describe_kept(service.local_addr, &before, &service.pool));
+                    let mut change = describe_kept(service.local_addr, &before, &service.pool);
+                    if settings_changed {
+                        change.push_str(", settings changed");
+                    }
+                    changes.push(change);
                     services.push(service);
                 }
                 (None, Some(mut service)) => {

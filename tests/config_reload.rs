@@ -506,3 +506,36 @@ async fn sighup_makes_the_binary_reload_its_file() {
     assert_eq!(tcplb.0.try_wait().unwrap(), None);
     assert_eq!(served_by(addr).await, h2.port());
 }
+
+#[tokio::test]
+async fn the_reload_summary_says_what_changed() {
+    let (h1, h2) = (http_backend().await, http_backend().await);
+    let file = ConfigFile::new("summary", &listener("127.0.0.1:0", &[h1]));
+    let lb = Running::start(&file);
+    let addr = lb.addrs()[0];
+
+    file.write(&listener("127.0.0.1:0", &[h2]));
+    let summary = lb.handle.apply(lb.source.load().unwrap()).unwrap();
+    assert_eq!(summary, format!("{addr} backends [{h2}] (+{h2}, -{h1})"));
+
+    file.write(&format!(
+        "{}retries = 0\n{}",
+        listener("127.0.0.1:0", &[h2]),
+        listener("127.0.0.2:0", &[h1])
+    ));
+    let summary = lb.handle.apply(lb.source.load().unwrap()).unwrap();
+    let added = lb.addrs()[1];
+    assert_eq!(
+        summary,
+        format!("{addr} backends [{h2}], settings changed; {added} added, backends [{h1}]")
+    );
+    file.write(&listener("127.0.0.2:0", &[h1]));
+    let summary = lb.handle.apply(lb.source.load().unwrap()).unwrap();
+    assert_eq!(
+        summary,
+        format!(
+            "{} backends [{h1}]; {addr} removed (open connections drain)",
+            lb.addrs()[0]
+        )
+    );
+}
