@@ -159,10 +159,9 @@ async fn one_file_two_listeners_each_with_its_own_pool() {
         web_ports.push(served_by(web).await);
     }
     web_ports.sort();
-    assert_eq!(
-        web_ports,
-        [web1.port(), web1.port(), web2.port(), web2.port()]
-    );
+    let mut expected = [web1.port(), web1.port(), web2.port(), web2.port()];
+    expected.sort();
+    assert_eq!(web_ports, expected);
     for _ in 0..3 {
         assert_eq!(served_by(cache).await, redis.port());
     }
@@ -327,9 +326,10 @@ async fn reload_adds_and_removes_listeners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_reloads_under_load_lose_no_connection() {
     const CLIENTS: usize = 4;
-    const PER_CLIENT: usize = 150;
+    /// Upper bound per client; the load normally stops well before it.
+    const MAX_PER_CLIENT: usize = 2000;
     const RELOADS: usize = 10;
-    /// Connections that complete between two reloads.
+    /// Connections that complete between two reloads (and after the last).
     const GAP: usize = 40;
     let hs = [
         http_backend().await,
@@ -345,31 +345,40 @@ async fn ten_reloads_under_load_lose_no_connection() {
     let addr = lb.addrs()[0];
 
     let done = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let done = done.clone();
+        let (done, stop) = (done.clone(), stop.clone());
         clients.push(tokio::spawn(async move {
             let mut ports = Vec::new();
-            for _ in 0..PER_CLIENT {
+            while !stop.is_cancelled() && ports.len() < MAX_PER_CLIENT {
                 ports.push(served_by(addr).await);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             ports
         }));
     }
-    let reloads = async {
-        for k in 1..=RELOADS {
+    let wait_for_gap = |k: usize| {
+        let done = done.clone();
+        async move {
             let target = done.load(Ordering::Relaxed) + GAP;
             while done.load(Ordering::Relaxed) < target {
                 assert!(
-                    done.load(Ordering::Relaxed) < CLIENTS * PER_CLIENT,
+                    done.load(Ordering::Relaxed) < CLIENTS * MAX_PER_CLIENT,
                     "the load ended before reload {k}"
                 );
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+        }
+    };
+    let reloads = async {
+        for k in 1..=RELOADS {
+            wait_for_gap(k).await;
             file.write(&pools[k % 2]);
             lb.reload().unwrap();
         }
+        wait_for_gap(RELOADS + 1).await;
+        stop.cancel();
     };
     tokio::time::timeout(Duration::from_secs(120), reloads)
         .await
@@ -382,7 +391,8 @@ async fn ten_reloads_under_load_lose_no_connection() {
             .expect("a client connection failed");
         seen.extend(ports);
     }
-    assert_eq!(seen.len(), CLIENTS * PER_CLIENT);
+    assert_eq!(seen.len(), done.load(Ordering::Relaxed));
+    assert!(seen.len() >= (RELOADS + 1) * GAP);
     for h in hs {
         assert!(seen.contains(&h.port()), "backend {h} never served");
     }
