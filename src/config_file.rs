@@ -189,13 +189,6 @@ impl RawFile {
             }
             None => RawService::default(),
         };
-        if self.listener.is_empty() {
-            return Err(Problem {
-                span: 0..0,
-                key: "listener",
-                message: "no [[listener]] table: the file must define at least one listener".into(),
-            });
-        }
         let mut services = Vec::new();
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         for table in self.listener {
@@ -221,18 +214,26 @@ impl RawFile {
             }
             services.push(raw.into_service(addr, span)?);
         }
-        let mut config = Config {
-            services,
-            ..Config::single(ServiceConfig::new(
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-                Vec::new(),
-            ))
+        // Process-wide defaults come from Config::single, as for the flags.
+        let mut services = services.into_iter();
+        let Some(first) = services.next() else {
+            return Err(no_listener());
         };
+        let mut config = Config::single(first);
+        config.services.extend(services);
         if let Some(d) = self.drain_timeout {
             config.drain_timeout = d.0;
         }
         config.admin = self.admin.map(|a| a.0);
         Ok(config)
+    }
+}
+
+fn no_listener() -> Problem {
+    Problem {
+        span: 0..0,
+        key: "listener",
+        message: "no [[listener]] table: the file must define at least one listener".into(),
     }
 }
 
