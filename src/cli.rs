@@ -255,7 +255,17 @@ impl ConfigSource {
 
     /// Reads the file and applies the command-line overrides.
     pub fn load(&self) -> Result<Config, String> {
-        let mut config = config_file::load(&self.path).map_err(|e| e.to_string())?;
+        let backend_flags: Vec<BackendSpec> = if self.explicit.iter().any(|id| id == "backends") {
+            self.flags
+                .backends
+                .iter()
+                .flat_map(|l| l.0.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut config = config_file::load_with_backends(&self.path, &backend_flags)
+            .map_err(|e| e.to_string())?;
         apply_overrides(&mut config, &self.flags, &self.explicit)?;
         Ok(config)
     }
@@ -481,6 +491,22 @@ mod tests {
         // A reload re-reads the file and re-applies the same overrides.
         let again = startup.source.as_ref().unwrap().load().unwrap();
         assert_eq!(&again, c);
+    }
+
+    #[test]
+    fn backend_flags_fill_a_file_without_backends() {
+        let file = TempFile::new(
+            "nobackends",
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[listener]]\nlisten = \"127.0.0.1:8081\"\n",
+        );
+        let err = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap_err();
+        assert!(err.to_string().contains("no backends"), "{err}");
+        let startup =
+            Startup::try_from_args(["tcplb", "--config", file.arg(), "-b", "127.0.0.1:9"]).unwrap();
+        for s in &startup.config.services {
+            assert_eq!(s.backends.len(), 1);
+            assert_eq!(s.backends[0].name, "127.0.0.1:9");
+        }
     }
 
     #[test]

@@ -54,17 +54,32 @@ impl std::error::Error for FileError {}
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, FileError> {
+    load_with_backends(path, &[])
+}
+
+/// Like [`load`], but a listener that names no backends (here or in
+/// [defaults]) gets `fallback`: the `--backend` flags, which override the
+/// file anyway.
+pub fn load_with_backends(path: &Path, fallback: &[BackendSpec]) -> Result<Config, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError {
         path: path.to_path_buf(),
         position: None,
         key: None,
         message: format!("cannot read the configuration file: {e}"),
     })?;
-    parse(&text, path)
+    parse_with_backends(&text, path, fallback)
 }
 
 /// Parses file contents; `path` is only used in error messages.
 pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
+    parse_with_backends(text, path, &[])
+}
+
+fn parse_with_backends(
+    text: &str,
+    path: &Path,
+    fallback: &[BackendSpec],
+) -> Result<Config, FileError> {
     let raw: RawFile = toml::from_str(text)
         .map_err(|e| FileError {
             path: path.to_path_buf(),
@@ -73,7 +88,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
             message: e.message().trim().to_string(),
         })
         .map_err(name_unknown_key)?;
-    raw.into_config().map_err(|problem| FileError {
+    raw.into_config(fallback).map_err(|problem| FileError {
         path: path.to_path_buf(),
         position: Some(line_column(text, problem.span.start)),
         key: Some(problem.key.to_string()),
@@ -173,7 +188,7 @@ struct RawHealth {
 }
 
 impl RawFile {
-    fn into_config(self) -> Result<Config, Problem> {
+    fn into_config(self, fallback: &[BackendSpec]) -> Result<Config, Problem> {
         let defaults = match self.defaults {
             Some(d) => {
                 if let Some(listen) = &d.get_ref().listen {
@@ -212,7 +227,7 @@ impl RawFile {
                     ),
                 });
             }
-            services.push(raw.into_service(addr, span)?);
+            services.push(raw.into_service(addr, span, fallback)?);
         }
         // Process-wide defaults come from Config::single, as for the flags.
         let mut services = services.into_iter();
@@ -281,17 +296,19 @@ impl RawService {
         self,
         listen: SocketAddr,
         span: Range<usize>,
+        fallback: &[BackendSpec],
     ) -> Result<ServiceConfig, Problem> {
         let backends: Vec<BackendSpec> = match &self.backends {
             Some(list) => list.get_ref().iter().flat_map(|e| e.0.clone()).collect(),
-            None => Vec::new(),
+            None => fallback.to_vec(),
         };
         if backends.is_empty() {
             return Err(Problem {
                 span: self.backends.as_ref().map_or(span, |b| b.span()),
                 key: "listener.backends",
                 message: format!(
-                    "listener {listen} has no backends: set `backends` in it or in [defaults]"
+                    "listener {listen} has no backends: set `backends` in it or in [defaults], \
+                     or give --backend"
                 ),
             });
         }
