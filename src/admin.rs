@@ -66,14 +66,17 @@ pub struct Watched {
     pub pool: Arc<BackendPool>,
 }
 
+/// Lists the listeners to report, asked afresh for every request so that
+/// listeners added or removed by a reload show up.
+pub type WatchList = Arc<dyn Fn() -> Vec<Watched> + Send + Sync>;
+
 /// Binds the admin socket; a bad or busy address is a start-up error.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     listener::bind(addr, BACKLOG).context("admin endpoint")
 }
 
 /// Answers admin requests until `shutdown`.
-pub async fn serve(listener: TcpListener, watched: Vec<Watched>, shutdown: CancellationToken) {
-    let watched: Arc<[Watched]> = watched.into();
+pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -105,7 +108,7 @@ pub async fn serve(listener: TcpListener, watched: Vec<Watched>, shutdown: Cance
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, watched: &[Watched]) {
+async fn handle(mut stream: TcpStream, peer: SocketAddr, watched: &WatchList) {
     let parsed = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return,
@@ -114,7 +117,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, watched: &[Watched]) {
             return;
         }
     };
-    let response = respond(parsed, watched);
+    let response = respond(parsed, &watched());
     let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
         if stream.write_all(&response).await.is_err() {
             return;

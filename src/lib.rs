@@ -14,6 +14,7 @@ pub mod backend;
 pub mod balancer;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod demo;
 pub mod failure;
 pub mod forward;

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, poll_until, service};
-use tcplb::balancer::Balancer;
+use tcplb::balancer::{Balancer, ReloadHandle};
 use tcplb::config::Config;
 use tcplb::pool::BackendPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,6 +23,7 @@ struct AdminBalancer {
     addr: SocketAddr,
     admin: SocketAddr,
     pool: Arc<BackendPool>,
+    reload: ReloadHandle,
     shutdown: CancellationToken,
 }
 
@@ -41,6 +42,7 @@ fn start(service: tcplb::config::ServiceConfig) -> AdminBalancer {
         addr: balancer.local_addrs()[0],
         admin: balancer.admin_addr().expect("admin address"),
         pool: balancer.pools()[0].clone(),
+        reload: balancer.reload_handle(),
         shutdown: balancer.shutdown_token(),
     };
     tokio::spawn(balancer.run());
@@ -279,4 +281,32 @@ async fn an_admin_address_in_use_is_a_start_up_error() {
     let error = Balancer::bind(config).err().expect("bind must fail");
     let text = format!("{error:#}");
     assert!(text.contains("admin"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_reload_and_keep_their_counts() {
+    let backend = TestBackend::echo().await;
+    let svc = service(&[backend.addr]);
+    let lb = start(svc.clone());
+    assert_eq!(echo_roundtrip(lb.addr, b"before").await, b"before");
+    assert!(poll_until(PATIENCE, || lb.pool.stats.active.load(Relaxed) == 0).await);
+
+    // Keep the listener (same configured address) and add a second one.
+    let mut config = Config::single(svc.clone());
+    config.services.push(svc);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    lb.reload.apply(config).expect("reload");
+    let addrs = lb.reload.local_addrs();
+    assert_eq!(addrs[0], lb.addr);
+
+    let (_, _, text) = get(lb.admin, "/metrics").await;
+    let first = format!("listener=\"{}\"", addrs[0]);
+    let second = format!("listener=\"{}\"", addrs[1]);
+    assert_eq!(sample(&text, "tcplb_listener_accepted_total", &first), "1");
+    assert_eq!(sample(&text, "tcplb_listener_accepted_total", &second), "0");
+    let labels = format!("{first},backend=\"{}\"", backend.addr);
+    assert_eq!(
+        sample(&text, "tcplb_backend_sent_bytes_total", &labels),
+        "6"
+    );
 }
