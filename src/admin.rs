@@ -665,6 +665,46 @@ mod tests {
         assert!(parse_request(&fits).is_ok());
     }
 
+    #[test]
+    fn every_prefix_of_a_request_is_incomplete_and_noise_never_panics() {
+        let request = b"GET /metrics?a=b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        for end in 0..request.len() {
+            assert_eq!(parse_request(&request[..end]), Err(Error::Incomplete));
+        }
+        assert!(parse_request(request).is_ok());
+        // Deterministic noise built from HTTP-ish pieces: only the verdict
+        // may vary, never a panic. (A real fuzzer can take over from here.)
+        let pieces: [&[u8]; 12] = [
+            b"GET",
+            b" ",
+            b"/",
+            b"metrics",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b":",
+            b"HTTP/1.1",
+            b"\x00",
+            b"\xff",
+            b"?",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.extend_from_slice(pieces[(seed % 12) as usize]);
+            }
+            input.extend_from_slice(b"\r\n\r\n");
+            if let Ok(r) = parse_request(&input) {
+                assert!(r.path.starts_with('/'));
+                assert!(!r.method.is_empty());
+            }
+        }
+    }
+
     fn view() -> Vec<ListenerView> {
         vec![ListenerView {
             listen: "127.0.0.1:8080".into(),
