@@ -15,6 +15,7 @@ use tokio::io::{AsyncWriteExt, copy_bidirectional_with_sizes};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::access;
 use crate::backend::Backend;
 use crate::failure::{self, Failure};
 use crate::pool::{BackendPool, log_transition};
@@ -27,8 +28,15 @@ const COPY_BUFFER: usize = 64 * 1024;
 
 /// Serves `client` from `pool` until the connection is over.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
+    let _counted = pool.stats.open_connection();
     let state = pool.load();
     let config = &state.config;
+    let _client_slot = match pool.clients.admit(peer.ip(), &config.access) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            return access::refuse(client, peer, refusal, &pool.stats, config.on_failure).await;
+        }
+    };
     let _ = client.set_nodelay(true);
     // PROXY protocol: a client address carried in a header stands in for
     // the peer from here on; a bad or missing header closes the connection.
@@ -36,12 +44,14 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPoo
         Ok(prepared) => prepared,
         Err(e) => {
             debug!("{peer}: closing: {e}");
+            pool.stats.proxy_header_errors.fetch_add(1, Relaxed);
             return;
         }
     };
 
     let Ok(_slot) = state.admit().await else {
         debug!("{peer}: no free slot under max-conns within the queue timeout");
+        pool.stats.count_rejected();
         failure::answer(client, Failure::Unavailable, config.on_failure).await;
         return;
     };
@@ -94,6 +104,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPoo
         }
     }
     debug!("{peer}: {failure}");
+    pool.stats.count_failure(failure);
     failure::answer(client, failure, config.on_failure).await;
 }
 

@@ -7,12 +7,12 @@
 //! the backlog; if even that fails it pauses briefly. Either way it warns at
 //! a bounded rate.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-
-use std::fs::File;
 
 use anyhow::Context;
 use log::{debug, warn};
@@ -93,9 +93,64 @@ pub async fn accept_loop(
     }
 }
 
+/// Counters of one listener, exported by the admin endpoint. They belong to
+/// the listener's [`BackendPool`], not to its reloadable snapshot, so a
+/// reload never resets them. Updated lock-free on the data path.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Client connections accepted, refused ones included.
+    pub accepted: AtomicU64,
+    /// Client connections refused by access control or a connection limit.
+    pub rejected: AtomicU64,
+    /// Client connections open now (from accept until closed).
+    pub active: AtomicU64,
+    /// Clients answered 502: every backend tried failed to connect.
+    pub bad_gateway: AtomicU64,
+    /// Clients answered 503: no backend was available to try.
+    pub unavailable: AtomicU64,
+    /// Clients closed for a bad or missing PROXY header (`--accept-proxy`).
+    pub proxy_header_errors: AtomicU64,
+}
+
+impl ListenerStats {
+    /// Counts an accepted client for as long as the returned guard lives.
+    pub fn open_connection(&self) -> ClientConnection<'_> {
+        self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+        ClientConnection { stats: self }
+    }
+
+    pub fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    pub fn count_failure(&self, failure: Failure) {
+        match failure {
+            Failure::BadGateway => &self.bad_gateway,
+            Failure::Unavailable => &self.unavailable,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+/// Keeps the listener's `active` right however a client connection ends,
+/// panics and cancellation included.
+pub struct ClientConnection<'a> {
+    stats: &'a ListenerStats,
+}
+
+impl Drop for ClientConnection<'_> {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Answers a client we cannot serve without waiting on it: one
 /// non-blocking write of the 503 (in `http` mode), then close.
 fn refuse(stream: TcpStream, pool: &BackendPool) {
+    // It never reaches `forward::serve`, so it is counted here.
+    pool.stats.accepted.fetch_add(1, Relaxed);
+    pool.stats.count_rejected();
     if pool.load().config.on_failure == OnFailure::Http {
         let _ = stream.try_write(Failure::Unavailable.http_response());
     }
@@ -145,5 +200,20 @@ mod tests {
         assert_eq!(limit.allow(), None);
         limit.last = Some(Instant::now() - Duration::from_secs(7200));
         assert_eq!(limit.allow(), Some(2));
+    }
+
+    #[test]
+    fn listener_active_follows_connection_guards() {
+        let stats = ListenerStats::default();
+        let first = stats.open_connection();
+        let second = stats.open_connection();
+        assert_eq!(stats.active.load(Relaxed), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(stats.active.load(Relaxed), 0);
+        assert_eq!(stats.accepted.load(Relaxed), 2);
+        stats.count_failure(Failure::BadGateway);
+        assert_eq!(stats.bad_gateway.load(Relaxed), 1);
+        assert_eq!(stats.unavailable.load(Relaxed), 0);
     }
 }

@@ -12,8 +12,10 @@ use log::info;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use crate::access::ClientTable;
 use crate::backend::{Backend, Transition};
 use crate::config::ServiceConfig;
+use crate::listener::ListenerStats;
 use crate::strategy::Strategy;
 
 /// An immutable view of the pool: open connections keep the one they started with.
@@ -57,6 +59,11 @@ pub struct QueueTimeout;
 
 pub struct BackendPool {
     current: RwLock<Arc<PoolState>>,
+    /// The listener's counters; here rather than in the snapshot so a
+    /// reload keeps them.
+    pub stats: ListenerStats,
+    /// Per-client-IP limits; kept across reloads for the same reason.
+    pub clients: ClientTable,
     /// Woken when a connection to a backend with a `maxconn` ends.
     slot_freed: Notify,
 }
@@ -66,6 +73,8 @@ impl BackendPool {
         let state = build(config, &[]);
         BackendPool {
             current: RwLock::new(Arc::new(state)),
+            stats: ListenerStats::default(),
+            clients: ClientTable::default(),
             slot_freed: Notify::new(),
         }
     }

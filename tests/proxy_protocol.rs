@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{PATIENCE, TestBackend, TestBalancer, echo_roundtrip, service};
@@ -353,4 +354,7 @@ async fn bad_or_missing_headers_close_without_reaching_a_backend() {
     assert_eq!(next(&mut records).await, (0, b"valid".to_vec()));
     assert_eq!(lb.total(0), 1);
     assert!(records.try_recv().is_err());
+    // Every bad case above was counted; the valid one was not.
+    let errors = lb.pool.stats.proxy_header_errors.load(Relaxed) as usize;
+    assert_eq!(errors, cases.len() + 3 + 1);
 }
