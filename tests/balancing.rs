@@ -517,23 +517,12 @@ async fn ipv6_clients_and_backends_work() {
     // An IPv6 listener in front of one IPv6 and one IPv4 backend.
     let mut svc = service(&[v6_addr, v4_echo.addr]);
     svc.listen = "[::1]:0".parse().unwrap();
-    let config = tcplb::config::Config::single(svc);
-    let balancer = tcplb::balancer::Balancer::bind(config).unwrap();
-    let addr = balancer.local_addrs()[0];
+    let lb = TestBalancer::start_on_own_listen(svc);
+    let addr = lb.addr;
     assert!(addr.is_ipv6());
-    let pool = balancer.pools()[0].clone();
-    let shutdown = balancer.shutdown_token();
-    tokio::spawn(balancer.run());
     for i in 0..4u64 {
         let data = Pattern::bytes(600 + i, 5000);
         assert_eq!(echo_roundtrip(addr, &data).await, data);
     }
-    let totals: Vec<u64> = pool
-        .load()
-        .backends
-        .iter()
-        .map(|b| b.stats.total.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
-    assert_eq!(totals, [2, 2]);
-    shutdown.cancel();
+    assert_eq!((lb.total(0), lb.total(1)), (2, 2));
 }

@@ -40,6 +40,11 @@ impl TestBalancer {
     /// Starts a balancer for `service` (its `listen` is replaced by 127.0.0.1:0).
     pub fn start(mut service: ServiceConfig) -> TestBalancer {
         service.listen = "127.0.0.1:0".parse().unwrap();
+        Self::start_on_own_listen(service)
+    }
+
+    /// Starts a balancer listening where `service.listen` says (e.g. `[::1]:0`).
+    pub fn start_on_own_listen(service: ServiceConfig) -> TestBalancer {
         let mut config = Config::single(service);
         config.drain_timeout = Duration::from_secs(1);
         let balancer = Balancer::bind(config).expect("bind balancer");
