@@ -6,8 +6,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::config::BackendSpec;
 
@@ -41,11 +42,32 @@ pub struct BackendStats {
     pub check_latency_us: AtomicU64,
 }
 
+/// Failed connects counted toward `--max-fails` within one `--fail-timeout` window.
+#[derive(Debug)]
+struct FailWindow {
+    started: Instant,
+    failures: u32,
+}
+
 pub struct Backend {
     pub spec: BackendSpec,
     up: AtomicBool,
     streak: Mutex<Streak>,
+    /// Passive health: out of rotation until this many ms after [`epoch`]; 0 is never.
+    out_until_ms: AtomicU64,
+    fail_window: Mutex<Option<FailWindow>>,
     pub stats: BackendStats,
+}
+
+/// A process-wide instant that lets deadlines live in an `AtomicU64`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch(at: Instant) -> u64 {
+    // +1 so that a deadline is never 0, which means "none".
+    at.saturating_duration_since(epoch()).as_millis() as u64 + 1
 }
 
 impl Backend {
@@ -56,6 +78,8 @@ impl Backend {
             spec,
             up: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
+            out_until_ms: AtomicU64::new(0),
+            fail_window: Mutex::new(None),
             stats: BackendStats::default(),
         }
     }
@@ -78,11 +102,47 @@ impl Backend {
 
     /// Whether a new connection may be sent here now.
     pub fn is_available(&self) -> bool {
-        self.is_up()
-            && self
-                .spec
-                .max_conns
-                .is_none_or(|max| self.active() < u64::from(max))
+        self.is_up() && !self.is_full() && !self.is_failing()
+    }
+
+    /// At its `maxconn` limit.
+    pub fn is_full(&self) -> bool {
+        self.spec
+            .max_conns
+            .is_some_and(|max| self.active() >= u64::from(max))
+    }
+
+    /// Taken out by passive health (`--max-fails`) for now.
+    pub fn is_failing(&self) -> bool {
+        let until = self.out_until_ms.load(Relaxed);
+        // Most backends are never taken out: skip the clock read for them.
+        until != 0 && millis_since_epoch(Instant::now()) < until
+    }
+
+    /// Counts a failed connect toward nginx-style `max_fails` within
+    /// `fail_timeout`; returns true when this one takes the backend out for
+    /// `fail_timeout`. `max_fails` 0 turns passive health off.
+    pub fn record_connect_failure(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+        if max_fails == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let mut window = self.fail_window.lock().unwrap_or_else(|e| e.into_inner());
+        let current = match window.as_mut() {
+            Some(w) if now.duration_since(w.started) <= fail_timeout => w,
+            _ => window.insert(FailWindow {
+                started: now,
+                failures: 0,
+            }),
+        };
+        current.failures += 1;
+        if current.failures < max_fails || self.is_failing() {
+            return false;
+        }
+        *window = None;
+        self.out_until_ms
+            .store(millis_since_epoch(now + fail_timeout), Relaxed);
+        true
     }
 
     /// Records a failed check or connect; returns `Down` when this one
@@ -184,6 +244,30 @@ mod tests {
         assert_eq!(b.record_success(2), None);
         assert_eq!(b.record_success(2), Some(Transition::Up));
         assert!(b.is_up());
+    }
+
+    #[test]
+    fn max_fails_within_the_window_take_a_backend_out_for_the_window() {
+        let b = backend();
+        let window = Duration::from_secs(3600);
+        assert!(!b.record_connect_failure(0, window), "0 is off");
+        assert!(!b.record_connect_failure(3, window));
+        assert!(!b.record_connect_failure(3, window));
+        assert!(b.is_available());
+        assert!(b.record_connect_failure(3, window));
+        assert!(b.is_failing() && !b.is_available());
+        assert!(
+            b.is_up(),
+            "passive health does not touch the prober's verdict"
+        );
+
+        let short = backend();
+        assert!(!short.record_connect_failure(2, Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !short.record_connect_failure(2, Duration::ZERO),
+            "failures outside the window do not add up"
+        );
     }
 
     #[test]

@@ -1,122 +1,380 @@
-//! The running balancer: every listener with its pool and prober, and the
-//! orderly shutdown that drains open connections.
+//! The running balancer: every listener with its pool and prober, the live
+//! reload that swaps them, and the orderly shutdown that drains open
+//! connections.
 //!
 //! Binding is separate from running so start-up errors (a port in use)
 //! surface before anything is served, and so tests can learn the port.
+//! A reload binds every new listener before it changes anything, so a
+//! failed reload leaves the old configuration untouched.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use log::{info, warn};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::admin;
+use crate::config::{Config, ServiceConfig};
 use crate::listener;
 use crate::pool::BackendPool;
 use crate::prober::Prober;
 
+/// One listener and its pool.
 struct Service {
-    listener: TcpListener,
+    /// The address as configured (port 0 stays 0): how a reload recognises
+    /// the listener it already runs.
+    listen: SocketAddr,
+    backlog: u32,
     local_addr: SocketAddr,
     pool: Arc<BackendPool>,
+    /// Stops this listener's accept loop and prober; a child of shutdown.
+    stop: CancellationToken,
+    /// Bound but not accepting yet (between `bind` and `run`).
+    listener: Option<TcpListener>,
+}
+
+/// What can change while running; the lock is never held across `.await`.
+struct State {
+    services: Vec<Service>,
+    drain_timeout: Duration,
+    admin: Option<SocketAddr>,
+    /// Whether `run` has started; services added before it wait for it.
+    running: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    shutdown: CancellationToken,
+    /// Client connections, from every listener past and present.
+    connections: TaskTracker,
+    /// Accept loops and probers.
+    tasks: TaskTracker,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts accepting on `service` and probing its backends.
+    fn start(&self, service: &mut Service) {
+        let Some(listener) = service.listener.take() else {
+            return;
+        };
+        log_service(service.local_addr, &service.pool);
+        self.tasks
+            .spawn(Prober::new(service.pool.clone()).run(service.stop.clone()));
+        self.tasks.spawn(listener::accept_loop(
+            listener,
+            service.pool.clone(),
+            service.stop.clone(),
+            self.connections.clone(),
+        ));
+    }
 }
 
 pub struct Balancer {
-    services: Vec<Service>,
-    drain_timeout: Duration,
-    shutdown: CancellationToken,
-    connections: TaskTracker,
+    shared: Arc<Shared>,
+    /// The admin endpoint's socket, when `--admin` is given.
+    admin: Option<TcpListener>,
 }
 
 impl Balancer {
     /// Binds every listener. Must be called inside the tokio runtime.
     pub fn bind(config: Config) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
         let mut services = Vec::new();
         for service in config.services {
-            let listener = listener::bind(service.listen, service.backlog)?;
-            let local_addr = listener.local_addr()?;
-            services.push(Service {
-                listener,
-                local_addr,
-                pool: Arc::new(BackendPool::new(service)),
-            });
+            services.push(bind_service(service, &shutdown)?);
         }
-        Ok(Balancer {
+        let admin = config.admin.map(admin::bind).transpose()?;
+        let state = State {
             services,
             drain_timeout: config.drain_timeout,
-            shutdown: CancellationToken::new(),
-            connections: TaskTracker::new(),
+            admin: config.admin,
+            running: false,
+        };
+        Ok(Balancer {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                shutdown,
+                connections: TaskTracker::new(),
+                tasks: TaskTracker::new(),
+            }),
+            admin,
         })
     }
 
-    /// Where each listener ended up (port 0 becomes a real port).
+    /// Where the admin endpoint ended up, when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where each listener ended up (port 0 becomes a real port), in
+    /// configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.services.iter().map(|s| s.local_addr).collect()
+        self.reload_handle().local_addrs()
     }
 
     pub fn pools(&self) -> Vec<Arc<BackendPool>> {
-        self.services.iter().map(|s| s.pool.clone()).collect()
+        self.reload_handle().pools()
     }
 
     /// Cancel this token to stop accepting and start draining.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.shared.shutdown.clone()
+    }
+
+    /// Applies new configurations to this balancer while it runs.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Serves until the shutdown token is cancelled, then drains open
     /// connections for up to the drain timeout.
     pub async fn run(self) {
-        let mut tasks = JoinSet::new();
-        for service in self.services {
-            let state = service.pool.load();
-            let names: Vec<&str> = state
-                .backends
-                .iter()
-                .map(|b| b.spec.name.as_str())
-                .collect();
-            let c = &state.config;
-            info!(
-                "listening on {} -> [{}] strategy={} retries={} connect-timeout={:?} \
-                 health-interval={:?} health-timeout={:?} rise={} fall={} on-failure={}",
-                service.local_addr,
-                names.join(", "),
-                c.strategy,
-                c.retries,
-                c.connect_timeout,
-                c.health.interval,
-                c.health.timeout,
-                c.health.rise,
-                c.health.fall,
-                c.on_failure,
-            );
-            tasks.spawn(Prober::new(service.pool.clone()).run(self.shutdown.clone()));
-            tasks.spawn(listener::accept_loop(
-                service.listener,
-                service.pool,
-                self.shutdown.clone(),
-                self.connections.clone(),
-            ));
+        let shared = self.shared;
+        if let Some(listener) = self.admin {
+            if let Ok(addr) = listener.local_addr() {
+                info!("admin endpoint on http://{addr}/metrics and /status");
+            }
+            // Asks for the listeners on every request, so reloads show.
+            let handle = ReloadHandle {
+                shared: shared.clone(),
+            };
+            let watched: admin::WatchList = Arc::new(move || handle.watched());
+            shared
+                .tasks
+                .spawn(admin::serve(listener, watched, shared.shutdown.clone()));
+        }
+        {
+            let mut state = shared.state();
+            state.running = true;
+            for service in &mut state.services {
+                shared.start(service);
+            }
         }
 
-        self.shutdown.cancelled().await;
+        shared.shutdown.cancelled().await;
         // Accept loops and probers return on the token; their listeners close.
-        while tasks.join_next().await.is_some() {}
-        self.connections.close();
-        let open = self.connections.len();
-        info!(
-            "stopped accepting; draining {open} open connection(s) for up to {:?}",
-            self.drain_timeout
-        );
-        match tokio::time::timeout(self.drain_timeout, self.connections.wait()).await {
+        shared.tasks.close();
+        shared.tasks.wait().await;
+        shared.connections.close();
+        let open = shared.connections.len();
+        let drain_timeout = shared.state().drain_timeout;
+        info!("stopped accepting; draining {open} open connection(s) for up to {drain_timeout:?}");
+        match tokio::time::timeout(drain_timeout, shared.connections.wait()).await {
             Ok(()) => info!("all connections finished; exiting"),
             Err(_) => warn!(
                 "drain timeout: closing {} connection(s) still open",
-                self.connections.len()
+                shared.connections.len()
             ),
         }
     }
+}
+
+/// A handle for swapping the configuration of a running [`Balancer`].
+#[derive(Clone)]
+pub struct ReloadHandle {
+    shared: Arc<Shared>,
+}
+
+impl ReloadHandle {
+    /// Makes `config` the running configuration, for new connections; open
+    /// connections keep the settings and backends they started with.
+    ///
+    /// Listeners are matched by their configured address. A kept listener
+    /// keeps its socket and swaps its pool (backends it keeps keep their
+    /// health and counters); a new one is bound and started; a removed one
+    /// stops accepting while its open connections drain. If any new address
+    /// cannot be bound, nothing changes and the error is returned.
+    /// On success returns a one-line summary of what changed.
+    pub fn apply(&self, config: Config) -> Result<String, String> {
+        let shared = &self.shared;
+        let mut state = shared.state();
+        if shared.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+
+        // Pair each new service with the first unclaimed old one at the same
+        // address (port 0 listeners pair up in order).
+        let mut claimed = vec![false; state.services.len()];
+        let mut kept_index: Vec<Option<usize>> = Vec::new();
+        for new in &config.services {
+            let found = (0..state.services.len())
+                .find(|&i| !claimed[i] && state.services[i].listen == new.listen);
+            if let Some(i) = found {
+                claimed[i] = true;
+            }
+            kept_index.push(found);
+        }
+
+        // Bind every new listener first: a failure must change nothing.
+        let mut bound: Vec<Option<Service>> = Vec::new();
+        for (new, kept) in config.services.iter().zip(&kept_index) {
+            bound.push(match kept {
+                Some(_) => None,
+                None => Some(
+                    bind_service(new.clone(), &shared.shutdown).map_err(|e| format!("{e:#}"))?,
+                ),
+            });
+        }
+
+        let mut old: Vec<Option<Service>> = state.services.drain(..).map(Some).collect();
+        let plan = config
+            .services
+            .into_iter()
+            .zip(kept_index)
+            .map(|(new, i)| (new, i.and_then(|i| old[i].take())));
+        let mut changes: Vec<String> = Vec::new();
+        let mut services = Vec::new();
+        for ((new, kept), fresh) in plan.into_iter().zip(bound) {
+            match (kept, fresh) {
+                (Some(service), _) => {
+                    let before = backend_names(&service.pool);
+                    let old_config = service.pool.load().config.clone();
+                    let settings_changed = ServiceConfig {
+                        backends: new.backends.clone(),
+                        ..old_config
+                    } != new;
+                    if new.backlog != service.backlog {
+                        warn!(
+                            "{}: a new backlog takes effect only on restart",
+                            service.local_addr
+                        );
+                    }
+                    service.pool.replace(new);
+                    let mut change = describe_kept(service.local_addr, &before, &service.pool);
+                    if settings_changed {
+                        change.push_str(", settings changed");
+                    }
+                    changes.push(change);
+                    services.push(service);
+                }
+                (None, Some(mut service)) => {
+                    changes.push(format!(
+                        "{} added, backends [{}]",
+                        service.local_addr,
+                        backend_names(&service.pool).join(", ")
+                    ));
+                    if state.running {
+                        shared.start(&mut service);
+                    }
+                    services.push(service);
+                }
+                (None, None) => {}
+            }
+        }
+        for service in old.into_iter().flatten() {
+            service.stop.cancel();
+            changes.push(format!(
+                "{} removed (open connections drain)",
+                service.local_addr
+            ));
+        }
+        state.services = services;
+        state.drain_timeout = config.drain_timeout;
+        if config.admin != state.admin {
+            warn!("a new admin address takes effect only on restart");
+        }
+        Ok(changes.join("; "))
+    }
+
+    /// Where each listener is bound now, in configuration order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared
+            .state()
+            .services
+            .iter()
+            .map(|s| s.local_addr)
+            .collect()
+    }
+
+    /// Each listener with its pool now, as the admin endpoint shows them.
+    pub fn watched(&self) -> Vec<admin::Watched> {
+        self.shared
+            .state()
+            .services
+            .iter()
+            .map(|s| admin::Watched {
+                listen: s.local_addr,
+                pool: s.pool.clone(),
+            })
+            .collect()
+    }
+
+    /// Each listener's pool now, in configuration order.
+    pub fn pools(&self) -> Vec<Arc<BackendPool>> {
+        self.shared
+            .state()
+            .services
+            .iter()
+            .map(|s| s.pool.clone())
+            .collect()
+    }
+}
+
+fn bind_service(config: ServiceConfig, shutdown: &CancellationToken) -> anyhow::Result<Service> {
+    let listener = listener::bind(config.listen, config.backlog)?;
+    Ok(Service {
+        listen: config.listen,
+        backlog: config.backlog,
+        local_addr: listener.local_addr()?,
+        pool: Arc::new(BackendPool::new(config)),
+        stop: shutdown.child_token(),
+        listener: Some(listener),
+    })
+}
+
+fn backend_names(pool: &BackendPool) -> Vec<String> {
+    pool.load()
+        .backends
+        .iter()
+        .map(|b| b.spec.name.clone())
+        .collect()
+}
+
+/// "127.0.0.1:8080 backends [a, c] (+c, -b)".
+fn describe_kept(addr: SocketAddr, before: &[String], pool: &BackendPool) -> String {
+    let after = backend_names(pool);
+    let added: Vec<String> = after
+        .iter()
+        .filter(|n| !before.contains(n))
+        .map(|n| format!("+{n}"))
+        .collect();
+    let removed: Vec<String> = before
+        .iter()
+        .filter(|n| !after.contains(n))
+        .map(|n| format!("-{n}"))
+        .collect();
+    let mut line = format!("{addr} backends [{}]", after.join(", "));
+    let delta: Vec<String> = added.into_iter().chain(removed).collect();
+    if !delta.is_empty() {
+        line.push_str(&format!(" ({})", delta.join(", ")));
+    }
+    line
+}
+
+fn log_service(local_addr: SocketAddr, pool: &BackendPool) {
+    let state = pool.load();
+    let c = &state.config;
+    info!(
+        "listening on {} -> [{}] strategy={} retries={} connect-timeout={:?} \
+         health-interval={:?} health-timeout={:?} rise={} fall={} on-failure={}",
+        local_addr,
+        backend_names(pool).join(", "),
+        c.strategy,
+        c.retries,
+        c.connect_timeout,
+        c.health.interval,
+        c.health.timeout,
+        c.health.rise,
+        c.health.fall,
+        c.on_failure,
+    );
 }

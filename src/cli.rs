@@ -3,16 +3,20 @@
 //! clap rejects bad values with a message naming the flag and exit code 2,
 //! before anything binds.
 
+use std::ffi::OsString;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
     self, AccessConfig, BackendSpec, Cidr, Config, DEFAULT_BACKENDS, HealthConfig, ProxyVersion,
     ServiceConfig, parse_duration,
 };
+use crate::config_file;
 use crate::failure::OnFailure;
 use crate::strategy::StrategyKind;
 
@@ -32,22 +36,13 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn rate(text: &str) -> Result<f64, String> {
-    let number = text.strip_suffix("/s").unwrap_or(text);
-    number
-        .parse::<f64>()
-        .ok()
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("bad rate {text:?}: expected connections per second, e.g. 20/s"))
-}
-
 fn bytes(text: &str) -> Result<Vec<u8>, String> {
     config::parse_escaped(text)
 }
 
 /// A Layer-4 (raw TCP) load balancer: accepts connections and pipes each
 /// one to the next healthy backend.
-#[derive(Parser, Debug)]
+#[derive(Parser, Clone, Debug)]
 #[command(name = "tcplb", version, about, max_term_width = 100)]
 pub struct Cli {
     /// Address to accept clients on: ADDR:PORT, [IPv6]:PORT, or a bare PORT.
@@ -153,7 +148,7 @@ pub struct Cli {
     pub max_conns_per_ip: Option<u32>,
 
     /// New connections per second from one client IP, e.g. 20/s. [default: unlimited]
-    #[arg(long, value_parser = rate, value_name = "N/s")]
+    #[arg(long, value_parser = config::parse_rate, value_name = "N/s")]
     pub rate_per_ip: Option<f64>,
 
     /// Serve Prometheus /metrics and JSON /status on this address (e.g. 127.0.0.1:9090). [default: off]
@@ -164,6 +159,174 @@ pub struct Cli {
     /// command line override it. SIGHUP re-reads it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// What the command line asks for: the configuration to start with and,
+/// with `--config`, how to read it again on SIGHUP.
+#[derive(Debug)]
+pub struct Startup {
+    pub config: Config,
+    pub source: Option<ConfigSource>,
+}
+
+/// Why tcplb cannot start; both kinds exit with code 2.
+#[derive(Debug)]
+pub enum StartupError {
+    /// A bad flag; clap's message names it.
+    Flags(clap::Error),
+    /// A bad configuration file (or a flag that cannot apply to it).
+    File(String),
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartupError::Flags(e) => write!(f, "{e}"),
+            StartupError::File(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+impl Startup {
+    /// Reads the process's arguments (and the file they name); on any
+    /// error prints it and exits with code 2, as clap does for bad flags.
+    pub fn from_args_or_exit() -> Startup {
+        match Startup::try_from_args(std::env::args_os()) {
+            Ok(startup) => startup,
+            Err(StartupError::Flags(e)) => e.exit(),
+            Err(e @ StartupError::File(_)) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    pub fn try_from_args<I, T>(args: I) -> Result<Startup, StartupError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Cli::command()
+            .try_get_matches_from(args)
+            .map_err(StartupError::Flags)?;
+        let cli = Cli::from_arg_matches(&matches).map_err(StartupError::Flags)?;
+        let Some(path) = cli.config.clone() else {
+            return Ok(Startup {
+                config: cli.into_config(),
+                source: None,
+            });
+        };
+        let source = ConfigSource {
+            path,
+            explicit: given_on_command_line(&matches),
+            flags: cli,
+        };
+        let config = source.load().map_err(StartupError::File)?;
+        Ok(Startup {
+            config,
+            source: Some(source),
+        })
+    }
+}
+
+/// Ids of the flags the user typed (not those left at their defaults).
+fn given_on_command_line(matches: &ArgMatches) -> Vec<String> {
+    matches
+        .ids()
+        .filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+/// The configuration file plus the flags that override it, kept so a
+/// reload re-applies the same overrides to the new file.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    path: PathBuf,
+    flags: Cli,
+    /// Arg ids given on the command line.
+    explicit: Vec<String>,
+}
+
+impl ConfigSource {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file and applies the command-line overrides.
+    pub fn load(&self) -> Result<Config, String> {
+        let backend_flags: Vec<BackendSpec> = if self.explicit.iter().any(|id| id == "backends") {
+            self.flags
+                .backends
+                .iter()
+                .flat_map(|l| l.0.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut config = config_file::load_with_backends(&self.path, &backend_flags)
+            .map_err(|e| e.to_string())?;
+        apply_overrides(&mut config, &self.flags, &self.explicit)?;
+        Ok(config)
+    }
+}
+
+/// Flags given on the command line win over the file, for every listener.
+fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Result<(), String> {
+    let given = flags.clone().into_config();
+    let from = &given.services[0];
+    let listeners = config.services.len();
+    if listeners > 1 && explicit.iter().any(|id| id == "listen") {
+        return Err(format!(
+            "--listen cannot override a file with {listeners} listeners: \
+             set each listener's `listen` in the file"
+        ));
+    }
+    for id in explicit {
+        match id.as_str() {
+            "drain_timeout" => config.drain_timeout = given.drain_timeout,
+            "admin" => config.admin = given.admin,
+            _ => {
+                for service in &mut config.services {
+                    override_service(service, from, id);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the setting of flag `id` from `from`; false for ids that are
+/// not per-listener settings.
+fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bool {
+    match id {
+        "listen" => s.listen = from.listen,
+        "backlog" => s.backlog = from.backlog,
+        "backends" => s.backends = from.backends.clone(),
+        "strategy" => s.strategy = from.strategy,
+        "connect_timeout" => s.connect_timeout = from.connect_timeout,
+        "retries" => s.retries = from.retries,
+        "on_failure" => s.on_failure = from.on_failure,
+        "health_interval" => s.health.interval = from.health.interval,
+        "health_timeout" => s.health.timeout = from.health.timeout,
+        "rise" => s.health.rise = from.health.rise,
+        "fall" => s.health.fall = from.health.fall,
+        "health_send" => s.health.send = from.health.send.clone(),
+        "health_expect" => s.health.expect = from.health.expect.clone(),
+        "max_fails" => s.max_fails = from.max_fails,
+        "fail_timeout" => s.fail_timeout = from.fail_timeout,
+        "max_conns" => s.max_conns = from.max_conns,
+        "queue_timeout" => s.queue_timeout = from.queue_timeout,
+        "idle_timeout" => s.idle_timeout = from.idle_timeout,
+        "send_proxy" => s.send_proxy = from.send_proxy,
+        "accept_proxy" => s.accept_proxy = from.accept_proxy,
+        "allow" => s.access.allow = from.access.allow.clone(),
+        "deny" => s.access.deny = from.access.deny.clone(),
+        "max_conns_per_ip" => s.access.max_conns_per_ip = from.access.max_conns_per_ip,
+        "rate_per_ip" => s.access.rate_per_ip = from.access.rate_per_ip,
+        _ => return false,
+    }
+    true
 }
 
 impl Cli {
@@ -262,6 +425,152 @@ mod tests {
             &["tcplb", "--idle-timeout", "0"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    /// A configuration file removed when the test ends.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> TempFile {
+            let path =
+                std::env::temp_dir().join(format!("tcplb-cli-{}-{name}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+        fn arg(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const TWO_LISTENERS: &str = "drain_timeout = \"7s\"\n\
+        [[listener]]\nlisten = \"127.0.0.1:8080\"\nbackends = [\"127.0.0.1:8081\"]\nretries = 4\n\
+        [[listener]]\nlisten = \"127.0.0.1:6380\"\nbackends = [\"127.0.0.1:6379\"]\n\
+        connect_timeout = \"9s\"\n[listener.health]\nrise = 3\n";
+
+    #[test]
+    fn flags_given_on_the_command_line_override_every_listener() {
+        let file = TempFile::new("override", TWO_LISTENERS);
+        let startup = Startup::try_from_args([
+            "tcplb",
+            "--config",
+            file.arg(),
+            "--retries",
+            "0",
+            "--rise",
+            "5",
+            "-b",
+            "127.0.0.1:9999=2",
+            "--drain-timeout",
+            "1s",
+            "--accept-proxy",
+        ])
+        .unwrap();
+        let c = &startup.config;
+        assert_eq!(c.drain_timeout, Duration::from_secs(1));
+        assert_eq!(c.services.len(), 2);
+        for s in &c.services {
+            assert_eq!(s.retries, 0);
+            assert_eq!(s.health.rise, 5);
+            assert!(s.accept_proxy);
+            assert_eq!(s.backends.len(), 1);
+            assert_eq!(
+                (s.backends[0].name.as_str(), s.backends[0].weight),
+                ("127.0.0.1:9999", 2)
+            );
+        }
+        // Flags left at their defaults do not override the file.
+        assert_eq!(c.services[1].connect_timeout, Duration::from_secs(9));
+        assert_eq!(c.services[0].listen, "127.0.0.1:8080".parse().unwrap());
+        // A reload re-reads the file and re-applies the same overrides.
+        let again = startup.source.as_ref().unwrap().load().unwrap();
+        assert_eq!(&again, c);
+    }
+
+    #[test]
+    fn backend_flags_fill_a_file_without_backends() {
+        let file = TempFile::new(
+            "nobackends",
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[listener]]\nlisten = \"127.0.0.1:8081\"\n",
+        );
+        let err = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap_err();
+        assert!(err.to_string().contains("no backends"), "{err}");
+        let startup =
+            Startup::try_from_args(["tcplb", "--config", file.arg(), "-b", "127.0.0.1:9"]).unwrap();
+        for s in &startup.config.services {
+            assert_eq!(s.backends.len(), 1);
+            assert_eq!(s.backends[0].name, "127.0.0.1:9");
+        }
+    }
+
+    #[test]
+    fn without_overrides_the_file_is_used_as_written() {
+        let file = TempFile::new("plain", TWO_LISTENERS);
+        let startup = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap();
+        let c = startup.config;
+        assert_eq!(c.drain_timeout, Duration::from_secs(7));
+        assert_eq!((c.services[0].retries, c.services[1].retries), (4, 2));
+        assert_eq!(c.services[1].health.rise, 3);
+        assert_eq!(c.services[1].backends[0].name, "127.0.0.1:6379");
+    }
+
+    #[test]
+    fn listen_overrides_only_a_single_listener_file() {
+        let file = TempFile::new("listen2", TWO_LISTENERS);
+        let err = Startup::try_from_args(["tcplb", "--config", file.arg(), "--listen", "9000"])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("--listen cannot override"),
+            "{err}"
+        );
+        let one = TempFile::new(
+            "listen1",
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\nbackends = [\"127.0.0.1:8081\"]\n",
+        );
+        let startup =
+            Startup::try_from_args(["tcplb", "--config", one.arg(), "--listen", "9000"]).unwrap();
+        assert_eq!(startup.config.services[0].listen.port(), 9000);
+    }
+
+    #[test]
+    fn a_bad_file_is_a_startup_error_naming_file_and_line() {
+        let file = TempFile::new("bad", "[[listener]]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n");
+        let err = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("{}:3:1", file.arg())), "{text}");
+        assert!(text.contains("bogus"), "{text}");
+    }
+
+    #[test]
+    fn without_config_startup_matches_the_flags() {
+        let args = ["tcplb", "--listen", "127.0.0.1:1", "--retries", "1"];
+        let startup = Startup::try_from_args(args).unwrap();
+        assert!(startup.source.is_none());
+        assert_eq!(
+            startup.config,
+            Cli::try_parse_from(args).unwrap().into_config()
+        );
+    }
+
+    #[test]
+    fn every_listener_flag_can_override_the_file() {
+        let process_wide = ["drain_timeout", "admin", "config", "help", "version"];
+        let base = ServiceConfig::new("127.0.0.1:1".parse().unwrap(), Vec::new());
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            if !process_wide.contains(&id) {
+                let mut s = base.clone();
+                assert!(
+                    override_service(&mut s, &base, id),
+                    "flag id {id:?} is missing from override_service"
+                );
+            }
         }
     }
 }

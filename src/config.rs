@@ -341,6 +341,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Parses a per-client rate: connections per second, `20` or `20/s`.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("bad rate {text:?}: expected connections per second, e.g. 20/s"))
+}
+
 /// Parses an escaped byte string for health checks: `\r`, `\n`, `\t`, `\\`, `\xNN`.
 pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(text.len());

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use log::debug;
+use log::{debug, info};
 use tokio::io::copy_bidirectional_with_sizes;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use crate::access;
 use crate::backend::Backend;
 use crate::failure::{self, Failure};
 use crate::pool::{BackendPool, log_transition};
@@ -25,32 +27,58 @@ const COPY_BUFFER: usize = 64 * 1024;
 
 /// Serves `client` from `pool` until the connection is over.
 pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
+    let _counted = pool.stats.open_connection();
     let state = pool.load();
     let config = &state.config;
+    let _client_slot = match pool.clients.admit(peer.ip(), &config.access) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            return access::refuse(client, peer, refusal, &pool.stats, config.on_failure).await;
+        }
+    };
     let _ = client.set_nodelay(true);
 
+    let Ok(_slot) = state.admit().await else {
+        debug!("{peer}: no free slot under max-conns within the queue timeout");
+        pool.stats.count_rejected();
+        failure::answer(client, Failure::Unavailable, config.on_failure).await;
+        return;
+    };
+    let queue_deadline = Instant::now() + config.queue_timeout;
     let mut tried: Vec<usize> = Vec::new();
     let mut failure = Failure::Unavailable;
     for _ in 0..=config.retries {
-        let Some(index) = state.pick(peer.ip(), &tried) else {
+        let Some(index) = pool
+            .pick_or_wait(&state, peer.ip(), &tried, queue_deadline)
+            .await
+        else {
             break;
         };
         let backend = &state.backends[index];
         match connect(backend.addr(), config.connect_timeout).await {
             Ok(upstream) => {
                 pipe(client, upstream, peer, backend).await;
+                pool.connection_closed(backend);
                 return;
             }
             Err(e) => {
-                backend.stats.connect_failures.fetch_add(1, Relaxed);
                 let reason = describe(&e);
                 debug!("{peer}: connect to {backend} failed: {reason}");
-                // Running out of our own file descriptors says nothing
-                // about the backend's health.
-                if !is_local_exhaustion(&e)
-                    && let Some(t) = backend.record_failure(config.health.fall)
-                {
+                // Out of our own descriptors: not the backend's fault, and
+                // every other backend would fail the same way.
+                if is_local_exhaustion(&e) {
+                    failure = Failure::Unavailable;
+                    break;
+                }
+                backend.stats.connect_failures.fetch_add(1, Relaxed);
+                if let Some(t) = backend.record_failure(config.health.fall) {
                     log_transition(backend, t, &reason);
+                }
+                if backend.record_connect_failure(config.max_fails, config.fail_timeout) {
+                    info!(
+                        "backend {backend} out of rotation for {:?} after {} failed connects",
+                        config.fail_timeout, config.max_fails
+                    );
                 }
                 failure = Failure::BadGateway;
                 tried.push(index);
@@ -58,6 +86,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) 
         }
     }
     debug!("{peer}: {failure}");
+    pool.stats.count_failure(failure);
     failure::answer(client, failure, config.on_failure).await;
 }
 

@@ -5,11 +5,16 @@
 //! pipes bytes both ways, and if no backend can take it, [`failure`] answers.
 //! The [`prober`] keeps each [`backend`]'s health current in the background.
 //! [`balancer`] wires these together per listener and drains on shutdown.
+//! [`access`] turns unwanted or greedy clients away right after accept, and
+//! [`admin`] serves the counters as Prometheus metrics and JSON status.
 
+pub mod access;
+pub mod admin;
 pub mod backend;
 pub mod balancer;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod demo;
 pub mod failure;
 pub mod forward;

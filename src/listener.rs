@@ -1,21 +1,27 @@
 //! The listening socket and its accept loop.
 //!
 //! The loop must never die and never spin: per-connection accept errors are
-//! skipped, and running out of file descriptors (or memory) pauses accepting
-//! briefly, logged at a bounded rate, until resources come back.
+//! skipped. When the process runs out of file descriptors it spends a spare
+//! one it keeps for that moment to accept the waiting client and refuse it
+//! at once (503 or close), so clients are told rather than left hanging in
+//! the backlog; if even that fails it pauses briefly. Either way it warns at
+//! a bounded rate.
 
+use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use log::{debug, warn};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::failure::{Failure, OnFailure};
 use crate::forward::{self, is_local_exhaustion};
 use crate::pool::BackendPool;
 
@@ -46,6 +52,7 @@ pub async fn accept_loop(
     connections: TaskTracker,
 ) {
     let mut warnings = RateLimit::new(WARN_EVERY);
+    let mut spare = File::open("/dev/null").ok();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -59,18 +66,91 @@ pub async fn accept_loop(
             Err(e) if is_local_exhaustion(&e) => {
                 if let Some(suppressed) = warnings.allow() {
                     warn!(
-                        "accept failed: {e}; pausing accepts for {EXHAUSTED_PAUSE:?} \
-                         ({suppressed} similar errors since the last warning)"
+                        "accept failed: {e}; refusing new clients until descriptors free up \
+                         ({suppressed} more since the last warning)"
                     );
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(EXHAUSTED_PAUSE) => {}
+                // The spare descriptor makes room for exactly one accept.
+                if spare.take().is_some() {
+                    let waiting =
+                        tokio::time::timeout(Duration::from_millis(10), listener.accept());
+                    if let Ok(Ok((stream, peer))) = waiting.await {
+                        debug!("{peer}: refused, out of file descriptors");
+                        refuse(stream, &pool);
+                    }
+                    spare = File::open("/dev/null").ok();
+                }
+                if spare.is_none() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(EXHAUSTED_PAUSE) => {}
+                    }
                 }
             }
             // ECONNABORTED and friends: that one client gave up; go on.
             Err(e) => debug!("accept failed: {e}"),
         }
+    }
+}
+
+/// Counters of one listener, exported by the admin endpoint. They belong to
+/// the listener's [`BackendPool`], not to its reloadable snapshot, so a
+/// reload never resets them. Updated lock-free on the data path.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Client connections accepted, refused ones included.
+    pub accepted: AtomicU64,
+    /// Client connections refused by access control or a connection limit.
+    pub rejected: AtomicU64,
+    /// Client connections open now (from accept until closed).
+    pub active: AtomicU64,
+    /// Clients answered 502: every backend tried failed to connect.
+    pub bad_gateway: AtomicU64,
+    /// Clients answered 503: no backend was available to try.
+    pub unavailable: AtomicU64,
+}
+
+impl ListenerStats {
+    /// Counts an accepted client for as long as the returned guard lives.
+    pub fn open_connection(&self) -> ClientConnection<'_> {
+        self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+        ClientConnection { stats: self }
+    }
+
+    pub fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+
+    pub fn count_failure(&self, failure: Failure) {
+        match failure {
+            Failure::BadGateway => &self.bad_gateway,
+            Failure::Unavailable => &self.unavailable,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+/// Keeps the listener's `active` right however a client connection ends,
+/// panics and cancellation included.
+pub struct ClientConnection<'a> {
+    stats: &'a ListenerStats,
+}
+
+impl Drop for ClientConnection<'_> {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Answers a client we cannot serve without waiting on it: one
+/// non-blocking write of the 503 (in `http` mode), then close.
+fn refuse(stream: TcpStream, pool: &BackendPool) {
+    // It never reaches `forward::serve`, so it is counted here.
+    pool.stats.accepted.fetch_add(1, Relaxed);
+    pool.stats.count_rejected();
+    if pool.load().config.on_failure == OnFailure::Http {
+        let _ = stream.try_write(Failure::Unavailable.http_response());
     }
 }
 
@@ -118,5 +198,20 @@ mod tests {
         assert_eq!(limit.allow(), None);
         limit.last = Some(Instant::now() - Duration::from_secs(7200));
         assert_eq!(limit.allow(), Some(2));
+    }
+
+    #[test]
+    fn listener_active_follows_connection_guards() {
+        let stats = ListenerStats::default();
+        let first = stats.open_connection();
+        let second = stats.open_connection();
+        assert_eq!(stats.active.load(Relaxed), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(stats.active.load(Relaxed), 0);
+        assert_eq!(stats.accepted.load(Relaxed), 2);
+        stats.count_failure(Failure::BadGateway);
+        assert_eq!(stats.bad_gateway.load(Relaxed), 1);
+        assert_eq!(stats.unavailable.load(Relaxed), 0);
     }
 }

@@ -1,21 +1,24 @@
-//! The `tcplb` executable: parse flags, start logging, run the balancer.
+//! The `tcplb` executable: parse flags (and the config file), start logging,
+//! run the balancer.
 
-use clap::Parser;
 use tcplb::balancer::Balancer;
-use tcplb::cli::Cli;
+use tcplb::cli::Startup;
 use tcplb::signals;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let startup = Startup::from_args_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let balancer = match Balancer::bind(cli.into_config()) {
+    let balancer = match Balancer::bind(startup.config) {
         Ok(balancer) => balancer,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::exit(1);
         }
     };
+    if let Some(source) = startup.source {
+        signals::reload_on_sighup(balancer.reload_handle(), source, balancer.shutdown_token());
+    }
     tokio::spawn(signals::shutdown_on_signal(balancer.shutdown_token()));
     balancer.run().await;
 }

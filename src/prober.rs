@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
 use crate::config::HealthConfig;
+use crate::forward::is_local_exhaustion;
 use crate::pool::{BackendPool, log_transition};
 
 pub struct Prober {
@@ -56,7 +57,10 @@ impl Prober {
                             log_transition(&backend, t, "check passed");
                         }
                     }
-                    Err(reason) => {
+                    Err(CheckError::Local(reason)) => {
+                        log::debug!("health check of {backend} skipped: {reason}");
+                    }
+                    Err(CheckError::Failed(reason)) => {
                         log::debug!("health check of {backend} failed: {reason}");
                         if let Some(t) = backend.record_failure(health.fall) {
                             log_transition(&backend, t, &reason);
@@ -69,19 +73,41 @@ impl Prober {
     }
 }
 
-/// One health check; the error says why it failed, for the DOWN log line.
-pub async fn check(backend: &Backend, health: &HealthConfig) -> Result<(), String> {
-    tokio::time::timeout(health.timeout, exchange(backend, health))
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", health.timeout)))
+/// Why a check did not pass.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckError {
+    /// The backend failed it; the text goes into the DOWN log line.
+    Failed(String),
+    /// We could not run it (out of descriptors): no verdict on the backend.
+    Local(String),
 }
 
-async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), String> {
-    let mut stream = TcpStream::connect(backend.addr())
+impl From<std::io::Error> for CheckError {
+    fn from(e: std::io::Error) -> Self {
+        if is_local_exhaustion(&e) {
+            CheckError::Local(e.to_string())
+        } else {
+            CheckError::Failed(describe(&e))
+        }
+    }
+}
+
+/// One health check.
+pub async fn check(backend: &Backend, health: &HealthConfig) -> Result<(), CheckError> {
+    tokio::time::timeout(health.timeout, exchange(backend, health))
         .await
-        .map_err(|e| describe(&e))?;
+        .unwrap_or_else(|_| {
+            Err(CheckError::Failed(format!(
+                "no answer within {:?}",
+                health.timeout
+            )))
+        })
+}
+
+async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), CheckError> {
+    let mut stream = TcpStream::connect(backend.addr()).await?;
     if let Some(send) = &health.send {
-        stream.write_all(send).await.map_err(|e| describe(&e))?;
+        stream.write_all(send).await?;
     }
     if let Some(expect) = &health.expect {
         let mut reply = vec![0u8; expect.len()];
@@ -90,15 +116,15 @@ async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), String
             match stream.read(&mut reply[got..]).await {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(e) => return Err(describe(&e)),
+                Err(e) => return Err(e.into()),
             }
         }
         if reply[..got] != expect[..] {
-            return Err(format!(
+            return Err(CheckError::Failed(format!(
                 "expected {:?}, got {:?}",
                 String::from_utf8_lossy(expect),
                 String::from_utf8_lossy(&reply[..got])
-            ));
+            )));
         }
     }
     Ok(())

@@ -1,8 +1,12 @@
-//! Process signals: SIGINT and SIGTERM start a graceful shutdown.
+//! Process signals: SIGINT and SIGTERM start a graceful shutdown; SIGHUP
+//! re-reads the configuration file and applies it live.
 
 use log::{error, info};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+
+use crate::balancer::ReloadHandle;
+use crate::cli::ConfigSource;
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 pub async fn shutdown_on_signal(shutdown: CancellationToken) {
@@ -20,4 +24,39 @@ pub async fn shutdown_on_signal(shutdown: CancellationToken) {
     };
     info!("received {name}: shutting down");
     shutdown.cancel();
+}
+
+/// Reloads `source` into `handle` on every SIGHUP until `shutdown`.
+///
+/// The handler is installed before this returns (SIGHUP's default action
+/// would end the process), so call it before announcing readiness. Must be
+/// called inside the tokio runtime.
+pub fn reload_on_sighup(handle: ReloadHandle, source: ConfigSource, shutdown: CancellationToken) {
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        error!("cannot install the SIGHUP handler; live reload is off");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            info!("received SIGHUP: reloading {}", source.path().display());
+            let _ = reload(&handle, &source);
+        }
+    });
+}
+
+/// Re-reads the file, re-applies the command-line overrides and swaps the
+/// result in. A file that does not load, or a new listener that cannot
+/// bind, is logged and leaves the running configuration as it was.
+pub fn reload(handle: &ReloadHandle, source: &ConfigSource) -> Result<(), String> {
+    let path = source.path().display();
+    let outcome = source.load().and_then(|config| handle.apply(config));
+    match &outcome {
+        Ok(summary) => info!("reloaded {path}: {summary}"),
+        Err(e) => error!("reload rejected, the running configuration stays: {e}"),
+    }
+    outcome.map(|_| ())
 }

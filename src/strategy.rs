@@ -42,7 +42,7 @@ pub enum StrategyKind {
 impl StrategyKind {
     pub fn build(self, backends: &[Arc<Backend>]) -> Box<dyn Strategy> {
         match self {
-            StrategyKind::RoundRobin => Box::new(RoundRobin::new(backends.len())),
+            StrategyKind::RoundRobin => Box::new(RoundRobin::new(backends)),
             StrategyKind::LeastConn => Box::new(LeastConn::default()),
             StrategyKind::PowerOfTwo => Box::new(PowerOfTwo),
             StrategyKind::Hash => Box::new(ConsistentHash::new(backends)),
@@ -76,16 +76,22 @@ impl fmt::Display for StrategyKind {
     }
 }
 
-/// nginx's smooth weighted round-robin: weights 3:1 give A A B A, never
-/// bursts; with equal weights it is plain rotation in list order.
+/// Round-robin. With equal weights, a lock-free counter over the eligible
+/// backends: exact rotation in list order, also right after one leaves.
+/// With weights, nginx's smooth weighted round-robin: 3:1 gives A A B A,
+/// never bursts.
 pub struct RoundRobin {
-    current: Mutex<Vec<i64>>,
+    next: AtomicUsize,
+    /// Smooth-WRR state; `None` when all weights are equal.
+    current: Option<Mutex<Vec<i64>>>,
 }
 
 impl RoundRobin {
-    pub fn new(len: usize) -> Self {
+    pub fn new(backends: &[Arc<Backend>]) -> Self {
+        let weighted = backends.windows(2).any(|w| w[0].weight() != w[1].weight());
         RoundRobin {
-            current: Mutex::new(vec![0; len]),
+            next: AtomicUsize::new(0),
+            current: weighted.then(|| Mutex::new(vec![0; backends.len()])),
         }
     }
 }
@@ -97,7 +103,15 @@ impl Strategy for RoundRobin {
         eligible: &dyn Fn(usize) -> bool,
         _client: IpAddr,
     ) -> Option<usize> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(current) = &self.current else {
+            let count = (0..backends.len()).filter(|&i| eligible(i)).count();
+            if count == 0 {
+                return None;
+            }
+            let nth = self.next.fetch_add(1, Relaxed) % count;
+            return (0..backends.len()).filter(|&i| eligible(i)).nth(nth);
+        };
+        let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
         current.resize(backends.len(), 0);
         let mut total = 0i64;
         let mut best: Option<usize> = None;
@@ -289,17 +303,19 @@ mod tests {
     #[test]
     fn round_robin_rotates_in_order_and_skips_ineligible() {
         let b = pool(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
-        let rr = RoundRobin::new(3);
-        assert_eq!(picks(&rr, &b, 6, &|_| true), [0, 1, 2, 0, 1, 2]);
-        let rr = RoundRobin::new(3);
-        assert_eq!(picks(&rr, &b, 4, &|i| i != 1), [0, 2, 0, 2]);
+        let rr = RoundRobin::new(&b);
+        assert_eq!(picks(&rr, &b, 7, &|_| true), [0, 1, 2, 0, 1, 2, 0]);
+        // One leaves mid-rotation: the rest alternate, no burst.
+        let rest = picks(&rr, &b, 6, &|i| i != 1);
+        assert!(rest.iter().all(|&i| i != 1), "{rest:?}");
+        assert!(rest.windows(2).all(|w| w[0] != w[1]), "burst in {rest:?}");
         assert_eq!(rr.pick(&b, &|_| false, ANY), None);
     }
 
     #[test]
     fn weighted_round_robin_is_smooth() {
         let b = pool(&["127.0.0.1:1=3", "127.0.0.1:2"]);
-        let rr = RoundRobin::new(2);
+        let rr = RoundRobin::new(&b);
         // Smooth: the weight-1 backend is interleaved, never after three in a row twice.
         assert_eq!(picks(&rr, &b, 8, &|_| true), [0, 0, 1, 0, 0, 0, 1, 0]);
     }

@@ -1,0 +1,850 @@
+//! The configuration file (`--config tcplb.toml`): several listeners, each
+//! with its own backend pool, plus a `[defaults]` table they inherit from.
+//!
+//! The file is read into `Raw*` mirrors of [`Config`] whose every value goes
+//! through the same parsers as the flags (config.rs), so a backend, duration
+//! or network means the same thing in both places. Unknown keys, wrong types
+//! and bad values are errors naming the file, line, column and key; nothing
+//! binds until the whole file is valid.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+
+use crate::config::{
+    self, BackendSpec, Cidr, Config, ProxyVersion, ServiceConfig, parse_duration, parse_escaped,
+};
+use crate::failure::OnFailure;
+use crate::strategy::StrategyKind;
+
+/// A configuration file that cannot be used, and where it goes wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileError {
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a place in the file.
+    pub position: Option<(usize, usize)>,
+    /// The dotted key the problem is under, e.g. `listener.health.interval`.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, FileError> {
+    load_with_backends(path, &[])
+}
+
+/// Like [`load`], but a listener that names no backends (here or in
+/// [defaults]) gets `fallback`: the `--backend` flags, which override the
+/// file anyway.
+pub fn load_with_backends(path: &Path, fallback: &[BackendSpec]) -> Result<Config, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| FileError {
+        path: path.to_path_buf(),
+        position: None,
+        key: None,
+        message: format!("cannot read the configuration file: {e}"),
+    })?;
+    parse_with_backends(&text, path, fallback)
+}
+
+/// Parses file contents; `path` is only used in error messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, FileError> {
+    parse_with_backends(text, path, &[])
+}
+
+fn parse_with_backends(
+    text: &str,
+    path: &Path,
+    fallback: &[BackendSpec],
+) -> Result<Config, FileError> {
+    let raw: RawFile = toml::from_str(text)
+        .map_err(|e| FileError {
+            path: path.to_path_buf(),
+            position: e.span().map(|span| line_column(text, span.start)),
+            key: toml_key(&e),
+            message: e.message().trim().to_string(),
+        })
+        .map_err(name_unknown_key)?;
+    raw.into_config(fallback).map_err(|problem| FileError {
+        path: path.to_path_buf(),
+        position: Some(line_column(text, problem.span.start)),
+        key: Some(problem.key.to_string()),
+        message: problem.message,
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The key path toml recorded for an error. toml keeps it private but
+/// prints it as a last line "in `a.b`" when the error has no input attached.
+fn toml_key(error: &toml::de::Error) -> Option<String> {
+    let mut bare = error.clone();
+    bare.set_input(None);
+    let text = bare.to_string();
+    text.lines().rev().find_map(|l| {
+        l.strip_prefix("in `")?
+            .strip_suffix('`')
+            .map(str::to_string)
+    })
+}
+
+/// "unknown field `x`" is reported under its parent table; name `x` itself.
+fn name_unknown_key(mut error: FileError) -> FileError {
+    let unknown = error
+        .message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_string());
+    if let Some(name) = unknown {
+        error.key = Some(match error.key.take() {
+            Some(parent) => format!("{parent}.{name}"),
+            None => name,
+        });
+    }
+    error
+}
+
+/// A semantic problem found after parsing, with the span it is about.
+struct Problem {
+    span: Range<usize>,
+    key: &'static str,
+    message: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    drain_timeout: Option<Dur>,
+    admin: Option<Listen>,
+    #[serde(default)]
+    defaults: Option<Spanned<RawService>>,
+    #[serde(default)]
+    listener: Vec<Spanned<RawService>>,
+}
+
+/// One `[[listener]]` table, or the `[defaults]` it inherits from.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    listen: Option<Spanned<Listen>>,
+    backlog: Option<AtLeastOne>,
+    backends: Option<Spanned<Vec<BackendEntry>>>,
+    strategy: Option<Text<StrategyKind>>,
+    connect_timeout: Option<PositiveDur>,
+    retries: Option<u32>,
+    on_failure: Option<Text<OnFailure>>,
+    health: Option<RawHealth>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<PositiveDur>,
+    max_conns: Option<AtLeastOne>,
+    queue_timeout: Option<Dur>,
+    idle_timeout: Option<PositiveDur>,
+    send_proxy: Option<Text<ProxyVersion>>,
+    accept_proxy: Option<bool>,
+    allow: Option<Vec<Text<Cidr>>>,
+    deny: Option<Vec<Text<Cidr>>>,
+    max_conns_per_ip: Option<AtLeastOne>,
+    rate_per_ip: Option<Rate>,
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<PositiveDur>,
+    timeout: Option<PositiveDur>,
+    rise: Option<AtLeastOne>,
+    fall: Option<AtLeastOne>,
+    send: Option<Bytes>,
+    expect: Option<Bytes>,
+}
+
+impl RawFile {
+    fn into_config(self, fallback: &[BackendSpec]) -> Result<Config, Problem> {
+        let defaults = match self.defaults {
+            Some(d) => {
+                if let Some(listen) = &d.get_ref().listen {
+                    return Err(Problem {
+                        span: listen.span(),
+                        key: "defaults.listen",
+                        message: "every listener needs its own address: put `listen` in a \
+                                  [[listener]] table, not in [defaults]"
+                            .into(),
+                    });
+                }
+                d.into_inner()
+            }
+            None => RawService::default(),
+        };
+        let mut services = Vec::new();
+        let mut seen: HashSet<SocketAddr> = HashSet::new();
+        for table in self.listener {
+            let span = table.span();
+            let raw = table.into_inner().inherit(&defaults);
+            let Some(listen) = raw.listen.clone() else {
+                return Err(Problem {
+                    span,
+                    key: "listener.listen",
+                    message: "this [[listener]] has no `listen` address".into(),
+                });
+            };
+            let addr = listen.get_ref().0;
+            // Port 0 asks the kernel for a fresh port each time: never a clash.
+            if addr.port() != 0 && !seen.insert(addr) {
+                return Err(Problem {
+                    span: listen.span(),
+                    key: "listener.listen",
+                    message: format!(
+                        "duplicate listen address {addr}: each listener needs its own"
+                    ),
+                });
+            }
+            services.push(raw.into_service(addr, span, fallback)?);
+        }
+        // Process-wide defaults come from Config::single, as for the flags.
+        let mut services = services.into_iter();
+        let Some(first) = services.next() else {
+            return Err(no_listener());
+        };
+        let mut config = Config::single(first);
+        config.services.extend(services);
+        if let Some(d) = self.drain_timeout {
+            config.drain_timeout = d.0;
+        }
+        config.admin = self.admin.map(|a| a.0);
+        Ok(config)
+    }
+}
+
+fn no_listener() -> Problem {
+    Problem {
+        span: 0..0,
+        key: "listener",
+        message: "no [[listener]] table: the file must define at least one listener".into(),
+    }
+}
+
+impl RawService {
+    /// This listener's settings, falling back to `defaults` key by key
+    /// (and inside `health`, field by field).
+    fn inherit(self, defaults: &RawService) -> RawService {
+        let d = defaults.clone();
+        let health = match (self.health, d.health) {
+            (Some(own), Some(base)) => Some(RawHealth {
+                interval: own.interval.or(base.interval),
+                timeout: own.timeout.or(base.timeout),
+                rise: own.rise.or(base.rise),
+                fall: own.fall.or(base.fall),
+                send: own.send.or(base.send),
+                expect: own.expect.or(base.expect),
+            }),
+            (own, base) => own.or(base),
+        };
+        RawService {
+            listen: self.listen,
+            backlog: self.backlog.or(d.backlog),
+            backends: self.backends.or(d.backends),
+            strategy: self.strategy.or(d.strategy),
+            connect_timeout: self.connect_timeout.or(d.connect_timeout),
+            retries: self.retries.or(d.retries),
+            on_failure: self.on_failure.or(d.on_failure),
+            health,
+            max_fails: self.max_fails.or(d.max_fails),
+            fail_timeout: self.fail_timeout.or(d.fail_timeout),
+            max_conns: self.max_conns.or(d.max_conns),
+            queue_timeout: self.queue_timeout.or(d.queue_timeout),
+            idle_timeout: self.idle_timeout.or(d.idle_timeout),
+            send_proxy: self.send_proxy.or(d.send_proxy),
+            accept_proxy: self.accept_proxy.or(d.accept_proxy),
+            allow: self.allow.or(d.allow),
+            deny: self.deny.or(d.deny),
+            max_conns_per_ip: self.max_conns_per_ip.or(d.max_conns_per_ip),
+            rate_per_ip: self.rate_per_ip.or(d.rate_per_ip),
+        }
+    }
+
+    /// The service this table describes; unset keys keep the flag defaults.
+    fn into_service(
+        self,
+        listen: SocketAddr,
+        span: Range<usize>,
+        fallback: &[BackendSpec],
+    ) -> Result<ServiceConfig, Problem> {
+        let backends: Vec<BackendSpec> = match &self.backends {
+            Some(list) => list.get_ref().iter().flat_map(|e| e.0.clone()).collect(),
+            None => fallback.to_vec(),
+        };
+        if backends.is_empty() {
+            return Err(Problem {
+                span: self.backends.as_ref().map_or(span, |b| b.span()),
+                key: "listener.backends",
+                message: format!(
+                    "listener {listen} has no backends: set `backends` in it or in [defaults], \
+                     or give --backend"
+                ),
+            });
+        }
+        let mut s = ServiceConfig::new(listen, backends);
+        set(&mut s.backlog, self.backlog.map(|n| n.0));
+        set(&mut s.strategy, self.strategy.map(|t| t.0));
+        set(&mut s.connect_timeout, self.connect_timeout.map(|d| d.0));
+        set(&mut s.retries, self.retries);
+        set(&mut s.on_failure, self.on_failure.map(|t| t.0));
+        if let Some(h) = self.health {
+            set(&mut s.health.interval, h.interval.map(|d| d.0));
+            set(&mut s.health.timeout, h.timeout.map(|d| d.0));
+            set(&mut s.health.rise, h.rise.map(|n| n.0));
+            set(&mut s.health.fall, h.fall.map(|n| n.0));
+            s.health.send = h.send.map(|b| b.0);
+            s.health.expect = h.expect.map(|b| b.0);
+        }
+        set(&mut s.max_fails, self.max_fails);
+        set(&mut s.fail_timeout, self.fail_timeout.map(|d| d.0));
+        s.max_conns = self.max_conns.map(|n| n.0);
+        set(&mut s.queue_timeout, self.queue_timeout.map(|d| d.0));
+        s.idle_timeout = self.idle_timeout.map(|d| d.0);
+        s.send_proxy = self.send_proxy.map(|t| t.0);
+        set(&mut s.accept_proxy, self.accept_proxy);
+        s.access.allow = cidrs(self.allow);
+        s.access.deny = cidrs(self.deny);
+        s.access.max_conns_per_ip = self.max_conns_per_ip.map(|n| n.0);
+        s.access.rate_per_ip = self.rate_per_ip.map(|r| r.0);
+        Ok(s)
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
+fn cidrs(list: Option<Vec<Text<Cidr>>>) -> Vec<Cidr> {
+    list.unwrap_or_default().into_iter().map(|c| c.0).collect()
+}
+
+/// A string value read with a `FromStr` parser from config.rs or a sibling.
+#[derive(Clone)]
+struct Text<T>(T);
+
+impl<'de, T: FromStr<Err = String>> Deserialize<'de> for Text<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Text).map_err(de::Error::custom)
+    }
+}
+
+/// A listen address: `"ADDR:PORT"`, `"[IPv6]:PORT"` or `"PORT"`.
+#[derive(Clone)]
+struct Listen(SocketAddr);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        config::parse_listen(&text)
+            .map(Listen)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// Health-check bytes with escapes (`\r`, `\n`, `\xNN`).
+#[derive(Clone)]
+struct Bytes(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_escaped(&text).map(Bytes).map_err(de::Error::custom)
+    }
+}
+
+/// A whole number from 1.
+#[derive(Clone, Copy)]
+struct AtLeastOne(u32);
+
+impl<'de> Deserialize<'de> for AtLeastOne {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            0 => Err(de::Error::custom("expected a whole number from 1, got 0")),
+            n => Ok(AtLeastOne(n)),
+        }
+    }
+}
+
+/// A duration: a string such as `"10s"`, `"250ms"`, `"2m"`, or a number of seconds.
+#[derive(Clone, Copy)]
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DurVisitor;
+        impl Visitor<'_> for DurVisitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"10s\", \"250ms\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
+                u64::try_from(v)
+                    .map(|s| Dur(Duration::from_secs(s)))
+                    .map_err(|_| E::custom(format!("duration {v} is negative")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+/// A duration longer than zero.
+#[derive(Clone, Copy)]
+struct PositiveDur(Duration);
+
+impl<'de> Deserialize<'de> for PositiveDur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Dur(duration) = Dur::deserialize(d)?;
+        if duration.is_zero() {
+            return Err(de::Error::custom("the duration must be longer than zero"));
+        }
+        Ok(PositiveDur(duration))
+    }
+}
+
+/// New connections per second: a number, or a string such as `"20/s"`.
+#[derive(Clone, Copy)]
+struct Rate(f64);
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl Visitor<'_> for RateVisitor {
+            type Value = Rate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("connections per second, e.g. 20 or \"20/s\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Rate, E> {
+                config::parse_rate(v).map(Rate).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Rate, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Rate, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(RateVisitor)
+    }
+}
+
+/// One item of `backends`: a string in `--backend` syntax (which may hold
+/// several, comma-separated) or a table `{ address, weight, maxconn }`.
+#[derive(Clone)]
+struct BackendEntry(Vec<BackendSpec>);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendTable {
+    address: String,
+    weight: Option<AtLeastOne>,
+    maxconn: Option<AtLeastOne>,
+}
+
+impl<'de> Deserialize<'de> for BackendEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = BackendEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a backend \"HOST:PORT[=WEIGHT]\" or a table { address, weight, maxconn }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendEntry, E> {
+                config::parse_backend_list(v)
+                    .map(BackendEntry)
+                    .map_err(E::custom)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BackendEntry, M::Error> {
+                let table = BackendTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let mut spec = config::parse_backend(&table.address).map_err(de::Error::custom)?;
+                set(&mut spec.weight, table.weight.map(|w| w.0));
+                spec.max_conns = table.maxconn.map(|m| m.0);
+                Ok(BackendEntry(vec![spec]))
+            }
+        }
+        d.deserialize_any(EntryVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> Config {
+        match parse(text, Path::new("t.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> FileError {
+        match parse(text, Path::new("t.toml")) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn backend(text: &str) -> BackendSpec {
+        config::parse_backend(text).unwrap()
+    }
+
+    #[test]
+    fn a_minimal_listener_gets_the_flag_defaults() {
+        let c = parse_ok(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\nbackends = [\"127.0.0.1:8081\"]\n",
+        );
+        let expected = ServiceConfig::new(
+            "127.0.0.1:8080".parse().unwrap(),
+            vec![backend("127.0.0.1:8081")],
+        );
+        assert_eq!(c.services, vec![expected]);
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.admin, None);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse_ok(
+            r#"
+drain_timeout = "45s"
+admin = "127.0.0.1:9090"
+
+[[listener]]
+listen = "[::1]:6380"
+backlog = 64
+backends = [
+  "127.0.0.1:6379=3",
+  "127.0.0.1:7001=2,maxconn=7,127.0.0.1:7002",
+  { address = "127.0.0.1:6390", weight = 4, maxconn = 100 },
+  { address = "localhost:6391" },
+]
+strategy = "least-conn"
+connect_timeout = "250ms"
+retries = 5
+on_failure = "close"
+max_fails = 3
+fail_timeout = "20s"
+max_conns = 500
+queue_timeout = "1s"
+idle_timeout = "5m"
+send_proxy = "v2"
+accept_proxy = true
+allow = ["10.0.0.0/8", "::1"]
+deny = ["10.1.0.0/16"]
+max_conns_per_ip = 20
+rate_per_ip = "50/s"
+
+[listener.health]
+interval = "3s"
+timeout = 1
+rise = 2
+fall = 4
+send = "PING\r\n"
+expect = "+PONG"
+"#,
+        );
+        assert_eq!(c.drain_timeout, Duration::from_secs(45));
+        assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        let s = &c.services[0];
+        assert_eq!(s.listen, "[::1]:6380".parse().unwrap());
+        assert_eq!(s.backlog, 64);
+        let mut b3 = backend("127.0.0.1:6390");
+        b3.weight = 4;
+        b3.max_conns = Some(100);
+        assert_eq!(
+            s.backends,
+            vec![
+                BackendSpec {
+                    weight: 3,
+                    ..backend("127.0.0.1:6379")
+                },
+                BackendSpec {
+                    weight: 2,
+                    max_conns: Some(7),
+                    ..backend("127.0.0.1:7001")
+                },
+                backend("127.0.0.1:7002"),
+                b3,
+                backend("localhost:6391"),
+            ]
+        );
+        assert_eq!(s.strategy, StrategyKind::LeastConn);
+        assert_eq!(s.connect_timeout, Duration::from_millis(250));
+        assert_eq!(s.retries, 5);
+        assert_eq!(s.on_failure, OnFailure::Close);
+        assert_eq!(s.max_fails, 3);
+        assert_eq!(s.fail_timeout, Duration::from_secs(20));
+        assert_eq!(s.max_conns, Some(500));
+        assert_eq!(s.queue_timeout, Duration::from_secs(1));
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(s.send_proxy, Some(ProxyVersion::V2));
+        assert!(s.accept_proxy);
+        assert_eq!(
+            s.access.allow,
+            vec!["10.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()]
+        );
+        assert_eq!(s.access.deny, vec!["10.1.0.0/16".parse().unwrap()]);
+        assert_eq!(s.access.max_conns_per_ip, Some(20));
+        assert_eq!(s.access.rate_per_ip, Some(50.0));
+        assert_eq!(s.health.interval, Duration::from_secs(3));
+        assert_eq!(s.health.timeout, Duration::from_secs(1));
+        assert_eq!((s.health.rise, s.health.fall), (2, 4));
+        assert_eq!(s.health.send.as_deref(), Some(&b"PING\r\n"[..]));
+        assert_eq!(s.health.expect.as_deref(), Some(&b"+PONG"[..]));
+    }
+
+    #[test]
+    fn listeners_inherit_defaults_key_by_key() {
+        let c = parse_ok(
+            r#"
+[defaults]
+backends = ["127.0.0.1:8081", "127.0.0.1:8082"]
+retries = 7
+strategy = "p2c"
+rate_per_ip = 2.5
+health = { interval = "4s", send = "HI" }
+
+[[listener]]
+listen = "127.0.0.1:8080"
+
+[[listener]]
+listen = "127.0.0.1:6380"
+backends = ["127.0.0.1:6379"]
+retries = 0
+health = { interval = "1s", expect = "OK" }
+"#,
+        );
+        let [web, redis] = &c.services[..] else {
+            panic!("expected two services: {c:?}");
+        };
+        assert_eq!(web.backends.len(), 2);
+        assert_eq!((web.retries, web.strategy), (7, StrategyKind::PowerOfTwo));
+        assert_eq!(web.access.rate_per_ip, Some(2.5));
+        assert_eq!(web.health.interval, Duration::from_secs(4));
+        assert_eq!(web.health.send.as_deref(), Some(&b"HI"[..]));
+        assert_eq!(web.health.expect, None);
+        assert_eq!(redis.backends, vec![backend("127.0.0.1:6379")]);
+        assert_eq!(
+            (redis.retries, redis.strategy),
+            (0, StrategyKind::PowerOfTwo)
+        );
+        // health merges field by field: own interval, inherited send.
+        assert_eq!(redis.health.interval, Duration::from_secs(1));
+        assert_eq!(redis.health.send.as_deref(), Some(&b"HI"[..]));
+        assert_eq!(redis.health.expect.as_deref(), Some(&b"OK"[..]));
+        assert_eq!(redis.health.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let e = parse_err(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\nretry = 3\n",
+        );
+        assert_eq!(e.position, Some((4, 1)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("listener.retry"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.toml:4:1: key `listener.retry`: unknown field")
+        );
+
+        let e = parse_err(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\n[listener.health]\nintreval = \"1s\"\n",
+        );
+        assert_eq!(e.position, Some((5, 1)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("listener.health.intreval"), "{e}");
+
+        let e = parse_err("listners = []\n");
+        assert_eq!(e.key.as_deref(), Some("listners"), "{e}");
+        let e = parse_err(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [{ address = \"127.0.0.1:2\", wieght = 2 }]\n",
+        );
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        assert!(e.message.contains("wieght"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_line() {
+        for (text, key, line) in [
+            ("retries = \"many\"", "listener.retries", 4),
+            ("accept_proxy = \"yes\"", "listener.accept_proxy", 4),
+            ("backlog = 0", "listener.backlog", 4),
+            ("allow = \"10.0.0.0/8\"", "listener.allow", 4),
+            ("connect_timeout = true", "listener.connect_timeout", 4),
+            ("idle_timeout = \"0s\"", "listener.idle_timeout", 4),
+            ("strategy = \"random\"", "listener.strategy", 4),
+            ("on_failure = \"maybe\"", "listener.on_failure", 4),
+            ("send_proxy = \"v3\"", "listener.send_proxy", 4),
+            ("deny = [\"10.0.0.0/33\"]", "listener.deny", 4),
+            ("rate_per_ip = \"fast\"", "listener.rate_per_ip", 4),
+            ("max_conns = -1", "listener.max_conns", 4),
+            ("\n[listener.health]\nfall = 0", "listener.health.fall", 6),
+            (
+                "\n[listener.health]\nsend = \"\\\\q\"",
+                "listener.health.send",
+                6,
+            ),
+        ] {
+            let file = format!(
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\n{text}\n"
+            );
+            let e = parse_err(&file);
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert_eq!(e.position.map(|p| p.0), Some(line), "{text}: {e}");
+        }
+        let e = parse_err("drain_timeout = []\n[[listener]]\n");
+        assert_eq!(e.key.as_deref(), Some("drain_timeout"), "{e}");
+        assert_eq!(e.position, Some((1, 17)), "{e}");
+    }
+
+    #[test]
+    fn a_bad_address_is_named() {
+        let e = parse_err(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\n  \"127.0.0.1:2\",\n  \"10.0.0.1\",\n]\n",
+        );
+        assert_eq!(e.position, Some((5, 3)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("listener.backends"));
+        assert!(e.message.contains("\"10.0.0.1\""), "{e}");
+
+        let e = parse_err("[[listener]]\nlisten = \"1.2.3.4\"\nbackends = [\"127.0.0.1:2\"]\n");
+        assert_eq!(e.position, Some((2, 10)), "{e}");
+        assert_eq!(e.key.as_deref(), Some("listener.listen"));
+
+        let e = parse_err(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [{ address = \"no-such-host.invalid:80\" }]\n",
+        );
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        assert!(e.message.contains("no-such-host.invalid"), "{e}");
+
+        let e = parse_err("admin = \"127.0.0.1\"\n[[listener]]\n");
+        assert_eq!(
+            (e.key.as_deref(), e.position),
+            (Some("admin"), Some((1, 9))),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn structural_mistakes_are_errors() {
+        let dup = parse_err(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\n\n[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:3\"]\n",
+        );
+        assert_eq!(dup.position, Some((6, 10)), "{dup}");
+        assert!(
+            dup.message.contains("duplicate listen address 127.0.0.1:1"),
+            "{dup}"
+        );
+        // Port 0 is a fresh ephemeral port each time, so it never clashes.
+        let c = parse_ok(
+            "[defaults]\nbackends = [\"127.0.0.1:2\"]\n[[listener]]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n",
+        );
+        assert_eq!(c.services.len(), 2);
+
+        let e = parse_err("[[listener]]\nbackends = [\"127.0.0.1:2\"]\n");
+        assert!(e.message.contains("no `listen`"), "{e}");
+        let e = parse_err("[[listener]]\nlisten = \"127.0.0.1:1\"\n");
+        assert!(e.message.contains("no backends"), "{e}");
+        let e = parse_err("[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = []\n");
+        assert!(e.message.contains("no backends"), "{e}");
+        let e = parse_err("drain_timeout = \"1s\"\n");
+        assert!(e.message.contains("no [[listener]]"), "{e}");
+        let e = parse_err("[defaults]\nlisten = \"127.0.0.1:1\"\n[[listener]]\n");
+        assert_eq!(e.key.as_deref(), Some("defaults.listen"), "{e}");
+        let e = parse_err("[[listener]\n");
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_naming_it() {
+        let e = load(Path::new("/nonexistent/tcplb.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/tcplb.toml: cannot read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_example_file_parses_and_sets_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tcplb.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = parse_ok(&text);
+        assert!(c.services.len() >= 2, "{c:?}");
+        // Every key of a listener and of [health] appears in the example.
+        for key in [
+            "drain_timeout",
+            "admin",
+            "[defaults]",
+            "[[listener]]",
+            "listen",
+            "backlog",
+            "backends",
+            "address",
+            "weight",
+            "maxconn",
+            "strategy",
+            "connect_timeout",
+            "retries",
+            "on_failure",
+            "interval",
+            "timeout",
+            "rise",
+            "fall",
+            "send",
+            "expect",
+            "max_fails",
+            "fail_timeout",
+            "max_conns",
+            "queue_timeout",
+            "idle_timeout",
+            "send_proxy",
+            "accept_proxy",
+            "allow",
+            "deny",
+            "max_conns_per_ip",
+            "rate_per_ip",
+        ] {
+            assert!(text.contains(key), "the example does not show {key}");
+        }
+    }
+}

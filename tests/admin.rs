@@ -1,0 +1,312 @@
+//! The admin endpoint over real sockets: after known traffic, /metrics and
+//! /status report exactly that traffic; bad requests get 400/404/405/431;
+//! a client that never finishes its request is closed.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, poll_until, service};
+use tcplb::balancer::{Balancer, ReloadHandle};
+use tcplb::config::Config;
+use tcplb::pool::BackendPool;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// A balancer with its admin endpoint, shut down on drop.
+struct AdminBalancer {
+    addr: SocketAddr,
+    admin: SocketAddr,
+    pool: Arc<BackendPool>,
+    reload: ReloadHandle,
+    shutdown: CancellationToken,
+}
+
+impl Drop for AdminBalancer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn start(service: tcplb::config::ServiceConfig) -> AdminBalancer {
+    let mut config = Config::single(service);
+    config.drain_timeout = Duration::from_secs(1);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    let balancer = Balancer::bind(config).expect("bind balancer");
+    let started = AdminBalancer {
+        addr: balancer.local_addrs()[0],
+        admin: balancer.admin_addr().expect("admin address"),
+        pool: balancer.pools()[0].clone(),
+        reload: balancer.reload_handle(),
+        shutdown: balancer.shutdown_token(),
+    };
+    tokio::spawn(balancer.run());
+    started
+}
+
+/// Sends `request` raw and returns (status line, headers, body), read to EOF.
+async fn raw_request(addr: SocketAddr, request: &[u8]) -> (String, String, String) {
+    let reply = tokio::time::timeout(PATIENCE, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect admin");
+        stream.write_all(request).await.expect("send request");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("read reply");
+        reply
+    })
+    .await
+    .expect("admin reply timed out");
+    let text = String::from_utf8(reply).expect("reply is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let length: usize = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    assert_eq!(length, body.len(), "Content-Length matches the body");
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    raw_request(addr, request.as_bytes()).await
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text body.
+fn sample(text: &str, name: &str, labels: &str) -> String {
+    let prefix = format!("{name}{{{labels}}} ");
+    let mut found = text.lines().filter_map(|l| l.strip_prefix(&prefix));
+    let value = found
+        .next()
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in\n{text}"));
+    assert!(found.next().is_none(), "{prefix:?} appears twice");
+    value.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_report_known_traffic_exactly() {
+    let a = TestBackend::echo().await;
+    let b = TestBackend::echo().await;
+    // C answers the prober's first check, then stops listening: it is UP
+    // when traffic starts and refuses the first connection sent to it.
+    let probed = Arc::new(Notify::new());
+    let c = {
+        let probed = probed.clone();
+        TestBackend::with(move |listener| {
+            let probed = probed.clone();
+            async move {
+                let _ = listener.accept().await;
+                // Closed before telling, so no later connect can slip in.
+                drop(listener);
+                probed.notify_one();
+            }
+        })
+        .await
+    };
+    let mut svc = service(&[c.addr, a.addr, b.addr]);
+    svc.health.interval = Duration::from_secs(3600);
+    // A late-reported probe success must not bring C back.
+    svc.health.rise = 100;
+    svc.max_fails = 1;
+    svc.fail_timeout = Duration::from_secs(3600);
+    let lb = start(svc);
+    tokio::time::timeout(PATIENCE, probed.notified())
+        .await
+        .expect("the prober checks every backend at start");
+
+    // Five connections, one after another, of 1000..5000 bytes. Round-robin
+    // over [C, A, B]: the first goes to C, is refused and retried on B;
+    // C is then out, so A and B alternate: B gets 1, 3, 5 and A gets 2, 4.
+    for i in 1..=5u64 {
+        let data = Pattern::bytes(i, (i * 1000) as usize);
+        assert_eq!(echo_roundtrip(lb.addr, &data).await, data, "connection {i}");
+    }
+    assert!(
+        poll_until(PATIENCE, || lb.pool.stats.active.load(Relaxed) == 0).await,
+        "every connection finished"
+    );
+
+    let (status, headers, text) = get(lb.admin, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Type: text/plain; version=0.0.4"));
+    let listener = format!("listener=\"{}\"", lb.addr);
+    let at = |backend: SocketAddr| format!("{listener},backend=\"{backend}\"");
+    let expect = [
+        // (backend, up, total, connect failures, bytes each way)
+        (c.addr, "0", "0", "1", "0"),
+        (a.addr, "1", "2", "0", "6000"),
+        (b.addr, "1", "3", "0", "9000"),
+    ];
+    for (backend, up, total, failures, bytes) in expect {
+        let labels = at(backend);
+        assert_eq!(sample(&text, "tcplb_backend_up", &labels), up);
+        assert_eq!(
+            sample(&text, "tcplb_backend_connections_total", &labels),
+            total
+        );
+        assert_eq!(
+            sample(&text, "tcplb_backend_connect_failures_total", &labels),
+            failures
+        );
+        assert_eq!(
+            sample(&text, "tcplb_backend_sent_bytes_total", &labels),
+            bytes
+        );
+        assert_eq!(
+            sample(&text, "tcplb_backend_received_bytes_total", &labels),
+            bytes
+        );
+        assert_eq!(
+            sample(&text, "tcplb_backend_active_connections", &labels),
+            "0"
+        );
+        let latency: f64 = sample(&text, "tcplb_backend_check_latency_seconds", &labels)
+            .parse()
+            .expect("latency is a number");
+        assert!((0.0..60.0).contains(&latency));
+    }
+    assert_eq!(
+        sample(&text, "tcplb_listener_accepted_total", &listener),
+        "5"
+    );
+    assert_eq!(
+        sample(&text, "tcplb_listener_rejected_total", &listener),
+        "0"
+    );
+    assert_eq!(
+        sample(&text, "tcplb_listener_active_connections", &listener),
+        "0"
+    );
+    for code in ["502", "503"] {
+        let labels = format!("{listener},code=\"{code}\"");
+        assert_eq!(sample(&text, "tcplb_listener_failures_total", &labels), "0");
+    }
+    for family in [
+        "tcplb_backend_up gauge",
+        "tcplb_backend_connections_total counter",
+        "tcplb_listener_accepted_total counter",
+    ] {
+        assert!(text.contains(&format!("\n# TYPE {family}\n")), "{family}");
+    }
+
+    let (status, headers, json) = get(lb.admin, "/status").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(headers.contains("Content-Type: application/json"));
+    assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("]}\n"));
+    assert!(json.contains(&format!(
+        "\"listen\":\"{}\",\"strategy\":\"round-robin\",\"accepted\":5,\"rejected\":0,\
+         \"active\":0,\"failures\":{{\"502\":0,\"503\":0}}",
+        lb.addr
+    )));
+    for (backend, up, total, failures, bytes) in expect {
+        let up = if up == "1" { "true" } else { "false" };
+        let entry = format!(
+            "{{\"name\":\"{backend}\",\"address\":\"{backend}\",\"up\":{up},\"weight\":1,\
+             \"active\":0,\"total\":{total},\"connect_failures\":{failures},\
+             \"sent_bytes\":{bytes},\"received_bytes\":{bytes},"
+        );
+        assert!(json.contains(&entry), "{entry} in {json}");
+    }
+    drop((a, b, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_4xx_answers() {
+    let backend = TestBackend::echo().await;
+    let lb = start(service(&[backend.addr]));
+
+    let (status, _, _) = get(lb.admin, "/nope").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, headers, _) = raw_request(
+        lb.admin,
+        b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(headers.contains("Allow: GET"));
+    let (status, _, _) = raw_request(lb.admin, b"DELETE /status HTTP/1.1\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    for bad in [
+        &b"garbage\r\n\r\n"[..],
+        b"GET /metrics HTTP/9.9\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nNo colon here\r\n\r\n",
+    ] {
+        let (status, _, _) = raw_request(lb.admin, bad).await;
+        assert_eq!(status, "HTTP/1.1 400 Bad Request", "{bad:?}");
+    }
+    let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    while huge.len() < 20_000 {
+        huge.extend_from_slice(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+    }
+    huge.extend_from_slice(b"\r\n");
+    let (status, _, _) = raw_request(lb.admin, &huge).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    // A query string does not change the route.
+    let (status, _, _) = get(lb.admin, "/metrics?x=1").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // Nothing above reached the balanced listener.
+    assert_eq!(lb.pool.stats.accepted.load(Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_never_finished_is_closed_without_an_answer() {
+    let backend = TestBackend::echo().await;
+    let lb = start(service(&[backend.addr]));
+    let mut stream = TcpStream::connect(lb.admin).await.expect("connect admin");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: slow")
+        .await
+        .expect("send part of a request");
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply))
+        .await
+        .expect("the admin endpoint closes a stalled request");
+    assert!(read.is_err() || reply.is_empty(), "got {reply:?}");
+    // The endpoint still answers others.
+    let (status, _, _) = get(lb.admin, "/status").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_address_in_use_is_a_start_up_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = Config::single(service(&[common::refusing_addr()]));
+    config.admin = Some(taken.local_addr().unwrap());
+    let error = Balancer::bind(config).err().expect("bind must fail");
+    let text = format!("{error:#}");
+    assert!(text.contains("admin"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_reload_and_keep_their_counts() {
+    let backend = TestBackend::echo().await;
+    let svc = service(&[backend.addr]);
+    let lb = start(svc.clone());
+    assert_eq!(echo_roundtrip(lb.addr, b"before").await, b"before");
+    assert!(poll_until(PATIENCE, || lb.pool.stats.active.load(Relaxed) == 0).await);
+
+    // Keep the listener (same configured address) and add a second one.
+    let mut config = Config::single(svc.clone());
+    config.services.push(svc);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    lb.reload.apply(config).expect("reload");
+    let addrs = lb.reload.local_addrs();
+    assert_eq!(addrs[0], lb.addr);
+
+    let (_, _, text) = get(lb.admin, "/metrics").await;
+    let first = format!("listener=\"{}\"", addrs[0]);
+    let second = format!("listener=\"{}\"", addrs[1]);
+    assert_eq!(sample(&text, "tcplb_listener_accepted_total", &first), "1");
+    assert_eq!(sample(&text, "tcplb_listener_accepted_total", &second), "0");
+    let labels = format!("{first},backend=\"{}\"", backend.addr);
+    assert_eq!(
+        sample(&text, "tcplb_backend_sent_bytes_total", &labels),
+        "6"
+    );
+}
