@@ -133,6 +133,10 @@ async fn backend_reset_mid_transfer_ends_only_that_connection() {
     for round in 0..3u64 {
         // Round-robin: this one reaches the resetting backend...
         let mut victim = TcpStream::connect(lb.addr).await.unwrap();
+        // (its backend is picked on a task of its own: wait for it, so the
+        // next connection cannot overtake it and take its turn)
+        let victims = round + 1;
+        assert!(poll_until(PATIENCE, || lb.total(0) == victims).await);
         // ...and this one the echo backend, running across the reset.
         let bystander = Exchanger::start(lb.addr, 10 + round).await;
         victim.write_all(b"hello").await.unwrap();
