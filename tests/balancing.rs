@@ -414,9 +414,20 @@ async fn long_lived(addr: std::net::SocketAddr) -> (TcpStream, u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_avoids_the_backend_holding_long_connections() {
+    avoids_the_loaded_backend(StrategyKind::LeastConn).await;
+}
+
+/// With two backends, power-of-two-choices always compares both, so it must
+/// behave like least-conn here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_avoids_the_backend_holding_long_connections() {
+    avoids_the_loaded_backend(StrategyKind::PowerOfTwo).await;
+}
+
+async fn avoids_the_loaded_backend(strategy: StrategyKind) {
     let backends = http_backends(2).await;
     let mut svc = service(&backends.iter().map(|b| b.addr).collect::<Vec<_>>());
-    svc.strategy = StrategyKind::LeastConn;
+    svc.strategy = strategy;
     let lb = TestBalancer::start(svc);
     let (a, b) = (backends[0].addr.port(), backends[1].addr.port());
 
@@ -426,7 +437,7 @@ async fn least_conn_avoids_the_backend_holding_long_connections() {
         held.push(long_lived(lb.addr).await);
     }
     let on_a = held.iter().filter(|(_, port)| *port == a).count();
-    assert_eq!(on_a, 3, "least-conn should spread 3/3");
+    assert_eq!(on_a, 3, "{strategy} should spread 3/3");
     // ...then the ones on B end, leaving A with three.
     held.retain(|(_, port)| *port == a);
     assert!(poll_until(PATIENCE, || lb.active(1) == 0).await);
@@ -487,4 +498,31 @@ async fn get_from(source: std::net::SocketAddr, addr: std::net::SocketAddr) -> u
         .unwrap()
         .unwrap();
     hello_port(&String::from_utf8_lossy(&reply))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_and_backends_work() {
+    let v6_listener = std::net::TcpListener::bind("[::1]:0");
+    let Ok(v6_listener) = v6_listener else {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    };
+    let v6_addr = v6_listener.local_addr().unwrap();
+    v6_listener.set_nonblocking(true).unwrap();
+    tokio::spawn(tcplb::demo::serve_echo(
+        TcpListener::from_std(v6_listener).unwrap(),
+    ));
+    let v4_echo = TestBackend::echo().await;
+
+    // An IPv6 listener in front of one IPv6 and one IPv4 backend.
+    let mut svc = service(&[v6_addr, v4_echo.addr]);
+    svc.listen = "[::1]:0".parse().unwrap();
+    let lb = TestBalancer::start_on_own_listen(svc);
+    let addr = lb.addr;
+    assert!(addr.is_ipv6());
+    for i in 0..4u64 {
+        let data = Pattern::bytes(600 + i, 5000);
+        assert_eq!(echo_roundtrip(addr, &data).await, data);
+    }
+    assert_eq!((lb.total(0), lb.total(1)), (2, 2));
 }

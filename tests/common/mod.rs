@@ -40,6 +40,11 @@ impl TestBalancer {
     /// Starts a balancer for `service` (its `listen` is replaced by 127.0.0.1:0).
     pub fn start(mut service: ServiceConfig) -> TestBalancer {
         service.listen = "127.0.0.1:0".parse().unwrap();
+        Self::start_on_own_listen(service)
+    }
+
+    /// Starts a balancer listening where `service.listen` says (e.g. `[::1]:0`).
+    pub fn start_on_own_listen(service: ServiceConfig) -> TestBalancer {
         let mut config = Config::single(service);
         config.drain_timeout = Duration::from_secs(1);
         let balancer = Balancer::bind(config).expect("bind balancer");
@@ -417,21 +422,61 @@ pub async fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) 
 /// Sends `data` through an echo path and returns what came back; writer
 /// and reader run concurrently so large payloads cannot deadlock.
 pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
+    tokio::time::timeout(PATIENCE, try_echo_roundtrip(addr, data))
+        .await
+        .expect("echo round trip timed out")
+        .expect("echo round trip failed")
+}
+
+/// [`echo_roundtrip`] that reports errors instead of panicking (no timeout).
+pub async fn try_echo_roundtrip(addr: SocketAddr, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let stream = TcpStream::connect(addr).await?;
     let (mut reader, mut writer) = stream.into_split();
     let send = async {
-        writer.write_all(data).await.expect("send");
-        writer.shutdown().await.expect("shutdown write");
+        writer.write_all(data).await?;
+        writer.shutdown().await
     };
     let receive = async {
         let mut back = Vec::with_capacity(data.len());
-        reader.read_to_end(&mut back).await.expect("receive");
-        back
+        reader.read_to_end(&mut back).await.map(|_| back)
     };
-    let ((), back) = tokio::time::timeout(PATIENCE, async { tokio::join!(send, receive) })
-        .await
-        .expect("echo round trip timed out");
+    let (sent, back) = tokio::join!(send, receive);
+    sent?;
     back
+}
+
+/// Echo exchanges of `CHUNK` bytes on one connection, each checked byte for
+/// byte, until `stop` is set (then a clean close) or an error ends it.
+/// `rounds` counts the exchanges done, for the test to watch progress.
+pub async fn exchange_until(
+    mut stream: TcpStream,
+    seed: u64,
+    rounds: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    const CHUNK: usize = 16 * 1024;
+    let mut pattern = Pattern::new(seed);
+    let mut sent = vec![0u8; CHUNK];
+    let mut back = vec![0u8; CHUNK];
+    while !stop.load(Relaxed) {
+        pattern.fill(&mut sent);
+        stream.write_all(&sent).await?;
+        stream.read_exact(&mut back).await?;
+        if back != sent {
+            return Err(std::io::Error::other("echo corrupted"));
+        }
+        rounds.fetch_add(1, Relaxed);
+        // Pace the loop a little: it must run for seconds, not saturate a core.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stream.shutdown().await?;
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).await?;
+    if !rest.is_empty() {
+        return Err(std::io::Error::other("bytes after the last exchange"));
+    }
+    Ok(())
 }
 
 /// A deterministic pseudo-random byte stream (xorshift64*), so a receiver
