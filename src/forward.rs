@@ -31,21 +31,22 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPoo
     let _counted = pool.stats.open_connection();
     let state = pool.load();
     let config = &state.config;
-    let _client_slot = match pool.clients.admit(peer.ip(), &config.access) {
-        Ok(slot) => slot,
-        Err(refusal) => {
-            return access::refuse(client, peer, refusal, &pool.stats, config.on_failure).await;
-        }
-    };
     let _ = client.set_nodelay(true);
     // PROXY protocol: a client address carried in a header stands in for
-    // the peer from here on; a bad or missing header closes the connection.
+    // the peer from here on (access control, hashing, logs); a bad or
+    // missing header closes the connection.
     let (peer, proxy_greeting) = match proxy_protocol::prepare(&mut client, peer, config).await {
         Ok(prepared) => prepared,
         Err(e) => {
             debug!("{peer}: closing: {e}");
             pool.stats.proxy_header_errors.fetch_add(1, Relaxed);
             return;
+        }
+    };
+    let _client_slot = match pool.clients.admit(peer.ip(), &config.access) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            return access::refuse(client, peer, refusal, &pool.stats, config.on_failure).await;
         }
     };
 

@@ -40,6 +40,56 @@ fn malformed_backend_exits_2_naming_the_value() {
     }
 }
 
+/// Every flag that takes a value, with a value it must refuse.
+const BAD_VALUES: &[(&str, &str)] = &[
+    ("--listen", "127.0.0.1"),
+    ("--backend", "127.0.0.1:80=0"),
+    ("--strategy", "random"),
+    ("--connect-timeout", "0s"),
+    ("--retries", "-1"),
+    ("--on-failure", "maybe"),
+    ("--health-interval", "10 parsecs"),
+    ("--health-timeout", "soon"),
+    ("--rise", "0"),
+    ("--fall", "x"),
+    ("--health-send", "PING\\q"),
+    ("--health-expect", "\\x4"),
+    ("--drain-timeout", "-5s"),
+    ("--backlog", "0"),
+    ("--max-fails", "many"),
+    ("--fail-timeout", "0"),
+    ("--max-conns", "0"),
+    ("--queue-timeout", "1d"),
+    ("--idle-timeout", "0ms"),
+    ("--send-proxy", "v3"),
+    ("--allow", "10.0.0.0/33"),
+    ("--deny", "not-a-network"),
+    ("--max-conns-per-ip", "0"),
+    ("--rate-per-ip", "fast"),
+    ("--admin", "localhost"),
+    ("--config", "/nonexistent/tcplb.toml"),
+];
+
+#[test]
+fn every_flag_with_a_bad_value_exits_2_with_a_one_line_error() {
+    for (flag, bad) in BAD_VALUES {
+        // `--flag=value`, so that values such as "-1" are not taken for flags.
+        let mut args = vec![format!("{flag}={bad}")];
+        if *flag != "--listen" {
+            args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_tcplb(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {bad}: {stderr}");
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error:") && first.contains(flag.trim_start_matches('-')),
+            "{flag} {bad}: the first line should be the error naming the flag: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn unknown_flag_exits_2() {
     let out = run_tcplb(&["--no-such-flag"]);

@@ -358,3 +358,32 @@ async fn bad_or_missing_headers_close_without_reaching_a_backend() {
     let errors = lb.pool.stats.proxy_header_errors.load(Relaxed) as usize;
     assert_eq!(errors, cases.len() + 3 + 1);
 }
+
+#[tokio::test]
+async fn access_control_applies_to_the_carried_client_address() {
+    let backend = TestBackend::echo().await;
+    let mut svc = accepting(&[backend.addr]);
+    // The proxy in front (127.0.0.1) is trusted; the clients it carries are judged.
+    svc.access.deny = vec!["198.51.100.0/24".parse().unwrap()];
+    let lb = TestBalancer::start(svc);
+
+    let denied = send_through(
+        lb.addr,
+        &[b"PROXY TCP4 198.51.100.9 192.0.2.1 5555 80\r\n", b"hello"],
+    )
+    .await;
+    assert_eq!(denied, b"", "a denied carried client got bytes back");
+    assert_eq!(
+        lb.total(0),
+        0,
+        "a denied carried client reached the backend"
+    );
+
+    let allowed = send_through(
+        lb.addr,
+        &[b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 80\r\n", b"hello"],
+    )
+    .await;
+    assert_eq!(allowed, b"hello");
+    assert_eq!(lb.total(0), 1);
+}
