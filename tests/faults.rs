@@ -532,3 +532,57 @@ async fn ten_thousand_concurrent_connections() {
     assert_eq!(done, count);
     drop(backend);
 }
+
+/// A backend that writes to every connection as fast as the socket lets it.
+async fn firehose() -> TestBackend {
+    TestBackend::with(|listener| async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let chunk = vec![0x5a_u8; 64 * 1024];
+                while stream.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_reading_clients_keep_memory_bounded() {
+    const CLIENTS: usize = 200;
+    let fast = firehose().await;
+    let lb = spawn_tcplb(&["--backend", &fast.addr.to_string()]);
+    let pid = lb.pid();
+    let idle = rss_kib(pid);
+    assert!(idle > 0, "cannot read /proc/{pid}/status");
+
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        // Connected and never read: the backend keeps writing.
+        clients.push(TcpStream::connect(lb.addr).await.unwrap());
+    }
+    // Every pipe fills (kernel buffers, then tcplb's) and stalls; sample twice.
+    let filled = poll_until(PATIENCE, || fd_count(pid) >= 2 * CLIENTS).await;
+    assert!(filled, "only {} descriptors open", fd_count(pid));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = rss_kib(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = rss_kib(pid);
+    eprintln!(
+        "RSS idle {idle} KiB; {CLIENTS} stalled clients: {first} KiB, 2 s later {second} KiB"
+    );
+    // tcplb holds at most one 64 KiB copy buffer per direction per
+    // connection: 200 x 128 KiB = 25 MiB in the worst case.
+    let bound = idle + (CLIENTS as u64) * 128 + 8 * 1024;
+    assert!(
+        second <= bound,
+        "RSS {second} KiB over the {bound} KiB bound"
+    );
+    assert!(
+        second <= first + 4 * 1024,
+        "RSS still growing while clients are stalled: {first} -> {second} KiB"
+    );
+    drop(clients);
+}
