@@ -11,17 +11,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use log::debug;
-use tokio::io::copy_bidirectional_with_sizes;
 use tokio::net::TcpStream;
 
 use crate::backend::Backend;
 use crate::failure::{self, Failure};
+use crate::pipe::EndReason;
 use crate::pool::{BackendPool, log_transition};
 use crate::prober::describe;
-
-/// Per-direction copy buffer. 64 KiB moves bulk data in few syscalls while
-/// keeping an idle connection's memory small.
-const COPY_BUFFER: usize = 64 * 1024;
 
 /// Serves `client` from `pool` until the connection is over.
 pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
@@ -38,7 +34,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) 
         let backend = &state.backends[index];
         match connect(backend.addr(), config.connect_timeout).await {
             Ok(upstream) => {
-                pipe(client, upstream, peer, backend).await;
+                pipe(client, upstream, peer, backend, config.idle_timeout).await;
                 return;
             }
             Err(e) => {
@@ -69,18 +65,25 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn pipe(mut client: TcpStream, mut upstream: TcpStream, peer: SocketAddr, backend: &Backend) {
+async fn pipe(
+    client: TcpStream,
+    upstream: TcpStream,
+    peer: SocketAddr,
+    backend: &Backend,
+    idle_timeout: Option<Duration>,
+) {
     let _active = backend.open_connection();
     debug!("{peer}: connected to {backend}");
-    let result =
-        copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await;
-    match result {
-        Ok((sent, received)) => {
-            backend.stats.bytes_in.fetch_add(sent, Relaxed);
-            backend.stats.bytes_out.fetch_add(received, Relaxed);
-            debug!("{peer}: closed ({sent} bytes to {backend}, {received} bytes back)");
+    let end = crate::pipe::pipe(client, upstream, &backend.stats, idle_timeout).await;
+    let (sent, received) = (end.sent, end.received);
+    match end.reason {
+        EndReason::Closed => {
+            debug!("{peer}: closed ({sent} bytes to {backend}, {received} bytes back)")
         }
-        Err(e) => debug!("{peer}: connection to {backend} ended: {e}"),
+        EndReason::IdleTimeout => debug!(
+            "{peer}: idle timeout, closed ({sent} bytes to {backend}, {received} bytes back)"
+        ),
+        EndReason::Error(e) => debug!("{peer}: connection to {backend} ended: {e}"),
     }
 }
 
