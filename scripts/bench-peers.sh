@@ -13,6 +13,7 @@
 #
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
+#        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +44,7 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 echo "building tcplb, backend and loadgen (release)..." >&2
 cargo build --release -q --bin tcplb --bin backend --example loadgen
 BIN=target/release
-TCPLB=$BIN/tcplb BACKEND=$BIN/backend LOADGEN=$BIN/examples/loadgen
+TCPLB=${TCPLB_BIN:-$BIN/tcplb} BACKEND=$BIN/backend LOADGEN=$BIN/examples/loadgen
 
 # ------------------------------------------------------------ processes
 TMP=$(mktemp -d /tmp/tcplb-bench.XXXXXX)
@@ -207,8 +208,8 @@ run_http() {
     echo "$rps $p50 $p99"
 }
 
-WORKLOADS=(bulk-1 bulk-32 conn/s http-ka)
-SYSTEMS=(direct tcplb haproxy nginx)
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka}"
+read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
 run_workload() { # workload system
     local front=(${FRONT[$2]})
@@ -270,8 +271,9 @@ printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %8s %10s\n' workload system value un
     "/direct" "/bestpeer" "p50/p99us" "tcplb-cpu" "tcplb-rss"
 for workload in "${WORKLOADS[@]}"; do
     case $workload in bulk-*) unit=Gbit/s ;; conn/s) unit=conn/s ;; http-ka) unit=req/s ;; esac
-    direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]}")
-    best=$(printf '%s\n' "${RESULT[$workload,haproxy]%% *}" "${RESULT[$workload,nginx]%% *}" | sort -g | tail -1)
+    direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
+    ha=${RESULT[$workload,haproxy]:-0} ng=${RESULT[$workload,nginx]:-0}
+    best=$(printf '%s\n' "${ha%% *}" "${ng%% *}" | sort -g | tail -1)
     for system in "${SYSTEMS[@]}"; do
         read -r v p50 p99 <<<"${RESULT[$workload,$system]}"
         lat="-"; [ -n "${p50:-}" ] && lat="$p50/$p99"

@@ -14,6 +14,7 @@ use crate::config::{
     ServiceConfig, parse_duration,
 };
 use crate::failure::OnFailure;
+use crate::pipe::SpliceMode;
 use crate::strategy::StrategyKind;
 
 /// One `--backend` value: one or more comma-separated backends.
@@ -164,6 +165,15 @@ pub struct Cli {
     /// command line override it. SIGHUP re-reads it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Runtime worker threads. [default: one per core]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub workers: Option<u32>,
+
+    /// Move bulk data with splice(2), zero-copy (Linux): `auto` once a
+    /// connection shows bulk traffic, `on` always, `off` never.
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub splice: SpliceMode,
 }
 
 impl Cli {
