@@ -6,6 +6,9 @@
 //!   reports connections per second and p50/p99 connection latency.
 //! - `bulk`: N connections each stream bytes to the echo backend while
 //!   reading them back; reports the echoed (received) rate in Gbit/s.
+//! - `hold`: opens N connections, echoes `--size` bytes on each (0: none),
+//!   prints `held=N` once all are open, holds them idle for `--seconds`,
+//!   then closes them: for measuring memory per idle connection.
 //!
 //! Every run is bounded: a warm-up, then `--seconds` of measurement, then
 //! it stops. Build: `cargo build --release --example loadgen`.
@@ -24,6 +27,7 @@ use tokio::net::TcpStream;
 enum Mode {
     Conn,
     Bulk,
+    Hold,
 }
 
 #[derive(Parser, Debug)]
@@ -87,7 +91,11 @@ async fn run(args: Args) {
         tasks.push(match args.mode {
             Mode::Conn => tokio::spawn(conn_worker(target, size, run)),
             Mode::Bulk => tokio::spawn(bulk_worker(target, run)),
+            Mode::Hold => tokio::spawn(hold_worker(target, size, run)),
         });
+    }
+    if let Mode::Hold = args.mode {
+        return hold(args, run, tasks).await;
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     run.counting.store(true, Relaxed);
@@ -127,6 +135,7 @@ async fn run(args: Args) {
             "gbit_per_s={:.3} errors={errors}",
             units as f64 * 8.0 / elapsed / 1e9
         ),
+        Mode::Hold => {}
     }
 }
 
@@ -161,6 +170,58 @@ async fn conn_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32>
         }
     }
     latencies
+}
+
+async fn hold(args: Args, run: Arc<Run>, tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.units.load(Relaxed) + run.errors.load(Relaxed) < args.workers as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "held={} errors={}",
+        run.units.load(Relaxed),
+        run.errors.load(Relaxed)
+    );
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    run.stop.store(true, Relaxed);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+}
+
+/// One connection, one echo exchange, then idle until told to stop.
+async fn hold_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
+    let open = async {
+        let mut stream = TcpStream::connect(target).await?;
+        if size > 0 {
+            let mut reply = vec![0u8; size];
+            stream.write_all(&vec![0x5a_u8; size]).await?;
+            stream.read_exact(&mut reply).await?;
+        }
+        std::io::Result::Ok(stream)
+    };
+    match tokio::time::timeout(Duration::from_secs(30), open).await {
+        Ok(Ok(stream)) => {
+            run.units.fetch_add(1, Relaxed);
+            while !run.stop.load(Relaxed) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            drop(stream);
+        }
+        Ok(Err(e)) => {
+            if run.errors.fetch_add(1, Relaxed) == 0 {
+                eprintln!("first error: {e}");
+            }
+        }
+        Err(_) => {
+            if run.errors.fetch_add(1, Relaxed) == 0 {
+                eprintln!("first error: timed out");
+            }
+        }
+    }
+    Vec::new()
 }
 
 /// One connection streaming to the echo backend and reading it back.
