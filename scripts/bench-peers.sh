@@ -14,6 +14,7 @@
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
 #        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
+#        IDLE_CONNS=9000 (0 skips the memory-per-idle-connection part)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,7 +106,7 @@ declare -A FRONT=(
 cat >"$TMP/haproxy.cfg" <<EOF
 global
     nbthread $CORES
-    maxconn 9000
+    maxconn 9900
 defaults
     mode tcp
     balance roundrobin
@@ -135,7 +136,7 @@ worker_rlimit_nofile 20000;
 daemon off;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx-error.log error;
-events { worker_connections 10000; }
+events { worker_connections 20000; }
 stream {
     access_log off;
     upstream echo { server 127.0.0.1:$ECHO1; server 127.0.0.1:$ECHO2; }
@@ -284,4 +285,51 @@ for workload in "${WORKLOADS[@]}"; do
             "${SPREAD[$workload,$system]}" "$(ratio "$v" "$direct")" "$(ratio "$v" "$best")" \
             "$lat" "$cpu" "$rss"
     done
+done
+
+# ------------------------------------------- memory per idle connection
+# RSS of the proxy's processes with N idle connections held through it,
+# minus RSS before, divided by N. N is bounded by the fd limit: the proxy
+# needs two descriptors per connection.
+IDLE_CONNS=${IDLE_CONNS:-9000}
+[ "$IDLE_CONNS" -gt 0 ] || exit 0
+limit=$(ulimit -n)
+if [ $((IDLE_CONNS * 2 + 100)) -gt "$limit" ]; then
+    IDLE_CONNS=$(((limit - 100) / 2))
+fi
+rss_kb() { # total VmRSS of the given PIDs and their children
+    local total=0 pid child
+    for pid in "$@"; do
+        for child in "$pid" $(pgrep -P "$pid" || true); do
+            total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$total"
+}
+echo
+echo "memory per idle connection: $IDLE_CONNS connections held through each proxy (RSS delta / N)"
+printf '%-8s %16s %24s\n' system "silent (bytes)" "after 64-byte echo (bytes)"
+for system in tcplb haproxy nginx; do
+    line=""
+    for size in 0 64; do
+        start_system "$system"
+        sleep 0.3
+        before=$(rss_kb "${SYSTEM_PIDS[@]}")
+        front=(${FRONT[$system]})
+        "$LOADGEN" hold "127.0.0.1:${front[0]}" --workers "$IDLE_CONNS" --size "$size" --seconds 3 \
+            >"$TMP/hold.out" 2>>"$TMP/log" &
+        holder=$!
+        PIDS+=("$holder")
+        for _ in $(seq 600); do grep -q held= "$TMP/hold.out" && break; sleep 0.1; done
+        sleep 1
+        after=$(rss_kb "${SYSTEM_PIDS[@]}")
+        held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/hold.out")
+        wait "$holder" 2>/dev/null || true
+        stop_system
+        per=$(awk -v a="$after" -v b="$before" -v n="${held:-0}" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }')
+        line="$line $per"
+        [ "${held:-0}" = "$IDLE_CONNS" ] || echo "  ($system: only ${held:-0} of $IDLE_CONNS connections opened)" >&2
+    done
+    read -r silent echoed <<<"$line"
+    printf '%-8s %16s %24s\n' "$system" "$silent" "$echoed"
 done
