@@ -25,6 +25,7 @@
 //! | `tcplb_backend_sent_bytes_total` | counter | bytes from clients to the backend ("bytes in") |
 //! | `tcplb_backend_received_bytes_total` | counter | bytes from the backend to clients ("bytes out") |
 //! | `tcplb_backend_check_latency_seconds` | gauge | duration of the last successful health check |
+//! | `tcplb_backend_idle_timeouts_total` | counter | connections closed by `--idle-timeout` |
 //! | `tcplb_listener_accepted_total` | counter | client connections accepted (refused ones included) |
 //! | `tcplb_listener_rejected_total` | counter | clients refused by access control or limits |
 //! | `tcplb_listener_active_connections` | gauge | client connections open now |
@@ -340,6 +341,7 @@ pub struct BackendView {
     pub sent_bytes: u64,
     pub received_bytes: u64,
     pub check_latency_seconds: f64,
+    pub idle_timeouts: u64,
 }
 
 /// Reads every counter now. Lock-free apart from the pool's snapshot read.
@@ -366,6 +368,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     sent_bytes: b.stats.bytes_in.load(Relaxed),
                     received_bytes: b.stats.bytes_out.load(Relaxed),
                     check_latency_seconds: b.stats.check_latency_us.load(Relaxed) as f64 / 1e6,
+                    idle_timeouts: b.stats.idle_timeouts.load(Relaxed),
                 });
             }
             ListenerView {
@@ -388,7 +391,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
 /// this function (and bring its own registry and locking).
 pub fn render_metrics(listeners: &[ListenerView]) -> String {
     type BackendValue = fn(&BackendView) -> String;
-    let backend_families: [(&str, &str, &str, BackendValue); 7] = [
+    let backend_families: [(&str, &str, &str, BackendValue); 8] = [
         (
             "tcplb_backend_up",
             "gauge",
@@ -416,13 +419,13 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         (
             "tcplb_backend_sent_bytes_total",
             "counter",
-            "Bytes from clients to the backend (counted when a connection closes).",
+            "Bytes from clients to the backend.",
             |b| b.sent_bytes.to_string(),
         ),
         (
             "tcplb_backend_received_bytes_total",
             "counter",
-            "Bytes from the backend to clients (counted when a connection closes).",
+            "Bytes from the backend to clients.",
             |b| b.received_bytes.to_string(),
         ),
         (
@@ -430,6 +433,12 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
             "gauge",
             "Duration of the last successful health check.",
             |b| b.check_latency_seconds.to_string(),
+        ),
+        (
+            "tcplb_backend_idle_timeouts_total",
+            "counter",
+            "Connections closed because no bytes moved for the idle timeout.",
+            |b| b.idle_timeouts.to_string(),
         ),
     ];
     let mut out = String::new();
@@ -522,7 +531,7 @@ fn label(value: &str) -> String {
 /// "active":..,"failures":{"502":..,"503":..},"backends":[{"name":..,
 /// "address":..,"up":..,"weight":..,"active":..,"total":..,
 /// "connect_failures":..,"sent_bytes":..,"received_bytes":..,
-/// "check_latency_seconds":..}]}]}`
+/// "check_latency_seconds":..,"idle_timeouts":..}]}]}`
 pub fn render_status(listeners: &[ListenerView]) -> String {
     let mut out = String::from("{\"listeners\":[");
     for (i, l) in listeners.iter().enumerate() {
@@ -549,7 +558,7 @@ pub fn render_status(listeners: &[ListenerView]) -> String {
                 out,
                 "{{\"name\":{},\"address\":{},\"up\":{},\"weight\":{},\"active\":{},\
                  \"total\":{},\"connect_failures\":{},\"sent_bytes\":{},\"received_bytes\":{},\
-                 \"check_latency_seconds\":{}}}",
+                 \"check_latency_seconds\":{},\"idle_timeouts\":{}}}",
                 json_string(&b.name),
                 json_string(&b.address),
                 b.up,
@@ -559,7 +568,8 @@ pub fn render_status(listeners: &[ListenerView]) -> String {
                 b.connect_failures,
                 b.sent_bytes,
                 b.received_bytes,
-                json_number(b.check_latency_seconds)
+                json_number(b.check_latency_seconds),
+                b.idle_timeouts
             );
         }
         out.push_str("]}");
@@ -735,6 +745,7 @@ mod tests {
                 sent_bytes: 100,
                 received_bytes: 200,
                 check_latency_seconds: 0.00025,
+                idle_timeouts: 3,
             }],
         }]
     }
@@ -750,6 +761,7 @@ mod tests {
             format!("tcplb_backend_sent_bytes_total{backend} 100"),
             format!("tcplb_backend_received_bytes_total{backend} 200"),
             format!("tcplb_backend_check_latency_seconds{backend} 0.00025"),
+            format!("tcplb_backend_idle_timeouts_total{backend} 3"),
             "tcplb_listener_accepted_total{listener=\"127.0.0.1:8080\"} 7".into(),
             "tcplb_listener_rejected_total{listener=\"127.0.0.1:8080\"} 2".into(),
             "tcplb_listener_active_connections{listener=\"127.0.0.1:8080\"} 1".into(),
@@ -786,7 +798,7 @@ mod tests {
         assert!(json.contains(r#""failures":{"502":3,"503":4}"#), "{json}");
         assert!(json.contains(r#""up":true,"weight":2"#), "{json}");
         assert!(
-            json.contains(r#""check_latency_seconds":0.00025}"#),
+            json.contains(r#""check_latency_seconds":0.00025,"idle_timeouts":3}"#),
             "{json}"
         );
         assert_eq!(json_string("\u{1}"), r#""\u0001""#);

@@ -38,6 +38,8 @@ pub struct BackendStats {
     pub bytes_in: AtomicU64,
     /// Bytes from this backend to clients.
     pub bytes_out: AtomicU64,
+    /// Connections closed because nothing moved for the idle timeout.
+    pub idle_timeouts: AtomicU64,
     /// Duration of the last successful health check, in microseconds.
     pub check_latency_us: AtomicU64,
 }

@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::config_file;
 use crate::failure::OnFailure;
+use crate::pipe::SpliceMode;
 use crate::strategy::StrategyKind;
 
 /// One `--backend` value: one or more comma-separated backends.
@@ -159,6 +160,15 @@ pub struct Cli {
     /// command line override it. SIGHUP re-reads it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Runtime worker threads. [default: one per core]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
+    pub workers: Option<u32>,
+
+    /// Move bulk data with splice(2), zero-copy (Linux): `auto` once a
+    /// connection shows bulk traffic, `on` always, `off` never.
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub splice: SpliceMode,
 }
 
 /// What the command line asks for: the configuration to start with and,
@@ -167,6 +177,9 @@ pub struct Cli {
 pub struct Startup {
     pub config: Config,
     pub source: Option<ConfigSource>,
+    /// Runtime worker threads (`--workers`); `None` is one per core.
+    pub workers: Option<u32>,
+    pub splice: SpliceMode,
 }
 
 /// Why tcplb cannot start; both kinds exit with code 2.
@@ -210,10 +223,13 @@ impl Startup {
             .try_get_matches_from(args)
             .map_err(StartupError::Flags)?;
         let cli = Cli::from_arg_matches(&matches).map_err(StartupError::Flags)?;
+        let (workers, splice) = (cli.workers, cli.splice);
         let Some(path) = cli.config.clone() else {
             return Ok(Startup {
                 config: cli.into_config(),
                 source: None,
+                workers,
+                splice,
             });
         };
         let source = ConfigSource {
@@ -225,6 +241,8 @@ impl Startup {
         Ok(Startup {
             config,
             source: Some(source),
+            workers,
+            splice,
         })
     }
 }
@@ -560,7 +578,15 @@ mod tests {
 
     #[test]
     fn every_listener_flag_can_override_the_file() {
-        let process_wide = ["drain_timeout", "admin", "config", "help", "version"];
+        let process_wide = [
+            "drain_timeout",
+            "admin",
+            "config",
+            "workers",
+            "splice",
+            "help",
+            "version",
+        ];
         let base = ServiceConfig::new("127.0.0.1:1".parse().unwrap(), Vec::new());
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod failure;
 pub mod forward;
 pub mod listener;
+pub mod pipe;
 pub mod pool;
 pub mod prober;
 pub mod proxy_protocol;

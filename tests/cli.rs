@@ -68,6 +68,8 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("--rate-per-ip", "fast"),
     ("--admin", "localhost"),
     ("--config", "/nonexistent/tcplb.toml"),
+    ("--workers", "0"),
+    ("--splice", "sometimes"),
 ];
 
 #[test]
