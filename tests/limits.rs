@@ -165,3 +165,29 @@ async fn max_fails_takes_a_refusing_backend_out_before_the_prober_runs() {
     assert!(pool.backends[0].is_failing());
     assert_eq!(lb.total(1), 20);
 }
+
+#[tokio::test]
+async fn idle_timeout_closes_silent_connections_and_spares_busy_ones() {
+    let backend = TestBackend::echo().await;
+    let mut svc = service(&[backend.addr]);
+    svc.idle_timeout = Some(Duration::from_millis(400));
+    let lb = TestBalancer::start(svc);
+
+    let silent = echo_connection(lb.addr).await;
+    let mut busy = echo_connection(lb.addr).await;
+    // The busy one talks every 100 ms for well past the idle timeout.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        busy.write_all(b"ping").await.unwrap();
+        let mut reply = [0u8; 4];
+        busy.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply, b"ping", "a busy connection was cut");
+    }
+    // The silent one was closed by tcplb: EOF with no bytes.
+    assert_eq!(read_all(silent).await, b"");
+    let idle_timeouts = lb.pool.load().backends[0]
+        .stats
+        .idle_timeouts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(idle_timeouts, 1);
+}
