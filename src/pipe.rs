@@ -205,17 +205,17 @@ async fn one_way(
             // Falls back to copying only when no pipe can be made (out of
             // descriptors); the socket state is untouched in that case.
             if let Some(pipe) = splice::KernelPipe::new() {
+                drop(std::mem::take(&mut buffer));
                 splice::one_way(from, to, &pipe, &count).await?;
                 return shut_write(to);
             }
+            splice = false;
         }
         from.readable().await?;
         if buffer.capacity() == 0 {
             buffer = Vec::with_capacity(COPY_BUFFER);
         }
-        buffer.clear();
-        // try_read_buf fills spare capacity: no zeroing of a fresh buffer.
-        match from.try_read_buf(&mut buffer) {
+        match read_some(from, &mut buffer) {
             Ok(0) => return shut_write(to),
             Ok(n) => {
                 write_all(to, &buffer[..n]).await?;
@@ -230,6 +230,45 @@ async fn one_way(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Reads into `buffer`'s spare capacity (a fresh buffer is never zeroed).
+/// A short read means the receive queue was just emptied, so readiness is
+/// cleared at once instead of by a second recv that only says EAGAIN;
+/// tokio keeps any readiness event newer than the one this read used.
+fn read_some(from: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    buffer.clear();
+    let capacity = buffer.capacity();
+    let mut short = None;
+    let result = from.try_io(tokio::io::Interest::READABLE, || {
+        loop {
+            // SAFETY: recv writes at most `capacity` bytes into the buffer's
+            // spare capacity, which is that large and ours.
+            let n =
+                unsafe { libc::recv(from.as_raw_fd(), buffer.as_mut_ptr().cast(), capacity, 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let n = n as usize;
+            if n > 0 && n < capacity {
+                short = Some(n);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            return Ok(n);
+        }
+    });
+    let n = match (result, short) {
+        (_, Some(n)) => n,
+        (result, None) => result?,
+    };
+    // SAFETY: recv initialised the first n bytes.
+    unsafe { buffer.set_len(n) };
+    Ok(n)
 }
 
 async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
