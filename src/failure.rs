@@ -97,7 +97,9 @@ pub async fn answer(mut client: TcpStream, failure: Failure, mode: OnFailure) {
         let _ = client.shutdown().await;
         // Closing with unread request bytes makes the kernel send a reset,
         // which can destroy the response in flight. Read a little first.
-        let mut sink = [0u8; 4096];
+        // On the heap: every connection's task is sized for this future,
+        // and only failing connections should pay for the buffer.
+        let mut sink = vec![0u8; 4096];
         let mut read = 0;
         let _ = tokio::time::timeout(LINGER, async {
             while read < LINGER_BYTES {

@@ -103,9 +103,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPoo
     }
     debug!("{peer}: {failure}");
     pool.stats.count_failure(failure);
-    // Boxed: its 4 KiB read buffer would otherwise be part of every
-    // connection's task, idle ones included (measured 9.8 -> 6.8 KB each).
-    Box::pin(failure::answer(client, failure, config.on_failure)).await;
+    failure::answer(client, failure, config.on_failure).await;
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
