@@ -49,6 +49,20 @@ wait_for_port() {
     return 1
 }
 
+# Waits (up to 5 s) for tcplb to log a line matching $1, then shows it.
+wait_for_log() {
+    local i
+    for i in $(seq 1 100); do
+        if grep -q "$1" "$LOG_DIR/tcplb.log"; then
+            [ -z "${2:-}" ] || grep "$1" "$LOG_DIR/tcplb.log" | sed 's/^/tcplb: /'
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "tcplb never logged \"$1\"; logs in $LOG_DIR" >&2
+    return 1
+}
+
 start_backend() {
     ./target/release/backend "$1" >"$LOG_DIR/backend-$1.log" 2>&1 &
     BACKEND_PIDS[$1]=$!
@@ -72,10 +86,7 @@ RUST_LOG=info ./target/release/tcplb --listen "127.0.0.1:$LB_PORT" \
     --health-interval 1s --health-timeout 500ms >"$LOG_DIR/tcplb.log" 2>&1 &
 LB_PID=$!
 # Wait for tcplb's own "listening" line: a test connection would take a turn in the rotation.
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$LOG_DIR/tcplb.log" && break
-    sleep 0.05
-done
+wait_for_log "listening on"
 
 say "Six requests: round-robin across all three"
 for _ in 1 2 3 4 5 6; do request; done
@@ -84,21 +95,13 @@ say "Stopping the backend on 8082 and waiting for the prober to notice"
 kill "${BACKEND_PIDS[8082]}"
 wait "${BACKEND_PIDS[8082]}" 2>/dev/null || true
 unset 'BACKEND_PIDS[8082]'
-for _ in $(seq 1 50); do
-    grep -q "8082 is DOWN" "$LOG_DIR/tcplb.log" && break
-    sleep 0.1
-done
-grep "8082 is DOWN" "$LOG_DIR/tcplb.log" | sed 's/^/tcplb: /'
+wait_for_log "8082 is DOWN" show
 say "Six requests: only 8081 and 8083 answer"
 for _ in 1 2 3 4 5 6; do request; done
 
 say "Restarting 8082"
 start_backend 8082
-for _ in $(seq 1 50); do
-    grep -q "8082 is UP" "$LOG_DIR/tcplb.log" && break
-    sleep 0.1
-done
-grep "8082 is UP" "$LOG_DIR/tcplb.log" | sed 's/^/tcplb: /'
+wait_for_log "8082 is UP" show
 say "Six requests: 8082 is back in rotation"
 for _ in 1 2 3 4 5 6; do request; done
 
