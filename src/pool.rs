@@ -35,10 +35,6 @@ impl PoolState {
         self.strategy.pick(&self.backends, &eligible, client)
     }
 
-    pub fn any_up(&self) -> bool {
-        self.backends.iter().any(|b| b.is_up())
-    }
-
     /// Takes one of the listener's `max_conns` slots, waiting up to the
     /// queue timeout; `Err` when none came free. The slot is held for as
     /// long as the returned permit lives.
