@@ -152,13 +152,7 @@ async fn client_half_close_still_gets_the_whole_echo() {
     let data = Pattern::bytes(7, 48 * 1024);
     let mut stream = TcpStream::connect(lb.addr).await.unwrap();
     // Small enough to sit in socket buffers, so writing it all first is safe.
-    stream.write_all(&data).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut back))
-        .await
-        .expect("no EOF after half-close")
-        .unwrap();
+    let back = finish(&mut stream, &data).await;
     assert!(back == data, "echo differs ({} bytes back)", back.len());
 }
 
@@ -183,13 +177,7 @@ async fn reply_written_after_client_half_close_arrives() {
     let lb = TestBalancer::start(service(&[backend.addr]));
     let data = Pattern::bytes(8, 100_000);
     let mut stream = TcpStream::connect(lb.addr).await.unwrap();
-    stream.write_all(&data).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut back = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut back))
-        .await
-        .expect("no reply after half-close")
-        .unwrap();
+    let back = finish(&mut stream, &data).await;
     let mut expected = b"100000\n".to_vec();
     expected.extend(data.iter().rev());
     assert!(back == expected, "reply differs ({} bytes)", back.len());

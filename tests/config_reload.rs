@@ -4,10 +4,11 @@
 //! Backends are the in-process demo servers on 127.0.0.1 port 0; each HTTP
 //! backend answers "Hello from backend :PORT", so a reply says who served it.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,8 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// Generous bound for anything network-related on a loaded machine.
-const PATIENCE: Duration = Duration::from_secs(20);
+use common::{PATIENCE, finish, spawn_process, tcplb_bin, wait_listening};
 
 /// A configuration file in the temp directory, removed on drop.
 struct ConfigFile(PathBuf);
@@ -199,14 +199,7 @@ async fn an_open_connection_survives_a_reload_byte_exact() {
         assert_eq!(served_by(addr).await, h1.port());
     }
     // ...while the open one still reaches the removed echo backend.
-    client.write_all(second).await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(PATIENCE, client.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rest, second);
+    assert_eq!(finish(&mut client, second).await, second);
     drop(client);
     let drained = async {
         while old_echo.active() != 0 {
@@ -312,14 +305,7 @@ async fn reload_adds_and_removes_listeners() {
     tokio::time::timeout(PATIENCE, refused)
         .await
         .expect("the removed listener still accepts");
-    client.write_all(b"after").await.unwrap();
-    client.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(PATIENCE, client.read_to_end(&mut rest))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rest, b"after");
+    assert_eq!(finish(&mut client, b"after").await, b"after");
     assert_eq!(served_by(b_addr).await, h2.port());
 }
 
@@ -398,61 +384,11 @@ async fn ten_reloads_under_load_lose_no_connection() {
     }
 }
 
-/// The real `tcplb` binary, killed when the test ends however it ends.
-struct Process(Child);
-
-impl Process {
-    fn spawn(args: &[&str]) -> Process {
-        let child = Command::new(env!("CARGO_BIN_EXE_tcplb"))
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Process(child)
-    }
-
-    /// Sends stderr lines to a channel, from a thread that ends with the process.
-    fn stderr_lines(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let stderr = self.0.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        rx
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for a stderr line containing `needle`.
-async fn line_with(
-    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    needle: &str,
-) -> String {
-    let wait = async {
-        while let Some(line) = lines.recv().await {
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("stderr ended before a line with {needle:?}");
-    };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+/// The real `tcplb` with `args`, killed when the test ends however it ends.
+fn spawn(args: &[&str]) -> common::Process {
+    let mut command = Command::new(tcplb_bin());
+    command.args(args);
+    spawn_process(command)
 }
 
 #[tokio::test]
@@ -461,21 +397,10 @@ async fn the_binary_refuses_a_bad_file_with_exit_code_2() {
         "badbin",
         "[[listener]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:1\"]\nretries = \"x\"\n",
     );
-    let mut tcplb = Process::spawn(&["--config", file.arg()]);
-    let mut lines = tcplb.stderr_lines();
-    let status = async {
-        loop {
-            if let Some(status) = tcplb.0.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let status = tokio::time::timeout(PATIENCE, status)
-        .await
-        .expect("tcplb kept running");
-    assert_eq!(status.code(), Some(2));
-    let line = line_with(&mut lines, "error").await;
+    let mut tcplb = spawn(&["--config", file.arg()]);
+    let status = tcplb.wait_exit(PATIENCE);
+    assert_eq!(status.expect("tcplb kept running").code(), Some(2));
+    let line = tcplb.line_with("error").await;
     assert!(
         line.contains(&format!("{}:4:11", file.arg())) && line.contains("listener.retries"),
         "{line}"
@@ -486,22 +411,15 @@ async fn the_binary_refuses_a_bad_file_with_exit_code_2() {
 async fn sighup_makes_the_binary_reload_its_file() {
     let (h1, h2) = (http_backend().await, http_backend().await);
     let file = ConfigFile::new("sighup", &listener("127.0.0.1:0", &[h1]));
-    let mut tcplb = Process::spawn(&["--config", file.arg()]);
-    let mut lines = tcplb.stderr_lines();
-    let line = line_with(&mut lines, "listening on ").await;
-    let addr: SocketAddr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let mut tcplb = wait_listening(spawn(&["--config", file.arg()]));
+    let addr = tcplb.addr;
     assert_eq!(served_by(addr).await, h1.port());
 
     file.write(&listener("127.0.0.1:0", &[h2]));
-    let pid = tcplb.0.id().to_string();
+    let pid = tcplb.pid().to_string();
     let kill = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     assert!(kill.success());
-    let reloaded = line_with(&mut lines, "reloaded ").await;
+    let reloaded = tcplb.process.line_with("reloaded ").await;
     assert!(reloaded.contains(&format!("backends [{h2}]")), "{reloaded}");
     for _ in 0..3 {
         assert_eq!(served_by(addr).await, h2.port());
@@ -511,9 +429,9 @@ async fn sighup_makes_the_binary_reload_its_file() {
     file.write("[[listener]]\nlisten = \"127.0.0.1:0\"\nbakends = []\n");
     let kill = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     assert!(kill.success());
-    let rejected = line_with(&mut lines, "reload rejected").await;
+    let rejected = tcplb.process.line_with("reload rejected").await;
     assert!(rejected.contains(":3:1"), "{rejected}");
-    assert_eq!(tcplb.0.try_wait().unwrap(), None);
+    assert_eq!(tcplb.process.child.try_wait().unwrap(), None);
     assert_eq!(served_by(addr).await, h2.port());
 }
 

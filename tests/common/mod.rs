@@ -291,6 +291,16 @@ impl Process {
         }
     }
 
+    /// Waits (up to [`PATIENCE`]) for a stderr line containing `needle`.
+    pub async fn line_with(&self, needle: &str) -> String {
+        let find = || {
+            let lines = self.stderr.lock().unwrap();
+            lines.iter().find(|l| l.contains(needle)).cloned()
+        };
+        poll_until(PATIENCE, || find().is_some()).await;
+        find().unwrap_or_else(|| panic!("no stderr line with {needle:?}:\n{}", self.stderr_text()))
+    }
+
     /// Sends SIGTERM to this child only.
     pub fn sigterm(&self) {
         let status = Command::new("kill")
@@ -332,7 +342,8 @@ pub fn spawn_tcplb_with_nofile(nofile: u64, args: &[&str]) -> TcplbProcess {
     wait_listening(spawn_process(command))
 }
 
-fn wait_listening(mut process: Process) -> TcplbProcess {
+/// Waits for `process` (a tcplb) to log its listening address.
+pub fn wait_listening(mut process: Process) -> TcplbProcess {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let found = process.stderr.lock().unwrap().iter().find_map(|line| {
@@ -426,6 +437,19 @@ pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
         .await
         .expect("echo round trip timed out")
         .expect("echo round trip failed")
+}
+
+/// Writes `data`, shuts down the write half, and reads until the other side
+/// closes (bounded by [`PATIENCE`]).
+pub async fn finish(stream: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    stream.write_all(data).await.expect("write");
+    stream.shutdown().await.expect("shutdown write");
+    let mut back = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut back))
+        .await
+        .expect("no EOF after half-close")
+        .expect("read to EOF");
+    back
 }
 
 /// [`echo_roundtrip`] that reports errors instead of panicking (no timeout).
