@@ -14,7 +14,7 @@
 
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -134,16 +134,26 @@ pub async fn pipe(
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
     let mode = splice_mode();
+    let ended = AtomicBool::new(false);
     let both = async {
         tokio::try_join!(
-            one_way(&client, &upstream, &stats.bytes_in, &sent, &activity, mode),
+            one_way(
+                &client,
+                &upstream,
+                &stats.bytes_in,
+                &sent,
+                &activity,
+                mode,
+                &ended
+            ),
             one_way(
                 &upstream,
                 &client,
                 &stats.bytes_out,
                 &received,
                 &activity,
-                mode
+                mode,
+                &ended
             ),
         )
     };
@@ -190,6 +200,7 @@ async fn one_way(
     total: &AtomicU64,
     activity: &Activity,
     mode: SpliceMode,
+    ended: &AtomicBool,
 ) -> io::Result<()> {
     let count = |n: usize| {
         let n = n as u64;
@@ -207,7 +218,7 @@ async fn one_way(
             if let Some(pipe) = splice::KernelPipe::new() {
                 drop(std::mem::take(&mut buffer));
                 splice::one_way(from, to, &pipe, &count).await?;
-                return shut_write(to);
+                return pass_eof(to, ended);
             }
             splice = false;
         }
@@ -216,7 +227,7 @@ async fn one_way(
             buffer = Vec::with_capacity(COPY_BUFFER);
         }
         match read_some(from, &mut buffer) {
-            Ok(0) => return shut_write(to),
+            Ok(0) => return pass_eof(to, ended),
             Ok(n) => {
                 write_all(to, &buffer[..n]).await?;
                 count(n);
@@ -284,7 +295,13 @@ async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Passes EOF on: the peer reads end-of-stream, and may still send to us.
-fn shut_write(to: &TcpStream) -> io::Result<()> {
+/// The direction that ends second skips the shutdown: both sockets close
+/// right after, and the close sends the same FIN (`to` has nothing unread,
+/// its own EOF was read). One syscall fewer per connection.
+fn pass_eof(to: &TcpStream, ended: &AtomicBool) -> io::Result<()> {
+    if ended.swap(true, Relaxed) {
+        return Ok(());
+    }
     match socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write) {
         // The peer already closed completely: nothing left to tell it.
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
