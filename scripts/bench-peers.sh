@@ -9,6 +9,8 @@
 #              (examples/loadgen.rs, $CONN_WORKERS workers), connections/s
 #   http-ka    keep-alive HTTP requests/s with wrk -c64, p50/p99 latency
 # Systems: direct (no proxy), tcplb (release build), haproxy, nginx.
+# Besides each rate: the proxy's CPU per unit of work (proxy-cpu; the
+# steadier measure on a shared machine), tcplb's CPU time and peak RSS.
 # Proxies use the same backends, round-robin, no logging, workers = cores.
 #
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
@@ -232,15 +234,39 @@ peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 median() { sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
 
-declare -A RESULT CPU RSS SPREAD
+# CPU ticks of the system under test so far: its processes and their
+# children (nginx's workers).
+system_ticks() {
+    local total=0 pid
+    for pid in "${SYSTEM_PIDS[@]}" $(for p in "${SYSTEM_PIDS[@]}"; do pgrep -P "$p"; done); do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# The proxy's CPU per unit of work: ms per GB, us per connection or request.
+# Work = rate x wall time of the run, warm-up included (it runs at about the
+# same rate), so the figure is approximate but the same for every system.
+cpu_per_unit() { # workload value ticks seconds
+    awk -v w="$1" -v v="$2" -v t="$3" -v s="$4" -v hz="$TICK" 'BEGIN {
+        work = v * s; if (w ~ /^bulk/) work /= 8
+        if (work <= 0) { print "-"; exit }
+        cpu = t / hz
+        if (w ~ /^bulk/) printf "%.0f", cpu * 1000 / work; else printf "%.1f", cpu * 1e6 / work }'
+}
+
+declare -A RESULT CPU RSS SPREAD COST
 for system in "${SYSTEMS[@]}"; do
     for workload in "${WORKLOADS[@]}"; do
-        values=() cpus=() rsss=()
+        values=() cpus=() rsss=() costs=()
         for run in $(seq "$RUNS"); do
             # A fresh proxy per run: CPU and peak RSS belong to this run alone.
             start_system "$system"
             echo "  $system $workload run $run..." >&2
+            ticks=$(system_ticks) began=$(date +%s.%N)
             v=$(run_workload "$workload" "$system")
+            ticks=$(($(system_ticks) - ticks)) took=$(awk -v b="$began" -v e="$(date +%s.%N)" 'BEGIN { print e - b }')
+            [ "$system" = direct ] || costs+=("$(cpu_per_unit "$workload" "${v%% *}" "$ticks" "$took")")
             if [ "$system" = tcplb ]; then
                 pid=$(tcplb_pid_for "$workload")
                 cpus+=("$(cpu_seconds "$pid")") rsss+=("$(peak_rss_kb "$pid")")
@@ -254,6 +280,7 @@ for system in "${SYSTEMS[@]}"; do
         SPREAD[$workload,$system]=$(printf '%s\n' "${values[@]}" | awk '
             { x = $1 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
             END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }')
+        [ ${#costs[@]} -eq 0 ] || COST[$workload,$system]=$(printf '%s\n' "${costs[@]}" | median)
         if [ "$system" = tcplb ]; then
             CPU[$workload]=$(printf '%s\n' "${cpus[@]}" | median)
             RSS[$workload]=$(printf '%s\n' "${rsss[@]}" | median)
@@ -268,10 +295,11 @@ echo "$(uname -sr); $("$TCPLB" --version); $(haproxy -v | head -1 | cut -d' ' -f
     "$(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2);" \
     "$(iperf3 -v | head -1 | cut -d' ' -f1-2)"
 [ -n "$TCPLB_ARGS" ] && echo "tcplb flags: $TCPLB_ARGS"
-printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %8s %10s\n' workload system value unit spread \
-    "/direct" "/bestpeer" "p50/p99us" "tcplb-cpu" "tcplb-rss"
+printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %11s %9s %10s\n' workload system value unit spread \
+    "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" "tcplb-rss"
 for workload in "${WORKLOADS[@]}"; do
-    case $workload in bulk-*) unit=Gbit/s ;; conn/s) unit=conn/s ;; http-ka) unit=req/s ;; esac
+    case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s) unit=conn/s per=us/conn ;;
+        http-ka) unit=req/s per=us/req ;; esac
     direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
     ha=${RESULT[$workload,haproxy]:-0} ng=${RESULT[$workload,nginx]:-0}
     best=$(printf '%s\n' "${ha%% *}" "${ng%% *}" | sort -g | tail -1)
@@ -281,9 +309,10 @@ for workload in "${WORKLOADS[@]}"; do
         cpu="-" rss="-"
         if [ "$system" = tcplb ]; then cpu="${CPU[$workload]}s" rss="$((RSS[$workload] / 1024))MiB"; fi
         ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-        printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %8s %10s\n' "$workload" "$system" "$v" "$unit" \
-            "${SPREAD[$workload,$system]}" "$(ratio "$v" "$direct")" "$(ratio "$v" "$best")" \
-            "$lat" "$cpu" "$rss"
+        cost="-"; [ -n "${COST[$workload,$system]:-}" ] && cost="${COST[$workload,$system]}$per"
+        printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %11s %9s %10s\n' "$workload" "$system" "$v" \
+            "$unit" "${SPREAD[$workload,$system]}" "$(ratio "$v" "$direct")" "$(ratio "$v" "$best")" \
+            "$lat" "$cost" "$cpu" "$rss"
     done
 done
 
