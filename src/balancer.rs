@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use anyhow::Context;
 use log::{info, warn};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use crate::config::{Config, ServiceConfig};
 use crate::listener;
 use crate::pool::BackendPool;
 use crate::prober::Prober;
+use crate::workers::Workers;
 
 /// One listener and its pool.
 struct Service {
@@ -30,10 +32,11 @@ struct Service {
     backlog: u32,
     local_addr: SocketAddr,
     pool: Arc<BackendPool>,
-    /// Stops this listener's accept loop and prober; a child of shutdown.
+    /// Stops this listener's accept loops and prober; a child of shutdown.
     stop: CancellationToken,
-    /// Bound but not accepting yet (between `bind` and `run`).
-    listener: Option<TcpListener>,
+    /// One socket per worker, bound but not accepting yet (between `bind`
+    /// and `run`).
+    listeners: Vec<std::net::TcpListener>,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -52,6 +55,8 @@ struct Shared {
     connections: TaskTracker,
     /// Accept loops and probers.
     tasks: TaskTracker,
+    /// Where accept loops and client connections run.
+    workers: Workers,
 }
 
 impl Shared {
@@ -59,20 +64,36 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts accepting on `service` and probing its backends.
+    /// Starts accepting on `service` (an accept loop per worker) and
+    /// probing its backends.
     fn start(&self, service: &mut Service) {
-        let Some(listener) = service.listener.take() else {
+        if service.listeners.is_empty() {
             return;
-        };
+        }
         log_service(service.local_addr, &service.pool);
         self.tasks
             .spawn(Prober::new(service.pool.clone()).run(service.stop.clone()));
-        self.tasks.spawn(listener::accept_loop(
-            listener,
-            service.pool.clone(),
-            service.stop.clone(),
-            self.connections.clone(),
-        ));
+        for (worker, listener) in service.listeners.drain(..).enumerate() {
+            let accept = listener::accept_loop(
+                listener,
+                service.pool.clone(),
+                service.stop.clone(),
+                self.connections.clone(),
+            );
+            self.workers.spawn(worker, self.tasks.track_future(accept));
+        }
+    }
+
+    fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Service> {
+        let listeners = listener::bind_group(config.listen, config.backlog, self.workers.len())?;
+        Ok(Service {
+            listen: config.listen,
+            backlog: config.backlog,
+            local_addr: listeners[0].local_addr()?,
+            pool: Arc::new(BackendPool::new(config)),
+            stop: self.shutdown.child_token(),
+            listeners,
+        })
     }
 }
 
@@ -83,27 +104,35 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Binds every listener. Must be called inside the tokio runtime.
+    /// Binds every listener, with one worker per core. Must be called
+    /// inside the tokio runtime.
     pub fn bind(config: Config) -> anyhow::Result<Self> {
-        let shutdown = CancellationToken::new();
+        Self::bind_with_workers(config, None)
+    }
+
+    /// Binds every listener for `workers` workers (`None`: one per core).
+    pub fn bind_with_workers(config: Config, workers: Option<usize>) -> anyhow::Result<Self> {
+        let workers = Workers::start(workers).context("cannot start the worker threads")?;
+        let shared = Shared {
+            state: Mutex::new(State {
+                services: Vec::new(),
+                drain_timeout: config.drain_timeout,
+                admin: config.admin,
+                running: false,
+            }),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            tasks: TaskTracker::new(),
+            workers,
+        };
         let mut services = Vec::new();
         for service in config.services {
-            services.push(bind_service(service, &shutdown)?);
+            services.push(shared.bind_service(service)?);
         }
+        shared.state().services = services;
         let admin = config.admin.map(admin::bind).transpose()?;
-        let state = State {
-            services,
-            drain_timeout: config.drain_timeout,
-            admin: config.admin,
-            running: false,
-        };
         Ok(Balancer {
-            shared: Arc::new(Shared {
-                state: Mutex::new(state),
-                shutdown,
-                connections: TaskTracker::new(),
-                tasks: TaskTracker::new(),
-            }),
+            shared: Arc::new(shared),
             admin,
         })
     }
@@ -175,6 +204,7 @@ impl Balancer {
                 shared.connections.len()
             ),
         }
+        shared.workers.shut_down().await;
     }
 }
 
@@ -220,7 +250,9 @@ impl ReloadHandle {
             bound.push(match kept {
                 Some(_) => None,
                 None => Some(
-                    bind_service(new.clone(), &shared.shutdown).map_err(|e| format!("{e:#}"))?,
+                    shared
+                        .bind_service(new.clone())
+                        .map_err(|e| format!("{e:#}"))?,
                 ),
             });
         }
@@ -317,18 +349,6 @@ impl ReloadHandle {
             .map(|s| s.pool.clone())
             .collect()
     }
-}
-
-fn bind_service(config: ServiceConfig, shutdown: &CancellationToken) -> anyhow::Result<Service> {
-    let listener = listener::bind(config.listen, config.backlog)?;
-    Ok(Service {
-        listen: config.listen,
-        backlog: config.backlog,
-        local_addr: listener.local_addr()?,
-        pool: Arc::new(BackendPool::new(config)),
-        stop: shutdown.child_token(),
-        listener: Some(listener),
-    })
 }
 
 fn backend_names(pool: &BackendPool) -> Vec<String> {

@@ -161,7 +161,8 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Runtime worker threads. [default: one per core]
+    /// Worker threads serving connections, each with its own listening
+    /// socket (SO_REUSEPORT). [default: one per core]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
     pub workers: Option<u32>,
 
@@ -177,7 +178,7 @@ pub struct Cli {
 pub struct Startup {
     pub config: Config,
     pub source: Option<ConfigSource>,
-    /// Runtime worker threads (`--workers`); `None` is one per core.
+    /// Worker threads (`--workers`); `None` is one per core.
     pub workers: Option<u32>,
     pub splice: SpliceMode,
 }

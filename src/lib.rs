@@ -4,7 +4,8 @@
 //! the [`pool`] asks its [`strategy`] for a backend, `forward` connects and
 //! pipes bytes both ways, and if no backend can take it, [`failure`] answers.
 //! The [`prober`] keeps each [`backend`]'s health current in the background.
-//! [`balancer`] wires these together per listener and drains on shutdown.
+//! [`balancer`] wires these together per listener and drains on shutdown;
+//! accept loops and connections run on the [`workers`], one thread each.
 //! [`access`] turns unwanted or greedy clients away right after accept, and
 //! [`admin`] serves the counters as Prometheus metrics and JSON status.
 
@@ -25,3 +26,4 @@ pub mod prober;
 pub mod proxy_protocol;
 pub mod signals;
 pub mod strategy;
+pub mod workers;

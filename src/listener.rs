@@ -10,8 +10,8 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -27,31 +27,73 @@ use crate::pool::BackendPool;
 
 /// How long accepting pauses after the process runs out of descriptors.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
-/// At most one warning per this period about accept errors.
-const WARN_EVERY: Duration = Duration::from_secs(1);
+/// At most one warning per second about running out of descriptors, for
+/// the whole process: every worker's accept loop runs out at once.
+static ACCEPT_WARNINGS: Mutex<RateLimit> = Mutex::new(RateLimit::new(Duration::from_secs(1)));
 
 /// Binds a listening socket with SO_REUSEADDR (fast restarts over TIME_WAIT)
 /// and an explicit backlog. Must be called inside the tokio runtime.
 pub fn bind(addr: SocketAddr, backlog: u32) -> anyhow::Result<TcpListener> {
-    let listen = || -> io::Result<TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-        TcpListener::from_std(socket.into())
-    };
-    listen().with_context(|| format!("cannot listen on {addr}"))
+    listen(addr, backlog, false)
+        .and_then(TcpListener::from_std)
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
-/// Accepts until `shutdown`, handing each connection to its own task.
+/// Binds `count` listening sockets on one address, one per worker. More than
+/// one share the port with SO_REUSEPORT. That would also let them join
+/// another process's SO_REUSEPORT group on the port, so the address is
+/// first bound plainly, which fails when anything listens there.
+pub fn bind_group(
+    addr: SocketAddr,
+    backlog: u32,
+    count: usize,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let group = || -> io::Result<Vec<std::net::TcpListener>> {
+        if count <= 1 {
+            return Ok(vec![listen(addr, backlog, false)?]);
+        }
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
+        // Port 0 becomes the port the probe was given.
+        let port = probe
+            .local_addr()?
+            .as_socket()
+            .map_or(addr.port(), |a| a.port());
+        drop(probe);
+        let addr = SocketAddr::new(addr.ip(), port);
+        (0..count).map(|_| listen(addr, backlog, true)).collect()
+    };
+    group().with_context(|| format!("cannot listen on {addr}"))
+}
+
+fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// Accepts until `shutdown`, handing each connection to its own task on
+/// the runtime this runs on (the listener registers with it).
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     pool: Arc<BackendPool>,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
-    let mut warnings = RateLimit::new(WARN_EVERY);
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            warn!("cannot accept on a listening socket: {e}");
+            return;
+        }
+    };
     let mut spare = File::open("/dev/null").ok();
     loop {
         let accepted = tokio::select! {
@@ -64,7 +106,8 @@ pub async fn accept_loop(
                 connections.spawn(forward::serve(stream, peer, pool.clone()));
             }
             Err(e) if is_local_exhaustion(&e) => {
-                if let Some(suppressed) = warnings.allow() {
+                let allowed = ACCEPT_WARNINGS.lock().ok().and_then(|mut w| w.allow());
+                if let Some(suppressed) = allowed {
                     warn!(
                         "accept failed: {e}; refusing new clients until descriptors free up \
                          ({suppressed} more since the last warning)"
@@ -164,7 +207,7 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    pub fn new(period: Duration) -> Self {
+    pub const fn new(period: Duration) -> Self {
         RateLimit {
             period,
             last: None,
@@ -215,5 +258,38 @@ mod tests {
         stats.count_failure(Failure::BadGateway);
         assert_eq!(stats.bad_gateway.load(Relaxed), 1);
         assert_eq!(stats.unavailable.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_group_shares_one_port_and_each_socket_accepts() {
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 16, 3).unwrap();
+        let port = group[0].local_addr().unwrap().port();
+        assert!(group.iter().all(|l| l.local_addr().unwrap().port() == port));
+        // The kernel spreads connections over the group; every one is
+        // accepted by one of its sockets.
+        let clients: Vec<_> = (0..12)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut accepted = 0;
+        while accepted < clients.len() && Instant::now() < deadline {
+            for listener in &group {
+                if listener.accept().is_ok() {
+                    accepted += 1;
+                }
+            }
+        }
+        assert_eq!(accepted, clients.len());
+    }
+
+    #[test]
+    fn a_group_never_joins_a_port_someone_else_listens_on() {
+        // Another SO_REUSEPORT listener (same user, as another tcplb would
+        // be) must make the port count as in use, not be shared.
+        let other = listen("127.0.0.1:0".parse().unwrap(), 16, true).unwrap();
+        let taken = other.local_addr().unwrap();
+        let error = bind_group(taken, 16, 2).unwrap_err();
+        assert!(format!("{error:#}").contains("in use"), "{error:#}");
+        assert!(bind_group(taken, 16, 1).is_err());
     }
 }

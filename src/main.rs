@@ -9,11 +9,12 @@ fn main() {
     let startup = Startup::from_args_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     pipe::set_splice_mode(startup.splice);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = startup.workers {
-        runtime.worker_threads(workers as usize);
-    }
-    let runtime = match runtime.enable_all().build() {
+    // Probes, signals, reloads and the admin endpoint; connections run on
+    // the balancer's worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -24,7 +25,8 @@ fn main() {
 }
 
 async fn run(startup: Startup) {
-    let balancer = match Balancer::bind(startup.config) {
+    let workers = startup.workers.map(|n| n as usize);
+    let balancer = match Balancer::bind_with_workers(startup.config, workers) {
         Ok(balancer) => balancer,
         Err(e) => {
             eprintln!("error: {e:#}");
