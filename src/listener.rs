@@ -1,4 +1,5 @@
-//! The listening socket and its accept loop.
+//! The listening sockets (one per worker, sharing the port) and the accept
+//! loop each worker runs on its own.
 //!
 //! The loop must never die and never spin: per-connection accept errors are
 //! skipped. When the process runs out of file descriptors it spends a spare

@@ -42,12 +42,8 @@ impl Workers {
         Ok(workers)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.handles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
     }
 
     /// Runs `task` on worker `index`.
