@@ -53,9 +53,7 @@ pub fn bind_group(
         if count <= 1 {
             return Ok(vec![listen(addr, backlog, false)?]);
         }
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
-        probe.bind(&addr.into())?;
+        let probe = bound(addr, false)?;
         // Port 0 becomes the port the probe was given.
         let port = probe
             .local_addr()?
@@ -69,15 +67,22 @@ pub fn bind_group(
 }
 
 fn listen(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = bound(addr, reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR (fast restarts over
+/// TIME_WAIT), and SO_REUSEPORT when asked.
+fn bound(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    Ok(socket.into())
+    Ok(socket)
 }
 
 /// Accepts until `shutdown`, handing each connection to its own task on
