@@ -1,29 +1,32 @@
 //! tcplb: a Layer-4 (raw TCP) connection load balancer.
 //!
-//! A connection arrives at a [`listener`], which hands it to [`forward`]:
-//! the [`pool`] asks its [`strategy`] for a backend, `forward` connects and
-//! pipes bytes both ways, and if no backend can take it, [`failure`] answers.
-//! The [`prober`] keeps each [`backend`]'s health current in the background.
-//! [`balancer`] wires these together per listener and drains on shutdown;
-//! accept loops and connections run on the [`workers`], one thread each.
-//! [`access`] turns unwanted or greedy clients away right after accept, and
-//! [`admin`] serves the counters as Prometheus metrics and JSON status.
+//! # Layout
+//!
+//! From the top layer down; a module imports only from the layers below it.
+//!
+//! - [`runtime`]: builds everything from a [`config::Config`] and runs it:
+//!   worker threads, signals (SIGHUP reload, SIGTERM drain), the drain on
+//!   shutdown.
+//! - [`proxy`]: the per-connection data path: accept, access control, PROXY
+//!   protocol, pick and connect with retries, pipe the bytes, answer 502/503.
+//! - [`admin`]: the admin endpoint: Prometheus `/metrics` and JSON `/status`.
+//! - [`pool`]: what a service's pool knows: its backends (admin state and
+//!   health kept apart), selection, health checks, discovery.
+//! - [`stats`]: the counters the data path writes and the admin endpoint reads.
+//! - [`config`]: the plain configuration model, and the command line and TOML
+//!   file that produce it. It depends on nothing else in tcplb.
+//! - [`demo`]: the demo backends (HTTP and echo), for the demo and the tests.
+//!
+//! A connection arrives at a [`proxy::listener`] accept loop, which hands it
+//! to [`proxy::serve`]: the service's [`pool::Pool`] picks a backend through
+//! its [`pool::selection::Selector`], `serve` connects and [`proxy::pipe`]
+//! moves the bytes; if no backend can take it, [`proxy::failure`] answers.
+//! [`pool::health`] keeps each backend's health current in the background.
 
-pub mod access;
 pub mod admin;
-pub mod backend;
-pub mod balancer;
-pub mod cli;
 pub mod config;
-pub mod config_file;
 pub mod demo;
-pub mod failure;
-pub mod forward;
-pub mod listener;
-pub mod pipe;
 pub mod pool;
-pub mod prober;
-pub mod proxy_protocol;
-pub mod signals;
-pub mod strategy;
-pub mod workers;
+pub mod proxy;
+pub mod runtime;
+pub mod stats;

@@ -1,9 +1,9 @@
 //! The `tcplb` executable: parse flags (and the config file), start logging,
 //! build the runtime, run the balancer.
 
-use tcplb::balancer::Balancer;
-use tcplb::cli::Startup;
-use tcplb::{pipe, signals};
+use tcplb::config::cli::Startup;
+use tcplb::proxy::pipe;
+use tcplb::runtime::{Balancer, signals};
 
 fn main() {
     let startup = Startup::from_args_or_exit();

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use common::{PATIENCE, TestBackend, TestBalancer, echo_roundtrip, poll_until, service};
-use tcplb::balancer::Balancer;
+use tcplb::config::OnFailure;
 use tcplb::config::{Cidr, Config, ServiceConfig};
-use tcplb::failure::{OnFailure, SERVICE_UNAVAILABLE};
-use tcplb::pool::BackendPool;
+use tcplb::proxy::Service;
+use tcplb::proxy::failure::SERVICE_UNAVAILABLE;
+use tcplb::runtime::Balancer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -71,25 +72,25 @@ async fn what_a_client_hears(addr: SocketAddr) -> Vec<u8> {
     .expect("the balancer closes a refused client")
 }
 
-async fn all_finished(pool: &BackendPool) {
+async fn all_finished(service: &Service) {
     assert!(
-        poll_until(PATIENCE, || pool.stats.active.load(Relaxed) == 0).await,
+        poll_until(PATIENCE, || service.stats.active.load(Relaxed) == 0).await,
         "client connections did not finish"
     );
 }
 
 /// Checks that one client was refused and nothing reached the backend.
-async fn assert_refused_before_backend(addr: SocketAddr, pool: &BackendPool, received: &AtomicU64) {
+async fn assert_refused_before_backend(addr: SocketAddr, service: &Service, received: &AtomicU64) {
     let heard = what_a_client_hears(addr).await;
     assert!(
         heard.is_empty(),
         "refused client heard {:?}",
         String::from_utf8_lossy(&heard)
     );
-    all_finished(pool).await;
-    assert_eq!(pool.stats.accepted.load(Relaxed), 1);
-    assert_eq!(pool.stats.rejected.load(Relaxed), 1);
-    let backend = &pool.load().backends[0];
+    all_finished(service).await;
+    assert_eq!(service.stats.accepted.load(Relaxed), 1);
+    assert_eq!(service.stats.rejected.load(Relaxed), 1);
+    let backend = &service.pool.load().backends[0];
     assert_eq!(
         backend.stats.total.load(Relaxed),
         0,
@@ -107,7 +108,7 @@ async fn a_denied_client_is_closed_and_never_forwarded() {
     // Deny wins even over a matching allow.
     svc.access.allow = cidrs(&["127.0.0.0/8"]);
     let lb = TestBalancer::start(svc);
-    assert_refused_before_backend(lb.addr, &lb.pool, &received).await;
+    assert_refused_before_backend(lb.addr, &lb.service, &received).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +117,7 @@ async fn a_client_outside_the_allowed_networks_is_closed() {
     let mut svc = service(&[backend.addr]);
     svc.access.allow = cidrs(&["10.0.0.0/8", "::1/128"]);
     let lb = TestBalancer::start(svc);
-    assert_refused_before_backend(lb.addr, &lb.pool, &received).await;
+    assert_refused_before_backend(lb.addr, &lb.service, &received).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,8 +128,8 @@ async fn a_client_in_an_allowed_network_is_served() {
     svc.access.deny = cidrs(&["127.0.0.2/32"]);
     let lb = TestBalancer::start(svc);
     assert_eq!(echo_roundtrip(lb.addr, b"let me in").await, b"let me in");
-    all_finished(&lb.pool).await;
-    assert_eq!(lb.pool.stats.rejected.load(Relaxed), 0);
+    all_finished(&lb.service).await;
+    assert_eq!(lb.service.stats.rejected.load(Relaxed), 0);
     assert_eq!(received.load(Relaxed), 9);
 }
 
@@ -143,10 +144,10 @@ async fn ipv6_clients_are_checked_too() {
         return;
     };
     let addr = balancer.local_addrs()[0];
-    let pool = balancer.pools()[0].clone();
+    let service = balancer.services()[0].clone();
     let shutdown = balancer.shutdown_token();
     tokio::spawn(balancer.run());
-    assert_refused_before_backend(addr, &pool, &received).await;
+    assert_refused_before_backend(addr, &service, &received).await;
     shutdown.cancel();
 }
 
@@ -186,7 +187,7 @@ async fn per_ip_connection_limit(on_failure: OnFailure, expected: &[u8]) {
         "the 4th client heard {:?}",
         String::from_utf8_lossy(&heard)
     );
-    assert_eq!(lb.pool.stats.rejected.load(Relaxed), 1);
+    assert_eq!(lb.service.stats.rejected.load(Relaxed), 1);
     for (i, stream) in held.iter_mut().enumerate() {
         check_alive(stream, &format!("client {i} still served")).await;
     }
@@ -198,9 +199,9 @@ async fn per_ip_connection_limit(on_failure: OnFailure, expected: &[u8]) {
 
     // Closing them frees the address's slots.
     drop(held);
-    all_finished(&lb.pool).await;
+    all_finished(&lb.service).await;
     assert_eq!(echo_roundtrip(lb.addr, b"again").await, b"again");
-    assert_eq!(lb.pool.stats.rejected.load(Relaxed), 1);
+    assert_eq!(lb.service.stats.rejected.load(Relaxed), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +257,7 @@ async fn a_burst_over_the_rate_is_cut_to_about_the_rate() {
         (5..=8).contains(&served),
         "{served} served, {refused} refused"
     );
-    all_finished(&lb.pool).await;
-    assert_eq!(lb.pool.stats.rejected.load(Relaxed), refused);
-    assert_eq!(lb.pool.stats.accepted.load(Relaxed), 20);
+    all_finished(&lb.service).await;
+    assert_eq!(lb.service.stats.rejected.load(Relaxed), refused);
+    assert_eq!(lb.service.stats.accepted.load(Relaxed), 20);
 }

@@ -10,9 +10,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, poll_until, service};
-use tcplb::balancer::{Balancer, ReloadHandle};
 use tcplb::config::Config;
-use tcplb::pool::BackendPool;
+use tcplb::proxy::Service;
+use tcplb::runtime::{Balancer, ReloadHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 struct AdminBalancer {
     addr: SocketAddr,
     admin: SocketAddr,
-    pool: Arc<BackendPool>,
+    service: Arc<Service>,
     reload: ReloadHandle,
     shutdown: CancellationToken,
 }
@@ -41,7 +41,7 @@ fn start(service: tcplb::config::ServiceConfig) -> AdminBalancer {
     let started = AdminBalancer {
         addr: balancer.local_addrs()[0],
         admin: balancer.admin_addr().expect("admin address"),
-        pool: balancer.pools()[0].clone(),
+        service: balancer.services()[0].clone(),
         reload: balancer.reload_handle(),
         shutdown: balancer.shutdown_token(),
     };
@@ -128,7 +128,7 @@ async fn metrics_and_status_report_known_traffic_exactly() {
         assert_eq!(echo_roundtrip(lb.addr, &data).await, data, "connection {i}");
     }
     assert!(
-        poll_until(PATIENCE, || lb.pool.stats.active.load(Relaxed) == 0).await,
+        poll_until(PATIENCE, || lb.service.stats.active.load(Relaxed) == 0).await,
         "every connection finished"
     );
 
@@ -251,7 +251,7 @@ async fn bad_requests_get_4xx_answers() {
     let (status, _, _) = get(lb.admin, "/metrics?x=1").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     // Nothing above reached the balanced listener.
-    assert_eq!(lb.pool.stats.accepted.load(Relaxed), 0);
+    assert_eq!(lb.service.stats.accepted.load(Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +289,7 @@ async fn metrics_follow_a_reload_and_keep_their_counts() {
     let svc = service(&[backend.addr]);
     let lb = start(svc.clone());
     assert_eq!(echo_roundtrip(lb.addr, b"before").await, b"before");
-    assert!(poll_until(PATIENCE, || lb.pool.stats.active.load(Relaxed) == 0).await);
+    assert!(poll_until(PATIENCE, || lb.service.stats.active.load(Relaxed) == 0).await);
 
     // Keep the listener (same configured address) and add a second one.
     let mut config = Config::single(svc.clone());

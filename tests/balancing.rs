@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use tcplb::failure::{BAD_GATEWAY, OnFailure, SERVICE_UNAVAILABLE};
-use tcplb::strategy::StrategyKind;
+use tcplb::config::OnFailure;
+use tcplb::config::StrategyKind;
+use tcplb::proxy::failure::{BAD_GATEWAY, SERVICE_UNAVAILABLE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
@@ -290,7 +291,7 @@ async fn sixty_four_mebibytes_pass_byte_identical_both_ways() {
     assert_eq!(total, TOTAL);
     assert_eq!(mismatch, None, "first differing chunk at byte offset");
     let counted = || {
-        let state = lb.pool.load();
+        let state = lb.service.pool.load();
         state.backends[0]
             .stats
             .bytes_in

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tcplb::balancer::{Balancer, ReloadHandle};
-use tcplb::cli::{ConfigSource, Startup};
+use tcplb::config::cli::{ConfigSource, Startup};
 use tcplb::demo;
-use tcplb::signals;
+use tcplb::runtime::signals;
+use tcplb::runtime::{Balancer, ReloadHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -177,7 +177,7 @@ async fn an_open_connection_survives_a_reload_byte_exact() {
     let file = ConfigFile::new("survive", &listener("127.0.0.1:0", &[echo]));
     let lb = Running::start(&file);
     let addr = lb.addrs()[0];
-    let old_echo = lb.handle.pools()[0].load().backends[0].clone();
+    let old_echo = lb.handle.services()[0].pool.load().backends[0].clone();
 
     let pattern: Vec<u8> = (0..512 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let (first, second) = pattern.split_at(pattern.len() / 2);
@@ -209,14 +209,14 @@ async fn an_open_connection_survives_a_reload_byte_exact() {
     tokio::time::timeout(PATIENCE, drained).await.unwrap();
 
     // A backend kept across a reload keeps its state and counters.
-    let kept = lb.handle.pools()[0].load().backends[0].clone();
+    let kept = lb.handle.services()[0].pool.load().backends[0].clone();
     let served_before = kept.stats.total.load(Ordering::Relaxed);
     assert_eq!(served_before, 3);
     file.write(&listener("127.0.0.1:0", &[h1, h2]));
     lb.reload().unwrap();
-    let state = lb.handle.pools()[0].load();
+    let state = lb.handle.services()[0].pool.load();
     assert!(Arc::ptr_eq(&state.backends[0], &kept));
-    assert_eq!(state.backends[1].spec.addr, h2);
+    assert_eq!(state.backends[1].addr(), h2);
     let mut ports: Vec<u16> = Vec::new();
     for _ in 0..2 {
         ports.push(served_by(addr).await);

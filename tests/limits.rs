@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{TestBackend, TestBalancer, refusing_addr};
 use tcplb::config::ServiceConfig;
-use tcplb::failure::SERVICE_UNAVAILABLE;
+use tcplb::proxy::failure::SERVICE_UNAVAILABLE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -98,7 +98,7 @@ async fn a_backend_at_its_maxconn_is_skipped() {
     let mut svc = service(&[limited.addr, other.addr]);
     svc.backends[0].max_conns = Some(1);
     let lb = TestBalancer::start(svc);
-    let pool = lb.pool.load();
+    let pool = lb.service.pool.load();
 
     let _held = echo_connection(lb.addr).await; // round-robin: the limited one
     assert_eq!(pool.backends[0].active(), 1);
@@ -152,7 +152,7 @@ async fn max_fails_takes_a_refusing_backend_out_before_the_prober_runs() {
     svc.fail_timeout = Duration::from_secs(3600);
     svc.retries = 1;
     let lb = TestBalancer::start(svc);
-    let pool = lb.pool.load();
+    let pool = lb.service.pool.load();
 
     for _ in 0..20 {
         echo_connection(lb.addr).await;
@@ -185,7 +185,7 @@ async fn idle_timeout_closes_silent_connections_and_spares_busy_ones() {
     }
     // The silent one was closed by tcplb: EOF with no bytes.
     assert_eq!(read_all(silent).await, b"");
-    let idle_timeouts = lb.pool.load().backends[0]
+    let idle_timeouts = lb.service.pool.load().backends[0]
         .stats
         .idle_timeouts
         .load(std::sync::atomic::Ordering::Relaxed);

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{PATIENCE, TestBackend, TestBalancer, echo_roundtrip, service};
+use tcplb::config::StrategyKind;
 use tcplb::config::{ProxyVersion, ServiceConfig};
-use tcplb::strategy::StrategyKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -254,7 +254,7 @@ async fn carried_client_address_drives_the_hash_strategy() {
     svc.strategy = StrategyKind::Hash;
     let lb = TestBalancer::start(svc);
 
-    let state = lb.pool.load();
+    let state = lb.service.pool.load();
     let real_peer_choice = state.pick("127.0.0.1".parse().unwrap(), &[]);
     let mut chosen = Vec::new();
     for round in 0..2 {
@@ -355,7 +355,7 @@ async fn bad_or_missing_headers_close_without_reaching_a_backend() {
     assert_eq!(lb.total(0), 1);
     assert!(records.try_recv().is_err());
     // Every bad case above was counted; the valid one was not.
-    let errors = lb.pool.stats.proxy_header_errors.load(Relaxed) as usize;
+    let errors = lb.service.stats.proxy_header_errors.load(Relaxed) as usize;
     assert_eq!(errors, cases.len() + 3 + 1);
 }
 

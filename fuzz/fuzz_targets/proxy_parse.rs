@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use tcplb::proxy_protocol::{
+use tcplb::proxy::proxy_protocol::{
     Parsed, ProxyError, ProxyHeader, V1_MAX_LEN, V2_FIXED_LEN, encode_v1, encode_v2, parse,
 };
 

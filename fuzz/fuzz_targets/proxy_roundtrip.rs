@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
-use tcplb::proxy_protocol::{ProxyHeader, V1_MAX_LEN, encode_v1, encode_v2, parse};
+use tcplb::proxy::proxy_protocol::{ProxyHeader, V1_MAX_LEN, encode_v1, encode_v2, parse};
 
 /// Builds an address from the input: a family byte, then 16 address bytes
 /// (IPv4 uses the first 4), then a 2-byte port.

@@ -15,9 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tcplb::balancer::Balancer;
-use tcplb::config::{BackendSpec, Config, ServiceConfig};
-use tcplb::pool::BackendPool;
+use tcplb::config::{AdminState, BackendSpec, Config, ServiceConfig};
+use tcplb::proxy::Service;
+use tcplb::runtime::Balancer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// A balancer running on the test's runtime; shut down on drop.
 pub struct TestBalancer {
     pub addr: SocketAddr,
-    pub pool: Arc<BackendPool>,
+    pub service: Arc<Service>,
     shutdown: CancellationToken,
 }
 
@@ -49,35 +49,38 @@ impl TestBalancer {
         config.drain_timeout = Duration::from_secs(1);
         let balancer = Balancer::bind(config).expect("bind balancer");
         let addr = balancer.local_addrs()[0];
-        let pool = balancer.pools()[0].clone();
+        let service = balancer.services()[0].clone();
         let shutdown = balancer.shutdown_token();
         tokio::spawn(balancer.run());
         TestBalancer {
             addr,
-            pool,
+            service,
             shutdown,
         }
     }
 
     /// Whether the pool currently considers backend `index` healthy.
     pub fn is_up(&self, index: usize) -> bool {
-        self.pool.load().backends[index].is_up()
+        self.service.pool.load().backends[index].is_up()
     }
 
     /// Connections open to backend `index` now.
     pub fn active(&self, index: usize) -> u64 {
-        self.pool.load().backends[index].active()
+        self.service.pool.load().backends[index].active()
     }
 
     /// Connections ever established to backend `index`.
     pub fn total(&self, index: usize) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
-        self.pool.load().backends[index].stats.total.load(Relaxed)
+        self.service.pool.load().backends[index]
+            .stats
+            .total
+            .load(Relaxed)
     }
 
     pub fn connect_failures(&self, index: usize) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
-        self.pool.load().backends[index]
+        self.service.pool.load().backends[index]
             .stats
             .connect_failures
             .load(Relaxed)
@@ -102,6 +105,7 @@ pub fn spec(addr: SocketAddr, weight: u32) -> BackendSpec {
         addr,
         weight,
         max_conns: None,
+        admin_state: AdminState::Ready,
     }
 }
 

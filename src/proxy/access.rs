@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use log::debug;
 use tokio::net::TcpStream;
 
-use crate::config::AccessConfig;
-use crate::failure::{self, Failure, OnFailure};
-use crate::listener::ListenerStats;
+use crate::config::{AccessConfig, OnFailure};
+use crate::proxy::failure::{self, Failure};
+use crate::stats::ListenerStats;
 
 /// Most client addresses one listener tracks for the per-IP limits.
 pub const MAX_TRACKED_CLIENTS: usize = 65_536;

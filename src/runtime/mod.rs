@@ -19,19 +19,23 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::config::{Config, ServiceConfig};
-use crate::listener;
-use crate::pool::BackendPool;
-use crate::prober::Prober;
-use crate::workers::Workers;
+use crate::pool::Pool;
+use crate::pool::health::active::Prober;
+use crate::proxy::{Service, listener};
+use workers::Workers;
 
-/// One listener and its pool.
-struct Service {
+pub mod signals;
+pub mod workers;
+
+/// One listener and its pool, as the runtime runs them.
+struct Running {
     /// The address as configured (port 0 stays 0): how a reload recognises
     /// the listener it already runs.
     listen: SocketAddr,
     backlog: u32,
     local_addr: SocketAddr,
-    pool: Arc<BackendPool>,
+    /// What its connections share: the pool, counters, per-IP table.
+    service: Arc<Service>,
     /// Stops this listener's accept loops and prober; a child of shutdown.
     stop: CancellationToken,
     /// One socket per worker, bound but not accepting yet (between `bind`
@@ -41,7 +45,7 @@ struct Service {
 
 /// What can change while running; the lock is never held across `.await`.
 struct State {
-    services: Vec<Service>,
+    services: Vec<Running>,
     drain_timeout: Duration,
     admin: Option<SocketAddr>,
     /// Whether `run` has started; services added before it wait for it.
@@ -66,17 +70,17 @@ impl Shared {
 
     /// Starts accepting on `service` (an accept loop per worker) and
     /// probing its backends.
-    fn start(&self, service: &mut Service) {
+    fn start(&self, service: &mut Running) {
         if service.listeners.is_empty() {
             return;
         }
-        log_service(service.local_addr, &service.pool);
+        log_service(service.local_addr, &service.service.pool);
         self.tasks
-            .spawn(Prober::new(service.pool.clone()).run(service.stop.clone()));
+            .spawn(Prober::new(service.service.pool.clone()).run(service.stop.clone()));
         for (worker, listener) in service.listeners.drain(..).enumerate() {
             let accept = listener::accept_loop(
                 listener,
-                service.pool.clone(),
+                service.service.clone(),
                 service.stop.clone(),
                 self.connections.clone(),
             );
@@ -84,13 +88,17 @@ impl Shared {
         }
     }
 
-    fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Service> {
+    fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Running> {
         let listeners = listener::bind_group(config.listen, config.backlog, self.workers.len())?;
-        Ok(Service {
+        let local_addr = listeners[0].local_addr()?;
+        Ok(Running {
             listen: config.listen,
             backlog: config.backlog,
-            local_addr: listeners[0].local_addr()?,
-            pool: Arc::new(BackendPool::new(config)),
+            local_addr,
+            service: Arc::new(Service::new(Arc::new(Pool::new(
+                local_addr.to_string(),
+                config,
+            )))),
             stop: self.shutdown.child_token(),
             listeners,
         })
@@ -148,8 +156,9 @@ impl Balancer {
         self.reload_handle().local_addrs()
     }
 
-    pub fn pools(&self) -> Vec<Arc<BackendPool>> {
-        self.reload_handle().pools()
+    /// Each listener's service (pool, counters), in configuration order.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.reload_handle().services()
     }
 
     /// Cancel this token to stop accepting and start draining.
@@ -245,7 +254,7 @@ impl ReloadHandle {
         }
 
         // Bind every new listener first: a failure must change nothing.
-        let mut bound: Vec<Option<Service>> = Vec::new();
+        let mut bound: Vec<Option<Running>> = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
             bound.push(match kept {
                 Some(_) => None,
@@ -257,7 +266,7 @@ impl ReloadHandle {
             });
         }
 
-        let mut old: Vec<Option<Service>> = state.services.drain(..).map(Some).collect();
+        let mut old: Vec<Option<Running>> = state.services.drain(..).map(Some).collect();
         let plan = config
             .services
             .into_iter()
@@ -268,8 +277,9 @@ impl ReloadHandle {
         for ((new, kept), fresh) in plan.into_iter().zip(bound) {
             match (kept, fresh) {
                 (Some(service), _) => {
-                    let before = backend_names(&service.pool);
-                    let old_config = service.pool.load().config.clone();
+                    let pool = &service.service.pool;
+                    let before = backend_names(pool);
+                    let old_config = pool.load().config.clone();
                     let settings_changed = ServiceConfig {
                         backends: new.backends.clone(),
                         ..old_config
@@ -280,8 +290,8 @@ impl ReloadHandle {
                             service.local_addr
                         );
                     }
-                    service.pool.replace(new);
-                    let mut change = describe_kept(service.local_addr, &before, &service.pool);
+                    pool.reconfigure(new);
+                    let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
                         change.push_str(", settings changed");
                     }
@@ -292,7 +302,7 @@ impl ReloadHandle {
                     changes.push(format!(
                         "{} added, backends [{}]",
                         service.local_addr,
-                        backend_names(&service.pool).join(", ")
+                        backend_names(&service.service.pool).join(", ")
                     ));
                     if state.running {
                         shared.start(&mut service);
@@ -335,32 +345,33 @@ impl ReloadHandle {
             .iter()
             .map(|s| admin::Watched {
                 listen: s.local_addr,
-                pool: s.pool.clone(),
+                pool: s.service.pool.clone(),
+                stats: s.service.stats.clone(),
             })
             .collect()
     }
 
-    /// Each listener's pool now, in configuration order.
-    pub fn pools(&self) -> Vec<Arc<BackendPool>> {
+    /// Each listener's service now, in configuration order.
+    pub fn services(&self) -> Vec<Arc<Service>> {
         self.shared
             .state()
             .services
             .iter()
-            .map(|s| s.pool.clone())
+            .map(|s| s.service.clone())
             .collect()
     }
 }
 
-fn backend_names(pool: &BackendPool) -> Vec<String> {
+fn backend_names(pool: &Pool) -> Vec<String> {
     pool.load()
         .backends
         .iter()
-        .map(|b| b.spec.name.clone())
+        .map(|b| b.name().to_string())
         .collect()
 }
 
 /// "127.0.0.1:8080 backends [a, c] (+c, -b)".
-fn describe_kept(addr: SocketAddr, before: &[String], pool: &BackendPool) -> String {
+fn describe_kept(addr: SocketAddr, before: &[String], pool: &Pool) -> String {
     let after = backend_names(pool);
     let added: Vec<String> = after
         .iter()
@@ -380,7 +391,7 @@ fn describe_kept(addr: SocketAddr, before: &[String], pool: &BackendPool) -> Str
     line
 }
 
-fn log_service(local_addr: SocketAddr, pool: &BackendPool) {
+fn log_service(local_addr: SocketAddr, pool: &Pool) {
     let state = pool.load();
     let c = &state.config;
     info!(

@@ -20,47 +20,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::backend::BackendStats;
+use crate::config::SpliceMode;
+use crate::stats::BackendStats;
 
 /// Per-direction copy buffer, allocated while the direction has data.
 pub const COPY_BUFFER: usize = 64 * 1024;
-
-/// When to move bytes with `splice(2)` instead of copying them through a
-/// user-space buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpliceMode {
-    /// Never; the portable copy everywhere.
-    Off,
-    /// From a direction's first byte (Linux only; elsewhere like `Off`).
-    On,
-    /// Once a direction shows bulk traffic (a read fills the whole copy
-    /// buffer); short request/response traffic stays on the cheaper copy.
-    Auto,
-}
-
-impl std::str::FromStr for SpliceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" => Ok(SpliceMode::Off),
-            "on" => Ok(SpliceMode::On),
-            "auto" => Ok(SpliceMode::Auto),
-            other => Err(format!(
-                "unknown splice mode {other:?}: use auto, on or off"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for SpliceMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SpliceMode::Off => "off",
-            SpliceMode::On => "on",
-            SpliceMode::Auto => "auto",
-        })
-    }
-}
 
 /// Process-wide: the data path reads it once per connection. `auto` by
 /// default: on loopback it cut tcplb's CPU per bulk GB by about 20%.
@@ -528,22 +492,6 @@ mod tests {
     impl Drop for ModeGuard {
         fn drop(&mut self) {
             set_splice_mode(DEFAULT_SPLICE);
-        }
-    }
-
-    #[test]
-    fn splice_and_workers_flags_parse() {
-        use clap::Parser;
-        let cli = crate::cli::Cli::try_parse_from(["tcplb"]).unwrap();
-        assert_eq!((cli.splice, cli.workers), (SpliceMode::Auto, None));
-        let cli = crate::cli::Cli::try_parse_from(["tcplb", "--splice", "off", "--workers", "3"])
-            .unwrap();
-        assert_eq!((cli.splice, cli.workers), (SpliceMode::Off, Some(3)));
-        for bad in [
-            &["tcplb", "--splice", "maybe"][..],
-            &["tcplb", "--workers", "0"],
-        ] {
-            assert!(crate::cli::Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
     }
 

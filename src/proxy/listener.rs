@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::failure::{Failure, OnFailure};
-use crate::forward::{self, is_local_exhaustion};
-use crate::pool::BackendPool;
+use crate::config::OnFailure;
+use crate::pool::connect::is_local_exhaustion;
+use crate::proxy::Service;
+use crate::proxy::failure::Failure;
+use crate::proxy::serve::serve;
 
 /// How long accepting pauses after the process runs out of descriptors.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
@@ -89,7 +91,7 @@ fn bound(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
 /// the runtime this runs on (the listener registers with it).
 pub async fn accept_loop(
     listener: std::net::TcpListener,
-    pool: Arc<BackendPool>,
+    service: Arc<Service>,
     shutdown: CancellationToken,
     connections: TaskTracker,
 ) {
@@ -109,7 +111,7 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 debug!("{peer}: accepted");
-                connections.spawn(forward::serve(stream, peer, pool.clone()));
+                connections.spawn(serve(stream, peer, service.clone()));
             }
             Err(e) if is_local_exhaustion(&e) => {
                 let allowed = ACCEPT_WARNINGS.lock().ok().and_then(|mut w| w.allow());
@@ -125,7 +127,7 @@ pub async fn accept_loop(
                         tokio::time::timeout(Duration::from_millis(10), listener.accept());
                     if let Ok(Ok((stream, peer))) = waiting.await {
                         debug!("{peer}: refused, out of file descriptors");
-                        refuse(stream, &pool);
+                        refuse(stream, &service);
                     }
                     spare = File::open("/dev/null").ok();
                 }
@@ -142,65 +144,13 @@ pub async fn accept_loop(
     }
 }
 
-/// Counters of one listener, exported by the admin endpoint. They belong to
-/// the listener's [`BackendPool`], not to its reloadable snapshot, so a
-/// reload never resets them. Updated lock-free on the data path.
-#[derive(Debug, Default)]
-pub struct ListenerStats {
-    /// Client connections accepted, refused ones included.
-    pub accepted: AtomicU64,
-    /// Client connections refused by access control or a connection limit.
-    pub rejected: AtomicU64,
-    /// Client connections open now (from accept until closed).
-    pub active: AtomicU64,
-    /// Clients answered 502: every backend tried failed to connect.
-    pub bad_gateway: AtomicU64,
-    /// Clients answered 503: no backend was available to try.
-    pub unavailable: AtomicU64,
-    /// Clients closed for a bad or missing PROXY header (`--accept-proxy`).
-    pub proxy_header_errors: AtomicU64,
-}
-
-impl ListenerStats {
-    /// Counts an accepted client for as long as the returned guard lives.
-    pub fn open_connection(&self) -> ClientConnection<'_> {
-        self.accepted.fetch_add(1, Relaxed);
-        self.active.fetch_add(1, Relaxed);
-        ClientConnection { stats: self }
-    }
-
-    pub fn count_rejected(&self) {
-        self.rejected.fetch_add(1, Relaxed);
-    }
-
-    pub fn count_failure(&self, failure: Failure) {
-        match failure {
-            Failure::BadGateway => &self.bad_gateway,
-            Failure::Unavailable => &self.unavailable,
-        }
-        .fetch_add(1, Relaxed);
-    }
-}
-
-/// Keeps the listener's `active` right however a client connection ends,
-/// panics and cancellation included.
-pub struct ClientConnection<'a> {
-    stats: &'a ListenerStats,
-}
-
-impl Drop for ClientConnection<'_> {
-    fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Relaxed);
-    }
-}
-
 /// Answers a client we cannot serve without waiting on it: one
 /// non-blocking write of the 503 (in `http` mode), then close.
-fn refuse(stream: TcpStream, pool: &BackendPool) {
-    // It never reaches `forward::serve`, so it is counted here.
-    pool.stats.accepted.fetch_add(1, Relaxed);
-    pool.stats.count_rejected();
-    if pool.load().config.on_failure == OnFailure::Http {
+fn refuse(stream: TcpStream, service: &Service) {
+    // It never reaches `serve`, so it is counted here.
+    service.stats.accepted.fetch_add(1, Relaxed);
+    service.stats.count_rejected();
+    if service.pool.load().config.on_failure == OnFailure::Http {
         let _ = stream.try_write(Failure::Unavailable.http_response());
     }
 }
@@ -249,21 +199,6 @@ mod tests {
         assert_eq!(limit.allow(), None);
         limit.last = Some(Instant::now() - Duration::from_secs(7200));
         assert_eq!(limit.allow(), Some(2));
-    }
-
-    #[test]
-    fn listener_active_follows_connection_guards() {
-        let stats = ListenerStats::default();
-        let first = stats.open_connection();
-        let second = stats.open_connection();
-        assert_eq!(stats.active.load(Relaxed), 2);
-        drop(first);
-        drop(second);
-        assert_eq!(stats.active.load(Relaxed), 0);
-        assert_eq!(stats.accepted.load(Relaxed), 2);
-        stats.count_failure(Failure::BadGateway);
-        assert_eq!(stats.bad_gateway.load(Relaxed), 1);
-        assert_eq!(stats.unavailable.load(Relaxed), 0);
     }
 
     #[test]

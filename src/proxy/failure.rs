@@ -4,11 +4,13 @@
 //! response they can show; other protocols can ask for a plain close.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::config::OnFailure;
+use crate::stats::ListenerStats;
 
 /// Sent when every backend tried refused or timed out.
 pub const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\n\
@@ -47,6 +49,15 @@ impl Failure {
             Failure::Unavailable => SERVICE_UNAVAILABLE,
         }
     }
+
+    /// Counts this failure on the listener.
+    pub fn count(self, stats: &ListenerStats) {
+        match self {
+            Failure::BadGateway => &stats.bad_gateway,
+            Failure::Unavailable => &stats.unavailable,
+        }
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl fmt::Display for Failure {
@@ -54,36 +65,6 @@ impl fmt::Display for Failure {
         f.write_str(match self {
             Failure::BadGateway => "502 bad gateway",
             Failure::Unavailable => "503 service unavailable",
-        })
-    }
-}
-
-/// The `--on-failure` setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnFailure {
-    /// Answer with a minimal HTTP 502/503, then close.
-    #[default]
-    Http,
-    /// Close without a byte, for protocols that are not HTTP.
-    Close,
-}
-
-impl FromStr for OnFailure {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "http" => Ok(OnFailure::Http),
-            "close" => Ok(OnFailure::Close),
-            other => Err(format!("unknown failure mode {other:?}: use http or close")),
-        }
-    }
-}
-
-impl fmt::Display for OnFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OnFailure::Http => "http",
-            OnFailure::Close => "close",
         })
     }
 }
@@ -130,12 +111,5 @@ mod tests {
                 .unwrap();
             assert_eq!(declared, body.len());
         }
-    }
-
-    #[test]
-    fn on_failure_parses() {
-        assert_eq!("http".parse::<OnFailure>().unwrap(), OnFailure::Http);
-        assert_eq!("close".parse::<OnFailure>().unwrap(), OnFailure::Close);
-        assert!("reset".parse::<OnFailure>().is_err());
     }
 }

@@ -20,10 +20,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::config::{
-    self, BackendSpec, Cidr, Config, ProxyVersion, ServiceConfig, parse_duration, parse_escaped,
+    self, AdminState, BackendSpec, Cidr, Config, OnFailure, ProxyVersion, ServiceConfig,
+    StrategyKind, parse_duration, parse_escaped,
 };
-use crate::failure::OnFailure;
-use crate::strategy::StrategyKind;
 
 /// A configuration file that cannot be used, and where it goes wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -478,6 +477,7 @@ struct BackendTable {
     address: String,
     weight: Option<AtLeastOne>,
     maxconn: Option<AtLeastOne>,
+    state: Option<Text<AdminState>>,
 }
 
 impl<'de> Deserialize<'de> for BackendEntry {
@@ -487,7 +487,7 @@ impl<'de> Deserialize<'de> for BackendEntry {
             type Value = BackendEntry;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a backend \"HOST:PORT[=WEIGHT]\" or a table { address, weight, maxconn }",
+                    "a backend \"HOST:PORT[=WEIGHT]\" or a table { address, weight, maxconn, state }",
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendEntry, E> {
@@ -500,6 +500,7 @@ impl<'de> Deserialize<'de> for BackendEntry {
                 let mut spec = config::parse_backend(&table.address).map_err(de::Error::custom)?;
                 set(&mut spec.weight, table.weight.map(|w| w.0));
                 spec.max_conns = table.maxconn.map(|m| m.0);
+                set(&mut spec.admin_state, table.state.map(|s| s.0));
                 Ok(BackendEntry(vec![spec]))
             }
         }

@@ -47,9 +47,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::forward::is_local_exhaustion;
-use crate::listener;
-use crate::pool::BackendPool;
+use crate::pool::Pool;
+use crate::pool::connect::is_local_exhaustion;
+use crate::proxy::listener;
+use crate::stats::ListenerStats;
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -65,7 +66,8 @@ const BACKLOG: u32 = 64;
 #[derive(Clone)]
 pub struct Watched {
     pub listen: SocketAddr,
-    pub pool: Arc<BackendPool>,
+    pub pool: Arc<Pool>,
+    pub stats: Arc<ListenerStats>,
 }
 
 /// Lists the listeners to report, asked afresh for every request so that
@@ -350,15 +352,15 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
         .iter()
         .map(|w| {
             let state = w.pool.load();
-            let stats = &w.pool.stats;
+            let stats = &w.stats;
             let mut backends: Vec<BackendView> = Vec::new();
             for b in &state.backends {
                 // The same backend listed twice would repeat a series.
-                if backends.iter().any(|seen| seen.name == b.spec.name) {
+                if backends.iter().any(|seen| seen.name == b.name()) {
                     continue;
                 }
                 backends.push(BackendView {
-                    name: b.spec.name.clone(),
+                    name: b.name().to_string(),
                     address: b.addr().to_string(),
                     up: b.is_up(),
                     weight: b.weight(),

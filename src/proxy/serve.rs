@@ -4,28 +4,27 @@
 //! Nothing here parses the payload. Every error ends only this connection
 //! and is logged at debug level; it never reaches another connection.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use log::{debug, info};
+use log::debug;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::access;
-use crate::backend::Backend;
-use crate::failure::{self, Failure};
-use crate::pipe::EndReason;
-use crate::pool::{BackendPool, log_transition};
-use crate::prober::describe;
-use crate::proxy_protocol;
+use crate::pool::backend::Backend;
+use crate::pool::connect::{connect, describe, is_local_exhaustion};
+use crate::proxy::Service;
+use crate::proxy::failure::{self, Failure};
+use crate::proxy::pipe::EndReason;
+use crate::proxy::{access, proxy_protocol};
 
-/// Serves `client` from `pool` until the connection is over.
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPool>) {
-    let _counted = pool.stats.open_connection();
+/// Serves `client` for `service` until the connection is over.
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
+    let _counted = service.stats.open_connection();
+    let pool = &service.pool;
     let state = pool.load();
     let config = &state.config;
     let _ = client.set_nodelay(true);
@@ -36,20 +35,20 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPoo
         Ok(prepared) => prepared,
         Err(e) => {
             debug!("{peer}: closing: {e}");
-            pool.stats.proxy_header_errors.fetch_add(1, Relaxed);
+            service.stats.proxy_header_errors.fetch_add(1, Relaxed);
             return;
         }
     };
-    let _client_slot = match pool.clients.admit(peer.ip(), &config.access) {
+    let _client_slot = match service.clients.admit(peer.ip(), &config.access) {
         Ok(slot) => slot,
         Err(refusal) => {
-            return access::refuse(client, peer, refusal, &pool.stats, config.on_failure).await;
+            return access::refuse(client, peer, refusal, &service.stats, config.on_failure).await;
         }
     };
 
     let Ok(_slot) = state.admit().await else {
         debug!("{peer}: no free slot under max-conns within the queue timeout");
-        pool.stats.count_rejected();
+        service.stats.count_rejected();
         failure::answer(client, Failure::Unavailable, config.on_failure).await;
         return;
     };
@@ -87,31 +86,17 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, pool: Arc<BackendPoo
                     break;
                 }
                 backend.stats.connect_failures.fetch_add(1, Relaxed);
-                if let Some(t) = backend.record_failure(config.health.fall) {
-                    log_transition(backend, t, &reason);
-                }
-                if backend.record_connect_failure(config.max_fails, config.fail_timeout) {
-                    info!(
-                        "backend {backend} out of rotation for {:?} after {} failed connects",
-                        config.fail_timeout, config.max_fails
-                    );
-                }
+                backend
+                    .health
+                    .record_connect_failure(backend, config, &reason);
                 failure = Failure::BadGateway;
                 tried.push(index);
             }
         }
     }
     debug!("{peer}: {failure}");
-    pool.stats.count_failure(failure);
+    failure.count(&service.stats);
     failure::answer(client, failure, config.on_failure).await;
-}
-
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 async fn pipe(
@@ -123,7 +108,7 @@ async fn pipe(
 ) {
     let _active = backend.open_connection();
     debug!("{peer}: connected to {backend}");
-    let end = crate::pipe::pipe(client, upstream, &backend.stats, idle_timeout).await;
+    let end = crate::proxy::pipe::pipe(client, upstream, &backend.stats, idle_timeout).await;
     let (sent, received) = (end.sent, end.received);
     match end.reason {
         EndReason::Closed => {
@@ -134,9 +119,4 @@ async fn pipe(
         ),
         EndReason::Error(e) => debug!("{peer}: connection to {backend} ended: {e}"),
     }
-}
-
-/// EMFILE, ENFILE, ENOBUFS, ENOMEM: we, not the peer, ran out of something.
-pub fn is_local_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
 }

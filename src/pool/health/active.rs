@@ -13,17 +13,19 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
-use crate::config::HealthConfig;
-use crate::forward::is_local_exhaustion;
-use crate::pool::{BackendPool, log_transition};
+use crate::config::{AdminState, HealthConfig};
+use crate::pool::Pool;
+use crate::pool::backend::Backend;
+use crate::pool::connect::{describe, is_local_exhaustion};
+use crate::pool::health::log_transition;
 
+/// Probes one pool's backends, on its own task.
 pub struct Prober {
-    pool: Arc<BackendPool>,
+    pool: Arc<Pool>,
 }
 
 impl Prober {
-    pub fn new(pool: Arc<BackendPool>) -> Self {
+    pub fn new(pool: Arc<Pool>) -> Self {
         Prober { pool }
     }
 
@@ -40,11 +42,16 @@ impl Prober {
         }
     }
 
-    /// One probe of every backend in the pool, concurrently.
+    /// One probe of every backend in the pool, concurrently. Backends in
+    /// maintenance are skipped: the operator is working on them, and their
+    /// failures would only be noise.
     pub async fn round(&self) {
         let state = self.pool.load();
         let mut probes = JoinSet::new();
         for backend in &state.backends {
+            if backend.admin_state() == AdminState::Maintenance {
+                continue;
+            }
             let backend = backend.clone();
             let health = state.config.health.clone();
             probes.spawn(async move {
@@ -53,7 +60,7 @@ impl Prober {
                     Ok(()) => {
                         let micros = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
                         backend.stats.check_latency_us.store(micros, Relaxed);
-                        if let Some(t) = backend.record_success(health.rise) {
+                        if let Some(t) = backend.health.record_success(health.rise) {
                             log_transition(&backend, t, "check passed");
                         }
                     }
@@ -62,7 +69,7 @@ impl Prober {
                     }
                     Err(CheckError::Failed(reason)) => {
                         log::debug!("health check of {backend} failed: {reason}");
-                        if let Some(t) = backend.record_failure(health.fall) {
+                        if let Some(t) = backend.health.record_failure(health.fall) {
                             log_transition(&backend, t, &reason);
                         }
                     }
@@ -128,14 +135,4 @@ async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), CheckE
         }
     }
     Ok(())
-}
-
-/// "connection refused" rather than "Connection refused (os error 111)".
-pub fn describe(e: &std::io::Error) -> String {
-    let text = e.kind().to_string();
-    if text == "other error" || text == "uncategorized error" {
-        e.to_string()
-    } else {
-        text
-    }
 }

@@ -13,13 +13,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
-    self, AccessConfig, BackendSpec, Cidr, Config, DEFAULT_BACKENDS, HealthConfig, ProxyVersion,
-    ServiceConfig, parse_duration,
+    self, AccessConfig, BackendSpec, Cidr, Config, DEFAULT_BACKENDS, HealthConfig, OnFailure,
+    ProxyVersion, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
 };
-use crate::config_file;
-use crate::failure::OnFailure;
-use crate::pipe::SpliceMode;
-use crate::strategy::StrategyKind;
 
 /// One `--backend` value: one or more comma-separated backends.
 #[derive(Clone, Debug)]
@@ -398,6 +394,20 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splice_and_workers_flags_parse() {
+        let cli = Cli::try_parse_from(["tcplb"]).unwrap();
+        assert_eq!((cli.splice, cli.workers), (SpliceMode::Auto, None));
+        let cli = Cli::try_parse_from(["tcplb", "--splice", "off", "--workers", "3"]).unwrap();
+        assert_eq!((cli.splice, cli.workers), (SpliceMode::Off, Some(3)));
+        for bad in [
+            &["tcplb", "--splice", "maybe"][..],
+            &["tcplb", "--workers", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn defaults_match_the_documentation() {

@@ -5,8 +5,8 @@ use log::{error, info};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::ReloadHandle;
-use crate::cli::ConfigSource;
+use crate::config::cli::ConfigSource;
+use crate::runtime::ReloadHandle;
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 pub async fn shutdown_on_signal(shutdown: CancellationToken) {

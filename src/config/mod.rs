@@ -1,0 +1,402 @@
+//! Configuration: the plain model of what one tcplb process should do, and
+//! the two ways an operator writes it down, the command line ([`cli`]) and
+//! the TOML file ([`file`]).
+//!
+//! It depends on no other part of tcplb: the rest of the program reads this
+//! model, never the other way round. Everything is validated here, before
+//! anything binds, so a typo is a clear start-up error naming the bad value
+//! rather than a surprise at run time.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub mod cli;
+pub mod file;
+mod parse;
+
+pub use parse::{
+    parse_backend, parse_backend_list, parse_duration, parse_escaped, parse_listen, parse_rate,
+    resolve,
+};
+
+/// The demo backends, used when no `--backend` is given.
+pub const DEFAULT_BACKENDS: &[&str] = &["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
+
+/// One backend as the operator wrote it, resolved to an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// The `HOST:PORT` text as given, used in logs and metrics.
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Relative share of connections (round-robin, least-conn, hash).
+    pub weight: u32,
+    /// Most connections this backend may hold at once; `None` is unlimited.
+    pub max_conns: Option<u32>,
+    /// What the operator wants of it; `Ready` unless the file says otherwise.
+    pub admin_state: AdminState,
+}
+
+/// What an operator wants of a backend, apart from what health checks say
+/// of it: only a `Ready` backend is given new connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AdminState {
+    /// In rotation (when its health checks pass).
+    #[default]
+    Ready,
+    /// Out of rotation for new connections; open ones finish. Still checked.
+    Drain,
+    /// Out of rotation and not checked: the operator is working on it.
+    Maintenance,
+}
+
+impl FromStr for AdminState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ready" => Ok(AdminState::Ready),
+            "drain" => Ok(AdminState::Drain),
+            "maintenance" => Ok(AdminState::Maintenance),
+            other => Err(format!(
+                "unknown backend state {other:?}: use ready, drain or maintenance"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AdminState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maintenance => "maintenance",
+        })
+    }
+}
+
+impl fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// How the prober decides a backend is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a DOWN backend back.
+    pub rise: u32,
+    /// Consecutive failures that take an UP backend out.
+    pub fall: u32,
+    /// Bytes to send after connecting (e.g. `PING\r\n`); `None` is a plain connect check.
+    pub send: Option<Vec<u8>>,
+    /// Prefix the reply must start with (e.g. `+PONG`).
+    pub expect: Option<Vec<u8>>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            rise: 1,
+            fall: 1,
+            send: None,
+            expect: None,
+        }
+    }
+}
+
+/// PROXY protocol version (HAProxy's spec): v1 is text, v2 binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+impl FromStr for ProxyVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v1" | "1" => Ok(ProxyVersion::V1),
+            "v2" | "2" => Ok(ProxyVersion::V2),
+            other => Err(format!(
+                "unknown PROXY protocol version {other:?}: use v1 or v2"
+            )),
+        }
+    }
+}
+
+/// An IPv4 or IPv6 network such as `10.0.0.0/8` or `::1/128`; a bare
+/// address is a single host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("bad network {text:?}: expected e.g. 10.0.0.0/8 or ::1/128"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0-{max}"))?,
+        };
+        Ok(Cidr { network, prefix })
+    }
+}
+
+/// Who may connect, and how much one client address may take.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccessConfig {
+    /// When non-empty, only clients in these networks are served.
+    pub allow: Vec<Cidr>,
+    /// Clients in these networks are refused (checked before `allow`).
+    pub deny: Vec<Cidr>,
+    /// Most open connections from one client IP.
+    pub max_conns_per_ip: Option<u32>,
+    /// New connections per second from one client IP (token bucket, burst = rate).
+    pub rate_per_ip: Option<f64>,
+}
+
+/// Everything one listener and its backend pool need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub backlog: u32,
+    pub backends: Vec<BackendSpec>,
+    pub strategy: StrategyKind,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub on_failure: OnFailure,
+    pub health: HealthConfig,
+    /// Passive health: this many failed connects within `fail_timeout` take
+    /// a backend out for `fail_timeout` (nginx's max_fails). 0 turns it off.
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    /// Most client connections this listener serves at once.
+    pub max_conns: Option<u32>,
+    /// How long a client over a connection limit waits for a slot.
+    pub queue_timeout: Duration,
+    /// Close a connection with no bytes either way for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Write a PROXY protocol header to backends.
+    pub send_proxy: Option<ProxyVersion>,
+    /// Require a PROXY protocol header from clients.
+    pub accept_proxy: bool,
+    pub access: AccessConfig,
+}
+
+impl ServiceConfig {
+    /// A service with the documented defaults, balancing over `backends`.
+    pub fn new(listen: SocketAddr, backends: Vec<BackendSpec>) -> Self {
+        ServiceConfig {
+            listen,
+            backlog: 1024,
+            backends,
+            strategy: StrategyKind::RoundRobin,
+            connect_timeout: Duration::from_secs(3),
+            retries: 2,
+            on_failure: OnFailure::Http,
+            health: HealthConfig::default(),
+            max_fails: 0,
+            fail_timeout: Duration::from_secs(10),
+            max_conns: None,
+            queue_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            send_proxy: None,
+            accept_proxy: false,
+            access: AccessConfig::default(),
+        }
+    }
+}
+
+/// The whole process: one or more services plus process-wide settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub services: Vec<ServiceConfig>,
+    /// How long open connections may keep going after SIGINT/SIGTERM.
+    pub drain_timeout: Duration,
+    /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn single(service: ServiceConfig) -> Self {
+        Config {
+            services: vec![service],
+            drain_timeout: Duration::from_secs(30),
+            admin: None,
+        }
+    }
+}
+
+/// The `--strategy` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StrategyKind {
+    #[default]
+    RoundRobin,
+    LeastConn,
+    PowerOfTwo,
+    Hash,
+}
+
+impl FromStr for StrategyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "round-robin" | "roundrobin" | "rr" => Ok(StrategyKind::RoundRobin),
+            "least-conn" | "leastconn" => Ok(StrategyKind::LeastConn),
+            "p2c" => Ok(StrategyKind::PowerOfTwo),
+            "hash" => Ok(StrategyKind::Hash),
+            other => Err(format!(
+                "unknown strategy {other:?}: use round-robin, least-conn, p2c or hash"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StrategyKind::RoundRobin => "round-robin",
+            StrategyKind::LeastConn => "least-conn",
+            StrategyKind::PowerOfTwo => "p2c",
+            StrategyKind::Hash => "hash",
+        })
+    }
+}
+
+/// The `--on-failure` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Answer with a minimal HTTP 502/503, then close.
+    #[default]
+    Http,
+    /// Close without a byte, for protocols that are not HTTP.
+    Close,
+}
+
+impl FromStr for OnFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http" => Ok(OnFailure::Http),
+            "close" => Ok(OnFailure::Close),
+            other => Err(format!("unknown failure mode {other:?}: use http or close")),
+        }
+    }
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OnFailure::Http => "http",
+            OnFailure::Close => "close",
+        })
+    }
+}
+
+/// When to move bytes with `splice(2)` instead of copying them through a
+/// user-space buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpliceMode {
+    /// Never; the portable copy everywhere.
+    Off,
+    /// From a direction's first byte (Linux only; elsewhere like `Off`).
+    On,
+    /// Once a direction shows bulk traffic (a read fills the whole copy
+    /// buffer); short request/response traffic stays on the cheaper copy.
+    Auto,
+}
+
+impl std::str::FromStr for SpliceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(SpliceMode::Off),
+            "on" => Ok(SpliceMode::On),
+            "auto" => Ok(SpliceMode::Auto),
+            other => Err(format!(
+                "unknown splice mode {other:?}: use auto, on or off"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SpliceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SpliceMode::Off => "off",
+            SpliceMode::On => "on",
+            SpliceMode::Auto => "auto",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_failure_parses() {
+        assert_eq!("http".parse::<OnFailure>().unwrap(), OnFailure::Http);
+        assert_eq!("close".parse::<OnFailure>().unwrap(), OnFailure::Close);
+        assert!("reset".parse::<OnFailure>().is_err());
+    }
+
+    #[test]
+    fn strategy_and_splice_names_round_trip() {
+        for name in ["round-robin", "least-conn", "p2c", "hash"] {
+            assert_eq!(name.parse::<StrategyKind>().unwrap().to_string(), name);
+        }
+        for name in ["ready", "drain", "maintenance"] {
+            assert_eq!(name.parse::<AdminState>().unwrap().to_string(), name);
+        }
+        for name in ["auto", "on", "off"] {
+            assert_eq!(name.parse::<SpliceMode>().unwrap().to_string(), name);
+        }
+        assert!("random".parse::<StrategyKind>().is_err());
+        assert!("maybe".parse::<SpliceMode>().is_err());
+        assert!("down".parse::<AdminState>().is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! One backend server as a pool knows it: where it is, how large a share it
+//! takes, what the operator wants of it, what the health checks say of it,
+//! and its counters.
+//!
+//! Two states are kept apart, as in pingora-load-balancing: the admin state
+//! ([`AdminState`], set by an operator) and the health ([`Health`], set by
+//! checks and failed connects). A backend is given new connections only when
+//! it is both ready and up, below its `maxconn`, and not ejected by passive
+//! health. Everything the data path reads is an atomic: no lock here.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
+
+use crate::config::{AdminState, BackendSpec};
+use crate::pool::health::Health;
+use crate::stats::BackendStats;
+
+pub struct Backend {
+    /// The `HOST:PORT` text as configured: how logs and metrics name it.
+    name: String,
+    addr: SocketAddr,
+    /// Relative share of connections; changes in place on reload.
+    weight: AtomicU32,
+    /// Most connections open at once; 0 is unlimited.
+    max_conns: AtomicU32,
+    /// The operator's [`AdminState`], as its discriminant.
+    admin_state: AtomicU8,
+    /// What checks and failed connects say; never touched by the operator.
+    pub health: Health,
+    pub stats: BackendStats,
+}
+
+impl Backend {
+    /// A backend starts UP: it is given the benefit of the doubt until a
+    /// probe or a connection says otherwise.
+    pub fn new(spec: &BackendSpec) -> Self {
+        Backend {
+            name: spec.name.clone(),
+            addr: spec.addr,
+            weight: AtomicU32::new(spec.weight),
+            max_conns: AtomicU32::new(spec.max_conns.unwrap_or(0)),
+            admin_state: AtomicU8::new(spec.admin_state as u8),
+            health: Health::default(),
+            stats: BackendStats::default(),
+        }
+    }
+
+    /// Whether `spec` describes this backend (same name, same address);
+    /// its weight, limit and admin state may differ.
+    pub fn is(&self, spec: &BackendSpec) -> bool {
+        self.name == spec.name && self.addr == spec.addr
+    }
+
+    /// Takes the weight, limit and admin state of `spec` (which [`is`](Self::is)
+    /// this backend). Returns what changed, as "weight 1 -> 3" parts.
+    pub fn update(&self, spec: &BackendSpec) -> Vec<String> {
+        let mut changes = Vec::new();
+        let old = self.weight.swap(spec.weight, Relaxed);
+        if old != spec.weight {
+            changes.push(format!("weight {old} -> {}", spec.weight));
+        }
+        let max = spec.max_conns.unwrap_or(0);
+        let old = self.max_conns.swap(max, Relaxed);
+        if old != max {
+            let show = |n: u32| {
+                if n == 0 {
+                    "unlimited".to_string()
+                } else {
+                    n.to_string()
+                }
+            };
+            changes.push(format!("maxconn {} -> {}", show(old), show(max)));
+        }
+        let old = self.admin_state();
+        self.admin_state.store(spec.admin_state as u8, Relaxed);
+        if old != spec.admin_state {
+            changes.push(format!("state {old} -> {}", spec.admin_state));
+        }
+        changes
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// The connection limit; `None` is unlimited.
+    pub fn max_conns(&self) -> Option<u32> {
+        Some(self.max_conns.load(Relaxed)).filter(|&n| n > 0)
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        match self.admin_state.load(Relaxed) {
+            x if x == AdminState::Drain as u8 => AdminState::Drain,
+            x if x == AdminState::Maintenance as u8 => AdminState::Maintenance,
+            _ => AdminState::Ready,
+        }
+    }
+
+    /// The operator wants it in rotation.
+    pub fn is_ready(&self) -> bool {
+        self.admin_state() == AdminState::Ready
+    }
+
+    /// The checks say it is alive.
+    pub fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    pub fn active(&self) -> u64 {
+        self.stats.active.load(Relaxed)
+    }
+
+    /// Whether a new connection may be sent here now.
+    pub fn is_available(&self) -> bool {
+        self.is_ready() && self.is_up() && !self.is_full() && !self.is_failing()
+    }
+
+    /// At its `maxconn` limit.
+    pub fn is_full(&self) -> bool {
+        self.max_conns()
+            .is_some_and(|max| self.active() >= u64::from(max))
+    }
+
+    /// Taken out by passive health (`--max-fails`) for now.
+    pub fn is_failing(&self) -> bool {
+        self.health.is_ejected()
+    }
+
+    /// Counts a connection for as long as the returned guard lives.
+    pub fn open_connection(&self) -> ActiveConnection<'_> {
+        self.stats.active.fetch_add(1, Relaxed);
+        self.stats.total.fetch_add(1, Relaxed);
+        ActiveConnection { backend: self }
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("state", &self.admin_state())
+            .field("up", &self.is_up())
+            .field("active", &self.active())
+            .finish()
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Keeps `active` right however a connection ends, panics and
+/// cancellation included.
+pub struct ActiveConnection<'a> {
+    backend: &'a Backend,
+}
+
+impl Drop for ActiveConnection<'_> {
+    fn drop(&mut self) {
+        self.backend.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_backend;
+
+    #[test]
+    fn max_conns_makes_a_backend_unavailable_while_full() {
+        let mut spec = parse_backend("127.0.0.1:9").unwrap();
+        spec.max_conns = Some(1);
+        let b = Backend::new(&spec);
+        let guard = b.open_connection();
+        assert!(!b.is_available());
+        drop(guard);
+        assert!(b.is_available());
+        assert_eq!(b.stats.total.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn admin_state_and_health_are_separate_and_both_must_allow() {
+        let mut spec = parse_backend("127.0.0.1:9").unwrap();
+        let b = Backend::new(&spec);
+        assert!(b.is_ready() && b.is_up() && b.is_available());
+
+        spec.admin_state = AdminState::Drain;
+        assert_eq!(b.update(&spec), ["state ready -> drain"]);
+        assert!(b.is_up(), "draining says nothing about health");
+        assert!(!b.is_available());
+
+        spec.admin_state = AdminState::Ready;
+        b.update(&spec);
+        assert!(b.health.record_failure(1).is_some());
+        assert!(
+            b.is_ready(),
+            "a failed check says nothing about the operator's wish"
+        );
+        assert!(!b.is_available());
+    }
+
+    #[test]
+    fn updates_report_what_changed_and_keep_counters() {
+        let mut spec = parse_backend("127.0.0.1:9").unwrap();
+        let b = Backend::new(&spec);
+        let _open = b.open_connection();
+        assert!(b.update(&spec).is_empty());
+        spec.weight = 3;
+        spec.max_conns = Some(10);
+        assert_eq!(
+            b.update(&spec),
+            ["weight 1 -> 3", "maxconn unlimited -> 10"]
+        );
+        assert_eq!((b.weight(), b.max_conns(), b.active()), (3, Some(10), 1));
+        assert!(b.is(&spec));
+        spec.name = "localhost:9".into();
+        assert!(!b.is(&spec), "another name is another backend");
+    }
+}
