@@ -467,3 +467,103 @@ async fn the_reload_summary_says_what_changed() {
         )
     );
 }
+
+/// One `[[listener]]` whose first backend is a table with an admin `state`.
+fn listener_with_state(first: SocketAddr, state: &str, rest: &[SocketAddr], extra: &str) -> String {
+    let rest: Vec<String> = rest.iter().map(|b| format!(", \"{b}\"")).collect();
+    format!(
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\n{extra}\
+         backends = [{{ address = \"{first}\", state = \"{state}\" }}{}]\n",
+        rest.concat()
+    )
+}
+
+#[tokio::test]
+async fn draining_a_backend_by_reload_spares_its_open_connection() {
+    let (echo, h1) = (echo_backend().await, http_backend().await);
+    let file = ConfigFile::new("drain", &listener_with_state(echo, "ready", &[h1], ""));
+    let lb = Running::start(&file);
+    let addr = lb.addrs()[0];
+    let pool = lb.handle.services()[0].pool.clone();
+    let echo_backend = pool.load().backends[0].clone();
+
+    // Round robin starts at the first backend: this client is on echo.
+    let pattern: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
+    let (first, second) = pattern.split_at(pattern.len() / 2);
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(first).await.unwrap();
+    let mut back = vec![0u8; first.len()];
+    tokio::time::timeout(PATIENCE, client.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, first);
+    assert_eq!(echo_backend.active(), 1);
+
+    file.write(&listener_with_state(echo, "drain", &[h1], ""));
+    lb.reload().unwrap();
+    let state = pool.load();
+    assert!(
+        Arc::ptr_eq(&state.backends[0], &echo_backend),
+        "same backend"
+    );
+    assert_eq!(echo_backend.admin_state().to_string(), "drain");
+    assert!(echo_backend.is_up(), "draining is not a health verdict");
+    assert_eq!(pool.stats.updated.load(Ordering::Relaxed), 1);
+    // New connections avoid it; the open one carries on, byte-exact.
+    for _ in 0..4 {
+        assert_eq!(served_by(addr).await, h1.port());
+    }
+    assert_eq!(finish(&mut client, second).await, second);
+    drop(client);
+    assert!(common::poll_until(PATIENCE, || echo_backend.active() == 0).await);
+    assert_eq!(echo_backend.stats.total.load(Ordering::Relaxed), 1);
+
+    // Ready again: back in rotation, with its counters.
+    file.write(&listener_with_state(echo, "ready", &[h1], ""));
+    lb.reload().unwrap();
+    // Two in a row under round robin: one of them reaches echo.
+    let mut echoed = 0;
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if finish(&mut stream, b"ping").await == b"ping" {
+            echoed += 1;
+        }
+    }
+    assert_eq!(echoed, 1);
+    assert_eq!(echo_backend.stats.total.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn a_backend_in_maintenance_is_not_checked() {
+    let h1 = http_backend().await;
+    // Nothing listens on `dead`: every check of it would fail.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let checks = "[listener.health]\ninterval = \"50ms\"\ntimeout = \"1s\"\n";
+    let text = |state: &str| {
+        // `[listener.health]` must follow the listener's own keys.
+        let table = listener_with_state(dead, state, &[h1], "");
+        format!("{table}{checks}")
+    };
+    let file = ConfigFile::new("maintenance", &text("maintenance"));
+    let lb = Running::start(&file);
+    let backend = lb.handle.services()[0].pool.load().backends[0].clone();
+    // Twenty check intervals: a checked backend would be DOWN by now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(backend.is_up(), "not checked, so no verdict changed");
+    assert!(!backend.is_available(), "but out of rotation");
+    for _ in 0..3 {
+        assert_eq!(served_by(lb.addrs()[0]).await, h1.port());
+    }
+
+    file.write(&text("ready"));
+    lb.reload().unwrap();
+    assert!(
+        common::poll_until(PATIENCE, || !backend.is_up()).await,
+        "out of maintenance, it is checked again and found down"
+    );
+    assert_eq!(backend.admin_state().to_string(), "ready");
+}

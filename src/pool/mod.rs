@@ -256,3 +256,140 @@ fn admission(config: &ServiceConfig, old: Option<&PoolState>) -> Option<Arc<Sema
             .map(|n| Arc::new(Semaphore::new(n as usize))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::config::{AdminState, BackendSpec, StrategyKind, parse_backend};
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn config(backends: &[&str]) -> ServiceConfig {
+        let specs: Vec<BackendSpec> = backends.iter().map(|b| parse_backend(b).unwrap()).collect();
+        ServiceConfig::new("127.0.0.1:0".parse().unwrap(), specs)
+    }
+
+    fn counts(pool: &Pool) -> [u64; 3] {
+        let s = &pool.stats;
+        [&s.added, &s.removed, &s.updated].map(|c| c.load(Relaxed))
+    }
+
+    #[test]
+    fn the_first_members_are_not_counted_as_changes() {
+        let pool = Pool::new("test", config(&["127.0.0.1:1", "127.0.0.1:2"]));
+        assert_eq!(pool.load().backends.len(), 2);
+        assert_eq!(counts(&pool), [0, 0, 0]);
+    }
+
+    #[test]
+    fn a_reconfigure_diffs_members_and_counts_each_change() {
+        let pool = Pool::new("test", config(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let before = pool.load();
+        let open = before.backends[1].open_connection();
+
+        pool.reconfigure(config(&["127.0.0.1:1=3", "127.0.0.1:3"]));
+        let after = pool.load();
+        assert!(Arc::ptr_eq(&before.backends[0], &after.backends[0]), "kept");
+        assert_eq!(after.backends[0].weight(), 3, "updated in place");
+        assert_eq!(after.backends[1].addr().port(), 3);
+        assert_eq!(counts(&pool), [1, 1, 1]);
+        // The removed backend lives on in the old snapshot while its
+        // connection is open: it drains, it is not cut.
+        assert_eq!(before.backends[1].active(), 1);
+        drop(open);
+    }
+
+    #[test]
+    fn the_selector_is_rebuilt_only_when_members_or_weights_change() {
+        let pool = Pool::new("test", config(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let first = pool.load();
+        let mut same = config(&["127.0.0.1:1", "127.0.0.1:2"]);
+        same.retries = 7;
+        pool.reconfigure(same);
+        let second = pool.load();
+        assert_eq!(second.config.retries, 7, "settings are new");
+        assert!(
+            Arc::ptr_eq(&first.selector, &second.selector),
+            "selector kept"
+        );
+
+        pool.reconfigure(config(&["127.0.0.1:1=2", "127.0.0.1:2"]));
+        assert!(
+            !Arc::ptr_eq(&second.selector, &pool.load().selector),
+            "weight"
+        );
+        let third = pool.load();
+        pool.apply(Update::Add(parse_backend("127.0.0.1:3").unwrap()));
+        assert!(
+            !Arc::ptr_eq(&third.selector, &pool.load().selector),
+            "member"
+        );
+        let fourth = pool.load();
+        let mut drain = parse_backend("127.0.0.1:3").unwrap();
+        drain.admin_state = AdminState::Drain;
+        pool.apply(Update::Add(drain));
+        assert!(
+            Arc::ptr_eq(&fourth.selector, &pool.load().selector),
+            "an admin state is read per pick, not built into the selector"
+        );
+    }
+
+    #[test]
+    fn a_weight_change_takes_effect_for_new_picks() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2"]);
+        c.strategy = StrategyKind::RoundRobin;
+        let pool = Pool::new("test", c.clone());
+        let picks = |n: usize| -> Vec<usize> {
+            let state = pool.load();
+            (0..n).map(|_| state.pick(CLIENT, &[]).unwrap()).collect()
+        };
+        assert_eq!(picks(4), [0, 1, 0, 1]);
+        c.backends[0].weight = 3;
+        pool.reconfigure(c);
+        assert_eq!(picks(4), [0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn only_ready_and_up_backends_are_picked() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        c.backends[0].admin_state = AdminState::Drain;
+        c.backends[1].admin_state = AdminState::Maintenance;
+        let pool = Pool::new("test", c.clone());
+        let state = pool.load();
+        for _ in 0..5 {
+            assert_eq!(state.pick(CLIENT, &[]), Some(2));
+        }
+        state.backends[2].health.record_failure(1);
+        assert_eq!(state.pick(CLIENT, &[]), None, "ready but down");
+        c.backends[0].admin_state = AdminState::Ready;
+        pool.reconfigure(c);
+        assert_eq!(pool.load().pick(CLIENT, &[]), Some(0));
+    }
+
+    #[test]
+    fn remove_and_add_by_update() {
+        let pool = Pool::new("test", config(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let gone = pool.load().backends[0].clone();
+        pool.apply(Update::Remove {
+            name: gone.name().to_string(),
+            addr: gone.addr(),
+        });
+        let names: Vec<String> = pool
+            .load()
+            .backends
+            .iter()
+            .map(|b| b.name().into())
+            .collect();
+        assert_eq!(names, ["127.0.0.1:2"]);
+        pool.apply(Update::Add(parse_backend("127.0.0.1:1").unwrap()));
+        let state = pool.load();
+        assert_eq!(state.backends.len(), 2);
+        assert!(
+            !Arc::ptr_eq(&state.backends[1], &gone),
+            "a new backend, fresh state"
+        );
+        assert_eq!(counts(&pool), [1, 1, 0]);
+    }
+}
