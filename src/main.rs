@@ -36,6 +36,5 @@ async fn run(startup: Startup) {
     if let Some(source) = startup.source {
         signals::reload_on_sighup(balancer.reload_handle(), source, balancer.shutdown_token());
     }
-    tokio::spawn(signals::shutdown_on_signal(balancer.shutdown_token()));
-    balancer.run().await;
+    balancer.run_until(signals::shutdown_signal()).await;
 }

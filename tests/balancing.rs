@@ -534,3 +534,43 @@ async fn spliced_transfers_are_byte_identical() {
         );
     }
 }
+
+/// Shutdown arrives as a future the caller owns (as main passes SIGTERM):
+/// when it completes, the listener stops accepting, the open connection
+/// drains byte-exact, and `run_until` returns.
+#[tokio::test]
+async fn shutdown_is_a_future_the_caller_passes() {
+    use tcplb::config::Config;
+    use tcplb::runtime::Balancer;
+
+    let echo = TestBackend::echo().await;
+    let mut config = Config::single(service(&[echo.addr]));
+    config.drain_timeout = Duration::from_secs(20);
+    let balancer = Balancer::bind(config).expect("bind");
+    let addr = balancer.local_addrs()[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(balancer.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    let mut open = TcpStream::connect(addr).await.unwrap();
+    open.write_all(b"before").await.unwrap();
+    let mut got = [0u8; 6];
+    tokio::time::timeout(PATIENCE, open.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"before");
+
+    stop.send(()).unwrap();
+    assert!(
+        poll_until(PATIENCE, || std::net::TcpStream::connect(addr).is_err()).await,
+        "still accepting after shutdown"
+    );
+    assert!(!run.is_finished(), "returned with a connection still open");
+    assert_eq!(finish(&mut open, b" and after").await, b" and after");
+    tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("run_until did not return after the drain")
+        .unwrap();
+}

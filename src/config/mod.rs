@@ -29,6 +29,7 @@ pub const DEFAULT_BACKENDS: &[&str] = &["127.0.0.1:8081", "127.0.0.1:8082", "127
 pub struct BackendSpec {
     /// The `HOST:PORT` text as given, used in logs and metrics.
     pub name: String,
+    /// Where to connect: `name` resolved once, at load time.
     pub addr: SocketAddr,
     /// Relative share of connections (round-robin, least-conn, hash).
     pub weight: u32,
@@ -81,10 +82,13 @@ impl fmt::Display for BackendSpec {
     }
 }
 
-/// How the prober decides a backend is alive.
+/// How the prober decides a backend is alive. Defaults: every 10 s, 2 s
+/// timeout, rise 1, fall 1, a plain connect check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthConfig {
+    /// Time between two checks of one backend.
     pub interval: Duration,
+    /// A check slower than this fails.
     pub timeout: Duration,
     /// Consecutive successes that bring a DOWN backend back.
     pub rise: u32,
@@ -200,18 +204,33 @@ pub struct AccessConfig {
 
 /// Everything one listener and its backend pool need.
 #[derive(Clone, Debug, PartialEq)]
+///
+/// Defaults ([`ServiceConfig::new`]): backlog 1024, round-robin, connect
+/// timeout 3 s, 2 retries, HTTP failure answers, health as
+/// [`HealthConfig::default`], passive health off (fail timeout 10 s), no
+/// connection limit (queue timeout 5 s), no idle timeout, no PROXY
+/// protocol, everyone allowed.
 pub struct ServiceConfig {
+    /// Where clients connect; also how a reload recognises the listener.
     pub listen: SocketAddr,
+    /// Connections the kernel queues before tcplb accepts them.
     pub backlog: u32,
+    /// The static member set (see `pool::discovery`).
     pub backends: Vec<BackendSpec>,
+    /// How a backend is chosen for each new connection.
     pub strategy: StrategyKind,
+    /// Each connect to a backend gives up after this long.
     pub connect_timeout: Duration,
+    /// Other backends tried after a failed connect.
     pub retries: u32,
+    /// What a client hears when no backend can take it.
     pub on_failure: OnFailure,
+    /// Active health checks.
     pub health: HealthConfig,
     /// Passive health: this many failed connects within `fail_timeout` take
     /// a backend out for `fail_timeout` (nginx's max_fails). 0 turns it off.
     pub max_fails: u32,
+    /// Window and penalty for `max_fails`.
     pub fail_timeout: Duration,
     /// Most client connections this listener serves at once.
     pub max_conns: Option<u32>,
@@ -223,6 +242,7 @@ pub struct ServiceConfig {
     pub send_proxy: Option<ProxyVersion>,
     /// Require a PROXY protocol header from clients.
     pub accept_proxy: bool,
+    /// Who may connect, and how much one client address may take.
     pub access: AccessConfig,
 }
 
@@ -253,6 +273,7 @@ impl ServiceConfig {
 /// The whole process: one or more services plus process-wide settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// One per listener, each with its own pool.
     pub services: Vec<ServiceConfig>,
     /// How long open connections may keep going after SIGINT/SIGTERM.
     pub drain_timeout: Duration,

@@ -1,11 +1,13 @@
-//! The running balancer: every listener with its pool and prober, the live
-//! reload that swaps them, and the orderly shutdown that drains open
-//! connections.
+//! The runtime: builds every listener with its pool and prober from a
+//! [`Config`], runs them on the [`workers`], applies live reloads, and on
+//! shutdown stops accepting and drains open connections. [`signals`] turns
+//! SIGHUP, SIGINT and SIGTERM into reloads and shutdown.
 //!
 //! Binding is separate from running so start-up errors (a port in use)
 //! surface before anything is served, and so tests can learn the port.
 //! A reload binds every new listener before it changes anything, so a
-//! failed reload leaves the old configuration untouched.
+//! failed reload leaves the old configuration untouched. Shutdown arrives
+//! as a future ([`Balancer::run_until`]), so tests pass their own.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +34,9 @@ struct Running {
     /// The address as configured (port 0 stays 0): how a reload recognises
     /// the listener it already runs.
     listen: SocketAddr,
+    /// The backlog it was bound with: a reload cannot change it in place.
     backlog: u32,
+    /// Where it is bound (port 0 resolved): how logs and metrics name it.
     local_addr: SocketAddr,
     /// What its connections share: the pool, counters, per-IP table.
     service: Arc<Service>,
@@ -45,15 +49,20 @@ struct Running {
 
 /// What can change while running; the lock is never held across `.await`.
 struct State {
+    /// The listeners, in configuration order.
     services: Vec<Running>,
+    /// From the latest configuration: a reload may change it.
     drain_timeout: Duration,
+    /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
     /// Whether `run` has started; services added before it wait for it.
     running: bool,
 }
 
+/// What the balancer, its reload handles and the admin endpoint share.
 struct Shared {
     state: Mutex<State>,
+    /// Cancelled once, to stop accepting and start draining.
     shutdown: CancellationToken,
     /// Client connections, from every listener past and present.
     connections: TaskTracker,
@@ -176,6 +185,12 @@ impl Balancer {
     /// Serves until the shutdown token is cancelled, then drains open
     /// connections for up to the drain timeout.
     pub async fn run(self) {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `shutdown` completes (or the shutdown token is
+    /// cancelled), then drains open connections for up to the drain timeout.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared;
         if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
@@ -198,7 +213,10 @@ impl Balancer {
             }
         }
 
-        shared.shutdown.cancelled().await;
+        tokio::select! {
+            _ = shutdown => shared.shutdown.cancel(),
+            _ = shared.shutdown.cancelled() => {}
+        }
         // Accept loops and probers return on the token; their listeners close.
         shared.tasks.close();
         shared.tasks.wait().await;

@@ -8,22 +8,25 @@ use tokio_util::sync::CancellationToken;
 use crate::config::cli::ConfigSource;
 use crate::runtime::ReloadHandle;
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-pub async fn shutdown_on_signal(shutdown: CancellationToken) {
-    let (Ok(mut int), Ok(mut term)) = (
+/// Completes on the first SIGINT or SIGTERM: the shutdown future `main`
+/// passes to [`Balancer::run_until`](crate::runtime::Balancer::run_until).
+/// The handlers are installed when this is called, not when first polled.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        error!("cannot install signal handlers; stop tcplb with SIGKILL");
-        return;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = shutdown.cancelled() => return,
-    };
-    info!("received {name}: shutting down");
-    shutdown.cancel();
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            error!("cannot install signal handlers; stop tcplb with SIGKILL");
+            return std::future::pending().await;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        info!("received {name}: shutting down");
+    }
 }
 
 /// Reloads `source` into `handle` on every SIGHUP until `shutdown`.
