@@ -13,7 +13,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
-    self, AccessConfig, BackendSpec, Cidr, Config, DEFAULT_BACKENDS, HealthConfig, OnFailure,
+    self, AccessConfig, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, Network, OnFailure,
     ProxyVersion, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
 };
 
@@ -134,11 +134,11 @@ pub struct Cli {
 
     /// Serve only clients in this network (CIDR, repeatable). [default: everyone]
     #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<Cidr>,
+    pub allow: Vec<Network>,
 
     /// Refuse clients in this network (CIDR, repeatable); checked before --allow.
     #[arg(long, value_name = "CIDR")]
-    pub deny: Vec<Cidr>,
+    pub deny: Vec<Network>,
 
     /// Most open connections from one client IP. [default: unlimited]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]

@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::config::{
-    self, AdminState, BackendSpec, Cidr, Config, OnFailure, ProxyVersion, ServiceConfig,
+    self, AdminState, BackendSpec, Config, Network, OnFailure, ProxyVersion, ServiceConfig,
     StrategyKind, parse_duration, parse_escaped,
 };
 
@@ -169,8 +169,8 @@ struct RawService {
     idle_timeout: Option<PositiveDur>,
     send_proxy: Option<Text<ProxyVersion>>,
     accept_proxy: Option<bool>,
-    allow: Option<Vec<Text<Cidr>>>,
-    deny: Option<Vec<Text<Cidr>>>,
+    allow: Option<Vec<Text<Network>>>,
+    deny: Option<Vec<Text<Network>>>,
     max_conns_per_ip: Option<AtLeastOne>,
     rate_per_ip: Option<Rate>,
 }
@@ -332,8 +332,8 @@ impl RawService {
         s.idle_timeout = self.idle_timeout.map(|d| d.0);
         s.send_proxy = self.send_proxy.map(|t| t.0);
         set(&mut s.accept_proxy, self.accept_proxy);
-        s.access.allow = cidrs(self.allow);
-        s.access.deny = cidrs(self.deny);
+        s.access.allow = networks(self.allow);
+        s.access.deny = networks(self.deny);
         s.access.max_conns_per_ip = self.max_conns_per_ip.map(|n| n.0);
         s.access.rate_per_ip = self.rate_per_ip.map(|r| r.0);
         Ok(s)
@@ -346,7 +346,7 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
-fn cidrs(list: Option<Vec<Text<Cidr>>>) -> Vec<Cidr> {
+fn networks(list: Option<Vec<Text<Network>>>) -> Vec<Network> {
     list.unwrap_or_default().into_iter().map(|c| c.0).collect()
 }
 
