@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use common::{PATIENCE, TestBackend, TestBalancer, echo_roundtrip, poll_until, service};
 use tcplb::config::OnFailure;
-use tcplb::config::{Cidr, Config, ServiceConfig};
+use tcplb::config::{Config, Network, ServiceConfig};
 use tcplb::proxy::Service;
 use tcplb::proxy::failure::SERVICE_UNAVAILABLE;
 use tcplb::runtime::Balancer;
@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-fn cidrs(list: &[&str]) -> Vec<Cidr> {
+fn cidrs(list: &[&str]) -> Vec<Network> {
     list.iter().map(|c| c.parse().unwrap()).collect()
 }
 

@@ -59,7 +59,7 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("--max-fails", "many"),
     ("--fail-timeout", "0"),
     ("--max-conns", "0"),
-    ("--queue-timeout", "1d"),
+    ("--queue-timeout", "1x"),
     ("--idle-timeout", "0ms"),
     ("--send-proxy", "v3"),
     ("--allow", "10.0.0.0/33"),

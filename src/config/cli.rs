@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
-    self, AccessConfig, BackendSpec, Cidr, Config, DEFAULT_BACKENDS, HealthConfig, OnFailure,
+    self, AccessConfig, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, Network, OnFailure,
     ProxyVersion, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
 };
 
@@ -37,15 +37,64 @@ fn bytes(text: &str) -> Result<Vec<u8>, String> {
     config::parse_escaped(text)
 }
 
+// The flags are grouped by concern into the structs below, each its own
+// `--help` section. Flattening keeps clap's arg ids the field names (e.g.
+// `connect_timeout`), which `given_on_command_line` and `override_service`
+// rely on. (A `//` comment: a second `///` paragraph would become clap's
+// long_about and change `--help`.)
+
 /// A Layer-4 (raw TCP) load balancer: accepts connections and pipes each
 /// one to the next healthy backend.
 #[derive(Parser, Clone, Debug)]
 #[command(name = "tcplb", version, about, max_term_width = 100)]
 pub struct Cli {
+    /// Where clients connect.
+    #[command(flatten)]
+    pub listener: ListenerFlags,
+    /// The backend pool and how connections are spread over it.
+    #[command(flatten)]
+    pub backends: BackendFlags,
+    /// Active and passive health checks.
+    #[command(flatten)]
+    pub health: HealthFlags,
+    /// Connection limits, timeouts and per-client access control.
+    #[command(flatten)]
+    pub limits: LimitFlags,
+    /// The admin endpoint.
+    #[command(flatten)]
+    pub admin: AdminFlags,
+    /// Process-wide settings: file, shutdown, threads, data path.
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
+}
+
+// `#[group(skip)]` on each section keeps clap from adding an ArgGroup per
+// struct, whose id would otherwise show up among the matched ids next to
+// the flags and reach `override_service`.
+
+/// Listener: where and how clients connect.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Listener")]
+#[group(skip)]
+pub struct ListenerFlags {
     /// Address to accept clients on: ADDR:PORT, [IPv6]:PORT, or a bare PORT.
     #[arg(long, default_value = "0.0.0.0:8080", value_parser = config::parse_listen, value_name = "ADDR")]
     pub listen: SocketAddr,
 
+    /// Listen backlog: connections the kernel queues before we accept them.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub backlog: u32,
+
+    /// Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer).
+    #[arg(long)]
+    pub accept_proxy: bool,
+}
+
+/// Backends: the pool, how one is chosen, and what happens when none can be.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Backends")]
+#[group(skip)]
+pub struct BackendFlags {
     /// Backend HOST:PORT[=WEIGHT][,maxconn=N]; repeat the flag or separate
     /// backends with commas. [default: 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083]
     #[arg(long = "backend", short = 'b', value_parser = backend_list, value_name = "HOST:PORT")]
@@ -69,6 +118,16 @@ pub struct Cli {
     #[arg(long, default_value = "http", value_name = "MODE")]
     pub on_failure: OnFailure,
 
+    /// Send a PROXY protocol header (v1 or v2) to backends, so they see the client's address.
+    #[arg(long, value_name = "VERSION")]
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// Health: the active prober and passive failure counting.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Health checks")]
+#[group(skip)]
+pub struct HealthFlags {
     /// Time between health checks of each backend.
     #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DUR")]
     pub health_interval: Duration,
@@ -94,14 +153,6 @@ pub struct Cli {
     #[arg(long, value_parser = bytes, value_name = "STR")]
     pub health_expect: Option<Vec<u8>>,
 
-    /// On SIGINT/SIGTERM, let open connections finish for up to this long.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
-    pub drain_timeout: Duration,
-
-    /// Listen backlog: connections the kernel queues before we accept them.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
-    pub backlog: u32,
-
     /// Passive health: N failed connects within --fail-timeout take a backend
     /// out for --fail-timeout, before the prober notices. 0 is off.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -110,7 +161,15 @@ pub struct Cli {
     /// Window and penalty for --max-fails.
     #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DUR")]
     pub fail_timeout: Duration,
+}
 
+/// Limits: how much the listener and one client may take, and which
+/// clients may connect at all. Allow/deny sit with the per-IP limits
+/// because both are the same per-client check right after accept.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Limits and access control")]
+#[group(skip)]
+pub struct LimitFlags {
     /// Most client connections served at once; more wait up to
     /// --queue-timeout for a slot, then get the failure answer. [default: unlimited]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
@@ -124,21 +183,13 @@ pub struct Cli {
     #[arg(long, value_parser = positive_duration, value_name = "DUR")]
     pub idle_timeout: Option<Duration>,
 
-    /// Send a PROXY protocol header (v1 or v2) to backends, so they see the client's address.
-    #[arg(long, value_name = "VERSION")]
-    pub send_proxy: Option<ProxyVersion>,
-
-    /// Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer).
-    #[arg(long)]
-    pub accept_proxy: bool,
-
     /// Serve only clients in this network (CIDR, repeatable). [default: everyone]
     #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<Cidr>,
+    pub allow: Vec<Network>,
 
     /// Refuse clients in this network (CIDR, repeatable); checked before --allow.
     #[arg(long, value_name = "CIDR")]
-    pub deny: Vec<Cidr>,
+    pub deny: Vec<Network>,
 
     /// Most open connections from one client IP. [default: unlimited]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
@@ -147,15 +198,31 @@ pub struct Cli {
     /// New connections per second from one client IP, e.g. 20/s. [default: unlimited]
     #[arg(long, value_parser = config::parse_rate, value_name = "N/s")]
     pub rate_per_ip: Option<f64>,
+}
 
+/// Admin: the metrics and status endpoint.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Admin")]
+#[group(skip)]
+pub struct AdminFlags {
     /// Serve Prometheus /metrics and JSON /status on this address (e.g. 127.0.0.1:9090). [default: off]
     #[arg(long, value_parser = config::parse_listen, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+}
 
+/// Runtime: process-wide settings, none of them per listener.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Runtime")]
+#[group(skip)]
+pub struct RuntimeFlags {
     /// Read listeners and backends from this TOML file; flags given on the
     /// command line override it. SIGHUP re-reads it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// On SIGINT/SIGTERM, let open connections finish for up to this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
+    pub drain_timeout: Duration,
 
     /// Worker threads serving connections, each with its own listening
     /// socket (SO_REUSEPORT). [default: one per core]
@@ -220,8 +287,8 @@ impl Startup {
             .try_get_matches_from(args)
             .map_err(StartupError::Flags)?;
         let cli = Cli::from_arg_matches(&matches).map_err(StartupError::Flags)?;
-        let (workers, splice) = (cli.workers, cli.splice);
-        let Some(path) = cli.config.clone() else {
+        let (workers, splice) = (cli.runtime.workers, cli.runtime.splice);
+        let Some(path) = cli.runtime.config.clone() else {
             return Ok(Startup {
                 config: cli.into_config(),
                 source: None,
@@ -272,6 +339,7 @@ impl ConfigSource {
     pub fn load(&self) -> Result<Config, String> {
         let backend_flags: Vec<BackendSpec> = if self.explicit.iter().any(|id| id == "backends") {
             self.flags
+                .backends
                 .backends
                 .iter()
                 .flat_map(|l| l.0.clone())
@@ -346,7 +414,15 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
 
 impl Cli {
     pub fn into_config(self) -> Config {
-        let mut backends: Vec<BackendSpec> = self.backends.into_iter().flat_map(|l| l.0).collect();
+        let Cli {
+            listener: l,
+            backends: b,
+            health: h,
+            limits,
+            admin,
+            runtime,
+        } = self;
+        let mut backends: Vec<BackendSpec> = b.backends.into_iter().flat_map(|l| l.0).collect();
         if backends.is_empty() {
             backends = DEFAULT_BACKENDS
                 .iter()
@@ -354,39 +430,39 @@ impl Cli {
                 .collect();
         }
         let service = ServiceConfig {
-            listen: self.listen,
-            backlog: self.backlog,
+            listen: l.listen,
+            backlog: l.backlog,
             backends,
-            strategy: self.strategy,
-            connect_timeout: self.connect_timeout,
-            retries: self.retries,
-            on_failure: self.on_failure,
+            strategy: b.strategy,
+            connect_timeout: b.connect_timeout,
+            retries: b.retries,
+            on_failure: b.on_failure,
             health: HealthConfig {
-                interval: self.health_interval,
-                timeout: self.health_timeout,
-                rise: self.rise,
-                fall: self.fall,
-                send: self.health_send,
-                expect: self.health_expect,
+                interval: h.health_interval,
+                timeout: h.health_timeout,
+                rise: h.rise,
+                fall: h.fall,
+                send: h.health_send,
+                expect: h.health_expect,
             },
-            max_fails: self.max_fails,
-            fail_timeout: self.fail_timeout,
-            max_conns: self.max_conns,
-            queue_timeout: self.queue_timeout,
-            idle_timeout: self.idle_timeout,
-            send_proxy: self.send_proxy,
-            accept_proxy: self.accept_proxy,
+            max_fails: h.max_fails,
+            fail_timeout: h.fail_timeout,
+            max_conns: limits.max_conns,
+            queue_timeout: limits.queue_timeout,
+            idle_timeout: limits.idle_timeout,
+            send_proxy: b.send_proxy,
+            accept_proxy: l.accept_proxy,
             access: AccessConfig {
-                allow: self.allow,
-                deny: self.deny,
-                max_conns_per_ip: self.max_conns_per_ip,
-                rate_per_ip: self.rate_per_ip,
+                allow: limits.allow,
+                deny: limits.deny,
+                max_conns_per_ip: limits.max_conns_per_ip,
+                rate_per_ip: limits.rate_per_ip,
             },
         };
         Config {
             services: vec![service],
-            drain_timeout: self.drain_timeout,
-            admin: self.admin,
+            drain_timeout: runtime.drain_timeout,
+            admin: admin.admin,
         }
     }
 }
@@ -398,9 +474,15 @@ mod tests {
     #[test]
     fn splice_and_workers_flags_parse() {
         let cli = Cli::try_parse_from(["tcplb"]).unwrap();
-        assert_eq!((cli.splice, cli.workers), (SpliceMode::Auto, None));
+        assert_eq!(
+            (cli.runtime.splice, cli.runtime.workers),
+            (SpliceMode::Auto, None)
+        );
         let cli = Cli::try_parse_from(["tcplb", "--splice", "off", "--workers", "3"]).unwrap();
-        assert_eq!((cli.splice, cli.workers), (SpliceMode::Off, Some(3)));
+        assert_eq!(
+            (cli.runtime.splice, cli.runtime.workers),
+            (SpliceMode::Off, Some(3))
+        );
         for bad in [
             &["tcplb", "--splice", "maybe"][..],
             &["tcplb", "--workers", "0"],
@@ -585,6 +667,121 @@ mod tests {
             startup.config,
             Cli::try_parse_from(args).unwrap().into_config()
         );
+    }
+
+    #[test]
+    fn help_reads_in_sections_with_every_flag_once() {
+        let sections: [(&str, &[&str]); 6] = [
+            ("Listener", &["--listen", "--backlog", "--accept-proxy"]),
+            (
+                "Backends",
+                &[
+                    "--backend",
+                    "--strategy",
+                    "--connect-timeout",
+                    "--retries",
+                    "--on-failure",
+                    "--send-proxy",
+                ],
+            ),
+            (
+                "Health checks",
+                &[
+                    "--health-interval",
+                    "--health-timeout",
+                    "--rise",
+                    "--fall",
+                    "--health-send",
+                    "--health-expect",
+                    "--max-fails",
+                    "--fail-timeout",
+                ],
+            ),
+            (
+                "Limits and access control",
+                &[
+                    "--max-conns",
+                    "--queue-timeout",
+                    "--idle-timeout",
+                    "--allow",
+                    "--deny",
+                    "--max-conns-per-ip",
+                    "--rate-per-ip",
+                ],
+            ),
+            ("Admin", &["--admin"]),
+            (
+                "Runtime",
+                &["--config", "--drain-timeout", "--workers", "--splice"],
+            ),
+        ];
+        let help = Cli::command().render_help().to_string();
+        // The sections' doc comments must not replace the command's about.
+        assert!(help.starts_with(env!("CARGO_PKG_DESCRIPTION")), "{help}");
+        // (section, flag) for every line that declares a flag: help texts
+        // also mention flags ("within --fail-timeout"), declarations start
+        // the line.
+        let mut declared: Vec<(String, String)> = Vec::new();
+        let mut section = String::new();
+        for line in help.lines() {
+            if let Some(heading) = line.strip_suffix(':').filter(|_| !line.starts_with(' ')) {
+                section = heading.to_string();
+                continue;
+            }
+            // "  -b, --backend <HOST:PORT>  ...": skip the short form.
+            let decl = line.trim_start();
+            let decl = match decl.split_once(", ") {
+                Some((short, long)) if short.len() == 2 && short.starts_with('-') => long,
+                _ => decl,
+            };
+            if line.starts_with(' ')
+                && decl.starts_with("--")
+                && let Some(flag) = decl.split_whitespace().next()
+            {
+                declared.push((section.clone(), flag.to_string()));
+            }
+        }
+        let headings: Vec<&str> = help
+            .lines()
+            .filter(|l| !l.starts_with(' ') && l.ends_with(':'))
+            .map(|l| l.trim_end_matches(':'))
+            .collect();
+        let mut expected_headings = vec!["Options"];
+        expected_headings.extend(sections.iter().map(|(name, _)| *name));
+        assert_eq!(headings, expected_headings, "{help}");
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let flag = format!("--{long}");
+            let count = declared.iter().filter(|(_, f)| *f == flag).count();
+            assert_eq!(count, 1, "{flag} is declared {count} times:\n{help}");
+        }
+        for (name, flags) in sections {
+            let listed: Vec<&str> = declared
+                .iter()
+                .filter(|(s, _)| s == name)
+                .map(|(_, f)| f.as_str())
+                .collect();
+            assert_eq!(listed, flags, "section {name}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn only_flags_typed_count_as_given() {
+        let args = [
+            "tcplb",
+            "--retries",
+            "0",
+            "--allow",
+            "10.0.0.0/8",
+            "--workers",
+            "2",
+            "-b",
+            "127.0.0.1:1",
+        ];
+        let matches = Cli::command().try_get_matches_from(args).unwrap();
+        let mut given = given_on_command_line(&matches);
+        given.sort();
+        assert_eq!(given, ["allow", "backends", "retries", "workers"]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::config::{
-    self, AdminState, BackendSpec, Cidr, Config, OnFailure, ProxyVersion, ServiceConfig,
+    self, AdminState, BackendSpec, Config, Network, OnFailure, ProxyVersion, ServiceConfig,
     StrategyKind, parse_duration, parse_escaped,
 };
 
@@ -169,8 +169,8 @@ struct RawService {
     idle_timeout: Option<PositiveDur>,
     send_proxy: Option<Text<ProxyVersion>>,
     accept_proxy: Option<bool>,
-    allow: Option<Vec<Text<Cidr>>>,
-    deny: Option<Vec<Text<Cidr>>>,
+    allow: Option<Vec<Text<Network>>>,
+    deny: Option<Vec<Text<Network>>>,
     max_conns_per_ip: Option<AtLeastOne>,
     rate_per_ip: Option<Rate>,
 }
@@ -332,8 +332,8 @@ impl RawService {
         s.idle_timeout = self.idle_timeout.map(|d| d.0);
         s.send_proxy = self.send_proxy.map(|t| t.0);
         set(&mut s.accept_proxy, self.accept_proxy);
-        s.access.allow = cidrs(self.allow);
-        s.access.deny = cidrs(self.deny);
+        s.access.allow = networks(self.allow);
+        s.access.deny = networks(self.deny);
         s.access.max_conns_per_ip = self.max_conns_per_ip.map(|n| n.0);
         s.access.rate_per_ip = self.rate_per_ip.map(|r| r.0);
         Ok(s)
@@ -346,7 +346,7 @@ fn set<T>(field: &mut T, value: Option<T>) {
     }
 }
 
-fn cidrs(list: Option<Vec<Text<Cidr>>>) -> Vec<Cidr> {
+fn networks(list: Option<Vec<Text<Network>>>) -> Vec<Network> {
     list.unwrap_or_default().into_iter().map(|c| c.0).collect()
 }
 
@@ -398,7 +398,12 @@ impl<'de> Deserialize<'de> for AtLeastOne {
     }
 }
 
-/// A duration: a string such as `"10s"`, `"250ms"`, `"2m"`, or a number of seconds.
+/// A duration: a string such as `"10s"`, `"250ms"`, `"2m"`, `"1h 30m"`
+/// ([`parse_duration`]'s syntax), or a number of seconds.
+///
+/// Not `humantime-serde`: it reads only strings (`timeout = 1` would be a
+/// type error), skips our bare-number-is-seconds rule and range check, and
+/// says only "invalid value: string \"ten\", expected a duration".
 #[derive(Clone, Copy)]
 struct Dur(Duration);
 
@@ -414,9 +419,11 @@ impl<'de> Deserialize<'de> for Dur {
                 parse_duration(v).map(Dur).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v)
-                    .map(|s| Dur(Duration::from_secs(s)))
-                    .map_err(|_| E::custom(format!("duration {v} is negative")))
+                if v < 0 {
+                    return Err(E::custom(format!("duration {v} is negative")));
+                }
+                // Through the string parser, so numbers get its range check.
+                self.visit_str(&v.to_string())
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
                 self.visit_str(&v.to_string())
@@ -736,6 +743,44 @@ health = { interval = "1s", expect = "OK" }
         let e = parse_err("drain_timeout = []\n[[listener]]\n");
         assert_eq!(e.key.as_deref(), Some("drain_timeout"), "{e}");
         assert_eq!(e.position, Some((1, 17)), "{e}");
+    }
+
+    #[test]
+    fn durations_are_strings_or_numbers_through_one_parser() {
+        let head = "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\n";
+        let c = parse_ok(&format!(
+            "drain_timeout = \"1h 30m\"\n{head}connect_timeout = 1.5\nqueue_timeout = 0\n\
+             idle_timeout = \"2d\"\n[listener.health]\ninterval = 4\ntimeout = \"1.5\"\n"
+        ));
+        assert_eq!(c.drain_timeout, Duration::from_secs(5400));
+        let s = &c.services[0];
+        assert_eq!(s.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(s.queue_timeout, Duration::ZERO);
+        assert_eq!(s.idle_timeout, Some(Duration::from_secs(172_800)));
+        assert_eq!(s.health.interval, Duration::from_secs(4));
+        assert_eq!(s.health.timeout, Duration::from_millis(1500));
+
+        for (text, says) in [
+            (
+                "queue_timeout = \"ten\"",
+                "bad duration \"ten\": expected e.g. 10s",
+            ),
+            (
+                "queue_timeout = \"5x\"",
+                "bad duration unit \"x\" in \"5x\"",
+            ),
+            ("queue_timeout = -5", "duration -5 is negative"),
+            (
+                "queue_timeout = 99999999999",
+                "\"99999999999\" is out of range",
+            ),
+            ("queue_timeout = 1e12", "is out of range"),
+            ("connect_timeout = 0", "longer than zero"),
+        ] {
+            let e = parse_err(&format!("{head}{text}\n"));
+            assert_eq!(e.position.map(|p| p.0), Some(4), "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

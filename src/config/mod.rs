@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 pub mod cli;
 pub mod file;
 mod parse;
@@ -134,58 +136,61 @@ impl FromStr for ProxyVersion {
 }
 
 /// An IPv4 or IPv6 network such as `10.0.0.0/8` or `::1/128`; a bare
-/// address is a single host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub network: IpAddr,
-    pub prefix: u8,
-}
+/// address is a single host (/32 or /128).
+///
+/// A thin wrapper over [`ipnet::IpNet`], the ecosystem's network type, for
+/// the two things tcplb needs on top of it: errors that name the bad value
+/// and say what is expected, and matching IPv4-mapped IPv6 clients against
+/// IPv4 networks. Host bits are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Network(IpNet);
 
-impl Cidr {
+impl Network {
+    /// Whether `ip` is in this network. An IPv4 client on a dual-stack
+    /// socket shows up as `::ffff:a.b.c.d` and counts as its IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
+    }
+
+    /// The network as ipnet's type, e.g. for its prefix length.
+    pub fn ipnet(&self) -> IpNet {
+        self.0
     }
 }
 
-impl FromStr for Cidr {
+impl From<IpNet> for Network {
+    fn from(net: IpNet) -> Self {
+        Network(net.trunc())
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for Network {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
+        let bad_network = || format!("bad network {text:?}: expected e.g. 10.0.0.0/8 or ::1/128");
+        let Some((addr, _)) = text.split_once('/') else {
+            let host: IpAddr = text.parse().map_err(|_| bad_network())?;
+            return Ok(Network(IpNet::from(host)));
         };
-        let network: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("bad network {text:?}: expected e.g. 10.0.0.0/8 or ::1/128"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("bad prefix length in {text:?}: expected 0-{max}"))?,
-        };
-        Ok(Cidr { network, prefix })
+        // The address half goes through std's parser first: it is stricter
+        // than ipnet's (no leading zeros such as `010.0.0.0`, which some
+        // tools read as octal), and it tells which half is wrong, since
+        // ipnet's error does not.
+        let ip: IpAddr = addr.parse().map_err(|_| bad_network())?;
+        text.parse::<IpNet>().map(Network::from).map_err(|_| {
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            format!("bad prefix length in {text:?}: expected 0-{max}")
+        })
     }
 }
 
@@ -193,9 +198,9 @@ impl FromStr for Cidr {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AccessConfig {
     /// When non-empty, only clients in these networks are served.
-    pub allow: Vec<Cidr>,
+    pub allow: Vec<Network>,
     /// Clients in these networks are refused (checked before `allow`).
-    pub deny: Vec<Cidr>,
+    pub deny: Vec<Network>,
     /// Most open connections from one client IP.
     pub max_conns_per_ip: Option<u32>,
     /// New connections per second from one client IP (token bucket, burst = rate).
@@ -403,6 +408,37 @@ mod tests {
         assert_eq!("http".parse::<OnFailure>().unwrap(), OnFailure::Http);
         assert_eq!("close".parse::<OnFailure>().unwrap(), OnFailure::Close);
         assert!("reset".parse::<OnFailure>().is_err());
+    }
+
+    #[test]
+    fn networks_keep_host_bits_semantics_and_name_bad_values() {
+        // Host bits set: the whole /8 matches, and it is the /8 network.
+        let net: Network = "10.1.2.3/8".parse().unwrap();
+        assert!(net.contains("10.200.0.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert_eq!(net, "10.0.0.0/8".parse().unwrap());
+        assert_eq!(net.to_string(), "10.0.0.0/8");
+        let host: Network = "::1".parse().unwrap();
+        assert_eq!(host.ipnet().prefix_len(), 128);
+        assert!(host.contains("::1".parse().unwrap()));
+        assert!(!host.contains("::2".parse().unwrap()));
+        // A mapped client never matches an IPv6 network by its v6 form.
+        let v6: Network = "::/0".parse().unwrap();
+        assert!(!v6.contains("::ffff:10.0.0.1".parse().unwrap()));
+
+        let err = "10.0.0/8".parse::<Network>().unwrap_err();
+        assert_eq!(
+            err,
+            "bad network \"10.0.0/8\": expected e.g. 10.0.0.0/8 or ::1/128"
+        );
+        let err = "10.0.0.0/33".parse::<Network>().unwrap_err();
+        assert_eq!(err, "bad prefix length in \"10.0.0.0/33\": expected 0-32");
+        let err = "::/129".parse::<Network>().unwrap_err();
+        assert_eq!(err, "bad prefix length in \"::/129\": expected 0-128");
+        let err = "010.0.0.0/8".parse::<Network>().unwrap_err();
+        assert!(err.starts_with("bad network"), "{err}");
+        let err = "nope".parse::<Network>().unwrap_err();
+        assert!(err.contains("\"nope\""), "{err}");
     }
 
     #[test]

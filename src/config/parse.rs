@@ -100,31 +100,42 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     resolve(text).map_err(|why| format!("bad listen address {text:?}: {why}"))
 }
 
-/// Parses durations such as `10s`, `250ms`, `2m`, `1h`; a bare number is seconds.
+/// Longest duration accepted, about 31 years: far beyond any sensible
+/// timeout, and far enough from `Instant`'s limits that adding it to now
+/// cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
+
+/// Parses durations such as `10s`, `250ms`, `2m`, `1h 30m`, `1.5h`, `2d`; a
+/// bare number is seconds and may be fractional (`1.5` is 1500 ms).
+///
+/// The syntax is humantime's, the ecosystem's standard: units `ns`, `us`,
+/// `ms`, `s`, `m`, `h`, `d`, `w`, `M` (30.44 days), `y` and their long
+/// spellings (`sec`, `min`, `hours`, `days`, ...), summed when several are
+/// given. Surrounding whitespace is ignored.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}: expected e.g. 10s, 250ms, 2m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "bad duration unit {other:?} in {text:?}: use ms, s, m or h"
-            ));
-        }
+    // humantime wants a unit on every number; a bare number here is seconds.
+    let bare = !text.is_empty() && text.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let parsed = if bare {
+        humantime::parse_duration(&format!("{text}s"))
+    } else {
+        humantime::parse_duration(text)
     };
-    if !seconds.is_finite() || seconds > 1e9 {
-        return Err(format!("duration {text:?} is out of range"));
+    let out_of_range = || format!("duration {text:?} is out of range");
+    match parsed {
+        Ok(d) if d > MAX_DURATION => Err(out_of_range()),
+        Ok(d) => Ok(d),
+        Err(humantime::DurationError::NumberOverflow) => Err(out_of_range()),
+        Err(humantime::DurationError::UnknownUnit { unit, value, .. }) if unit.is_empty() => Err(
+            format!("bad duration {text:?}: {value} needs a unit, e.g. {value}s or {value}m"),
+        ),
+        Err(humantime::DurationError::UnknownUnit { unit, .. }) => Err(format!(
+            "bad duration unit {unit:?} in {text:?}: use ms, s, m, h or d (e.g. 1h 30m)"
+        )),
+        Err(_) => Err(format!(
+            "bad duration {text:?}: expected e.g. 10s, 250ms, 2m or 1h 30m"
+        )),
     }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Parses a per-client rate: connections per second, `20` or `20/s`.
@@ -175,7 +186,7 @@ pub fn parse_escaped(text: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Cidr;
+    use crate::config::Network;
 
     #[test]
     fn backends_parse_with_weights_and_limits() {
@@ -215,8 +226,35 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
+        // Units past hours come with humantime; unknown ones are still refused.
+        assert!(parse_duration("5x").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn durations_take_humantime_syntax_and_errors_name_the_value() {
+        assert_eq!(parse_duration(" 10 ").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for (bad, says) in [
+            ("ten", "expected e.g. 10s, 250ms, 2m"),
+            ("-5s", "expected e.g. 10s, 250ms, 2m"),
+            ("5x", "bad duration unit \"x\""),
+            ("1h 30", "30 needs a unit"),
+            ("40y", "out of range"),
+            ("99999999999", "out of range"),
+            ("99999999999999999999999s", "out of range"),
+        ] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(
+                err.contains(&format!("{bad:?}")),
+                "{err:?} should name {bad:?}"
+            );
+            assert!(err.contains(says), "{bad:?}: {err:?} should say {says:?}");
+        }
     }
 
     #[test]
@@ -231,19 +269,19 @@ mod tests {
 
     #[test]
     fn cidrs_match_their_networks() {
-        let net: Cidr = "10.1.0.0/16".parse().unwrap();
+        let net: Network = "10.1.0.0/16".parse().unwrap();
         assert!(net.contains("10.1.200.3".parse().unwrap()));
         assert!(!net.contains("10.2.0.1".parse().unwrap()));
         assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
-        let v6: Cidr = "fd00::/8".parse().unwrap();
+        let v6: Network = "fd00::/8".parse().unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("10.1.0.1".parse().unwrap()));
-        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        let all: Network = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
-        let host: Cidr = "127.0.0.1".parse().unwrap();
-        assert_eq!(host.prefix, 32);
+        let host: Network = "127.0.0.1".parse().unwrap();
+        assert_eq!(host.ipnet().prefix_len(), 32);
         for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "x/1", "10.0.0.0/"] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
         }
     }
 

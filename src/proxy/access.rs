@@ -271,13 +271,13 @@ pub async fn refuse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Cidr;
+    use crate::config::Network;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
     }
 
-    fn nets(list: &[&str]) -> Vec<Cidr> {
+    fn nets(list: &[&str]) -> Vec<Network> {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
