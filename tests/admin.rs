@@ -1,6 +1,8 @@
 //! The admin endpoint over real sockets: after known traffic, /metrics and
-//! /status report exactly that traffic; bad requests get 400/404/405/431;
-//! a client that never finishes its request is closed.
+//! /status report exactly that traffic; the operator's admin state and the
+//! pool's membership changes show; bad requests get 400/404/405/431; a
+//! client that never finishes its request is closed, and clients beyond the
+//! connection limit are turned away.
 
 mod common;
 
@@ -9,8 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, poll_until, service};
-use tcplb::config::Config;
+use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, poll_until, service, spec};
+use tcplb::admin::MAX_ADMIN_CONNECTIONS;
+use tcplb::config::{AdminState, Config};
 use tcplb::proxy::Service;
 use tcplb::runtime::{Balancer, ReloadHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,6 +250,11 @@ async fn bad_requests_get_4xx_answers() {
     huge.extend_from_slice(b"\r\n");
     let (status, _, _) = raw_request(lb.admin, &huge).await;
     assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    let mut long_line = b"GET /metrics HTTP/1.1\r\nX-Long: ".to_vec();
+    long_line.resize(9_000, b'a');
+    long_line.extend_from_slice(b"\r\n\r\n");
+    let (status, _, _) = raw_request(lb.admin, &long_line).await;
+    assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
     // A query string does not change the route.
     let (status, _, _) = get(lb.admin, "/metrics?x=1").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -309,4 +317,183 @@ async fn metrics_follow_a_reload_and_keep_their_counts() {
         sample(&text, "tcplb_backend_sent_bytes_total", &labels),
         "6"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_heads_get_400() {
+    let backend = TestBackend::echo().await;
+    let lb = start(service(&[backend.addr]));
+    // What the old hand-written parser rejected and hyper rejects too.
+    for bad in [
+        &b"GET\r\n\r\n"[..],
+        b"GET /metrics\r\n\r\n",
+        b"GET  /metrics HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/1.1 extra\r\n\r\n",
+        b"GET /met\x01rics HTTP/1.1\r\n\r\n",
+        b"G(T /metrics HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/2.0\r\n\r\n",
+        b"GET /metrics http/1.1\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\n: empty name\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        let (status, headers, body) = raw_request(lb.admin, bad).await;
+        assert_eq!(
+            status,
+            "HTTP/1.1 400 Bad Request",
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(headers.contains("Connection: close"), "{headers}");
+        assert_eq!(body, "");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_gets_the_headers_without_a_body_and_http_1_0_is_answered_in_kind() {
+    let backend = TestBackend::echo().await;
+    let lb = start(service(&[backend.addr]));
+    let reply = tokio::time::timeout(PATIENCE, async {
+        let mut stream = TcpStream::connect(lb.admin).await.expect("connect admin");
+        stream
+            .write_all(b"HEAD /status HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("send request");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("read reply");
+        String::from_utf8(reply).expect("reply is UTF-8")
+    })
+    .await
+    .expect("admin reply timed out");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a complete response");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Type: application/json"), "{head}");
+    // A body of that length would follow a GET (the figures may move in
+    // between, so only its presence is checked).
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("Content-Length")
+        .parse()
+        .expect("a number");
+    assert!(length > "{\"listeners\":[]}".len(), "{head}");
+    assert_eq!(body, "");
+
+    let (status, _, body) = raw_request(lb.admin, b"GET /status?pretty=1 HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, "HTTP/1.0 200 OK");
+    assert!(body.starts_with("{\"listeners\":[{"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_state_and_membership_changes_are_reported() {
+    let backend = TestBackend::echo().await;
+    let mut svc = service(&[backend.addr]);
+    svc.health.interval = Duration::from_secs(3600);
+    svc.backends[0].admin_state = AdminState::Drain;
+    let lb = start(svc.clone());
+    let listener = format!("listener=\"{}\"", lb.addr);
+
+    let (status, _, json) = get(lb.admin, "/status").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let entry = format!(
+        "{{\"name\":\"{0}\",\"address\":\"{0}\",\"up\":true,",
+        backend.addr
+    );
+    assert!(json.contains(&entry), "{entry} in {json}");
+    assert!(
+        json.contains("\"admin_state\":\"drain\",\"health\":\"up\",\"ejected\":false}"),
+        "{json}"
+    );
+    assert!(
+        json.contains("\"backend_changes\":{\"added\":0,\"removed\":0,\"updated\":0}"),
+        "{json}"
+    );
+
+    let (_, _, text) = get(lb.admin, "/metrics").await;
+    for (state, value) in [("ready", "0"), ("drain", "1"), ("maintenance", "0")] {
+        let labels = format!("{listener},backend=\"{}\",state=\"{state}\"", backend.addr);
+        assert_eq!(sample(&text, "tcplb_backend_admin_state", &labels), value);
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "tcplb_backend_up",
+            &format!("{listener},backend=\"{}\"", backend.addr)
+        ),
+        "1"
+    );
+    let change = |change: &str| format!("{listener},change=\"{change}\"");
+    assert_eq!(
+        sample(&text, "tcplb_pool_backend_changes_total", &change("added")),
+        "0"
+    );
+
+    // A reload that adds a backend to the same listener.
+    let other = TestBackend::echo().await;
+    svc.backends.push(spec(other.addr, 1));
+    let mut config = Config::single(svc);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    lb.reload.apply(config).expect("reload");
+    assert_eq!(lb.reload.local_addrs()[0], lb.addr);
+
+    let (_, _, text) = get(lb.admin, "/metrics").await;
+    assert_eq!(
+        sample(&text, "tcplb_pool_backend_changes_total", &change("added")),
+        "1"
+    );
+    for kind in ["removed", "updated"] {
+        assert_eq!(
+            sample(&text, "tcplb_pool_backend_changes_total", &change(kind)),
+            "0"
+        );
+    }
+    let labels = format!("{listener},backend=\"{}\",state=\"ready\"", other.addr);
+    assert_eq!(sample(&text, "tcplb_backend_admin_state", &labels), "1");
+    let (_, _, json) = get(lb.admin, "/status").await;
+    assert!(
+        json.contains("\"backend_changes\":{\"added\":1,\"removed\":0,\"updated\":0}"),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_on_accept() {
+    let backend = TestBackend::echo().await;
+    let lb = start(service(&[backend.addr]));
+    // Idle clients hold every slot (each for up to the head timeout).
+    let mut idle = Vec::new();
+    for _ in 0..MAX_ADMIN_CONNECTIONS {
+        idle.push(TcpStream::connect(lb.admin).await.expect("connect admin"));
+    }
+    let mut extra = TcpStream::connect(lb.admin).await.expect("connect admin");
+    let _ = extra.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        tcplb::admin::HEAD_TIMEOUT / 2,
+        extra.read_to_end(&mut reply),
+    )
+    .await
+    .expect("the extra client is closed at once, not after the head timeout");
+    assert!(read.is_err() || reply.is_empty(), "got {reply:?}");
+
+    // Closing the idle ones gives their slots back.
+    drop(idle);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut stream = TcpStream::connect(lb.admin).await.expect("connect admin");
+        let _ = stream.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply)).await;
+        if reply.starts_with(b"HTTP/1.1 200 OK\r\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

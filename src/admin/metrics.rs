@@ -1,0 +1,318 @@
+//! `/metrics`: the snapshot in the Prometheus text exposition format 0.0.4,
+//! for scrapers.
+//!
+//! Written by hand rather than with `prometheus-client`: the counters are
+//! atomics in [`crate::stats`] that the data path writes and this module
+//! only reads at scrape time. The crate's own `Counter`/`Gauge` would put a
+//! second set of atomics on the data path; the alternative, a custom
+//! `Collector` that copies our values out per scrape, still needs every
+//! name, help text, type and label below, plus a `Registry` built per scrape,
+//! so it would not be shorter, and it brings four crates (a derive macro and
+//! `parking_lot` among them) for what is `name{labels} value` lines.
+//!
+//! Every backend series has the labels `listener` (the listening address,
+//! e.g. `127.0.0.1:8080`) and `backend` (the backend as configured, e.g.
+//! `127.0.0.1:8081`); every listener series has `listener`.
+//!
+//! | name | type | meaning |
+//! |---|---|---|
+//! | `tcplb_backend_up` | gauge | 1 when the backend's health checks pass, else 0 |
+//! | `tcplb_backend_admin_state` | gauge | the operator's state: label `state` = `ready`, `drain` or `maintenance`; 1 for the current one, 0 for the others |
+//! | `tcplb_backend_active_connections` | gauge | connections open to the backend now |
+//! | `tcplb_backend_connections_total` | counter | connections established to the backend |
+//! | `tcplb_backend_connect_failures_total` | counter | failed connect attempts (refused, timed out) |
+//! | `tcplb_backend_sent_bytes_total` | counter | bytes from clients to the backend ("bytes in") |
+//! | `tcplb_backend_received_bytes_total` | counter | bytes from the backend to clients ("bytes out") |
+//! | `tcplb_backend_check_latency_seconds` | gauge | duration of the last successful health check |
+//! | `tcplb_backend_idle_timeouts_total` | counter | connections closed by `--idle-timeout` |
+//! | `tcplb_listener_accepted_total` | counter | client connections accepted (refused ones included) |
+//! | `tcplb_listener_rejected_total` | counter | clients refused by access control or limits |
+//! | `tcplb_listener_active_connections` | gauge | client connections open now |
+//! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
+//! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); label `code` = `502` or `503` |
+//! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
+//!
+//! Byte counters move as bytes are delivered, not only when a connection
+//! closes.
+
+use std::fmt::Write as _;
+
+use super::view::{BackendView, ListenerView};
+use crate::config::AdminState;
+
+/// Every admin state, in the order their series are written.
+const ADMIN_STATES: [AdminState; 3] = [
+    AdminState::Ready,
+    AdminState::Drain,
+    AdminState::Maintenance,
+];
+
+/// The whole exposition for `listeners`.
+pub fn render_metrics(listeners: &[ListenerView]) -> String {
+    let mut out = String::new();
+    let backends = || {
+        listeners.iter().flat_map(|l| {
+            l.backends
+                .iter()
+                .map(|b| (label(&l.listen), label(&b.name), b))
+        })
+    };
+
+    type BackendValue = fn(&BackendView) -> String;
+    let backend_families: [(&str, &str, &str, BackendValue); 8] = [
+        (
+            "tcplb_backend_up",
+            "gauge",
+            "Whether the backend is healthy (1) or not (0).",
+            |b| u8::from(b.up).to_string(),
+        ),
+        (
+            "tcplb_backend_active_connections",
+            "gauge",
+            "Connections open to the backend now.",
+            |b| b.active.to_string(),
+        ),
+        (
+            "tcplb_backend_connections_total",
+            "counter",
+            "Connections established to the backend.",
+            |b| b.total.to_string(),
+        ),
+        (
+            "tcplb_backend_connect_failures_total",
+            "counter",
+            "Failed connect attempts to the backend.",
+            |b| b.connect_failures.to_string(),
+        ),
+        (
+            "tcplb_backend_sent_bytes_total",
+            "counter",
+            "Bytes from clients to the backend.",
+            |b| b.sent_bytes.to_string(),
+        ),
+        (
+            "tcplb_backend_received_bytes_total",
+            "counter",
+            "Bytes from the backend to clients.",
+            |b| b.received_bytes.to_string(),
+        ),
+        (
+            "tcplb_backend_check_latency_seconds",
+            "gauge",
+            "Duration of the last successful health check.",
+            |b| b.check_latency_seconds.to_string(),
+        ),
+        (
+            "tcplb_backend_idle_timeouts_total",
+            "counter",
+            "Connections closed because no bytes moved for the idle timeout.",
+            |b| b.idle_timeouts.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in backend_families {
+        family(&mut out, name, kind, help);
+        for (listener, backend, b) in backends() {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{listener}\",backend=\"{backend}\"}} {}",
+                value(b)
+            );
+        }
+    }
+
+    let name = "tcplb_backend_admin_state";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "The operator's state for the backend: 1 for the current state, 0 for the others.",
+    );
+    for (listener, backend, b) in backends() {
+        for state in ADMIN_STATES {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{listener}\",backend=\"{backend}\",state=\"{state}\"}} {}",
+                u8::from(b.admin_state == state)
+            );
+        }
+    }
+
+    type ListenerValue = fn(&ListenerView) -> u64;
+    let listener_families: [(&str, &str, &str, ListenerValue); 4] = [
+        (
+            "tcplb_listener_accepted_total",
+            "counter",
+            "Client connections accepted, refused ones included.",
+            |l| l.accepted,
+        ),
+        (
+            "tcplb_listener_rejected_total",
+            "counter",
+            "Client connections refused by access control or limits.",
+            |l| l.rejected,
+        ),
+        (
+            "tcplb_listener_active_connections",
+            "gauge",
+            "Client connections open now.",
+            |l| l.active,
+        ),
+        (
+            "tcplb_listener_proxy_header_errors_total",
+            "counter",
+            "Clients closed for a bad or missing PROXY protocol header.",
+            |l| l.proxy_header_errors,
+        ),
+    ];
+    for (name, kind, help, value) in listener_families {
+        family(&mut out, name, kind, help);
+        for l in listeners {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\"}} {}",
+                label(&l.listen),
+                value(l)
+            );
+        }
+    }
+
+    let name = "tcplb_listener_failures_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Clients no backend could take: 502 (every connect failed) or 503 (none to try).",
+    );
+    for l in listeners {
+        let f = &l.failures;
+        for (code, count) in [("502", f.bad_gateway), ("503", f.unavailable)] {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\",code=\"{code}\"}} {count}",
+                label(&l.listen)
+            );
+        }
+    }
+
+    let name = "tcplb_pool_backend_changes_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Backends added to, removed from or updated in the listener's pool.",
+    );
+    for l in listeners {
+        let c = &l.backend_changes;
+        for (change, count) in [
+            ("added", c.added),
+            ("removed", c.removed),
+            ("updated", c.updated),
+        ] {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\",change=\"{change}\"}} {count}",
+                label(&l.listen)
+            );
+        }
+    }
+    out
+}
+
+/// The `# HELP` and `# TYPE` lines that open a family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::view::tests::sample;
+
+    fn has_line(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text_with_escaped_labels() {
+        let text = render_metrics(&sample());
+        let backend = r#"{listener="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
+        for line in [
+            format!("tcplb_backend_up{backend} 1"),
+            format!("tcplb_backend_connections_total{backend} 5"),
+            format!("tcplb_backend_connect_failures_total{backend} 6"),
+            format!("tcplb_backend_sent_bytes_total{backend} 100"),
+            format!("tcplb_backend_received_bytes_total{backend} 200"),
+            format!("tcplb_backend_check_latency_seconds{backend} 0.00025"),
+            format!("tcplb_backend_idle_timeouts_total{backend} 3"),
+            "tcplb_listener_accepted_total{listener=\"127.0.0.1:8080\"} 7".into(),
+            "tcplb_listener_rejected_total{listener=\"127.0.0.1:8080\"} 2".into(),
+            "tcplb_listener_active_connections{listener=\"127.0.0.1:8080\"} 1".into(),
+            "tcplb_listener_proxy_header_errors_total{listener=\"127.0.0.1:8080\"} 5".into(),
+            "tcplb_listener_failures_total{listener=\"127.0.0.1:8080\",code=\"502\"} 3".into(),
+            "tcplb_listener_failures_total{listener=\"127.0.0.1:8080\",code=\"503\"} 4".into(),
+            "# TYPE tcplb_backend_up gauge".into(),
+            "# TYPE tcplb_listener_accepted_total counter".into(),
+        ] {
+            has_line(&text, &line);
+        }
+        // Every sample belongs to the family declared just before it.
+        let mut family = "";
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family = rest.split(' ').next().unwrap();
+            } else if !line.starts_with('#') {
+                assert!(line.starts_with(family), "{line} outside {family}");
+            }
+        }
+    }
+
+    #[test]
+    fn admin_state_is_one_series_per_state_and_changes_are_counted() {
+        let text = render_metrics(&sample());
+        has_line(&text, "# TYPE tcplb_backend_admin_state gauge");
+        has_line(&text, "# TYPE tcplb_pool_backend_changes_total counter");
+        // The sample's second backend drains; the first is ready.
+        for (backend, state, value) in [
+            (r#"we\"ird\\name\n"#, "ready", 1),
+            (r#"we\"ird\\name\n"#, "drain", 0),
+            (r#"we\"ird\\name\n"#, "maintenance", 0),
+            ("127.0.0.1:8082", "ready", 0),
+            ("127.0.0.1:8082", "drain", 1),
+            ("127.0.0.1:8082", "maintenance", 0),
+        ] {
+            has_line(
+                &text,
+                &format!(
+                    "tcplb_backend_admin_state{{listener=\"127.0.0.1:8080\",\
+                     backend=\"{backend}\",state=\"{state}\"}} {value}"
+                ),
+            );
+        }
+        for (change, value) in [("added", 8), ("removed", 9), ("updated", 10)] {
+            has_line(
+                &text,
+                &format!(
+                    "tcplb_pool_backend_changes_total{{listener=\"127.0.0.1:8080\",\
+                     change=\"{change}\"}} {value}"
+                ),
+            );
+        }
+    }
+}

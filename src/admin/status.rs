@@ -1,0 +1,104 @@
+//! `/status`: the same snapshot as JSON, for people and scripts.
+//!
+//! The shape is the view structs' `Serialize` derives, written by
+//! `serde_json`, so escaping is never done by hand:
+//!
+//! ```text
+//! {"listeners":[{"listen":..,"strategy":..,"accepted":..,"rejected":..,
+//!   "active":..,"failures":{"502":..,"503":..},
+//!   "backend_changes":{"added":..,"removed":..,"updated":..},
+//!   "backends":[{"name":..,"address":..,"up":..,"weight":..,"active":..,
+//!     "total":..,"connect_failures":..,"sent_bytes":..,"received_bytes":..,
+//!     "check_latency_seconds":..,"idle_timeouts":..,
+//!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
+//!     "ejected":..}]}]}
+//! ```
+//!
+//! Non-finite numbers are written as 0, so the answer is always valid JSON.
+
+use serde::Serialize;
+
+use super::view::ListenerView;
+
+/// The top-level object.
+#[derive(Serialize)]
+struct Status<'a> {
+    /// Every listener, in configuration order.
+    listeners: &'a [ListenerView],
+}
+
+/// The whole `/status` body, newline-terminated.
+pub fn render_status(listeners: &[ListenerView]) -> String {
+    // Serialising plain structs of strings and numbers into a String cannot
+    // fail; an empty object is still valid JSON should it ever.
+    let mut out = serde_json::to_string(&Status { listeners }).unwrap_or_else(|_| "{}".into());
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::view::tests::sample;
+
+    #[test]
+    fn status_is_json_with_escaped_strings() {
+        let json = render_status(&sample());
+        assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("]}\n"));
+        assert!(json.contains(r#""name":"we\"ird\\name\n""#), "{json}");
+        assert!(
+            json.contains(r#""accepted":7,"rejected":2,"active":1"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""failures":{"502":3,"503":4}"#), "{json}");
+        assert!(json.contains(r#""up":true,"weight":2"#), "{json}");
+        assert!(
+            json.contains(r#""check_latency_seconds":0.00025,"idle_timeouts":3,"#),
+            "{json}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(
+            parsed["listeners"][0]["backends"][0]["name"],
+            "we\"ird\\name\n"
+        );
+    }
+
+    #[test]
+    fn admin_state_health_ejection_and_changes_are_reported() {
+        let json = render_status(&sample());
+        assert!(
+            json.contains(r#""admin_state":"ready","health":"up","ejected":false}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""admin_state":"drain","health":"down","ejected":true}"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(
+                r#""failures":{"502":3,"503":4},"backend_changes":{"added":8,"removed":9,"updated":10},"backends":["#
+            ),
+            "{json}"
+        );
+        assert!(!json.contains("proxy_header_errors"), "{json}");
+    }
+
+    #[test]
+    fn control_characters_and_non_finite_numbers_stay_valid_json() {
+        let mut listeners = sample();
+        let backend = &mut listeners[0].backends[0];
+        backend.name = "\u{1}".into();
+        backend.check_latency_seconds = f64::NAN;
+        listeners[0].backends[1].check_latency_seconds = f64::INFINITY;
+        let json = render_status(&listeners);
+        assert!(json.contains(r#""name":"\u0001""#), "{json}");
+        assert!(!json.contains("null"), "{json}");
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        for backend in 0..2 {
+            assert_eq!(
+                parsed["listeners"][0]["backends"][backend]["check_latency_seconds"],
+                0.0
+            );
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The figures one admin request reports, read once from the pools and
+//! counters so that every number in an answer comes from the same moment,
+//! and so that rendering (`metrics`, `status`) is pure and testable without
+//! a running balancer.
+//!
+//! The structs derive `Serialize`: their field names and nesting are the
+//! `/status` JSON shape.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::{Serialize, Serializer};
+
+use crate::config::AdminState;
+use crate::pool::Pool;
+use crate::stats::ListenerStats;
+
+/// One listener as the admin endpoint sees it.
+#[derive(Clone)]
+pub struct Watched {
+    /// Where the listener is bound (port 0 resolved).
+    pub listen: SocketAddr,
+    /// Its pool; loaded afresh for every request.
+    pub pool: Arc<Pool>,
+    /// Its client counters.
+    pub stats: Arc<ListenerStats>,
+}
+
+/// Lists the listeners to report, asked afresh for every request so that
+/// listeners added or removed by a reload show up.
+pub type WatchList = Arc<dyn Fn() -> Vec<Watched> + Send + Sync>;
+
+/// One listener's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ListenerView {
+    /// The bound address, e.g. `127.0.0.1:8080`: the `listener` label.
+    pub listen: String,
+    /// The balancing strategy, as configured.
+    pub strategy: String,
+    /// Client connections accepted, refused ones included.
+    pub accepted: u64,
+    /// Client connections refused by access control or limits.
+    pub rejected: u64,
+    /// Client connections open now.
+    pub active: u64,
+    /// Clients no backend could take, by the answer they got.
+    pub failures: Failures,
+    /// Clients closed for a bad or missing PROXY header. Only in /metrics:
+    /// /status keeps the shape it has always had.
+    #[serde(skip)]
+    pub proxy_header_errors: u64,
+    /// Membership changes the pool has applied since it started.
+    pub backend_changes: BackendChanges,
+    /// The pool's members, each name once.
+    pub backends: Vec<BackendView>,
+}
+
+/// Clients answered with an error (or closed) because no backend took them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Failures {
+    /// Every backend tried failed to connect.
+    #[serde(rename = "502")]
+    pub bad_gateway: u64,
+    /// No backend was available to try.
+    #[serde(rename = "503")]
+    pub unavailable: u64,
+}
+
+/// A pool's membership changes, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackendChanges {
+    /// Backends that joined after start-up (reloads, discovery).
+    pub added: u64,
+    /// Backends that left.
+    pub removed: u64,
+    /// Backends whose weight, limit or admin state changed in place.
+    pub updated: u64,
+}
+
+/// One backend's figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackendView {
+    /// The `HOST:PORT` text as configured: the `backend` label.
+    pub name: String,
+    /// The address it resolved to.
+    pub address: String,
+    /// Health checks pass; the same fact as `health`, kept for existing
+    /// consumers of /status.
+    pub up: bool,
+    /// Relative share of connections.
+    pub weight: u32,
+    /// Connections open to it now.
+    pub active: u64,
+    /// Connections ever established to it.
+    pub total: u64,
+    /// Connect attempts that failed.
+    pub connect_failures: u64,
+    /// Bytes from clients to it.
+    pub sent_bytes: u64,
+    /// Bytes from it to clients.
+    pub received_bytes: u64,
+    /// Duration of the last successful health check.
+    #[serde(serialize_with = "finite")]
+    pub check_latency_seconds: f64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// What the operator wants of it: "ready", "drain" or "maintenance".
+    #[serde(serialize_with = "as_text")]
+    pub admin_state: AdminState,
+    /// What the checks say of it: "up" or "down".
+    pub health: Health,
+    /// Taken out for now by passive health (failed connects).
+    pub ejected: bool,
+}
+
+/// A backend's health as the checks see it, apart from the admin state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Checks pass (or none has failed yet).
+    #[default]
+    Up,
+    /// Checks fail.
+    Down,
+}
+
+/// Writes a value by its `Display` text (the config types have no serde
+/// impls of their own, and need none).
+fn as_text<S: Serializer>(value: &impl Display, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// JSON has no NaN or infinity (serde_json would write `null`): 0 instead.
+fn finite<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(if value.is_finite() { *value } else { 0.0 })
+}
+
+/// Reads every counter now. Lock-free apart from the pool's snapshot read.
+pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
+    watched
+        .iter()
+        .map(|w| {
+            let state = w.pool.load();
+            let stats = &w.stats;
+            let changes = &w.pool.stats;
+            let mut backends: Vec<BackendView> = Vec::new();
+            for b in &state.backends {
+                // The same backend listed twice would repeat a series.
+                if backends.iter().any(|seen| seen.name == b.name()) {
+                    continue;
+                }
+                let up = b.is_up();
+                backends.push(BackendView {
+                    name: b.name().to_string(),
+                    address: b.addr().to_string(),
+                    up,
+                    weight: b.weight(),
+                    active: b.stats.active.load(Relaxed),
+                    total: b.stats.total.load(Relaxed),
+                    connect_failures: b.stats.connect_failures.load(Relaxed),
+                    sent_bytes: b.stats.bytes_in.load(Relaxed),
+                    received_bytes: b.stats.bytes_out.load(Relaxed),
+                    check_latency_seconds: b.stats.check_latency_us.load(Relaxed) as f64 / 1e6,
+                    idle_timeouts: b.stats.idle_timeouts.load(Relaxed),
+                    admin_state: b.admin_state(),
+                    health: if up { Health::Up } else { Health::Down },
+                    ejected: b.is_failing(),
+                });
+            }
+            ListenerView {
+                listen: w.listen.to_string(),
+                strategy: state.config.strategy.to_string(),
+                accepted: stats.accepted.load(Relaxed),
+                rejected: stats.rejected.load(Relaxed),
+                active: stats.active.load(Relaxed),
+                failures: Failures {
+                    bad_gateway: stats.bad_gateway.load(Relaxed),
+                    unavailable: stats.unavailable.load(Relaxed),
+                },
+                proxy_header_errors: stats.proxy_header_errors.load(Relaxed),
+                backend_changes: BackendChanges {
+                    added: changes.added.load(Relaxed),
+                    removed: changes.removed.load(Relaxed),
+                    updated: changes.updated.load(Relaxed),
+                },
+                backends,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{ServiceConfig, parse_backend};
+
+    /// One listener with a ready, healthy backend (with a name that needs
+    /// escaping) and a draining, down, ejected one.
+    pub(crate) fn sample() -> Vec<ListenerView> {
+        let ready = BackendView {
+            name: "we\"ird\\name\n".into(),
+            address: "127.0.0.1:8081".into(),
+            up: true,
+            weight: 2,
+            active: 1,
+            total: 5,
+            connect_failures: 6,
+            sent_bytes: 100,
+            received_bytes: 200,
+            check_latency_seconds: 0.00025,
+            idle_timeouts: 3,
+            admin_state: AdminState::Ready,
+            health: Health::Up,
+            ejected: false,
+        };
+        let draining = BackendView {
+            name: "127.0.0.1:8082".into(),
+            address: "127.0.0.1:8082".into(),
+            up: false,
+            admin_state: AdminState::Drain,
+            health: Health::Down,
+            ejected: true,
+            ..BackendView::default()
+        };
+        vec![ListenerView {
+            listen: "127.0.0.1:8080".into(),
+            strategy: "round-robin".into(),
+            accepted: 7,
+            rejected: 2,
+            active: 1,
+            failures: Failures {
+                bad_gateway: 3,
+                unavailable: 4,
+            },
+            proxy_header_errors: 5,
+            backend_changes: BackendChanges {
+                added: 8,
+                removed: 9,
+                updated: 10,
+            },
+            backends: vec![ready, draining],
+        }]
+    }
+
+    #[test]
+    fn snapshot_reads_admin_state_health_ejection_and_changes() {
+        let mut drained = parse_backend("127.0.0.1:9").unwrap();
+        drained.admin_state = AdminState::Drain;
+        let mut config = ServiceConfig::new("127.0.0.1:0".parse().unwrap(), vec![drained]);
+        config.max_fails = 1;
+        config.fail_timeout = std::time::Duration::from_secs(3600);
+        let pool = Arc::new(Pool::new("test", config.clone()));
+        let watched = Watched {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            pool: pool.clone(),
+            stats: Arc::new(ListenerStats::default()),
+        };
+
+        let view = snapshot(std::slice::from_ref(&watched));
+        let b = &view[0].backends[0];
+        assert_eq!(b.admin_state, AdminState::Drain);
+        assert_eq!((b.up, b.health, b.ejected), (true, Health::Up, false));
+        // The first members are not changes.
+        assert_eq!(view[0].backend_changes, BackendChanges::default());
+
+        let backend = pool.load().backends[0].clone();
+        backend
+            .health
+            .record_connect_failure(&backend, &pool.load().config, "test");
+        config.backends.push(parse_backend("127.0.0.1:10").unwrap());
+        pool.reconfigure(config);
+        let view = snapshot(&[watched]);
+        let b = &view[0].backends[0];
+        assert_eq!((b.up, b.health, b.ejected), (false, Health::Down, true));
+        assert_eq!(view[0].backends.len(), 2);
+        assert_eq!(view[0].backend_changes.added, 1);
+    }
+}
