@@ -65,6 +65,8 @@ pub struct BackendStats {
     pub bytes_out: AtomicU64,
     /// Connections closed because nothing moved for the idle timeout.
     pub idle_timeouts: AtomicU64,
+    /// Connections closed at the maximum connection age.
+    pub max_age_closes: AtomicU64,
     /// Duration of the last successful health check, in microseconds.
     pub check_latency_us: AtomicU64,
 }

@@ -25,6 +25,9 @@
 //! | `tcplb_backend_received_bytes_total` | counter | bytes from the backend to clients ("bytes out") |
 //! | `tcplb_backend_check_latency_seconds` | gauge | duration of the last successful health check |
 //! | `tcplb_backend_idle_timeouts_total` | counter | connections closed by `--idle-timeout` |
+//! | `tcplb_backend_max_age_closes_total` | counter | connections closed by `--max-connection-age` |
+//! | `tcplb_backend_effective_weight` | gauge | the weight it takes now: its weight, less while slow start ramps it up |
+//! | `tcplb_backend_backup` | gauge | 1 for a backup backend (used only while no primary is usable), else 0 |
 //! | `tcplb_listener_accepted_total` | counter | client connections accepted (refused ones included) |
 //! | `tcplb_listener_rejected_total` | counter | clients refused by access control or limits |
 //! | `tcplb_listener_active_connections` | gauge | client connections open now |
@@ -59,7 +62,7 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     };
 
     type BackendValue = fn(&BackendView) -> String;
-    let backend_families: [(&str, &str, &str, BackendValue); 8] = [
+    let backend_families: [(&str, &str, &str, BackendValue); 11] = [
         (
             "tcplb_backend_up",
             "gauge",
@@ -107,6 +110,24 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
             "counter",
             "Connections closed because no bytes moved for the idle timeout.",
             |b| b.idle_timeouts.to_string(),
+        ),
+        (
+            "tcplb_backend_max_age_closes_total",
+            "counter",
+            "Connections closed at the maximum connection age.",
+            |b| b.max_age_closes.to_string(),
+        ),
+        (
+            "tcplb_backend_effective_weight",
+            "gauge",
+            "The weight the backend takes now (less than its weight during slow start).",
+            |b| b.effective_weight.to_string(),
+        ),
+        (
+            "tcplb_backend_backup",
+            "gauge",
+            "Whether the backend is a backup (1), used only while no primary is usable.",
+            |b| u8::from(b.backup).to_string(),
         ),
     ];
     for (name, kind, help, value) in backend_families {

@@ -106,6 +106,14 @@ pub struct BackendView {
     pub check_latency_seconds: f64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
+    /// Connections closed at the maximum connection age.
+    pub max_age_closes: u64,
+    /// A backup: used only while no primary is usable.
+    pub backup: bool,
+    /// The weight it takes now: `weight`, scaled down while slow start
+    /// ramps it up.
+    #[serde(serialize_with = "finite")]
+    pub effective_weight: f64,
     /// What the operator wants of it: "ready", "drain" or "maintenance".
     #[serde(serialize_with = "as_text")]
     pub admin_state: AdminState,
@@ -164,6 +172,9 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     received_bytes: b.stats.bytes_out.load(Relaxed),
                     check_latency_seconds: b.stats.check_latency_us.load(Relaxed) as f64 / 1e6,
                     idle_timeouts: b.stats.idle_timeouts.load(Relaxed),
+                    max_age_closes: b.stats.max_age_closes.load(Relaxed),
+                    backup: b.is_backup(),
+                    effective_weight: f64::from(b.weight()) * b.ramp(state.config.slow_start),
                     admin_state: b.admin_state(),
                     health: if up { Health::Up } else { Health::Down },
                     ejected: b.is_failing(),
@@ -211,6 +222,9 @@ pub(crate) mod tests {
             received_bytes: 200,
             check_latency_seconds: 0.00025,
             idle_timeouts: 3,
+            max_age_closes: 9,
+            backup: false,
+            effective_weight: 0.5,
             admin_state: AdminState::Ready,
             health: Health::Up,
             ejected: false,
@@ -222,6 +236,7 @@ pub(crate) mod tests {
             admin_state: AdminState::Drain,
             health: Health::Down,
             ejected: true,
+            backup: true,
             ..BackendView::default()
         };
         vec![ListenerView {

@@ -13,8 +13,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
-    self, AccessConfig, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, Network, OnFailure,
-    ProxyVersion, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
+    self, AccessConfig, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, KeepaliveConfig,
+    Network, OnFailure, ProxyVersion, ServiceConfig, SpliceMode, StrategyKind, file as config_file,
+    parse_duration,
 };
 
 /// One `--backend` value: one or more comma-separated backends.
@@ -35,6 +36,15 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 
 fn bytes(text: &str) -> Result<Vec<u8>, String> {
     config::parse_escaped(text)
+}
+
+/// A `--backup` value: like `--backend`, each one marked as a backup.
+fn backup_list(text: &str) -> Result<BackendList, String> {
+    let mut list = config::parse_backend_list(text)?;
+    for spec in &mut list {
+        spec.backup = true;
+    }
+    Ok(BackendList(list))
 }
 
 // The flags are grouped by concern into the structs below, each its own
@@ -121,6 +131,23 @@ pub struct BackendFlags {
     /// Send a PROXY protocol header (v1 or v2) to backends, so they see the client's address.
     #[arg(long, value_name = "VERSION")]
     pub send_proxy: Option<ProxyVersion>,
+
+    /// A backup backend, same syntax as --backend: it gets connections only
+    /// while no primary backend is eligible. [default: none]
+    #[arg(long = "backup", value_parser = backup_list, value_name = "HOST:PORT")]
+    pub backups: Vec<BackendList>,
+
+    /// A backend that becomes eligible again (recovered, added, out of
+    /// drain or maintenance) ramps from 10% to its full share over this
+    /// long. [default: off]
+    #[arg(long, value_parser = positive_duration, value_name = "DUR")]
+    pub slow_start: Option<Duration>,
+
+    /// With --strategy hash or maglev: no backend takes more open
+    /// connections than this factor times the mean (bounded load, e.g.
+    /// 1.25). [default: unbounded]
+    #[arg(long, value_parser = config::parse_balance_factor, value_name = "F")]
+    pub hash_balance_factor: Option<f64>,
 }
 
 /// Health: the active prober and passive failure counting.
@@ -161,6 +188,11 @@ pub struct HealthFlags {
     /// Window and penalty for --max-fails.
     #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DUR")]
     pub fail_timeout: Duration,
+
+    /// Check every backend on this port instead of its traffic port, for
+    /// health served beside the service. [default: the backend's port]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
+    pub health_port: Option<u16>,
 }
 
 /// Limits: how much the listener and one client may take, and which
@@ -198,6 +230,17 @@ pub struct LimitFlags {
     /// New connections per second from one client IP, e.g. 20/s. [default: unlimited]
     #[arg(long, value_parser = config::parse_rate, value_name = "N/s")]
     pub rate_per_ip: Option<f64>,
+
+    /// Close connections older than this, so long sessions move to new
+    /// backends after a scale-up. [default: no limit]
+    #[arg(long, value_parser = positive_duration, value_name = "DUR")]
+    pub max_connection_age: Option<Duration>,
+
+    /// TCP keepalive on client and backend sockets: IDLE[,INTERVAL,COUNT],
+    /// e.g. 60s or 60s,10s,6 (INTERVAL defaults to IDLE/6, COUNT to 6).
+    /// [default: off]
+    #[arg(long, value_parser = config::parse_keepalive, value_name = "IDLE")]
+    pub tcp_keepalive: Option<KeepaliveConfig>,
 }
 
 /// Admin: the metrics and status endpoint.
@@ -385,7 +428,10 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
     match id {
         "listen" => s.listen = from.listen,
         "backlog" => s.backlog = from.backlog,
-        "backends" => s.backends = from.backends.clone(),
+        // Primaries and backups override separately: `--backup` alone keeps
+        // the file's primaries, `--backend` alone keeps its backups.
+        "backends" => replace_backends(&mut s.backends, &from.backends, false),
+        "backups" => replace_backends(&mut s.backends, &from.backends, true),
         "strategy" => s.strategy = from.strategy,
         "connect_timeout" => s.connect_timeout = from.connect_timeout,
         "retries" => s.retries = from.retries,
@@ -407,9 +453,20 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "deny" => s.access.deny = from.access.deny.clone(),
         "max_conns_per_ip" => s.access.max_conns_per_ip = from.access.max_conns_per_ip,
         "rate_per_ip" => s.access.rate_per_ip = from.access.rate_per_ip,
+        "health_port" => s.health.port = from.health.port,
+        "slow_start" => s.slow_start = from.slow_start,
+        "hash_balance_factor" => s.hash_balance_factor = from.hash_balance_factor,
+        "max_connection_age" => s.max_connection_age = from.max_connection_age,
+        "tcp_keepalive" => s.keepalive = from.keepalive,
         _ => return false,
     }
     true
+}
+
+/// Replaces the backups (`backup`) or the primaries in `list` with those of `from`.
+fn replace_backends(list: &mut Vec<BackendSpec>, from: &[BackendSpec], backup: bool) {
+    list.retain(|b| b.backup != backup);
+    list.extend(from.iter().filter(|b| b.backup == backup).cloned());
 }
 
 impl Cli {
@@ -429,6 +486,7 @@ impl Cli {
                 .filter_map(|b| config::parse_backend(b).ok())
                 .collect();
         }
+        backends.extend(b.backups.into_iter().flat_map(|l| l.0));
         let service = ServiceConfig {
             listen: l.listen,
             backlog: l.backlog,
@@ -444,6 +502,7 @@ impl Cli {
                 fall: h.fall,
                 send: h.health_send,
                 expect: h.health_expect,
+                port: h.health_port,
             },
             max_fails: h.max_fails,
             fail_timeout: h.fail_timeout,
@@ -458,6 +517,10 @@ impl Cli {
                 max_conns_per_ip: limits.max_conns_per_ip,
                 rate_per_ip: limits.rate_per_ip,
             },
+            slow_start: b.slow_start,
+            keepalive: limits.tcp_keepalive,
+            max_connection_age: limits.max_connection_age,
+            hash_balance_factor: b.hash_balance_factor,
         };
         Config {
             services: vec![service],
@@ -682,6 +745,9 @@ mod tests {
                     "--retries",
                     "--on-failure",
                     "--send-proxy",
+                    "--backup",
+                    "--slow-start",
+                    "--hash-balance-factor",
                 ],
             ),
             (
@@ -695,6 +761,7 @@ mod tests {
                     "--health-expect",
                     "--max-fails",
                     "--fail-timeout",
+                    "--health-port",
                 ],
             ),
             (
@@ -707,6 +774,8 @@ mod tests {
                     "--deny",
                     "--max-conns-per-ip",
                     "--rate-per-ip",
+                    "--max-connection-age",
+                    "--tcp-keepalive",
                 ],
             ),
             ("Admin", &["--admin"]),

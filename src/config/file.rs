@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -20,8 +20,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::config::{
-    self, AdminState, BackendSpec, Config, Network, OnFailure, ProxyVersion, ServiceConfig,
-    StrategyKind, parse_duration, parse_escaped,
+    self, AdminState, BackendSpec, Config, KeepaliveConfig, Network, OnFailure, ProxyVersion,
+    ServiceConfig, StrategyKind, parse_duration, parse_escaped,
 };
 
 /// A configuration file that cannot be used, and where it goes wrong.
@@ -173,6 +173,34 @@ struct RawService {
     deny: Option<Vec<Text<Network>>>,
     max_conns_per_ip: Option<AtLeastOne>,
     rate_per_ip: Option<Rate>,
+    slow_start: Option<PositiveDur>,
+    tcp_keepalive: Option<Spanned<RawKeepalive>>,
+    max_connection_age: Option<PositiveDur>,
+    hash_balance_factor: Option<BalanceFactor>,
+}
+
+/// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6 }`;
+/// `interval` and `count` default as for `--tcp-keepalive IDLE`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeepalive {
+    idle: Dur,
+    interval: Option<Dur>,
+    count: Option<AtLeastOne>,
+}
+
+impl RawKeepalive {
+    /// Through the flag's parser, so both check the same ranges.
+    fn into_config(self) -> Result<KeepaliveConfig, String> {
+        let mut text = format!("{}s", self.idle.0.as_secs_f64());
+        if self.interval.is_some() || self.count.is_some() {
+            let base = KeepaliveConfig::with_idle(self.idle.0);
+            let interval = self.interval.map_or(base.interval, |d| d.0);
+            let count = self.count.map_or(base.count, |n| n.0);
+            text = format!("{text},{}s,{count}", interval.as_secs_f64());
+        }
+        config::parse_keepalive(&text)
+    }
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -184,6 +212,7 @@ struct RawHealth {
     fall: Option<AtLeastOne>,
     send: Option<Bytes>,
     expect: Option<Bytes>,
+    port: Option<Port>,
 }
 
 impl RawFile {
@@ -264,6 +293,7 @@ impl RawService {
                 fall: own.fall.or(base.fall),
                 send: own.send.or(base.send),
                 expect: own.expect.or(base.expect),
+                port: own.port.or(base.port),
             }),
             (own, base) => own.or(base),
         };
@@ -287,6 +317,10 @@ impl RawService {
             deny: self.deny.or(d.deny),
             max_conns_per_ip: self.max_conns_per_ip.or(d.max_conns_per_ip),
             rate_per_ip: self.rate_per_ip.or(d.rate_per_ip),
+            slow_start: self.slow_start.or(d.slow_start),
+            tcp_keepalive: self.tcp_keepalive.or(d.tcp_keepalive),
+            max_connection_age: self.max_connection_age.or(d.max_connection_age),
+            hash_balance_factor: self.hash_balance_factor.or(d.hash_balance_factor),
         }
     }
 
@@ -324,6 +358,7 @@ impl RawService {
             set(&mut s.health.fall, h.fall.map(|n| n.0));
             s.health.send = h.send.map(|b| b.0);
             s.health.expect = h.expect.map(|b| b.0);
+            s.health.port = h.port.map(|p| p.0);
         }
         set(&mut s.max_fails, self.max_fails);
         set(&mut s.fail_timeout, self.fail_timeout.map(|d| d.0));
@@ -336,6 +371,18 @@ impl RawService {
         s.access.deny = networks(self.deny);
         s.access.max_conns_per_ip = self.max_conns_per_ip.map(|n| n.0);
         s.access.rate_per_ip = self.rate_per_ip.map(|r| r.0);
+        s.slow_start = self.slow_start.map(|d| d.0);
+        if let Some(keepalive) = self.tcp_keepalive {
+            let span = keepalive.span();
+            let config = keepalive.into_inner().into_config();
+            s.keepalive = Some(config.map_err(|message| Problem {
+                span,
+                key: "listener.tcp_keepalive",
+                message,
+            })?);
+        }
+        s.max_connection_age = self.max_connection_age.map(|d| d.0);
+        s.hash_balance_factor = self.hash_balance_factor.map(|f| f.0);
         Ok(s)
     }
 }
@@ -382,6 +429,47 @@ impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         parse_escaped(&text).map(Bytes).map_err(de::Error::custom)
+    }
+}
+
+/// A TCP port from 1 to 65535.
+#[derive(Clone, Copy)]
+struct Port(u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u16::deserialize(d)? {
+            0 => Err(de::Error::custom("expected a port from 1 to 65535, got 0")),
+            n => Ok(Port(n)),
+        }
+    }
+}
+
+/// A bounded-load factor, as [`config::parse_balance_factor`] reads it.
+#[derive(Clone, Copy)]
+struct BalanceFactor(f64);
+
+impl<'de> Deserialize<'de> for BalanceFactor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(d)?;
+        config::parse_balance_factor(&value.to_string())
+            .map(BalanceFactor)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// An IP address (no port), for `check_addr`.
+#[derive(Clone, Copy)]
+struct Ip(IpAddr);
+
+impl<'de> Deserialize<'de> for Ip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(Ip).map_err(|_| {
+            de::Error::custom(format!(
+                "bad address {text:?}: expected an IP such as 10.0.0.5 or ::1"
+            ))
+        })
     }
 }
 
@@ -485,6 +573,9 @@ struct BackendTable {
     weight: Option<AtLeastOne>,
     maxconn: Option<AtLeastOne>,
     state: Option<Text<AdminState>>,
+    backup: Option<bool>,
+    check_addr: Option<Ip>,
+    check_port: Option<Port>,
 }
 
 impl<'de> Deserialize<'de> for BackendEntry {
@@ -508,6 +599,9 @@ impl<'de> Deserialize<'de> for BackendEntry {
                 set(&mut spec.weight, table.weight.map(|w| w.0));
                 spec.max_conns = table.maxconn.map(|m| m.0);
                 set(&mut spec.admin_state, table.state.map(|s| s.0));
+                set(&mut spec.backup, table.backup);
+                spec.check_addr = table.check_addr.map(|a| a.0);
+                spec.check_port = table.check_port.map(|p| p.0);
                 Ok(BackendEntry(vec![spec]))
             }
         }
@@ -565,7 +659,7 @@ backends = [
   "127.0.0.1:6379=3",
   "127.0.0.1:7001=2,maxconn=7,127.0.0.1:7002",
   { address = "127.0.0.1:6390", weight = 4, maxconn = 100 },
-  { address = "localhost:6391" },
+  { address = "localhost:6391", state = "drain", backup = true, check_addr = "127.0.0.9", check_port = 9000 },
 ]
 strategy = "least-conn"
 connect_timeout = "250ms"
@@ -582,6 +676,10 @@ allow = ["10.0.0.0/8", "::1"]
 deny = ["10.1.0.0/16"]
 max_conns_per_ip = 20
 rate_per_ip = "50/s"
+slow_start = "45s"
+tcp_keepalive = { idle = "2m", count = 4 }
+max_connection_age = "1h"
+hash_balance_factor = 1.5
 
 [listener.health]
 interval = "3s"
@@ -590,6 +688,7 @@ rise = 2
 fall = 4
 send = "PING\r\n"
 expect = "+PONG"
+port = 8558
 "#,
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(45));
@@ -614,9 +713,27 @@ expect = "+PONG"
                 },
                 backend("127.0.0.1:7002"),
                 b3,
-                backend("localhost:6391"),
+                BackendSpec {
+                    admin_state: AdminState::Drain,
+                    backup: true,
+                    check_addr: Some("127.0.0.9".parse().unwrap()),
+                    check_port: Some(9000),
+                    ..backend("localhost:6391")
+                },
             ]
         );
+        assert_eq!(s.slow_start, Some(Duration::from_secs(45)));
+        assert_eq!(
+            s.keepalive,
+            Some(KeepaliveConfig {
+                idle: Duration::from_secs(120),
+                interval: Duration::from_secs(20),
+                count: 4
+            })
+        );
+        assert_eq!(s.max_connection_age, Some(Duration::from_secs(3600)));
+        assert_eq!(s.hash_balance_factor, Some(1.5));
+        assert_eq!(s.health.port, Some(8558));
         assert_eq!(s.strategy, StrategyKind::LeastConn);
         assert_eq!(s.connect_timeout, Duration::from_millis(250));
         assert_eq!(s.retries, 5);
@@ -726,6 +843,37 @@ health = { interval = "1s", expect = "OK" }
             ("deny = [\"10.0.0.0/33\"]", "listener.deny", 4),
             ("rate_per_ip = \"fast\"", "listener.rate_per_ip", 4),
             ("max_conns = -1", "listener.max_conns", 4),
+            ("slow_start = \"0s\"", "listener.slow_start", 4),
+            (
+                "max_connection_age = \"soon\"",
+                "listener.max_connection_age",
+                4,
+            ),
+            (
+                "hash_balance_factor = 0.5",
+                "listener.hash_balance_factor",
+                4,
+            ),
+            (
+                "tcp_keepalive = { idle = \"0s\" }",
+                "listener.tcp_keepalive",
+                4,
+            ),
+            (
+                "tcp_keepalive = { idle = \"1m\", count = 0 }",
+                "listener.tcp_keepalive.count",
+                4,
+            ),
+            (
+                "tcp_keepalive = { interval = \"1m\" }",
+                "listener.tcp_keepalive",
+                4,
+            ),
+            (
+                "\n[listener.health]\nport = 70000",
+                "listener.health.port",
+                6,
+            ),
             ("\n[listener.health]\nfall = 0", "listener.health.fall", 6),
             (
                 "\n[listener.health]\nsend = \"\\\\q\"",
@@ -739,6 +887,27 @@ health = { interval = "1s", expect = "OK" }
             let e = parse_err(&file);
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
             assert_eq!(e.position.map(|p| p.0), Some(line), "{text}: {e}");
+        }
+        for (table, key, says) in [
+            (
+                "check_port = 0",
+                "check_port",
+                "expected a port from 1 to 65535, got 0",
+            ),
+            (
+                "check_addr = \"x\"",
+                "check_addr",
+                "bad address \"x\": expected an IP",
+            ),
+            ("backup = \"yes\"", "backup", "invalid type"),
+        ] {
+            let e = parse_err(&format!(
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [{{ address = \"127.0.0.1:3\", {table} }}]\n"
+            ));
+            let key = format!("listener.backends.{key}");
+            assert_eq!(e.key.as_deref(), Some(key.as_str()), "{table}: {e}");
+            assert_eq!(e.position.map(|p| p.0), Some(3), "{table}: {e}");
+            assert!(e.message.contains(says), "{table}: {e}");
         }
         let e = parse_err("drain_timeout = []\n[[listener]]\n");
         assert_eq!(e.key.as_deref(), Some("drain_timeout"), "{e}");
@@ -889,6 +1058,15 @@ health = { interval = "1s", expect = "OK" }
             "deny",
             "max_conns_per_ip",
             "rate_per_ip",
+            "state",
+            "backup",
+            "check_addr",
+            "check_port",
+            "port",
+            "slow_start",
+            "tcp_keepalive",
+            "max_connection_age",
+            "hash_balance_factor",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }

@@ -19,8 +19,8 @@ pub mod file;
 mod parse;
 
 pub use parse::{
-    parse_backend, parse_backend_list, parse_duration, parse_escaped, parse_listen, parse_rate,
-    resolve,
+    parse_backend, parse_backend_list, parse_balance_factor, parse_duration, parse_escaped,
+    parse_keepalive, parse_listen, parse_rate, resolve,
 };
 
 /// The demo backends, used when no `--backend` is given.
@@ -39,6 +39,28 @@ pub struct BackendSpec {
     pub max_conns: Option<u32>,
     /// What the operator wants of it; `Ready` unless the file says otherwise.
     pub admin_state: AdminState,
+    /// A backup is given connections only while no primary is eligible.
+    pub backup: bool,
+    /// Health checks go to this address instead of the backend's own IP
+    /// (HAProxy's `addr`), for checks served beside the traffic port.
+    pub check_addr: Option<IpAddr>,
+    /// Health checks go to this port instead of the backend's (or the
+    /// listener's `health.port`).
+    pub check_port: Option<u16>,
+}
+
+impl BackendSpec {
+    /// Where health checks of this backend go: `check_addr` and
+    /// `check_port` when set, else the listener-wide `port`, else the
+    /// backend's own address.
+    pub fn check_target(&self, listener_port: Option<u16>) -> SocketAddr {
+        let ip = self.check_addr.unwrap_or(self.addr.ip());
+        let port = self
+            .check_port
+            .or(listener_port)
+            .unwrap_or(self.addr.port());
+        SocketAddr::new(ip, port)
+    }
 }
 
 /// What an operator wants of a backend, apart from what health checks say
@@ -100,6 +122,9 @@ pub struct HealthConfig {
     pub send: Option<Vec<u8>>,
     /// Prefix the reply must start with (e.g. `+PONG`).
     pub expect: Option<Vec<u8>>,
+    /// Check every backend on this port instead of its traffic port
+    /// (`--health-port`); a backend's own `check_port` wins.
+    pub port: Option<u16>,
 }
 
 impl Default for HealthConfig {
@@ -111,6 +136,7 @@ impl Default for HealthConfig {
             fall: 1,
             send: None,
             expect: None,
+            port: None,
         }
     }
 }
@@ -249,6 +275,44 @@ pub struct ServiceConfig {
     pub accept_proxy: bool,
     /// Who may connect, and how much one client address may take.
     pub access: AccessConfig,
+    /// A backend that becomes eligible again (recovered, added, back from
+    /// drain or maintenance) ramps from 10% to its full share over this
+    /// window, so a cold cache is not flooded. `None`: at once.
+    pub slow_start: Option<Duration>,
+    /// TCP keepalive on client and backend sockets, so dead peers behind
+    /// NAT are found; off when `None`.
+    pub keepalive: Option<KeepaliveConfig>,
+    /// Close a connection older than this, so long sessions move to new
+    /// backends after a scale-up. `None`: no limit.
+    pub max_connection_age: Option<Duration>,
+    /// For `hash` and `maglev`: no backend takes more than this factor times
+    /// the mean of open connections (bounded-load consistent hashing,
+    /// HAProxy's `hash-balance-factor`); `None` is unbounded.
+    pub hash_balance_factor: Option<f64>,
+}
+
+/// TCP keepalive probes (`SO_KEEPALIVE` with `TCP_KEEPIDLE`,
+/// `TCP_KEEPINTVL`, `TCP_KEEPCNT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    /// Silence before the first probe.
+    pub idle: Duration,
+    /// Time between unanswered probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+impl KeepaliveConfig {
+    /// `idle` alone: probes every `idle / 6` (at least 1 s), 6 of them, so
+    /// a dead peer is found about two `idle`s after it went silent.
+    pub fn with_idle(idle: Duration) -> Self {
+        KeepaliveConfig {
+            idle,
+            interval: (idle / 6).max(Duration::from_secs(1)),
+            count: 6,
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -271,6 +335,10 @@ impl ServiceConfig {
             send_proxy: None,
             accept_proxy: false,
             access: AccessConfig::default(),
+            slow_start: None,
+            keepalive: None,
+            max_connection_age: None,
+            hash_balance_factor: None,
         }
     }
 }
@@ -304,6 +372,9 @@ pub enum StrategyKind {
     LeastConn,
     PowerOfTwo,
     Hash,
+    /// Consistent hashing with Maglev's lookup table: even spread, minimal
+    /// movement, and the same table in every process given the same members.
+    Maglev,
 }
 
 impl FromStr for StrategyKind {
@@ -314,8 +385,9 @@ impl FromStr for StrategyKind {
             "least-conn" | "leastconn" => Ok(StrategyKind::LeastConn),
             "p2c" => Ok(StrategyKind::PowerOfTwo),
             "hash" => Ok(StrategyKind::Hash),
+            "maglev" => Ok(StrategyKind::Maglev),
             other => Err(format!(
-                "unknown strategy {other:?}: use round-robin, least-conn, p2c or hash"
+                "unknown strategy {other:?}: use round-robin, least-conn, p2c, hash or maglev"
             )),
         }
     }
@@ -328,6 +400,7 @@ impl fmt::Display for StrategyKind {
             StrategyKind::LeastConn => "least-conn",
             StrategyKind::PowerOfTwo => "p2c",
             StrategyKind::Hash => "hash",
+            StrategyKind::Maglev => "maglev",
         })
     }
 }
@@ -443,7 +516,7 @@ mod tests {
 
     #[test]
     fn strategy_and_splice_names_round_trip() {
-        for name in ["round-robin", "least-conn", "p2c", "hash"] {
+        for name in ["round-robin", "least-conn", "p2c", "hash", "maglev"] {
             assert_eq!(name.parse::<StrategyKind>().unwrap().to_string(), name);
         }
         for name in ["ready", "drain", "maintenance"] {

@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::{AdminState, BackendSpec};
+use super::{AdminState, BackendSpec, KeepaliveConfig};
 
 /// Parses `HOST:PORT[=WEIGHT]`, e.g. `127.0.0.1:8081`, `[::1]:6379=3`, `db.internal:5432`.
 ///
@@ -34,6 +34,9 @@ pub fn parse_backend(text: &str) -> Result<BackendSpec, String> {
         weight,
         max_conns: None,
         admin_state: AdminState::Ready,
+        backup: false,
+        check_addr: None,
+        check_port: None,
     })
 }
 
@@ -146,6 +149,54 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
         .ok()
         .filter(|r| r.is_finite() && *r > 0.0)
         .ok_or_else(|| format!("bad rate {text:?}: expected connections per second, e.g. 20/s"))
+}
+
+/// Parses a bounded-load factor: a number from 1 (every backend at most
+/// the mean, strict) to 100; 1.25 is the usual choice.
+pub fn parse_balance_factor(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| (1.0..=100.0).contains(f))
+        .ok_or_else(|| {
+            format!("bad balance factor {text:?}: expected a number from 1 to 100, e.g. 1.25")
+        })
+}
+
+/// Parses TCP keepalive settings: `IDLE` or `IDLE,INTERVAL,COUNT`, e.g.
+/// `60s` or `60s,10s,6`.
+pub fn parse_keepalive(text: &str) -> Result<KeepaliveConfig, String> {
+    let bad = |why: &str| {
+        format!(
+            "bad keepalive {text:?}: {why}; expected IDLE or IDLE,INTERVAL,COUNT, e.g. 60s,10s,6"
+        )
+    };
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let positive = |part: &str| -> Result<Duration, String> {
+        let d = parse_duration(part)?;
+        if d < Duration::from_secs(1) || d > Duration::from_secs(32_767) {
+            return Err(bad(&format!(
+                "{part} must be from 1s to 32767s (the kernel's range)"
+            )));
+        }
+        Ok(d)
+    };
+    match parts[..] {
+        [idle] => Ok(KeepaliveConfig::with_idle(positive(idle)?)),
+        [idle, interval, count] => {
+            let count: u32 = count
+                .parse()
+                .ok()
+                .filter(|n| (1..=127).contains(n))
+                .ok_or_else(|| bad("COUNT must be a whole number from 1 to 127"))?;
+            Ok(KeepaliveConfig {
+                idle: positive(idle)?,
+                interval: positive(interval)?,
+                count,
+            })
+        }
+        _ => Err(bad("wrong number of parts")),
+    }
 }
 
 /// Parses an escaped byte string for health checks: `\r`, `\n`, `\t`, `\\`, `\xNN`.
@@ -282,6 +333,39 @@ mod tests {
         assert_eq!(host.ipnet().prefix_len(), 32);
         for bad in ["10.0.0.0/33", "::/129", "10.0.0/8", "x/1", "10.0.0.0/"] {
             assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keepalive_and_balance_factor_parse() {
+        let k = parse_keepalive("60s").unwrap();
+        assert_eq!(
+            (k.idle, k.interval, k.count),
+            (Duration::from_secs(60), Duration::from_secs(10), 6)
+        );
+        let k = parse_keepalive("30s, 5s, 3").unwrap();
+        assert_eq!(
+            (k.idle, k.interval, k.count),
+            (Duration::from_secs(30), Duration::from_secs(5), 3)
+        );
+        for bad in [
+            "",
+            "0s",
+            "60s,10s",
+            "60s,10s,0",
+            "60s,10s,200",
+            "10h",
+            "60s,x,3",
+        ] {
+            let err = parse_keepalive(bad).unwrap_err();
+            assert!(
+                err.contains("keepalive") || err.contains("duration"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(parse_balance_factor("1.25").unwrap(), 1.25);
+        for bad in ["0.9", "x", "NaN", "1000"] {
+            assert!(parse_balance_factor(bad).is_err(), "{bad}");
         }
     }
 

@@ -9,12 +9,18 @@
 //! health. Everything the data path reads is an atomic: no lock here.
 
 use std::fmt;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use crate::config::{AdminState, BackendSpec};
-use crate::pool::health::Health;
+use crate::pool::health::{Health, millis_since_epoch};
 use crate::stats::BackendStats;
+
+/// Slow start never gives a backend less than this share of its weight
+/// (Envoy's `min_weight_percent`), so it is tried at all.
+pub const SLOW_START_FLOOR: f64 = 0.1;
 
 pub struct Backend {
     /// The `HOST:PORT` text as configured: how logs and metrics name it.
@@ -26,6 +32,14 @@ pub struct Backend {
     max_conns: AtomicU32,
     /// The operator's [`AdminState`], as its discriminant.
     admin_state: AtomicU8,
+    /// Used only while no primary backend is usable.
+    backup: AtomicBool,
+    /// Where checks go instead of `addr`: (`check_addr`, `check_port`).
+    /// Read once per check round, so a plain lock.
+    check: Mutex<(Option<IpAddr>, Option<u16>)>,
+    /// When it last became eligible again, in ms since the health epoch;
+    /// 0 when it is not ramping up (slow start).
+    eligible_since_ms: AtomicU64,
     /// What checks and failed connects say; never touched by the operator.
     pub health: Health,
     pub stats: BackendStats,
@@ -41,6 +55,9 @@ impl Backend {
             weight: AtomicU32::new(spec.weight),
             max_conns: AtomicU32::new(spec.max_conns.unwrap_or(0)),
             admin_state: AtomicU8::new(spec.admin_state as u8),
+            backup: AtomicBool::new(spec.backup),
+            check: Mutex::new((spec.check_addr, spec.check_port)),
+            eligible_since_ms: AtomicU64::new(0),
             health: Health::default(),
             stats: BackendStats::default(),
         }
@@ -76,8 +93,59 @@ impl Backend {
         self.admin_state.store(spec.admin_state as u8, Relaxed);
         if old != spec.admin_state {
             changes.push(format!("state {old} -> {}", spec.admin_state));
+            if spec.admin_state == AdminState::Ready {
+                self.became_eligible();
+            }
+        }
+        if self.backup.swap(spec.backup, Relaxed) != spec.backup {
+            changes.push(format!("backup {} -> {}", !spec.backup, spec.backup));
+        }
+        let check = (spec.check_addr, spec.check_port);
+        let mut current = self.check.lock().unwrap_or_else(|e| e.into_inner());
+        if *current != check {
+            *current = check;
+            changes.push("check target changed".to_string());
         }
         changes
+    }
+
+    /// Where health checks of this backend go, given the listener-wide
+    /// check port (see [`BackendSpec::check_target`]).
+    pub fn check_target(&self, listener_port: Option<u16>) -> SocketAddr {
+        let (addr, port) = *self.check.lock().unwrap_or_else(|e| e.into_inner());
+        SocketAddr::new(
+            addr.unwrap_or(self.addr.ip()),
+            port.or(listener_port).unwrap_or(self.addr.port()),
+        )
+    }
+
+    pub fn is_backup(&self) -> bool {
+        self.backup.load(Relaxed)
+    }
+
+    /// It just became eligible again (recovered, added, back to ready):
+    /// slow start ramps its share from here.
+    pub fn became_eligible(&self) {
+        self.eligible_since_ms
+            .store(millis_since_epoch(Instant::now()), Relaxed);
+    }
+
+    /// The share of its weight it should take now, under a slow start of
+    /// `window`: from [`SLOW_START_FLOOR`] up to 1 linearly (Envoy's formula
+    /// with aggression 1). 1 when not ramping; no clock read then.
+    pub fn ramp(&self, window: Option<Duration>) -> f64 {
+        let since = self.eligible_since_ms.load(Relaxed);
+        let Some(window) = window.filter(|_| since != 0) else {
+            return 1.0;
+        };
+        let elapsed_ms = millis_since_epoch(Instant::now()).saturating_sub(since);
+        let window_ms = window.as_millis().max(1) as u64;
+        if elapsed_ms >= window_ms {
+            // Done ramping: later picks skip the clock read.
+            self.eligible_since_ms.store(0, Relaxed);
+            return 1.0;
+        }
+        (elapsed_ms as f64 / window_ms as f64).max(SLOW_START_FLOOR)
     }
 
     pub fn name(&self) -> &str {
@@ -119,9 +187,14 @@ impl Backend {
         self.stats.active.load(Relaxed)
     }
 
+    /// Ready, up and not ejected: it could take a connection if it had room.
+    pub fn is_usable(&self) -> bool {
+        self.is_ready() && self.is_up() && !self.is_failing()
+    }
+
     /// Whether a new connection may be sent here now.
     pub fn is_available(&self) -> bool {
-        self.is_ready() && self.is_up() && !self.is_full() && !self.is_failing()
+        self.is_usable() && !self.is_full()
     }
 
     /// At its `maxconn` limit.
@@ -226,5 +299,45 @@ mod tests {
         assert!(b.is(&spec));
         spec.name = "localhost:9".into();
         assert!(!b.is(&spec), "another name is another backend");
+    }
+
+    #[test]
+    fn slow_start_ramps_from_the_floor_to_full_and_only_when_asked() {
+        let mut spec = parse_backend("127.0.0.1:9").unwrap();
+        let b = Backend::new(&spec);
+        let window = Some(Duration::from_secs(3600));
+        assert_eq!(b.ramp(window), 1.0, "a first member does not ramp");
+        b.became_eligible();
+        let share = b.ramp(window);
+        assert!((SLOW_START_FLOOR..0.2).contains(&share), "{share}");
+        assert_eq!(b.ramp(None), 1.0, "no slow start configured");
+        // Back to ready after maintenance starts a ramp too.
+        let c = Backend::new(&spec);
+        spec.admin_state = AdminState::Maintenance;
+        c.update(&spec);
+        assert_eq!(c.ramp(window), 1.0);
+        spec.admin_state = AdminState::Ready;
+        c.update(&spec);
+        assert!(c.ramp(window) < 0.2);
+        // A short window is over at once.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.ramp(Some(Duration::from_millis(1))), 1.0);
+        assert_eq!(c.ramp(window), 1.0, "finished ramps are forgotten");
+    }
+
+    #[test]
+    fn checks_go_where_the_spec_says() {
+        let mut spec = parse_backend("127.0.0.1:9").unwrap();
+        let b = Backend::new(&spec);
+        assert_eq!(b.check_target(None), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            b.check_target(Some(8080)),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        spec.check_addr = Some("127.0.0.2".parse().unwrap());
+        spec.check_port = Some(81);
+        assert_eq!(b.update(&spec), ["check target changed"]);
+        assert_eq!(b.check_target(Some(8080)), "127.0.0.2:81".parse().unwrap());
+        assert_eq!(spec.check_target(Some(8080)), b.check_target(Some(8080)));
     }
 }

@@ -50,14 +50,63 @@ pub struct PoolState {
     selector: Arc<dyn Selector>,
     /// Slots under `max_conns`; `None` when unlimited.
     admission: Option<Arc<Semaphore>>,
+    /// Whether any member is a backup: most pools have none and skip the
+    /// check for them.
+    has_backups: bool,
 }
+
+/// Backends a slow-start pick may pass over before taking its first choice.
+const RAMP_RETRIES: usize = 4;
 
 impl PoolState {
     /// The next backend for `client`, skipping indices in `tried` and
     /// backends that are not ready, not up, ejected or at their limit.
+    /// Backups are chosen from only when no primary is usable. Under slow
+    /// start, a ramping backend the selector chose is taken with the
+    /// probability of its ramp, else the selector is asked again without it.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
-        let eligible = |i: usize| !tried.contains(&i) && self.backends[i].is_available();
-        self.selector.pick(&self.backends, &eligible, client)
+        let backup = self.backup_tier(tried);
+        let eligible = |i: usize| {
+            let b = &self.backends[i];
+            b.is_backup() == backup && !tried.contains(&i) && b.is_available()
+        };
+        let first = self.selector.pick(&self.backends, &eligible, client)?;
+        let window = self.config.slow_start;
+        if window.is_none() || selection::is_sticky(self.config.strategy) {
+            return Some(first);
+        }
+        let mut choice = first;
+        let mut passed_over: Vec<usize> = Vec::new();
+        loop {
+            let share = self.backends[choice].ramp(window);
+            if share >= 1.0
+                || (selection::random_below(1 << 20) as f64) < share * f64::from(1 << 20)
+            {
+                return Some(choice);
+            }
+            passed_over.push(choice);
+            if passed_over.len() > RAMP_RETRIES {
+                return Some(first);
+            }
+            let others = |i: usize| eligible(i) && !passed_over.contains(&i);
+            match self.selector.pick(&self.backends, &others, client) {
+                Some(next) => choice = next,
+                // Only ramping backends left: ramping is no reason to refuse.
+                None => return Some(first),
+            }
+        }
+    }
+
+    /// Whether new connections go to the backups: there are some, and no
+    /// primary that has not failed this client yet is usable (full ones
+    /// count as usable: their clients wait for a slot, they do not spill).
+    fn backup_tier(&self, tried: &[usize]) -> bool {
+        self.has_backups
+            && !self
+                .backends
+                .iter()
+                .enumerate()
+                .any(|(i, b)| !b.is_backup() && !tried.contains(&i) && b.is_usable())
     }
 
     /// Takes one of the listener's `max_conns` slots, waiting up to the
@@ -96,10 +145,15 @@ impl Pool {
     /// A pool for `config`, with the backends it lists.
     pub fn new(name: impl Into<String>, config: ServiceConfig) -> Self {
         let empty = PoolState {
-            selector: Arc::from(selection::build(config.strategy, &[])),
+            selector: Arc::from(selection::build(
+                config.strategy,
+                &[],
+                config.hash_balance_factor,
+            )),
             admission: admission(&config, None),
             config,
             backends: Vec::new(),
+            has_backups: false,
         };
         let pool = Pool {
             name: name.into(),
@@ -170,6 +224,7 @@ impl Pool {
                     if announce {
                         info!("{}: backend {backend} added", self.name);
                         self.stats.added.fetch_add(1, Relaxed);
+                        backend.became_eligible();
                     }
                     backend
                 }
@@ -197,15 +252,24 @@ impl Pool {
                 .iter()
                 .zip(&old.backends)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        let selector = if same_members && !reweighted && config.strategy == old.config.strategy {
+        let selector = if same_members
+            && !reweighted
+            && config.strategy == old.config.strategy
+            && config.hash_balance_factor == old.config.hash_balance_factor
+        {
             old.selector.clone()
         } else {
-            Arc::from(selection::build(config.strategy, &backends))
+            Arc::from(selection::build(
+                config.strategy,
+                &backends,
+                config.hash_balance_factor,
+            ))
         };
         let state = PoolState {
             admission: admission(&config, Some(&old)),
             selector,
             config,
+            has_backups: backends.iter().any(|b| b.is_backup()),
             backends,
         };
         self.current.store(Arc::new(state));
@@ -229,8 +293,9 @@ impl Pool {
             if let Some(index) = state.pick(client, tried) {
                 return Some(index);
             }
+            let backup = state.backup_tier(tried);
             let only_full = state.backends.iter().enumerate().any(|(i, b)| {
-                !tried.contains(&i) && b.is_ready() && b.is_up() && !b.is_failing() && b.is_full()
+                b.is_backup() == backup && !tried.contains(&i) && b.is_usable() && b.is_full()
             });
             if !only_full || tokio::time::timeout_at(deadline, freed).await.is_err() {
                 return None;
@@ -366,6 +431,63 @@ mod tests {
         c.backends[0].admin_state = AdminState::Ready;
         pool.reconfigure(c);
         assert_eq!(pool.load().pick(CLIENT, &[]), Some(0));
+    }
+
+    #[test]
+    fn backups_serve_only_while_no_primary_is_usable() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        c.backends[2].backup = true;
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        for _ in 0..6 {
+            assert_ne!(state.pick(CLIENT, &[]), Some(2), "a primary is up");
+        }
+        state.backends[0].health.record_failure(1);
+        assert_eq!(state.pick(CLIENT, &[]), Some(1));
+        assert_eq!(
+            state.pick(CLIENT, &[1]),
+            Some(2),
+            "the last primary failed this client"
+        );
+        state.backends[1].health.record_failure(1);
+        assert_eq!(state.pick(CLIENT, &[]), Some(2));
+        state.backends[0].health.record_success(1);
+        assert_eq!(state.pick(CLIENT, &[]), Some(0), "back to the primary");
+    }
+
+    #[test]
+    fn a_full_primary_keeps_its_clients_waiting_rather_than_spilling() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2"]);
+        c.backends[0].max_conns = Some(1);
+        c.backends[1].backup = true;
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        let _open = state.backends[0].open_connection();
+        assert_eq!(state.pick(CLIENT, &[]), None, "wait for the primary's slot");
+    }
+
+    #[test]
+    fn slow_start_gives_a_ramping_backend_a_small_share() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2"]);
+        c.slow_start = Some(std::time::Duration::from_secs(3600));
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        state.backends[1].became_eligible();
+        let mut counts = [0usize; 2];
+        for _ in 0..4000 {
+            counts[state.pick(CLIENT, &[]).unwrap()] += 1;
+        }
+        // Round robin offers it half the picks; at 10% of its share it takes
+        // about 5% of all (200 of 4000).
+        assert!((80..400).contains(&counts[1]), "{counts:?}");
+        // Ramped up: back to an even split.
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        state.backends[1].ramp(Some(std::time::Duration::from_millis(1)));
+        let mut counts = [0usize; 2];
+        for _ in 0..400 {
+            counts[state.pick(CLIENT, &[]).unwrap()] += 1;
+        }
+        assert_eq!(counts, [200, 200]);
     }
 
     #[test]

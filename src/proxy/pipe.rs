@@ -59,6 +59,8 @@ pub enum EndReason {
     Closed,
     /// No bytes either way for the idle timeout; both sockets were closed.
     IdleTimeout,
+    /// Open for the maximum connection age; both sockets were closed.
+    MaxAge,
     /// A socket failed (reset, broken pipe); both sockets were closed.
     Error(io::Error),
 }
@@ -80,16 +82,26 @@ impl Activity {
     }
 }
 
+/// When a pipe is ended although both sides are still there. Neither arms
+/// a timer when it is off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// No bytes either way for this long (`--idle-timeout`).
+    pub idle: Option<Duration>,
+    /// Open for this long, busy or not (`--max-connection-age`).
+    pub max_age: Option<Duration>,
+}
+
 /// Pipes `client` and `upstream` together until both directions end, an
-/// error occurs, or nothing moves for `idle_timeout`. Bytes are counted
-/// into `stats.bytes_in` (client to backend) and `stats.bytes_out` as they
-/// are delivered; an idle timeout also counts into `stats.idle_timeouts`.
-/// Both sockets are closed when this returns.
+/// error occurs, or a [`Limits`] is reached. Bytes are counted into
+/// `stats.bytes_in` (client to backend) and `stats.bytes_out` as they are
+/// delivered; a limit reached counts into `stats.idle_timeouts` or
+/// `stats.max_age_closes`. Both sockets are closed when this returns.
 pub async fn pipe(
     client: TcpStream,
     upstream: TcpStream,
     stats: &BackendStats,
-    idle_timeout: Option<Duration>,
+    limits: Limits,
 ) -> PipeEnd {
     let activity = Activity {
         start: Instant::now(),
@@ -121,15 +133,32 @@ pub async fn pipe(
             ),
         )
     };
-    let reason = match idle_timeout {
-        None => end_reason(both.await),
-        Some(limit) => tokio::select! {
+    let reason = if limits == Limits::default() {
+        end_reason(both.await)
+    } else {
+        let idle = async {
+            match limits.idle {
+                Some(limit) => idle_watch(&activity, limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let age = async {
+            match limits.max_age {
+                Some(age) => tokio::time::sleep_until(activity.start + age).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
             result = both => end_reason(result),
-            () = idle_watch(&activity, limit) => {
+            () = idle => {
                 stats.idle_timeouts.fetch_add(1, Relaxed);
                 EndReason::IdleTimeout
             }
-        },
+            () = age => {
+                stats.max_age_closes.fetch_add(1, Relaxed);
+                EndReason::MaxAge
+            }
+        }
     };
     PipeEnd {
         sent: sent.load(Relaxed),
@@ -424,11 +453,19 @@ mod tests {
     }
 
     async fn harness(idle: Option<Duration>) -> Harness {
+        harness_with(Limits {
+            idle,
+            max_age: None,
+        })
+        .await
+    }
+
+    async fn harness_with(limits: Limits) -> Harness {
         let (client, client_side) = socket_pair().await;
         let (backend, backend_side) = socket_pair().await;
         let stats = std::sync::Arc::new(BackendStats::default());
         let s = stats.clone();
-        let task = tokio::spawn(async move { pipe(client_side, backend_side, &s, idle).await });
+        let task = tokio::spawn(async move { pipe(client_side, backend_side, &s, limits).await });
         Harness {
             client,
             backend,
@@ -617,6 +654,44 @@ mod tests {
         let end = task.await.unwrap();
         assert!(matches!(end.reason, EndReason::Closed), "{:?}", end.reason);
         assert_eq!(end.sent, 60);
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_is_closed_at_its_maximum_age() {
+        let Harness {
+            mut client,
+            mut backend,
+            stats,
+            task,
+        } = harness_with(Limits {
+            idle: Some(Duration::from_secs(60)),
+            max_age: Some(Duration::from_millis(400)),
+        })
+        .await;
+        // Busy the whole time (a byte every 20 ms): age, not idleness, ends it.
+        let started = Instant::now();
+        let mut i = 0u8;
+        let closed = loop {
+            if client.write_all(&[i]).await.is_err() {
+                break true;
+            }
+            let mut got = [0u8; 1];
+            match tokio::time::timeout(Duration::from_secs(20), backend.read(&mut got)).await {
+                Ok(Ok(1)) => assert_eq!(got, [i]),
+                Ok(_) => break true,
+                Err(_) => break false,
+            }
+            i = i.wrapping_add(1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(closed, "the backend side was never closed");
+        assert!(started.elapsed() >= Duration::from_millis(400));
+        let end = task.await.unwrap();
+        assert!(matches!(end.reason, EndReason::MaxAge), "{:?}", end.reason);
+        assert_eq!(stats.max_age_closes.load(Relaxed), 1);
+        assert_eq!(stats.idle_timeouts.load(Relaxed), 0);
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
     }
 
     #[cfg(target_os = "linux")]

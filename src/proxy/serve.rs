@@ -7,18 +7,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use log::debug;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::config::KeepaliveConfig;
 use crate::pool::backend::Backend;
 use crate::pool::connect::{connect, describe, is_local_exhaustion};
 use crate::proxy::Service;
 use crate::proxy::failure::{self, Failure};
-use crate::proxy::pipe::EndReason;
+use crate::proxy::pipe::{EndReason, Limits};
 use crate::proxy::{access, proxy_protocol};
 
 /// Serves `client` for `service` until the connection is over.
@@ -28,6 +28,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
     let state = pool.load();
     let config = &state.config;
     let _ = client.set_nodelay(true);
+    if let Some(keepalive) = &config.keepalive {
+        set_keepalive(&client, keepalive);
+    }
     // PROXY protocol: a client address carried in a header stands in for
     // the peer from here on (access control, hashing, logs); a bad or
     // missing header closes the connection.
@@ -72,7 +75,14 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
         };
         match connected {
             Ok(upstream) => {
-                pipe(client, upstream, peer, backend, config.idle_timeout).await;
+                if let Some(keepalive) = &config.keepalive {
+                    set_keepalive(&upstream, keepalive);
+                }
+                let limits = Limits {
+                    idle: config.idle_timeout,
+                    max_age: config.max_connection_age,
+                };
+                pipe(client, upstream, peer, backend, limits).await;
                 pool.connection_closed(backend);
                 return;
             }
@@ -104,11 +114,11 @@ async fn pipe(
     upstream: TcpStream,
     peer: SocketAddr,
     backend: &Backend,
-    idle_timeout: Option<Duration>,
+    limits: Limits,
 ) {
     let _active = backend.open_connection();
     debug!("{peer}: connected to {backend}");
-    let end = crate::proxy::pipe::pipe(client, upstream, &backend.stats, idle_timeout).await;
+    let end = crate::proxy::pipe::pipe(client, upstream, &backend.stats, limits).await;
     let (sent, received) = (end.sent, end.received);
     match end.reason {
         EndReason::Closed => {
@@ -117,6 +127,47 @@ async fn pipe(
         EndReason::IdleTimeout => debug!(
             "{peer}: idle timeout, closed ({sent} bytes to {backend}, {received} bytes back)"
         ),
+        EndReason::MaxAge => debug!(
+            "{peer}: maximum connection age, closed ({sent} bytes to {backend}, {received} bytes back)"
+        ),
         EndReason::Error(e) => debug!("{peer}: connection to {backend} ended: {e}"),
+    }
+}
+
+/// Turns on TCP keepalive probes; a socket that refuses keeps working
+/// without them, so a failure is only logged.
+pub fn set_keepalive(stream: &TcpStream, keepalive: &KeepaliveConfig) {
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(keepalive.idle)
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.count);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+        debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn keepalive_settings_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let keepalive = KeepaliveConfig {
+            idle: Duration::from_secs(42),
+            interval: Duration::from_secs(7),
+            count: 5,
+        };
+        set_keepalive(&stream, &keepalive);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), keepalive.idle);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), keepalive.interval);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 5);
     }
 }

@@ -106,6 +106,9 @@ pub fn spec(addr: SocketAddr, weight: u32) -> BackendSpec {
         weight,
         max_conns: None,
         admin_state: AdminState::Ready,
+        backup: false,
+        check_addr: None,
+        check_port: None,
     }
 }
 

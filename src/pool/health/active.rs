@@ -62,6 +62,7 @@ impl Prober {
                         backend.stats.check_latency_us.store(micros, Relaxed);
                         if let Some(t) = backend.health.record_success(health.rise) {
                             log_transition(&backend, t, "check passed");
+                            backend.became_eligible();
                         }
                     }
                     Err(CheckError::Local(reason)) => {
@@ -112,7 +113,7 @@ pub async fn check(backend: &Backend, health: &HealthConfig) -> Result<(), Check
 }
 
 async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), CheckError> {
-    let mut stream = TcpStream::connect(backend.addr()).await?;
+    let mut stream = TcpStream::connect(backend.check_target(health.port)).await?;
     if let Some(send) = &health.send {
         stream.write_all(send).await?;
     }

@@ -12,8 +12,9 @@ pub mod active;
 pub mod passive;
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use log::info;
 
@@ -124,6 +125,18 @@ impl Health {
             );
         }
     }
+}
+
+/// A process-wide instant that lets instants live in an `AtomicU64`.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `at` as milliseconds since [`epoch`], plus one, so that a stored
+/// instant is never 0, which means "none".
+pub fn millis_since_epoch(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_millis() as u64 + 1
 }
 
 /// Logs a health transition once, where it happens.

@@ -3,9 +3,11 @@
 //! the next probe would notice. It does not touch the prober's up/down
 //! verdict: the two expire independently.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use super::millis_since_epoch;
 
 /// Failed connects counted within one `fail_timeout` window.
 #[derive(Debug)]
@@ -21,17 +23,6 @@ pub struct Ejection {
     out_until_ms: AtomicU64,
     /// Taken only when a connect fails.
     window: Mutex<Option<FailWindow>>,
-}
-
-/// A process-wide instant that lets deadlines live in an `AtomicU64`.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn millis_since_epoch(at: Instant) -> u64 {
-    // +1 so that a deadline is never 0, which means "none".
-    at.saturating_duration_since(epoch()).as_millis() as u64 + 1
 }
 
 impl Ejection {

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::Selector;
+use super::{Selector, bounded};
 use crate::pool::backend::Backend;
 
 /// Virtual nodes per unit of weight; ~160 keeps the spread within a few percent.
@@ -17,10 +17,12 @@ const VNODES: u32 = 160;
 pub struct ConsistentHash {
     /// (point, backend index), sorted by point.
     ring: Vec<(u64, usize)>,
+    /// See [`bounded`](super::bounded); `None` is unbounded.
+    balance_factor: Option<f64>,
 }
 
 impl ConsistentHash {
-    pub fn new(backends: &[Arc<Backend>]) -> Self {
+    pub fn new(backends: &[Arc<Backend>], balance_factor: Option<f64>) -> Self {
         let mut ring = Vec::new();
         for (i, backend) in backends.iter().enumerate() {
             for v in 0..VNODES * backend.weight() {
@@ -29,26 +31,34 @@ impl ConsistentHash {
             }
         }
         ring.sort_unstable();
-        ConsistentHash { ring }
+        ConsistentHash {
+            ring,
+            balance_factor,
+        }
     }
 }
 
 impl Selector for ConsistentHash {
     fn pick(
         &self,
-        _backends: &[Arc<Backend>],
+        backends: &[Arc<Backend>],
         eligible: &dyn Fn(usize) -> bool,
         client: IpAddr,
     ) -> Option<usize> {
-        let key = match client {
-            IpAddr::V4(ip) => stable_hash(&ip.octets()),
-            IpAddr::V6(ip) => stable_hash(&ip.octets()),
-        };
+        let key = client_key(client);
         let start = self.ring.partition_point(|(point, _)| *point < key);
         let len = self.ring.len();
-        (0..len)
-            .map(|k| self.ring[(start + k) % len].1)
-            .find(|&i| eligible(i))
+        let walk = (0..len).map(|k| self.ring[(start + k) % len].1);
+        bounded(backends, eligible, self.balance_factor, walk)
+    }
+}
+
+/// Where a client lands: a stable hash of its IP address alone (not the
+/// port), so its every connection lands on the same backend.
+pub fn client_key(client: IpAddr) -> u64 {
+    match client.to_canonical() {
+        IpAddr::V4(ip) => stable_hash(&ip.octets()),
+        IpAddr::V6(ip) => stable_hash(&ip.octets()),
     }
 }
 
@@ -79,7 +89,7 @@ mod tests {
     #[test]
     fn hash_moves_only_the_clients_of_a_removed_backend() {
         let b = pool(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]);
-        let ring = ConsistentHash::new(&b);
+        let ring = ConsistentHash::new(&b, None);
         let clients: Vec<IpAddr> = (0..2000u32)
             .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i * 7919)))
             .collect();
@@ -113,8 +123,8 @@ mod tests {
             let weights = vec![1; n];
             let (a, b) = (weighted(&weights), weighted(&weights));
             let ip = IpAddr::from(client.to_be_bytes());
-            let first = ConsistentHash::new(&a).pick(&a, &|_| true, ip);
-            let second = ConsistentHash::new(&b).pick(&b, &|_| true, ip);
+            let first = ConsistentHash::new(&a, None).pick(&a, &|_| true, ip);
+            let second = ConsistentHash::new(&b, None).pick(&b, &|_| true, ip);
             prop_assert_eq!(first, second);
         }
     }

@@ -14,12 +14,21 @@
 //! | `least-conn` | [`least_conn`] | fewest open connections per unit of weight |
 //! | `p2c` | [`p2c`] | the less loaded of two random eligible backends |
 //! | `hash` | [`consistent_hash`] | by the client IP on a consistent-hash ring |
+//! | `maglev` | [`maglev`] | by the client IP in a Maglev lookup table |
+//!
+//! The two hashing selectors take an optional bounded-load factor
+//! ([`bounded`]): a client's preferred backend is skipped while it holds more
+//! than its share of the open connections times the factor.
 
 pub mod consistent_hash;
 pub mod least_conn;
+pub mod maglev;
 pub mod p2c;
 pub mod round_robin;
 
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -40,14 +49,86 @@ pub trait Selector: Send + Sync {
     ) -> Option<usize>;
 }
 
-/// Builds the selector for `kind` over `backends`.
-pub fn build(kind: StrategyKind, backends: &[Arc<Backend>]) -> Box<dyn Selector> {
+/// Builds the selector for `kind` over `backends`; `balance_factor` bounds
+/// the load of the hashing selectors (and is ignored by the others).
+pub fn build(
+    kind: StrategyKind,
+    backends: &[Arc<Backend>],
+    balance_factor: Option<f64>,
+) -> Box<dyn Selector> {
     match kind {
         StrategyKind::RoundRobin => Box::new(round_robin::RoundRobin::new(backends)),
         StrategyKind::LeastConn => Box::new(least_conn::LeastConn::default()),
         StrategyKind::PowerOfTwo => Box::new(p2c::PowerOfTwo),
-        StrategyKind::Hash => Box::new(consistent_hash::ConsistentHash::new(backends)),
+        StrategyKind::Hash => Box::new(consistent_hash::ConsistentHash::new(
+            backends,
+            balance_factor,
+        )),
+        StrategyKind::Maglev => Box::new(maglev::Maglev::new(backends, balance_factor)),
     }
+}
+
+/// Whether `kind` keeps a client on one backend: those are not ramped by
+/// slow start, which would move clients for no better reason than warm-up.
+pub fn is_sticky(kind: StrategyKind) -> bool {
+    matches!(kind, StrategyKind::Hash | StrategyKind::Maglev)
+}
+
+/// Consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam;
+/// HAProxy's `hash-balance-factor`, Envoy's `hash_balance_factor`): walks a
+/// key's `candidates` in preference order and takes the first eligible
+/// backend holding fewer open connections than `factor` times its weighted
+/// share of all of them (this one included). Such a backend always exists,
+/// since the shares add up to more than the total; if the walk misses it,
+/// the first eligible candidate is taken. Without a factor: the first
+/// eligible candidate.
+fn bounded(
+    backends: &[Arc<Backend>],
+    eligible: &dyn Fn(usize) -> bool,
+    factor: Option<f64>,
+    mut candidates: impl Iterator<Item = usize>,
+) -> Option<usize> {
+    let Some(factor) = factor else {
+        return candidates.find(|&i| eligible(i));
+    };
+    let (mut open, mut weights) = (0u64, 0u64);
+    for (i, b) in backends.iter().enumerate() {
+        if eligible(i) {
+            open += b.active();
+            weights += u64::from(b.weight());
+        }
+    }
+    if weights == 0 {
+        return None;
+    }
+    let mut first = None;
+    for i in candidates {
+        if !eligible(i) {
+            continue;
+        }
+        first.get_or_insert(i);
+        let share = u64::from(backends[i].weight()) as f64 / weights as f64;
+        let capacity = ((open + 1) as f64 * share * factor).ceil() as u64;
+        if backends[i].active() < capacity {
+            return Some(i);
+        }
+    }
+    first
+}
+
+/// A fast per-thread xorshift generator: selection needs spread, not secrecy.
+pub(crate) fn random_below(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x % n as u64) as usize
+    })
 }
 
 /// Whether `a` carries less load per unit of weight than `b`
@@ -104,11 +185,12 @@ mod tests {
     use super::testing::*;
     use super::*;
 
-    const KINDS: [StrategyKind; 4] = [
+    const KINDS: [StrategyKind; 5] = [
         StrategyKind::RoundRobin,
         StrategyKind::LeastConn,
         StrategyKind::PowerOfTwo,
         StrategyKind::Hash,
+        StrategyKind::Maglev,
     ];
 
     proptest! {
@@ -130,7 +212,7 @@ mod tests {
             let eligible = |i: usize| mask & (1 << i) != 0;
             let any_eligible = (0..backends.len()).any(eligible);
             for kind in KINDS {
-                let selector = build(kind, &backends);
+                let selector = build(kind, &backends, Some(1.25));
                 for _ in 0..4 {
                     let picked = selector.pick(&backends, &eligible, IpAddr::from(client.to_be_bytes()));
                     match picked {
@@ -138,6 +220,29 @@ mod tests {
                         None => prop_assert!(!any_eligible, "{kind} found nothing"),
                     }
                 }
+            }
+        }
+
+        /// With a factor, however clients hash, no backend ends up holding
+        /// more than the factor times the mean of open connections (rounded up).
+        #[test]
+        fn bounded_load_caps_every_backend_at_the_factor_times_the_mean(
+            n in 2usize..8,
+            clients in prop::collection::vec(any::<u32>(), 1..300),
+            factor in 1.0f64..2.0,
+            maglev in any::<bool>(),
+        ) {
+            let backends = weighted(&vec![1; n]);
+            let kind = if maglev { StrategyKind::Maglev } else { StrategyKind::Hash };
+            let selector = build(kind, &backends, Some(factor));
+            let mut open = Vec::new();
+            for c in &clients {
+                let i = selector.pick(&backends, &|_| true, IpAddr::from(c.to_be_bytes())).unwrap();
+                open.push(backends[i].open_connection());
+            }
+            let cap = (clients.len() as f64 * factor / n as f64).ceil() as u64;
+            for b in &backends {
+                prop_assert!(b.active() <= cap, "{} > {} ({} clients, factor {})", b.active(), cap, clients.len(), factor);
             }
         }
     }

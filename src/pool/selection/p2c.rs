@@ -2,13 +2,10 @@
 //! loaded. Near least-connections quality without reading every backend's
 //! load, and no herd: concurrent picks rarely agree on one backend.
 
-use std::cell::Cell;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Selector, less_loaded};
+use super::{Selector, less_loaded, random_below};
 use crate::pool::backend::Backend;
 
 pub struct PowerOfTwo;
@@ -37,21 +34,6 @@ impl Selector for PowerOfTwo {
             }
         }
     }
-}
-
-/// A fast per-thread xorshift generator: selection needs spread, not secrecy.
-fn random_below(n: usize) -> usize {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u64) | 1);
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x % n as u64) as usize
-    })
 }
 
 #[cfg(test)]
