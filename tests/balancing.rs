@@ -12,7 +12,7 @@ use tcplb::config::OnFailure;
 use tcplb::config::StrategyKind;
 use tcplb::proxy::failure::{BAD_GATEWAY, SERVICE_UNAVAILABLE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Ports of the demo backends in pool order.
 fn ports(backends: &[TestBackend]) -> Vec<u16> {
@@ -460,7 +460,7 @@ async fn hash_keeps_each_client_address_on_one_backend() {
         let source = std::net::SocketAddr::from(([127, 0, 0, host], 0));
         let mut ports = Vec::new();
         for _ in 0..3 {
-            ports.push(get_from(source, lb.addr).await);
+            ports.push(which_backend_from(source, lb.addr).await);
         }
         assert!(
             ports.iter().all(|p| *p == ports[0]),
@@ -470,23 +470,6 @@ async fn hash_keeps_each_client_address_on_one_backend() {
     }
     let distinct: std::collections::HashSet<_> = chosen.values().collect();
     assert!(distinct.len() >= 2, "20 clients all hashed to one backend");
-}
-
-/// `GET /` from a chosen source address; returns the answering backend's port.
-async fn get_from(source: std::net::SocketAddr, addr: std::net::SocketAddr) -> u16 {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(source).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    hello_port(&String::from_utf8_lossy(&reply))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

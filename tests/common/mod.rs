@@ -423,6 +423,27 @@ pub async fn which_backend(addr: SocketAddr) -> u16 {
     hello_port(&http_get(addr).await)
 }
 
+/// [`which_backend`] from a chosen source address (another loopback IP,
+/// e.g. 127.0.0.7:0), as a different client would connect.
+pub async fn which_backend_from(source: SocketAddr, addr: SocketAddr) -> u16 {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(source).expect("bind the source address");
+    let mut stream = tokio::time::timeout(PATIENCE, socket.connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send request");
+    let mut reply = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply))
+        .await
+        .expect("reply timed out")
+        .expect("read reply");
+    hello_port(&String::from_utf8_lossy(&reply))
+}
+
 /// Polls `condition` every 20 ms until it holds or `timeout` passes.
 pub async fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
