@@ -130,6 +130,32 @@ fn v2_tcp4(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// [`v2_tcp4`] with TLVs appended (type, value) and, last, a CRC32C TLV
+/// holding the header's checksum (spec 2.2.2), corrupted when `corrupt`.
+fn v2_tcp4_checked(
+    src: SocketAddr,
+    dst: SocketAddr,
+    tlvs: &[(u8, &[u8])],
+    corrupt: bool,
+) -> Vec<u8> {
+    let mut header = v2_tcp4(src, dst);
+    for (kind, value) in tlvs {
+        header.push(*kind);
+        header.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        header.extend_from_slice(value);
+    }
+    header.extend_from_slice(&[0x03, 0x00, 0x04, 0, 0, 0, 0]);
+    let len = (header.len() - 16) as u16;
+    header[14..16].copy_from_slice(&len.to_be_bytes());
+    let mut sum = crc32c::crc32c(&header);
+    if corrupt {
+        sum ^= 1;
+    }
+    let at = header.len() - 4;
+    header[at..].copy_from_slice(&sum.to_be_bytes());
+    header
+}
+
 async fn send_proxy_case(version: ProxyVersion) {
     let (tx, mut headers) = unbounded_channel();
     let backend = TestBackend::with(move |l| header_then_echo(l, tx.clone())).await;
@@ -245,6 +271,29 @@ async fn accept_then_send_relays_the_carried_addresses() {
     );
 }
 
+/// A v2 header with a good CRC32C and an authority TLV is accepted, and
+/// with `--send-proxy v2` the authority travels on to the backend.
+#[tokio::test]
+async fn a_checked_v2_header_is_accepted_and_its_authority_relayed() {
+    let (tx, mut headers) = unbounded_channel();
+    let backend = TestBackend::with(move |l| header_then_echo(l, tx.clone())).await;
+    let mut svc = accepting(&[backend.addr]);
+    svc.send_proxy = Some(ProxyVersion::V2);
+    let lb = TestBalancer::start(svc);
+
+    let client: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+    let mut sent = v2_tcp4_checked(client, lb.addr, &[(0x02, b"db.example.com")], false);
+    sent.extend_from_slice(b"echo me");
+    assert_eq!(echo_roundtrip(lb.addr, &sent).await, b"echo me");
+    let relayed = next(&mut headers).await;
+    let mut expected = v2_tcp4(client, lb.addr);
+    expected.extend_from_slice(&[0x02, 0x00, 14]);
+    expected.extend_from_slice(b"db.example.com");
+    expected[15] += 3 + 14;
+    assert_eq!(relayed, expected);
+    assert_eq!(lb.service.stats.proxy_header_errors.load(Relaxed), 0);
+}
+
 #[tokio::test]
 async fn carried_client_address_drives_the_hash_strategy() {
     let (tx, mut records) = unbounded_channel();
@@ -324,6 +373,11 @@ async fn bad_or_missing_headers_close_without_reaching_a_backend() {
         ),
         ("v1 over 107 bytes", v1_too_long),
         ("v2 version 1", bad_version),
+        ("v2 CRC32C mismatch", {
+            let mut bytes = v2_tcp4_checked("192.0.2.1:1".parse().unwrap(), lb.addr, &[], true);
+            bytes.extend_from_slice(b"hello");
+            bytes
+        }),
     ];
     for (case, bytes) in &cases {
         let mut stream = TcpStream::connect(lb.addr).await.unwrap();

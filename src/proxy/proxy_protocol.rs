@@ -74,7 +74,24 @@ pub struct Parsed {
     pub header: ProxyHeader,
     /// Length of the header in bytes; the payload starts right after.
     pub consumed: usize,
+    /// Where the v2 `PP2_TYPE_AUTHORITY` value (the host name the client
+    /// asked for, e.g. from TLS SNI) sits in the header bytes, if sent;
+    /// read it with [`Parsed::authority`].
+    pub authority_at: Option<(usize, usize)>,
 }
+
+impl Parsed {
+    /// The authority TLV's host name, given the header's bytes; checked
+    /// to be non-empty UTF-8 when parsed.
+    pub fn authority<'a>(&self, header: &'a [u8]) -> Option<&'a str> {
+        let (start, len) = self.authority_at?;
+        std::str::from_utf8(header.get(start..start + len)?).ok()
+    }
+}
+
+/// v2 TLV types tcplb reads (spec 2.2.1 onwards); others are skipped.
+const PP2_TYPE_AUTHORITY: u8 = 0x02;
+const PP2_TYPE_CRC32C: u8 = 0x03;
 
 #[derive(Debug)]
 pub enum ProxyError {
@@ -137,6 +154,16 @@ pub fn encode_v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
 
 /// A version 2 PROXY-command header (TCP over IPv4 or IPv6, no TLVs).
 pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    encode_v2_with_authority(src, dst, None)
+}
+
+/// [`encode_v2`] with a `PP2_TYPE_AUTHORITY` TLV carrying `authority`
+/// (the host name the client asked for), when given and at most 255 bytes.
+pub fn encode_v2_with_authority(
+    src: SocketAddr,
+    dst: SocketAddr,
+    authority: Option<&str>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(V2_FIXED_LEN + V2_INET6_LEN);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, PROXY
@@ -156,6 +183,13 @@ pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     }
     out.extend_from_slice(&src.port().to_be_bytes());
     out.extend_from_slice(&dst.port().to_be_bytes());
+    if let Some(name) = authority.filter(|n| !n.is_empty() && n.len() <= 255) {
+        out.push(PP2_TYPE_AUTHORITY);
+        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        out.extend_from_slice(name.as_bytes());
+        let body_len = (out.len() - V2_FIXED_LEN) as u16;
+        out[14..16].copy_from_slice(&body_len.to_be_bytes());
+    }
     out
 }
 
@@ -210,6 +244,7 @@ fn parse_v1(buf: &[u8]) -> Result<Parsed, ProxyError> {
     Ok(Parsed {
         header,
         consumed: end + 2,
+        authority_at: None,
     })
 }
 
@@ -312,10 +347,11 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
         return Ok(Parsed {
             header: ProxyHeader::Local,
             consumed: total,
+            authority_at: None,
         });
     }
-    let (addresses, tlvs) = body.split_at(address_len);
-    check_tlvs(tlvs)?;
+    let (addresses, _) = body.split_at(address_len);
+    let authority_at = check_tlvs(&buf[..total], V2_FIXED_LEN + address_len)?;
     let header = match family {
         0x11 => {
             let ip = |at: usize| {
@@ -351,22 +387,69 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
     Ok(Parsed {
         header,
         consumed: total,
+        authority_at,
     })
 }
 
-/// TLVs are skipped, but each must fit exactly in what the length declared.
-fn check_tlvs(mut tlvs: &[u8]) -> Result<(), ProxyError> {
-    while !tlvs.is_empty() {
+/// Walks the TLVs of the complete v2 `header`, which start at `start`:
+/// each must fit exactly in what the length declared. A `PP2_TYPE_CRC32C`
+/// must match the CRC32c of the whole header computed with its own value
+/// zeroed (spec 2.2.2); a `PP2_TYPE_AUTHORITY` must be non-empty UTF-8.
+/// Neither may appear twice. Other types are skipped. Returns where the
+/// authority's value is, if there is one.
+fn check_tlvs(header: &[u8], start: usize) -> Result<Option<(usize, usize)>, ProxyError> {
+    let mut at = start;
+    let mut authority = None;
+    let mut crc = None;
+    while at < header.len() {
         // Type (1 byte), then the value's length (2 bytes, big-endian).
-        if tlvs.len() < 3 {
+        let Some(tlv) = header.get(at..at + 3) else {
             return Err(ProxyError::Invalid("truncated v2 TLV header"));
+        };
+        let value_len = usize::from(u16::from_be_bytes([tlv[1], tlv[2]]));
+        let value = at + 3;
+        if value + value_len > header.len() {
+            return Err(ProxyError::Invalid("v2 TLV longer than the header"));
         }
-        let value_len = usize::from(u16::from_be_bytes([tlvs[1], tlvs[2]]));
-        tlvs = tlvs
-            .get(3 + value_len..)
-            .ok_or(ProxyError::Invalid("v2 TLV longer than the header"))?;
+        match tlv[0] {
+            PP2_TYPE_AUTHORITY => {
+                if authority.is_some() {
+                    return Err(ProxyError::Invalid("v2 authority TLV sent twice"));
+                }
+                let name = &header[value..value + value_len];
+                if name.is_empty() || std::str::from_utf8(name).is_err() {
+                    return Err(ProxyError::Invalid("v2 authority TLV is not a UTF-8 name"));
+                }
+                authority = Some((value, value_len));
+            }
+            PP2_TYPE_CRC32C => {
+                if crc.is_some() {
+                    return Err(ProxyError::Invalid("v2 CRC32C TLV sent twice"));
+                }
+                if value_len != 4 {
+                    return Err(ProxyError::Invalid("v2 CRC32C TLV is not 4 bytes"));
+                }
+                crc = Some(value);
+            }
+            _ => {}
+        }
+        at = value + value_len;
     }
-    Ok(())
+    if let Some(value) = crc {
+        let sent = u32::from_be_bytes([
+            header[value],
+            header[value + 1],
+            header[value + 2],
+            header[value + 3],
+        ]);
+        // Only headers that carry a checksum pay for the copy.
+        let mut zeroed = header.to_vec();
+        zeroed[value..value + 4].fill(0);
+        if crc32c::crc32c(&zeroed) != sent {
+            return Err(ProxyError::Invalid("v2 CRC32C mismatch"));
+        }
+    }
+    Ok(authority)
 }
 
 /// Reads one PROXY header from `stream`, consuming exactly its bytes: the
@@ -375,16 +458,19 @@ fn check_tlvs(mut tlvs: &[u8]) -> Result<(), ProxyError> {
 /// It peeks at what has arrived, parses, and consumes only bytes the parser
 /// has placed inside the header, so a client that sends its header and
 /// payload in one segment loses nothing.
+/// Returns the header and, for v2, the authority TLV's name if one was sent.
 pub async fn read_header(
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<ProxyHeader, ProxyError> {
+) -> Result<(ProxyHeader, Option<String>), ProxyError> {
     tokio::time::timeout(timeout, read_header_inner(stream))
         .await
         .map_err(|_| ProxyError::Timeout)?
 }
 
-async fn read_header_inner(stream: &mut TcpStream) -> Result<ProxyHeader, ProxyError> {
+async fn read_header_inner(
+    stream: &mut TcpStream,
+) -> Result<(ProxyHeader, Option<String>), ProxyError> {
     // Bytes already consumed, all known to belong to the header.
     let mut header: Vec<u8> = Vec::with_capacity(V1_MAX_LEN);
     let mut peeked = [0u8; 512];
@@ -404,7 +490,8 @@ async fn read_header_inner(stream: &mut TcpStream) -> Result<ProxyHeader, ProxyE
                     .read_exact(&mut peeked[..rest])
                     .await
                     .map_err(ProxyError::Io)?;
-                return Ok(parsed.header);
+                let authority = parsed.authority(&header).map(str::to_string);
+                return Ok((parsed.header, authority));
             }
             Err(ProxyError::Incomplete) => {
                 stream
@@ -430,11 +517,11 @@ pub async fn prepare(
     peer: SocketAddr,
     config: &ServiceConfig,
 ) -> Result<(SocketAddr, Vec<u8>), ProxyError> {
-    let mut header = ProxyHeader::Local;
+    let (mut header, mut authority) = (ProxyHeader::Local, None);
     if config.accept_proxy {
-        header = read_header(client, config.connect_timeout).await?;
+        (header, authority) = read_header(client, config.connect_timeout).await?;
         if let Some(source) = header.source() {
-            debug!("{peer}: PROXY header: client {source}");
+            debug!("{peer}: PROXY header: client {source}, authority {authority:?}");
         }
     }
     let source = header.source().unwrap_or(peer);
@@ -447,7 +534,11 @@ pub async fn prepare(
             };
             match version {
                 ProxyVersion::V1 => encode_v1(source, destination),
-                ProxyVersion::V2 => encode_v2(source, destination),
+                // The authority a v2 header brought is passed on, as the
+                // destination is: a chain of proxies relays the original.
+                ProxyVersion::V2 => {
+                    encode_v2_with_authority(source, destination, authority.as_deref())
+                }
             }
         }
     };
@@ -499,6 +590,7 @@ mod tests {
         let want = Parsed {
             header: expected,
             consumed: header.len(),
+            authority_at: None,
         };
         assert_eq!(ok(header), want);
         let mut with_payload = header.to_vec();
@@ -533,6 +625,7 @@ mod tests {
             Parsed {
                 header: proxied("192.168.0.1:56324", "192.168.0.11:443"),
                 consumed: 47,
+                authority_at: None,
             }
         );
         let max4 = b"PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n";
@@ -870,6 +963,113 @@ mod tests {
         (server, client)
     }
 
+    /// A v2 TCP4 header with the TLVs given as (type, value), and, when
+    /// `crc` says so, a CRC32C TLV last holding the right checksum.
+    fn v2_with_tlvs(tlvs: &[(u8, &[u8])], crc: bool) -> Vec<u8> {
+        let mut body = V4_BODY.to_vec();
+        for (kind, value) in tlvs {
+            body.push(*kind);
+            body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            body.extend_from_slice(value);
+        }
+        if crc {
+            body.extend_from_slice(&[PP2_TYPE_CRC32C, 0, 4, 0, 0, 0, 0]);
+        }
+        let mut header = v2(0x21, 0x11, &body);
+        if crc {
+            let sum = crc32c::crc32c(&header);
+            let at = header.len() - 4;
+            header[at..].copy_from_slice(&sum.to_be_bytes());
+        }
+        header
+    }
+
+    #[test]
+    fn v2_crc32c_is_verified() {
+        let good = v2_with_tlvs(&[(0x04, b"noop")], true);
+        assert_eq!(ok(&good).consumed, good.len());
+        // Every prefix of a good header is merely incomplete.
+        for k in 0..good.len() {
+            incomplete(&good[..k]);
+        }
+        // One flipped bit anywhere after the command byte: rejected. (A flip
+        // of the command to LOCAL makes the spec discard the whole block,
+        // checksum included: the real endpoints are used then.)
+        for at in 13..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                !matches!(parse(&bad), Ok(p) if p.consumed == good.len()),
+                "a flip at byte {at} went unnoticed"
+            );
+        }
+        let mut wrong = good.clone();
+        let last = wrong.len() - 1;
+        wrong[last] ^= 0xff;
+        match parse(&wrong) {
+            Err(ProxyError::Invalid(why)) => assert_eq!(why, "v2 CRC32C mismatch"),
+            other => panic!("{other:?}"),
+        }
+        invalid(&v2_with_tlvs(&[(PP2_TYPE_CRC32C, &[1, 2, 3])], false));
+        let twice = v2_with_tlvs(&[(PP2_TYPE_CRC32C, &[0, 0, 0, 0])], true);
+        match parse(&twice) {
+            Err(ProxyError::Invalid(why)) => assert_eq!(why, "v2 CRC32C TLV sent twice"),
+            other => panic!("{other:?}"),
+        }
+        // The spec's own test: the CRC32c of "123456789" is 0xe3069283.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn v2_authority_is_read_and_checked() {
+        let header = v2_with_tlvs(&[(PP2_TYPE_AUTHORITY, b"db.example.com")], true);
+        let parsed = ok(&header);
+        assert_eq!(parsed.authority(&header), Some("db.example.com"));
+        assert_eq!(
+            parsed.header,
+            proxied("192.168.0.1:56324", "192.168.0.11:443")
+        );
+        invalid(&v2_with_tlvs(&[(PP2_TYPE_AUTHORITY, b"")], false));
+        invalid(&v2_with_tlvs(&[(PP2_TYPE_AUTHORITY, b"\xff\xfe")], false));
+        invalid(&v2_with_tlvs(
+            &[
+                (PP2_TYPE_AUTHORITY, b"a.test"),
+                (PP2_TYPE_AUTHORITY, b"b.test"),
+            ],
+            false,
+        ));
+        // Written by us, read back the same.
+        let src: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let dst: SocketAddr = "10.0.0.2:443".parse().unwrap();
+        let encoded = encode_v2_with_authority(src, dst, Some("a.test"));
+        let parsed = ok(&encoded);
+        assert_eq!(parsed.consumed, encoded.len());
+        assert_eq!(parsed.authority(&encoded), Some("a.test"));
+        assert_eq!(parsed.header.source(), Some(src));
+        assert_eq!(
+            encode_v2_with_authority(src, dst, None),
+            encode_v2(src, dst)
+        );
+    }
+
+    #[tokio::test]
+    async fn reader_returns_the_authority_and_leaves_the_payload() {
+        use tokio::io::AsyncWriteExt;
+        let (mut server, mut client) = socket_pair().await;
+        let mut sent = v2_with_tlvs(&[(PP2_TYPE_AUTHORITY, b"a.test")], true);
+        sent.extend_from_slice(b"PAYLOAD");
+        client.write_all(&sent).await.unwrap();
+        drop(client);
+        let (header, authority) = read_header(&mut server, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(header, proxied("192.168.0.1:56324", "192.168.0.11:443"));
+        assert_eq!(authority.as_deref(), Some("a.test"));
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"PAYLOAD");
+    }
+
     #[tokio::test]
     async fn reader_takes_exactly_the_header_even_byte_by_byte() {
         use tokio::io::AsyncWriteExt;
@@ -885,7 +1085,7 @@ mod tests {
         let header = read_header(&mut server, Duration::from_secs(20))
             .await
             .unwrap();
-        assert_eq!(header, proxied("10.1.2.3:1234", "10.0.0.1:80"));
+        assert_eq!(header, (proxied("10.1.2.3:1234", "10.0.0.1:80"), None));
         drop(writer.await.unwrap());
         let mut rest = Vec::new();
         server.read_to_end(&mut rest).await.unwrap();
