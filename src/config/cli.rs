@@ -231,6 +231,11 @@ pub struct LimitFlags {
     #[arg(long, value_parser = config::parse_rate, value_name = "N/s")]
     pub rate_per_ip: Option<f64>,
 
+    /// The per-IP limits count IPv6 clients per network of this prefix
+    /// length (one host usually owns a /64); 128 counts each address.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..=128), value_name = "BITS")]
+    pub per_ip_ipv6_prefix: u8,
+
     /// Close connections older than this, so long sessions move to new
     /// backends after a scale-up. [default: no limit]
     #[arg(long, value_parser = positive_duration, value_name = "DUR")]
@@ -453,6 +458,7 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "deny" => s.access.deny = from.access.deny.clone(),
         "max_conns_per_ip" => s.access.max_conns_per_ip = from.access.max_conns_per_ip,
         "rate_per_ip" => s.access.rate_per_ip = from.access.rate_per_ip,
+        "per_ip_ipv6_prefix" => s.access.per_ip_ipv6_prefix = from.access.per_ip_ipv6_prefix,
         "health_port" => s.health.port = from.health.port,
         "slow_start" => s.slow_start = from.slow_start,
         "hash_balance_factor" => s.hash_balance_factor = from.hash_balance_factor,
@@ -516,6 +522,7 @@ impl Cli {
                 deny: limits.deny,
                 max_conns_per_ip: limits.max_conns_per_ip,
                 rate_per_ip: limits.rate_per_ip,
+                per_ip_ipv6_prefix: limits.per_ip_ipv6_prefix,
             },
             slow_start: b.slow_start,
             keepalive: limits.tcp_keepalive,
@@ -774,6 +781,7 @@ mod tests {
                     "--deny",
                     "--max-conns-per-ip",
                     "--rate-per-ip",
+                    "--per-ip-ipv6-prefix",
                     "--max-connection-age",
                     "--tcp-keepalive",
                 ],

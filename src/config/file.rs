@@ -173,6 +173,7 @@ struct RawService {
     deny: Option<Vec<Text<Network>>>,
     max_conns_per_ip: Option<AtLeastOne>,
     rate_per_ip: Option<Rate>,
+    per_ip_ipv6_prefix: Option<Ipv6Prefix>,
     slow_start: Option<PositiveDur>,
     tcp_keepalive: Option<Spanned<RawKeepalive>>,
     max_connection_age: Option<PositiveDur>,
@@ -317,6 +318,7 @@ impl RawService {
             deny: self.deny.or(d.deny),
             max_conns_per_ip: self.max_conns_per_ip.or(d.max_conns_per_ip),
             rate_per_ip: self.rate_per_ip.or(d.rate_per_ip),
+            per_ip_ipv6_prefix: self.per_ip_ipv6_prefix.or(d.per_ip_ipv6_prefix),
             slow_start: self.slow_start.or(d.slow_start),
             tcp_keepalive: self.tcp_keepalive.or(d.tcp_keepalive),
             max_connection_age: self.max_connection_age.or(d.max_connection_age),
@@ -371,6 +373,10 @@ impl RawService {
         s.access.deny = networks(self.deny);
         s.access.max_conns_per_ip = self.max_conns_per_ip.map(|n| n.0);
         s.access.rate_per_ip = self.rate_per_ip.map(|r| r.0);
+        set(
+            &mut s.access.per_ip_ipv6_prefix,
+            self.per_ip_ipv6_prefix.map(|p| p.0),
+        );
         s.slow_start = self.slow_start.map(|d| d.0);
         if let Some(keepalive) = self.tcp_keepalive {
             let span = keepalive.span();
@@ -429,6 +435,21 @@ impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         parse_escaped(&text).map(Bytes).map_err(de::Error::custom)
+    }
+}
+
+/// An IPv6 prefix length from 1 to 128.
+#[derive(Clone, Copy)]
+struct Ipv6Prefix(u8);
+
+impl<'de> Deserialize<'de> for Ipv6Prefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            n @ 1..=128 => Ok(Ipv6Prefix(n)),
+            n => Err(de::Error::custom(format!(
+                "expected an IPv6 prefix length from 1 to 128, got {n}"
+            ))),
+        }
     }
 }
 
@@ -676,6 +697,7 @@ allow = ["10.0.0.0/8", "::1"]
 deny = ["10.1.0.0/16"]
 max_conns_per_ip = 20
 rate_per_ip = "50/s"
+per_ip_ipv6_prefix = 56
 slow_start = "45s"
 tcp_keepalive = { idle = "2m", count = 4 }
 max_connection_age = "1h"
@@ -752,6 +774,7 @@ port = 8558
         assert_eq!(s.access.deny, vec!["10.1.0.0/16".parse().unwrap()]);
         assert_eq!(s.access.max_conns_per_ip, Some(20));
         assert_eq!(s.access.rate_per_ip, Some(50.0));
+        assert_eq!(s.access.per_ip_ipv6_prefix, 56);
         assert_eq!(s.health.interval, Duration::from_secs(3));
         assert_eq!(s.health.timeout, Duration::from_secs(1));
         assert_eq!((s.health.rise, s.health.fall), (2, 4));
@@ -844,6 +867,7 @@ health = { interval = "1s", expect = "OK" }
             ("rate_per_ip = \"fast\"", "listener.rate_per_ip", 4),
             ("max_conns = -1", "listener.max_conns", 4),
             ("slow_start = \"0s\"", "listener.slow_start", 4),
+            ("per_ip_ipv6_prefix = 129", "listener.per_ip_ipv6_prefix", 4),
             (
                 "max_connection_age = \"soon\"",
                 "listener.max_connection_age",
@@ -1067,6 +1091,7 @@ health = { interval = "1s", expect = "OK" }
             "tcp_keepalive",
             "max_connection_age",
             "hash_balance_factor",
+            "per_ip_ipv6_prefix",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }

@@ -221,7 +221,8 @@ impl FromStr for Network {
 }
 
 /// Who may connect, and how much one client address may take.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Defaults: everyone, no per-IP limit, IPv6 clients counted per /64.
+#[derive(Clone, Debug, PartialEq)]
 pub struct AccessConfig {
     /// When non-empty, only clients in these networks are served.
     pub allow: Vec<Network>,
@@ -231,6 +232,22 @@ pub struct AccessConfig {
     pub max_conns_per_ip: Option<u32>,
     /// New connections per second from one client IP (token bucket, burst = rate).
     pub rate_per_ip: Option<f64>,
+    /// IPv6 clients count as one per network of this prefix length for the
+    /// per-IP limits: one host usually owns a whole /64 and could otherwise
+    /// evade them by changing its address. 128 counts each address.
+    pub per_ip_ipv6_prefix: u8,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_conns_per_ip: None,
+            rate_per_ip: None,
+            per_ip_ipv6_prefix: 64,
+        }
+    }
 }
 
 /// Everything one listener and its backend pool need.

@@ -86,6 +86,19 @@ pub fn check_network(ip: IpAddr, config: &AccessConfig) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The address the per-IP limits count `ip` under: IPv4 (and v4-mapped
+/// IPv6) as itself, other IPv6 as its network of `ipv6_prefix` bits.
+fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+        v4 => v4,
+    }
+}
+
 /// What the table knows about one client address.
 #[derive(Debug)]
 struct ClientEntry {
@@ -179,7 +192,7 @@ impl ClientTable {
             // No per-IP limit: no lock, no entry.
             return Ok(ClientSlot { table: None, ip });
         }
-        let ip = ip.to_canonical();
+        let ip = client_key(ip, config.per_ip_ipv6_prefix);
         // NaN, negative or zero rates never refill: treat them as "no rate".
         let rate = config
             .rate_per_ip
@@ -380,6 +393,35 @@ mod tests {
         drop(third);
         // No rate limit: an address without open connections is forgotten at once.
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_prefix() {
+        let table = ClientTable::default();
+        let mut config = AccessConfig {
+            max_conns_per_ip: Some(1),
+            ..AccessConfig::default()
+        };
+        let now = Instant::now();
+        let first = table.admit_at(ip("2001:db8:1:2::7"), &config, now).unwrap();
+        // Another address of the same /64 is the same client...
+        assert_eq!(
+            table
+                .admit_at(ip("2001:db8:1:2:ffff::1"), &config, now)
+                .err(),
+            Some(Refusal::TooManyConnections)
+        );
+        // ...another /64 is not.
+        let other = table.admit_at(ip("2001:db8:1:3::7"), &config, now).unwrap();
+        drop((first, other));
+        // Per /128 when asked.
+        config.per_ip_ipv6_prefix = 128;
+        let a = table.admit_at(ip("2001:db8:1:2::7"), &config, now).unwrap();
+        let b = table.admit_at(ip("2001:db8:1:2::8"), &config, now).unwrap();
+        drop((a, b));
+        assert_eq!(client_key(ip("10.1.2.3"), 64), ip("10.1.2.3"));
+        assert_eq!(client_key(ip("::ffff:10.1.2.3"), 64), ip("10.1.2.3"));
+        assert_eq!(client_key(ip("2001:db8::1"), 0), ip("::"));
     }
 
     #[test]
