@@ -4,6 +4,8 @@
 //! - [`listener`]: the listening sockets (one per worker) and the accept loop;
 //! - [`access`]: allow/deny networks and per-client-IP limits, right after accept;
 //! - [`proxy_protocol`]: reading and writing HAProxy's PROXY header;
+//! - [`client_hello`]: reading a TLS ClientHello's server name and ALPN
+//!   without terminating TLS, for routing;
 //! - [`serve`]: one connection: pick a backend, connect (retrying others), pipe;
 //! - [`pipe`]: moving the bytes both ways (copy or splice), with the idle timeout;
 //! - [`failure`]: the exact 502/503 answer (or close) when no backend can take it.
@@ -13,6 +15,7 @@
 //! backends ([`crate::stats`]), and the backends to the [`crate::pool`].
 
 pub mod access;
+pub mod client_hello;
 pub mod failure;
 pub mod listener;
 pub mod pipe;
