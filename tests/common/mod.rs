@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tcplb::config::{AdminState, BackendSpec, Config, ServiceConfig};
+use tcplb::config::{BackendSpec, Config, ServiceConfig, parse_backend};
 use tcplb::proxy::Service;
 use tcplb::runtime::Balancer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,16 +100,9 @@ pub fn service(addrs: &[SocketAddr]) -> ServiceConfig {
 }
 
 pub fn spec(addr: SocketAddr, weight: u32) -> BackendSpec {
-    BackendSpec {
-        name: addr.to_string(),
-        addr,
-        weight,
-        max_conns: None,
-        admin_state: AdminState::Ready,
-        backup: false,
-        check_addr: None,
-        check_port: None,
-    }
+    let mut spec = parse_backend(&addr.to_string()).expect("a loopback address");
+    spec.weight = weight;
+    spec
 }
 
 // ---------------------------------------------------------------------------
