@@ -4,6 +4,8 @@
 //!
 //! From the top layer down; a module imports only from the layers below it.
 //!
+//! - [`ctl`]: `tcplb ctl`, the control API's command-line client; it talks
+//!   to a running tcplb over the wire and uses only [`config`] here.
 //! - [`runtime`]: builds everything from a [`config::Config`] and runs it:
 //!   worker threads, signals (SIGHUP reload, SIGTERM drain), the drain on
 //!   shutdown.
@@ -25,6 +27,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod pool;
 pub mod proxy;
