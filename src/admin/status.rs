@@ -4,7 +4,7 @@
 //! `serde_json`, so escaping is never done by hand:
 //!
 //! ```text
-//! {"listeners":[{"listen":..,"name":..,"strategy":..,"accepted":..,"rejected":..,
+//! {"listeners":[{"name":..,"listen":..,"strategy":..,"accepted":..,"rejected":..,
 //!   "active":..,"failures":{"502":..,"503":..},
 //!   "backend_changes":{"added":..,"removed":..,"updated":..},
 //!   "backends":[{"name":..,"address":..,"up":..,"weight":..,"active":..,
@@ -83,7 +83,7 @@ mod tests {
         );
         assert!(!json.contains("proxy_header_errors"), "{json}");
         assert!(
-            json.contains(r#"{"listen":"127.0.0.1:8080","name":"web","strategy":"#),
+            json.contains(r#"{"name":"web","listen":"127.0.0.1:8080","strategy":"#),
             "{json}"
         );
         assert!(

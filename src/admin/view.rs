@@ -37,10 +37,11 @@ pub type WatchList = Arc<dyn Fn() -> Vec<Watched> + Send + Sync>;
 /// One listener's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ListenerView {
+    /// The pool's name in the control API (by default `listen`). First,
+    /// so the fields that were there keep their order.
+    pub name: String,
     /// The bound address, e.g. `127.0.0.1:8080`: the `listener` label.
     pub listen: String,
-    /// The pool's name in the control API (by default `listen`).
-    pub name: String,
     /// The balancing strategy, as configured.
     pub strategy: String,
     /// Client connections accepted, refused ones included.
@@ -188,8 +189,8 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                 });
             }
             ListenerView {
-                listen: w.listen.to_string(),
                 name: w.name.clone(),
+                listen: w.listen.to_string(),
                 strategy: state.config.strategy.to_string(),
                 accepted: stats.accepted.load(Relaxed),
                 rejected: stats.rejected.load(Relaxed),
@@ -249,8 +250,8 @@ pub(crate) mod tests {
             ..BackendView::default()
         };
         vec![ListenerView {
-            listen: "127.0.0.1:8080".into(),
             name: "web".into(),
+            listen: "127.0.0.1:8080".into(),
             strategy: "round-robin".into(),
             accepted: 7,
             rejected: 2,
