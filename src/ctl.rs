@@ -34,7 +34,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Talk to a running tcplb's control API.
 #[derive(Parser, Debug)]
-#[command(name = "tcplb ctl", version, max_term_width = 100)]
+#[command(
+    name = "tcplb ctl",
+    bin_name = "tcplb ctl",
+    version,
+    max_term_width = 100
+)]
 pub struct CtlCli {
     /// The admin endpoint: HOST:PORT, or unix:PATH for the admin socket.
     #[arg(
@@ -53,6 +58,7 @@ pub struct CtlCli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// What to ask.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -64,31 +70,48 @@ pub enum Command {
     Pools,
     /// List the backends of POOL, or of every pool.
     Backends {
-        /// The pool's name.
+        /// The pool's name. [default: every pool]
         pool: Option<String>,
     },
     /// Stop new connections to BACKEND; open ones finish (or are closed at --deadline).
     Drain {
+        /// The pool's name.
         pool: String,
+        /// The backend's name (HOST:PORT as configured).
         backend: String,
         /// Close what is still open after this long, e.g. 5m.
         #[arg(long, value_parser = check_duration, value_name = "DUR")]
         deadline: Option<String>,
     },
     /// Take BACKEND out of rotation and stop checking it.
-    Maintenance { pool: String, backend: String },
+    Maintenance {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+    },
     /// Put BACKEND back in rotation.
-    Ready { pool: String, backend: String },
+    Ready {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+    },
     /// Set BACKEND's weight (1 to 10000).
     Weight {
+        /// The pool's name.
         pool: String,
+        /// The backend's name (HOST:PORT as configured).
         backend: String,
+        /// The new weight.
         #[arg(value_parser = clap::value_parser!(u32).range(1..=10_000))]
         weight: u32,
     },
     /// Add a backend at HOST:PORT.
     Add {
+        /// The pool's name.
         pool: String,
+        /// Where the new backend is; also its name.
         #[arg(value_name = "HOST:PORT")]
         address: String,
         /// Its share of connections. [default: 1]
@@ -103,7 +126,9 @@ pub enum Command {
     },
     /// Drain BACKEND, then remove it when its last connection ends.
     Remove {
+        /// The pool's name.
         pool: String,
+        /// The backend's name (HOST:PORT as configured).
         backend: String,
         /// Close what is still open after this long, e.g. 5m.
         #[arg(long, value_parser = check_duration, value_name = "DUR")]
@@ -166,8 +191,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
 
 /// One request: method, path, optional JSON body.
 struct Call {
+    /// GET, POST, PUT or DELETE.
     method: Method,
+    /// Under `/api/v1/`, names percent-encoded.
     path: String,
+    /// The JSON body, if any.
     body: Option<Value>,
 }
 
@@ -197,7 +225,9 @@ pub async fn run(cli: &CtlCli) -> Result<String, String> {
         return Err(format!("{status}: {message}"));
     }
     if cli.json {
-        return Ok(format!("{value}\n"));
+        // The server's bytes, fields in its order.
+        let text = String::from_utf8_lossy(&body);
+        return Ok(format!("{}\n", text.trim_end()));
     }
     Ok(render(&cli.command, &value))
 }

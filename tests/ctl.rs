@@ -228,8 +228,15 @@ fn ctl_prints_tables_lines_and_json_and_fails_in_one_line() {
     };
     assert_eq!(starts(lines[0]), starts(lines[1]), "{table}");
 
-    let json: Value =
-        serde_json::from_str(&ok(&["--admin", &admin, "--json", "backends", "web"])).unwrap();
+    let raw = ok(&["--admin", &admin, "--json", "backends", "web"]);
+    // The API's own bytes, in its field order.
+    assert!(
+        raw.starts_with(&format!(
+            "{{\"pool\":\"web\",\"backends\":[{{\"name\":\"{an}\",\"address\":\"{an}\","
+        )),
+        "{raw}"
+    );
+    let json: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(json["pool"], "web");
     assert_eq!(json["backends"][0]["weight"], 3);
     assert_eq!(json["backends"][1]["admin_state"], "drain");

@@ -100,8 +100,11 @@ struct BackendItem {
 
 /// An API failure: the status and the one line for `{"error":..}`.
 struct Failure {
+    /// The 4xx (or 503).
     status: StatusCode,
+    /// The `reason` label it is counted under.
     reason: &'static str,
+    /// The one line for `{"error":..}`.
     message: String,
 }
 
@@ -130,26 +133,41 @@ impl Failure {
 
 /// A path under `/api/v1/`, split into names.
 enum Route {
+    /// `pools`: GET.
     Pools,
+    /// `pools/{pool}/backends`: GET, POST (add).
     Backends {
+        /// The pool's name.
         pool: String,
     },
+    /// `pools/{pool}/backends/{backend}`: DELETE.
     Backend {
+        /// The pool's name.
         pool: String,
+        /// The backend's name.
         backend: String,
     },
+    /// `pools/{pool}/backends/{backend}/{verb}`.
     Verb {
+        /// The pool's name.
         pool: String,
+        /// The backend's name.
         backend: String,
+        /// What to do to it.
         verb: Verb,
     },
 }
 
+/// The last segment of a backend route.
 #[derive(Clone, Copy)]
 enum Verb {
+    /// POST: drain, with an optional deadline.
     Drain,
+    /// POST: maintenance.
     Maintenance,
+    /// POST: back to ready.
     Ready,
+    /// PUT: a new weight.
     Weight,
 }
 
@@ -185,8 +203,10 @@ pub async fn handle(
     }
 }
 
+/// `{"error":"..."}`.
 #[derive(Serialize)]
 struct ErrorBody<'a> {
+    /// What was wrong, in one line.
     error: &'a str,
 }
 
@@ -279,8 +299,10 @@ fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
     let watched = (api.watched)();
     match route {
         Route::Pools => {
+            /// `{"pools":[...]}`.
             #[derive(Serialize)]
             struct Pools {
+                /// Every pool, in configuration order.
                 pools: Vec<PoolView>,
             }
             let pools = watched.iter().map(pool_view).collect();
@@ -288,9 +310,12 @@ fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
         }
         Route::Backends { pool } => {
             let found = find_pool(&watched, pool)?;
+            /// `{"pool":..,"backends":[...]}`.
             #[derive(Serialize)]
             struct Backends {
+                /// The pool's name.
                 pool: String,
+                /// Its members.
                 backends: Vec<BackendItem>,
             }
             let view = pool_view(found);
@@ -366,6 +391,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Failure> {
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeadlineBody {
+    /// When to close what is left, e.g. "5m" (`parse_duration`'s syntax).
     deadline: Option<String>,
 }
 
@@ -378,6 +404,7 @@ struct EmptyBody {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WeightBody {
+    /// The new weight; wider than u32 so an out-of-range one gets its own message.
     weight: u64,
 }
 
@@ -385,9 +412,13 @@ struct WeightBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
+    /// `HOST:PORT`: also the backend's name.
     address: String,
+    /// Its share; 1 when absent.
     weight: Option<u64>,
+    /// Its connection limit; unlimited when absent.
     maxconn: Option<u64>,
+    /// A backup; false when absent.
     backup: Option<bool>,
 }
 
@@ -528,11 +559,16 @@ fn apply(change: Change, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
     match control.change(change) {
         Ok(summary) => {
             api.stats.count_change(action);
+            /// The answer to a change.
             #[derive(Serialize)]
             struct Done<'a> {
+                /// The pool's name.
                 pool: &'a str,
+                /// The backend's name.
                 backend: &'a str,
+                /// What was asked ("drain", "weight", ...).
                 action: &'a str,
+                /// What changed, in one line ("state ready -> drain").
                 change: &'a str,
             }
             Ok(json(

@@ -507,6 +507,40 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn eviction_closes_both_sides_and_is_counted() {
+        for limits in [
+            Limits::default(),
+            Limits {
+                idle: Some(Duration::from_secs(3600)),
+                max_age: None,
+            },
+        ] {
+            let (mut client, client_side) = socket_pair().await;
+            let (mut backend, backend_side) = socket_pair().await;
+            let stats = std::sync::Arc::new(BackendStats::default());
+            let evict = CancellationToken::new();
+            let (s, e) = (stats.clone(), evict.clone());
+            let task = tokio::spawn(async move {
+                pipe_evictable(client_side, backend_side, &s, limits, Some(&e)).await
+            });
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            backend.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ping");
+            evict.cancel();
+            let end = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(end.reason, EndReason::Evicted), "{:?}", end.reason);
+            assert_eq!((end.sent, stats.evicted.load(Relaxed)), (4, 1));
+            let mut rest = Vec::new();
+            let read = client.read_to_end(&mut rest).await;
+            assert!(read.is_err() || rest.is_empty(), "the client is closed");
+        }
+    }
+
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
     }

@@ -207,7 +207,7 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
         Action::Drain { deadline } | Action::Remove { deadline } => *deadline,
         _ => None,
     };
-    let mut cause = format!("by admin {who}");
+    let mut cause = format!("{} by admin {who}", action.name());
     if let Some(d) = deadline.filter(|_| after.is_some()) {
         cause.push_str(&format!(
             ", closing what is left in {}",
@@ -364,9 +364,10 @@ fn spawn_watcher(
                     }
                     info!(
                         "{}: backend {backend}: drain deadline passed; closing {} open \
-                         connection(s) (drained by admin {who})",
+                         connection(s) ({} by admin {who})",
                         key.0,
-                        backend.active()
+                        backend.active(),
+                        if remove { "remove" } else { "drain" }
                     );
                     backend.evict();
                     evicted = true;
@@ -401,6 +402,6 @@ fn finish_removal(shared: &Shared, pool_name: &str, pool: &Pool, backend: &Backe
             name: backend.name().to_string(),
             addr: backend.addr(),
         },
-        &format!("by admin {who}, its last connection ended"),
+        &format!("remove by admin {who}, its last connection ended"),
     );
 }
