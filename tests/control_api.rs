@@ -558,6 +558,55 @@ async fn an_added_backend_takes_traffic_and_a_removed_one_drains_out() {
 }
 
 #[tokio::test]
+async fn a_remove_deadline_closes_the_last_connections_and_the_backend_leaves() {
+    let dir = TempDir::new("removedeadline");
+    let a = TestBackend::echo().await;
+    let b = TestBackend::echo().await;
+    let lb = start(single(common::service(&[a.addr, b.addr]), "echo"), &dir);
+    let mut streams = vec![open_echo(lb.addr, 1).await, open_echo(lb.addr, 2).await];
+    let path = format!("/api/v1/pools/echo/backends/{}", seg(b.addr));
+    let (code, answer) = lb.unix("DELETE", &path, r#"{"deadline":"200ms"}"#).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer["change"],
+        "removing: draining 1 open connection(s), closing what is left in 200ms"
+    );
+    let gone = poll_until(PATIENCE, || {
+        lb.service
+            .pool
+            .load()
+            .backends
+            .iter()
+            .all(|x| x.addr() != b.addr)
+    })
+    .await;
+    assert!(gone, "evicted at the deadline, then removed");
+    let mut closed = 0;
+    for stream in &mut streams {
+        if echo_chunk(stream, 9).await.is_err() {
+            closed += 1;
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await;
+        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 1,
+        "only the connection to the removed backend was closed"
+    );
+    let removed = lb
+        .service
+        .pool
+        .stats
+        .removed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(removed, 1);
+}
+
+#[tokio::test]
 async fn writes_without_write_access_are_forbidden_and_change_nothing() {
     let dir = TempDir::new("forbidden");
     let a = TestBackend::http().await;

@@ -238,7 +238,10 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
         .find(|b| b.name() == name)
         .cloned();
     match (&action, backend) {
-        (Action::Ready, _) => control.stop_watcher(&pool_name, &name),
+        // Ready again, or gone at once: no deadline left to run.
+        (Action::Ready, _) | (Action::Remove { .. }, None) => {
+            control.stop_watcher(&pool_name, &name)
+        }
         (Action::Drain { .. } | Action::Remove { .. }, Some(backend)) => {
             control.stop_watcher(&pool_name, &name);
             let remove = matches!(action, Action::Remove { .. });
