@@ -373,6 +373,11 @@ fn a_missing_or_empty_token_file_stops_tcplb_at_start() {
         let mut process = spawn_process(command);
         let status = process.wait_exit(PATIENCE).expect("tcplb exits");
         assert_eq!(status.code(), Some(1));
+        // The reader thread may still be catching up with the pipe.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !process.stderr_text().contains(says) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let text = process.stderr_text();
         assert!(text.starts_with("error: "), "{text}");
         assert!(text.contains(says), "{text}");
