@@ -4,12 +4,16 @@
 //!
 //! From the top layer down; a module imports only from the layers below it.
 //!
+//! - [`ctl`]: `tcplb ctl`, the control API's command-line client; it talks
+//!   to a running tcplb over the wire and uses only [`config`] here.
 //! - [`runtime`]: builds everything from a [`config::Config`] and runs it:
 //!   worker threads, signals (SIGHUP reload, SIGTERM drain), the drain on
 //!   shutdown.
 //! - [`proxy`]: the per-connection data path: accept, access control, PROXY
 //!   protocol, pick and connect with retries, pipe the bytes, answer 502/503.
-//! - [`admin`]: the admin endpoint: Prometheus `/metrics` and JSON `/status`.
+//! - [`admin`]: the admin endpoint: Prometheus `/metrics`, JSON `/status`,
+//!   and the control API under `/api/v1/` (which the runtime implements
+//!   through the [`admin::Control`] trait).
 //! - [`pool`]: what a service's pool knows: its backends (admin state and
 //!   health kept apart), selection, health checks, discovery.
 //! - [`stats`]: the counters the data path writes and the admin endpoint reads.
@@ -25,6 +29,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod pool;
 pub mod proxy;

@@ -1,11 +1,17 @@
 //! The `tcplb` executable: parse flags (and the config file), start logging,
-//! build the runtime, run the balancer.
+//! build the runtime, run the balancer. `tcplb ctl ...` is the control
+//! API's client instead ([`tcplb::ctl`]).
 
 use tcplb::config::cli::Startup;
 use tcplb::proxy::pipe;
 use tcplb::runtime::{Balancer, signals};
 
 fn main() {
+    // A separate parse path: the balancer's flags and `--help` stay exactly
+    // as they are, and `ctl` is never mistaken for one of them.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        std::process::exit(tcplb::ctl::main(std::env::args_os()));
+    }
     let startup = Startup::from_args_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     pipe::set_splice_mode(startup.splice);

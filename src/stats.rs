@@ -67,6 +67,8 @@ pub struct BackendStats {
     pub idle_timeouts: AtomicU64,
     /// Connections closed at the maximum connection age.
     pub max_age_closes: AtomicU64,
+    /// Connections closed because an operator's drain deadline passed.
+    pub evicted: AtomicU64,
     /// Duration of the last successful health check, in microseconds.
     pub check_latency_us: AtomicU64,
 }
@@ -81,6 +83,49 @@ pub struct PoolStats {
     pub removed: AtomicU64,
     /// Backends whose weight, connection limit or admin state changed in place.
     pub updated: AtomicU64,
+}
+
+/// The control API's counters: requests that changed something, by
+/// action, and requests refused, by reason. Written by the admin endpoint
+/// and the runtime (state-file writes), read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    /// Changes applied, indexed like [`ControlStats::ACTIONS`].
+    pub changes: [AtomicU64; 6],
+    /// Requests refused, indexed like [`ControlStats::REASONS`].
+    pub rejected: [AtomicU64; 7],
+    /// State-file writes that failed (the change still applied in memory).
+    pub state_write_failures: AtomicU64,
+}
+
+impl ControlStats {
+    /// The `action` label values.
+    pub const ACTIONS: [&'static str; 6] =
+        ["drain", "maintenance", "ready", "weight", "add", "remove"];
+    /// The `reason` label values.
+    pub const REASONS: [&'static str; 7] = [
+        "forbidden",
+        "bad_request",
+        "not_found",
+        "method_not_allowed",
+        "conflict",
+        "too_large",
+        "unavailable",
+    ];
+
+    /// Counts one change of `action` (one of [`Self::ACTIONS`]).
+    pub fn count_change(&self, action: &str) {
+        if let Some(i) = Self::ACTIONS.iter().position(|a| *a == action) {
+            self.changes[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts one refusal for `reason` (one of [`Self::REASONS`]).
+    pub fn count_rejected(&self, reason: &str) {
+        if let Some(i) = Self::REASONS.iter().position(|r| *r == reason) {
+            self.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //! | `tcplb_backend_check_latency_seconds` | gauge | duration of the last successful health check |
 //! | `tcplb_backend_idle_timeouts_total` | counter | connections closed by `--idle-timeout` |
 //! | `tcplb_backend_max_age_closes_total` | counter | connections closed by `--max-connection-age` |
+//! | `tcplb_backend_evicted_total` | counter | connections closed when an operator's drain (or remove) deadline passed |
 //! | `tcplb_backend_effective_weight` | gauge | the weight it takes now: its weight, less while slow start ramps it up |
 //! | `tcplb_backend_backup` | gauge | 1 for a backup backend (used only while no primary is usable), else 0 |
 //! | `tcplb_listener_accepted_total` | counter | client connections accepted (refused ones included) |
@@ -34,14 +35,22 @@
 //! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
 //! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); label `code` = `502` or `503` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
+//! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
+//! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413) or `unavailable` |
+//! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
+//!
+//! The last three have no `listener` label: they are the process's.
 //!
 //! Byte counters move as bytes are delivered, not only when a connection
 //! closes.
 
 use std::fmt::Write as _;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::view::{BackendView, ListenerView};
 use crate::config::AdminState;
+use crate::stats::ControlStats;
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -62,7 +71,7 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     };
 
     type BackendValue = fn(&BackendView) -> String;
-    let backend_families: [(&str, &str, &str, BackendValue); 11] = [
+    let backend_families: [(&str, &str, &str, BackendValue); 12] = [
         (
             "tcplb_backend_up",
             "gauge",
@@ -116,6 +125,12 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
             "counter",
             "Connections closed at the maximum connection age.",
             |b| b.max_age_closes.to_string(),
+        ),
+        (
+            "tcplb_backend_evicted_total",
+            "counter",
+            "Connections closed when an operator's drain deadline passed.",
+            |b| b.evicted.to_string(),
         ),
         (
             "tcplb_backend_effective_weight",
@@ -239,6 +254,41 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     out
 }
 
+/// The control API's families: changes by action, refusals by reason,
+/// failed state-file writes.
+pub fn render_control(stats: &ControlStats) -> String {
+    let mut out = String::new();
+    let name = "tcplb_admin_changes_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Control API requests applied, by action.",
+    );
+    for (action, count) in ControlStats::ACTIONS.iter().zip(&stats.changes) {
+        let _ = writeln!(out, "{name}{{action=\"{action}\"}} {}", count.load(Relaxed));
+    }
+    let name = "tcplb_admin_rejected_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Control API requests refused (nothing changed), by reason.",
+    );
+    for (reason, count) in ControlStats::REASONS.iter().zip(&stats.rejected) {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", count.load(Relaxed));
+    }
+    let name = "tcplb_state_file_write_failures_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "State-file writes that failed; the change still applied in memory.",
+    );
+    let _ = writeln!(out, "{name} {}", stats.state_write_failures.load(Relaxed));
+    out
+}
+
 /// The `# HELP` and `# TYPE` lines that open a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -302,6 +352,27 @@ mod tests {
                 assert!(line.starts_with(family), "{line} outside {family}");
             }
         }
+    }
+
+    #[test]
+    fn control_families_have_every_label_value() {
+        let stats = ControlStats::default();
+        stats.count_change("weight");
+        stats.count_rejected("forbidden");
+        stats.count_rejected("forbidden");
+        stats.state_write_failures.fetch_add(3, Relaxed);
+        let text = render_control(&stats);
+        has_line(&text, "# TYPE tcplb_admin_changes_total counter");
+        has_line(&text, "tcplb_admin_changes_total{action=\"weight\"} 1");
+        has_line(&text, "tcplb_admin_changes_total{action=\"drain\"} 0");
+        has_line(&text, "tcplb_admin_rejected_total{reason=\"forbidden\"} 2");
+        has_line(&text, "tcplb_admin_rejected_total{reason=\"too_large\"} 0");
+        has_line(&text, "tcplb_state_file_write_failures_total 3");
+        let backend = r#"{listener="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
+        has_line(
+            &render_metrics(&sample()),
+            &format!("tcplb_backend_evicted_total{backend} 4"),
+        );
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! `serde_json`, so escaping is never done by hand:
 //!
 //! ```text
-//! {"listeners":[{"listen":..,"strategy":..,"accepted":..,"rejected":..,
+//! {"listeners":[{"name":..,"listen":..,"strategy":..,"accepted":..,"rejected":..,
 //!   "active":..,"failures":{"502":..,"503":..},
 //!   "backend_changes":{"added":..,"removed":..,"updated":..},
 //!   "backends":[{"name":..,"address":..,"up":..,"weight":..,"active":..,
 //!     "total":..,"connect_failures":..,"sent_bytes":..,"received_bytes":..,
-//!     "check_latency_seconds":..,"idle_timeouts":..,
+//!     "check_latency_seconds":..,"idle_timeouts":..,"max_age_closes":..,
+//!     "evicted":..,"backup":..,"effective_weight":..,
 //!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
 //!     "ejected":..}]}]}
 //! ```
@@ -81,6 +82,14 @@ mod tests {
             "{json}"
         );
         assert!(!json.contains("proxy_header_errors"), "{json}");
+        assert!(
+            json.contains(r#"{"name":"web","listen":"127.0.0.1:8080","strategy":"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""max_age_closes":9,"evicted":4,"backup":false"#),
+            "{json}"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::stats::ListenerStats;
 /// One listener as the admin endpoint sees it.
 #[derive(Clone)]
 pub struct Watched {
+    /// The pool's name in the control API: configured, or `listen`.
+    pub name: String,
     /// Where the listener is bound (port 0 resolved).
     pub listen: SocketAddr,
     /// Its pool; loaded afresh for every request.
@@ -35,6 +37,9 @@ pub type WatchList = Arc<dyn Fn() -> Vec<Watched> + Send + Sync>;
 /// One listener's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ListenerView {
+    /// The pool's name in the control API (by default `listen`). First,
+    /// so the fields that were there keep their order.
+    pub name: String,
     /// The bound address, e.g. `127.0.0.1:8080`: the `listener` label.
     pub listen: String,
     /// The balancing strategy, as configured.
@@ -108,6 +113,8 @@ pub struct BackendView {
     pub idle_timeouts: u64,
     /// Connections closed at the maximum connection age.
     pub max_age_closes: u64,
+    /// Connections closed when an operator's drain deadline passed.
+    pub evicted: u64,
     /// A backup: used only while no primary is usable.
     pub backup: bool,
     /// The weight it takes now: `weight`, scaled down while slow start
@@ -173,6 +180,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     check_latency_seconds: b.stats.check_latency_us.load(Relaxed) as f64 / 1e6,
                     idle_timeouts: b.stats.idle_timeouts.load(Relaxed),
                     max_age_closes: b.stats.max_age_closes.load(Relaxed),
+                    evicted: b.stats.evicted.load(Relaxed),
                     backup: b.is_backup(),
                     effective_weight: f64::from(b.weight()) * b.ramp(state.config.slow_start),
                     admin_state: b.admin_state(),
@@ -181,6 +189,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                 });
             }
             ListenerView {
+                name: w.name.clone(),
                 listen: w.listen.to_string(),
                 strategy: state.config.strategy.to_string(),
                 accepted: stats.accepted.load(Relaxed),
@@ -223,6 +232,7 @@ pub(crate) mod tests {
             check_latency_seconds: 0.00025,
             idle_timeouts: 3,
             max_age_closes: 9,
+            evicted: 4,
             backup: false,
             effective_weight: 0.5,
             admin_state: AdminState::Ready,
@@ -240,6 +250,7 @@ pub(crate) mod tests {
             ..BackendView::default()
         };
         vec![ListenerView {
+            name: "web".into(),
             listen: "127.0.0.1:8080".into(),
             strategy: "round-robin".into(),
             accepted: 7,
@@ -268,6 +279,7 @@ pub(crate) mod tests {
         config.fail_timeout = std::time::Duration::from_secs(3600);
         let pool = Arc::new(Pool::new("test", config.clone()));
         let watched = Watched {
+            name: "test".into(),
             listen: "127.0.0.1:8080".parse().unwrap(),
             pool: pool.clone(),
             stats: Arc::new(ListenerStats::default()),

@@ -34,6 +34,10 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn pool_name(text: &str) -> Result<String, String> {
+    config::check_pool_name(text).map(|()| text.to_string())
+}
+
 fn bytes(text: &str) -> Result<Vec<u8>, String> {
     config::parse_escaped(text)
 }
@@ -56,7 +60,13 @@ fn backup_list(text: &str) -> Result<BackendList, String> {
 /// A Layer-4 (raw TCP) load balancer: accepts connections and pipes each
 /// one to the next healthy backend.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "tcplb", version, about, max_term_width = 100)]
+#[command(
+    name = "tcplb",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Change a running tcplb's backends with `tcplb ctl` (see `tcplb ctl --help`)."
+)]
 pub struct Cli {
     /// Where clients connect.
     #[command(flatten)]
@@ -98,6 +108,11 @@ pub struct ListenerFlags {
     /// Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer).
     #[arg(long)]
     pub accept_proxy: bool,
+
+    /// The pool's name in the control API (/api/v1/pools/NAME). [default:
+    /// the bound listen address]
+    #[arg(long, value_parser = pool_name, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 /// Backends: the pool, how one is chosen, and what happens when none can be.
@@ -256,6 +271,22 @@ pub struct AdminFlags {
     /// Serve Prometheus /metrics and JSON /status on this address (e.g. 127.0.0.1:9090). [default: off]
     #[arg(long, value_parser = config::parse_listen, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+
+    /// Give write access to the control API over --admin to requests with
+    /// `Authorization: Bearer TOKEN`, TOKEN read from this file at start.
+    /// [default: the TCP endpoint is read-only]
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Also serve the admin endpoint on this Unix socket (mode 0600), with
+    /// write access for every request. [default: off]
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
+
+    /// Keep changes made through the control API in this JSON file, so they
+    /// survive restarts. [default: in memory only]
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
 }
 
 /// Runtime: process-wide settings, none of them per listener.
@@ -407,16 +438,21 @@ fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Res
     let given = flags.clone().into_config();
     let from = &given.services[0];
     let listeners = config.services.len();
-    if listeners > 1 && explicit.iter().any(|id| id == "listen") {
-        return Err(format!(
-            "--listen cannot override a file with {listeners} listeners: \
-             set each listener's `listen` in the file"
-        ));
+    for id in ["listen", "name"] {
+        if listeners > 1 && explicit.iter().any(|given| given == id) {
+            return Err(format!(
+                "--{id} cannot override a file with {listeners} listeners: \
+                 set each listener's `{id}` in the file"
+            ));
+        }
     }
     for id in explicit {
         match id.as_str() {
             "drain_timeout" => config.drain_timeout = given.drain_timeout,
             "admin" => config.admin = given.admin,
+            "admin_token_file" => config.admin_token_file = given.admin_token_file.clone(),
+            "admin_socket" => config.admin_socket = given.admin_socket.clone(),
+            "state_file" => config.state_file = given.state_file.clone(),
             _ => {
                 for service in &mut config.services {
                     override_service(service, from, id);
@@ -432,6 +468,7 @@ fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Res
 fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bool {
     match id {
         "listen" => s.listen = from.listen,
+        "name" => s.name = from.name.clone(),
         "backlog" => s.backlog = from.backlog,
         // Primaries and backups override separately: `--backup` alone keeps
         // the file's primaries, `--backend` alone keeps its backups.
@@ -495,6 +532,7 @@ impl Cli {
         backends.extend(b.backups.into_iter().flat_map(|l| l.0));
         let service = ServiceConfig {
             listen: l.listen,
+            name: l.name,
             backlog: l.backlog,
             backends,
             strategy: b.strategy,
@@ -533,6 +571,9 @@ impl Cli {
             services: vec![service],
             drain_timeout: runtime.drain_timeout,
             admin: admin.admin,
+            admin_token_file: admin.admin_token_file,
+            admin_socket: admin.admin_socket,
+            state_file: admin.state_file,
         }
     }
 }
@@ -702,6 +743,38 @@ mod tests {
     }
 
     #[test]
+    fn name_and_the_control_flags_reach_the_config() {
+        let startup = Startup::try_from_args([
+            "tcplb",
+            "--name",
+            "web",
+            "--admin-token-file",
+            "/t",
+            "--admin-socket",
+            "/s",
+            "--state-file",
+            "/f",
+        ])
+        .unwrap();
+        let c = &startup.config;
+        assert_eq!(c.services[0].name.as_deref(), Some("web"));
+        assert_eq!(c.admin_token_file.as_deref(), Some(Path::new("/t")));
+        assert_eq!(c.admin_socket.as_deref(), Some(Path::new("/s")));
+        assert_eq!(c.state_file.as_deref(), Some(Path::new("/f")));
+        assert!(Cli::try_parse_from(["tcplb", "--name", "a/b"]).is_err());
+        assert!(Cli::try_parse_from(["tcplb", "--name", ""]).is_err());
+
+        let file = TempFile::new("name2", TWO_LISTENERS);
+        let err =
+            Startup::try_from_args(["tcplb", "--config", file.arg(), "--name", "x"]).unwrap_err();
+        assert!(err.to_string().contains("--name cannot override"), "{err}");
+        let startup =
+            Startup::try_from_args(["tcplb", "--config", file.arg(), "--state-file", "/f"])
+                .unwrap();
+        assert_eq!(startup.config.state_file.as_deref(), Some(Path::new("/f")));
+    }
+
+    #[test]
     fn listen_overrides_only_a_single_listener_file() {
         let file = TempFile::new("listen2", TWO_LISTENERS);
         let err = Startup::try_from_args(["tcplb", "--config", file.arg(), "--listen", "9000"])
@@ -742,7 +815,10 @@ mod tests {
     #[test]
     fn help_reads_in_sections_with_every_flag_once() {
         let sections: [(&str, &[&str]); 6] = [
-            ("Listener", &["--listen", "--backlog", "--accept-proxy"]),
+            (
+                "Listener",
+                &["--listen", "--backlog", "--accept-proxy", "--name"],
+            ),
             (
                 "Backends",
                 &[
@@ -786,7 +862,15 @@ mod tests {
                     "--tcp-keepalive",
                 ],
             ),
-            ("Admin", &["--admin"]),
+            (
+                "Admin",
+                &[
+                    "--admin",
+                    "--admin-token-file",
+                    "--admin-socket",
+                    "--state-file",
+                ],
+            ),
             (
                 "Runtime",
                 &["--config", "--drain-timeout", "--workers", "--splice"],
@@ -866,6 +950,9 @@ mod tests {
         let process_wide = [
             "drain_timeout",
             "admin",
+            "admin_token_file",
+            "admin_socket",
+            "state_file",
             "config",
             "workers",
             "splice",

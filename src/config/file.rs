@@ -144,6 +144,9 @@ struct Problem {
 struct RawFile {
     drain_timeout: Option<Dur>,
     admin: Option<Listen>,
+    admin_token_file: Option<PathBuf>,
+    admin_socket: Option<PathBuf>,
+    state_file: Option<PathBuf>,
     #[serde(default)]
     defaults: Option<Spanned<RawService>>,
     #[serde(default)]
@@ -155,6 +158,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawService {
     listen: Option<Spanned<Listen>>,
+    name: Option<Spanned<String>>,
     backlog: Option<AtLeastOne>,
     backends: Option<Spanned<Vec<BackendEntry>>>,
     strategy: Option<Text<StrategyKind>>,
@@ -229,10 +233,20 @@ impl RawFile {
                             .into(),
                     });
                 }
+                if let Some(name) = &d.get_ref().name {
+                    return Err(Problem {
+                        span: name.span(),
+                        key: "defaults.name",
+                        message: "every listener needs its own name: put `name` in a \
+                                  [[listener]] table, not in [defaults]"
+                            .into(),
+                    });
+                }
                 d.into_inner()
             }
             None => RawService::default(),
         };
+        check_names(&self.listener)?;
         let mut services = Vec::new();
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         for table in self.listener {
@@ -269,8 +283,53 @@ impl RawFile {
             config.drain_timeout = d.0;
         }
         config.admin = self.admin.map(|a| a.0);
+        config.admin_token_file = self.admin_token_file;
+        config.admin_socket = self.admin_socket;
+        config.state_file = self.state_file;
         Ok(config)
     }
+}
+
+/// Listener names are valid and unique, and none is another listener's
+/// default name (its listen address), so the control API finds one pool
+/// by each.
+fn check_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    for table in listeners {
+        let Some(name) = &table.get_ref().name else {
+            continue;
+        };
+        let problem = |message: String| Problem {
+            span: name.span(),
+            key: "listener.name",
+            message,
+        };
+        config::check_pool_name(name.get_ref()).map_err(problem)?;
+        if !seen.insert(name.get_ref()) {
+            return Err(problem(format!(
+                "duplicate listener name {:?}: each listener needs its own",
+                name.get_ref()
+            )));
+        }
+    }
+    for table in listeners {
+        let raw = table.get_ref();
+        let Some(listen) = raw.listen.as_ref().filter(|_| raw.name.is_none()) else {
+            continue;
+        };
+        let default_name = listen.get_ref().0.to_string();
+        if listen.get_ref().0.port() != 0 && seen.contains(default_name.as_str()) {
+            return Err(Problem {
+                span: listen.span(),
+                key: "listener.listen",
+                message: format!(
+                    "another listener is named {default_name:?}, this one's default name: \
+                     give this one a `name`"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn no_listener() -> Problem {
@@ -300,6 +359,8 @@ impl RawService {
         };
         RawService {
             listen: self.listen,
+            // Names are never inherited: each must be unique.
+            name: self.name,
             backlog: self.backlog.or(d.backlog),
             backends: self.backends.or(d.backends),
             strategy: self.strategy.or(d.strategy),
@@ -348,6 +409,7 @@ impl RawService {
             });
         }
         let mut s = ServiceConfig::new(listen, backends);
+        s.name = self.name.map(Spanned::into_inner);
         set(&mut s.backlog, self.backlog.map(|n| n.0));
         set(&mut s.strategy, self.strategy.map(|t| t.0));
         set(&mut s.connect_timeout, self.connect_timeout.map(|d| d.0));
@@ -1031,6 +1093,69 @@ health = { interval = "1s", expect = "OK" }
         assert_eq!(e.key.as_deref(), Some("defaults.listen"), "{e}");
         let e = parse_err("[[listener]\n");
         assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+    }
+
+    #[test]
+    fn listener_names_are_read_checked_and_unique() {
+        let c = parse_ok(
+            "admin_token_file = \"/etc/tcplb/token\"\nadmin_socket = \"/run/tcplb.sock\"\n\
+             state_file = \"/var/lib/tcplb/state.json\"\n\
+             [defaults]\nbackends = [\"127.0.0.1:2\"]\n\
+             [[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"web\"\n\
+             [[listener]]\nlisten = \"127.0.0.1:3\"\n",
+        );
+        assert_eq!(c.services[0].name.as_deref(), Some("web"));
+        assert_eq!(c.services[1].name, None, "the default: its address");
+        assert_eq!(
+            c.admin_token_file.as_deref(),
+            Some(Path::new("/etc/tcplb/token"))
+        );
+        assert_eq!(
+            c.admin_socket.as_deref(),
+            Some(Path::new("/run/tcplb.sock"))
+        );
+        assert_eq!(
+            c.state_file.as_deref(),
+            Some(Path::new("/var/lib/tcplb/state.json"))
+        );
+
+        let head = "[defaults]\nbackends = [\"127.0.0.1:2\"]\n";
+        for (tables, key, line, says) in [
+            (
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"web\"\n\
+                 [[listener]]\nlisten = \"127.0.0.1:3\"\nname = \"web\"\n",
+                "listener.name",
+                8,
+                "duplicate listener name \"web\"",
+            ),
+            (
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"a/b\"\n",
+                "listener.name",
+                5,
+                "no `/`",
+            ),
+            (
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"\"\n",
+                "listener.name",
+                5,
+                "expected 1 to 128 characters",
+            ),
+            (
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"127.0.0.1:3\"\n\
+                 [[listener]]\nlisten = \"127.0.0.1:3\"\n",
+                "listener.listen",
+                7,
+                "another listener is named \"127.0.0.1:3\"",
+            ),
+        ] {
+            let e = parse_err(&format!("{head}{tables}"));
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert_eq!(e.position.map(|p| p.0), Some(line), "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        let e = parse_err("[defaults]\nname = \"web\"\n[[listener]]\n");
+        assert_eq!(e.key.as_deref(), Some("defaults.name"), "{e}");
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -22,6 +23,21 @@ pub use parse::{
     parse_backend, parse_backend_list, parse_balance_factor, parse_duration, parse_escaped,
     parse_keepalive, parse_listen, parse_rate, resolve,
 };
+
+/// Checks a listener's `name` (`--name`, the file's `name` key): the
+/// control API puts it in a URL path segment, so it is non-empty, at most
+/// 128 characters, with no `/` and no control characters.
+pub fn check_pool_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(format!("bad name {name:?}: expected 1 to 128 characters"));
+    }
+    if name.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(format!(
+            "bad name {name:?}: no `/` or control characters allowed"
+        ));
+    }
+    Ok(())
+}
 
 /// The demo backends, used when no `--backend` is given.
 pub const DEFAULT_BACKENDS: &[&str] = &["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
@@ -261,6 +277,9 @@ impl Default for AccessConfig {
 pub struct ServiceConfig {
     /// Where clients connect; also how a reload recognises the listener.
     pub listen: SocketAddr,
+    /// What the control API calls this listener's pool; `None`: its bound
+    /// address as /status shows it (e.g. `127.0.0.1:8080`).
+    pub name: Option<String>,
     /// Connections the kernel queues before tcplb accepts them.
     pub backlog: u32,
     /// The static member set (see `pool::discovery`).
@@ -337,6 +356,7 @@ impl ServiceConfig {
     pub fn new(listen: SocketAddr, backends: Vec<BackendSpec>) -> Self {
         ServiceConfig {
             listen,
+            name: None,
             backlog: 1024,
             backends,
             strategy: StrategyKind::RoundRobin,
@@ -369,6 +389,15 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
     pub admin: Option<SocketAddr>,
+    /// A file holding the bearer token that gives the TCP admin endpoint
+    /// write access to the control API; read once at start.
+    pub admin_token_file: Option<PathBuf>,
+    /// A Unix socket serving the admin endpoint with write access for
+    /// every request (mode 0600); off when `None`.
+    pub admin_socket: Option<PathBuf>,
+    /// Where runtime changes made through the control API are kept, so
+    /// they survive a restart; in memory only when `None`.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -377,6 +406,9 @@ impl Config {
             services: vec![service],
             drain_timeout: Duration::from_secs(30),
             admin: None,
+            admin_token_file: None,
+            admin_socket: None,
+            state_file: None,
         }
     }
 }

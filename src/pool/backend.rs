@@ -10,9 +10,12 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminState, BackendSpec};
 use crate::pool::health::{Health, millis_since_epoch};
@@ -40,6 +43,13 @@ pub struct Backend {
     /// When it last became eligible again, in ms since the health epoch;
     /// 0 when it is not ramping up (slow start).
     eligible_since_ms: AtomicU64,
+    /// Cancelled when an operator's drain deadline passes, closing the
+    /// connections still open; replaced by a fresh one when the backend is
+    /// ready again. Each connection loads it once, before piping.
+    evict: ArcSwap<CancellationToken>,
+    /// When an operator's drain ends by closing what is left, in ms since
+    /// the Unix epoch; 0 when no deadline is set.
+    drain_deadline_ms: AtomicU64,
     /// What checks and failed connects say; never touched by the operator.
     pub health: Health,
     pub stats: BackendStats,
@@ -58,6 +68,8 @@ impl Backend {
             backup: AtomicBool::new(spec.backup),
             check: Mutex::new((spec.check_addr, spec.check_port)),
             eligible_since_ms: AtomicU64::new(0),
+            evict: ArcSwap::from_pointee(CancellationToken::new()),
+            drain_deadline_ms: AtomicU64::new(0),
             health: Health::default(),
             stats: BackendStats::default(),
         }
@@ -95,6 +107,10 @@ impl Backend {
             changes.push(format!("state {old} -> {}", spec.admin_state));
             if spec.admin_state == AdminState::Ready {
                 self.became_eligible();
+                // Back in rotation: no deadline, and connections from now
+                // on are not closed by an earlier one.
+                self.evict.store(Arc::new(CancellationToken::new()));
+                self.set_drain_deadline(None);
             }
         }
         if self.backup.swap(spec.backup, Relaxed) != spec.backup {
@@ -107,6 +123,36 @@ impl Backend {
             changes.push("check target changed".to_string());
         }
         changes
+    }
+
+    /// What closes this backend's connections when an operator's drain
+    /// deadline passes: a connection takes it once, before piping.
+    pub fn eviction(&self) -> CancellationToken {
+        CancellationToken::clone(&self.evict.load())
+    }
+
+    /// Closes every connection open to this backend now (that took the
+    /// current [`eviction`](Self::eviction) token).
+    pub fn evict(&self) {
+        self.evict.load().cancel();
+    }
+
+    /// When an operator's drain of this backend closes what is left.
+    pub fn drain_deadline(&self) -> Option<SystemTime> {
+        match self.drain_deadline_ms.load(Relaxed) {
+            0 => None,
+            ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
+
+    /// Records (or with `None` clears) the drain deadline, for reporting.
+    pub fn set_drain_deadline(&self, deadline: Option<SystemTime>) {
+        let ms = deadline
+            .and_then(|d| d.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+            });
+        self.drain_deadline_ms.store(ms, Relaxed);
     }
 
     /// Where health checks of this backend go, given the listener-wide
@@ -323,6 +369,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(c.ramp(Some(Duration::from_millis(1))), 1.0);
         assert_eq!(c.ramp(window), 1.0, "finished ramps are forgotten");
+    }
+
+    #[test]
+    fn eviction_closes_only_until_the_backend_is_ready_again() {
+        let mut spec = parse_backend("127.0.0.1:9").unwrap();
+        let b = Backend::new(&spec);
+        let open = b.eviction();
+        spec.admin_state = AdminState::Drain;
+        b.update(&spec);
+        let deadline = SystemTime::now() + Duration::from_secs(60);
+        b.set_drain_deadline(Some(deadline));
+        assert!(b.drain_deadline().is_some());
+        b.evict();
+        assert!(open.is_cancelled(), "open connections are told to close");
+        assert!(b.eviction().is_cancelled(), "late ones too, while draining");
+        spec.admin_state = AdminState::Ready;
+        b.update(&spec);
+        assert!(!b.eviction().is_cancelled(), "ready again: a fresh token");
+        assert_eq!(b.drain_deadline(), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod backend;
 pub mod connect;
 pub mod discovery;
 pub mod health;
+pub mod overlay;
 pub mod selection;
 
 use std::net::IpAddr;
@@ -167,8 +168,14 @@ impl Pool {
             |state| state.config.clone(),
             Static::new(backends).update(),
             false,
+            None,
         );
         pool
+    }
+
+    /// The name log lines use for this pool.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The pool as it is now: one atomic load, no lock.
@@ -180,23 +187,32 @@ impl Pool {
     /// as the whole member set (see [`discovery`] for what that keeps).
     pub fn reconfigure(&self, config: ServiceConfig) {
         let backends = config.backends.clone();
-        self.publish(move |_| config, Static::new(backends).update(), true);
+        self.publish(move |_| config, Static::new(backends).update(), true, None);
     }
 
     /// Applies a membership change from a discovery source; the settings stay.
     pub fn apply(&self, update: Update) {
-        self.publish(|state| state.config.clone(), update, true);
+        self.publish(|state| state.config.clone(), update, true, None);
+    }
+
+    /// Like [`apply`](Self::apply), for a change an operator asked for:
+    /// each log line of it ends with `(cause)`, e.g. who asked.
+    pub fn apply_by(&self, update: Update, cause: &str) {
+        self.publish(|state| state.config.clone(), update, true, Some(cause));
     }
 
     /// Builds and publishes the next snapshot: settings from `settings`,
     /// members from applying `update` to the current ones. Each change is
-    /// logged and counted when `announce` (not for the pool's first members).
+    /// logged and counted when `announce` (not for the pool's first members),
+    /// with `cause` after it when given.
     fn publish(
         &self,
         settings: impl FnOnce(&PoolState) -> ServiceConfig,
         update: Update,
         announce: bool,
+        cause: Option<&str>,
     ) {
+        let by = cause.map(|c| format!(" ({c})")).unwrap_or_default();
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.load();
         let config = settings(&old);
@@ -214,7 +230,11 @@ impl Pool {
                     let changes = backend.update(&spec);
                     if !changes.is_empty() {
                         reweighted |= changes.iter().any(|c| c.starts_with("weight"));
-                        info!("{}: backend {backend}: {}", self.name, changes.join(", "));
+                        info!(
+                            "{}: backend {backend}: {}{by}",
+                            self.name,
+                            changes.join(", ")
+                        );
                         self.stats.updated.fetch_add(1, Relaxed);
                     }
                     backend
@@ -222,7 +242,7 @@ impl Pool {
                 Member::Added(spec) => {
                     let backend = Arc::new(Backend::new(&spec));
                     if announce {
-                        info!("{}: backend {backend} added", self.name);
+                        info!("{}: backend {backend} added{by}", self.name);
                         self.stats.added.fetch_add(1, Relaxed);
                         backend.became_eligible();
                     }
@@ -233,7 +253,7 @@ impl Pool {
         for index in &diff.removed {
             let gone = &old.backends[*index];
             info!(
-                "{}: backend {gone} removed ({} open connection(s) drain)",
+                "{}: backend {gone} removed ({} open connection(s) drain){by}",
                 self.name,
                 gone.active()
             );

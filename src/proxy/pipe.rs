@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::SpliceMode;
 use crate::stats::BackendStats;
@@ -61,6 +62,9 @@ pub enum EndReason {
     IdleTimeout,
     /// Open for the maximum connection age; both sockets were closed.
     MaxAge,
+    /// An operator's drain deadline passed (the backend's eviction token
+    /// fired); both sockets were closed.
+    Evicted,
     /// A socket failed (reset, broken pipe); both sockets were closed.
     Error(io::Error),
 }
@@ -103,6 +107,19 @@ pub async fn pipe(
     stats: &BackendStats,
     limits: Limits,
 ) -> PipeEnd {
+    pipe_evictable(client, upstream, stats, limits, None).await
+}
+
+/// Like [`pipe`], and also ended when `evict` is cancelled (an operator's
+/// drain deadline), counted into `stats.evicted`. One more branch in the
+/// pipe's select; no timer is armed for it.
+pub async fn pipe_evictable(
+    client: TcpStream,
+    upstream: TcpStream,
+    stats: &BackendStats,
+    limits: Limits,
+    evict: Option<&CancellationToken>,
+) -> PipeEnd {
     let activity = Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -133,8 +150,20 @@ pub async fn pipe(
             ),
         )
     };
+    let evicted = async {
+        match evict {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let reason = if limits == Limits::default() {
-        end_reason(both.await)
+        tokio::select! {
+            result = both => end_reason(result),
+            () = evicted => {
+                stats.evicted.fetch_add(1, Relaxed);
+                EndReason::Evicted
+            }
+        }
     } else {
         let idle = async {
             match limits.idle {
@@ -157,6 +186,10 @@ pub async fn pipe(
             () = age => {
                 stats.max_age_closes.fetch_add(1, Relaxed);
                 EndReason::MaxAge
+            }
+            () = evicted => {
+                stats.evicted.fetch_add(1, Relaxed);
+                EndReason::Evicted
             }
         }
     };
@@ -471,6 +504,40 @@ mod tests {
             backend,
             stats,
             task,
+        }
+    }
+
+    #[tokio::test]
+    async fn eviction_closes_both_sides_and_is_counted() {
+        for limits in [
+            Limits::default(),
+            Limits {
+                idle: Some(Duration::from_secs(3600)),
+                max_age: None,
+            },
+        ] {
+            let (mut client, client_side) = socket_pair().await;
+            let (mut backend, backend_side) = socket_pair().await;
+            let stats = std::sync::Arc::new(BackendStats::default());
+            let evict = CancellationToken::new();
+            let (s, e) = (stats.clone(), evict.clone());
+            let task = tokio::spawn(async move {
+                pipe_evictable(client_side, backend_side, &s, limits, Some(&e)).await
+            });
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            backend.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ping");
+            evict.cancel();
+            let end = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(end.reason, EndReason::Evicted), "{:?}", end.reason);
+            assert_eq!((end.sent, stats.evicted.load(Relaxed)), (4, 1));
+            let mut rest = Vec::new();
+            let read = client.read_to_end(&mut rest).await;
+            assert!(read.is_err() || rest.is_empty(), "the client is closed");
         }
     }
 

@@ -118,7 +118,11 @@ async fn pipe(
 ) {
     let _active = backend.open_connection();
     debug!("{peer}: connected to {backend}");
-    let end = crate::proxy::pipe::pipe(client, upstream, &backend.stats, limits).await;
+    // Taken once: an operator's drain deadline closes this connection.
+    let evict = backend.eviction();
+    let end =
+        crate::proxy::pipe::pipe_evictable(client, upstream, &backend.stats, limits, Some(&evict))
+            .await;
     let (sent, received) = (end.sent, end.received);
     match end.reason {
         EndReason::Closed => {
@@ -129,6 +133,9 @@ async fn pipe(
         ),
         EndReason::MaxAge => debug!(
             "{peer}: maximum connection age, closed ({sent} bytes to {backend}, {received} bytes back)"
+        ),
+        EndReason::Evicted => debug!(
+            "{peer}: drained by an operator, closed at the deadline ({sent} bytes to {backend}, {received} bytes back)"
         ),
         EndReason::Error(e) => debug!("{peer}: connection to {backend} ended: {e}"),
     }

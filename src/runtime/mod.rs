@@ -10,12 +10,13 @@
 //! as a future ([`Balancer::run_until`]), so tests pass their own.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
 use log::{info, warn};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,10 +24,14 @@ use crate::admin;
 use crate::config::{Config, ServiceConfig};
 use crate::pool::Pool;
 use crate::pool::health::active::Prober;
+use crate::pool::overlay::Overlay;
 use crate::proxy::{Service, listener};
+use control::Controller;
 use workers::Workers;
 
+mod control;
 pub mod signals;
+pub mod state_file;
 pub mod workers;
 
 /// One listener and its pool, as the runtime runs them.
@@ -38,6 +43,11 @@ struct Running {
     backlog: u32,
     /// Where it is bound (port 0 resolved): how logs and metrics name it.
     local_addr: SocketAddr,
+    /// Its pool's name in the control API (configured, or `local_addr`).
+    name: String,
+    /// Its configuration as loaded, before the operator overlay: what the
+    /// overlay is merged on.
+    base: ServiceConfig,
     /// What its connections share: the pool, counters, per-IP table.
     service: Arc<Service>,
     /// Stops this listener's accept loops and prober; a child of shutdown.
@@ -55,6 +65,9 @@ struct State {
     drain_timeout: Duration,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
+    /// Token file, admin socket and state file as started with; a reload
+    /// that changes them only warns.
+    control_paths: [Option<PathBuf>; 3],
     /// Whether `run` has started; services added before it wait for it.
     running: bool,
 }
@@ -70,6 +83,8 @@ struct Shared {
     tasks: TaskTracker,
     /// Where accept loops and client connections run.
     workers: Workers,
+    /// The control API's overlay, state file and deadline tasks.
+    control: Controller,
 }
 
 impl Shared {
@@ -100,14 +115,15 @@ impl Shared {
     fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Running> {
         let listeners = listener::bind_group(config.listen, config.backlog, self.workers.len())?;
         let local_addr = listeners[0].local_addr()?;
+        let name = control::pool_name(&config, local_addr);
+        let merged = self.control.merged(&name, &config);
         Ok(Running {
             listen: config.listen,
             backlog: config.backlog,
             local_addr,
-            service: Arc::new(Service::new(Arc::new(Pool::new(
-                local_addr.to_string(),
-                config,
-            )))),
+            service: Arc::new(Service::new(Arc::new(Pool::new(name.clone(), merged)))),
+            name,
+            base: config,
             stop: self.shutdown.child_token(),
             listeners,
         })
@@ -118,6 +134,10 @@ pub struct Balancer {
     shared: Arc<Shared>,
     /// The admin endpoint's socket, when `--admin` is given.
     admin: Option<TcpListener>,
+    /// The Unix admin socket and its path, when `--admin-socket` is given.
+    admin_unix: Option<(UnixListener, PathBuf)>,
+    /// The bearer token that gives TCP admin requests write access.
+    admin_token: Option<String>,
 }
 
 impl Balancer {
@@ -129,28 +149,46 @@ impl Balancer {
 
     /// Binds every listener for `workers` workers (`None`: one per core).
     pub fn bind_with_workers(config: Config, workers: Option<usize>) -> anyhow::Result<Self> {
+        let admin_token = config
+            .admin_token_file
+            .as_deref()
+            .map(control::read_token)
+            .transpose()?;
+        let overlay = match &config.state_file {
+            Some(path) => state_file::load(path),
+            None => Overlay::default(),
+        };
         let workers = Workers::start(workers).context("cannot start the worker threads")?;
         let shared = Shared {
             state: Mutex::new(State {
                 services: Vec::new(),
                 drain_timeout: config.drain_timeout,
                 admin: config.admin,
+                control_paths: control_paths(&config),
                 running: false,
             }),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
             workers,
+            control: Controller::new(overlay, config.state_file.clone()),
         };
         let mut services = Vec::new();
         for service in config.services {
             services.push(shared.bind_service(service)?);
         }
+        shared.control.reconcile(&bases(&services));
         shared.state().services = services;
         let admin = config.admin.map(admin::bind).transpose()?;
+        let admin_unix = match config.admin_socket {
+            Some(path) => Some((admin::bind_unix(&path)?, path)),
+            None => None,
+        };
         Ok(Balancer {
             shared: Arc::new(shared),
             admin,
+            admin_unix,
+            admin_token,
         })
     }
 
@@ -192,18 +230,40 @@ impl Balancer {
     /// cancelled), then drains open connections for up to the drain timeout.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let shared = self.shared;
+        // Asks for the listeners on every request, so reloads show.
+        let handle = ReloadHandle {
+            shared: shared.clone(),
+        };
+        let watched: admin::WatchList = Arc::new(move || handle.watched());
+        let api = Arc::new(admin::Api {
+            watched,
+            control: Some(Arc::new(ReloadHandle {
+                shared: shared.clone(),
+            })),
+            token: self.admin_token,
+            stats: shared.control.stats.clone(),
+        });
         if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
                 info!("admin endpoint on http://{addr}/metrics and /status");
             }
-            // Asks for the listeners on every request, so reloads show.
-            let handle = ReloadHandle {
-                shared: shared.clone(),
-            };
-            let watched: admin::WatchList = Arc::new(move || handle.watched());
-            shared
-                .tasks
-                .spawn(admin::serve(listener, watched, shared.shutdown.clone()));
+            shared.tasks.spawn(admin::serve_api(
+                listener,
+                api.clone(),
+                shared.shutdown.clone(),
+            ));
+        }
+        if let Some((listener, path)) = self.admin_unix {
+            info!(
+                "admin endpoint with write access on unix:{}",
+                path.display()
+            );
+            shared.tasks.spawn(admin::serve_unix(
+                listener,
+                path,
+                api,
+                shared.shutdown.clone(),
+            ));
         }
         {
             let mut state = shared.state();
@@ -257,6 +317,7 @@ impl ReloadHandle {
         if shared.shutdown.is_cancelled() {
             return Err("shutting down".into());
         }
+        let paths = control_paths(&config);
 
         // Pair each new service with the first unclaimed old one at the same
         // address (port 0 listeners pair up in order).
@@ -308,13 +369,18 @@ impl ReloadHandle {
                             service.local_addr
                         );
                     }
-                    pool.reconfigure(new);
+                    let name = control::pool_name(&new, service.local_addr);
+                    pool.reconfigure(shared.control.merged(&name, &new));
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
                         change.push_str(", settings changed");
                     }
                     changes.push(change);
-                    services.push(service);
+                    services.push(Running {
+                        name,
+                        base: new,
+                        ..service
+                    });
                 }
                 (None, Some(mut service)) => {
                     changes.push(format!(
@@ -337,10 +403,16 @@ impl ReloadHandle {
                 service.local_addr
             ));
         }
+        shared.control.reconcile(&bases(&services));
         state.services = services;
         state.drain_timeout = config.drain_timeout;
         if config.admin != state.admin {
             warn!("a new admin address takes effect only on restart");
+        }
+        if paths != state.control_paths {
+            warn!(
+                "a new admin token file, admin socket or state file takes effect only on restart"
+            );
         }
         Ok(changes.join("; "))
     }
@@ -362,6 +434,7 @@ impl ReloadHandle {
             .services
             .iter()
             .map(|s| admin::Watched {
+                name: s.name.clone(),
                 listen: s.local_addr,
                 pool: s.service.pool.clone(),
                 stats: s.service.stats.clone(),
@@ -378,6 +451,22 @@ impl ReloadHandle {
             .map(|s| s.service.clone())
             .collect()
     }
+}
+
+/// Each listener's pool name and configuration, for the overlay.
+fn bases(services: &[Running]) -> Vec<(&str, &ServiceConfig)> {
+    services
+        .iter()
+        .map(|s| (s.name.as_str(), &s.base))
+        .collect()
+}
+
+fn control_paths(config: &Config) -> [Option<PathBuf>; 3] {
+    [
+        config.admin_token_file.clone(),
+        config.admin_socket.clone(),
+        config.state_file.clone(),
+    ]
 }
 
 fn backend_names(pool: &Pool) -> Vec<String> {

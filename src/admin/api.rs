@@ -1,0 +1,652 @@
+//! The runtime control API under `/api/v1/`: JSON over the admin endpoint,
+//! to list pools and backends and to drain, re-weight, add and remove
+//! backends without a reload.
+//!
+//! It exists so an operator (or `tcplb ctl`) can change the fleet of a
+//! running balancer. Routing is by hyper's method and path; bodies are
+//! read with a size cap ([`MAX_BODY`], 413 beyond it) and decoded by
+//! `serde_json` with unknown fields refused. A request is checked in this
+//! order, and the first failure answers it with `{"error":"..."}`: route
+//! (404), method (405), write access (403, see [`super::auth`]), body
+//! (413, 400), then the pool and backend (404, 409) by the runtime through
+//! [`Control`]. A refused request changes nothing; each refusal and each
+//! applied change is counted in [`ControlStats`].
+//!
+//! | route | method | body |
+//! |---|---|---|
+//! | `/api/v1/pools` | GET | |
+//! | `/api/v1/pools/{pool}/backends` | GET | |
+//! | `/api/v1/pools/{pool}/backends` | POST | `{"address":"HOST:PORT","weight":N,"maxconn":N,"backup":bool}` |
+//! | `/api/v1/pools/{pool}/backends/{backend}` | DELETE | optional `{"deadline":"5m"}` |
+//! | `/api/v1/pools/{pool}/backends/{backend}/drain` | POST | optional `{"deadline":"5m"}` |
+//! | `/api/v1/pools/{pool}/backends/{backend}/maintenance` | POST | none or `{}` |
+//! | `/api/v1/pools/{pool}/backends/{backend}/ready` | POST | none or `{}` |
+//! | `/api/v1/pools/{pool}/backends/{backend}/weight` | PUT | `{"weight":N}`, N from 1 to 10000 |
+//!
+//! `{pool}` and `{backend}` are names, percent-decoded (`%5B%3A%3A1%5D%3A80`
+//! is `[::1]:80`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use log::debug;
+use percent_encoding::percent_decode_str;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{self, Origin};
+use super::control::{Action, Change, Control, MAX_WEIGHT};
+use super::view::Watched;
+use super::{WatchList, answer};
+use crate::config::{AdminState, parse_duration, resolve};
+use crate::pool::backend::Backend;
+use crate::pool::overlay::{NewBackend, Refused};
+use crate::stats::ControlStats;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the API needs besides the request.
+pub struct Api {
+    /// The pools to report and change.
+    pub watched: WatchList,
+    /// Applies changes; `None` makes every change 503 (a read-only embedding).
+    pub control: Option<Arc<dyn Control>>,
+    /// The bearer token that gives TCP requests write access.
+    pub token: Option<String>,
+    /// Changes and refusals, for /metrics.
+    pub stats: Arc<ControlStats>,
+}
+
+/// A pool in `GET /api/v1/pools`.
+#[derive(Serialize)]
+struct PoolView {
+    /// The pool's name.
+    name: String,
+    /// Where its listener is bound.
+    listen: String,
+    /// How it picks a backend.
+    strategy: String,
+    /// Its members.
+    backends: Vec<BackendItem>,
+}
+
+/// A backend in the API's lists.
+#[derive(Serialize)]
+struct BackendItem {
+    /// `HOST:PORT` as configured or added.
+    name: String,
+    /// The address it resolved to.
+    address: String,
+    /// "ready", "drain" or "maintenance".
+    admin_state: String,
+    /// "up" or "down", from the checks.
+    health: &'static str,
+    /// Its share of connections.
+    weight: u32,
+    /// Its share now, less while slow start ramps it up.
+    effective_weight: f64,
+    /// Connections open to it now.
+    active: u64,
+    /// Used only while no primary is usable.
+    backup: bool,
+    /// When an operator's drain closes what is left (RFC 3339, UTC), or null.
+    drain_deadline: Option<String>,
+}
+
+/// An API failure: the status and the one line for `{"error":..}`.
+struct Failure {
+    /// The 4xx (or 503).
+    status: StatusCode,
+    /// The `reason` label it is counted under.
+    reason: &'static str,
+    /// The one line for `{"error":..}`.
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Failure {
+        let reason = match status {
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "bad_request",
+        };
+        Failure {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+/// A path under `/api/v1/`, split into names.
+enum Route {
+    /// `pools`: GET.
+    Pools,
+    /// `pools/{pool}/backends`: GET, POST (add).
+    Backends {
+        /// The pool's name.
+        pool: String,
+    },
+    /// `pools/{pool}/backends/{backend}`: DELETE.
+    Backend {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name.
+        backend: String,
+    },
+    /// `pools/{pool}/backends/{backend}/{verb}`.
+    Verb {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name.
+        backend: String,
+        /// What to do to it.
+        verb: Verb,
+    },
+}
+
+/// The last segment of a backend route.
+#[derive(Clone, Copy)]
+enum Verb {
+    /// POST: drain, with an optional deadline.
+    Drain,
+    /// POST: maintenance.
+    Maintenance,
+    /// POST: back to ready.
+    Ready,
+    /// PUT: a new weight.
+    Weight,
+}
+
+/// Answers one request under `/api/`.
+pub async fn handle(
+    request: Request<Incoming>,
+    api: &Api,
+    origin: &Origin,
+) -> Response<Full<Bytes>> {
+    match route_and_apply(request, api, origin).await {
+        Ok(response) => response,
+        Err((failure, allow)) => {
+            api.stats.count_rejected(failure.reason);
+            debug!(
+                "admin {}: refused ({}): {}",
+                origin.who(),
+                failure.status.as_u16(),
+                failure.message
+            );
+            let mut response = json(
+                failure.status,
+                &ErrorBody {
+                    error: &failure.message,
+                },
+            );
+            if let Some(allow) = allow {
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+            }
+            response
+        }
+    }
+}
+
+/// `{"error":"..."}`.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    /// What was wrong, in one line.
+    error: &'a str,
+}
+
+type Refusal = (Failure, Option<&'static str>);
+
+async fn route_and_apply(
+    request: Request<Incoming>,
+    api: &Api,
+    origin: &Origin,
+) -> Result<Response<Full<Bytes>>, Refusal> {
+    let route = parse_route(request.uri().path()).map_err(|f| (f, None))?;
+    let method = request.method().clone();
+    let allowed: &'static str = match &route {
+        Route::Pools => "GET",
+        Route::Backends { .. } => "GET, POST",
+        Route::Backend { .. } => "DELETE",
+        Route::Verb {
+            verb: Verb::Weight, ..
+        } => "PUT",
+        Route::Verb { .. } => "POST",
+    };
+    if !allowed.split(", ").any(|m| m == method.as_str()) {
+        let failure = Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here: use {allowed}"),
+        );
+        return Err((failure, Some(allowed)));
+    }
+    if method == Method::GET {
+        return read(&route, api).map_err(|f| (f, None));
+    }
+    if !auth::may_write(origin, request.headers(), api.token.as_deref()) {
+        let failure = Failure::new(
+            StatusCode::FORBIDDEN,
+            "changes need write access: the admin socket (--admin-socket), or \
+             `Authorization: Bearer TOKEN` with the token of --admin-token-file",
+        );
+        return Err((failure, None));
+    }
+    let body = read_body(request.into_body())
+        .await
+        .map_err(|f| (f, None))?;
+    let change = decode_change(route, &body, origin)
+        .await
+        .map_err(|f| (f, None))?;
+    apply(change, api).map_err(|f| (f, None))
+}
+
+/// Splits `/api/v1/...` into a route; names are percent-decoded.
+fn parse_route(path: &str) -> Result<Route, Failure> {
+    let not_found = || Failure::new(StatusCode::NOT_FOUND, format!("no API route {path}"));
+    let rest = path.strip_prefix("/api/v1/").ok_or_else(not_found)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let name = |segment: &str| -> Result<String, Failure> {
+        let text = percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| Failure::bad(format!("{segment:?} is not UTF-8 once decoded")))?;
+        if text.is_empty() {
+            return Err(not_found());
+        }
+        Ok(text.into_owned())
+    };
+    Ok(match parts[..] {
+        ["pools"] => Route::Pools,
+        ["pools", pool, "backends"] => Route::Backends { pool: name(pool)? },
+        ["pools", pool, "backends", backend] => Route::Backend {
+            pool: name(pool)?,
+            backend: name(backend)?,
+        },
+        ["pools", pool, "backends", backend, verb] => {
+            let verb = match verb {
+                "drain" => Verb::Drain,
+                "maintenance" => Verb::Maintenance,
+                "ready" => Verb::Ready,
+                "weight" => Verb::Weight,
+                _ => return Err(not_found()),
+            };
+            Route::Verb {
+                pool: name(pool)?,
+                backend: name(backend)?,
+                verb,
+            }
+        }
+        _ => return Err(not_found()),
+    })
+}
+
+/// The GET routes.
+fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
+    let watched = (api.watched)();
+    match route {
+        Route::Pools => {
+            /// `{"pools":[...]}`.
+            #[derive(Serialize)]
+            struct Pools {
+                /// Every pool, in configuration order.
+                pools: Vec<PoolView>,
+            }
+            let pools = watched.iter().map(pool_view).collect();
+            Ok(json(StatusCode::OK, &Pools { pools }))
+        }
+        Route::Backends { pool } => {
+            let found = find_pool(&watched, pool)?;
+            /// `{"pool":..,"backends":[...]}`.
+            #[derive(Serialize)]
+            struct Backends {
+                /// The pool's name.
+                pool: String,
+                /// Its members.
+                backends: Vec<BackendItem>,
+            }
+            let view = pool_view(found);
+            Ok(json(
+                StatusCode::OK,
+                &Backends {
+                    pool: view.name,
+                    backends: view.backends,
+                },
+            ))
+        }
+        _ => Err(Failure::new(StatusCode::METHOD_NOT_ALLOWED, "not readable")),
+    }
+}
+
+fn find_pool<'a>(watched: &'a [Watched], pool: &str) -> Result<&'a Watched, Failure> {
+    watched
+        .iter()
+        .find(|w| w.name == pool)
+        .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, format!("no pool {pool}")))
+}
+
+fn pool_view(w: &Watched) -> PoolView {
+    let state = w.pool.load();
+    let mut backends: Vec<BackendItem> = Vec::new();
+    for b in &state.backends {
+        if !backends.iter().any(|seen| seen.name == b.name()) {
+            backends.push(backend_item(b, state.config.slow_start));
+        }
+    }
+    PoolView {
+        name: w.name.clone(),
+        listen: w.listen.to_string(),
+        strategy: state.config.strategy.to_string(),
+        backends,
+    }
+}
+
+fn backend_item(b: &Backend, slow_start: Option<Duration>) -> BackendItem {
+    let effective = f64::from(b.weight()) * b.ramp(slow_start);
+    BackendItem {
+        name: b.name().to_string(),
+        address: b.addr().to_string(),
+        admin_state: b.admin_state().to_string(),
+        health: if b.is_up() { "up" } else { "down" },
+        weight: b.weight(),
+        effective_weight: if effective.is_finite() {
+            effective
+        } else {
+            0.0
+        },
+        active: b.active(),
+        backup: b.is_backup(),
+        drain_deadline: b
+            .drain_deadline()
+            .map(|d| humantime::format_rfc3339_seconds(d).to_string()),
+    }
+}
+
+/// The body, up to [`MAX_BODY`] bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, Failure> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY} bytes"),
+        )),
+        Err(e) => Err(Failure::bad(format!("cannot read the body: {e}"))),
+    }
+}
+
+/// `{"deadline":"5m"}`, for drain and remove.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadlineBody {
+    /// When to close what is left, e.g. "5m" (`parse_duration`'s syntax).
+    deadline: Option<String>,
+}
+
+/// `{}`, for maintenance and ready.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+/// `{"weight":N}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightBody {
+    /// The new weight; wider than u32 so an out-of-range one gets its own message.
+    weight: u64,
+}
+
+/// `{"address":"HOST:PORT","weight":N,"maxconn":N,"backup":bool}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    /// `HOST:PORT`: also the backend's name.
+    address: String,
+    /// Its share; 1 when absent.
+    weight: Option<u64>,
+    /// Its connection limit; unlimited when absent.
+    maxconn: Option<u64>,
+    /// A backup; false when absent.
+    backup: Option<bool>,
+}
+
+/// Decodes a JSON body; an empty one is `T::default()` when `empty` is
+/// given, else an error.
+fn decode<T: DeserializeOwned>(body: &[u8], empty: Option<T>) -> Result<T, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return empty.ok_or_else(|| Failure::bad("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| Failure::bad(format!("bad JSON body: {e}")))
+}
+
+fn deadline(body: DeadlineBody) -> Result<Option<Duration>, Failure> {
+    body.deadline
+        .map(|d| parse_duration(&d).map_err(|e| Failure::bad(format!("bad deadline: {e}"))))
+        .transpose()
+}
+
+fn weight(n: u64, key: &str) -> Result<u32, Failure> {
+    u32::try_from(n)
+        .ok()
+        .filter(|w| (1..=MAX_WEIGHT).contains(w))
+        .ok_or_else(|| Failure::bad(format!("{key} {n} is out of range: 1 to {MAX_WEIGHT}")))
+}
+
+/// The change a write request asks for, checked for form.
+async fn decode_change(route: Route, body: &[u8], origin: &Origin) -> Result<Change, Failure> {
+    let who = origin.who();
+    let (pool, backend, action) = match route {
+        Route::Verb {
+            pool,
+            backend,
+            verb,
+        } => {
+            let action = match verb {
+                Verb::Drain => Action::Drain {
+                    deadline: deadline(decode(body, Some(DeadlineBody::default()))?)?,
+                },
+                Verb::Maintenance => {
+                    decode(body, Some(EmptyBody::default()))?;
+                    Action::Maintenance
+                }
+                Verb::Ready => {
+                    decode(body, Some(EmptyBody::default()))?;
+                    Action::Ready
+                }
+                Verb::Weight => {
+                    let body: WeightBody = decode(body, None)?;
+                    Action::Weight(weight(body.weight, "weight")?)
+                }
+            };
+            (pool, backend, action)
+        }
+        Route::Backend { pool, backend } => {
+            let body: DeadlineBody = decode(body, Some(DeadlineBody::default()))?;
+            (
+                pool,
+                backend,
+                Action::Remove {
+                    deadline: deadline(body)?,
+                },
+            )
+        }
+        Route::Backends { pool } => {
+            let body: AddBody = decode(body, None)?;
+            let new = new_backend(body).await?;
+            (pool, new.spec.name.clone(), Action::Add(new))
+        }
+        Route::Pools => return Err(Failure::bad("nothing to change here")),
+    };
+    Ok(Change {
+        pool,
+        backend,
+        action,
+        who,
+    })
+}
+
+/// The backend an add asks for, its address resolved (off the runtime's
+/// thread: a host name may need DNS).
+async fn new_backend(body: AddBody) -> Result<NewBackend, Failure> {
+    let address = body.address;
+    if address.is_empty() || address.trim() != address || address.contains(['=', ',', '/', ' ']) {
+        return Err(Failure::bad(format!(
+            "bad address {address:?}: expected HOST:PORT"
+        )));
+    }
+    let text = address.clone();
+    let resolved = tokio::task::spawn_blocking(move || resolve(&text))
+        .await
+        .map_err(|_| Failure::bad("address resolution failed"))?
+        .map_err(|e| Failure::bad(format!("bad address {address:?}: {e}")))?;
+    if resolved.port() == 0 {
+        return Err(Failure::bad(format!(
+            "bad address {address:?}: port 0 is not a backend port"
+        )));
+    }
+    let weight_given = body.weight.is_some();
+    let spec = crate::config::BackendSpec {
+        name: address,
+        addr: resolved,
+        weight: body
+            .weight
+            .map(|w| weight(w, "weight"))
+            .transpose()?
+            .unwrap_or(1),
+        max_conns: body
+            .maxconn
+            .map(|n| {
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| Failure::bad(format!("maxconn {n} is out of range: from 1")))
+            })
+            .transpose()?,
+        admin_state: AdminState::Ready,
+        backup: body.backup.unwrap_or(false),
+        check_addr: None,
+        check_port: None,
+    };
+    Ok(NewBackend { spec, weight_given })
+}
+
+/// Hands `change` to the runtime and reports the outcome.
+fn apply(change: Change, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
+    let Some(control) = &api.control else {
+        return Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this admin endpoint cannot change anything",
+        ));
+    };
+    let action = change.action.name();
+    let (pool, backend) = (change.pool.clone(), change.backend.clone());
+    let status = match change.action {
+        Action::Add(_) => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    };
+    match control.change(change) {
+        Ok(summary) => {
+            api.stats.count_change(action);
+            /// The answer to a change.
+            #[derive(Serialize)]
+            struct Done<'a> {
+                /// The pool's name.
+                pool: &'a str,
+                /// The backend's name.
+                backend: &'a str,
+                /// What was asked ("drain", "weight", ...).
+                action: &'a str,
+                /// What changed, in one line ("state ready -> drain").
+                change: &'a str,
+            }
+            Ok(json(
+                status,
+                &Done {
+                    pool: &pool,
+                    backend: &backend,
+                    action,
+                    change: &summary,
+                },
+            ))
+        }
+        Err(Refused::NotFound(m)) => Err(Failure::new(StatusCode::NOT_FOUND, m)),
+        Err(Refused::Conflict(m)) => Err(Failure::new(StatusCode::CONFLICT, m)),
+    }
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    // Plain structs of strings and numbers always serialise.
+    let mut body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    body.push('\n');
+    answer(status, "application/json", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_split_and_decode_names() {
+        let Ok(Route::Verb { pool, backend, .. }) =
+            parse_route("/api/v1/pools/web/backends/%5B%3A%3A1%5D%3A80/drain")
+        else {
+            panic!("not a verb route");
+        };
+        assert_eq!((pool.as_str(), backend.as_str()), ("web", "[::1]:80"));
+        assert!(matches!(parse_route("/api/v1/pools"), Ok(Route::Pools)));
+        for bad in [
+            "/api/v1/pools/",
+            "/api/v1/pool",
+            "/api/v2/pools",
+            "/api/v1/pools//backends",
+            "/api/v1/pools/web/backends/x/reboot",
+            "/api/v1/pools/web/backends/x/drain/now",
+        ] {
+            let e = parse_route(bad).err().expect(bad);
+            assert_eq!(e.status, StatusCode::NOT_FOUND, "{bad}");
+        }
+        let e = parse_route("/api/v1/pools/%FF/backends").err().unwrap();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn bodies_are_strict() {
+        assert!(decode::<DeadlineBody>(b"", Some(DeadlineBody::default())).is_ok());
+        assert!(decode::<EmptyBody>(b"{}", Some(EmptyBody::default())).is_ok());
+        for bad in [&b"{"[..], b"{\"deadline\":5}", b"{\"dead\":\"1s\"}", b"[]"] {
+            assert!(
+                decode::<DeadlineBody>(bad, Some(DeadlineBody::default())).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(decode::<WeightBody>(b"", None).is_err());
+        assert!(decode::<WeightBody>(b"{\"weight\":-1}", None).is_err());
+        assert_eq!(weight(10_000, "weight").ok(), Some(10_000));
+        assert!(weight(0, "weight").is_err());
+        assert!(weight(10_001, "weight").is_err());
+        assert!(weight(u64::MAX, "weight").is_err());
+        let d = deadline(DeadlineBody {
+            deadline: Some("1m 30s".into()),
+        });
+        assert_eq!(d.ok().flatten(), Some(Duration::from_secs(90)));
+        assert!(
+            deadline(DeadlineBody {
+                deadline: Some("soon".into())
+            })
+            .is_err()
+        );
+    }
+}

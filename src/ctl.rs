@@ -1,0 +1,572 @@
+//! `tcplb ctl`: the command-line client of the control API, so operators
+//! drain, re-weight, add and remove backends without writing HTTP by hand.
+//!
+//! It parses its own arguments (a separate clap command, reached when the
+//! first argument is `ctl`), sends one request with hyper's HTTP/1 client
+//! over TCP or the Unix admin socket, and prints the answer: an aligned
+//! table for lists, one line for a change, or the API's JSON with
+//! `--json`. Any failure (bad arguments, connection refused, a 4xx with the
+//! server's error text) is one line on stderr and a non-zero exit: 2 for
+//! bad arguments (as clap), 1 for the rest.
+//!
+//! It sits on top, beside `main`: it uses only [`crate::config`] (to check
+//! durations as the server will) and talks to the server over the wire.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::parse_duration;
+
+/// How long one command may take, connect to answer.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Talk to a running tcplb's control API.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tcplb ctl",
+    bin_name = "tcplb ctl",
+    version,
+    max_term_width = 100
+)]
+pub struct CtlCli {
+    /// The admin endpoint: HOST:PORT, or unix:PATH for the admin socket.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:9090",
+        value_name = "ADDR"
+    )]
+    pub admin: String,
+
+    /// Send the bearer token in this file (the server's --admin-token-file).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Print the API's JSON instead of a table or a line.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to ask.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to ask.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum Command {
+    /// List the pools.
+    Pools,
+    /// List the backends of POOL, or of every pool.
+    Backends {
+        /// The pool's name. [default: every pool]
+        pool: Option<String>,
+    },
+    /// Stop new connections to BACKEND; open ones finish (or are closed at --deadline).
+    Drain {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+        /// Close what is still open after this long, e.g. 5m.
+        #[arg(long, value_parser = check_duration, value_name = "DUR")]
+        deadline: Option<String>,
+    },
+    /// Take BACKEND out of rotation and stop checking it.
+    Maintenance {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+    },
+    /// Put BACKEND back in rotation.
+    Ready {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+    },
+    /// Set BACKEND's weight (1 to 10000).
+    Weight {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+        /// The new weight.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        weight: u32,
+    },
+    /// Add a backend at HOST:PORT.
+    Add {
+        /// The pool's name.
+        pool: String,
+        /// Where the new backend is; also its name.
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        /// Its share of connections. [default: 1]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000), value_name = "N")]
+        weight: Option<u32>,
+        /// Most connections open to it at once. [default: unlimited]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+        maxconn: Option<u32>,
+        /// Use it only while no primary backend is usable.
+        #[arg(long)]
+        backup: bool,
+    },
+    /// Drain BACKEND, then remove it when its last connection ends.
+    Remove {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+        /// Close what is still open after this long, e.g. 5m.
+        #[arg(long, value_parser = check_duration, value_name = "DUR")]
+        deadline: Option<String>,
+    },
+}
+
+fn check_duration(text: &str) -> Result<String, String> {
+    parse_duration(text).map(|_| text.to_string())
+}
+
+/// Characters escaped in a path segment: all but unreserved ones.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn segment(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// Runs `tcplb ctl ARGS` (`args` starts with the program name, then
+/// `ctl`) and returns the exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.len() > 1 {
+        // "tcplb ctl ..." parses as the command "tcplb ctl".
+        args.remove(1);
+    }
+    let cli = match CtlCli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// One request: method, path, optional JSON body.
+struct Call {
+    /// GET, POST, PUT or DELETE.
+    method: Method,
+    /// Under `/api/v1/`, names percent-encoded.
+    path: String,
+    /// The JSON body, if any.
+    body: Option<Value>,
+}
+
+/// Runs the command and returns what to print.
+pub async fn run(cli: &CtlCli) -> Result<String, String> {
+    let token = match &cli.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let call = call_for(&cli.command);
+    let (status, body) = tokio::time::timeout(TIMEOUT, send(&cli.admin, token.as_deref(), &call))
+        .await
+        .map_err(|_| format!("no answer from {} within {TIMEOUT:?}", cli.admin))??;
+    let value: Value = serde_json::from_slice(&body).map_err(|_| {
+        format!(
+            "{status}: not a control API answer (is {} a tcplb admin endpoint?)",
+            cli.admin
+        )
+    })?;
+    if !status.is_success() {
+        let message = value["error"].as_str().unwrap_or("(no error text)");
+        return Err(format!("{status}: {message}"));
+    }
+    if cli.json {
+        // The server's bytes, fields in its order.
+        let text = String::from_utf8_lossy(&body);
+        return Ok(format!("{}\n", text.trim_end()));
+    }
+    Ok(render(&cli.command, &value))
+}
+
+fn call_for(command: &Command) -> Call {
+    let backend_path = |pool: &str, backend: &str| {
+        format!(
+            "/api/v1/pools/{}/backends/{}",
+            segment(pool),
+            segment(backend)
+        )
+    };
+    let deadline_body =
+        |deadline: &Option<String>| deadline.as_ref().map(|d| json!({ "deadline": d }));
+    match command {
+        Command::Pools | Command::Backends { pool: None } => Call {
+            method: Method::GET,
+            path: "/api/v1/pools".into(),
+            body: None,
+        },
+        Command::Backends { pool: Some(pool) } => Call {
+            method: Method::GET,
+            path: format!("/api/v1/pools/{}/backends", segment(pool)),
+            body: None,
+        },
+        Command::Drain {
+            pool,
+            backend,
+            deadline,
+        } => Call {
+            method: Method::POST,
+            path: format!("{}/drain", backend_path(pool, backend)),
+            body: deadline_body(deadline),
+        },
+        Command::Maintenance { pool, backend } => Call {
+            method: Method::POST,
+            path: format!("{}/maintenance", backend_path(pool, backend)),
+            body: None,
+        },
+        Command::Ready { pool, backend } => Call {
+            method: Method::POST,
+            path: format!("{}/ready", backend_path(pool, backend)),
+            body: None,
+        },
+        Command::Weight {
+            pool,
+            backend,
+            weight,
+        } => Call {
+            method: Method::PUT,
+            path: format!("{}/weight", backend_path(pool, backend)),
+            body: Some(json!({ "weight": weight })),
+        },
+        Command::Add {
+            pool,
+            address,
+            weight,
+            maxconn,
+            backup,
+        } => {
+            let mut body = json!({ "address": address, "backup": backup });
+            if let Some(weight) = weight {
+                body["weight"] = json!(weight);
+            }
+            if let Some(maxconn) = maxconn {
+                body["maxconn"] = json!(maxconn);
+            }
+            Call {
+                method: Method::POST,
+                path: format!("/api/v1/pools/{}/backends", segment(pool)),
+                body: Some(body),
+            }
+        }
+        Command::Remove {
+            pool,
+            backend,
+            deadline,
+        } => Call {
+            method: Method::DELETE,
+            path: backend_path(pool, backend),
+            body: deadline_body(deadline),
+        },
+    }
+}
+
+/// Sends `call` to `admin` (HOST:PORT or unix:PATH); the status and body.
+async fn send(
+    admin: &str,
+    token: Option<&str>,
+    call: &Call,
+) -> Result<(StatusCode, Bytes), String> {
+    match admin.strip_prefix("unix:") {
+        Some(path) => {
+            let stream = UnixStream::connect(path)
+                .await
+                .map_err(|e| format!("cannot connect to unix:{path}: {e}"))?;
+            exchange(stream, "localhost", token, call).await
+        }
+        None => {
+            let stream = TcpStream::connect(admin)
+                .await
+                .map_err(|e| format!("cannot connect to {admin}: {e}"))?;
+            exchange(stream, admin, token, call).await
+        }
+    }
+}
+
+async fn exchange<S>(
+    stream: S,
+    host: &str,
+    token: Option<&str>,
+    call: &Call,
+) -> Result<(StatusCode, Bytes), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    // Drives the connection; it ends when the answer is read.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let body = match &call.body {
+        Some(value) => Bytes::from(value.to_string()),
+        None => Bytes::new(),
+    };
+    let mut request = Request::builder()
+        .method(call.method.clone())
+        .uri(&call.path)
+        .header(HOST, host);
+    if call.body.is_some() {
+        request = request.header(CONTENT_TYPE, "application/json");
+    }
+    if let Some(token) = token {
+        request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(body))
+        .map_err(|e| format!("bad request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer failed: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// The human form of an answer.
+fn render(command: &Command, value: &Value) -> String {
+    match command {
+        Command::Pools => {
+            let mut rows = vec![row(&["NAME", "LISTEN", "STRATEGY", "BACKENDS"])];
+            for pool in array(&value["pools"]) {
+                let backends = array(&pool["backends"]);
+                let ready = backends
+                    .iter()
+                    .filter(|b| b["admin_state"] == "ready" && b["health"] == "up")
+                    .count();
+                rows.push(vec![
+                    text(&pool["name"]),
+                    text(&pool["listen"]),
+                    text(&pool["strategy"]),
+                    format!("{} ({ready} ready and up)", backends.len()),
+                ]);
+            }
+            table(&rows)
+        }
+        Command::Backends { pool } => {
+            let mut rows = vec![row(&[
+                "POOL",
+                "BACKEND",
+                "ADDRESS",
+                "STATE",
+                "HEALTH",
+                "WEIGHT",
+                "EFFECTIVE",
+                "ACTIVE",
+                "BACKUP",
+                "DEADLINE",
+            ])];
+            let pools: Vec<(String, &Value)> = match pool {
+                Some(_) => vec![(text(&value["pool"]), value)],
+                None => array(&value["pools"])
+                    .iter()
+                    .map(|p| (text(&p["name"]), p))
+                    .collect(),
+            };
+            for (name, pool) in pools {
+                for b in array(&pool["backends"]) {
+                    rows.push(vec![
+                        name.clone(),
+                        text(&b["name"]),
+                        text(&b["address"]),
+                        text(&b["admin_state"]),
+                        text(&b["health"]),
+                        text(&b["weight"]),
+                        text(&b["effective_weight"]),
+                        text(&b["active"]),
+                        if b["backup"] == true { "yes" } else { "no" }.into(),
+                        match &b["drain_deadline"] {
+                            Value::Null => "-".into(),
+                            d => text(d),
+                        },
+                    ]);
+                }
+            }
+            table(&rows)
+        }
+        _ => format!(
+            "{} {}: {}\n",
+            text(&value["pool"]),
+            text(&value["backend"]),
+            text(&value["change"])
+        ),
+    }
+}
+
+fn array(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| c.to_string()).collect()
+}
+
+/// Left-aligned columns, two spaces apart, no trailing spaces.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < r.len() {
+                let pad = widths[i] - cell.chars().count() + 2;
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<CtlCli, clap::Error> {
+        CtlCli::try_parse_from(std::iter::once("tcplb ctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn commands_become_api_calls() {
+        let call = |args: &[&str]| {
+            let cli = parse(args).unwrap();
+            let c = call_for(&cli.command);
+            (c.method.to_string(), c.path, c.body.map(|b| b.to_string()))
+        };
+        assert_eq!(
+            call(&["drain", "web", "[::1]:80", "--deadline", "5m"]),
+            (
+                "POST".into(),
+                "/api/v1/pools/web/backends/%5B%3A%3A1%5D%3A80/drain".into(),
+                Some(r#"{"deadline":"5m"}"#.into())
+            )
+        );
+        assert_eq!(
+            call(&["weight", "web", "10.0.0.1:80", "3"]),
+            (
+                "PUT".into(),
+                "/api/v1/pools/web/backends/10.0.0.1%3A80/weight".into(),
+                Some(r#"{"weight":3}"#.into())
+            )
+        );
+        assert_eq!(
+            call(&["add", "web", "127.0.0.1:9", "--weight", "2", "--backup"]),
+            (
+                "POST".into(),
+                "/api/v1/pools/web/backends".into(),
+                Some(r#"{"address":"127.0.0.1:9","backup":true,"weight":2}"#.into())
+            )
+        );
+        assert_eq!(
+            call(&["remove", "web", "127.0.0.1:9"]),
+            (
+                "DELETE".into(),
+                "/api/v1/pools/web/backends/127.0.0.1%3A9".into(),
+                None
+            )
+        );
+        assert_eq!(call(&["backends"]).1, "/api/v1/pools");
+        let cli = parse(&["--json", "pools", "--admin", "unix:/tmp/x"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.admin, "unix:/tmp/x");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        for args in [
+            &["weight", "web", "b", "0"][..],
+            &["weight", "web", "b", "10001"],
+            &["drain", "web", "b", "--deadline", "soon"],
+            &["drain", "web"],
+            &["reboot"],
+            &[],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![row(&["A", "BB", "C"]), row(&["long", "x", ""])];
+        assert_eq!(table(&rows), "A     BB  C\nlong  x\n");
+    }
+}

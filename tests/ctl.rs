@@ -1,0 +1,386 @@
+//! `tcplb ctl` against the real binary: human tables and lines, `--json`,
+//! exit codes and one-line errors; runtime changes survive a restart with
+//! `--state-file`; a bad token file stops tcplb at start.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{PATIENCE, TcplbProcess, refusing_addr, spawn_process, tcplb_bin, wait_listening};
+use serde_json::Value;
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tcplb-ctl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+    fn arg(&self, file: &str) -> String {
+        self.path(file).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Three listening sockets as backends: the pool is only reported and
+/// changed, never sent traffic, and a listener passes the connect check
+/// from its backlog. They close when the test's guard drops.
+fn backends() -> (
+    Vec<std::net::TcpListener>,
+    SocketAddr,
+    SocketAddr,
+    SocketAddr,
+) {
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addr = |i: usize| listeners[i].local_addr().unwrap();
+    let (a, b, c) = (addr(0), addr(1), addr(2));
+    (listeners, a, b, c)
+}
+
+fn write_config(dir: &TempDir, a: SocketAddr, b: SocketAddr) -> String {
+    let path = dir.path("tcplb.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin = \"127.0.0.1:0\"\nadmin_socket = {:?}\nadmin_token_file = {:?}\n\
+             state_file = {:?}\n\
+             [[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{a}\", \"{b}\"]\n\
+             health = {{ interval = \"1h\" }}\n",
+            dir.path("admin.sock"),
+            dir.path("token"),
+            dir.path("state.json"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path("token"), "tok-123\n").unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn start(config: &str) -> (TcplbProcess, SocketAddr) {
+    let mut command = Command::new(tcplb_bin());
+    command.args(["--config", config]);
+    let tcplb = wait_listening(spawn_process(command));
+    let admin = admin_addr(&tcplb);
+    (tcplb, admin)
+}
+
+/// The admin address the process logged.
+fn admin_addr(tcplb: &TcplbProcess) -> SocketAddr {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let text = tcplb.process.stderr_text();
+        let found = text.lines().find_map(|l| {
+            let rest = l.split("admin endpoint on http://").nth(1)?;
+            rest.split('/').next()?.parse().ok()
+        });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no admin line:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `tcplb ctl ARGS` (bounded by its own 10 s timeout).
+fn ctl(args: &[&str]) -> Output {
+    Command::new(tcplb_bin())
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("run tcplb ctl")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = ctl(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+fn socket(dir: &TempDir) -> String {
+    format!("unix:{}", dir.arg("admin.sock"))
+}
+
+#[test]
+fn ctl_prints_tables_lines_and_json_and_fails_in_one_line() {
+    let dir = TempDir::new("human");
+    let (_listening, a, b, _) = backends();
+    let config = write_config(&dir, a, b);
+    let (tcplb, admin) = start(&config);
+    let admin = admin.to_string();
+    let listen = tcplb.addr.to_string();
+
+    let pools = ok(&["--admin", &admin, "pools"]);
+    let w = listen.len();
+    assert_eq!(
+        pools,
+        format!(
+            "NAME  {:<w$}  STRATEGY     BACKENDS\nweb   {listen:<w$}  round-robin  2 (2 ready and up)\n",
+            "LISTEN"
+        )
+    );
+
+    // Over TCP, a change needs the token.
+    let (an, bn) = (a.to_string(), b.to_string());
+    let out = ctl(&["--admin", &admin, "weight", "web", &an, "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).starts_with("error: 403 Forbidden: changes need write access"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1);
+    let token = dir.arg("token");
+    let line = ok(&[
+        "--admin",
+        &admin,
+        "--token-file",
+        &token,
+        "weight",
+        "web",
+        &an,
+        "3",
+    ]);
+    assert_eq!(line, format!("web {an}: weight 1 -> 3\n"));
+    let line = ok(&[
+        "--admin",
+        &socket(&dir),
+        "drain",
+        "web",
+        &bn,
+        "--deadline",
+        "1h",
+    ]);
+    assert_eq!(
+        line,
+        format!("web {bn}: state ready -> drain, closing what is left in 1h\n")
+    );
+
+    let table = ok(&["--admin", &admin, "backends", "web"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "POOL",
+            "BACKEND",
+            "ADDRESS",
+            "STATE",
+            "HEALTH",
+            "WEIGHT",
+            "EFFECTIVE",
+            "ACTIVE",
+            "BACKUP",
+            "DEADLINE"
+        ]
+    );
+    let row_a: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        row_a,
+        ["web", &an, &an, "ready", "up", "3", "3.0", "0", "no", "-"]
+    );
+    let row_b: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        &row_b[..9],
+        ["web", &bn, &bn, "drain", "up", "1", "1.0", "0", "no"]
+    );
+    assert!(row_b[9].ends_with('Z'), "a deadline: {row_b:?}");
+    // Aligned: every column starts where its header does.
+    let starts = |line: &str| -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut prev = ' ';
+        for (i, c) in line.char_indices() {
+            if c != ' ' && prev == ' ' {
+                out.push(i);
+            }
+            prev = c;
+        }
+        out
+    };
+    assert_eq!(starts(lines[0]), starts(lines[1]), "{table}");
+
+    let raw = ok(&["--admin", &admin, "--json", "backends", "web"]);
+    // The API's own bytes, in its field order.
+    assert!(
+        raw.starts_with(&format!(
+            "{{\"pool\":\"web\",\"backends\":[{{\"name\":\"{an}\",\"address\":\"{an}\","
+        )),
+        "{raw}"
+    );
+    let json: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(json["pool"], "web");
+    assert_eq!(json["backends"][0]["weight"], 3);
+    assert_eq!(json["backends"][1]["admin_state"], "drain");
+    let json: Value = serde_json::from_str(&ok(&[
+        "--json",
+        "--admin",
+        &socket(&dir),
+        "ready",
+        "web",
+        &bn,
+    ]))
+    .unwrap();
+    assert_eq!(json["change"], "state drain -> ready");
+
+    // An unknown backend: the server's words, exit 1.
+    let out = ctl(&["--admin", &socket(&dir), "drain", "web", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: 404 Not Found: no backend 127.0.0.1:1 in this pool\n"
+    );
+    let out = ctl(&["--admin", &admin, "backends", "nope"]);
+    assert_eq!(stderr(&out), "error: 404 Not Found: no pool nope\n");
+
+    // Nothing listening: a clear line, exit 1.
+    let refused = refusing_addr().to_string();
+    let out = ctl(&["--admin", &refused, "pools"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.starts_with(&format!(
+            "error: cannot connect to {refused}: Connection refused"
+        )),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1);
+
+    // Bad arguments: clap's message, exit 2, nothing sent.
+    let out = ctl(&["--admin", &admin, "weight", "web", &an, "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("0 is not in 1..=10000"),
+        "{}",
+        stderr(&out)
+    );
+    let out = ctl(&["--admin", &admin, "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    drop(tcplb);
+}
+
+#[test]
+fn runtime_changes_survive_a_restart_with_the_state_file() {
+    let dir = TempDir::new("restart");
+    let (_listening, a, b, c) = backends();
+    let config = write_config(&dir, a, b);
+    let (an, bn, cn) = (a.to_string(), b.to_string(), c.to_string());
+    let sock = socket(&dir);
+    let (mut tcplb, _) = start(&config);
+    ok(&["--admin", &sock, "maintenance", "web", &an]);
+    ok(&["--admin", &sock, "remove", "web", &bn]);
+    let added = ok(&[
+        "--admin",
+        &sock,
+        "add",
+        "web",
+        &cn,
+        "--weight",
+        "4",
+        "--maxconn",
+        "9",
+    ]);
+    assert_eq!(added, format!("web {cn}: added (weight 4)\n"));
+    tcplb.process.sigterm();
+    let status = tcplb
+        .process
+        .wait_exit(PATIENCE)
+        .expect("tcplb exits on SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(
+        !Path::new(&dir.path("admin.sock")).exists(),
+        "the socket is removed on exit"
+    );
+
+    let (tcplb, _) = start(&config);
+    let json: Value =
+        serde_json::from_str(&ok(&["--admin", &sock, "--json", "backends", "web"])).unwrap();
+    let list: Vec<(String, String, u64)> = json["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["admin_state"].as_str().unwrap().to_string(),
+                b["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        list,
+        [
+            (an.clone(), "maintenance".to_string(), 1),
+            (cn.clone(), "ready".to_string(), 4)
+        ]
+    );
+    assert!(
+        tcplb
+            .process
+            .stderr_text()
+            .contains("runtime changes for 1 pool(s) restored"),
+        "{}",
+        tcplb.process.stderr_text()
+    );
+}
+
+#[test]
+fn a_missing_or_empty_token_file_stops_tcplb_at_start() {
+    let dir = TempDir::new("token");
+    let empty = dir.path("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    for (file, says) in [
+        (dir.path("missing"), "cannot read the admin token file"),
+        (empty, "is empty"),
+    ] {
+        let mut command = Command::new(tcplb_bin());
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token-file",
+            file.to_str().unwrap(),
+        ]);
+        let mut process = spawn_process(command);
+        let status = process.wait_exit(PATIENCE).expect("tcplb exits");
+        assert_eq!(status.code(), Some(1));
+        // The reader thread may still be catching up with the pipe.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !process.stderr_text().contains(says) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let text = process.stderr_text();
+        assert!(text.starts_with("error: "), "{text}");
+        assert!(text.contains(says), "{text}");
+        assert!(text.contains(file.to_str().unwrap()), "{text}");
+    }
+}
