@@ -1054,3 +1054,205 @@ async fn a_failed_state_write_is_counted_and_the_change_applies() {
     );
     let _ = spec(a.addr, 1);
 }
+
+/// What a load generator saw.
+#[derive(Default)]
+struct LoadCounts {
+    /// Short connections that echoed their bytes back exactly.
+    short_ok: u64,
+    /// Long transfers that echoed every byte back exactly.
+    long_ok: u64,
+    /// Bytes moved (and checked) by the long transfers.
+    long_bytes: u64,
+    /// Anything refused, reset, cut short or corrupted.
+    failed: Vec<String>,
+}
+
+/// A short connection: 64 bytes out and back, then both sides close.
+async fn short_exchange(addr: SocketAddr, seed: u64) -> Result<(), String> {
+    let sent = Pattern::bytes(seed, 64);
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    stream.write_all(&sent).await.map_err(|e| e.to_string())?;
+    stream.shutdown().await.map_err(|e| e.to_string())?;
+    let mut back = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut back))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    if back != sent {
+        return Err(format!(
+            "short connection {seed}: {} bytes back, corrupted",
+            back.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A long transfer: 64 chunks of 16 KiB echoed one by one, 2 ms apart.
+async fn long_transfer(addr: SocketAddr, seed: u64) -> Result<u64, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let mut moved = 0;
+    for chunk in 0..64 {
+        echo_chunk(&mut stream, seed * 1000 + chunk)
+            .await
+            .map_err(|e| format!("transfer {seed}, chunk {chunk}: {e}"))?;
+        moved += 16 * 1024;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let rest = common::finish(&mut stream, b"").await;
+    if !rest.is_empty() {
+        return Err(format!("transfer {seed}: {} stray bytes", rest.len()));
+    }
+    Ok(moved)
+}
+
+/// A rolling deploy under continuous load: drain A, wait for its last
+/// connection, stop it, start a replacement C on a new port, add C, remove
+/// A. Not one client connection may fail, and every byte must come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deploy_under_load_breaks_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+    let dir = TempDir::new("rolling");
+    let mut a = TestBackend::echo().await;
+    let b = TestBackend::echo().await;
+    let lb = start(single(common::service(&[a.addr, b.addr]), "web"), &dir);
+    let addr = lb.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+
+    // Short connections from two tasks, long transfers from four; each
+    // loop ends when told, at its cap, or at the deadline.
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..2u64 {
+        let stop = stop.clone();
+        load.spawn(async move {
+            let mut counts = LoadCounts::default();
+            for i in 0..20_000u64 {
+                if stop.load(Relaxed) || std::time::Instant::now() > deadline {
+                    break;
+                }
+                match short_exchange(addr, worker * 1_000_000 + i).await {
+                    Ok(()) => counts.short_ok += 1,
+                    Err(e) => counts.failed.push(e),
+                }
+            }
+            counts
+        });
+    }
+    for worker in 0..4u64 {
+        let stop = stop.clone();
+        load.spawn(async move {
+            let mut counts = LoadCounts::default();
+            for i in 0..1_000u64 {
+                if stop.load(Relaxed) || std::time::Instant::now() > deadline {
+                    break;
+                }
+                match long_transfer(addr, worker * 10_000 + i).await {
+                    Ok(bytes) => {
+                        counts.long_ok += 1;
+                        counts.long_bytes += bytes;
+                    }
+                    Err(e) => counts.failed.push(e),
+                }
+            }
+            counts
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 1. Drain A: no new connections; its open transfers finish.
+    let a_seg = format!("/api/v1/pools/web/backends/{}", seg(a.addr));
+    let (code, answer) = lb.write("POST", &format!("{a_seg}/drain"), "").await;
+    assert_eq!(code, 200, "{answer}");
+    // 2. Wait for its last connection, and make sure it stays at 0.
+    let a_backend = lb.service.pool.load().backends[0].clone();
+    assert_eq!(a_backend.addr(), a.addr);
+    assert!(poll_until(PATIENCE, || a_backend.active() == 0).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        a_backend.active(),
+        0,
+        "a connection reached A after the drain"
+    );
+    // 3. Stop A. 4. Start the replacement on a new port. 5. Add it.
+    a.kill().await;
+    let c = TestBackend::echo().await;
+    let body = json!({ "address": c.addr.to_string() }).to_string();
+    let (code, answer) = lb.write("POST", "/api/v1/pools/web/backends", &body).await;
+    assert_eq!(code, 201, "{answer}");
+    // 6. Remove A.
+    let (code, answer) = lb.write("DELETE", &a_seg, "").await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(
+        poll_until(PATIENCE, || lb
+            .service
+            .pool
+            .load()
+            .backends
+            .iter()
+            .all(|x| x.addr() != a.addr))
+        .await
+    );
+    // The replacement takes its share while the load goes on.
+    let c_total = || {
+        lb.service
+            .pool
+            .load()
+            .backends
+            .iter()
+            .find(|x| x.addr() == c.addr)
+            .map_or(0, |x| {
+                x.stats.total.load(std::sync::atomic::Ordering::Relaxed)
+            })
+    };
+    assert!(
+        poll_until(PATIENCE, || c_total() >= 20).await,
+        "C took no traffic"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Relaxed);
+
+    let mut total = LoadCounts::default();
+    while let Some(counts) = load.join_next().await {
+        let counts = counts.expect("a load task panicked");
+        total.short_ok += counts.short_ok;
+        total.long_ok += counts.long_ok;
+        total.long_bytes += counts.long_bytes;
+        total.failed.extend(counts.failed);
+    }
+    eprintln!(
+        "rolling deploy: {} short connections and {} long transfers ({} MiB) byte-exact, {} failed; \
+         A served {}, B {}, C {}",
+        total.short_ok,
+        total.long_ok,
+        total.long_bytes >> 20,
+        total.failed.len(),
+        a_backend
+            .stats
+            .total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        lb.service.pool.load().backends[0]
+            .stats
+            .total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        c_total(),
+    );
+    assert!(
+        total.failed.is_empty(),
+        "{} failed: {:?}",
+        total.failed.len(),
+        &total.failed[..total.failed.len().min(5)]
+    );
+    assert!(
+        total.short_ok >= 100 && total.long_ok >= 8,
+        "too little load to mean anything"
+    );
+    assert!(
+        a_backend
+            .stats
+            .total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
