@@ -1217,6 +1217,10 @@ health = { interval = "1s", expect = "OK" }
             "max_connection_age",
             "hash_balance_factor",
             "per_ip_ipv6_prefix",
+            "name",
+            "admin_token_file",
+            "admin_socket",
+            "state_file",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }
