@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::config::{Config, ServiceConfig};
 use crate::pool::Pool;
+use crate::pool::discovery::dns::{Discovery, Watching};
 use crate::pool::health::active::Prober;
 use crate::proxy::{Service, listener};
 use workers::Workers;
@@ -45,6 +46,8 @@ struct Running {
     /// One socket per worker, bound but not accepting yet (between `bind`
     /// and `run`).
     listeners: Vec<std::net::TcpListener>,
+    /// The tasks that keep its backend names current (DNS discovery).
+    dns: Watching,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -70,6 +73,9 @@ struct Shared {
     tasks: TaskTracker,
     /// Where accept loops and client connections run.
     workers: Workers,
+    /// Looks backend names up (at start-up, reloads, and in tasks on this
+    /// thread's runtime).
+    discovery: Discovery,
 }
 
 impl Shared {
@@ -86,6 +92,9 @@ impl Shared {
         log_service(service.local_addr, &service.service.pool);
         self.tasks
             .spawn(Prober::new(service.service.pool.clone()).run(service.stop.clone()));
+        let pool = &service.service.pool;
+        self.discovery
+            .watch(pool, &mut service.dns, &service.stop, &self.tasks);
         for (worker, listener) in service.listeners.drain(..).enumerate() {
             let accept = listener::accept_loop(
                 listener,
@@ -100,16 +109,23 @@ impl Shared {
     fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Running> {
         let listeners = listener::bind_group(config.listen, config.backlog, self.workers.len())?;
         let local_addr = listeners[0].local_addr()?;
+        let name = local_addr.to_string();
+        let listen = config.listen;
+        let backlog = config.backlog;
+        // Names resolve before anything is served: an SRV name that does not is an error.
+        let first = (self.discovery)
+            .first_answers(&name, &config, None)
+            .map_err(anyhow::Error::msg)?;
+        let pool = Arc::new(Pool::with_found(name, config, &first.found));
+        first.count_into(&pool);
         Ok(Running {
-            listen: config.listen,
-            backlog: config.backlog,
+            listen,
+            backlog,
             local_addr,
-            service: Arc::new(Service::new(Arc::new(Pool::new(
-                local_addr.to_string(),
-                config,
-            )))),
+            service: Arc::new(Service::new(pool)),
             stop: self.shutdown.child_token(),
             listeners,
+            dns: Watching::default(),
         })
     }
 }
@@ -141,6 +157,7 @@ impl Balancer {
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
             workers,
+            discovery: Discovery::new(config.resolver),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -271,9 +288,20 @@ impl ReloadHandle {
             kept_index.push(found);
         }
 
-        // Bind every new listener first: a failure must change nothing.
+        // Bind every new listener and look every backend name up first: a
+        // failure must change nothing.
         let mut bound: Vec<Option<Running>> = Vec::new();
+        let mut lookups = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
+            lookups.push(match kept {
+                Some(i) => {
+                    let running = &state.services[*i];
+                    let pool = &running.service.pool;
+                    let name = running.local_addr.to_string();
+                    Some(shared.discovery.first_answers(&name, new, Some(pool))?)
+                }
+                None => None,
+            });
             bound.push(match kept {
                 Some(_) => None,
                 None => Some(
@@ -292,9 +320,9 @@ impl ReloadHandle {
             .map(|(new, i)| (new, i.and_then(|i| old[i].take())));
         let mut changes: Vec<String> = Vec::new();
         let mut services = Vec::new();
-        for ((new, kept), fresh) in plan.into_iter().zip(bound) {
+        for (((new, kept), fresh), first) in plan.into_iter().zip(bound).zip(lookups) {
             match (kept, fresh) {
-                (Some(service), _) => {
+                (Some(mut service), _) => {
                     let pool = &service.service.pool;
                     let before = backend_names(pool);
                     let old_config = pool.load().config.clone();
@@ -308,7 +336,19 @@ impl ReloadHandle {
                             service.local_addr
                         );
                     }
-                    pool.reconfigure(new);
+                    let first = first.unwrap_or_default();
+                    pool.reconfigure_with(new, &first.found);
+                    first.count_into(pool);
+                    if state.running {
+                        let pool = &service.service.pool;
+                        (shared.discovery).watch(
+                            pool,
+                            &mut service.dns,
+                            &service.stop,
+                            &shared.tasks,
+                        );
+                    }
+                    let pool = &service.service.pool;
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
                         change.push_str(", settings changed");
@@ -341,6 +381,9 @@ impl ReloadHandle {
         state.drain_timeout = config.drain_timeout;
         if config.admin != state.admin {
             warn!("a new admin address takes effect only on restart");
+        }
+        if config.resolver != shared.discovery.server() {
+            warn!("a new resolver takes effect only on restart");
         }
         Ok(changes.join("; "))
     }
