@@ -34,6 +34,7 @@
 //! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
 //! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); label `code` = `502` or `503` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
+//! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //!
 //! Byte counters move as bytes are delivered, not only when a connection
 //! closes.
@@ -236,6 +237,26 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
             );
         }
     }
+
+    let name = "tcplb_dns_resolutions_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Lookups of a backend name kept current by DNS discovery, by result.",
+    );
+    for l in listeners {
+        for d in &l.dns {
+            for (result, count) in &d.resolutions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{}\",name=\"{}\",result=\"{result}\"}} {count}",
+                    label(&l.listen),
+                    label(&d.name)
+                );
+            }
+        }
+    }
     out
 }
 
@@ -301,6 +322,21 @@ mod tests {
             } else if !line.starts_with('#') {
                 assert!(line.starts_with(family), "{line} outside {family}");
             }
+        }
+    }
+
+    #[test]
+    fn dns_resolutions_are_counted_by_name_and_result() {
+        let text = render_metrics(&sample());
+        has_line(&text, "# TYPE tcplb_dns_resolutions_total counter");
+        for (result, value) in [("ok", 11), ("servfail", 2)] {
+            has_line(
+                &text,
+                &format!(
+                    "tcplb_dns_resolutions_total{{listener=\"127.0.0.1:8080\",\
+                     name=\"web.example:8082\",result=\"{result}\"}} {value}"
+                ),
+            );
         }
     }
 

@@ -7,11 +7,13 @@
 //! {"listeners":[{"listen":..,"strategy":..,"accepted":..,"rejected":..,
 //!   "active":..,"failures":{"502":..,"503":..},
 //!   "backend_changes":{"added":..,"removed":..,"updated":..},
-//!   "backends":[{"name":..,"address":..,"up":..,"weight":..,"active":..,
+//!   "backends":[{"name":..,"address":..,"source":..(discovered only),"up":..,"weight":..,"active":..,
 //!     "total":..,"connect_failures":..,"sent_bytes":..,"received_bytes":..,
 //!     "check_latency_seconds":..,"idle_timeouts":..,
 //!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
-//!     "ejected":..}]}]}
+//!     "ejected":..}],
+//!   "dns":[{"name":..,"members":..,"resolutions":{"empty":..,"error":..,
+//!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}]}]}
 //! ```
 //!
 //! Non-finite numbers are written as 0, so the answer is always valid JSON.
