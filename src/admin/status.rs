@@ -86,6 +86,22 @@ mod tests {
     }
 
     #[test]
+    fn discovered_backends_show_their_source_and_names_their_lookups() {
+        let json = render_status(&sample());
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let listener = &parsed["listeners"][0];
+        assert!(
+            listener["backends"][0].get("source").is_none(),
+            "a configured backend has no source: {json}"
+        );
+        assert_eq!(listener["backends"][1]["source"], "web.example:8082");
+        assert_eq!(listener["dns"][0]["name"], "web.example:8082");
+        assert_eq!(listener["dns"][0]["members"], 1);
+        assert_eq!(listener["dns"][0]["resolutions"]["ok"], 11);
+        assert_eq!(listener["dns"][0]["resolutions"]["servfail"], 2);
+    }
+
+    #[test]
     fn control_characters_and_non_finite_numbers_stay_valid_json() {
         let mut listeners = sample();
         let backend = &mut listeners[0].backends[0];

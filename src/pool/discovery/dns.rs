@@ -559,10 +559,7 @@ impl Discovery {
 }
 
 /// Looks every name up at once on a runtime of this thread.
-fn lookup_all(
-    resolver: &Resolver,
-    names: Vec<(String, DnsName)>,
-) -> Result<Vec<Outcome>, String> {
+fn lookup_all(resolver: &Resolver, names: Vec<(String, DnsName)>) -> Result<Vec<Outcome>, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
