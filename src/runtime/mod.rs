@@ -113,7 +113,8 @@ impl Shared {
         let listen = config.listen;
         let backlog = config.backlog;
         // Names resolve before anything is served: an SRV name that does not is an error.
-        let first = (self.discovery)
+        let first = self
+            .discovery
             .first_answers(&name, &config, None)
             .map_err(anyhow::Error::msg)?;
         let pool = Arc::new(Pool::with_found(name, config, &first.found));
@@ -341,7 +342,7 @@ impl ReloadHandle {
                     first.count_into(pool);
                     if state.running {
                         let pool = &service.service.pool;
-                        (shared.discovery).watch(
+                        shared.discovery.watch(
                             pool,
                             &mut service.dns,
                             &service.stop,
