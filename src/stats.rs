@@ -5,8 +5,12 @@
 //! the listener, a backend's [`BackendStats`] as long as the backend, and a
 //! pool's [`PoolStats`] as long as the pool, so a reload never resets them.
 //! Every field is a relaxed atomic: counting never takes a lock.
+//!
+//! [`RateLimit`] counts too: the log lines it holds back. It sits here, low,
+//! so that the accept loops and DNS discovery can share it.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 /// Counters of one listener.
 #[derive(Debug, Default)]
@@ -128,9 +132,92 @@ impl ControlStats {
     }
 }
 
+/// Lets an event through at most once per period and counts the rest.
+pub struct RateLimit {
+    /// The shortest time between two reports.
+    period: Duration,
+    /// When the last report was let through.
+    last: Option<Instant>,
+    /// Events held back since then.
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub const fn new(period: Duration) -> Self {
+        RateLimit {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// The shortest time between two reports.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// `Some(n)` when the event may be reported, with `n` events held back
+    /// since the last report; `None` when it should be held back.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.period)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Lookups of one discovered backend name, by result: the
+/// `tcplb_dns_resolutions_total` counter.
+#[derive(Debug, Default)]
+pub struct ResolutionStats {
+    /// An answer with at least one address: the members now.
+    pub ok: AtomicU64,
+    /// The name does not exist (NXDOMAIN).
+    pub nxdomain: AtomicU64,
+    /// The server failed (SERVFAIL).
+    pub servfail: AtomicU64,
+    /// The name exists but has no usable record (no A/AAAA, no SRV, or SRV
+    /// targets without addresses).
+    pub empty: AtomicU64,
+    /// No answer within the lookup's deadline.
+    pub timeout: AtomicU64,
+    /// Anything else: refused, unreachable server, malformed answer.
+    pub error: AtomicU64,
+}
+
+impl ResolutionStats {
+    /// Each result with its count, in the order the metrics list them.
+    pub fn by_result(&self) -> [(&'static str, u64); 6] {
+        [
+            ("ok", self.ok.load(Relaxed)),
+            ("nxdomain", self.nxdomain.load(Relaxed)),
+            ("servfail", self.servfail.load(Relaxed)),
+            ("empty", self.empty.load(Relaxed)),
+            ("timeout", self.timeout.load(Relaxed)),
+            ("error", self.error.load(Relaxed)),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_reports_once_per_period_and_counts_the_rest() {
+        let mut limit = RateLimit::new(Duration::from_secs(3600));
+        assert_eq!(limit.allow(), Some(0));
+        assert_eq!(limit.allow(), None);
+        assert_eq!(limit.allow(), None);
+        limit.last = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(limit.allow(), Some(2));
+    }
 
     #[test]
     fn listener_active_follows_connection_guards() {

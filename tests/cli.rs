@@ -70,6 +70,9 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("--config", "/nonexistent/tcplb.toml"),
     ("--workers", "0"),
     ("--splice", "sometimes"),
+    ("--resolver", "dns.example"),
+    ("--resolve-interval", "0s"),
+    ("--resolve-ttl-min", "soon"),
 ];
 
 #[test]

@@ -538,6 +538,7 @@ async fn new_backend(body: AddBody) -> Result<NewBackend, Failure> {
         backup: body.backup.unwrap_or(false),
         check_addr: None,
         check_port: None,
+        source: None,
     };
     Ok(NewBackend { spec, weight_given })
 }

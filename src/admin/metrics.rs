@@ -40,6 +40,7 @@
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
 //!
 //! The last three have no `listener` label: they are the process's.
+//! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //!
 //! Byte counters move as bytes are delivered, not only when a connection
 //! closes.
@@ -251,6 +252,26 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
             );
         }
     }
+
+    let name = "tcplb_dns_resolutions_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Lookups of a backend name kept current by DNS discovery, by result.",
+    );
+    for l in listeners {
+        for d in &l.dns {
+            for (result, count) in &d.resolutions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{listener=\"{}\",name=\"{}\",result=\"{result}\"}} {count}",
+                    label(&l.listen),
+                    label(&d.name)
+                );
+            }
+        }
+    }
     out
 }
 
@@ -373,6 +394,21 @@ mod tests {
             &render_metrics(&sample()),
             &format!("tcplb_backend_evicted_total{backend} 4"),
         );
+    }
+
+    #[test]
+    fn dns_resolutions_are_counted_by_name_and_result() {
+        let text = render_metrics(&sample());
+        has_line(&text, "# TYPE tcplb_dns_resolutions_total counter");
+        for (result, value) in [("ok", 11), ("servfail", 2)] {
+            has_line(
+                &text,
+                &format!(
+                    "tcplb_dns_resolutions_total{{listener=\"127.0.0.1:8080\",\
+                     name=\"web.example:8082\",result=\"{result}\"}} {value}"
+                ),
+            );
+        }
     }
 
     #[test]

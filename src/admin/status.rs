@@ -7,12 +7,14 @@
 //! {"listeners":[{"name":..,"listen":..,"strategy":..,"accepted":..,"rejected":..,
 //!   "active":..,"failures":{"502":..,"503":..},
 //!   "backend_changes":{"added":..,"removed":..,"updated":..},
-//!   "backends":[{"name":..,"address":..,"up":..,"weight":..,"active":..,
+//!   "backends":[{"name":..,"address":..,"source":..(discovered only),"up":..,"weight":..,"active":..,
 //!     "total":..,"connect_failures":..,"sent_bytes":..,"received_bytes":..,
 //!     "check_latency_seconds":..,"idle_timeouts":..,"max_age_closes":..,
 //!     "evicted":..,"backup":..,"effective_weight":..,
 //!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
-//!     "ejected":..}]}]}
+//!     "ejected":..}],
+//!   "dns":[{"name":..,"members":..,"resolutions":{"empty":..,"error":..,
+//!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}]}]}
 //! ```
 //!
 //! Non-finite numbers are written as 0, so the answer is always valid JSON.
@@ -90,6 +92,22 @@ mod tests {
             json.contains(r#""max_age_closes":9,"evicted":4,"backup":false"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn discovered_backends_show_their_source_and_names_their_lookups() {
+        let json = render_status(&sample());
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let listener = &parsed["listeners"][0];
+        assert!(
+            listener["backends"][0].get("source").is_none(),
+            "a configured backend has no source: {json}"
+        );
+        assert_eq!(listener["backends"][1]["source"], "web.example:8082");
+        assert_eq!(listener["dns"][0]["name"], "web.example:8082");
+        assert_eq!(listener["dns"][0]["members"], 1);
+        assert_eq!(listener["dns"][0]["resolutions"]["ok"], 11);
+        assert_eq!(listener["dns"][0]["resolutions"]["servfail"], 2);
     }
 
     #[test]

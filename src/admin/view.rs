@@ -15,6 +15,7 @@ use serde::{Serialize, Serializer};
 
 use crate::config::AdminState;
 use crate::pool::Pool;
+use crate::pool::discovery::is_group;
 use crate::stats::ListenerStats;
 
 /// One listener as the admin endpoint sees it.
@@ -60,6 +61,21 @@ pub struct ListenerView {
     pub backend_changes: BackendChanges,
     /// The pool's members, each name once.
     pub backends: Vec<BackendView>,
+    /// The backend names DNS discovery keeps current, as configured.
+    pub dns: Vec<DnsView>,
+}
+
+/// One backend name that DNS discovery keeps current.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DnsView {
+    /// As configured, e.g. `db.example:5432` or `srv:_pg._tcp.example`:
+    /// the `name` label, and the `source` of its members.
+    pub name: String,
+    /// Backends found under it now.
+    pub members: usize,
+    /// Its lookups so far, by result: `ok`, `nxdomain`, `servfail`,
+    /// `empty`, `timeout`, `error`.
+    pub resolutions: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Clients answered with an error (or closed) because no backend took them.
@@ -91,6 +107,10 @@ pub struct BackendView {
     pub name: String,
     /// The address it resolved to.
     pub address: String,
+    /// The name DNS discovery found it under, as configured; left out for
+    /// a backend configured by address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Health checks pass; the same fact as `health`, kept for existing
     /// consumers of /status.
     pub up: bool,
@@ -170,6 +190,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                 backends.push(BackendView {
                     name: b.name().to_string(),
                     address: b.addr().to_string(),
+                    source: b.source().map(str::to_string),
                     up,
                     weight: b.weight(),
                     active: b.stats.active.load(Relaxed),
@@ -188,6 +209,26 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     ejected: b.is_failing(),
                 });
             }
+            let resolutions = w.pool.resolutions();
+            let dns = state
+                .config
+                .backends
+                .iter()
+                .filter(|b| is_group(b))
+                .map(|group| DnsView {
+                    name: group.name.clone(),
+                    members: state
+                        .backends
+                        .iter()
+                        .filter(|b| b.source() == Some(group.name.as_str()))
+                        .count(),
+                    resolutions: resolutions
+                        .iter()
+                        .find(|(n, _)| *n == group.name)
+                        .map(|(_, r)| r.by_result().into_iter().collect())
+                        .unwrap_or_default(),
+                })
+                .collect();
             ListenerView {
                 name: w.name.clone(),
                 listen: w.listen.to_string(),
@@ -206,6 +247,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     updated: changes.updated.load(Relaxed),
                 },
                 backends,
+                dns,
             }
         })
         .collect()
@@ -222,6 +264,7 @@ pub(crate) mod tests {
         let ready = BackendView {
             name: "we\"ird\\name\n".into(),
             address: "127.0.0.1:8081".into(),
+            source: None,
             up: true,
             weight: 2,
             active: 1,
@@ -242,6 +285,7 @@ pub(crate) mod tests {
         let draining = BackendView {
             name: "127.0.0.1:8082".into(),
             address: "127.0.0.1:8082".into(),
+            source: Some("web.example:8082".into()),
             up: false,
             admin_state: AdminState::Drain,
             health: Health::Down,
@@ -267,6 +311,11 @@ pub(crate) mod tests {
                 updated: 10,
             },
             backends: vec![ready, draining],
+            dns: vec![DnsView {
+                name: "web.example:8082".into(),
+                members: 1,
+                resolutions: [("ok", 11), ("servfail", 2)].into_iter().collect(),
+            }],
         }]
     }
 

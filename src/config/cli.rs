@@ -14,8 +14,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
     self, AccessConfig, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, KeepaliveConfig,
-    Network, OnFailure, ProxyVersion, ServiceConfig, SpliceMode, StrategyKind, file as config_file,
-    parse_duration,
+    Network, OnFailure, ProxyVersion, ResolveConfig, ServiceConfig, SpliceMode, StrategyKind,
+    file as config_file, parse_duration,
 };
 
 /// One `--backend` value: one or more comma-separated backends.
@@ -121,7 +121,9 @@ pub struct ListenerFlags {
 #[group(skip)]
 pub struct BackendFlags {
     /// Backend HOST:PORT[=WEIGHT][,maxconn=N]; repeat the flag or separate
-    /// backends with commas. [default: 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083]
+    /// backends with commas. A HOST that is a name is looked up again (A, or
+    /// AAAA without A) and every address is a backend; srv:NAME takes ports and
+    /// weights from SRV records. [default: 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083]
     #[arg(long = "backend", short = 'b', value_parser = backend_list, value_name = "HOST:PORT")]
     pub backends: Vec<BackendList>,
 
@@ -163,6 +165,17 @@ pub struct BackendFlags {
     /// 1.25). [default: unbounded]
     #[arg(long, value_parser = config::parse_balance_factor, value_name = "F")]
     pub hash_balance_factor: Option<f64>,
+
+    /// Look backend names up again at least this often; a shorter DNS TTL
+    /// brings the next lookup forward. A failed lookup keeps the backends
+    /// found last and is retried after this long.
+    #[arg(long, default_value = "5s", value_parser = positive_duration, value_name = "DUR")]
+    pub resolve_interval: Duration,
+
+    /// Never look a backend name up again sooner than this, however short
+    /// its TTL (Consul answers with TTL 0).
+    #[arg(long, default_value = "1s", value_parser = positive_duration, value_name = "DUR")]
+    pub resolve_ttl_min: Duration,
 }
 
 /// Health: the active prober and passive failure counting.
@@ -312,6 +325,11 @@ pub struct RuntimeFlags {
     /// connection shows bulk traffic, `on` always, `off` never.
     #[arg(long, default_value = "auto", value_name = "MODE")]
     pub splice: SpliceMode,
+
+    /// Resolve backend names with this DNS server, IP[:PORT] (port 53 by
+    /// default), instead of the nameservers in /etc/resolv.conf.
+    #[arg(long, value_parser = config::parse_resolver, value_name = "ADDR")]
+    pub resolver: Option<SocketAddr>,
 }
 
 /// What the command line asks for: the configuration to start with and,
@@ -453,6 +471,7 @@ fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Res
             "admin_token_file" => config.admin_token_file = given.admin_token_file.clone(),
             "admin_socket" => config.admin_socket = given.admin_socket.clone(),
             "state_file" => config.state_file = given.state_file.clone(),
+            "resolver" => config.resolver = given.resolver,
             _ => {
                 for service in &mut config.services {
                     override_service(service, from, id);
@@ -501,6 +520,8 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "hash_balance_factor" => s.hash_balance_factor = from.hash_balance_factor,
         "max_connection_age" => s.max_connection_age = from.max_connection_age,
         "tcp_keepalive" => s.keepalive = from.keepalive,
+        "resolve_interval" => s.resolve.interval = from.resolve.interval,
+        "resolve_ttl_min" => s.resolve.ttl_min = from.resolve.ttl_min,
         _ => return false,
     }
     true
@@ -566,6 +587,10 @@ impl Cli {
             keepalive: limits.tcp_keepalive,
             max_connection_age: limits.max_connection_age,
             hash_balance_factor: b.hash_balance_factor,
+            resolve: ResolveConfig {
+                interval: b.resolve_interval,
+                ttl_min: b.resolve_ttl_min,
+            },
         };
         Config {
             services: vec![service],
@@ -574,6 +599,7 @@ impl Cli {
             admin_token_file: admin.admin_token_file,
             admin_socket: admin.admin_socket,
             state_file: admin.state_file,
+            resolver: runtime.resolver,
         }
     }
 }
@@ -613,6 +639,49 @@ mod tests {
         assert_eq!((s.retries, s.on_failure), (2, OnFailure::Http));
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn dns_flags_default_parse_and_override_the_file() {
+        let config = Cli::try_parse_from(["tcplb"]).unwrap().into_config();
+        assert_eq!(config.services[0].resolve, ResolveConfig::default());
+        assert_eq!(config.resolver, None);
+        let file = TempFile::new(
+            "dns",
+            "resolver = \"127.0.0.1:5353\"\n[[listener]]\nlisten = \"127.0.0.1:8080\"\n\
+             backends = [\"127.0.0.1:8081\"]\nresolve_interval = \"30s\"\n",
+        );
+        let from_file = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap();
+        assert_eq!(
+            from_file.config.resolver,
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        let s = &from_file.config.services[0];
+        assert_eq!(s.resolve.interval, Duration::from_secs(30));
+        assert_eq!(s.resolve.ttl_min, Duration::from_secs(1));
+        let startup = Startup::try_from_args([
+            "tcplb",
+            "--config",
+            file.arg(),
+            "--resolver",
+            "::1",
+            "--resolve-ttl-min",
+            "2s",
+        ])
+        .unwrap();
+        assert_eq!(startup.config.resolver, Some("[::1]:53".parse().unwrap()));
+        let s = &startup.config.services[0];
+        assert_eq!(
+            (s.resolve.interval, s.resolve.ttl_min),
+            (Duration::from_secs(30), Duration::from_secs(2))
+        );
+        for bad in [
+            &["tcplb", "--resolver", "dns.example"][..],
+            &["tcplb", "--resolve-interval", "0s"],
+            &["tcplb", "--resolve-ttl-min", "soon"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -831,6 +900,8 @@ mod tests {
                     "--backup",
                     "--slow-start",
                     "--hash-balance-factor",
+                    "--resolve-interval",
+                    "--resolve-ttl-min",
                 ],
             ),
             (
@@ -873,7 +944,13 @@ mod tests {
             ),
             (
                 "Runtime",
-                &["--config", "--drain-timeout", "--workers", "--splice"],
+                &[
+                    "--config",
+                    "--drain-timeout",
+                    "--workers",
+                    "--splice",
+                    "--resolver",
+                ],
             ),
         ];
         let help = Cli::command().render_help().to_string();
@@ -953,6 +1030,7 @@ mod tests {
             "admin_token_file",
             "admin_socket",
             "state_file",
+            "resolver",
             "config",
             "workers",
             "splice",

@@ -147,6 +147,7 @@ struct RawFile {
     admin_token_file: Option<PathBuf>,
     admin_socket: Option<PathBuf>,
     state_file: Option<PathBuf>,
+    resolver: Option<Resolver>,
     #[serde(default)]
     defaults: Option<Spanned<RawService>>,
     #[serde(default)]
@@ -182,6 +183,8 @@ struct RawService {
     tcp_keepalive: Option<Spanned<RawKeepalive>>,
     max_connection_age: Option<PositiveDur>,
     hash_balance_factor: Option<BalanceFactor>,
+    resolve_interval: Option<PositiveDur>,
+    resolve_ttl_min: Option<PositiveDur>,
 }
 
 /// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6 }`;
@@ -286,6 +289,7 @@ impl RawFile {
         config.admin_token_file = self.admin_token_file;
         config.admin_socket = self.admin_socket;
         config.state_file = self.state_file;
+        config.resolver = self.resolver.map(|r| r.0);
         Ok(config)
     }
 }
@@ -384,6 +388,8 @@ impl RawService {
             tcp_keepalive: self.tcp_keepalive.or(d.tcp_keepalive),
             max_connection_age: self.max_connection_age.or(d.max_connection_age),
             hash_balance_factor: self.hash_balance_factor.or(d.hash_balance_factor),
+            resolve_interval: self.resolve_interval.or(d.resolve_interval),
+            resolve_ttl_min: self.resolve_ttl_min.or(d.resolve_ttl_min),
         }
     }
 
@@ -451,6 +457,8 @@ impl RawService {
         }
         s.max_connection_age = self.max_connection_age.map(|d| d.0);
         s.hash_balance_factor = self.hash_balance_factor.map(|f| f.0);
+        set(&mut s.resolve.interval, self.resolve_interval.map(|d| d.0));
+        set(&mut s.resolve.ttl_min, self.resolve_ttl_min.map(|d| d.0));
         Ok(s)
     }
 }
@@ -512,6 +520,19 @@ impl<'de> Deserialize<'de> for Ipv6Prefix {
                 "expected an IPv6 prefix length from 1 to 128, got {n}"
             ))),
         }
+    }
+}
+
+/// A DNS server, `"IP"` or `"IP:PORT"`, as [`config::parse_resolver`] reads it.
+#[derive(Clone, Copy)]
+struct Resolver(SocketAddr);
+
+impl<'de> Deserialize<'de> for Resolver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        config::parse_resolver(&text)
+            .map(Resolver)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -679,6 +700,11 @@ impl<'de> Deserialize<'de> for BackendEntry {
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BackendEntry, M::Error> {
                 let table = BackendTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
                 let mut spec = config::parse_backend(&table.address).map_err(de::Error::custom)?;
+                if table.weight.is_some() && spec.name.starts_with(config::SRV_PREFIX) {
+                    return Err(de::Error::custom(
+                        "an srv: backend takes its weights from the SRV records",
+                    ));
+                }
                 set(&mut spec.weight, table.weight.map(|w| w.0));
                 spec.max_conns = table.maxconn.map(|m| m.0);
                 set(&mut spec.admin_state, table.state.map(|s| s.0));
@@ -1169,6 +1195,52 @@ health = { interval = "1s", expect = "OK" }
     }
 
     #[test]
+    fn dns_keys_are_read_inherited_and_checked() {
+        let c = parse_ok(
+            r#"
+resolver = "127.0.0.1:5353"
+[defaults]
+resolve_interval = "20s"
+[[listener]]
+listen = "127.0.0.1:8080"
+backends = ["srv:_web._tcp.example", { address = "srv:_db._tcp.example", maxconn = 9 }]
+resolve_ttl_min = 3
+"#,
+        );
+        assert_eq!(c.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        let s = &c.services[0];
+        assert_eq!(s.resolve.interval, Duration::from_secs(20));
+        assert_eq!(s.resolve.ttl_min, Duration::from_secs(3));
+        assert_eq!(s.backends[1].name, "srv:_db._tcp.example");
+        assert_eq!(s.backends[1].max_conns, Some(9));
+
+        let head = "[[listener]]\nlisten = \"127.0.0.1:1\"\n";
+        for (text, key, says) in [
+            (
+                "backends = [{ address = \"srv:_db._tcp.example\", weight = 2 }]",
+                "listener.backends",
+                "weights from the SRV records",
+            ),
+            (
+                "backends = [\"srv:_db._tcp.example=2\"]",
+                "listener.backends",
+                "weights from the SRV records",
+            ),
+            (
+                "backends = [\"127.0.0.1:2\"]\nresolve_interval = \"0s\"",
+                "listener.resolve_interval",
+                "longer than zero",
+            ),
+        ] {
+            let e = parse_err(&format!("{head}{text}\n"));
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(e.message.contains(says), "{text}: {e}");
+        }
+        let e = parse_err(&format!("resolver = \"dns.example\"\n{head}"));
+        assert_eq!(e.key.as_deref(), Some("resolver"), "{e}");
+    }
+
+    #[test]
     fn the_example_file_parses_and_sets_every_key() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tcplb.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -1221,6 +1293,10 @@ health = { interval = "1s", expect = "OK" }
             "admin_token_file",
             "admin_socket",
             "state_file",
+            "resolver",
+            "resolve_interval",
+            "resolve_ttl_min",
+            "srv:",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }

@@ -20,8 +20,8 @@ pub mod file;
 mod parse;
 
 pub use parse::{
-    parse_backend, parse_backend_list, parse_balance_factor, parse_duration, parse_escaped,
-    parse_keepalive, parse_listen, parse_rate, resolve,
+    SRV_PREFIX, parse_backend, parse_backend_list, parse_balance_factor, parse_duration,
+    parse_escaped, parse_keepalive, parse_listen, parse_rate, parse_resolver, resolve,
 };
 
 /// Checks a listener's `name` (`--name`, the file's `name` key): the
@@ -63,6 +63,10 @@ pub struct BackendSpec {
     /// Health checks go to this port instead of the backend's (or the
     /// listener's `health.port`).
     pub check_port: Option<u16>,
+    /// For a member found by DNS discovery: the backend as configured
+    /// (`db.example:5432`, `srv:_pg._tcp.example`) that it was found under.
+    /// `None` for a backend as the operator wrote it.
+    pub source: Option<String>,
 }
 
 impl BackendSpec {
@@ -76,6 +80,66 @@ impl BackendSpec {
             .or(listener_port)
             .unwrap_or(self.addr.port());
         SocketAddr::new(ip, port)
+    }
+}
+
+/// What DNS discovery looks up for a backend configured by name rather
+/// than by address (see `pool::discovery::dns`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsName {
+    /// `HOST:PORT`: the A records of `host` (its AAAA records when it has no
+    /// A record), each address on `port`.
+    Host { host: String, port: u16 },
+    /// `srv:NAME`: the SRV records of `NAME`; ports and weights come from
+    /// the records, addresses from their targets' A (or AAAA) records.
+    Srv(String),
+}
+
+impl BackendSpec {
+    /// The name DNS discovery keeps current for this backend, when it was
+    /// configured by name (`db.example:5432`, `srv:_pg._tcp.example`).
+    /// `None` for an IP address, and for members discovery already found.
+    pub fn dns_name(&self) -> Option<DnsName> {
+        if self.source.is_some() {
+            return None;
+        }
+        if let Some(name) = self.name.strip_prefix(SRV_PREFIX) {
+            return Some(DnsName::Srv(name.to_string()));
+        }
+        let (host, port) = self.name.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<IpAddr>().is_ok() {
+            return None;
+        }
+        Some(DnsName::Host {
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        })
+    }
+}
+
+/// How often DNS discovery looks a backend name up again.
+///
+/// Defaults: every 5 s (Envoy's `dns_refresh_rate`), sooner when the answer's
+/// TTL is shorter, but never sooner than 1 s after the last lookup, since
+/// Consul answers with TTL 0 (HAProxy's resolvers also ask every second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveConfig {
+    /// The longest time between two lookups of a name; a longer TTL is cut
+    /// to this, so a changed record is seen within it. Failed lookups are
+    /// retried after this long.
+    pub interval: Duration,
+    /// The shortest time between two lookups of a name, however short the
+    /// TTL (0 included). When longer than `interval`, it wins.
+    pub ttl_min: Duration,
+}
+
+impl Default for ResolveConfig {
+    fn default() -> Self {
+        ResolveConfig {
+            interval: Duration::from_secs(5),
+            ttl_min: Duration::from_secs(1),
+        }
     }
 }
 
@@ -273,7 +337,8 @@ impl Default for AccessConfig {
 /// timeout 3 s, 2 retries, HTTP failure answers, health as
 /// [`HealthConfig::default`], passive health off (fail timeout 10 s), no
 /// connection limit (queue timeout 5 s), no idle timeout, no PROXY
-/// protocol, everyone allowed.
+/// protocol, everyone allowed, names looked up again as
+/// [`ResolveConfig::default`] says.
 pub struct ServiceConfig {
     /// Where clients connect; also how a reload recognises the listener.
     pub listen: SocketAddr,
@@ -325,6 +390,8 @@ pub struct ServiceConfig {
     /// the mean of open connections (bounded-load consistent hashing,
     /// HAProxy's `hash-balance-factor`); `None` is unbounded.
     pub hash_balance_factor: Option<f64>,
+    /// How often backends configured by name are looked up again.
+    pub resolve: ResolveConfig,
 }
 
 /// TCP keepalive probes (`SO_KEEPALIVE` with `TCP_KEEPIDLE`,
@@ -376,6 +443,7 @@ impl ServiceConfig {
             keepalive: None,
             max_connection_age: None,
             hash_balance_factor: None,
+            resolve: ResolveConfig::default(),
         }
     }
 }
@@ -398,6 +466,9 @@ pub struct Config {
     /// Where runtime changes made through the control API are kept, so
     /// they survive a restart; in memory only when `None`.
     pub state_file: Option<PathBuf>,
+    /// The DNS server that backend names are resolved with; `None`: the
+    /// nameservers in /etc/resolv.conf.
+    pub resolver: Option<SocketAddr>,
 }
 
 impl Config {
@@ -409,6 +480,7 @@ impl Config {
             admin_token_file: None,
             admin_socket: None,
             state_file: None,
+            resolver: None,
         }
     }
 }

@@ -2,17 +2,29 @@
 //! durations, rates and escaped byte strings. Shared by the command line and
 //! the file, so both accept exactly the same spellings with the same errors.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::{AdminState, BackendSpec, KeepaliveConfig};
 
-/// Parses `HOST:PORT[=WEIGHT]`, e.g. `127.0.0.1:8081`, `[::1]:6379=3`, `db.internal:5432`.
+/// How a backend discovered through DNS SRV records is written:
+/// `srv:_pg._tcp.db.service.consul`.
+pub const SRV_PREFIX: &str = "srv:";
+
+/// Parses `HOST:PORT[=WEIGHT]`, e.g. `127.0.0.1:8081`, `[::1]:6379=3`,
+/// `db.internal:5432`, or `srv:NAME` (an SRV name: ports and weights come
+/// from its records).
 ///
-/// Hostnames are resolved once, here: a name that does not resolve is a
-/// start-up error, like nginx's "host not found in upstream".
+/// Hostnames are resolved here, through the system resolver: a name that
+/// does not resolve is a start-up error, like nginx's "host not found in
+/// upstream"; DNS discovery then keeps it current. An SRV name is only
+/// checked for its form here (the system resolver has no SRV lookup); the
+/// runtime looks it up before it serves.
 pub fn parse_backend(text: &str) -> Result<BackendSpec, String> {
     let text = text.trim();
+    if let Some(name) = text.strip_prefix(SRV_PREFIX) {
+        return parse_srv(text, name);
+    }
     let (hostport, weight) = match text.rsplit_once('=') {
         Some((hp, w)) => {
             let weight: u32 = w.parse().map_err(|_| {
@@ -37,6 +49,51 @@ pub fn parse_backend(text: &str) -> Result<BackendSpec, String> {
         backup: false,
         check_addr: None,
         check_port: None,
+        source: None,
+    })
+}
+
+/// An `srv:NAME` backend: checked for its form only. Its address is
+/// unspecified (port 0) until a lookup finds its members.
+fn parse_srv(text: &str, name: &str) -> Result<BackendSpec, String> {
+    if name.contains('=') {
+        return Err(format!(
+            "bad backend {text:?}: an srv: backend takes its weights from the SRV records"
+        ));
+    }
+    let labels_ok = name.trim_end_matches('.').split('.').all(|l| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if name.is_empty() || name.len() > 253 || !labels_ok {
+        return Err(format!(
+            "bad SRV name in backend {text:?}: expected e.g. srv:_pg._tcp.db.service.consul"
+        ));
+    }
+    Ok(BackendSpec {
+        name: text.to_string(),
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        weight: 1,
+        max_conns: None,
+        admin_state: AdminState::Ready,
+        backup: false,
+        check_addr: None,
+        check_port: None,
+        source: None,
+    })
+}
+
+/// Parses a DNS server address: `IP` or `IP:PORT` (`[IPv6]:PORT`); the
+/// port is 53 unless given.
+pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    text.parse::<SocketAddr>().map_err(|_| {
+        format!("bad resolver {text:?}: expected an IP address with an optional port, e.g. 10.0.0.53 or [::1]:5353")
     })
 }
 
@@ -248,6 +305,53 @@ mod tests {
         assert_eq!(list[1].addr, "[::1]:8082".parse().unwrap());
         assert_eq!((list[1].weight, list[1].max_conns), (1, None));
         assert_eq!(parse_backend("localhost:80").unwrap().addr.port(), 80);
+    }
+
+    #[test]
+    fn srv_backends_and_resolvers_parse() {
+        let srv = parse_backend("srv:_pg._tcp.db.service.consul").unwrap();
+        assert_eq!(srv.name, "srv:_pg._tcp.db.service.consul");
+        assert_eq!(srv.addr.port(), 0, "found by a lookup, later");
+        assert_eq!(
+            srv.dns_name(),
+            Some(crate::config::DnsName::Srv(
+                "_pg._tcp.db.service.consul".into()
+            ))
+        );
+        let list = parse_backend_list("srv:_x._tcp.example.,maxconn=5").unwrap();
+        assert_eq!(list[0].max_conns, Some(5));
+        for bad in [
+            "srv:",
+            "srv:_pg._tcp.x=3",
+            "srv:a..b",
+            "srv:has space",
+            "srv:x:80",
+        ] {
+            let err = parse_backend(bad).unwrap_err();
+            assert!(err.contains(bad), "{err:?} should name {bad:?}");
+        }
+        assert_eq!(
+            parse_backend("localhost:80").unwrap().dns_name(),
+            Some(crate::config::DnsName::Host {
+                host: "localhost".into(),
+                port: 80
+            })
+        );
+        assert_eq!(parse_backend("127.0.0.1:80").unwrap().dns_name(), None);
+        assert_eq!(parse_backend("[::1]:80").unwrap().dns_name(), None);
+
+        assert_eq!(
+            parse_resolver("10.0.0.53").unwrap(),
+            "10.0.0.53:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_resolver("[::1]:5353").unwrap(),
+            "[::1]:5353".parse().unwrap()
+        );
+        assert_eq!(parse_resolver("::1").unwrap(), "[::1]:53".parse().unwrap());
+        for bad in ["dns.example", "10.0.0.53:x", ""] {
+            assert!(parse_resolver(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Backend {
     /// When an operator's drain ends by closing what is left, in ms since
     /// the Unix epoch; 0 when no deadline is set.
     drain_deadline_ms: AtomicU64,
+    /// The configured name DNS discovery found it under; `None` for a
+    /// backend configured by address. Part of its identity: the same
+    /// address found another way is another backend.
+    source: Option<String>,
     /// What checks and failed connects say; never touched by the operator.
     pub health: Health,
     pub stats: BackendStats,
@@ -70,15 +74,16 @@ impl Backend {
             eligible_since_ms: AtomicU64::new(0),
             evict: ArcSwap::from_pointee(CancellationToken::new()),
             drain_deadline_ms: AtomicU64::new(0),
+            source: spec.source.clone(),
             health: Health::default(),
             stats: BackendStats::default(),
         }
     }
 
-    /// Whether `spec` describes this backend (same name, same address);
-    /// its weight, limit and admin state may differ.
+    /// Whether `spec` describes this backend (same name, same address, found
+    /// the same way); its weight, limit and admin state may differ.
     pub fn is(&self, spec: &BackendSpec) -> bool {
-        self.name == spec.name && self.addr == spec.addr
+        self.name == spec.name && self.addr == spec.addr && self.source == spec.source
     }
 
     /// Takes the weight, limit and admin state of `spec` (which [`is`](Self::is)
@@ -202,6 +207,11 @@ impl Backend {
         self.addr
     }
 
+    /// The configured name DNS discovery found it under, if it did.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
     pub fn weight(&self) -> u32 {
         self.weight.load(Relaxed)
     }
@@ -273,9 +283,15 @@ impl fmt::Debug for Backend {
     }
 }
 
+/// How logs name a backend: its name, and for a discovered one the name
+/// it was found under, e.g. `10.0.0.7:5432 (db.example:5432)`.
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)
+        f.write_str(&self.name)?;
+        match &self.source {
+            Some(source) => write!(f, " ({source})"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -25,6 +25,7 @@ pub mod health;
 pub mod overlay;
 pub mod selection;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -35,9 +36,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::ServiceConfig;
-use crate::stats::PoolStats;
+use crate::stats::{PoolStats, ResolutionStats};
 use backend::Backend;
-use discovery::{Member, Static, Update};
+use discovery::{Found, Member, Static, Update};
 use selection::Selector;
 
 /// An immutable view of the pool: open connections keep the one they started with.
@@ -140,11 +141,23 @@ pub struct Pool {
     slot_freed: Notify,
     /// Membership changes applied, by kind.
     pub stats: PoolStats,
+    /// Lookups of each backend name discovery keeps current, by result;
+    /// read by the admin endpoint only.
+    resolutions: Mutex<BTreeMap<String, Arc<ResolutionStats>>>,
 }
 
 impl Pool {
-    /// A pool for `config`, with the backends it lists.
+    /// A pool for `config`, with the backends it lists. A backend given by
+    /// name starts with the address it resolved to when the configuration
+    /// was read (see [`Self::with_found`]).
     pub fn new(name: impl Into<String>, config: ServiceConfig) -> Self {
+        Self::with_found(name, config, &Found::new())
+    }
+
+    /// A pool for `config`, whose backends given by name start with the
+    /// members in `found` (a lookup at start-up); the first members are
+    /// not counted as changes.
+    pub fn with_found(name: impl Into<String>, config: ServiceConfig, found: &Found) -> Self {
         let empty = PoolState {
             selector: Arc::from(selection::build(
                 config.strategy,
@@ -162,20 +175,34 @@ impl Pool {
             writer: Mutex::new(()),
             slot_freed: Notify::new(),
             stats: PoolStats::default(),
+            resolutions: Mutex::new(BTreeMap::new()),
         };
         let backends = pool.load().config.backends.clone();
         pool.publish(
             |state| state.config.clone(),
             Static::new(backends).update(),
+            found,
             false,
             None,
         );
         pool
     }
 
-    /// The name log lines use for this pool.
+    /// How log lines name this pool: the listener it serves.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The lookup counters of backend name `name`, created on first use.
+    pub fn resolution_stats(&self, name: &str) -> Arc<ResolutionStats> {
+        let mut all = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+        all.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The lookup counters of every backend name looked up so far.
+    pub fn resolutions(&self) -> Vec<(String, Arc<ResolutionStats>)> {
+        let all = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
     }
 
     /// The pool as it is now: one atomic load, no lock.
@@ -186,29 +213,57 @@ impl Pool {
     /// Takes new settings for new connections, and the backends they list
     /// as the whole member set (see [`discovery`] for what that keeps).
     pub fn reconfigure(&self, config: ServiceConfig) {
-        let backends = config.backends.clone();
-        self.publish(move |_| config, Static::new(backends).update(), true, None);
+        self.reconfigure_with(config, &Found::new());
     }
 
-    /// Applies a membership change from a discovery source; the settings stay.
+    /// Like [`Self::reconfigure`], with what a lookup just found for
+    /// backends given by name; a name without an entry keeps its members.
+    pub fn reconfigure_with(&self, config: ServiceConfig, found: &Found) {
+        let backends = config.backends.clone();
+        self.publish(
+            move |_| config,
+            Static::new(backends).update(),
+            found,
+            true,
+            None,
+        );
+    }
+
+    /// Applies a membership change from a discovery source; the settings
+    /// stay. A group reset for a name no longer configured is ignored: it
+    /// was looked up before a reload dropped the name.
     pub fn apply(&self, update: Update) {
-        self.publish(|state| state.config.clone(), update, true, None);
+        self.publish(
+            |state| state.config.clone(),
+            update,
+            &Found::new(),
+            true,
+            None,
+        );
     }
 
     /// Like [`apply`](Self::apply), for a change an operator asked for:
     /// each log line of it ends with `(cause)`, e.g. who asked.
     pub fn apply_by(&self, update: Update, cause: &str) {
-        self.publish(|state| state.config.clone(), update, true, Some(cause));
+        self.publish(
+            |state| state.config.clone(),
+            update,
+            &Found::new(),
+            true,
+            Some(cause),
+        );
     }
 
     /// Builds and publishes the next snapshot: settings from `settings`,
-    /// members from applying `update` to the current ones. Each change is
-    /// logged and counted when `announce` (not for the pool's first members),
-    /// with `cause` after it when given.
+    /// members from applying `update` to the current ones (a `Reset` has
+    /// its backends given by name expanded, see [`discovery::expand`]).
+    /// Each change is logged and counted when `announce` (not for the
+    /// pool's first members), with `cause` after it when given.
     fn publish(
         &self,
         settings: impl FnOnce(&PoolState) -> ServiceConfig,
         update: Update,
+        found: &Found,
         announce: bool,
         cause: Option<&str>,
     ) {
@@ -216,8 +271,23 @@ impl Pool {
         let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.load();
         let config = settings(&old);
-        let current: Vec<(&str, std::net::SocketAddr)> =
-            old.backends.iter().map(|b| (b.name(), b.addr())).collect();
+        let update = match update {
+            Update::Reset(specs) => Update::Reset(discovery::expand(specs, &old.backends, found)),
+            Update::ResetGroup { group, .. }
+                if !config
+                    .backends
+                    .iter()
+                    .any(|b| b.name == group && discovery::is_group(b)) =>
+            {
+                return;
+            }
+            other => other,
+        };
+        let current: Vec<discovery::Present<'_>> = old
+            .backends
+            .iter()
+            .map(|b| (b.name(), b.addr(), b.source()))
+            .collect();
         let diff = discovery::diff(&current, update);
         let mut reweighted = false;
         let backends: Vec<Arc<Backend>> = diff
@@ -260,10 +330,18 @@ impl Pool {
             self.stats.removed.fetch_add(1, Relaxed);
         }
         for spec in &diff.duplicates {
-            warn!(
-                "{}: backend {} is listed twice; the second entry is ignored",
-                self.name, spec.name
-            );
+            match &spec.source {
+                // Discovery repeats itself every interval: not worth a warning each time.
+                Some(source) => log::debug!(
+                    "{}: backend {} (from {source}) is already a member; not added twice",
+                    self.name,
+                    spec.name
+                ),
+                None => warn!(
+                    "{}: backend {} is listed twice; the second entry is ignored",
+                    self.name, spec.name
+                ),
+            }
         }
         // Same members, weights and strategy: keep the selector (and its
         // place in the rotation). Anything else gets one built afresh.

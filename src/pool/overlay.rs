@@ -123,6 +123,7 @@ impl Added {
             backup: self.backup,
             check_addr: None,
             check_port: None,
+            source: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use log::{debug, warn};
@@ -27,6 +27,7 @@ use crate::pool::connect::is_local_exhaustion;
 use crate::proxy::Service;
 use crate::proxy::failure::Failure;
 use crate::proxy::serve::serve;
+use crate::stats::RateLimit;
 
 /// How long accepting pauses after the process runs out of descriptors.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
@@ -155,51 +156,11 @@ fn refuse(stream: TcpStream, service: &Service) {
     }
 }
 
-/// Lets an event through at most once per period and counts the rest.
-pub struct RateLimit {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    pub const fn new(period: Duration) -> Self {
-        RateLimit {
-            period,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(n)` when the event may be reported, with `n` events held back
-    /// since the last report; `None` when it should be held back.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < self.period)
-        {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Instant;
 
-    #[test]
-    fn rate_limit_reports_once_per_period_and_counts_the_rest() {
-        let mut limit = RateLimit::new(Duration::from_secs(3600));
-        assert_eq!(limit.allow(), Some(0));
-        assert_eq!(limit.allow(), None);
-        assert_eq!(limit.allow(), None);
-        limit.last = Some(Instant::now() - Duration::from_secs(7200));
-        assert_eq!(limit.allow(), Some(2));
-    }
+    use super::*;
 
     #[test]
     fn a_group_shares_one_port_and_each_socket_accepts() {

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::config::{Config, ServiceConfig};
 use crate::pool::Pool;
+use crate::pool::discovery::dns::{Discovery, Watching};
 use crate::pool::health::active::Prober;
 use crate::pool::overlay::Overlay;
 use crate::proxy::{Service, listener};
@@ -55,6 +56,8 @@ struct Running {
     /// One socket per worker, bound but not accepting yet (between `bind`
     /// and `run`).
     listeners: Vec<std::net::TcpListener>,
+    /// The tasks that keep its backend names current (DNS discovery).
+    dns: Watching,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -85,6 +88,9 @@ struct Shared {
     workers: Workers,
     /// The control API's overlay, state file and deadline tasks.
     control: Controller,
+    /// Looks backend names up (at start-up, reloads, and in tasks on this
+    /// thread's runtime).
+    discovery: Discovery,
 }
 
 impl Shared {
@@ -101,6 +107,9 @@ impl Shared {
         log_service(service.local_addr, &service.service.pool);
         self.tasks
             .spawn(Prober::new(service.service.pool.clone()).run(service.stop.clone()));
+        let pool = &service.service.pool;
+        self.discovery
+            .watch(pool, &mut service.dns, &service.stop, &self.tasks);
         for (worker, listener) in service.listeners.drain(..).enumerate() {
             let accept = listener::accept_loop(
                 listener,
@@ -117,15 +126,25 @@ impl Shared {
         let local_addr = listeners[0].local_addr()?;
         let name = control::pool_name(&config, local_addr);
         let merged = self.control.merged(&name, &config);
+        let listen = config.listen;
+        let backlog = config.backlog;
+        // Names resolve before anything is served: an SRV name that does not is an error.
+        let first = self
+            .discovery
+            .first_answers(&name, &merged, None)
+            .map_err(anyhow::Error::msg)?;
+        let pool = Arc::new(Pool::with_found(name.clone(), merged, &first.found));
+        first.count_into(&pool);
         Ok(Running {
-            listen: config.listen,
-            backlog: config.backlog,
+            listen,
+            backlog,
             local_addr,
-            service: Arc::new(Service::new(Arc::new(Pool::new(name.clone(), merged)))),
+            service: Arc::new(Service::new(pool)),
             name,
             base: config,
             stop: self.shutdown.child_token(),
             listeners,
+            dns: Watching::default(),
         })
     }
 }
@@ -172,6 +191,7 @@ impl Balancer {
             tasks: TaskTracker::new(),
             workers,
             control: Controller::new(overlay, config.state_file.clone()),
+            discovery: Discovery::new(config.resolver),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -332,9 +352,20 @@ impl ReloadHandle {
             kept_index.push(found);
         }
 
-        // Bind every new listener first: a failure must change nothing.
+        // Bind every new listener and look every backend name up first: a
+        // failure must change nothing.
         let mut bound: Vec<Option<Running>> = Vec::new();
+        let mut lookups = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
+            lookups.push(match kept {
+                Some(i) => {
+                    let running = &state.services[*i];
+                    let pool = &running.service.pool;
+                    let name = running.local_addr.to_string();
+                    Some(shared.discovery.first_answers(&name, new, Some(pool))?)
+                }
+                None => None,
+            });
             bound.push(match kept {
                 Some(_) => None,
                 None => Some(
@@ -353,9 +384,9 @@ impl ReloadHandle {
             .map(|(new, i)| (new, i.and_then(|i| old[i].take())));
         let mut changes: Vec<String> = Vec::new();
         let mut services = Vec::new();
-        for ((new, kept), fresh) in plan.into_iter().zip(bound) {
+        for (((new, kept), fresh), first) in plan.into_iter().zip(bound).zip(lookups) {
             match (kept, fresh) {
-                (Some(service), _) => {
+                (Some(mut service), _) => {
                     let pool = &service.service.pool;
                     let before = backend_names(pool);
                     let old_config = pool.load().config.clone();
@@ -370,7 +401,19 @@ impl ReloadHandle {
                         );
                     }
                     let name = control::pool_name(&new, service.local_addr);
-                    pool.reconfigure(shared.control.merged(&name, &new));
+                    let first = first.unwrap_or_default();
+                    pool.reconfigure_with(shared.control.merged(&name, &new), &first.found);
+                    first.count_into(pool);
+                    if state.running {
+                        let pool = &service.service.pool;
+                        shared.discovery.watch(
+                            pool,
+                            &mut service.dns,
+                            &service.stop,
+                            &shared.tasks,
+                        );
+                    }
+                    let pool = &service.service.pool;
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
                         change.push_str(", settings changed");
@@ -413,6 +456,9 @@ impl ReloadHandle {
             warn!(
                 "a new admin token file, admin socket or state file takes effect only on restart"
             );
+        }
+        if config.resolver != shared.discovery.server() {
+            warn!("a new resolver takes effect only on restart");
         }
         Ok(changes.join("; "))
     }

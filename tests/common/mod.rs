@@ -47,6 +47,11 @@ impl TestBalancer {
     pub fn start_on_own_listen(service: ServiceConfig) -> TestBalancer {
         let mut config = Config::single(service);
         config.drain_timeout = Duration::from_secs(1);
+        Self::start_config(config)
+    }
+
+    /// Starts a balancer for the first (or only) listener of `config`.
+    pub fn start_config(config: Config) -> TestBalancer {
         let balancer = Balancer::bind(config).expect("bind balancer");
         let addr = balancer.local_addrs()[0];
         let service = balancer.services()[0].clone();
@@ -148,8 +153,24 @@ impl TestBackend {
         F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let serve: ServeFn = Arc::new(move |l| Box::pin(serve(l)));
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::on(std_listener, serve)
+    }
+
+    /// The demo echo backend on `listener` (e.g. bound to 127.0.0.2).
+    pub fn echo_on(listener: std::net::TcpListener) -> TestBackend {
+        Self::on(listener, |l| async move {
+            let _ = tcplb::demo::serve_echo(l).await;
+        })
+    }
+
+    /// A backend running `serve` on `std_listener`.
+    pub fn on<F, Fut>(std_listener: std::net::TcpListener, serve: F) -> TestBackend
+    where
+        F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let serve: ServeFn = Arc::new(move |l| Box::pin(serve(l)));
         let addr = std_listener.local_addr().unwrap();
         let running = Self::run(std_listener, serve.clone());
         TestBackend {

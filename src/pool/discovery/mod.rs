@@ -2,20 +2,31 @@
 //! becomes a change of the pool.
 //!
 //! A source speaks in [`Update`]s, the way linkerd2-proxy's balancer takes
-//! them: `Reset` (this is the whole set now), `Add` or `Remove`. The pool
+//! them: `Reset` (this is the whole set now), `Add` or `Remove`, and
+//! `ResetGroup` (the members found under one name are now these). The pool
 //! diffs each update against what it has ([`diff`]), so a backend that stays
 //! keeps its health and counters, one whose weight, limit or admin state
 //! changed is updated in place, and one that leaves drains: it stays alive
 //! for as long as its open connections hold it. Each change is logged once
 //! at info level and counted in the pool's stats.
 //!
-//! Today the one source is [`Static`]: the list in the configuration,
-//! re-read on SIGHUP. A source that changes on its own (DNS, the control
-//! API) sends its updates to the same [`Pool::apply`](crate::pool::Pool::apply).
+//! Two sources today. [`Static`]: the list in the configuration, re-read on
+//! SIGHUP. [`dns`]: a backend configured by name (`db.example:5432`,
+//! `srv:_pg._tcp.example`) is a *group* whose members are the addresses its
+//! lookups find, each a backend of its own named by its address, with the
+//! configured name as its `source`. A configured list reaches the pool with
+//! such names in it; [`expand`] puts each group's members in their place.
+//! A source that changes on its own (DNS, the control API) sends its
+//! updates to the same [`Pool::apply`](crate::pool::Pool::apply).
 
+pub mod dns;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use crate::config::BackendSpec;
+use crate::config::{BackendSpec, DnsName};
+use crate::pool::backend::Backend;
 
 /// A change to a pool's member set.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +37,12 @@ pub enum Update {
     Add(BackendSpec),
     /// The backend with this name and address leaves.
     Remove { name: String, addr: SocketAddr },
+    /// The members found under `group` (a backend name as configured) are
+    /// now exactly `members`; every other member stays as it is.
+    ResetGroup {
+        group: String,
+        members: Vec<BackendSpec>,
+    },
 }
 
 /// The backends listed in the configuration file or on the command line.
@@ -43,6 +60,14 @@ impl Static {
         Update::Reset(self.backends)
     }
 }
+
+/// Fresh members for names configured for discovery, by the name as
+/// configured: what a lookup at start-up or reload found.
+pub type Found = HashMap<String, Vec<BackendSpec>>;
+
+/// A current member as [`diff`] sees it: name, address, and the name
+/// discovery found it under (`None` for a configured backend).
+pub type Present<'a> = (&'a str, SocketAddr, Option<&'a str>);
 
 /// What applying an update to a member set means, backend by backend.
 #[derive(Debug, Default, PartialEq)]
@@ -67,14 +92,16 @@ pub enum Member {
 }
 
 /// Works out what `update` does to a pool whose members are `current`
-/// (name and address of each, in order). Members are identified by name
-/// and address together: a backend listed under another name is another
-/// backend.
-pub fn diff(current: &[(&str, SocketAddr)], update: Update) -> Diff {
+/// (name, address and source of each, in order). A member is kept only by
+/// a spec with the same name, address and source; two specs with the same
+/// name and address are one backend too many, whatever their sources (the
+/// first one listed, or already a member, wins), since logs and metrics
+/// know a backend by its name.
+pub fn diff(current: &[Present<'_>], update: Update) -> Diff {
     let find = |spec: &BackendSpec| {
-        current
-            .iter()
-            .position(|&(name, addr)| name == spec.name && addr == spec.addr)
+        current.iter().position(|&(name, addr, source)| {
+            name == spec.name && addr == spec.addr && source == spec.source.as_deref()
+        })
     };
     let mut out = Diff::default();
     match update {
@@ -113,13 +140,103 @@ pub fn diff(current: &[(&str, SocketAddr)], update: Update) -> Diff {
             }
         }
         Update::Remove { name, addr } => {
-            for (i, &(n, a)) in current.iter().enumerate() {
+            for (i, &(n, a, _)) in current.iter().enumerate() {
                 if n == name && a == addr {
                     out.removed.push(i);
                 } else {
                     out.members.push(Member::Untouched(i));
                 }
             }
+        }
+        Update::ResetGroup { group, members } => {
+            let mut kept: Vec<Option<BackendSpec>> = vec![None; current.len()];
+            let mut added: Vec<BackendSpec> = Vec::new();
+            for mut spec in members {
+                spec.source = Some(group.clone());
+                let listed = |n: &str, a: SocketAddr| n == spec.name && a == spec.addr;
+                let twice = added.iter().any(|s| listed(&s.name, s.addr))
+                    || kept.iter().flatten().any(|s| listed(&s.name, s.addr));
+                // Already a member found another way (configured, or under
+                // another name): that one stays, this one is not added.
+                let elsewhere = current
+                    .iter()
+                    .any(|&(n, a, source)| listed(n, a) && source != Some(group.as_str()));
+                if twice || elsewhere {
+                    out.duplicates.push(spec);
+                    continue;
+                }
+                match find(&spec) {
+                    Some(index) => kept[index] = Some(spec),
+                    None => added.push(spec),
+                }
+            }
+            for (index, (&(_, _, source), spec)) in current.iter().zip(kept).enumerate() {
+                match spec {
+                    Some(spec) => out.members.push(Member::Kept { index, spec }),
+                    None if source == Some(group.as_str()) => out.removed.push(index),
+                    None => out.members.push(Member::Untouched(index)),
+                }
+            }
+            out.members.extend(added.into_iter().map(Member::Added));
+        }
+    }
+    out
+}
+
+/// Whether `spec` is a backend configured by name, whose members discovery
+/// finds (`db.example:5432`, `srv:_pg._tcp.example`).
+pub fn is_group(spec: &BackendSpec) -> bool {
+    spec.dns_name().is_some()
+}
+
+/// The member of group `template` (a backend configured by name) at
+/// `addr`: named by its address, with the group's settings.
+pub fn member(template: &BackendSpec, addr: SocketAddr) -> BackendSpec {
+    BackendSpec {
+        name: addr.to_string(),
+        addr,
+        source: Some(template.name.clone()),
+        ..template.clone()
+    }
+}
+
+/// The configured list with every group replaced by its members, in place:
+/// the members in `found` when a lookup just found some; else the members
+/// the pool has for it now (`current`), taking the group's settings (a
+/// reload that keeps the name keeps them); else, for a `HOST:PORT` name,
+/// the address it resolved to when the configuration was read.
+///
+/// For SRV members, the weight and backup flag kept from `current` came
+/// from the records; the next lookup brings them up to date.
+pub fn expand(
+    configured: Vec<BackendSpec>,
+    current: &[Arc<Backend>],
+    found: &Found,
+) -> Vec<BackendSpec> {
+    let mut out = Vec::with_capacity(configured.len());
+    for spec in configured {
+        let Some(name) = spec.dns_name() else {
+            out.push(spec);
+            continue;
+        };
+        if let Some(members) = found.get(&spec.name) {
+            out.extend(members.iter().cloned());
+            continue;
+        }
+        let before = out.len();
+        for b in current
+            .iter()
+            .filter(|b| b.source() == Some(spec.name.as_str()))
+        {
+            let mut m = member(&spec, b.addr());
+            if matches!(name, DnsName::Srv(_)) {
+                m.weight = b.weight();
+                m.backup = b.is_backup();
+            }
+            out.push(m);
+        }
+        if out.len() == before && spec.addr.port() != 0 {
+            out.push(member(&spec, spec.addr));
         }
     }
     out
@@ -134,8 +251,171 @@ mod tests {
         parse_backend(text).unwrap()
     }
 
-    fn members(specs: &[BackendSpec]) -> Vec<(&str, SocketAddr)> {
-        specs.iter().map(|s| (s.name.as_str(), s.addr)).collect()
+    fn members(specs: &[BackendSpec]) -> Vec<Present<'_>> {
+        specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.addr, s.source.as_deref()))
+            .collect()
+    }
+
+    /// A backend configured by name, as parsing it would give (without
+    /// asking a resolver): its first address `addr`.
+    fn group(name: &str, addr: &str) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            addr: addr.parse().unwrap(),
+            ..spec("127.0.0.1:1")
+        }
+    }
+
+    fn found(group: &BackendSpec, addrs: &[&str]) -> Vec<BackendSpec> {
+        addrs
+            .iter()
+            .map(|a| member(group, a.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_group_reset_touches_only_its_own_members() {
+        let web = group("web.example:80", "10.0.0.1:80");
+        let current = vec![
+            spec("127.0.0.1:1"),
+            member(&web, "10.0.0.1:80".parse().unwrap()),
+            member(
+                &group("db.example:80", "10.0.0.9:80"),
+                "10.0.0.9:80".parse().unwrap(),
+            ),
+            member(&web, "10.0.0.2:80".parse().unwrap()),
+        ];
+        // {A, B} -> {B, C}: A leaves, B stays where it is, C joins at the end.
+        let update = Update::ResetGroup {
+            group: web.name.clone(),
+            members: found(&web, &["10.0.0.2:80", "10.0.0.3:80"]),
+        };
+        let d = diff(&members(&current), update);
+        assert_eq!(
+            d.members,
+            [
+                Member::Untouched(0),
+                Member::Untouched(2),
+                Member::Kept {
+                    index: 3,
+                    spec: current[3].clone()
+                },
+                Member::Added(member(&web, "10.0.0.3:80".parse().unwrap())),
+            ]
+        );
+        assert_eq!(d.removed, [1]);
+        assert!(d.duplicates.is_empty());
+    }
+
+    #[test]
+    fn a_group_never_takes_an_address_another_source_has() {
+        let web = group("web.example:80", "10.0.0.1:80");
+        let configured = spec("127.0.0.1:1");
+        let current = [configured.clone()];
+        let update = Update::ResetGroup {
+            group: web.name.clone(),
+            members: found(&web, &["127.0.0.1:1", "10.0.0.2:80", "10.0.0.2:80"]),
+        };
+        let d = diff(&members(&current), update);
+        assert_eq!(
+            d.members,
+            [
+                Member::Untouched(0),
+                Member::Added(member(&web, "10.0.0.2:80".parse().unwrap()))
+            ]
+        );
+        assert_eq!(d.duplicates.len(), 2, "{:?}", d.duplicates);
+        assert!(d.removed.is_empty());
+        // An empty group reset removes the group's members, nothing else:
+        // discovery never sends one (a failed lookup keeps the last set),
+        // but the diff must not depend on that.
+        let current = [configured, member(&web, "10.0.0.2:80".parse().unwrap())];
+        let d = diff(
+            &members(&current),
+            Update::ResetGroup {
+                group: web.name.clone(),
+                members: Vec::new(),
+            },
+        );
+        assert_eq!(
+            (d.members, d.removed),
+            (vec![Member::Untouched(0)], vec![1])
+        );
+    }
+
+    #[test]
+    fn the_same_address_from_another_source_is_another_backend() {
+        // A reload that turns 10.0.0.1:80 into web.example:80 (which
+        // resolves to it) replaces the backend: its lifecycle is now DNS's.
+        let web = group("web.example:80", "10.0.0.1:80");
+        let current = [spec("10.0.0.1:80")];
+        let update = Update::Reset(found(&web, &["10.0.0.1:80"]));
+        let d = diff(&members(&current), update);
+        assert_eq!(d.removed, [0]);
+        assert!(matches!(d.members[..], [Member::Added(_)]));
+    }
+
+    #[test]
+    fn expand_puts_each_group_in_place_keeping_members_across_reloads() {
+        let web = group("web.example:80", "10.0.0.1:80");
+        let srv = BackendSpec {
+            name: "srv:_db._tcp.example".into(),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            ..spec("127.0.0.1:1")
+        };
+        let configured = vec![spec("127.0.0.1:1"), web.clone(), srv.clone()];
+
+        // Nothing found and nothing yet: the address read at start-up; an
+        // SRV name has none.
+        let specs = expand(configured.clone(), &[], &Found::new());
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["127.0.0.1:1", "10.0.0.1:80"]);
+        assert_eq!(specs[1].source.as_deref(), Some("web.example:80"));
+
+        // A lookup's answer wins.
+        let mut first = Found::new();
+        first.insert(
+            web.name.clone(),
+            found(&web, &["10.0.0.2:80", "10.0.0.3:80"]),
+        );
+        let mut from_srv = member(&srv, "10.0.0.7:5432".parse().unwrap());
+        from_srv.weight = 30;
+        from_srv.backup = true;
+        first.insert(srv.name.clone(), vec![from_srv]);
+        let specs = expand(configured.clone(), &[], &first);
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["127.0.0.1:1", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.7:5432"]
+        );
+
+        // A reload with new settings and no answer keeps the members, with
+        // the new settings; SRV weights and backup stay the records'.
+        let current: Vec<Arc<Backend>> = specs.iter().map(|s| Arc::new(Backend::new(s))).collect();
+        let mut reloaded = configured;
+        reloaded[1].weight = 4;
+        reloaded[2].max_conns = Some(10);
+        let specs = expand(reloaded, &current, &Found::new());
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["127.0.0.1:1", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.7:5432"]
+        );
+        assert_eq!((specs[1].weight, specs[2].weight), (4, 4));
+        assert_eq!(
+            (specs[3].weight, specs[3].backup, specs[3].max_conns),
+            (30, true, Some(10))
+        );
+        // Diffed against the pool, nothing leaves: each one is kept.
+        let present: Vec<Present<'_>> = current
+            .iter()
+            .map(|b| (b.name(), b.addr(), b.source()))
+            .collect();
+        let d = diff(&present, Update::Reset(specs));
+        assert!(d.removed.is_empty(), "{d:?}");
+        assert!(d.members.iter().all(|m| matches!(m, Member::Kept { .. })));
     }
 
     #[test]
