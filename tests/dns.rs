@@ -658,3 +658,80 @@ async fn admin_get(addr: SocketAddr, path: &str) -> String {
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()
 }
+
+/// An operator's drain of a name reaches every member it has and every
+/// member later lookups bring, and survives the lookups; a member alone
+/// cannot be changed (the next lookup would undo it).
+#[tokio::test]
+async fn draining_a_name_drains_its_members_across_lookups() {
+    use tcplb::admin::{Action, Change, Control};
+
+    let dns = DnsServer::start();
+    let (port, _backends) = echo_backends(3);
+    dns.set_a("pg.test", &[ip(2), ip(3)]);
+    let group = format!("pg.test:{port}");
+    let mut config = dns_config(&dns, vec![by_name(&group)]);
+    config.services[0].name = Some("pg".into());
+    let lb = start(config);
+    let change = |backend: &str, action: Action| Change {
+        pool: "pg".into(),
+        backend: backend.into(),
+        action,
+        who: "test".into(),
+    };
+    let states = |lb: &DnsBalancer| -> Vec<(String, String)> {
+        let mut out: Vec<_> = lb
+            .service
+            .pool
+            .load()
+            .backends
+            .iter()
+            .map(|b| (b.name().to_string(), b.admin_state().to_string()))
+            .collect();
+        out.sort();
+        out
+    };
+
+    let member = format!("127.0.0.2:{port}");
+    let refused = lb
+        .reload
+        .change(change(&member, Action::Maintenance))
+        .unwrap_err();
+    assert!(refused.to_string().contains("found by DNS"), "{refused}");
+    assert!(states(&lb).iter().all(|(_, s)| s == "ready"));
+
+    let done = lb
+        .reload
+        .change(change(&group, Action::Drain { deadline: None }))
+        .unwrap();
+    assert_eq!(done, "state ready -> drain");
+    let drained = |lasts: &[u8]| -> Vec<(String, String)> {
+        addrs(port, lasts)
+            .into_iter()
+            .map(|n| (n, "drain".to_string()))
+            .collect()
+    };
+    assert_eq!(states(&lb), drained(&[2, 3]));
+    // Lookups go on (every 100 ms) and a new address joins drained.
+    dns.set_a("pg.test", &[ip(2), ip(3), ip(4)]);
+    assert!(poll_until(PATIENCE, || names(&lb).len() == 3).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(states(&lb), drained(&[2, 3, 4]));
+    // Nothing is picked while every member drains.
+    assert!(
+        lb.service
+            .pool
+            .load()
+            .pick("127.0.0.1".parse().unwrap(), &[])
+            .is_none()
+    );
+
+    lb.reload.change(change(&group, Action::Ready)).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        states(&lb).iter().all(|(_, s)| s == "ready"),
+        "{:?}",
+        states(&lb)
+    );
+    echo_ok(lb.addr, 7).await;
+}

@@ -229,6 +229,21 @@ impl Pool {
         );
     }
 
+    /// Like [`reconfigure`](Self::reconfigure), for a change an operator
+    /// made to a backend configured by name: its members keep their
+    /// addresses and take the entry's new settings; each log line ends with
+    /// `(cause)`.
+    pub fn reconfigure_by(&self, config: ServiceConfig, cause: &str) {
+        let backends = config.backends.clone();
+        self.publish(
+            move |_| config,
+            Static::new(backends).update(),
+            &Found::new(),
+            true,
+            Some(cause),
+        );
+    }
+
     /// Applies a membership change from a discovery source; the settings
     /// stay. A group reset for a name no longer configured is ignored: it
     /// was looked up before a reload dropped the name.
@@ -273,13 +288,19 @@ impl Pool {
         let config = settings(&old);
         let update = match update {
             Update::Reset(specs) => Update::Reset(discovery::expand(specs, &old.backends, found)),
-            Update::ResetGroup { group, .. }
-                if !config
+            Update::ResetGroup { group, members } => {
+                let Some(entry) = config
                     .backends
                     .iter()
-                    .any(|b| b.name == group && discovery::is_group(b)) =>
-            {
-                return;
+                    .find(|b| b.name == group && discovery::is_group(b))
+                else {
+                    return;
+                };
+                let members = members
+                    .iter()
+                    .map(|m| discovery::retemplate(entry, m))
+                    .collect();
+                Update::ResetGroup { group, members }
             }
             other => other,
         };

@@ -26,7 +26,7 @@ use crate::admin::{self, Action, Change};
 use crate::config::{AdminState, BackendSpec, ServiceConfig};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
-use crate::pool::discovery::Update;
+use crate::pool::discovery::{self, Update};
 use crate::pool::overlay::{Overlay, Refused};
 use crate::stats::ControlStats;
 
@@ -172,15 +172,36 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
     let pool = running.service.pool.clone();
     let base = running.base.clone();
     let control = &shared.control;
+    // A member DNS found is changed through its name's entry: the next
+    // lookup would undo a change made to the member alone.
+    if !matches!(action, Action::Add(_))
+        && let Some(source) = pool
+            .load()
+            .backends
+            .iter()
+            .find(|b| b.name() == name)
+            .and_then(|b| b.source().map(str::to_string))
+    {
+        return Err(Refused::Conflict(format!(
+            "backend {name} was found by DNS under {source}: change {source} instead"
+        )));
+    }
     let mut overlay = control.overlay();
     let mut next = overlay.clone();
     let before = next.pool_mut(&pool_name).current(&base, &name);
-    let open = pool
-        .load()
-        .backends
-        .iter()
-        .find(|b| b.name() == name)
-        .map_or(0, |b| b.active());
+    // The backends the change lands on: the one named, or every member of
+    // a backend configured by name (DNS).
+    let targets = |pool: &Pool| -> Vec<Arc<Backend>> {
+        pool.load()
+            .backends
+            .iter()
+            .filter(|b| b.name() == name || b.source() == Some(name.as_str()))
+            .cloned()
+            .collect()
+    };
+    let open: u64 = targets(&pool).iter().map(|b| b.active()).sum();
+    let group = before.as_ref().is_some_and(discovery::is_group)
+        || matches!(&action, Action::Add(new) if discovery::is_group(&new.spec));
     let mut draining = false;
     {
         let p = next.pool_mut(&pool_name);
@@ -191,7 +212,9 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
             Action::Weight(weight) => p.set_weight(&base, &name, *weight)?,
             Action::Add(new) => p.add(&base, new.clone())?,
             Action::Remove { .. } => {
-                draining = open > 0;
+                // A name's members leave with it at once; their open
+                // connections drain as after a reload.
+                draining = open > 0 && !group;
                 p.remove(&base, &name, draining)?;
             }
         }
@@ -215,6 +238,7 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
         ));
     }
     match (&after, &before) {
+        _ if group => pool.reconfigure_by(next.merged(&pool_name, &base), &cause),
         (Some(spec), _) => pool.apply_by(Update::Add(spec.clone()), &cause),
         (None, Some(gone)) => pool.apply_by(
             Update::Remove {
@@ -231,26 +255,35 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
     drop(state);
 
     let summary = describe(&action, before.as_ref(), after.as_ref(), open, draining);
-    let backend = pool
-        .load()
-        .backends
-        .iter()
-        .find(|b| b.name() == name)
-        .cloned();
-    match (&action, backend) {
+    let backends = targets(&pool);
+    match &action {
         // Ready again, or gone at once: no deadline left to run.
-        (Action::Ready, _) | (Action::Remove { .. }, None) => {
-            control.stop_watcher(&pool_name, &name)
-        }
-        (Action::Drain { .. } | Action::Remove { .. }, Some(backend)) => {
-            control.stop_watcher(&pool_name, &name);
+        Action::Ready => control.stop_watcher(&pool_name, &name),
+        Action::Remove { .. } if backends.is_empty() => control.stop_watcher(&pool_name, &name),
+        Action::Drain { .. } | Action::Remove { .. } => {
             let remove = matches!(action, Action::Remove { .. });
-            backend.set_drain_deadline(deadline.map(|d| SystemTime::now() + d));
-            if deadline.is_some() || remove {
-                spawn_watcher(shared, &pool_name, pool, backend, deadline, remove, &who);
+            for backend in backends {
+                control.stop_watcher(&pool_name, backend.name());
+                backend.set_drain_deadline(deadline.map(|d| SystemTime::now() + d));
+                if deadline.is_some() || remove {
+                    spawn_watcher(
+                        shared,
+                        &pool_name,
+                        pool.clone(),
+                        backend,
+                        deadline,
+                        remove,
+                        &who,
+                    );
+                }
             }
         }
         _ => {}
+    }
+    if matches!(action, Action::Ready) {
+        for backend in targets(&pool) {
+            control.stop_watcher(&pool_name, backend.name());
+        }
     }
     if summary == "no change" {
         debug!(

@@ -200,6 +200,19 @@ pub fn member(template: &BackendSpec, addr: SocketAddr) -> BackendSpec {
     }
 }
 
+/// A member found by a lookup, brought up to date with its group's entry
+/// as configured now (an operator may have drained it or changed its
+/// weight since the lookup began): the entry's settings, except that SRV
+/// members keep the weight and backup flag their records gave them.
+pub fn retemplate(template: &BackendSpec, found: &BackendSpec) -> BackendSpec {
+    let mut m = member(template, found.addr);
+    if matches!(template.dns_name(), Some(DnsName::Srv(_))) {
+        m.weight = found.weight;
+        m.backup = found.backup;
+    }
+    m
+}
+
 /// The configured list with every group replaced by its members, in place:
 /// the members in `found` when a lookup just found some; else the members
 /// the pool has for it now (`current`), taking the group's settings (a
