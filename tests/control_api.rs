@@ -167,6 +167,16 @@ impl Lb {
         )
     }
 
+    /// Whether a backend at `addr` is still a member of the pool.
+    fn has_member(&self, addr: SocketAddr) -> bool {
+        self.service
+            .pool
+            .load()
+            .backends
+            .iter()
+            .any(|x| x.addr() == addr)
+    }
+
     async fn get(&self, path: &str) -> Value {
         let (code, body) = self.tcp("GET", path, &[], "").await;
         assert_eq!(code, 200, "GET {path}: {body}");
@@ -540,15 +550,7 @@ async fn an_added_backend_takes_traffic_and_a_removed_one_drains_out() {
     for mut stream in streams {
         common::finish(&mut stream, b"").await;
     }
-    let gone = poll_until(PATIENCE, || {
-        lb.service
-            .pool
-            .load()
-            .backends
-            .iter()
-            .all(|x| x.addr() != b.addr)
-    })
-    .await;
+    let gone = poll_until(PATIENCE, || !lb.has_member(b.addr)).await;
     assert!(
         gone,
         "the removed backend left once its last connection ended"
@@ -572,15 +574,7 @@ async fn a_remove_deadline_closes_the_last_connections_and_the_backend_leaves() 
         answer["change"],
         "removing: draining 1 open connection(s), closing what is left in 200ms"
     );
-    let gone = poll_until(PATIENCE, || {
-        lb.service
-            .pool
-            .load()
-            .backends
-            .iter()
-            .all(|x| x.addr() != b.addr)
-    })
-    .await;
+    let gone = poll_until(PATIENCE, || !lb.has_member(b.addr)).await;
     assert!(gone, "evicted at the deadline, then removed");
     let mut closed = 0;
     for stream in &mut streams {
@@ -1184,16 +1178,7 @@ async fn a_rolling_deploy_under_load_breaks_nothing() {
     // 6. Remove A.
     let (code, answer) = lb.write("DELETE", &a_seg, "").await;
     assert_eq!(code, 200, "{answer}");
-    assert!(
-        poll_until(PATIENCE, || lb
-            .service
-            .pool
-            .load()
-            .backends
-            .iter()
-            .all(|x| x.addr() != a.addr))
-        .await
-    );
+    assert!(poll_until(PATIENCE, || !lb.has_member(a.addr)).await);
     // The replacement takes its share while the load goes on.
     let c_total = || {
         lb.service
