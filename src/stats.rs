@@ -27,9 +27,24 @@ pub struct ListenerStats {
     pub unavailable: AtomicU64,
     /// Clients closed for a bad or missing PROXY header (`--accept-proxy`).
     pub proxy_header_errors: AtomicU64,
+    /// On a listener with TLS routes: clients closed because no valid
+    /// ClientHello came, by reason (`proxy::client_hello`'s `REASONS`:
+    /// not TLS, malformed, too large, too slow, gone; see
+    /// [`Self::TLS_REJECT_REASONS`]).
+    pub tls_rejected: [AtomicU64; 5],
+    /// On a listener with TLS routes and no default route: clients whose
+    /// ClientHello matched no route (answered `unrecognized_name`).
+    pub tls_unmatched: AtomicU64,
+    /// On a listener with TLS routes: clients that matched no route and
+    /// went to the listener's own backends.
+    pub tls_default_route: AtomicU64,
 }
 
 impl ListenerStats {
+    /// The `reason` label values of `tls_rejected`, in its order.
+    pub const TLS_REJECT_REASONS: [&'static str; 5] =
+        ["not_tls", "malformed", "too_large", "timeout", "closed"];
+
     /// Counts an accepted client for as long as the returned guard lives.
     pub fn open_connection(&self) -> ClientConnection<'_> {
         self.accepted.fetch_add(1, Relaxed);
@@ -75,6 +90,14 @@ pub struct BackendStats {
     pub evicted: AtomicU64,
     /// Duration of the last successful health check, in microseconds.
     pub check_latency_us: AtomicU64,
+}
+
+/// Counters of one TLS route; they live as long as a route of that name
+/// does, across reloads.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Clients whose ClientHello chose this route.
+    pub connections: AtomicU64,
 }
 
 /// Changes to one pool's member set, by kind: each change that discovery

@@ -26,6 +26,7 @@
 //! `{pool}` and `{backend}` are names, percent-decoded (`%5B%3A%3A1%5D%3A80`
 //! is `[::1]:80`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ use super::control::{Action, Change, Control, MAX_WEIGHT};
 use super::view::Watched;
 use super::{WatchList, answer};
 use crate::config::{AdminState, parse_duration, resolve};
+use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::overlay::{NewBackend, Refused};
 use crate::stats::ControlStats;
@@ -305,11 +307,15 @@ fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
                 /// Every pool, in configuration order.
                 pools: Vec<PoolView>,
             }
-            let pools = watched.iter().map(pool_view).collect();
+            let pools = every_pool(&watched)
+                .map(|(name, listen, pool)| pool_view(name, listen, pool))
+                .collect();
             Ok(json(StatusCode::OK, &Pools { pools }))
         }
         Route::Backends { pool } => {
-            let found = find_pool(&watched, pool)?;
+            let (name, listen, found) = every_pool(&watched)
+                .find(|(name, _, _)| *name == pool)
+                .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, format!("no pool {pool}")))?;
             /// `{"pool":..,"backends":[...]}`.
             #[derive(Serialize)]
             struct Backends {
@@ -318,7 +324,7 @@ fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
                 /// Its members.
                 backends: Vec<BackendItem>,
             }
-            let view = pool_view(found);
+            let view = pool_view(name, listen, found);
             Ok(json(
                 StatusCode::OK,
                 &Backends {
@@ -331,15 +337,20 @@ fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
     }
 }
 
-fn find_pool<'a>(watched: &'a [Watched], pool: &str) -> Result<&'a Watched, Failure> {
-    watched
-        .iter()
-        .find(|w| w.name == pool)
-        .ok_or_else(|| Failure::new(StatusCode::NOT_FOUND, format!("no pool {pool}")))
+/// Every pool with its name and listener: each listener's own, then its
+/// TLS routes', in configuration order.
+fn every_pool(watched: &[Watched]) -> impl Iterator<Item = (&str, SocketAddr, &Pool)> {
+    watched.iter().flat_map(|w| {
+        let routes = w
+            .routes
+            .iter()
+            .map(move |r| (r.name.as_str(), w.listen, &*r.pool));
+        std::iter::once((w.name.as_str(), w.listen, &*w.pool)).chain(routes)
+    })
 }
 
-fn pool_view(w: &Watched) -> PoolView {
-    let state = w.pool.load();
+fn pool_view(name: &str, listen: SocketAddr, pool: &Pool) -> PoolView {
+    let state = pool.load();
     let mut backends: Vec<BackendItem> = Vec::new();
     for b in &state.backends {
         if !backends.iter().any(|seen| seen.name == b.name()) {
@@ -347,8 +358,8 @@ fn pool_view(w: &Watched) -> PoolView {
         }
     }
     PoolView {
-        name: w.name.clone(),
-        listen: w.listen.to_string(),
+        name: name.to_string(),
+        listen: listen.to_string(),
         strategy: state.config.strategy.to_string(),
         backends,
     }

@@ -39,8 +39,15 @@
 //! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413) or `unavailable` |
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
 //!
-//! The last three have no `listener` label: they are the process's.
 //! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
+//! | `tcplb_route_connections_total` | counter | clients whose TLS ClientHello chose the route; labels `listener`, `route` |
+//! | `tcplb_listener_tls_rejected_total` | counter | clients of a listener with routes closed without a valid ClientHello; label `reason` = `not_tls`, `malformed`, `too_large`, `timeout` or `closed` |
+//! | `tcplb_listener_tls_default_route_total` | counter | ClientHellos no route took, sent to the listener's own backends |
+//! | `tcplb_listener_tls_unmatched_total` | counter | ClientHellos no route took, on a listener without default: answered `unrecognized_name` |
+//!
+//! The backend, pool-change and DNS series of a TLS route's pool carry a
+//! `route` label besides `listener`. The admin and state-file families
+//! have no `listener` label: they are the process's.
 //!
 //! Byte counters move as bytes are delivered, not only when a connection
 //! closes.
@@ -49,7 +56,7 @@ use std::fmt::Write as _;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::view::{BackendView, ListenerView};
+use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
 use crate::config::AdminState;
 use crate::stats::ControlStats;
 
@@ -63,11 +70,14 @@ const ADMIN_STATES: [AdminState; 3] = [
 /// The whole exposition for `listeners`.
 pub fn render_metrics(listeners: &[ListenerView]) -> String {
     let mut out = String::new();
+    // Every pool's backends, each series named by its pool's labels:
+    // `listener`, plus `route` for a TLS route's pool.
+    let pools = pool_labels(listeners);
     let backends = || {
-        listeners.iter().flat_map(|l| {
-            l.backends
+        pools.iter().flat_map(|(labels, pool)| {
+            pool.backends
                 .iter()
-                .map(|b| (label(&l.listen), label(&b.name), b))
+                .map(move |b| (labels.as_str(), label(&b.name), b))
         })
     };
 
@@ -148,12 +158,8 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     ];
     for (name, kind, help, value) in backend_families {
         family(&mut out, name, kind, help);
-        for (listener, backend, b) in backends() {
-            let _ = writeln!(
-                out,
-                "{name}{{listener=\"{listener}\",backend=\"{backend}\"}} {}",
-                value(b)
-            );
+        for (pool, backend, b) in backends() {
+            let _ = writeln!(out, "{name}{{{pool},backend=\"{backend}\"}} {}", value(b));
         }
     }
 
@@ -164,11 +170,11 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         "gauge",
         "The operator's state for the backend: 1 for the current state, 0 for the others.",
     );
-    for (listener, backend, b) in backends() {
+    for (pool, backend, b) in backends() {
         for state in ADMIN_STATES {
             let _ = writeln!(
                 out,
-                "{name}{{listener=\"{listener}\",backend=\"{backend}\",state=\"{state}\"}} {}",
+                "{name}{{{pool},backend=\"{backend}\",state=\"{state}\"}} {}",
                 u8::from(b.admin_state == state)
             );
         }
@@ -238,18 +244,14 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         "counter",
         "Backends added to, removed from or updated in the listener's pool.",
     );
-    for l in listeners {
-        let c = &l.backend_changes;
+    for (pool, figures) in &pools {
+        let c = figures.backend_changes;
         for (change, count) in [
             ("added", c.added),
             ("removed", c.removed),
             ("updated", c.updated),
         ] {
-            let _ = writeln!(
-                out,
-                "{name}{{listener=\"{}\",change=\"{change}\"}} {count}",
-                label(&l.listen)
-            );
+            let _ = writeln!(out, "{name}{{{pool},change=\"{change}\"}} {count}");
         }
     }
 
@@ -260,19 +262,116 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         "counter",
         "Lookups of a backend name kept current by DNS discovery, by result.",
     );
-    for l in listeners {
-        for d in &l.dns {
+    for (pool, figures) in &pools {
+        for d in figures.dns {
             for (result, count) in &d.resolutions {
                 let _ = writeln!(
                     out,
-                    "{name}{{listener=\"{}\",name=\"{}\",result=\"{result}\"}} {count}",
-                    label(&l.listen),
+                    "{name}{{{pool},name=\"{}\",result=\"{result}\"}} {count}",
                     label(&d.name)
                 );
             }
         }
     }
+
+    render_routes(&mut out, listeners);
     out
+}
+
+/// One pool's series as the renderer needs them.
+struct PoolSeries<'a> {
+    backends: &'a [BackendView],
+    backend_changes: &'a BackendChanges,
+    dns: &'a [DnsView],
+}
+
+/// Every pool with the labels that name it: a listener's own pool by
+/// `listener`, a TLS route's by `listener` and `route`.
+fn pool_labels(listeners: &[ListenerView]) -> Vec<(String, PoolSeries<'_>)> {
+    let mut pools = Vec::new();
+    for l in listeners {
+        let listener = format!("listener=\"{}\"", label(&l.listen));
+        let own = PoolSeries {
+            backends: &l.backends,
+            backend_changes: &l.backend_changes,
+            dns: &l.dns,
+        };
+        pools.push((listener.clone(), own));
+        for r in &l.routes {
+            let labels = format!("{listener},route=\"{}\"", label(&r.name));
+            let series = PoolSeries {
+                backends: &r.backends,
+                backend_changes: &r.backend_changes,
+                dns: &r.dns,
+            };
+            pools.push((labels, series));
+        }
+    }
+    pools
+}
+
+/// The families of listeners with TLS routes: connections per route, and
+/// what became of ClientHellos no route took.
+fn render_routes(out: &mut String, listeners: &[ListenerView]) {
+    let routing = || listeners.iter().filter_map(|l| Some((l, l.tls.as_ref()?)));
+    let name = "tcplb_route_connections_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Clients whose TLS ClientHello chose the route.",
+    );
+    for l in listeners {
+        for r in &l.routes {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\",route=\"{}\"}} {}",
+                label(&l.listen),
+                label(&r.name),
+                r.connections
+            );
+        }
+    }
+    let name = "tcplb_listener_tls_rejected_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Clients of a routing listener closed without a valid ClientHello, by reason.",
+    );
+    for (l, tls) in routing() {
+        for (reason, count) in &tls.rejected {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\",reason=\"{reason}\"}} {count}",
+                label(&l.listen)
+            );
+        }
+    }
+    type TlsValue = fn(&TlsView) -> u64;
+    let families: [(&str, &str, TlsValue); 2] = [
+        (
+            "tcplb_listener_tls_default_route_total",
+            "Clients whose ClientHello matched no route and went to the listener's backends.",
+            |t| t.default_route,
+        ),
+        (
+            "tcplb_listener_tls_unmatched_total",
+            "Clients whose ClientHello matched no route, with no default: unrecognized_name.",
+            |t| t.unmatched,
+        ),
+    ];
+    for (name, help, value) in families {
+        family(out, name, "counter", help);
+        for (l, tls) in routing() {
+            let _ = writeln!(
+                out,
+                "{name}{{listener=\"{}\"}} {}",
+                label(&l.listen),
+                value(tls)
+            );
+        }
+    }
 }
 
 /// The control API's families: changes by action, refusals by reason,

@@ -59,7 +59,7 @@ pub mod view;
 pub use api::Api;
 pub use auth::Origin;
 pub use control::{Action, Change, Control};
-pub use view::{WatchList, Watched};
+pub use view::{WatchList, Watched, WatchedRoute};
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;

@@ -16,7 +16,7 @@ use serde::{Serialize, Serializer};
 use crate::config::AdminState;
 use crate::pool::Pool;
 use crate::pool::discovery::is_group;
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, RouteStats};
 
 /// One listener as the admin endpoint sees it.
 #[derive(Clone)]
@@ -29,6 +29,23 @@ pub struct Watched {
     pub pool: Arc<Pool>,
     /// Its client counters.
     pub stats: Arc<ListenerStats>,
+    /// Its TLS routes, each with its own pool; empty without routes.
+    pub routes: Vec<WatchedRoute>,
+}
+
+/// One TLS route of a listener as the admin endpoint sees it.
+#[derive(Clone)]
+pub struct WatchedRoute {
+    /// The route's name, also its pool's name in the control API.
+    pub name: String,
+    /// The server names it takes, as configured (`*.` for wildcards).
+    pub server_names: Vec<String>,
+    /// The ALPN protocols it takes; empty: any.
+    pub alpn: Vec<String>,
+    /// Its pool; loaded afresh for every request.
+    pub pool: Arc<Pool>,
+    /// Its counters.
+    pub stats: Arc<RouteStats>,
 }
 
 /// Lists the listeners to report, asked afresh for every request so that
@@ -62,6 +79,45 @@ pub struct ListenerView {
     /// The pool's members, each name once.
     pub backends: Vec<BackendView>,
     /// The backend names DNS discovery keeps current, as configured.
+    pub dns: Vec<DnsView>,
+    /// With TLS routes: what became of ClientHellos that chose no route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsView>,
+    /// Its TLS routes, in configuration order; left out without routes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteView>,
+}
+
+/// A routing listener's ClientHello outcomes that no route counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TlsView {
+    /// Clients closed without a valid ClientHello, by reason (`not_tls`,
+    /// `malformed`, `too_large`, `timeout`, `closed`).
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Clients that matched no route and went to the listener's backends.
+    pub default_route: u64,
+    /// Clients that matched no route with no default: `unrecognized_name`.
+    pub unmatched: u64,
+}
+
+/// One TLS route's figures; its pool's are shaped as a listener's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RouteView {
+    /// The route's (and its pool's) name: the `route` label.
+    pub name: String,
+    /// The server names it takes.
+    pub server_names: Vec<String>,
+    /// The ALPN protocols it takes; empty: any.
+    pub alpn: Vec<String>,
+    /// Clients whose ClientHello chose it.
+    pub connections: u64,
+    /// Its pool's balancing strategy.
+    pub strategy: String,
+    /// Membership changes its pool has applied.
+    pub backend_changes: BackendChanges,
+    /// Its pool's members.
+    pub backends: Vec<BackendView>,
+    /// Its backend names kept current by DNS.
     pub dns: Vec<DnsView>,
 }
 
@@ -172,67 +228,43 @@ fn finite<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> 
     serializer.serialize_f64(if value.is_finite() { *value } else { 0.0 })
 }
 
-/// Reads every counter now. Lock-free apart from the pool's snapshot read.
+/// Reads every counter now. Lock-free apart from the pools' snapshot reads.
 pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
     watched
         .iter()
         .map(|w| {
-            let state = w.pool.load();
             let stats = &w.stats;
-            let changes = &w.pool.stats;
-            let mut backends: Vec<BackendView> = Vec::new();
-            for b in &state.backends {
-                // The same backend listed twice would repeat a series.
-                if backends.iter().any(|seen| seen.name == b.name()) {
-                    continue;
-                }
-                let up = b.is_up();
-                backends.push(BackendView {
-                    name: b.name().to_string(),
-                    address: b.addr().to_string(),
-                    source: b.source().map(str::to_string),
-                    up,
-                    weight: b.weight(),
-                    active: b.stats.active.load(Relaxed),
-                    total: b.stats.total.load(Relaxed),
-                    connect_failures: b.stats.connect_failures.load(Relaxed),
-                    sent_bytes: b.stats.bytes_in.load(Relaxed),
-                    received_bytes: b.stats.bytes_out.load(Relaxed),
-                    check_latency_seconds: b.stats.check_latency_us.load(Relaxed) as f64 / 1e6,
-                    idle_timeouts: b.stats.idle_timeouts.load(Relaxed),
-                    max_age_closes: b.stats.max_age_closes.load(Relaxed),
-                    evicted: b.stats.evicted.load(Relaxed),
-                    backup: b.is_backup(),
-                    effective_weight: f64::from(b.weight()) * b.ramp(state.config.slow_start),
-                    admin_state: b.admin_state(),
-                    health: if up { Health::Up } else { Health::Down },
-                    ejected: b.is_failing(),
-                });
-            }
-            let resolutions = w.pool.resolutions();
-            let dns = state
-                .config
-                .backends
+            let pool = PoolFigures::read(&w.pool);
+            let tls = (!w.routes.is_empty()).then(|| TlsView {
+                rejected: ListenerStats::TLS_REJECT_REASONS
+                    .iter()
+                    .zip(&stats.tls_rejected)
+                    .map(|(reason, n)| (*reason, n.load(Relaxed)))
+                    .collect(),
+                default_route: stats.tls_default_route.load(Relaxed),
+                unmatched: stats.tls_unmatched.load(Relaxed),
+            });
+            let routes = w
+                .routes
                 .iter()
-                .filter(|b| is_group(b))
-                .map(|group| DnsView {
-                    name: group.name.clone(),
-                    members: state
-                        .backends
-                        .iter()
-                        .filter(|b| b.source() == Some(group.name.as_str()))
-                        .count(),
-                    resolutions: resolutions
-                        .iter()
-                        .find(|(n, _)| *n == group.name)
-                        .map(|(_, r)| r.by_result().into_iter().collect())
-                        .unwrap_or_default(),
+                .map(|r| {
+                    let pool = PoolFigures::read(&r.pool);
+                    RouteView {
+                        name: r.name.clone(),
+                        server_names: r.server_names.clone(),
+                        alpn: r.alpn.clone(),
+                        connections: r.stats.connections.load(Relaxed),
+                        strategy: pool.strategy,
+                        backend_changes: pool.backend_changes,
+                        backends: pool.backends,
+                        dns: pool.dns,
+                    }
                 })
                 .collect();
             ListenerView {
                 name: w.name.clone(),
                 listen: w.listen.to_string(),
-                strategy: state.config.strategy.to_string(),
+                strategy: pool.strategy,
                 accepted: stats.accepted.load(Relaxed),
                 rejected: stats.rejected.load(Relaxed),
                 active: stats.active.load(Relaxed),
@@ -241,16 +273,88 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     unavailable: stats.unavailable.load(Relaxed),
                 },
                 proxy_header_errors: stats.proxy_header_errors.load(Relaxed),
-                backend_changes: BackendChanges {
-                    added: changes.added.load(Relaxed),
-                    removed: changes.removed.load(Relaxed),
-                    updated: changes.updated.load(Relaxed),
-                },
-                backends,
-                dns,
+                backend_changes: pool.backend_changes,
+                backends: pool.backends,
+                dns: pool.dns,
+                tls,
+                routes,
             }
         })
         .collect()
+}
+
+/// One pool's figures, as listeners and routes show them.
+struct PoolFigures {
+    strategy: String,
+    backend_changes: BackendChanges,
+    backends: Vec<BackendView>,
+    dns: Vec<DnsView>,
+}
+
+impl PoolFigures {
+    fn read(pool: &Pool) -> Self {
+        let state = pool.load();
+        let changes = &pool.stats;
+        let mut backends: Vec<BackendView> = Vec::new();
+        for b in &state.backends {
+            // The same backend listed twice would repeat a series.
+            if backends.iter().any(|seen| seen.name == b.name()) {
+                continue;
+            }
+            let up = b.is_up();
+            backends.push(BackendView {
+                name: b.name().to_string(),
+                address: b.addr().to_string(),
+                source: b.source().map(str::to_string),
+                up,
+                weight: b.weight(),
+                active: b.stats.active.load(Relaxed),
+                total: b.stats.total.load(Relaxed),
+                connect_failures: b.stats.connect_failures.load(Relaxed),
+                sent_bytes: b.stats.bytes_in.load(Relaxed),
+                received_bytes: b.stats.bytes_out.load(Relaxed),
+                check_latency_seconds: b.stats.check_latency_us.load(Relaxed) as f64 / 1e6,
+                idle_timeouts: b.stats.idle_timeouts.load(Relaxed),
+                max_age_closes: b.stats.max_age_closes.load(Relaxed),
+                evicted: b.stats.evicted.load(Relaxed),
+                backup: b.is_backup(),
+                effective_weight: f64::from(b.weight()) * b.ramp(state.config.slow_start),
+                admin_state: b.admin_state(),
+                health: if up { Health::Up } else { Health::Down },
+                ejected: b.is_failing(),
+            });
+        }
+        let resolutions = pool.resolutions();
+        let dns = state
+            .config
+            .backends
+            .iter()
+            .filter(|b| is_group(b))
+            .map(|group| DnsView {
+                name: group.name.clone(),
+                members: state
+                    .backends
+                    .iter()
+                    .filter(|b| b.source() == Some(group.name.as_str()))
+                    .count(),
+                resolutions: resolutions
+                    .iter()
+                    .find(|(n, _)| *n == group.name)
+                    .map(|(_, r)| r.by_result().into_iter().collect())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        PoolFigures {
+            strategy: state.config.strategy.to_string(),
+            backend_changes: BackendChanges {
+                added: changes.added.load(Relaxed),
+                removed: changes.removed.load(Relaxed),
+                updated: changes.updated.load(Relaxed),
+            },
+            backends,
+            dns,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +420,8 @@ pub(crate) mod tests {
                 members: 1,
                 resolutions: [("ok", 11), ("servfail", 2)].into_iter().collect(),
             }],
+            tls: None,
+            routes: Vec::new(),
         }]
     }
 
@@ -332,6 +438,7 @@ pub(crate) mod tests {
             listen: "127.0.0.1:8080".parse().unwrap(),
             pool: pool.clone(),
             stats: Arc::new(ListenerStats::default()),
+            routes: Vec::new(),
         };
 
         let view = snapshot(std::slice::from_ref(&watched));

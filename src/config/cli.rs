@@ -591,6 +591,9 @@ impl Cli {
                 interval: b.resolve_interval,
                 ttl_min: b.resolve_ttl_min,
             },
+            // TLS routes are configured in the file only.
+            routes: Vec::new(),
+            tls_inspect_timeout: config::TLS_INSPECT_TIMEOUT,
         };
         Config {
             services: vec![service],

@@ -21,7 +21,7 @@ use toml::Spanned;
 
 use crate::config::{
     self, AdminState, BackendSpec, Config, KeepaliveConfig, Network, OnFailure, ProxyVersion,
-    ServiceConfig, StrategyKind, parse_duration, parse_escaped,
+    RouteConfig, ServerName, ServiceConfig, StrategyKind, parse_duration, parse_escaped,
 };
 
 /// A configuration file that cannot be used, and where it goes wrong.
@@ -185,6 +185,14 @@ struct RawService {
     hash_balance_factor: Option<BalanceFactor>,
     resolve_interval: Option<PositiveDur>,
     resolve_ttl_min: Option<PositiveDur>,
+    tls_inspect_timeout: Option<PositiveDur>,
+    /// `[[listener.route]]` tables: the same keys as a listener's pool,
+    /// plus `server_names` and `alpn`.
+    route: Option<Vec<Spanned<RawService>>>,
+    /// Only in a route.
+    server_names: Option<Vec<Spanned<String>>>,
+    /// Only in a route.
+    alpn: Option<Spanned<Vec<String>>>,
 }
 
 /// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6 }`;
@@ -245,11 +253,25 @@ impl RawFile {
                             .into(),
                     });
                 }
-                d.into_inner()
+                let span = d.span();
+                let d = d.into_inner();
+                if let Some(key) = d.route_key() {
+                    let key = key.rsplit('.').next().unwrap_or(key);
+                    return Err(Problem {
+                        span,
+                        key: "defaults",
+                        message: format!(
+                            "`{key}`: routes belong to a [[listener]]: put them in \
+                             [[listener.route]] tables"
+                        ),
+                    });
+                }
+                d
             }
             None => RawService::default(),
         };
         check_names(&self.listener)?;
+        check_route_names(&self.listener)?;
         let mut services = Vec::new();
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         for table in self.listener {
@@ -271,6 +293,18 @@ impl RawFile {
                     message: format!(
                         "duplicate listen address {addr}: each listener needs its own"
                     ),
+                });
+            }
+            let matching = RawService {
+                route: None,
+                ..raw.clone()
+            };
+            if let Some(key) = matching.route_key() {
+                return Err(Problem {
+                    span,
+                    key,
+                    message: "`server_names` and `alpn` belong in a [[listener.route]] table"
+                        .into(),
                 });
             }
             services.push(raw.into_service(addr, span, fallback)?);
@@ -336,6 +370,39 @@ fn check_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Route names are pool names too: unique among every listener's and
+/// route's pool, so the control API finds one pool by each.
+fn check_route_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
+    let mut seen: HashSet<String> = listeners
+        .iter()
+        .filter_map(|t| {
+            let raw = t.get_ref();
+            match (&raw.name, &raw.listen) {
+                (Some(name), _) => Some(name.get_ref().clone()),
+                (None, Some(listen)) => Some(listen.get_ref().0.to_string()),
+                (None, None) => None,
+            }
+        })
+        .collect();
+    let routes = listeners
+        .iter()
+        .flat_map(|t| t.get_ref().route.iter().flatten());
+    for name in routes.filter_map(|r| r.get_ref().name.as_ref()) {
+        if !seen.insert(name.get_ref().clone()) {
+            return Err(Problem {
+                span: name.span(),
+                key: "listener.route.name",
+                message: format!(
+                    "duplicate pool name {:?}: a route's name names its pool, and must \
+                     differ from every listener's and every other route's",
+                    name.get_ref()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn no_listener() -> Problem {
     Problem {
         span: 0..0,
@@ -390,7 +457,133 @@ impl RawService {
             hash_balance_factor: self.hash_balance_factor.or(d.hash_balance_factor),
             resolve_interval: self.resolve_interval.or(d.resolve_interval),
             resolve_ttl_min: self.resolve_ttl_min.or(d.resolve_ttl_min),
+            tls_inspect_timeout: self.tls_inspect_timeout.or(d.tls_inspect_timeout),
+            // Routes and what they match are never inherited.
+            route: self.route,
+            server_names: self.server_names,
+            alpn: self.alpn,
         }
+    }
+
+    /// The first route-only key set here, if any, with its dotted name.
+    fn route_key(&self) -> Option<&'static str> {
+        if self.route.is_some() {
+            Some("listener.route")
+        } else if self.server_names.is_some() {
+            Some("listener.route.server_names")
+        } else if self.alpn.is_some() {
+            Some("listener.route.alpn")
+        } else {
+            None
+        }
+    }
+
+    /// The first listener-wide key set in a route table, if any: a route
+    /// shares its listener's socket, access rules and ClientHello reading.
+    fn listener_only_key(&self) -> Option<&'static str> {
+        [
+            (self.listen.is_some(), "listen"),
+            (self.backlog.is_some(), "backlog"),
+            (self.accept_proxy.is_some(), "accept_proxy"),
+            (self.allow.is_some(), "allow"),
+            (self.deny.is_some(), "deny"),
+            (self.max_conns_per_ip.is_some(), "max_conns_per_ip"),
+            (self.rate_per_ip.is_some(), "rate_per_ip"),
+            (self.per_ip_ipv6_prefix.is_some(), "per_ip_ipv6_prefix"),
+            (self.tls_inspect_timeout.is_some(), "tls_inspect_timeout"),
+            (self.route.is_some(), "route"),
+        ]
+        .into_iter()
+        .find_map(|(set, key)| set.then_some(key))
+    }
+
+    /// The route this `[[listener.route]]` table describes; pool settings
+    /// it leaves unset are `listener`'s (itself already merged with
+    /// [defaults]), except the backends, which every route names.
+    fn into_route(
+        self,
+        listener: &RawService,
+        listen: SocketAddr,
+        span: Range<usize>,
+    ) -> Result<RouteConfig, Problem> {
+        let problem =
+            |span: Range<usize>, key: &'static str, message: String| Problem { span, key, message };
+        if let Some(key) = self.listener_only_key() {
+            return Err(problem(
+                span,
+                "listener.route",
+                format!(
+                    "`{key}` is a listener-wide setting: set it in the [[listener]] table, \
+                     not in a route"
+                ),
+            ));
+        }
+        let Some(name) = self.name.clone() else {
+            return Err(problem(
+                span,
+                "listener.route.name",
+                "this route has no `name` (it names the route's pool)".into(),
+            ));
+        };
+        config::check_pool_name(name.get_ref())
+            .map_err(|m| problem(name.span(), "listener.route.name", m))?;
+        if self.backends.is_none() {
+            return Err(problem(
+                span,
+                "listener.route.backends",
+                format!("route {:?} has no `backends`", name.get_ref()),
+            ));
+        }
+        let mut server_names = Vec::new();
+        for text in self.server_names.iter().flatten() {
+            let parsed = text
+                .get_ref()
+                .parse::<ServerName>()
+                .map_err(|m| problem(text.span(), "listener.route.server_names", m))?;
+            server_names.push(parsed);
+        }
+        let mut alpn = Vec::new();
+        if let Some(list) = &self.alpn {
+            for protocol in list.get_ref() {
+                if protocol.is_empty()
+                    || protocol.len() > 255
+                    || !protocol.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(problem(
+                        list.span(),
+                        "listener.route.alpn",
+                        format!(
+                            "bad ALPN protocol {protocol:?}: expected 1 to 255 printable \
+                             ASCII characters, e.g. \"h2\" or \"acme-tls/1\""
+                        ),
+                    ));
+                }
+                alpn.push(protocol.clone());
+            }
+        }
+        if server_names.is_empty() && alpn.is_empty() {
+            return Err(problem(
+                span,
+                "listener.route.server_names",
+                format!(
+                    "route {:?} matches nothing: give it `server_names`, `alpn` or both \
+                     (the listener's own `backends` are the default route)",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let base = RawService {
+            backends: None,
+            route: None,
+            ..listener.clone()
+        };
+        let pool = self.inherit(&base).into_service(listen, span, &[])?;
+        Ok(RouteConfig {
+            name: name.into_inner(),
+            server_names,
+            alpn,
+            pool,
+        })
     }
 
     /// The service this table describes; unset keys keep the flag defaults.
@@ -400,11 +593,20 @@ impl RawService {
         span: Range<usize>,
         fallback: &[BackendSpec],
     ) -> Result<ServiceConfig, Problem> {
+        let mut routes = Vec::new();
+        for table in self.route.clone().into_iter().flatten() {
+            let span = table.span();
+            let route = table.into_inner().into_route(&self, listen, span.clone())?;
+            check_route_overlap(&routes, &route, span)?;
+            routes.push(route);
+        }
         let backends: Vec<BackendSpec> = match &self.backends {
             Some(list) => list.get_ref().iter().flat_map(|e| e.0.clone()).collect(),
+            // With routes, no backends means no default route.
+            None if !routes.is_empty() => Vec::new(),
             None => fallback.to_vec(),
         };
-        if backends.is_empty() {
+        if backends.is_empty() && (routes.is_empty() || self.backends.is_some()) {
             return Err(Problem {
                 span: self.backends.as_ref().map_or(span, |b| b.span()),
                 key: "listener.backends",
@@ -459,8 +661,52 @@ impl RawService {
         s.hash_balance_factor = self.hash_balance_factor.map(|f| f.0);
         set(&mut s.resolve.interval, self.resolve_interval.map(|d| d.0));
         set(&mut s.resolve.ttl_min, self.resolve_ttl_min.map(|d| d.0));
+        set(
+            &mut s.tls_inspect_timeout,
+            self.tls_inspect_timeout.map(|d| d.0),
+        );
+        s.routes = routes;
         Ok(s)
     }
+}
+
+/// Whether `route` (whose table is at `span`) takes a server name with
+/// the same ALPN protocols as an earlier route of its listener: it could
+/// never be chosen for it.
+fn check_route_overlap(
+    earlier: &[RouteConfig],
+    route: &RouteConfig,
+    span: Range<usize>,
+) -> Result<(), Problem> {
+    let alpn_set = |r: &RouteConfig| {
+        let mut alpn: Vec<String> = r.alpn.clone();
+        alpn.sort_unstable();
+        alpn
+    };
+    let names = |r: &RouteConfig| -> Vec<Option<ServerName>> {
+        if r.server_names.is_empty() {
+            vec![None]
+        } else {
+            r.server_names.iter().cloned().map(Some).collect()
+        }
+    };
+    let alpn = alpn_set(route);
+    for other in earlier.iter().filter(|o| alpn_set(o) == alpn) {
+        let others = names(other);
+        if let Some(name) = names(route).into_iter().find(|n| others.contains(n)) {
+            let what = name.map_or("any server name".to_string(), |n| format!("\"{n}\""));
+            return Err(Problem {
+                span,
+                key: "listener.route.server_names",
+                message: format!(
+                    "route {:?}: {what} with ALPN {alpn:?} is already taken by route {:?} \
+                     of this listener, so this one could never be chosen for it",
+                    route.name, other.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -1300,5 +1546,195 @@ resolve_ttl_min = 3
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }
+    }
+
+    const ROUTED: &str = r#"
+[defaults]
+connect_timeout = "2s"
+
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:8443"
+tls_inspect_timeout = "3s"
+retries = 1
+backends = ["127.0.0.1:9000"]
+
+[[listener.route]]
+name = "a"
+server_names = ["A.test.", "*.b.test"]
+backends = ["127.0.0.1:9001"]
+
+[[listener.route]]
+name = "acme"
+alpn = ["acme-tls/1"]
+backends = ["127.0.0.1:9002"]
+retries = 0
+send_proxy = "v2"
+"#;
+
+    #[test]
+    fn routes_are_read_and_inherit_the_listener_key_by_key() {
+        let c = parse_ok(ROUTED);
+        let s = &c.services[0];
+        assert_eq!(s.tls_inspect_timeout, Duration::from_secs(3));
+        assert_eq!(s.backends, vec![backend("127.0.0.1:9000")]);
+        let [a, acme] = &s.routes[..] else {
+            panic!("{:?}", s.routes)
+        };
+        assert_eq!(a.name, "a");
+        assert_eq!(
+            a.server_names,
+            vec![
+                ServerName::Exact("a.test".into()),
+                ServerName::Wildcard(".b.test".into())
+            ]
+        );
+        assert!(a.alpn.is_empty());
+        assert_eq!(a.pool.backends, vec![backend("127.0.0.1:9001")]);
+        // From the listener, which took it from [defaults].
+        assert_eq!(a.pool.retries, 1);
+        assert_eq!(a.pool.connect_timeout, Duration::from_secs(2));
+        assert_eq!(a.pool.send_proxy, None);
+        assert!(a.pool.routes.is_empty());
+        assert_eq!(acme.alpn, vec!["acme-tls/1".to_string()]);
+        assert!(acme.server_names.is_empty());
+        assert_eq!(acme.pool.retries, 0);
+        assert_eq!(acme.pool.send_proxy, Some(ProxyVersion::V2));
+        // Without routes the default stands.
+        let plain =
+            parse_ok("[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\n");
+        assert_eq!(
+            plain.services[0].tls_inspect_timeout,
+            Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_listener_with_routes_may_have_no_default() {
+        let text = ROUTED.replace("backends = [\"127.0.0.1:9000\"]\n", "");
+        let c = parse_ok(&text);
+        assert!(c.services[0].backends.is_empty());
+        assert_eq!(c.services[0].routes.len(), 2);
+        // An explicitly empty list is still a mistake.
+        let text = ROUTED.replace("backends = [\"127.0.0.1:9000\"]", "backends = []");
+        let e = parse_err(&text);
+        assert_eq!(e.key.as_deref(), Some("listener.backends"), "{e}");
+    }
+
+    #[test]
+    fn route_mistakes_are_named_with_their_line() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            // (replace, with, key, message fragment)
+            ("name = \"acme\"\n", "", "listener.route.name", "no `name`"),
+            (
+                "name = \"acme\"",
+                "name = \"tls\"",
+                "listener.route.name",
+                "duplicate pool name",
+            ),
+            (
+                "name = \"acme\"",
+                "name = \"a\"",
+                "listener.route.name",
+                "duplicate pool name",
+            ),
+            (
+                "name = \"acme\"",
+                "name = \"x/y\"",
+                "listener.route.name",
+                "no `/`",
+            ),
+            (
+                "backends = [\"127.0.0.1:9002\"]\n",
+                "",
+                "listener.route.backends",
+                "no `backends`",
+            ),
+            (
+                "alpn = [\"acme-tls/1\"]\n",
+                "",
+                "listener.route.server_names",
+                "matches nothing",
+            ),
+            (
+                "alpn = [\"acme-tls/1\"]",
+                "alpn = [\"\"]",
+                "listener.route.alpn",
+                "bad ALPN",
+            ),
+            (
+                "\"*.b.test\"",
+                "\"a.*.test\"",
+                "listener.route.server_names",
+                "whole first label",
+            ),
+            (
+                "\"*.b.test\"",
+                "\"*\"",
+                "listener.route.server_names",
+                "bad server name",
+            ),
+            (
+                "\"*.b.test\"",
+                "\"a..test\"",
+                "listener.route.server_names",
+                "empty label",
+            ),
+            (
+                "\"*.b.test\"",
+                "\"é.test\"",
+                "listener.route.server_names",
+                "printable ASCII",
+            ),
+            (
+                "retries = 0\n",
+                "allow = [\"10.0.0.0/8\"]\n",
+                "listener.route",
+                "`allow` is a listener-wide",
+            ),
+            (
+                "retries = 0\n",
+                "tls_inspect_timeout = \"1s\"\n",
+                "listener.route",
+                "listener-wide",
+            ),
+            (
+                "retries = 0\n",
+                "retry = 0\n",
+                "listener.route.retry",
+                "unknown field",
+            ),
+            (
+                "alpn = [\"acme-tls/1\"]",
+                "server_names = [\"a.test\"]",
+                "listener.route.server_names",
+                "already taken by route \"a\"",
+            ),
+            (
+                "retries = 1\n",
+                "retries = 1\nalpn = [\"h2\"]\n",
+                "listener.route.alpn",
+                "belong in a [[listener.route]]",
+            ),
+            (
+                "connect_timeout = \"2s\"\n",
+                "server_names = [\"x.test\"]\n",
+                "defaults",
+                "belong to a [[listener]]",
+            ),
+        ];
+        for (from, to, key, fragment) in cases {
+            assert!(ROUTED.contains(from), "{from}");
+            let e = parse_err(&ROUTED.replacen(from, to, 1));
+            assert_eq!(e.key.as_deref(), Some(*key), "{from} -> {to}: {e}");
+            assert!(e.message.contains(fragment), "{from} -> {to}: {e}");
+            assert!(e.position.is_some_and(|(line, _)| line > 1), "{e}");
+        }
+        // The same name with different ALPN is no overlap.
+        let text = ROUTED.replace(
+            "alpn = [\"acme-tls/1\"]",
+            "server_names = [\"a.test\"]\nalpn = [\"h2\"]",
+        );
+        assert_eq!(parse_ok(&text).services[0].routes.len(), 2);
     }
 }

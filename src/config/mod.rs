@@ -39,6 +39,11 @@ pub fn check_pool_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// How long a client of a listener with routes may take to send its
+/// ClientHello, by default (nginx's `preread_timeout` is 30 s; a real
+/// client sends it at once).
+pub const TLS_INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The demo backends, used when no `--backend` is given.
 pub const DEFAULT_BACKENDS: &[&str] = &["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"];
 
@@ -338,7 +343,8 @@ impl Default for AccessConfig {
 /// [`HealthConfig::default`], passive health off (fail timeout 10 s), no
 /// connection limit (queue timeout 5 s), no idle timeout, no PROXY
 /// protocol, everyone allowed, names looked up again as
-/// [`ResolveConfig::default`] says.
+/// [`ResolveConfig::default`] says, no TLS routes (ClientHello timeout 5 s
+/// when there are).
 pub struct ServiceConfig {
     /// Where clients connect; also how a reload recognises the listener.
     pub listen: SocketAddr,
@@ -392,6 +398,98 @@ pub struct ServiceConfig {
     pub hash_balance_factor: Option<f64>,
     /// How often backends configured by name are looked up again.
     pub resolve: ResolveConfig,
+    /// TLS routes (`[[listener.route]]`): with any, every connection's
+    /// ClientHello is read first and picks the pool; this service's own
+    /// backends are then the default route (none: no default). Empty in a
+    /// route's own pool settings.
+    pub routes: Vec<RouteConfig>,
+    /// With routes: how long a client may take to send its whole
+    /// ClientHello before it is closed.
+    pub tls_inspect_timeout: Duration,
+}
+
+/// One route of a listener: TLS connections whose ClientHello matches go
+/// to the route's own pool. Which route wins when several match is
+/// decided in `proxy::route` (exact name, then the longest wildcard, then
+/// any name; ALPN-qualified before plain at each step).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfig {
+    /// The route's name, which is also its pool's name in the control API,
+    /// /status and /metrics: unique among all pools.
+    pub name: String,
+    /// The server names (SNI) it takes. Empty: any name, or none (the
+    /// route then needs `alpn`).
+    pub server_names: Vec<ServerName>,
+    /// ALPN protocols it takes; it matches a client offering any of them.
+    /// Empty: the client's ALPN does not matter.
+    pub alpn: Vec<String>,
+    /// Its pool: backends and every pool setting (strategy, health,
+    /// retries, timeouts, PROXY sending...), the listener's unless the
+    /// route sets its own. Listener-wide settings (address, access, PROXY
+    /// receiving, routes) are unused here.
+    pub pool: ServiceConfig,
+}
+
+/// A server name pattern of a route, lower-case without a trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ServerName {
+    /// `a.example.com`: that name only.
+    Exact(String),
+    /// `*.example.com`, kept as `.example.com`: any name ending so, at any
+    /// depth (`a.example.com`, `a.b.example.com`), but not `example.com`
+    /// itself, as in nginx's `map` and HAProxy's `-m end`.
+    Wildcard(String),
+}
+
+impl ServerName {
+    /// Whether `host` (lower-case, as the ClientHello reader gives it) is
+    /// one this pattern takes.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            ServerName::Exact(name) => host == name,
+            ServerName::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
+}
+
+impl FromStr for ServerName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let lower = text.to_ascii_lowercase();
+        let name = lower.strip_suffix('.').unwrap_or(&lower);
+        let bad = |why: &str| Err(format!("bad server name {text:?}: {why}"));
+        let (wildcard, host) = match name.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        if host.is_empty() || host.len() > 253 {
+            return bad("expected a host name of 1 to 253 characters");
+        }
+        if host.contains('*') {
+            return bad("a wildcard is only allowed as a whole first label, as in `*.example.com`");
+        }
+        if !host.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad("only printable ASCII is allowed (write IDNs in their xn-- form)");
+        }
+        if host.split('.').any(str::is_empty) {
+            return bad("empty label");
+        }
+        Ok(if wildcard {
+            ServerName::Wildcard(format!(".{host}"))
+        } else {
+            ServerName::Exact(host.to_string())
+        })
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerName::Exact(name) => f.write_str(name),
+            ServerName::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
 }
 
 /// TCP keepalive probes (`SO_KEEPALIVE` with `TCP_KEEPIDLE`,
@@ -444,6 +542,8 @@ impl ServiceConfig {
             max_connection_age: None,
             hash_balance_factor: None,
             resolve: ResolveConfig::default(),
+            routes: Vec::new(),
+            tls_inspect_timeout: TLS_INSPECT_TIMEOUT,
         }
     }
 }

@@ -60,8 +60,14 @@ pub struct ClientHello {
 pub enum HelloError {
     /// A valid start; more bytes are needed.
     Incomplete,
-    /// Can never become a valid ClientHello; the text says why.
+    /// Not the start of a TLS handshake at all (another protocol, or
+    /// SSLv2); the text says what.
+    NotTls(&'static str),
+    /// A TLS handshake that can never become a valid ClientHello; the
+    /// text says why.
     Invalid(&'static str),
+    /// A ClientHello larger than [`MAX_HELLO`].
+    TooLarge,
     /// The client closed before a complete ClientHello.
     Closed,
     /// No complete ClientHello within the allowed time.
@@ -70,11 +76,25 @@ pub enum HelloError {
 }
 
 impl HelloError {
-    /// A short cause for logs and metric labels.
+    /// Which of `ListenerStats::TLS_REJECT_REASONS` this is: bytes that are no TLS
+    /// handshake at all, a broken or oversized hello, or a client that
+    /// was too slow or went away (read errors count as gone).
+    pub fn reason_index(&self) -> usize {
+        match self {
+            HelloError::NotTls(_) => 0,
+            HelloError::Invalid(_) | HelloError::Incomplete => 1,
+            HelloError::TooLarge => 2,
+            HelloError::Timeout => 3,
+            HelloError::Closed | HelloError::Io(_) => 4,
+        }
+    }
+
+    /// A short cause for logs.
     pub fn cause(&self) -> &'static str {
         match self {
             HelloError::Incomplete => "incomplete",
-            HelloError::Invalid(why) => why,
+            HelloError::NotTls(why) | HelloError::Invalid(why) => why,
+            HelloError::TooLarge => "ClientHello larger than 16 KiB",
             HelloError::Closed => "closed before a complete ClientHello",
             HelloError::Timeout => "no complete ClientHello in time",
             HelloError::Io(_) => "read error",
@@ -105,7 +125,7 @@ pub fn parse(buf: &[u8]) -> Result<ClientHello, HelloError> {
 /// gathered across as many records as it spans.
 fn reassemble(buf: &[u8]) -> Result<Vec<u8>, HelloError> {
     if buf.len() > MAX_BUFFERED {
-        return Err(HelloError::Invalid("ClientHello larger than 16 KiB"));
+        return Err(HelloError::TooLarge);
     }
     let mut message: Vec<u8> = Vec::new();
     let mut at = 0;
@@ -114,15 +134,15 @@ fn reassemble(buf: &[u8]) -> Result<Vec<u8>, HelloError> {
             return Err(HelloError::Incomplete);
         };
         if at == 0 && content & 0x80 != 0 {
-            return Err(HelloError::Invalid("SSLv2-style ClientHello"));
+            return Err(HelloError::NotTls("SSLv2-style ClientHello"));
         }
         if content != CONTENT_HANDSHAKE {
-            return Err(HelloError::Invalid("not a TLS handshake record"));
+            return Err(HelloError::NotTls("not a TLS handshake record"));
         }
         if let Some(&major) = buf.get(at + 1)
             && major != 3
         {
-            return Err(HelloError::Invalid("not a TLS record version"));
+            return Err(HelloError::NotTls("not a TLS record version"));
         }
         let Some(header) = buf.get(at..at + RECORD_HEADER) else {
             return Err(HelloError::Incomplete);
@@ -141,7 +161,7 @@ fn reassemble(buf: &[u8]) -> Result<Vec<u8>, HelloError> {
             .first()
             .is_some_and(|&t| t != HANDSHAKE_CLIENT_HELLO)
         {
-            return Err(HelloError::Invalid("handshake is not a ClientHello"));
+            return Err(HelloError::NotTls("handshake is not a ClientHello"));
         }
         if message.len() >= 4 {
             let body = usize::from(message[1]) << 16
@@ -149,7 +169,7 @@ fn reassemble(buf: &[u8]) -> Result<Vec<u8>, HelloError> {
                 | usize::from(message[3]);
             let total = 4 + body;
             if total > MAX_HELLO {
-                return Err(HelloError::Invalid("ClientHello larger than 16 KiB"));
+                return Err(HelloError::TooLarge);
             }
             if message.len() >= total {
                 // Bytes after the hello in its last record belong to later
@@ -400,7 +420,9 @@ mod tests {
 
     fn invalid(buf: &[u8], why: &str) {
         match parse(buf) {
-            Err(HelloError::Invalid(got)) => assert_eq!(got, why),
+            Err(e @ (HelloError::NotTls(_) | HelloError::Invalid(_) | HelloError::TooLarge)) => {
+                assert_eq!(e.cause(), why)
+            }
             other => panic!("expected {why:?}, got {other:?}"),
         }
     }

@@ -504,45 +504,68 @@ async fn read_header_inner(
     }
 }
 
-/// What a connection needs from the PROXY settings of its service: the
-/// client address to use (from the client's header with `accept_proxy`,
-/// else `peer`) and the header to write to the backend (empty without
-/// `send_proxy`).
-///
-/// With `send_proxy`, the destination written is the one a received header
-/// carried (so a chain of proxies relays the original, as HAProxy does),
-/// else the address the client reached on this listener.
-pub async fn prepare(
+/// What a client's PROXY header said (with `accept_proxy`), kept until the
+/// pool is known: the header this connection sends on depends on it.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    /// The original client and destination, when a header carried them.
+    pub header: Option<ProxyHeader>,
+    /// The authority (host name) TLV a v2 header carried.
+    pub authority: Option<String>,
+}
+
+/// Reads the client's PROXY header when `config` accepts one. Returns the
+/// client address to use from here on (the header's, else `peer`) and
+/// what the header said.
+pub async fn receive(
     client: &mut TcpStream,
     peer: SocketAddr,
     config: &ServiceConfig,
-) -> Result<(SocketAddr, Vec<u8>), ProxyError> {
-    let (mut header, mut authority) = (ProxyHeader::Local, None);
-    if config.accept_proxy {
-        (header, authority) = read_header(client, config.connect_timeout).await?;
-        if let Some(source) = header.source() {
-            debug!("{peer}: PROXY header: client {source}, authority {authority:?}");
-        }
+) -> Result<(SocketAddr, Received), ProxyError> {
+    if !config.accept_proxy {
+        return Ok((peer, Received::default()));
+    }
+    let (header, authority) = read_header(client, config.connect_timeout).await?;
+    if let Some(source) = header.source() {
+        debug!("{peer}: PROXY header: client {source}, authority {authority:?}");
     }
     let source = header.source().unwrap_or(peer);
-    let greeting = match config.send_proxy {
-        None => Vec::new(),
-        Some(version) => {
-            let destination = match header.destination() {
-                Some(addr) => addr,
-                None => client.local_addr().map_err(ProxyError::Io)?,
-            };
-            match version {
-                ProxyVersion::V1 => encode_v1(source, destination),
-                // The authority a v2 header brought is passed on, as the
-                // destination is: a chain of proxies relays the original.
-                ProxyVersion::V2 => {
-                    encode_v2_with_authority(source, destination, authority.as_deref())
-                }
-            }
-        }
+    Ok((
+        source,
+        Received {
+            header: Some(header),
+            authority,
+        },
+    ))
+}
+
+/// The header to write to the backend first: empty when `version` is
+/// `None`. It names `source` and the destination a received header
+/// carried (so a chain of proxies relays the original, as HAProxy does),
+/// else the address the client reached on this listener. v2 carries the
+/// server name as the authority TLV: the `server_name` tcplb read from the
+/// ClientHello, else one a received header brought.
+pub fn greeting(
+    client: &TcpStream,
+    source: SocketAddr,
+    received: &Received,
+    version: Option<ProxyVersion>,
+    server_name: Option<&str>,
+) -> std::io::Result<Vec<u8>> {
+    let Some(version) = version else {
+        return Ok(Vec::new());
     };
-    Ok((source, greeting))
+    let destination = match received.header.as_ref().and_then(|h| h.destination()) {
+        Some(addr) => addr,
+        None => client.local_addr()?,
+    };
+    Ok(match version {
+        ProxyVersion::V1 => encode_v1(source, destination),
+        ProxyVersion::V2 => {
+            let authority = server_name.or(received.authority.as_deref());
+            encode_v2_with_authority(source, destination, authority)
+        }
+    })
 }
 
 #[cfg(test)]

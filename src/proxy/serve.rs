@@ -1,8 +1,10 @@
 //! Serving one client connection: choose a backend, connect (retrying the
 //! next ones on failure), then pipe bytes both ways until both sides close.
 //!
-//! Nothing here parses the payload. Every error ends only this connection
-//! and is logged at debug level; it never reaches another connection.
+//! Nothing here parses the payload, except on a listener with TLS routes:
+//! there the ClientHello is read first (and forwarded unchanged) to pick
+//! the route's pool. Every error ends only this connection and is logged
+//! at debug level; it never reaches another connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,20 +15,23 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::config::KeepaliveConfig;
+use crate::config::{KeepaliveConfig, OnFailure, ServiceConfig};
+use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::connect::{connect, describe, is_local_exhaustion};
 use crate::proxy::Service;
+use crate::proxy::client_hello::{self, UNRECOGNIZED_NAME_ALERT};
 use crate::proxy::failure::{self, Failure};
 use crate::proxy::pipe::{EndReason, Limits};
+use crate::proxy::route::Routes;
 use crate::proxy::{access, proxy_protocol};
+use crate::stats::ListenerStats;
 
 /// Serves `client` for `service` until the connection is over.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     let _counted = service.stats.open_connection();
-    let pool = &service.pool;
-    let state = pool.load();
-    let config = &state.config;
+    let listener = service.pool.load();
+    let config = &listener.config;
     let _ = client.set_nodelay(true);
     if let Some(keepalive) = &config.keepalive {
         set_keepalive(&client, keepalive);
@@ -34,8 +39,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
     // PROXY protocol: a client address carried in a header stands in for
     // the peer from here on (access control, hashing, logs); a bad or
     // missing header closes the connection.
-    let (peer, proxy_greeting) = match proxy_protocol::prepare(&mut client, peer, config).await {
-        Ok(prepared) => prepared,
+    let (peer, received) = match proxy_protocol::receive(&mut client, peer, config).await {
+        Ok(received) => received,
         Err(e) => {
             debug!("{peer}: closing: {e}");
             service.stats.proxy_header_errors.fetch_add(1, Relaxed);
@@ -48,11 +53,48 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
             return access::refuse(client, peer, refusal, &service.stats, config.on_failure).await;
         }
     };
+    // With TLS routes, the ClientHello picks the pool.
+    let routed = if service.routes.load().is_empty() {
+        Routed::default()
+    } else {
+        let routes = service.routes.load_full();
+        match route(&mut client, peer, &service.stats, &routes, config).await {
+            Some(routed) => routed,
+            None => return,
+        }
+    };
+    // A TLS client cannot read an HTTP answer: it gets a close.
+    let on_failure = if routed.hello.is_empty() {
+        config.on_failure
+    } else {
+        OnFailure::Close
+    };
+    let (pool, state) = match &routed.pool {
+        Some(pool) => (pool, pool.load()),
+        None => (&service.pool, listener),
+    };
+    let config = &state.config;
+    // What the backend hears first: the PROXY header, then every byte of
+    // the ClientHello exactly as the client sent it.
+    let mut greeting = match proxy_protocol::greeting(
+        &client,
+        peer,
+        &received,
+        config.send_proxy,
+        routed.server_name.as_deref(),
+    ) {
+        Ok(greeting) => greeting,
+        Err(e) => {
+            debug!("{peer}: closing: {e}");
+            return;
+        }
+    };
+    greeting.extend_from_slice(&routed.hello);
 
     let Ok(_slot) = state.admit().await else {
         debug!("{peer}: no free slot under max-conns within the queue timeout");
         service.stats.count_rejected();
-        failure::answer(client, Failure::Unavailable, config.on_failure).await;
+        failure::answer(client, Failure::Unavailable, on_failure).await;
         return;
     };
     let queue_deadline = Instant::now() + config.queue_timeout;
@@ -67,9 +109,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
         };
         let backend = &state.backends[index];
         let connected = match connect(backend.addr(), config.connect_timeout).await {
-            // The PROXY header goes out before any client byte.
-            Ok(mut upstream) if !proxy_greeting.is_empty() => {
-                upstream.write_all(&proxy_greeting).await.map(|()| upstream)
+            // The greeting goes out before any other client byte.
+            Ok(mut upstream) if !greeting.is_empty() => {
+                upstream.write_all(&greeting).await.map(|()| upstream)
             }
             connected => connected,
         };
@@ -106,7 +148,71 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
     }
     debug!("{peer}: {failure}");
     failure.count(&service.stats);
-    failure::answer(client, failure, config.on_failure).await;
+    failure::answer(client, failure, on_failure).await;
+}
+
+/// Where a connection goes, and what was read from it on the way.
+#[derive(Default)]
+struct Routed {
+    /// The route's pool it is served from; `None`: the listener's own.
+    pool: Option<Arc<Pool>>,
+    /// The server name its ClientHello asked for.
+    server_name: Option<String>,
+    /// Every byte read from the client to route it, for the backend.
+    hello: Vec<u8>,
+}
+
+/// Reads `client`'s ClientHello and picks its pool from `routes`, falling
+/// back to the listener's own backends when it has some. `None`: the
+/// client was closed (no valid hello in time, or no route and no default,
+/// which hears a TLS `unrecognized_name` alert first).
+async fn route(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    stats: &ListenerStats,
+    routes: &Routes,
+    listener: &ServiceConfig,
+) -> Option<Routed> {
+    let (hello, bytes) = match client_hello::read(client, listener.tls_inspect_timeout).await {
+        Ok(read) => read,
+        Err(e) => {
+            debug!("{peer}: closing: {e}");
+            stats.tls_rejected[e.reason_index()].fetch_add(1, Relaxed);
+            return None;
+        }
+    };
+    let pool = match routes.table.pick(&hello) {
+        Some(index) => {
+            let route = &routes.routes[index];
+            debug!(
+                "{peer}: server name {:?}: route {}",
+                hello.server_name, route.name
+            );
+            route.stats.connections.fetch_add(1, Relaxed);
+            Some(route.pool.clone())
+        }
+        None if !listener.backends.is_empty() => {
+            debug!("{peer}: server name {:?}: default route", hello.server_name);
+            stats.tls_default_route.fetch_add(1, Relaxed);
+            None
+        }
+        None => {
+            debug!(
+                "{peer}: server name {:?} matches no route: unrecognized_name",
+                hello.server_name
+            );
+            stats.tls_unmatched.fetch_add(1, Relaxed);
+            if client.write_all(&UNRECOGNIZED_NAME_ALERT).await.is_ok() {
+                let _ = client.shutdown().await;
+            }
+            return None;
+        }
+    };
+    Some(Routed {
+        pool,
+        server_name: hello.server_name,
+        hello: bytes,
+    })
 }
 
 async fn pipe(

@@ -166,11 +166,9 @@ fn apply_change(shared: &Arc<Shared>, change: Change) -> Result<String, Refused>
         who,
     } = change;
     let state = shared.state();
-    let Some(running) = state.services.iter().find(|s| s.name == pool_name) else {
+    let Some((pool, base)) = state.find_pool(&pool_name) else {
         return Err(Refused::NotFound(format!("no pool {pool_name}")));
     };
-    let pool = running.service.pool.clone();
-    let base = running.base.clone();
     let control = &shared.control;
     // A member DNS found is changed through its name's entry: the next
     // lookup would undo a change made to the member alone.

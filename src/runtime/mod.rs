@@ -28,9 +28,11 @@ use crate::pool::health::active::Prober;
 use crate::pool::overlay::Overlay;
 use crate::proxy::{Service, listener};
 use control::Controller;
+use routes::{RoutePlan, RunningRoute, published};
 use workers::Workers;
 
 mod control;
+mod routes;
 pub mod signals;
 pub mod state_file;
 pub mod workers;
@@ -58,6 +60,8 @@ struct Running {
     listeners: Vec<std::net::TcpListener>,
     /// The tasks that keep its backend names current (DNS discovery).
     dns: Watching,
+    /// Its TLS routes, each with its own pool, in configuration order.
+    routes: Vec<RunningRoute>,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -110,6 +114,9 @@ impl Shared {
         let pool = &service.service.pool;
         self.discovery
             .watch(pool, &mut service.dns, &service.stop, &self.tasks);
+        for route in &mut service.routes {
+            self.start_route(route);
+        }
         for (worker, listener) in service.listeners.drain(..).enumerate() {
             let accept = listener::accept_loop(
                 listener,
@@ -135,16 +142,26 @@ impl Shared {
             .map_err(anyhow::Error::msg)?;
         let pool = Arc::new(Pool::with_found(name.clone(), merged, &first.found));
         first.count_into(&pool);
+        let stop = self.shutdown.child_token();
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| self.build_route(route.clone(), &stop))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let service = Service::new(pool);
+        service.routes.store(Arc::new(published(&routes)));
         Ok(Running {
             listen,
             backlog,
             local_addr,
-            service: Arc::new(Service::new(pool)),
+            service: Arc::new(service),
             name,
             base: config,
-            stop: self.shutdown.child_token(),
+            stop,
             listeners,
             dns: Watching::default(),
+            routes,
         })
     }
 }
@@ -356,6 +373,7 @@ impl ReloadHandle {
         // failure must change nothing.
         let mut bound: Vec<Option<Running>> = Vec::new();
         let mut lookups = Vec::new();
+        let mut route_plans: Vec<Vec<RoutePlan>> = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
             lookups.push(match kept {
                 Some(i) => {
@@ -365,6 +383,13 @@ impl ReloadHandle {
                     Some(shared.discovery.first_answers(&name, new, Some(pool))?)
                 }
                 None => None,
+            });
+            route_plans.push(match kept {
+                Some(i) => {
+                    let running = &state.services[*i];
+                    shared.plan_routes(&running.routes, &new.routes, &running.stop)?
+                }
+                None => Vec::new(),
             });
             bound.push(match kept {
                 Some(_) => None,
@@ -384,7 +409,8 @@ impl ReloadHandle {
             .map(|(new, i)| (new, i.and_then(|i| old[i].take())));
         let mut changes: Vec<String> = Vec::new();
         let mut services = Vec::new();
-        for (((new, kept), fresh), first) in plan.into_iter().zip(bound).zip(lookups) {
+        let plan = plan.zip(bound).zip(lookups).zip(route_plans);
+        for ((((new, kept), fresh), first), route_plan) in plan {
             match (kept, fresh) {
                 (Some(mut service), _) => {
                     let pool = &service.service.pool;
@@ -392,6 +418,7 @@ impl ReloadHandle {
                     let old_config = pool.load().config.clone();
                     let settings_changed = ServiceConfig {
                         backends: new.backends.clone(),
+                        routes: new.routes.clone(),
                         ..old_config
                     } != new;
                     if new.backlog != service.backlog {
@@ -413,10 +440,21 @@ impl ReloadHandle {
                             &shared.tasks,
                         );
                     }
+                    let (routes, route_changes) = shared.apply_routes(
+                        std::mem::take(&mut service.routes),
+                        new.routes.clone(),
+                        route_plan,
+                        state.running,
+                    );
+                    service.service.routes.store(Arc::new(published(&routes)));
+                    service.routes = routes;
                     let pool = &service.service.pool;
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
                         change.push_str(", settings changed");
+                    }
+                    for route_change in route_changes {
+                        change.push_str(&format!(", {route_change}"));
                     }
                     changes.push(change);
                     services.push(Running {
@@ -484,6 +522,22 @@ impl ReloadHandle {
                 listen: s.local_addr,
                 pool: s.service.pool.clone(),
                 stats: s.service.stats.clone(),
+                routes: s
+                    .routes
+                    .iter()
+                    .map(|r| admin::WatchedRoute {
+                        name: r.name().to_string(),
+                        server_names: r
+                            .config
+                            .server_names
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect(),
+                        alpn: r.config.alpn.clone(),
+                        pool: r.pool.clone(),
+                        stats: r.stats.clone(),
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -499,12 +553,29 @@ impl ReloadHandle {
     }
 }
 
-/// Each listener's pool name and configuration, for the overlay.
+/// Every pool's name and configuration (listeners' and routes'), for the
+/// overlay.
 fn bases(services: &[Running]) -> Vec<(&str, &ServiceConfig)> {
-    services
-        .iter()
-        .map(|s| (s.name.as_str(), &s.base))
-        .collect()
+    let mut bases = Vec::new();
+    for s in services {
+        bases.push((s.name.as_str(), &s.base));
+        bases.extend(s.routes.iter().map(|r| (r.name(), r.base())));
+    }
+    bases
+}
+
+impl State {
+    /// The pool named `name` (a listener's or a route's), with its
+    /// configuration as loaded.
+    fn find_pool(&self, name: &str) -> Option<(Arc<Pool>, ServiceConfig)> {
+        self.services.iter().find_map(|s| {
+            if s.name == name {
+                return Some((s.service.pool.clone(), s.base.clone()));
+            }
+            let route = s.routes.iter().find(|r| r.name() == name)?;
+            Some((route.pool.clone(), route.base().clone()))
+        })
+    }
 }
 
 fn control_paths(config: &Config) -> [Option<PathBuf>; 3] {

@@ -1,0 +1,230 @@
+//! TLS routes: which pool a connection goes to, by the server name (SNI)
+//! and ALPN protocols of its ClientHello ([`super::client_hello`]).
+//!
+//! Precedence, first match wins:
+//! 1. a route naming the server name exactly;
+//! 2. a wildcard route (`*.example.com`), the longest suffix first, so
+//!    `*.eu.example.com` beats `*.example.com`;
+//! 3. a route with no server names (ALPN only), for any name or none;
+//! 4. the listener's own backends, the default route, when it has some.
+//!
+//! At each step a route that also names ALPN protocols (and shares one
+//! with the client) comes before one that does not; between equals the
+//! earlier in the file wins. A route naming ALPN protocols never takes a
+//! client that offers none of them.
+//!
+//! The table is built once per configuration and read without locks:
+//! exact names and wildcard suffixes are hash lookups, one per label of
+//! the name, so a long table costs no more per connection than a short one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{RouteConfig, ServerName};
+use crate::pool::Pool;
+use crate::proxy::client_hello::ClientHello;
+use crate::stats::RouteStats;
+
+/// A listener's routes with their pools: what connections read through
+/// an `ArcSwap`, swapped whole on reload.
+#[derive(Default)]
+pub struct Routes {
+    /// Finds the route for a ClientHello.
+    pub table: RouteTable,
+    /// The routes, in configuration order (the table's indices).
+    pub routes: Vec<Route>,
+}
+
+/// One route as connections use it.
+pub struct Route {
+    /// Its name, also its pool's name.
+    pub name: String,
+    /// Where its connections go.
+    pub pool: Arc<Pool>,
+    /// Its counters; kept across reloads while the route keeps its name.
+    pub stats: Arc<RouteStats>,
+}
+
+impl Routes {
+    /// Whether the listener routes at all (and so reads ClientHellos).
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// A route index with the ALPN protocols it needs (empty: any).
+#[derive(Clone, Debug, Default)]
+struct Candidate {
+    alpn: Vec<Vec<u8>>,
+    route: usize,
+}
+
+impl Candidate {
+    fn takes(&self, offered: &[Vec<u8>]) -> bool {
+        self.alpn.is_empty() || self.alpn.iter().any(|p| offered.contains(p))
+    }
+}
+
+/// The routes of one listener, arranged for lookup by precedence.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    /// By exact server name.
+    exact: HashMap<String, Vec<Candidate>>,
+    /// By wildcard suffix, with its leading dot (`.example.com`).
+    wildcard: HashMap<String, Vec<Candidate>>,
+    /// Routes with no server names.
+    any: Vec<Candidate>,
+}
+
+impl RouteTable {
+    /// The table for `routes`; indices are positions in `routes`.
+    pub fn new(routes: &[RouteConfig]) -> Self {
+        let mut table = RouteTable::default();
+        for (route, config) in routes.iter().enumerate() {
+            let candidate = Candidate {
+                alpn: config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                route,
+            };
+            if config.server_names.is_empty() {
+                table.any.push(candidate.clone());
+            }
+            for name in &config.server_names {
+                let (map, key) = match name {
+                    ServerName::Exact(n) => (&mut table.exact, n),
+                    ServerName::Wildcard(suffix) => (&mut table.wildcard, suffix),
+                };
+                map.entry(key.clone()).or_default().push(candidate.clone());
+            }
+        }
+        // ALPN-qualified first; the sort is stable, so file order otherwise.
+        let lists = table.exact.values_mut().chain(table.wildcard.values_mut());
+        for list in lists.chain(std::iter::once(&mut table.any)) {
+            list.sort_by_key(|c| c.alpn.is_empty());
+        }
+        table
+    }
+
+    /// The route `hello` goes to, if any (`None`: the default route).
+    pub fn pick(&self, hello: &ClientHello) -> Option<usize> {
+        let first = |list: Option<&Vec<Candidate>>| {
+            list?.iter().find(|c| c.takes(&hello.alpn)).map(|c| c.route)
+        };
+        if let Some(host) = hello.server_name.as_deref() {
+            if let Some(route) = first(self.exact.get(host)) {
+                return Some(route);
+            }
+            // Suffixes from the longest: ".b.example.com", ".example.com", ".com".
+            let dots = host.match_indices('.').map(|(i, _)| i);
+            for at in dots.filter(|&i| i > 0) {
+                if let Some(route) = first(self.wildcard.get(&host[at..])) {
+                    return Some(route);
+                }
+            }
+        }
+        first(Some(&self.any))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServiceConfig;
+
+    fn route(name: &str, names: &[&str], alpn: &[&str]) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            server_names: names.iter().map(|n| n.parse().unwrap()).collect(),
+            alpn: alpn.iter().map(|p| p.to_string()).collect(),
+            pool: ServiceConfig::new("127.0.0.1:0".parse().unwrap(), Vec::new()),
+        }
+    }
+
+    fn hello(name: Option<&str>, alpn: &[&str]) -> ClientHello {
+        ClientHello {
+            server_name: name.map(str::to_string),
+            alpn: alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    /// The name of the route `hello` picks, or "default".
+    fn picked<'a>(routes: &'a [RouteConfig], name: Option<&str>, alpn: &[&str]) -> &'a str {
+        let table = RouteTable::new(routes);
+        table
+            .pick(&hello(name, alpn))
+            .map_or("default", |i| routes[i].name.as_str())
+    }
+
+    #[test]
+    fn precedence_is_exact_then_longest_wildcard_then_any() {
+        let routes = [
+            route("any-acme", &[], &["acme-tls/1"]),
+            route("wide", &["*.example.com"], &[]),
+            route("eu", &["*.eu.example.com"], &[]),
+            route("www", &["www.eu.example.com"], &[]),
+        ];
+        assert_eq!(picked(&routes, Some("www.eu.example.com"), &[]), "www");
+        assert_eq!(picked(&routes, Some("db.eu.example.com"), &[]), "eu");
+        assert_eq!(picked(&routes, Some("a.b.eu.example.com"), &[]), "eu");
+        assert_eq!(picked(&routes, Some("api.example.com"), &[]), "wide");
+        // A wildcard never takes its apex.
+        assert_eq!(picked(&routes, Some("example.com"), &[]), "default");
+        assert_eq!(picked(&routes, Some("eu.example.com"), &[]), "wide");
+        // A name only an ALPN route could take.
+        assert_eq!(
+            picked(&routes, Some("other.test"), &["acme-tls/1"]),
+            "any-acme"
+        );
+        assert_eq!(picked(&routes, None, &["acme-tls/1"]), "any-acme");
+        assert_eq!(picked(&routes, None, &["h2"]), "default");
+        assert_eq!(picked(&routes, Some("other.test"), &[]), "default");
+        // Names that only look alike.
+        assert_eq!(picked(&routes, Some("badexample.com"), &[]), "default");
+        assert_eq!(
+            picked(&routes, Some("www.eu.example.com.evil"), &[]),
+            "default"
+        );
+    }
+
+    #[test]
+    fn alpn_qualified_routes_come_first_at_each_step() {
+        let routes = [
+            route("plain", &["a.test"], &[]),
+            route("h2", &["a.test"], &["h2"]),
+            route("acme", &["a.test", "*.a.test"], &["acme-tls/1"]),
+            route("wild", &["*.a.test"], &[]),
+        ];
+        assert_eq!(picked(&routes, Some("a.test"), &["h2", "http/1.1"]), "h2");
+        assert_eq!(picked(&routes, Some("a.test"), &["http/1.1", "h2"]), "h2");
+        assert_eq!(picked(&routes, Some("a.test"), &["http/1.1"]), "plain");
+        assert_eq!(picked(&routes, Some("a.test"), &[]), "plain");
+        assert_eq!(picked(&routes, Some("a.test"), &["acme-tls/1"]), "acme");
+        assert_eq!(picked(&routes, Some("x.a.test"), &["acme-tls/1"]), "acme");
+        assert_eq!(picked(&routes, Some("x.a.test"), &["h2"]), "wild");
+    }
+
+    #[test]
+    fn an_exact_name_whose_alpn_does_not_match_falls_to_the_wildcard() {
+        let routes = [
+            route("grpc", &["api.test"], &["h2"]),
+            route("wild", &["*.test"], &[]),
+        ];
+        assert_eq!(picked(&routes, Some("api.test"), &["h2"]), "grpc");
+        assert_eq!(picked(&routes, Some("api.test"), &["http/1.1"]), "wild");
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_route() {
+        let routes = [
+            route("first", &["*.test"], &["h2"]),
+            route("second", &["*.test"], &["h2", "http/1.1"]),
+        ];
+        assert_eq!(picked(&routes, Some("a.test"), &["h2"]), "first");
+        assert_eq!(picked(&routes, Some("a.test"), &["http/1.1"]), "second");
+    }
+
+    #[test]
+    fn without_routes_everything_is_default() {
+        assert_eq!(picked(&[], Some("a.test"), &["h2"]), "default");
+        assert_eq!(picked(&[], None, &[]), "default");
+    }
+}
