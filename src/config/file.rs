@@ -1492,6 +1492,7 @@ resolve_ttl_min = 3
         let text = std::fs::read_to_string(&path).unwrap();
         let c = parse_ok(&text);
         assert!(c.services.len() >= 2, "{c:?}");
+        assert!(c.services.iter().any(|s| s.routes.len() >= 2), "{c:?}");
         // Every key of a listener and of [health] appears in the example.
         for key in [
             "drain_timeout",
@@ -1543,6 +1544,10 @@ resolve_ttl_min = 3
             "resolve_interval",
             "resolve_ttl_min",
             "srv:",
+            "tls_inspect_timeout",
+            "[[listener.route]]",
+            "server_names",
+            "alpn",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }
