@@ -227,4 +227,76 @@ mod tests {
         assert_eq!(picked(&[], Some("a.test"), &["h2"]), "default");
         assert_eq!(picked(&[], None, &[]), "default");
     }
+
+    /// The precedence rules written out naively: every (pattern, route)
+    /// ranked by (exact, longest wildcard, any), ALPN first, file order.
+    fn reference(routes: &[RouteConfig], hello: &ClientHello) -> Option<usize> {
+        let mut best: Option<((u8, usize, bool, usize), usize)> = None;
+        for (index, route) in routes.iter().enumerate() {
+            let offered = |p: &String| hello.alpn.contains(&p.as_bytes().to_vec());
+            if !route.alpn.is_empty() && !route.alpn.iter().any(offered) {
+                continue;
+            }
+            let host = hello.server_name.as_deref();
+            let ranks: Vec<(u8, usize)> = if route.server_names.is_empty() {
+                vec![(0, 0)]
+            } else {
+                route
+                    .server_names
+                    .iter()
+                    .filter(|n| host.is_some_and(|h| n.matches(h)))
+                    .map(|n| match n {
+                        ServerName::Exact(_) => (2, 0),
+                        ServerName::Wildcard(suffix) => (1, suffix.len()),
+                    })
+                    .collect()
+            };
+            for (class, length) in ranks {
+                // Higher is better; earlier routes win ties.
+                let key = (class, length, !route.alpn.is_empty(), usize::MAX - index);
+                if best.is_none_or(|(k, _)| key > k) {
+                    best = Some((key, index));
+                }
+            }
+        }
+        best.map(|(_, index)| index)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_table_agrees_with_the_rules(
+            specs in proptest::collection::vec(
+                (
+                    proptest::collection::vec(0usize..8, 0..3),
+                    proptest::collection::vec(0usize..3, 0..2),
+                ),
+                1..6,
+            ),
+            host in 0usize..6,
+            offered in proptest::collection::vec(0usize..3, 0..3),
+        ) {
+            const PATTERNS: [&str; 8] = [
+                "a.x.test", "b.x.test", "*.x.test", "*.test", "*.a.x.test", "x.test",
+                "*.y.test", "c.a.x.test",
+            ];
+            const HOSTS: [&str; 6] = ["a.x.test", "c.a.x.test", "x.test", "z.y.test", "test", "q.x.test"];
+            const ALPN: [&str; 3] = ["h2", "http/1.1", "acme-tls/1"];
+            let routes: Vec<RouteConfig> = specs
+                .iter()
+                .enumerate()
+                .filter(|(_, (names, alpn))| !names.is_empty() || !alpn.is_empty())
+                .map(|(i, (names, alpn))| {
+                    let names: Vec<&str> = names.iter().map(|&n| PATTERNS[n]).collect();
+                    let alpn: Vec<&str> = alpn.iter().map(|&p| ALPN[p]).collect();
+                    route(&format!("r{i}"), &names, &alpn)
+                })
+                .collect();
+            let alpn: Vec<&str> = offered.iter().map(|&p| ALPN[p]).collect();
+            for name in [Some(HOSTS[host]), None] {
+                let hello = hello(name, &alpn);
+                let table = RouteTable::new(&routes);
+                proptest::prop_assert_eq!(table.pick(&hello), reference(&routes, &hello), "{:?}", name);
+            }
+        }
+    }
 }
