@@ -9,17 +9,32 @@
 //! - `hold`: opens N connections, echoes `--size` bytes on each (0: none),
 //!   prints `held=N` once all are open, holds them idle for `--seconds`,
 //!   then closes them: for measuring memory per idle connection.
+//! - `tls`: each of N workers opens a new TCP connection, does a full TLS
+//!   handshake with `--sni` (rustls, no session resumption), reads the
+//!   server's reply to the end and closes, in a loop; reports handshakes
+//!   per second, p50/p99 latency and this client's CPU per handshake (so a
+//!   run shows whether the client was the bottleneck). The server must
+//!   present the certificate in `--pin` and send `--expect`: a handshake
+//!   that reached the wrong backend counts as an error, not a handshake.
 //!
 //! Every run is bounded: a warm-up, then `--seconds` of measurement, then
 //! it stops. Build: `cargo build --release --example loadgen`.
-//! Example: `loadgen conn 127.0.0.1:9000 --workers 64 --seconds 5`.
+//! Example: `loadgen conn 127.0.0.1:9000 --workers 64 --seconds 5`,
+//! `loadgen tls 127.0.0.1:8443 --sni a.test --pin cert.pem --expect hit`.
 
+use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -28,6 +43,7 @@ enum Mode {
     Conn,
     Bulk,
     Hold,
+    Tls,
 }
 
 #[derive(Parser, Debug)]
@@ -50,6 +66,15 @@ struct Args {
     /// Runtime worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Server name the TLS client sends (tls mode).
+    #[arg(long, default_value = "a.test")]
+    sni: String,
+    /// PEM certificate the TLS server must present (tls mode; required).
+    #[arg(long)]
+    pin: Option<PathBuf>,
+    /// Bytes the TLS server must send before closing (tls mode) [any].
+    #[arg(long)]
+    expect: Option<String>,
 }
 
 /// Shared between workers: counting starts after the warm-up and
@@ -59,6 +84,15 @@ struct Run {
     stop: AtomicBool,
     units: AtomicU64,
     errors: AtomicU64,
+    /// The first error, printed at the end: why a run has errors.
+    first_error: OnceLock<String>,
+}
+
+impl Run {
+    fn error(&self, e: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Relaxed);
+        let _ = self.first_error.set(e.to_string());
+    }
 }
 
 fn main() {
@@ -83,7 +117,18 @@ async fn run(args: Args) {
         stop: AtomicBool::new(false),
         units: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        first_error: OnceLock::new(),
     });
+    let tls = match args.mode {
+        Mode::Tls => match TlsTarget::new(&args) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        },
+        _ => None,
+    };
     let mut tasks = Vec::new();
     for _ in 0..args.workers {
         let run = run.clone();
@@ -92,6 +137,10 @@ async fn run(args: Args) {
             Mode::Conn => tokio::spawn(conn_worker(target, size, run)),
             Mode::Bulk => tokio::spawn(bulk_worker(target, run)),
             Mode::Hold => tokio::spawn(hold_worker(target, size, run)),
+            Mode::Tls => {
+                let tls = tls.clone().expect("tls mode builds its target above");
+                tokio::spawn(tls_worker(target, tls, run))
+            }
         });
     }
     if let Mode::Hold = args.mode {
@@ -100,9 +149,11 @@ async fn run(args: Args) {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     run.counting.store(true, Relaxed);
     let start = Instant::now();
+    let cpu_start = cpu_time();
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     let units = run.units.load(Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_time().saturating_sub(cpu_start);
     run.stop.store(true, Relaxed);
     let mut latencies = Vec::new();
     for task in tasks {
@@ -112,8 +163,11 @@ async fn run(args: Args) {
         }
     }
     let errors = run.errors.load(Relaxed);
+    if let Some(e) = run.first_error.get() {
+        eprintln!("first error: {e}");
+    }
     match args.mode {
-        Mode::Conn => {
+        Mode::Conn | Mode::Tls => {
             latencies.sort_unstable();
             let pct = |p: f64| {
                 latencies
@@ -124,12 +178,20 @@ async fn run(args: Args) {
                     .copied()
                     .unwrap_or(0)
             };
-            println!(
-                "conn_per_s={:.0} p50_us={} p99_us={} errors={errors}",
-                units as f64 / elapsed,
-                pct(0.50),
-                pct(0.99)
-            );
+            let rate = units as f64 / elapsed;
+            let (p50, p99) = (pct(0.50), pct(0.99));
+            if let Mode::Conn = args.mode {
+                println!("conn_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors}");
+            } else {
+                let cpu_per = match units {
+                    0 => "-".to_string(),
+                    n => format!("{:.1}", cpu.as_secs_f64() * 1e6 / n as f64),
+                };
+                println!(
+                    "hs_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors} \
+                     client_cpu_us_per_hs={cpu_per}"
+                );
+            }
         }
         Mode::Bulk => println!(
             "gbit_per_s={:.3} errors={errors}",
@@ -258,4 +320,190 @@ async fn bulk_worker(target: SocketAddr, run: Arc<Run>) -> Vec<u32> {
     }
     let _ = sender.await;
     Vec::new()
+}
+
+/// This process's user + system CPU time so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// What every TLS worker shares: the client configuration (no session
+/// resumption, so every handshake is a full one), the name it sends and
+/// the reply it expects.
+struct TlsTarget {
+    config: Arc<ClientConfig>,
+    sni: ServerName<'static>,
+    expect: Option<Vec<u8>>,
+}
+
+impl TlsTarget {
+    fn new(args: &Args) -> Result<Self, String> {
+        let path = args.pin.as_ref().ok_or("tls mode needs --pin CERT.pem")?;
+        let pinned = CertificateDer::from_pem_file(path)
+            .map_err(|e| format!("cannot read a certificate from {}: {e}", path.display()))?
+            .into_owned();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = Arc::new(Pinned {
+            cert: pinned,
+            algorithms: provider.signature_verification_algorithms,
+        });
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        let sni = ServerName::try_from(args.sni.clone())
+            .map_err(|e| format!("--sni {:?}: {e}", args.sni))?;
+        Ok(Self {
+            config: Arc::new(config),
+            sni,
+            expect: args.expect.as_ref().map(|e| e.as_bytes().to_vec()),
+        })
+    }
+}
+
+/// Accepts exactly one certificate, byte for byte (cheaper than a chain
+/// walk, so the client's CPU stays low, and proves which backend answered),
+/// and checks the handshake signatures for real: the server must hold the
+/// certificate's key, as with any TLS client.
+#[derive(Debug)]
+struct Pinned {
+    /// The certificate the server must present.
+    cert: CertificateDer<'static>,
+    /// The provider's signature algorithms, for the handshake signatures.
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("not the pinned certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A full TLS handshake per connection until told to stop; returns the
+/// measured latencies (connect to the server's close) in microseconds.
+async fn tls_worker(target: SocketAddr, tls: Arc<TlsTarget>, run: Arc<Run>) -> Vec<u32> {
+    let mut latencies = Vec::new();
+    while !run.stop.load(Relaxed) {
+        let start = Instant::now();
+        let counted = run.counting.load(Relaxed);
+        match tokio::time::timeout(Duration::from_secs(5), tls_once(target, &tls)).await {
+            Ok(Ok(())) if counted && !run.stop.load(Relaxed) => {
+                run.units.fetch_add(1, Relaxed);
+                let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+                latencies.push(us);
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                run.error(e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => run.error("timed out after 5s"),
+        }
+    }
+    latencies
+}
+
+/// Connects, completes the handshake, reads the server's reply until it
+/// closes, and checks the reply.
+async fn tls_once(target: SocketAddr, tls: &TlsTarget) -> io::Result<()> {
+    let mut stream = TcpStream::connect(target).await?;
+    stream.set_nodelay(true)?;
+    let mut conn =
+        ClientConnection::new(tls.config.clone(), tls.sni.clone()).map_err(io::Error::other)?;
+    let mut wire = vec![0u8; 16 * 1024];
+    let mut out = Vec::new();
+    let mut reply = Vec::new();
+    let mut plain = [0u8; 256];
+    loop {
+        while conn.wants_write() {
+            out.clear();
+            conn.write_tls(&mut out)?;
+            stream.write_all(&out).await?;
+        }
+        if !conn.is_handshaking() {
+            // Whatever the server sent after its Finished, up to its close.
+            loop {
+                match conn.reader().read(&mut plain) {
+                    Ok(0) => return check_reply(&reply, tls),
+                    Ok(n) => reply.extend_from_slice(&plain[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // Closed without close_notify: the reply still counts.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return check_reply(&reply, tls);
+                    }
+                    Err(e) => return Err(e),
+                }
+                if reply.len() > 4096 {
+                    return Err(io::Error::other("reply longer than 4 KiB"));
+                }
+            }
+        }
+        let n = stream.read(&mut wire).await?;
+        if n == 0 && conn.is_handshaking() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            ));
+        }
+        let mut received = &wire[..n];
+        loop {
+            conn.read_tls(&mut received)?;
+            conn.process_new_packets().map_err(io::Error::other)?;
+            if received.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+fn check_reply(reply: &[u8], tls: &TlsTarget) -> io::Result<()> {
+    match &tls.expect {
+        Some(expect) if reply != expect.as_slice() => Err(io::Error::other(format!(
+            "reply {:?}, expected {:?}",
+            String::from_utf8_lossy(reply),
+            String::from_utf8_lossy(expect)
+        ))),
+        _ => Ok(()),
+    }
 }
