@@ -8,21 +8,56 @@
 #   conn/s     a new TCP connection per 64-byte request/response
 #              (examples/loadgen.rs, $CONN_WORKERS workers), connections/s
 #   http-ka    keep-alive HTTP requests/s with wrk -c64, p50/p99 latency
+#   tls-hs     full TLS handshakes/s passed through without looking
+#              (examples/loadgen.rs tls, $TLS_WORKERS concurrent), p50/p99
+#   tls-sni    the same handshakes routed by SNI over a 16-name table: the
+#              cost of peeking at the ClientHello (see "TLS" below)
 # Systems: direct (no proxy), tcplb (release build), haproxy, nginx.
+# Rounds are interleaved: run 1 of every system, then run 2, ..., so a
+# machine that gets busier mid-way weighs on every system alike.
 # Besides each rate: the proxy's CPU per unit of work (proxy-cpu; the
 # steadier measure on a shared machine), tcplb's CPU time and peak RSS.
 # Proxies use the same backends, round-robin, no logging, workers = cores.
 #
+# TLS. The backend is one nginx (`stream`, `ssl`, `return "hit"`), worker
+# processes = cores, with an ECDSA P-256 certificate `openssl req` makes at
+# start in the temp folder; no session cache, no tickets. It is the same
+# process for every system, it scales over the cores like the proxies do
+# (`openssl s_server` is single-threaded and would cap every system at the
+# same rate), it does the least work a TLS server can (no HTTP), and its
+# reply proves each handshake completed end to end. The client is
+# examples/loadgen.rs `tls`: rustls (aws-lc-rs, its default post-quantum
+# key share, so ClientHellos are browser-sized), session resumption off, so
+# every connection is a full handshake; it pins the backend's certificate
+# (cheaper than a chain walk) but checks the handshake signature, reads the
+# reply to the server's close and counts only a handshake that got "hit".
+# The route table is the same for every system: 14 exact names and one
+# wildcard lead to a third backend port that answers "miss", and $TLS_SNI
+# (a.test, 9th of 16; x.wild.test exercises the wildcard) leads to the two
+# "hit" ports. No default route takes a hit: a misrouted handshake counts
+# as an error. tcplb routes with [[listener.route]] in a --config file,
+# HAProxy with `tcp-request inspect-delay 5s` and `use_backend ... if
+# { req.ssl_sni -i NAME }` rules, nginx with `ssl_preread on` and a `map
+# $ssl_preread_server_name` (hostnames). A tcplb without routes support
+# is reported as such and left out of tls-sni. After the table, the CPU
+# per handshake of client, backend and proxy shows where the cores went:
+# on a 2-core machine all three share them, so the rate is the machine's,
+# and proxy-cpu is the figure that compares proxies.
+#
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
 #        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
+#        TLS_WORKERS=32 TLS_SNI=a.test
 #        IDLE_CONNS=9000 (0 skips the memory-per-idle-connection part)
+#        CARGO_TARGET_DIR is honoured (the binaries are looked up there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-3}
 DUR=${SECONDS_PER_RUN:-3}
 CONN_WORKERS=${CONN_WORKERS:-32}
+TLS_WORKERS=${TLS_WORKERS:-32}
+TLS_SNI=${TLS_SNI:-a.test}
 TCPLB_ARGS=${TCPLB_ARGS:-}
 CORES=$(nproc)
 TICK=$(getconf CLK_TCK)
@@ -36,6 +71,7 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ss >/dev/null || need+=(iproute2)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ] && [ -z "${SKIP_APT:-}" ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     echo "installing: ${need[*]}" >&2
@@ -46,7 +82,9 @@ command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&
 
 echo "building tcplb, backend and loadgen (release)..." >&2
 cargo build --release -q --bin tcplb --bin backend --example loadgen
-BIN=target/release
+# Where cargo put them: CARGO_TARGET_DIR, a config's target-dir, or target/.
+BIN=$(cargo metadata --format-version 1 --no-deps \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 TCPLB=${TCPLB_BIN:-$BIN/tcplb} BACKEND=$BIN/backend LOADGEN=$BIN/examples/loadgen
 
 # ------------------------------------------------------------ processes
@@ -86,6 +124,7 @@ wait_listening() {
 BASE=$((20000 + (RANDOM % 100) * 100))
 port() { echo $((BASE + $1)); }
 ECHO1=$(port 1) ECHO2=$(port 2) HTTP1=$(port 3) HTTP2=$(port 4) IPERF=$(port 5)
+TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8)
 for p in $(seq "$BASE" $((BASE + 40))); do
     [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
 done
@@ -97,12 +136,71 @@ spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-# Frontend ports per system: echo, http, iperf.
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni}"
+read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
+
+stream_module=""
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] \
+    && stream_module="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+
+# The TLS backend (see "TLS" above): one nginx, its own temp prefix, not
+# counted as any proxy's CPU.
+TLS_BACKEND_PIDS=()
+if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
+    mkdir -p "$TMP/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
+        -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
+    cat >"$TMP/tls/nginx.conf" <<EOF
+$stream_module
+worker_processes $CORES;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $TMP/tls/nginx.pid;
+error_log $TMP/tls/error.log error;
+events { worker_connections 20000; }
+stream {
+    ssl_certificate $TMP/tls/cert.pem;
+    ssl_certificate_key $TMP/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    server { listen 127.0.0.1:$TLS1 ssl; return "hit"; }
+    server { listen 127.0.0.1:$TLS2 ssl; return "hit"; }
+    server { listen 127.0.0.1:$TLS_MISS ssl; return "miss"; }
+}
+EOF
+    spawn nginx -p "$TMP/tls" -e "$TMP/tls/error.log" -c "$TMP/tls/nginx.conf"
+    TLS_BACKEND_PIDS=("$LAST_PID")
+    for p in $TLS1 $TLS2 $TLS_MISS; do wait_listening "$p"; done
+fi
+
+# The route table, the same for every system: "name target", target "hit"
+# (the two hit ports) or "miss" (the third). Exact names before the
+# wildcard, so HAProxy's rules, evaluated in order, keep their meaning.
+ROUTES="api.test miss
+auth.test miss
+billing.test miss
+cdn.test miss
+db.test miss
+docs.test miss
+git.test miss
+grafana.test miss
+a.test hit
+kube.test miss
+mail.test miss
+mqtt.test miss
+search.test miss
+shop.test miss
+vault.test miss
+*.wild.test hit"
+
+# Frontend ports per system: echo, http, iperf, tls (no routes), tls-sni.
 declare -A FRONT=(
-    [direct]="$ECHO1 $HTTP1 $IPERF"
-    [tcplb]="$(port 11) $(port 12) $(port 13)"
-    [haproxy]="$(port 21) $(port 22) $(port 23)"
-    [nginx]="$(port 31) $(port 32) $(port 33)"
+    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1"
+    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15)"
+    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25)"
+    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35)"
 )
 
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -126,11 +224,28 @@ listen http
 listen iperf
     bind 127.0.0.1:$(port 23)
     server i1 127.0.0.1:$IPERF
+listen tls
+    bind 127.0.0.1:$(port 24)
+    server t1 127.0.0.1:$TLS1
+    server t2 127.0.0.1:$TLS2
+frontend tls_sni
+    bind 127.0.0.1:$(port 25)
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req.ssl_hello_type 1 }
+$(while read -r name target; do
+    case $name in
+        \*.*) echo "    use_backend tls_$target if { req.ssl_sni -m end -i ${name#\*} }" ;;
+        *) echo "    use_backend tls_$target if { req.ssl_sni -i $name }" ;;
+    esac
+done <<<"$ROUTES")
+    default_backend tls_miss
+backend tls_hit
+    server t1 127.0.0.1:$TLS1
+    server t2 127.0.0.1:$TLS2
+backend tls_miss
+    server t3 127.0.0.1:$TLS_MISS
 EOF
 
-stream_module=""
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] \
-    && stream_module="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
 cat >"$TMP/nginx.conf" <<EOF
 $stream_module
 worker_processes $CORES;
@@ -144,24 +259,82 @@ stream {
     upstream echo { server 127.0.0.1:$ECHO1; server 127.0.0.1:$ECHO2; }
     upstream http { server 127.0.0.1:$HTTP1; server 127.0.0.1:$HTTP2; }
     upstream iperf { server 127.0.0.1:$IPERF; }
+    upstream tls_hit { server 127.0.0.1:$TLS1; server 127.0.0.1:$TLS2; }
+    upstream tls_miss { server 127.0.0.1:$TLS_MISS; }
+    map \$ssl_preread_server_name \$tls_upstream {
+        hostnames;
+        default tls_miss;
+$(while read -r name target; do echo "        $name tls_$target;"; done <<<"$ROUTES")
+    }
     server { listen 127.0.0.1:$(port 31); proxy_pass echo; }
     server { listen 127.0.0.1:$(port 32); proxy_pass http; }
     server { listen 127.0.0.1:$(port 33); proxy_pass iperf; }
+    server { listen 127.0.0.1:$(port 34); proxy_pass tls_hit; }
+    server { listen 127.0.0.1:$(port 35); ssl_preread on; proxy_pass \$tls_upstream; }
 }
 EOF
+
+# tcplb's route table: one route (and pool) per name; the listener's own
+# pool, the default route, is the "miss" port.
+{
+    cat <<EOF
+[defaults]
+on_failure = "close"
+health = { interval = "60s" }
+
+[[listener]]
+name = "tls-sni"
+listen = "127.0.0.1:$(port 15)"
+backends = ["127.0.0.1:$TLS_MISS"]
+EOF
+    i=0
+    while read -r name target; do
+        i=$((i + 1))
+        backends="\"127.0.0.1:$TLS_MISS\""
+        [ "$target" = hit ] && backends="\"127.0.0.1:$TLS1\", \"127.0.0.1:$TLS2\""
+        printf '\n[[listener.route]]\nname = "r%02d"\nserver_names = ["%s"]\nbackends = [%s]\n' \
+            "$i" "$name" "$backends"
+    done <<<"$ROUTES"
+} >"$TMP/tcplb-sni.toml"
+
+# Whether this tcplb routes by SNI: an older build (TCPLB_BIN) rejects the
+# route tables and exits; tls-sni then leaves tcplb out.
+TCPLB_ROUTES=0
+if [[ " ${WORKLOADS[*]} " == *" tls-sni "* && " ${SYSTEMS[*]} " == *" tcplb "* ]]; then
+    # shellcheck disable=SC2086
+    RUST_LOG=warn "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS 2>"$TMP/probe.err" &
+    probe=$!
+    PIDS+=("$probe")
+    for _ in $(seq 100); do
+        if [ -n "$(ss -Hltn "sport = :$(port 15)")" ]; then TCPLB_ROUTES=1; break; fi
+        kill -0 "$probe" 2>/dev/null || break
+        sleep 0.05
+    done
+    stop "$probe"
+    if [ "$TCPLB_ROUTES" = 0 ]; then
+        echo "tcplb does not take the route table, so tls-sni leaves it out:" >&2
+        head -3 "$TMP/probe.err" >&2
+    fi
+fi
+[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) -"
 
 # tcplb serves one listener per process: one process per frontend.
 start_tcplb() {
     TCPLB_PIDS=()
     local i=0 backends
     for backends in "127.0.0.1:$ECHO1,127.0.0.1:$ECHO2" "127.0.0.1:$HTTP1,127.0.0.1:$HTTP2" \
-        "127.0.0.1:$IPERF"; do
+        "127.0.0.1:$IPERF" "127.0.0.1:$TLS1,127.0.0.1:$TLS2"; do
         i=$((i + 1))
         # shellcheck disable=SC2086
         RUST_LOG=warn spawn "$TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
             --backend "$backends" --health-interval 60s --on-failure close $TCPLB_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
+    if [ "$TCPLB_ROUTES" = 1 ]; then
+        # shellcheck disable=SC2086
+        RUST_LOG=warn spawn "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS
+        TCPLB_PIDS+=("$LAST_PID")
+    fi
 }
 
 start_system() {
@@ -173,7 +346,7 @@ start_system() {
         nginx) spawn nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"
             SYSTEM_PIDS=("$LAST_PID") ;;
     esac
-    for p in ${FRONT[$1]}; do wait_listening "$p"; done
+    for p in ${FRONT[$1]}; do [ "$p" = - ] || wait_listening "$p"; done
 }
 
 stop_system() {
@@ -211,8 +384,19 @@ run_http() {
     echo "$rps $p50 $p99"
 }
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka}"
-read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
+# Full TLS handshakes through the given port; prints "hs/s p50_us p99_us"
+# and leaves the client's CPU per handshake in $TMP/client-cpu.
+run_tls() { # port
+    local out
+    out=$("$LOADGEN" tls "127.0.0.1:$1" --workers "$TLS_WORKERS" --seconds "$DUR" --warmup 1 \
+        --sni "$TLS_SNI" --pin "$TMP/tls/cert.pem" --expect hit 2>"$TMP/tls.err")
+    field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$out"; }
+    field client_cpu_us_per_hs >"$TMP/client-cpu"
+    local errors
+    errors=$(field errors)
+    [ "${errors:-0}" = 0 ] || echo "    $errors failed handshakes; $(cat "$TMP/tls.err")" >&2
+    echo "$(field hs_per_s) $(field p50_us) $(field p99_us)"
+}
 
 run_workload() { # workload system
     local front=(${FRONT[$2]})
@@ -221,32 +405,41 @@ run_workload() { # workload system
         bulk-32) run_bulk "${front[2]}" 32 ;;
         conn/s) run_conn "${front[0]}" ;;
         http-ka) run_http "${front[1]}" ;;
+        tls-hs) run_tls "${front[3]}" ;;
+        tls-sni) run_tls "${front[4]}" ;;
     esac
 }
+
+# A system that cannot run a workload (a tcplb without routes, tls-sni).
+unsupported() { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 ]; }
 
 # The tcplb process serving a workload, for its CPU time and peak RSS.
 tcplb_pid_for() {
     case $1 in bulk-*) echo "${TCPLB_PIDS[2]}" ;; conn/s) echo "${TCPLB_PIDS[0]}" ;;
-        http-ka) echo "${TCPLB_PIDS[1]}" ;; esac
+        http-ka) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
+        tls-sni) echo "${TCPLB_PIDS[4]}" ;; esac
 }
 cpu_seconds() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 median() { sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
 
-# CPU ticks of the system under test so far: its processes and their
-# children (nginx's workers).
-system_ticks() {
+# CPU ticks so far of the given processes and their children (nginx's
+# workers).
+tree_ticks() {
     local total=0 pid
-    for pid in "${SYSTEM_PIDS[@]}" $(for p in "${SYSTEM_PIDS[@]}"; do pgrep -P "$p"; done); do
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
         total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
     done
     echo "$total"
 }
+# The system under test's.
+system_ticks() { tree_ticks "${SYSTEM_PIDS[@]}"; }
 
-# The proxy's CPU per unit of work: ms per GB, us per connection or request.
-# Work = rate x wall time of the run, warm-up included (it runs at about the
-# same rate), so the figure is approximate but the same for every system.
+# The proxy's CPU per unit of work: ms per GB, us per connection, request
+# or handshake. Work = rate x wall time of the run, warm-up included (it
+# runs at about the same rate), so the figure is approximate but the same
+# for every system.
 cpu_per_unit() { # workload value ticks seconds
     awk -v w="$1" -v v="$2" -v t="$3" -v s="$4" -v hz="$TICK" 'BEGIN {
         work = v * s; if (w ~ /^bulk/) work /= 8
@@ -255,37 +448,55 @@ cpu_per_unit() { # workload value ticks seconds
         if (w ~ /^bulk/) printf "%.0f", cpu * 1000 / work; else printf "%.1f", cpu * 1e6 / work }'
 }
 
+# Runs: per workload, round after round, each round every system in turn.
+# VALUES etc. hold one line per run.
+declare -A VALUES CPUS RSSS COSTS CLIENT BACKEND
 declare -A RESULT CPU RSS SPREAD COST
-for system in "${SYSTEMS[@]}"; do
-    for workload in "${WORKLOADS[@]}"; do
-        values=() cpus=() rsss=() costs=()
-        for run in $(seq "$RUNS"); do
+for workload in "${WORKLOADS[@]}"; do
+    for run in $(seq "$RUNS"); do
+        for system in "${SYSTEMS[@]}"; do
+            unsupported "$workload" "$system" && continue
             # A fresh proxy per run: CPU and peak RSS belong to this run alone.
             start_system "$system"
-            echo "  $system $workload run $run..." >&2
-            ticks=$(system_ticks) began=$(date +%s.%N)
+            echo "  $workload run $run $system..." >&2
+            ticks=$(system_ticks) backend=$(tree_ticks "${TLS_BACKEND_PIDS[@]}")
+            began=$(date +%s.%N)
             v=$(run_workload "$workload" "$system")
-            ticks=$(($(system_ticks) - ticks)) took=$(awk -v b="$began" -v e="$(date +%s.%N)" 'BEGIN { print e - b }')
-            [ "$system" = direct ] || costs+=("$(cpu_per_unit "$workload" "${v%% *}" "$ticks" "$took")")
+            ticks=$(($(system_ticks) - ticks))
+            backend=$(($(tree_ticks "${TLS_BACKEND_PIDS[@]}") - backend))
+            took=$(awk -v b="$began" -v e="$(date +%s.%N)" 'BEGIN { print e - b }')
+            key=$workload,$system
+            [ "$system" = direct ] \
+                || COSTS[$key]+="$(cpu_per_unit "$workload" "${v%% *}" "$ticks" "$took")"$'\n'
+            if [[ $workload == tls-* ]]; then
+                CLIENT[$key]+="$(cat "$TMP/client-cpu")"$'\n'
+                BACKEND[$key]+="$(cpu_per_unit "$workload" "${v%% *}" "$backend" "$took")"$'\n'
+            fi
             if [ "$system" = tcplb ]; then
                 pid=$(tcplb_pid_for "$workload")
-                cpus+=("$(cpu_seconds "$pid")") rsss+=("$(peak_rss_kb "$pid")")
+                CPUS[$workload]+="$(cpu_seconds "$pid")"$'\n'
+                RSSS[$workload]+="$(peak_rss_kb "$pid")"$'\n'
             fi
             stop_system
-            values+=("$v")
+            VALUES[$key]+="$v"$'\n'
         done
-        # Median by the first field; keep that run's latency fields.
-        RESULT[$workload,$system]=$(printf '%s\n' "${values[@]}" | sort -g -k1,1 \
-            | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }')
-        SPREAD[$workload,$system]=$(printf '%s\n' "${values[@]}" | awk '
-            { x = $1 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
-            END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }')
-        [ ${#costs[@]} -eq 0 ] || COST[$workload,$system]=$(printf '%s\n' "${costs[@]}" | median)
-        if [ "$system" = tcplb ]; then
-            CPU[$workload]=$(printf '%s\n' "${cpus[@]}" | median)
-            RSS[$workload]=$(printf '%s\n' "${rsss[@]}" | median)
-        fi
     done
+done
+
+for key in "${!VALUES[@]}"; do
+    values=${VALUES[$key]%$'\n'}
+    # Median by the first field; keep that run's latency fields.
+    RESULT[$key]=$(sort -g -k1,1 <<<"$values" | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }')
+    SPREAD[$key]=$(awk '
+        { x = $1 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
+        END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }' <<<"$values")
+    [ -z "${COSTS[$key]:-}" ] || COST[$key]=$(median <<<"${COSTS[$key]%$'\n'}")
+    [ -z "${CLIENT[$key]:-}" ] || CLIENT[$key]=$(median <<<"${CLIENT[$key]%$'\n'}")
+    [ -z "${BACKEND[$key]:-}" ] || BACKEND[$key]=$(median <<<"${BACKEND[$key]%$'\n'}")
+done
+for workload in "${!CPUS[@]}"; do
+    CPU[$workload]=$(median <<<"${CPUS[$workload]%$'\n'}")
+    RSS[$workload]=$(median <<<"${RSSS[$workload]%$'\n'}")
 done
 
 # ---------------------------------------------------------------- table
@@ -293,28 +504,58 @@ echo
 echo "tcplb vs peers on loopback: $CORES cores, median of $RUNS runs of ${DUR}s (after warm-up)"
 echo "$(uname -sr); $("$TCPLB" --version); $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
     "$(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2);" \
-    "$(iperf3 -v | head -1 | cut -d' ' -f1-2)"
+    "$(iperf3 -v | head -1 | cut -d' ' -f1-2); $(openssl version | cut -d' ' -f1-2)"
 [ -n "$TCPLB_ARGS" ] && echo "tcplb flags: $TCPLB_ARGS"
-printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %11s %9s %10s\n' workload system value unit spread \
+if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
+    echo "tls: $TLS_WORKERS concurrent full handshakes (rustls, no resumption), SNI $TLS_SNI;" \
+        "backend: nginx stream ssl, ECDSA P-256; tls-sni: $(wc -l <<<"$ROUTES")-name route table"
+fi
+printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' workload system value unit spread \
     "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" "tcplb-rss"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 for workload in "${WORKLOADS[@]}"; do
     case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s) unit=conn/s per=us/conn ;;
-        http-ka) unit=req/s per=us/req ;; esac
+        http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;; esac
     direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
     ha=${RESULT[$workload,haproxy]:-0} ng=${RESULT[$workload,nginx]:-0}
     best=$(printf '%s\n' "${ha%% *}" "${ng%% *}" | sort -g | tail -1)
     for system in "${SYSTEMS[@]}"; do
-        read -r v p50 p99 <<<"${RESULT[$workload,$system]}"
+        read -r v p50 p99 <<<"${RESULT[$workload,$system]:--}"
         lat="-"; [ -n "${p50:-}" ] && lat="$p50/$p99"
         cpu="-" rss="-"
-        if [ "$system" = tcplb ]; then cpu="${CPU[$workload]}s" rss="$((RSS[$workload] / 1024))MiB"; fi
-        ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-        cost="-"; [ -n "${COST[$workload,$system]:-}" ] && cost="${COST[$workload,$system]}$per"
-        printf '%-8s %-8s %12s %-8s %7s %9s %9s %9s %11s %9s %10s\n' "$workload" "$system" "$v" \
-            "$unit" "${SPREAD[$workload,$system]}" "$(ratio "$v" "$direct")" "$(ratio "$v" "$best")" \
-            "$lat" "$cost" "$cpu" "$rss"
+        if [ "$system" = tcplb ] && [ -n "${CPU[$workload]:-}" ]; then
+            cpu="${CPU[$workload]}s" rss="$((RSS[$workload] / 1024))MiB"
+        fi
+        cost=${COST[$workload,$system]:--}; [ "$cost" = - ] || cost="$cost$per"
+        printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
+            "$unit" "${SPREAD[$workload,$system]:--}" "$(ratio "$v" "$direct")" \
+            "$(ratio "$v" "$best")" "$lat" "$cost" "$cpu" "$rss"
     done
 done
+
+# Where the cores went in the TLS workloads: on a machine where client,
+# backend and proxy share the cores, the rate is bounded by their sum.
+if [ ${#CLIENT[@]} -gt 0 ]; then
+    echo
+    echo "TLS: CPU per handshake (us, median), and the share of $CORES cores it kept busy"
+    printf '%-8s %-8s %8s %8s %8s %8s %6s\n' workload system client backend proxy total busy
+    for workload in "${WORKLOADS[@]}"; do
+        [[ $workload == tls-* ]] || continue
+        for system in "${SYSTEMS[@]}"; do
+            key=$workload,$system
+            [ -n "${CLIENT[$key]:-}" ] || continue
+            if [ "$(ratio "${RESULT[$key]%% *}" 1)" = - ]; then # no handshakes: nothing per one
+                printf '%-8s %-8s %8s %8s %8s %8s %6s\n' "$workload" "$system" - - - - -
+                continue
+            fi
+            awk -v w="$workload" -v s="$system" -v c="${CLIENT[$key]}" -v b="${BACKEND[$key]}" \
+                -v p="${COST[$key]:-0}" -v r="${RESULT[$key]%% *}" -v n="$CORES" 'BEGIN {
+                t = c + b + p
+                printf "%-8s %-8s %8.1f %8.1f %8s %8.1f %5.0f%%\n", w, s, c, b,
+                    (s == "direct" ? "-" : sprintf("%.1f", p)), t, t * r / 1e6 / n * 100 }'
+        done
+    done
+fi
 
 # ------------------------------------------- memory per idle connection
 # RSS of the proxy's processes with N idle connections held through it,
