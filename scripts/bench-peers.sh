@@ -399,7 +399,8 @@ run_tls() { # port
 }
 
 run_workload() { # workload system
-    local front=(${FRONT[$2]})
+    local front
+    read -r -a front <<<"${FRONT[$2]}"
     case $1 in
         bulk-1) run_bulk "${front[2]}" 1 ;;
         bulk-32) run_bulk "${front[2]}" 32 ;;
@@ -585,7 +586,7 @@ for system in tcplb haproxy nginx; do
         start_system "$system"
         sleep 0.3
         before=$(rss_kb "${SYSTEM_PIDS[@]}")
-        front=(${FRONT[$system]})
+        read -r -a front <<<"${FRONT[$system]}"
         "$LOADGEN" hold "127.0.0.1:${front[0]}" --workers "$IDLE_CONNS" --size "$size" --seconds 3 \
             >"$TMP/hold.out" 2>>"$TMP/log" &
         holder=$!
