@@ -398,7 +398,10 @@ impl Startup {
             explicit: given_on_command_line(&matches),
             flags: cli,
         };
-        let config = source.load().map_err(StartupError::File)?;
+        // Every problem in the file, one per line.
+        let config = source
+            .load()
+            .map_err(|problems| StartupError::File(problems.join("\nerror: ")))?;
         Ok(Startup {
             config,
             source: Some(source),
@@ -432,8 +435,9 @@ impl ConfigSource {
         &self.path
     }
 
-    /// Reads the file and applies the command-line overrides.
-    pub fn load(&self) -> Result<Config, String> {
+    /// Reads the file and applies the command-line overrides; on failure,
+    /// every problem found (file, line and key first), in file order.
+    pub fn load(&self) -> Result<Config, Vec<String>> {
         let backend_flags: Vec<BackendSpec> = if self.explicit.iter().any(|id| id == "backends") {
             self.flags
                 .backends
@@ -444,9 +448,9 @@ impl ConfigSource {
         } else {
             Vec::new()
         };
-        let mut config = config_file::load_with_backends(&self.path, &backend_flags)
-            .map_err(|e| e.to_string())?;
-        apply_overrides(&mut config, &self.flags, &self.explicit)?;
+        let mut config = config_file::load_all(&self.path, &backend_flags)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        apply_overrides(&mut config, &self.flags, &self.explicit).map_err(|e| vec![e])?;
         Ok(config)
     }
 }

@@ -6,6 +6,13 @@
 //! or network means the same thing in both places. Unknown keys, wrong types
 //! and bad values are errors naming the file, line, column and key; nothing
 //! binds until the whole file is valid.
+//!
+//! Every problem is reported, not just the first ([`load_all`], which
+//! `tcplb check` and reloads use): a TOML syntax error stops the reading
+//! (nothing after it can be trusted), but a bad value is set aside and the
+//! rest read on, and every semantic problem (duplicates, missing keys) is
+//! collected. Problems that only follow from a value set aside (a table
+//! "missing" the key whose value was bad) are not reported twice.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -79,20 +86,164 @@ fn parse_with_backends(
     path: &Path,
     fallback: &[BackendSpec],
 ) -> Result<Config, FileError> {
-    let raw: RawFile = toml::from_str(text)
-        .map_err(|e| FileError {
+    parse_all(text, path, fallback).map_err(|mut problems| problems.remove(0))
+}
+
+/// Like [`load_with_backends`], but with every problem in the file, in
+/// the order they appear (never an empty list).
+pub fn load_all(path: &Path, fallback: &[BackendSpec]) -> Result<Config, Vec<FileError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![FileError {
+            path: path.to_path_buf(),
+            position: None,
+            key: None,
+            message: format!("cannot read the configuration file: {e}"),
+        }]
+    })?;
+    parse_all(&text, path, fallback)
+}
+
+/// Parses file contents, collecting every problem (see the module doc).
+pub fn parse_all(
+    text: &str,
+    path: &Path,
+    fallback: &[BackendSpec],
+) -> Result<Config, Vec<FileError>> {
+    let value_error = |e: toml::de::Error| {
+        name_unknown_key(FileError {
             path: path.to_path_buf(),
             position: e.span().map(|span| line_column(text, span.start)),
             key: toml_key(&e),
             message: e.message().trim().to_string(),
         })
-        .map_err(name_unknown_key)?;
-    raw.into_config(fallback).map_err(|problem| FileError {
-        path: path.to_path_buf(),
-        position: Some(line_column(text, problem.span.start)),
-        key: Some(problem.key.to_string()),
-        message: problem.message,
-    })
+    };
+    let mut root = toml::de::DeTable::parse(text).map_err(|e| vec![value_error(e)])?;
+    let mut errors: Vec<(usize, FileError)> = Vec::new();
+    // Values set aside so far: a later complaint about the table that held
+    // one is its consequence, not a problem of its own.
+    let mut removed: Vec<Range<usize>> = Vec::new();
+    let follows = |span: &Range<usize>, removed: &[Range<usize>]| {
+        removed
+            .iter()
+            .any(|r| span.start <= r.start && r.end <= span.end && span != r)
+    };
+    let raw = loop {
+        match RawFile::deserialize(toml::de::Deserializer::from(root.clone())) {
+            Ok(raw) => break Some(raw),
+            Err(e) => {
+                let span = e.span();
+                if !span.as_ref().is_some_and(|s| follows(s, &removed)) {
+                    let at = span.as_ref().map_or(0, |s| s.start);
+                    errors.push((at, value_error(e)));
+                }
+                // Each round takes one entry out, so this ends.
+                match span.and_then(|s| set_aside(root.get_mut(), &s)) {
+                    Some(gone) => removed.push(gone),
+                    None => break None,
+                }
+            }
+        }
+    };
+    if let Some(raw) = raw {
+        match raw.into_config(fallback) {
+            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(problems) => {
+                for problem in problems {
+                    if follows(&problem.span, &removed) {
+                        continue;
+                    }
+                    let error = FileError {
+                        path: path.to_path_buf(),
+                        position: Some(line_column(text, problem.span.start)),
+                        key: Some(problem.key.to_string()),
+                        message: problem.message,
+                    };
+                    errors.push((problem.span.start, error));
+                }
+            }
+        }
+    }
+    errors.sort_by_key(|(at, _)| *at);
+    Err(errors.into_iter().map(|(_, e)| e).collect())
+}
+
+/// Where `key` is set in the file `text`: 1-based line and column of its
+/// value, in `[[listener]]` number `listener` (or the `[defaults]` it
+/// inherits from), or at the top level when `listener` is `None`. For
+/// problems found after reading (a token file that cannot be read, an
+/// address that cannot be bound), so they too name their line.
+pub fn key_position(text: &str, listener: Option<usize>, key: &str) -> Option<(usize, usize)> {
+    let root = toml::de::DeTable::parse(text).ok()?.into_inner();
+    fn table<'a, 'i>(value: &'a toml::de::DeValue<'i>) -> Option<&'a toml::de::DeTable<'i>> {
+        match value {
+            toml::de::DeValue::Table(t) => Some(t),
+            _ => None,
+        }
+    }
+    let mut tables = Vec::new();
+    match listener {
+        None => tables.push(&root),
+        Some(index) => {
+            if let Some(toml::de::DeValue::Array(list)) = root.get("listener").map(|v| v.get_ref())
+                && let Some(t) = list.get(index).and_then(|v| table(v.get_ref()))
+            {
+                tables.push(t);
+            }
+            if let Some(t) = root.get("defaults").and_then(|v| table(v.get_ref())) {
+                tables.push(t);
+            }
+        }
+    }
+    let span = tables.iter().find_map(|t| t.get(key).map(|v| v.span()))?;
+    Some(line_column(text, span.start))
+}
+
+/// Takes out of `table` the innermost entry (key and value, or array
+/// item) that `span` points into; returns the span it covered. A table's
+/// own span may cover only its header, so every entry is searched.
+fn set_aside(table: &mut toml::de::DeTable<'_>, span: &Range<usize>) -> Option<Range<usize>> {
+    let inside = |s: Range<usize>| s.start <= span.start && span.start < s.end.max(s.start + 1);
+    let mut hit = None;
+    for (key, value) in table.iter_mut() {
+        let deeper = match value.get_mut() {
+            toml::de::DeValue::Table(inner) => set_aside(inner, span),
+            toml::de::DeValue::Array(items) => set_aside_item(items, span),
+            _ => None,
+        };
+        if deeper.is_some() {
+            return deeper;
+        }
+        if inside(key.span()) || inside(value.span()) {
+            hit = Some(key.get_ref().clone());
+            break;
+        }
+    }
+    let value = table.remove(hit?.as_ref())?;
+    Some(value.span())
+}
+
+/// [`set_aside`] for an array: inside one of its items, or the item
+/// `span` points into.
+fn set_aside_item(items: &mut toml::de::DeArray<'_>, span: &Range<usize>) -> Option<Range<usize>> {
+    for item in items.iter_mut() {
+        if let toml::de::DeValue::Table(inner) = item.get_mut()
+            && let Some(gone) = set_aside(inner, span)
+        {
+            return Some(gone);
+        }
+    }
+    let index = items
+        .iter()
+        .position(|v| v.span().start <= span.start && span.start < v.span().end)?;
+    let gone = items[index].span();
+    *items = std::mem::replace(items, toml::de::DeArray::new())
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, v)| v)
+        .collect();
+    Some(gone)
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -232,11 +383,13 @@ struct RawHealth {
 }
 
 impl RawFile {
-    fn into_config(self, fallback: &[BackendSpec]) -> Result<Config, Problem> {
+    /// The configuration, or every semantic problem found.
+    fn into_config(self, fallback: &[BackendSpec]) -> Result<Config, Vec<Problem>> {
+        let mut problems = Vec::new();
         let defaults = match self.defaults {
             Some(d) => {
                 if let Some(listen) = &d.get_ref().listen {
-                    return Err(Problem {
+                    problems.push(Problem {
                         span: listen.span(),
                         key: "defaults.listen",
                         message: "every listener needs its own address: put `listen` in a \
@@ -245,7 +398,7 @@ impl RawFile {
                     });
                 }
                 if let Some(name) = &d.get_ref().name {
-                    return Err(Problem {
+                    problems.push(Problem {
                         span: name.span(),
                         key: "defaults.name",
                         message: "every listener needs its own name: put `name` in a \
@@ -257,7 +410,7 @@ impl RawFile {
                 let d = d.into_inner();
                 if let Some(key) = d.route_key() {
                     let key = key.rsplit('.').next().unwrap_or(key);
-                    return Err(Problem {
+                    problems.push(Problem {
                         span,
                         key: "defaults",
                         message: format!(
@@ -270,24 +423,28 @@ impl RawFile {
             }
             None => RawService::default(),
         };
-        check_names(&self.listener)?;
-        check_route_names(&self.listener)?;
+        problems.extend(check_names(&self.listener));
+        problems.extend(check_route_names(&self.listener));
+        if self.listener.is_empty() {
+            problems.push(no_listener());
+        }
         let mut services = Vec::new();
         let mut seen: HashSet<SocketAddr> = HashSet::new();
         for table in self.listener {
             let span = table.span();
             let raw = table.into_inner().inherit(&defaults);
             let Some(listen) = raw.listen.clone() else {
-                return Err(Problem {
+                problems.push(Problem {
                     span,
                     key: "listener.listen",
                     message: "this [[listener]] has no `listen` address".into(),
                 });
+                continue;
             };
             let addr = listen.get_ref().0;
             // Port 0 asks the kernel for a fresh port each time: never a clash.
             if addr.port() != 0 && !seen.insert(addr) {
-                return Err(Problem {
+                problems.push(Problem {
                     span: listen.span(),
                     key: "listener.listen",
                     message: format!(
@@ -300,19 +457,25 @@ impl RawFile {
                 ..raw.clone()
             };
             if let Some(key) = matching.route_key() {
-                return Err(Problem {
-                    span,
+                problems.push(Problem {
+                    span: span.clone(),
                     key,
                     message: "`server_names` and `alpn` belong in a [[listener.route]] table"
                         .into(),
                 });
             }
-            services.push(raw.into_service(addr, span, fallback)?);
+            match raw.into_service(addr, span, fallback) {
+                Ok(service) => services.push(service),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         // Process-wide defaults come from Config::single, as for the flags.
         let mut services = services.into_iter();
         let Some(first) = services.next() else {
-            return Err(no_listener());
+            return Err(vec![no_listener()]);
         };
         let mut config = Config::single(first);
         config.services.extend(services);
@@ -330,8 +493,9 @@ impl RawFile {
 
 /// Listener names are valid and unique, and none is another listener's
 /// default name (its listen address), so the control API finds one pool
-/// by each.
-fn check_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
+/// by each. Returns every problem found.
+fn check_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
+    let mut problems = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for table in listeners {
         let Some(name) = &table.get_ref().name else {
@@ -342,9 +506,10 @@ fn check_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
             key: "listener.name",
             message,
         };
-        config::check_pool_name(name.get_ref()).map_err(problem)?;
-        if !seen.insert(name.get_ref()) {
-            return Err(problem(format!(
+        if let Err(message) = config::check_pool_name(name.get_ref()) {
+            problems.push(problem(message));
+        } else if !seen.insert(name.get_ref()) {
+            problems.push(problem(format!(
                 "duplicate listener name {:?}: each listener needs its own",
                 name.get_ref()
             )));
@@ -357,7 +522,7 @@ fn check_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
         };
         let default_name = listen.get_ref().0.to_string();
         if listen.get_ref().0.port() != 0 && seen.contains(default_name.as_str()) {
-            return Err(Problem {
+            problems.push(Problem {
                 span: listen.span(),
                 key: "listener.listen",
                 message: format!(
@@ -367,12 +532,13 @@ fn check_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
             });
         }
     }
-    Ok(())
+    problems
 }
 
 /// Route names are pool names too: unique among every listener's and
 /// route's pool, so the control API finds one pool by each.
-fn check_route_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
+fn check_route_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
+    let mut problems = Vec::new();
     let mut seen: HashSet<String> = listeners
         .iter()
         .filter_map(|t| {
@@ -389,7 +555,7 @@ fn check_route_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
         .flat_map(|t| t.get_ref().route.iter().flatten());
     for name in routes.filter_map(|r| r.get_ref().name.as_ref()) {
         if !seen.insert(name.get_ref().clone()) {
-            return Err(Problem {
+            problems.push(Problem {
                 span: name.span(),
                 key: "listener.route.name",
                 message: format!(
@@ -400,7 +566,7 @@ fn check_route_names(listeners: &[Spanned<RawService>]) -> Result<(), Problem> {
             });
         }
     }
-    Ok(())
+    problems
 }
 
 fn no_listener() -> Problem {
@@ -577,7 +743,18 @@ impl RawService {
             route: None,
             ..listener.clone()
         };
-        let pool = self.inherit(&base).into_service(listen, span, &[])?;
+        // A route's own pool problems are few (backends, keepalive): the
+        // first one is reported with the route.
+        let pool = self
+            .inherit(&base)
+            .into_service(listen, span.clone(), &[])
+            .map_err(|problems| {
+                problems.into_iter().next().unwrap_or(Problem {
+                    span,
+                    key: "listener.route",
+                    message: "this route cannot be used".into(),
+                })
+            })?;
         Ok(RouteConfig {
             name: name.into_inner(),
             server_names,
@@ -592,13 +769,19 @@ impl RawService {
         listen: SocketAddr,
         span: Range<usize>,
         fallback: &[BackendSpec],
-    ) -> Result<ServiceConfig, Problem> {
+    ) -> Result<ServiceConfig, Vec<Problem>> {
         let mut routes = Vec::new();
+        let mut problems = Vec::new();
         for table in self.route.clone().into_iter().flatten() {
             let span = table.span();
-            let route = table.into_inner().into_route(&self, listen, span.clone())?;
-            check_route_overlap(&routes, &route, span)?;
-            routes.push(route);
+            let checked = table
+                .into_inner()
+                .into_route(&self, listen, span.clone())
+                .and_then(|route| check_route_overlap(&routes, &route, span).map(|()| route));
+            match checked {
+                Ok(route) => routes.push(route),
+                Err(problem) => problems.push(problem),
+            }
         }
         let backends: Vec<BackendSpec> = match &self.backends {
             Some(list) => list.get_ref().iter().flat_map(|e| e.0.clone()).collect(),
@@ -607,7 +790,7 @@ impl RawService {
             None => fallback.to_vec(),
         };
         if backends.is_empty() && (routes.is_empty() || self.backends.is_some()) {
-            return Err(Problem {
+            problems.push(Problem {
                 span: self.backends.as_ref().map_or(span, |b| b.span()),
                 key: "listener.backends",
                 message: format!(
@@ -615,6 +798,9 @@ impl RawService {
                      or give --backend"
                 ),
             });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         let mut s = ServiceConfig::new(listen, backends);
         s.name = self.name.map(Spanned::into_inner);
@@ -651,10 +837,12 @@ impl RawService {
         if let Some(keepalive) = self.tcp_keepalive {
             let span = keepalive.span();
             let config = keepalive.into_inner().into_config();
-            s.keepalive = Some(config.map_err(|message| Problem {
-                span,
-                key: "listener.tcp_keepalive",
-                message,
+            s.keepalive = Some(config.map_err(|message| {
+                vec![Problem {
+                    span,
+                    key: "listener.tcp_keepalive",
+                    message,
+                }]
             })?);
         }
         s.max_connection_age = self.max_connection_age.map(|d| d.0);
@@ -1365,6 +1553,61 @@ health = { interval = "1s", expect = "OK" }
         assert_eq!(e.key.as_deref(), Some("defaults.listen"), "{e}");
         let e = parse_err("[[listener]\n");
         assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line() {
+        let text = "\
+drain_timeout = \"soon\"
+[defaults]
+retries = -1
+[[listener]]
+listen = \"127.0.0.1:1\"
+backends = [\"127.0.0.1:2\"]
+health = { interval = \"0s\", rise = 2 }
+colour = \"blue\"
+[[listener]]
+listen = \"127.0.0.1:1\"
+name = \"bad name\"
+backends = [\"127.0.0.1:3\", { weight = 2 }]
+[[listener]]
+listen = \"nowhere\"
+backends = [\"127.0.0.1:4\"]
+[[listener]]
+backends = [\"127.0.0.1:5\"]
+";
+        let errors = parse_all(text, Path::new("t.toml"), &[]).unwrap_err();
+        let found: Vec<(usize, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.position.unwrap().0, e.key.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (1, Some("drain_timeout")),
+                (3, Some("defaults.retries")),
+                (7, Some("listener.health.interval")),
+                (8, Some("listener.colour")),
+                (10, Some("listener.listen")),
+                (11, Some("listener.name")),
+                (12, Some("listener.backends")),
+                (14, Some("listener.listen")),
+                (16, Some("listener.listen")),
+            ],
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(errors[4].message.contains("duplicate listen address"));
+        assert!(errors[6].message.contains("address"), "{}", errors[6]);
+        // The first problem is what `parse` reports.
+        assert_eq!(parse_err(text), errors[0]);
+        // A syntax error stops the reading: it is the one problem.
+        let errors = parse_all("a = [\nretries = x\n", Path::new("t.toml"), &[]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 
     #[test]

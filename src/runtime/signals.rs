@@ -56,7 +56,10 @@ pub fn reload_on_sighup(handle: ReloadHandle, source: ConfigSource, shutdown: Ca
 /// bind, is logged and leaves the running configuration as it was.
 pub fn reload(handle: &ReloadHandle, source: &ConfigSource) -> Result<(), String> {
     let path = source.path().display();
-    let outcome = source.load().and_then(|config| handle.apply(config));
+    let outcome = source
+        .load()
+        .map_err(|problems| problems.join("; "))
+        .and_then(|config| handle.apply(config));
     match &outcome {
         Ok(summary) => info!("reloaded {path}: {summary}"),
         Err(e) => error!("reload rejected, the running configuration stays: {e}"),
