@@ -1,16 +1,21 @@
 //! The `tcplb` executable: parse flags (and the config file), start logging,
 //! build the runtime, run the balancer. `tcplb ctl ...` is the control
-//! API's client instead ([`tcplb::ctl`]).
+//! API's client instead ([`tcplb::ctl`]); `tcplb check ...` validates a
+//! configuration without starting ([`tcplb::runtime::check`]).
 
 use tcplb::config::cli::Startup;
 use tcplb::proxy::pipe;
-use tcplb::runtime::{Balancer, signals};
+use tcplb::runtime::{Balancer, check, signals};
 
 fn main() {
     // A separate parse path: the balancer's flags and `--help` stay exactly
     // as they are, and `ctl` is never mistaken for one of them.
     if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
         std::process::exit(tcplb::ctl::main(std::env::args_os()));
+    }
+    if std::env::args_os().nth(1).is_some_and(|a| a == "check") {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        std::process::exit(check::main(std::env::args_os().skip(2)));
     }
     let startup = Startup::from_args_or_exit();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();

@@ -567,3 +567,64 @@ async fn a_backend_in_maintenance_is_not_checked() {
     );
     assert_eq!(backend.admin_state().to_string(), "ready");
 }
+
+#[tokio::test]
+async fn a_reload_lists_every_problem_and_checks_what_a_start_checks() {
+    let h1 = http_backend().await;
+    let file = ConfigFile::new("every-problem", &listener("127.0.0.1:0", &[h1]));
+    let lb = Running::start(&file);
+    let addr = lb.addrs()[0];
+
+    // Two bad values and a duplicate: all three named, each with its line.
+    file.write(&format!(
+        "drain_timeout = \"soon\"\n{}retries = -1\n{}{}",
+        listener("127.0.0.1:0", &[h1]),
+        listener("127.0.0.1:9", &[h1]),
+        listener("127.0.0.1:9", &[h1]),
+    ));
+    let err = lb.reload().unwrap_err();
+    assert!(err.contains("3 problem(s)"), "{err}");
+    for line in [":1:17:", ":5:11:", ":10:10:"] {
+        assert!(
+            err.contains(&format!("{}{line}", file.arg())),
+            "{line}: {err}"
+        );
+    }
+
+    // A token file that cannot be read fails a start, so it fails a reload.
+    file.write(&format!(
+        "admin_token_file = \"/nonexistent/token\"\n{}",
+        listener("127.0.0.1:0", &[h1])
+    ));
+    let err = lb.reload().unwrap_err();
+    assert!(err.contains(&format!("{}:1:20:", file.arg())), "{err}");
+    assert!(err.contains("admin token file"), "{err}");
+    assert_eq!(served_by(addr).await, h1.port());
+}
+
+#[tokio::test]
+async fn a_reload_names_the_settings_it_cannot_apply_in_place() {
+    let (h1, h2) = (http_backend().await, http_backend().await);
+    let file = ConfigFile::new("not-applied", &listener("127.0.0.1:0", &[h1]));
+    let lb = Running::start(&file);
+    let addr = lb.addrs()[0];
+
+    file.write(&format!(
+        "admin = \"127.0.0.1:0\"\n{}backlog = 64\n",
+        listener("127.0.0.1:0", &[h2])
+    ));
+    let summary = lb.handle.apply(lb.source.load().unwrap()).unwrap();
+    assert!(
+        summary.contains(&format!(
+            "NOT applied, needs an upgrade (SIGUSR2) or a restart: backlog of {addr} (1024 -> 64), \
+             admin address (off -> 127.0.0.1:0)"
+        )),
+        "{summary}"
+    );
+    // The rest is applied.
+    assert!(
+        summary.starts_with(&format!("{addr} backends [{h2}]")),
+        "{summary}"
+    );
+    assert_eq!(served_by(addr).await, h2.port());
+}

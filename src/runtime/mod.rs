@@ -31,6 +31,7 @@ use control::Controller;
 use routes::{RoutePlan, RunningRoute, published};
 use workers::Workers;
 
+pub mod check;
 mod control;
 mod routes;
 pub mod signals;
@@ -408,6 +409,8 @@ impl ReloadHandle {
             .zip(kept_index)
             .map(|(new, i)| (new, i.and_then(|i| old[i].take())));
         let mut changes: Vec<String> = Vec::new();
+        // Settings a reload cannot apply in place: named in the summary.
+        let mut not_applied: Vec<String> = Vec::new();
         let mut services = Vec::new();
         let plan = plan.zip(bound).zip(lookups).zip(route_plans);
         for ((((new, kept), fresh), first), route_plan) in plan {
@@ -422,10 +425,10 @@ impl ReloadHandle {
                         ..old_config
                     } != new;
                     if new.backlog != service.backlog {
-                        warn!(
-                            "{}: a new backlog takes effect only on restart",
-                            service.local_addr
-                        );
+                        not_applied.push(format!(
+                            "backlog of {} ({} -> {})",
+                            service.local_addr, service.backlog, new.backlog
+                        ));
                     }
                     let name = control::pool_name(&new, service.local_addr);
                     let first = first.unwrap_or_default();
@@ -488,15 +491,33 @@ impl ReloadHandle {
         state.services = services;
         state.drain_timeout = config.drain_timeout;
         if config.admin != state.admin {
-            warn!("a new admin address takes effect only on restart");
+            let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+            not_applied.push(format!(
+                "admin address ({} -> {})",
+                show(state.admin),
+                show(config.admin)
+            ));
         }
-        if paths != state.control_paths {
-            warn!(
-                "a new admin token file, admin socket or state file takes effect only on restart"
-            );
+        let keys = ["admin token file", "admin socket", "state file"];
+        for ((key, old), new) in keys.iter().zip(&state.control_paths).zip(&paths) {
+            if old != new {
+                let show = |p: &Option<PathBuf>| {
+                    p.as_ref()
+                        .map_or("off".to_string(), |p| p.display().to_string())
+                };
+                not_applied.push(format!("{key} ({} -> {})", show(old), show(new)));
+            }
         }
         if config.resolver != shared.discovery.server() {
-            warn!("a new resolver takes effect only on restart");
+            not_applied.push("resolver".to_string());
+        }
+        if !not_applied.is_empty() {
+            let pending = format!(
+                "NOT applied, needs an upgrade (SIGUSR2) or a restart: {}",
+                not_applied.join(", ")
+            );
+            warn!("reload: {pending}");
+            changes.push(pending);
         }
         Ok(changes.join("; "))
     }

@@ -1,12 +1,13 @@
 //! Process signals: SIGINT and SIGTERM start a graceful shutdown; SIGHUP
 //! re-reads the configuration file and applies it live.
 
-use log::{error, info};
+use log::{error, info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::cli::ConfigSource;
 use crate::runtime::ReloadHandle;
+use crate::runtime::check::{self, Mode};
 
 /// Completes on the first SIGINT or SIGTERM: the shutdown future `main`
 /// passes to [`Balancer::run_until`](crate::runtime::Balancer::run_until).
@@ -51,14 +52,35 @@ pub fn reload_on_sighup(handle: ReloadHandle, source: ConfigSource, shutdown: Ca
     });
 }
 
-/// Re-reads the file, re-applies the command-line overrides and swaps the
-/// result in. A file that does not load, or a new listener that cannot
-/// bind, is logged and leaves the running configuration as it was.
+/// Re-reads the file, re-applies the command-line overrides, runs the
+/// checks `tcplb check` runs ([`check::problems`]) and swaps the result
+/// in. A file with problems (every one is logged), or a new listener that
+/// cannot bind, leaves the running configuration as it was.
 pub fn reload(handle: &ReloadHandle, source: &ConfigSource) -> Result<(), String> {
     let path = source.path().display();
-    let outcome = source
-        .load()
-        .map_err(|problems| problems.join("; "))
+    let checked = source.load().and_then(|config| {
+        let text = std::fs::read_to_string(source.path()).ok();
+        let file = text.as_deref().map(|t| (source.path(), t));
+        let findings = check::problems(&config, Mode::Reload);
+        for warning in findings.iter().filter(|f| !f.fatal) {
+            warn!("reload: {}", warning.render(file));
+        }
+        let errors: Vec<String> = findings
+            .iter()
+            .filter(|f| f.fatal)
+            .map(|f| f.render(file))
+            .collect();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    });
+    let outcome = checked
+        .map_err(|problems| {
+            // One line, so a journal shows the whole reason at once.
+            format!("{} problem(s): {}", problems.len(), problems.join("; "))
+        })
         .and_then(|config| handle.apply(config));
     match &outcome {
         Ok(summary) => info!("reloaded {path}: {summary}"),

@@ -1,0 +1,453 @@
+//! `tcplb check` (like `nginx -t` and `haproxy -c`): everything a start
+//! would validate, without starting. SIGHUP reloads run the same checks
+//! ([`problems`] with [`Mode::Reload`]) before applying anything.
+//!
+//! The file itself is read with every problem collected (see
+//! [`crate::config::file`]); then what the file points at is checked: the
+//! listen and admin addresses can be bound here (or are held already, by a
+//! running tcplb or systemd), backend names resolve, the token file reads,
+//! the state file's and admin socket's directories are writable. Each
+//! problem names the file, line and key it comes from when the file sets
+//! it. Warnings (a port in use, a state file that would be set aside) do
+//! not fail the check.
+//!
+//! On success a one-screen summary is printed, in sections (listeners,
+//! pools, process-wide settings), each its own function so another section
+//! (routes) slots in beside them.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::cli::{ConfigSource, Startup, StartupError};
+use crate::config::{Config, ServiceConfig, file as config_file};
+use crate::pool::discovery::dns::Discovery;
+
+/// What runs the checks: a start (or `tcplb check`) checks everything; a
+/// reload leaves binding and name lookups to the reload itself, which does
+/// them before changing anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Start,
+    Reload,
+}
+
+/// One thing found wrong (or worth a warning).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The setting it is about: the listener (by position) and the key, to
+    /// find its line in the file; `None` for the top level.
+    at: Option<(Option<usize>, &'static str)>,
+    /// What is wrong, and what to do about it.
+    pub message: String,
+    /// Whether a start would fail on it (else a warning).
+    pub fatal: bool,
+}
+
+impl Finding {
+    fn error(at: (Option<usize>, &'static str), message: String) -> Self {
+        Finding {
+            at: Some(at),
+            message,
+            fatal: true,
+        }
+    }
+
+    fn warning(at: (Option<usize>, &'static str), message: String) -> Self {
+        Finding {
+            fatal: false,
+            ..Finding::error(at, message)
+        }
+    }
+
+    /// "FILE:LINE:COL: key `k`: message" when the file sets the key; else
+    /// "--flag-name: message".
+    pub fn render(&self, file: Option<(&Path, &str)>) -> String {
+        let Some((listener, key)) = self.at else {
+            return self.message.clone();
+        };
+        let position = file.and_then(|(_, text)| config_file::key_position(text, listener, key));
+        match (file, position) {
+            (Some((path, _)), Some((line, column))) => {
+                let dotted = match listener {
+                    Some(_) => format!("listener.{key}"),
+                    None => key.to_string(),
+                };
+                format!(
+                    "{}:{line}:{column}: key `{dotted}`: {}",
+                    path.display(),
+                    self.message
+                )
+            }
+            _ => format!("--{}: {}", key.replace('_', "-"), self.message),
+        }
+    }
+}
+
+/// Runs `tcplb check ARGS...` (`args` without the program name and
+/// `check`); returns the exit code: 0 valid, 1 problems, 2 bad flags.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let argv = std::iter::once(OsString::from("tcplb check")).chain(args);
+    let startup = match Startup::try_from_args(argv) {
+        Ok(startup) => startup,
+        Err(StartupError::Flags(e)) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+        Err(StartupError::File(problems)) => {
+            eprintln!("error: {problems}");
+            eprintln!("tcplb check: the configuration is NOT valid");
+            return 1;
+        }
+    };
+    let source = startup.source.as_ref();
+    let text = source.and_then(|s| std::fs::read_to_string(s.path()).ok());
+    let file = source.zip(text.as_deref()).map(|(s, t)| (s.path(), t));
+    let findings = problems(&startup.config, Mode::Start);
+    let errors = findings.iter().filter(|f| f.fatal).count();
+    for finding in &findings {
+        let kind = if finding.fatal { "error" } else { "warning" };
+        eprintln!("{kind}: {}", finding.render(file));
+    }
+    if errors > 0 {
+        eprintln!("tcplb check: {errors} problem(s); the configuration is NOT valid");
+        return 1;
+    }
+    print!("{}", summary(&startup.config, source));
+    0
+}
+
+/// Everything wrong with `config` outside the file's own syntax and
+/// values (which reading it checked already).
+pub fn problems(config: &Config, mode: Mode) -> Vec<Finding> {
+    let mut found = Vec::new();
+    if let Some(path) = &config.admin_token_file
+        && let Err(e) = super::control::read_token(path)
+    {
+        found.push(Finding::error((None, "admin_token_file"), format!("{e:#}")));
+    }
+    if let Some(path) = &config.state_file {
+        check_state_file(path, &mut found);
+    }
+    if let Some(path) = &config.admin_socket {
+        check_admin_socket(path, &mut found);
+    }
+    // Log files (the access log) are checked here too, with
+    // `writable_dir` on the file's directory, once tcplb writes one.
+    if mode == Mode::Reload {
+        return found;
+    }
+    for (i, service) in config.services.iter().enumerate() {
+        if let Some(finding) = check_bind(service.listen, (Some(i), "listen")) {
+            found.push(finding);
+        }
+    }
+    if let Some(admin) = config.admin
+        && let Some(finding) = check_bind(admin, (None, "admin"))
+    {
+        found.push(finding);
+    }
+    let discovery = Discovery::new(config.resolver);
+    for (i, service) in config.services.iter().enumerate() {
+        let name = pool_name(service);
+        if let Err(e) = discovery.first_answers(&name, service, None) {
+            found.push(Finding::error((Some(i), "backends"), e));
+        }
+    }
+    found
+}
+
+/// The state file's directory takes new files (it is replaced by
+/// renaming a new one over it); a file there that does not parse would
+/// be set aside at start.
+fn check_state_file(path: &Path, found: &mut Vec<Finding>) {
+    let at = (None, "state_file");
+    if let Err(e) = writable_dir(path) {
+        found.push(Finding::error(at, e));
+        return;
+    }
+    match std::fs::read(path) {
+        Ok(text) => {
+            if let Err(e) = serde_json::from_slice::<crate::pool::overlay::Overlay>(&text) {
+                found.push(Finding::warning(
+                    at,
+                    format!(
+                        "{} is corrupt ({e}); a start sets it aside and runs from the \
+                         configuration alone",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => found.push(Finding::error(
+            at,
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// The admin socket's directory takes a new socket; a file there that is
+/// not a socket is never deleted, so it fails the start.
+fn check_admin_socket(path: &Path, found: &mut Vec<Finding>) {
+    use std::os::unix::fs::FileTypeExt;
+    let at = (None, "admin_socket");
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_socket()
+    {
+        found.push(Finding::error(
+            at,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+        return;
+    }
+    if let Err(e) = writable_dir(path) {
+        found.push(Finding::error(at, e));
+    }
+}
+
+/// Whether a new file can be created beside `path`: a real create and
+/// delete, so read-only mounts and missing directories show too.
+fn writable_dir(path: &Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let probe = dir.join(format!(".tcplb-check.{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot create files in {} (for {}): {e}",
+            dir.display(),
+            path.display()
+        )),
+    }
+}
+
+/// Binds `addr` without listening: a foreign address or a privileged port
+/// fails here as it would at start. A port in use is only a warning: the
+/// running tcplb (or systemd's socket unit) holds it, and an upgrade or
+/// socket activation takes that very socket over.
+fn check_bind(addr: SocketAddr, at: (Option<usize>, &'static str)) -> Option<Finding> {
+    let bound =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())
+        });
+    let e = bound.err()?;
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => Some(Finding::warning(
+            at,
+            format!(
+                "{addr} is in use now: a start fails unless it takes that socket over \
+                 (an upgrade, or systemd socket activation)"
+            ),
+        )),
+        Some(libc::EADDRNOTAVAIL) => Some(Finding::error(
+            at,
+            format!("cannot listen on {addr}: not an address of this machine"),
+        )),
+        Some(libc::EACCES) => Some(Finding::error(
+            at,
+            format!(
+                "cannot listen on {addr}: ports below 1024 need root or \
+                 CAP_NET_BIND_SERVICE (AmbientCapabilities= under systemd)"
+            ),
+        )),
+        _ => Some(Finding::error(at, format!("cannot listen on {addr}: {e}"))),
+    }
+}
+
+/// The pool name a listener gets (configured, else its address).
+fn pool_name(service: &ServiceConfig) -> String {
+    service
+        .name
+        .clone()
+        .unwrap_or_else(|| service.listen.to_string())
+}
+
+/// The one-screen summary of a valid configuration.
+pub fn summary(config: &Config, source: Option<&ConfigSource>) -> String {
+    let mut out = String::new();
+    match source {
+        Some(source) => {
+            let _ = writeln!(
+                out,
+                "tcplb check: the configuration {} is valid",
+                source.path().display()
+            );
+        }
+        None => out.push_str("tcplb check: the command-line configuration is valid\n"),
+    }
+    listeners_section(config, &mut out);
+    pools_section(config, &mut out);
+    process_section(config, &mut out);
+    out
+}
+
+fn listeners_section(config: &Config, out: &mut String) {
+    let _ = writeln!(out, "\nlisteners ({}):", config.services.len());
+    for service in &config.services {
+        let mut line = format!(
+            "  {:<24} -> pool {}",
+            service.listen.to_string(),
+            pool_name(service)
+        );
+        if service.accept_proxy {
+            line.push_str(", accepts PROXY");
+        }
+        if let Some(version) = service.send_proxy {
+            let _ = write!(line, ", sends PROXY {version:?}");
+        }
+        let access = &service.access;
+        if !access.allow.is_empty() || !access.deny.is_empty() {
+            let _ = write!(
+                line,
+                ", allow {} / deny {} networks",
+                access.allow.len(),
+                access.deny.len()
+            );
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Backends shown per pool before "and N more".
+const SHOWN_BACKENDS: usize = 4;
+
+fn pools_section(config: &Config, out: &mut String) {
+    let _ = writeln!(out, "\npools ({}):", config.services.len());
+    for service in &config.services {
+        let backups = service.backends.iter().filter(|b| b.backup).count();
+        let mut names: Vec<String> = service
+            .backends
+            .iter()
+            .take(SHOWN_BACKENDS)
+            .map(|b| {
+                let mut name = b.name.clone();
+                if b.weight != 1 {
+                    let _ = write!(name, "={}", b.weight);
+                }
+                if b.backup {
+                    name.push_str(" (backup)");
+                }
+                name
+            })
+            .collect();
+        if service.backends.len() > SHOWN_BACKENDS {
+            names.push(format!(
+                "and {} more",
+                service.backends.len() - SHOWN_BACKENDS
+            ));
+        }
+        let health = &service.health;
+        let _ = writeln!(
+            out,
+            "  {}: {}, {} backend(s) ({} backup): {}\n    health every {:?} \
+             (timeout {:?}, rise {}, fall {}), connect timeout {:?}, retries {}",
+            pool_name(service),
+            service.strategy,
+            service.backends.len(),
+            backups,
+            names.join(", "),
+            health.interval,
+            health.timeout,
+            health.rise,
+            health.fall,
+            service.connect_timeout,
+            service.retries,
+        );
+    }
+}
+
+fn process_section(config: &Config, out: &mut String) {
+    let show = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map_or("off".to_string(), |p| p.display().to_string())
+    };
+    let admin = config.admin.map_or("off".to_string(), |a| a.to_string());
+    let _ = writeln!(
+        out,
+        "\nprocess:\n  admin {admin}, admin socket {}, token file {}\n  state file {}, \
+         drain timeout {:?}, resolver {}",
+        show(&config.admin_socket),
+        show(&config.admin_token_file),
+        show(&config.state_file),
+        config.drain_timeout,
+        config
+            .resolver
+            .map_or("/etc/resolv.conf".to_string(), |r| r.to_string()),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_backend;
+
+    fn config() -> Config {
+        Config::single(ServiceConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![parse_backend("127.0.0.1:1").unwrap()],
+        ))
+    }
+
+    #[test]
+    fn a_plain_configuration_has_no_problems_and_a_summary() {
+        let config = config();
+        assert_eq!(problems(&config, Mode::Start), []);
+        let text = summary(&config, None);
+        assert!(text.contains("listeners (1):"), "{text}");
+        assert!(text.contains("pools (1):"), "{text}");
+        assert!(text.lines().count() < 25, "{text}");
+    }
+
+    #[test]
+    fn every_unusable_path_and_address_is_a_problem() {
+        let dir = std::env::temp_dir().join(format!("tcplb-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut config = config();
+        config.admin_token_file = Some(dir.join("missing-token"));
+        config.state_file = Some(dir.join("no-such-dir").join("state.json"));
+        std::fs::write(dir.join("plain"), "x").unwrap();
+        config.admin_socket = Some(dir.join("plain"));
+        // 192.0.2.0/24 (TEST-NET-1) is never this machine's address; only bound, never reached.
+        config.services[0].listen = "192.0.2.1:0".parse().unwrap();
+        let found = problems(&config, Mode::Start);
+        let keys: Vec<_> = found.iter().map(|f| (f.at.unwrap().1, f.fatal)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("admin_token_file", true),
+                ("state_file", true),
+                ("admin_socket", true),
+                ("listen", true),
+            ],
+            "{found:?}"
+        );
+        // A reload leaves binding to the reload itself.
+        assert_eq!(problems(&config, Mode::Reload).len(), 3);
+        let rendered = found[3].render(None);
+        assert!(rendered.starts_with("--listen: "), "{rendered}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_port_in_use_is_only_a_warning() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut config = config();
+        config.services[0].listen = held.local_addr().unwrap();
+        let found = problems(&config, Mode::Start);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(!found[0].fatal);
+        assert!(found[0].message.contains("in use"), "{found:?}");
+    }
+}

@@ -1,0 +1,120 @@
+//! `tcplb check`: the real binary validates a file without starting, lists
+//! every problem with its line, and prints a summary of a valid one.
+
+mod common;
+
+use std::process::Command;
+
+use common::tcplb_bin;
+
+/// A config file in the temp directory, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("tcplb-check-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tcplb_bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run tcplb check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_example_file_is_valid_and_summarised() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tcplb.example.toml");
+    let (code, out, err) = check(&["--config", example]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("is valid"), "{out}");
+    assert!(out.contains("listeners (2):"), "{out}");
+    assert!(out.contains("pools (2):"), "{out}");
+    assert!(out.contains("web: least-conn"), "{out}");
+    assert!(out.lines().count() <= 24, "one screen:\n{out}");
+}
+
+#[test]
+fn every_problem_is_listed_with_its_file_and_line() {
+    let file = TempFile::new(
+        "bad.toml",
+        "drain_timeout = \"soon\"\n\
+         [[listener]]\n\
+         listen = \"127.0.0.1:0\"\n\
+         backends = [\"127.0.0.1:2\"]\n\
+         retries = -2\n\
+         strategy = \"fastest\"\n\
+         [[listener]]\n\
+         name = \"bad/name\"\n\
+         listen = \"127.0.0.1:0\"\n\
+         backends = [\"no-such-host.invalid:80\"]\n",
+    );
+    let (code, out, err) = check(&["--config", file.arg()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    for place in [":1:17:", ":5:11:", ":6:12:", ":8:8:", ":10:13:"] {
+        assert!(
+            err.contains(&format!("{}{place}", file.arg())),
+            "{place} missing:\n{err}"
+        );
+    }
+    assert!(err.contains("NOT valid"), "{err}");
+    assert!(out.is_empty(), "{out}");
+}
+
+#[test]
+fn what_the_file_points_at_is_checked_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("tcplb-check-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = TempFile::new(
+        "paths.toml",
+        &format!(
+            "admin_token_file = \"{0}/missing-token\"\n\
+             state_file = \"{0}/no-dir/state.json\"\n\
+             admin_socket = \"{0}/no-dir/admin.sock\"\n\
+             [[listener]]\n\
+             listen = \"192.0.2.1:0\"\n\
+             backends = [\"127.0.0.1:2\"]\n",
+            dir.display()
+        ),
+    );
+    let (code, _, err) = check(&["--config", file.arg()]);
+    assert_eq!(code, 1, "{err}");
+    for place in [":1:20:", ":2:14:", ":3:16:", ":5:10:"] {
+        assert!(
+            err.contains(&format!("{}{place}", file.arg())),
+            "{place} missing:\n{err}"
+        );
+    }
+    assert!(err.contains("not an address of this machine"), "{err}");
+    assert!(err.contains("4 problem(s)"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_missing_file_and_bad_flags_fail() {
+    let (code, _, err) = check(&["--config", "/nonexistent/tcplb.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot read the configuration file"), "{err}");
+    let (code, _, err) = check(&["--no-such-flag"]);
+    assert_eq!(code, 2, "{err}");
+}
