@@ -27,7 +27,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,13 +141,21 @@ pub async fn serve_api(listener: TcpListener, api: Arc<Api>, shutdown: Cancellat
 }
 
 /// Answers admin requests on the Unix socket until `shutdown`, every one
-/// with write access; then removes the socket file at `path`.
+/// with write access; then removes the socket file at `path`, unless
+/// another process put its own there meanwhile (a binary upgrade's new
+/// process does).
 pub async fn serve_unix(
     listener: UnixListener,
     path: PathBuf,
     api: Arc<Api>,
     shutdown: CancellationToken,
 ) {
+    let identity = |path: &Path| {
+        std::fs::symlink_metadata(path)
+            .map(|m| (m.dev(), m.ino()))
+            .ok()
+    };
+    let ours = identity(&path);
     let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     let http = http();
     loop {
@@ -165,6 +173,13 @@ pub async fn serve_unix(
             }
             Err(e) => accept_failed(&e, &shutdown).await,
         }
+    }
+    if identity(&path) != ours {
+        debug!(
+            "admin socket {}: another process's now; left in place",
+            path.display()
+        );
+        return;
     }
     if let Err(e) = std::fs::remove_file(&path) {
         warn!("cannot remove the admin socket {}: {e}", path.display());

@@ -75,6 +75,11 @@ impl Controller {
         self.watchers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The overlay as it is now (handed to a new process on upgrade).
+    pub(super) fn snapshot(&self) -> Overlay {
+        self.overlay().clone()
+    }
+
     /// Pool `name`'s configuration `base` with the operator's changes.
     pub(super) fn merged(&self, name: &str, base: &ServiceConfig) -> ServiceConfig {
         self.overlay().merged(name, base)

@@ -10,7 +10,9 @@
 //! as a future ([`Balancer::run_until`]), so tests pass their own.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use crate::pool::overlay::Overlay;
 use crate::proxy::{Service, listener};
 use control::Controller;
 use routes::{RoutePlan, RunningRoute, published};
+use upgrade::{Handoff, Inherited, Relaunch};
 use workers::Workers;
 
 pub mod check;
@@ -36,6 +39,8 @@ mod control;
 mod routes;
 pub mod signals;
 pub mod state_file;
+pub mod systemd;
+pub mod upgrade;
 pub mod workers;
 
 /// One listener and its pool, as the runtime runs them.
@@ -57,8 +62,11 @@ struct Running {
     /// Stops this listener's accept loops and prober; a child of shutdown.
     stop: CancellationToken,
     /// One socket per worker, bound but not accepting yet (between `bind`
-    /// and `run`).
+    /// and `run`); inherited ones may be fewer or more than the workers.
     listeners: Vec<std::net::TcpListener>,
+    /// A duplicate of each listening socket, kept to hand over to a new
+    /// process on upgrade (they stay open until this process exits).
+    handoff: Vec<OwnedFd>,
     /// The tasks that keep its backend names current (DNS discovery).
     dns: Watching,
     /// Its TLS routes, each with its own pool, in configuration order.
@@ -78,6 +86,8 @@ struct State {
     control_paths: [Option<PathBuf>; 3],
     /// Whether `run` has started; services added before it wait for it.
     running: bool,
+    /// A duplicate of the admin TCP socket, to hand over on upgrade.
+    admin_handoff: Option<OwnedFd>,
 }
 
 /// What the balancer, its reload handles and the admin endpoint share.
@@ -96,11 +106,26 @@ struct Shared {
     /// Looks backend names up (at start-up, reloads, and in tasks on this
     /// thread's runtime).
     discovery: Discovery,
+    /// Sockets from systemd or an old process, taken by listeners as they
+    /// bind; emptied once the start is over.
+    inherited: Mutex<Inherited>,
+    /// Each listener's first round of health checks: readiness waits for
+    /// them.
+    first_probes: TaskTracker,
+    /// Set while an upgrade runs, so a second SIGUSR2 waits its turn.
+    upgrading: AtomicBool,
+    /// Set once a new process has taken over: the shutdown that follows is
+    /// a hand-over, not the service stopping.
+    handed_over: AtomicBool,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn inherited(&self) -> MutexGuard<'_, Inherited> {
+        self.inherited.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Starts accepting on `service` (an accept loop per worker) and
@@ -110,27 +135,57 @@ impl Shared {
             return;
         }
         log_service(service.local_addr, &service.service.pool);
-        self.tasks
-            .spawn(Prober::new(service.service.pool.clone()).run(service.stop.clone()));
+        let first_round = self.first_probes.token();
+        self.tasks.spawn(
+            Prober::new(service.service.pool.clone())
+                .run_reporting(service.stop.clone(), move || drop(first_round)),
+        );
         let pool = &service.service.pool;
         self.discovery
             .watch(pool, &mut service.dns, &service.stop, &self.tasks);
         for route in &mut service.routes {
             self.start_route(route);
         }
-        for (worker, listener) in service.listeners.drain(..).enumerate() {
+        // Every socket gets an accept loop, and every worker one at least:
+        // an inherited socket serves several workers through duplicates
+        // (each registers its own with its worker's epoll), and more
+        // sockets than workers (an old process had more) share workers.
+        let sockets: Vec<std::net::TcpListener> = service.listeners.drain(..).collect();
+        let loops = sockets.len().max(self.workers.len());
+        for i in 0..loops {
+            let socket = &sockets[i % sockets.len()];
+            let listener = match socket.try_clone() {
+                Ok(listener) => listener,
+                Err(e) => {
+                    warn!(
+                        "{}: cannot share a listening socket: {e}",
+                        service.local_addr
+                    );
+                    continue;
+                }
+            };
             let accept = listener::accept_loop(
                 listener,
                 service.service.clone(),
                 service.stop.clone(),
                 self.connections.clone(),
             );
-            self.workers.spawn(worker, self.tasks.track_future(accept));
+            self.workers
+                .spawn(i % self.workers.len(), self.tasks.track_future(accept));
         }
     }
 
     fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Running> {
-        let listeners = listener::bind_group(config.listen, config.backlog, self.workers.len())?;
+        let inherited = self.inherited().take_listener(&config);
+        let listeners = match inherited {
+            Some((local, fds)) => adopt(local, fds, config.backlog)?,
+            None => listener::bind_group(config.listen, config.backlog, self.workers.len())?,
+        };
+        let handoff = listeners
+            .iter()
+            .map(|l| l.try_clone().map(OwnedFd::from))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot keep the listening sockets for an upgrade")?;
         let local_addr = listeners[0].local_addr()?;
         let name = control::pool_name(&config, local_addr);
         let merged = self.control.merged(&name, &config);
@@ -161,21 +216,74 @@ impl Shared {
             base: config,
             stop,
             listeners,
+            handoff,
             dns: Watching::default(),
             routes,
         })
     }
+
+    /// Duplicates of every listening socket and the admin socket, and the
+    /// overlay: what a new process takes over.
+    fn handoff(&self) -> std::io::Result<Handoff> {
+        let state = self.state();
+        let mut listeners = Vec::new();
+        for service in &state.services {
+            let fds = service
+                .handoff
+                .iter()
+                .map(OwnedFd::try_clone)
+                .collect::<std::io::Result<Vec<_>>>()?;
+            listeners.push((service.listen, service.local_addr, fds));
+        }
+        let admin = match (&state.admin, &state.admin_handoff) {
+            (Some(listen), Some(fd)) => Some((*listen, fd.try_clone()?)),
+            _ => None,
+        };
+        Ok(Handoff {
+            listeners,
+            admin,
+            overlay: self.control.snapshot(),
+        })
+    }
+}
+
+/// Takes inherited sockets over: non-blocking for tokio, and the
+/// configured backlog set on them (listen(2) again changes it in place).
+fn adopt(
+    local: SocketAddr,
+    fds: Vec<OwnedFd>,
+    backlog: u32,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::new();
+    for fd in fds {
+        let socket = socket2::Socket::from(fd);
+        socket
+            .set_nonblocking(true)
+            .and_then(|()| socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX)))
+            .with_context(|| format!("cannot take over the socket on {local}"))?;
+        listeners.push(socket.into());
+    }
+    anyhow::ensure!(!listeners.is_empty(), "no socket handed over for {local}");
+    Ok(listeners)
 }
 
 pub struct Balancer {
     shared: Arc<Shared>,
     /// The admin endpoint's socket, when `--admin` is given.
     admin: Option<TcpListener>,
-    /// The Unix admin socket and its path, when `--admin-socket` is given.
-    admin_unix: Option<(UnixListener, PathBuf)>,
+    /// The Unix admin socket and its path, when `--admin-socket` is given;
+    /// in an upgrade, also the temporary path it is bound at until this
+    /// process serves (then renamed over the old process's socket).
+    admin_unix: Option<(UnixListener, PathBuf, Option<PathBuf>)>,
     /// The bearer token that gives TCP admin requests write access.
     admin_token: Option<String>,
+    /// The channel to the old process, when this start is an upgrade.
+    takeover: Option<upgrade::Channel>,
 }
+
+/// Longest wait for the first health checks before announcing readiness
+/// anyway (each check has its own timeout; this only bounds odd cases).
+const READY_WAIT: Duration = Duration::from_secs(30);
 
 impl Balancer {
     /// Binds every listener, with one worker per core. Must be called
@@ -186,14 +294,27 @@ impl Balancer {
 
     /// Binds every listener for `workers` workers (`None`: one per core).
     pub fn bind_with_workers(config: Config, workers: Option<usize>) -> anyhow::Result<Self> {
+        Self::bind_inheriting(config, workers, Inherited::default())
+    }
+
+    /// Like [`Balancer::bind_with_workers`], taking over the sockets in
+    /// `inherited` (from systemd or an old process) where a listener
+    /// matches one, and binding the rest.
+    pub fn bind_inheriting(
+        config: Config,
+        workers: Option<usize>,
+        mut inherited: Inherited,
+    ) -> anyhow::Result<Self> {
         let admin_token = config
             .admin_token_file
             .as_deref()
             .map(control::read_token)
             .transpose()?;
-        let overlay = match &config.state_file {
-            Some(path) => state_file::load(path),
-            None => Overlay::default(),
+        let upgrade = inherited.is_upgrade();
+        let overlay = match (inherited.overlay.take(), &config.state_file) {
+            (Some(handed), _) => handed,
+            (None, Some(path)) => state_file::load(path),
+            (None, None) => Overlay::default(),
         };
         let workers = Workers::start(workers).context("cannot start the worker threads")?;
         let shared = Shared {
@@ -203,6 +324,7 @@ impl Balancer {
                 admin: config.admin,
                 control_paths: control_paths(&config),
                 running: false,
+                admin_handoff: None,
             }),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
@@ -210,6 +332,10 @@ impl Balancer {
             workers,
             control: Controller::new(overlay, config.state_file.clone()),
             discovery: Discovery::new(config.resolver),
+            inherited: Mutex::new(inherited),
+            first_probes: TaskTracker::new(),
+            upgrading: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -217,9 +343,35 @@ impl Balancer {
         }
         shared.control.reconcile(&bases(&services));
         shared.state().services = services;
-        let admin = config.admin.map(admin::bind).transpose()?;
+        let admin = match config.admin {
+            Some(addr) => Some(match shared.inherited().take_admin(addr) {
+                Some(socket) => {
+                    socket.set_nonblocking(true)?;
+                    TcpListener::from_std(socket)?
+                }
+                None => admin::bind(addr)?,
+            }),
+            None => None,
+        };
+        shared.inherited().close_leftovers();
+        shared.state().admin_handoff = match &admin {
+            Some(listener) => Some(
+                std::os::fd::AsFd::as_fd(listener)
+                    .try_clone_to_owned()
+                    .context("cannot keep the admin socket for an upgrade")?,
+            ),
+            None => None,
+        };
         let admin_unix = match config.admin_socket {
-            Some(path) => Some((admin::bind_unix(&path)?, path)),
+            // The old process's socket stays at `path` until this one
+            // serves: a failed upgrade leaves it untouched.
+            Some(path) if upgrade => {
+                let mut temp = path.clone().into_os_string();
+                temp.push(format!(".new.{}", std::process::id()));
+                let temp = PathBuf::from(temp);
+                Some((admin::bind_unix(&temp)?, path, Some(temp)))
+            }
+            Some(path) => Some((admin::bind_unix(&path)?, path, None)),
             None => None,
         };
         Ok(Balancer {
@@ -227,7 +379,14 @@ impl Balancer {
             admin,
             admin_unix,
             admin_token,
+            takeover: None,
         })
+    }
+
+    /// Makes this start an upgrade's: once serving it tells the old
+    /// process, which then stops accepting and drains.
+    pub fn take_over_from(&mut self, channel: upgrade::Channel) {
+        self.takeover = Some(channel);
     }
 
     /// Where the admin endpoint ended up, when there is one.
@@ -291,18 +450,6 @@ impl Balancer {
                 shared.shutdown.clone(),
             ));
         }
-        if let Some((listener, path)) = self.admin_unix {
-            info!(
-                "admin endpoint with write access on unix:{}",
-                path.display()
-            );
-            shared.tasks.spawn(admin::serve_unix(
-                listener,
-                path,
-                api,
-                shared.shutdown.clone(),
-            ));
-        }
         {
             let mut state = shared.state();
             state.running = true;
@@ -310,10 +457,21 @@ impl Balancer {
                 shared.start(service);
             }
         }
+        shared.first_probes.close();
+        shared.tasks.spawn(announce_ready(
+            shared.clone(),
+            self.admin_unix,
+            api,
+            self.takeover,
+        ));
+        systemd::keep_watchdog(shared.shutdown.clone());
 
         tokio::select! {
             _ = shutdown => shared.shutdown.cancel(),
             _ = shared.shutdown.cancelled() => {}
+        }
+        if !shared.handed_over.load(Ordering::Relaxed) {
+            systemd::stopping();
         }
         // Accept loops and probers return on the token; their listeners close.
         shared.tasks.close();
@@ -331,6 +489,50 @@ impl Balancer {
         }
         shared.workers.shut_down().await;
     }
+}
+
+/// Once every listener accepts and every pool has had its first round of
+/// health checks: serves the Unix admin socket (in an upgrade, renamed
+/// over the old process's first), tells systemd READY=1, and tells the
+/// old process of an upgrade to stop.
+async fn announce_ready(
+    shared: Arc<Shared>,
+    admin_unix: Option<(UnixListener, PathBuf, Option<PathBuf>)>,
+    api: Arc<admin::Api>,
+    takeover: Option<upgrade::Channel>,
+) {
+    tokio::select! {
+        _ = shared.shutdown.cancelled() => return,
+        _ = tokio::time::timeout(READY_WAIT, shared.first_probes.wait()) => {}
+    }
+    if let Some((listener, path, temp)) = admin_unix {
+        if let Some(temp) = temp
+            && let Err(e) = std::fs::rename(&temp, &path)
+        {
+            warn!(
+                "admin socket: cannot move {} to {}: {e}",
+                temp.display(),
+                path.display()
+            );
+        }
+        info!(
+            "admin endpoint with write access on unix:{}",
+            path.display()
+        );
+        shared.tasks.spawn(admin::serve_unix(
+            listener,
+            path,
+            api,
+            shared.shutdown.clone(),
+        ));
+    }
+    let upgrade = takeover.is_some();
+    if let Some(channel) = takeover
+        && channel.report_ready()
+    {
+        info!("upgrade: took over from the old process; it stops accepting and drains");
+    }
+    systemd::ready(upgrade);
 }
 
 /// A handle for swapping the configuration of a running [`Balancer`].
@@ -520,6 +722,35 @@ impl ReloadHandle {
             changes.push(pending);
         }
         Ok(changes.join("; "))
+    }
+
+    /// Hands every listening socket and the runtime state to a new
+    /// process started from `relaunch` (see [`upgrade`]). `Ok(pid)`: it
+    /// serves now, and this balancer stops accepting and drains. `Err`:
+    /// nothing changed here; the reason says why it did not take over.
+    pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, String> {
+        let shared = &self.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        if shared.upgrading.swap(true, Ordering::AcqRel) {
+            return Err("an upgrade is already running".into());
+        }
+        let outcome = match shared.handoff() {
+            Ok(handoff) => {
+                let relaunch = relaunch.clone();
+                tokio::task::spawn_blocking(move || upgrade::hand_over(&relaunch, handoff))
+                    .await
+                    .unwrap_or_else(|_| Err("the upgrade task panicked".into()))
+            }
+            Err(e) => Err(format!("cannot duplicate the listening sockets: {e}")),
+        };
+        if outcome.is_ok() {
+            shared.handed_over.store(true, Ordering::Relaxed);
+            shared.shutdown.cancel();
+        }
+        shared.upgrading.store(false, Ordering::Release);
+        outcome
     }
 
     /// Where each listener is bound now, in configuration order.

@@ -72,8 +72,11 @@ impl Shared {
 
     /// Starts probing `route`'s backends and watching its names.
     pub(super) fn start_route(&self, route: &mut RunningRoute) {
-        self.tasks
-            .spawn(Prober::new(route.pool.clone()).run(route.stop.clone()));
+        let first_round = self.first_probes.token();
+        self.tasks.spawn(
+            Prober::new(route.pool.clone())
+                .run_reporting(route.stop.clone(), move || drop(first_round)),
+        );
         self.discovery
             .watch(&route.pool, &mut route.dns, &route.stop, &self.tasks);
     }

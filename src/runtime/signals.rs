@@ -1,5 +1,6 @@
 //! Process signals: SIGINT and SIGTERM start a graceful shutdown; SIGHUP
-//! re-reads the configuration file and applies it live.
+//! re-reads the configuration file and applies it live; SIGUSR2 upgrades
+//! the binary (see [`crate::runtime::upgrade`]).
 
 use log::{error, info, warn};
 use tokio::signal::unix::{SignalKind, signal};
@@ -8,6 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::cli::ConfigSource;
 use crate::runtime::ReloadHandle;
 use crate::runtime::check::{self, Mode};
+use crate::runtime::systemd;
+use crate::runtime::upgrade::Relaunch;
 
 /// Completes on the first SIGINT or SIGTERM: the shutdown future `main`
 /// passes to [`Balancer::run_until`](crate::runtime::Balancer::run_until).
@@ -47,7 +50,40 @@ pub fn reload_on_sighup(handle: ReloadHandle, source: ConfigSource, shutdown: Ca
                 _ = shutdown.cancelled() => return,
             }
             info!("received SIGHUP: reloading {}", source.path().display());
+            systemd::reloading();
             let _ = reload(&handle, &source);
+            systemd::ready(false);
+        }
+    });
+}
+
+/// Upgrades on every SIGUSR2 until `shutdown`: starts `relaunch` (the
+/// binary now at the path this one was started from) and hands it the
+/// listening sockets. If it takes over, this process drains and exits;
+/// if not, it keeps serving and logs why. Must be called inside the
+/// tokio runtime; install it before announcing readiness (SIGUSR2's
+/// default action ends the process).
+pub fn upgrade_on_sigusr2(handle: ReloadHandle, relaunch: Relaunch, shutdown: CancellationToken) {
+    let Ok(mut signals) = signal(SignalKind::user_defined2()) else {
+        error!("cannot install the SIGUSR2 handler; binary upgrades are off");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = signals.recv() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            info!(
+                "received SIGUSR2: upgrading to {} (handing the listening sockets over)",
+                relaunch.exe.display()
+            );
+            match handle.upgrade(&relaunch).await {
+                Ok(pid) => {
+                    info!("upgrade: process {pid} serves now; this one stops accepting and drains")
+                }
+                Err(e) => error!("upgrade failed, this process keeps serving: {e}"),
+            }
         }
     });
 }

@@ -31,8 +31,19 @@ impl Prober {
 
     /// Probes every backend now, then every interval, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.run_reporting(shutdown, || {}).await
+    }
+
+    /// Like [`Prober::run`], calling `first_round` once the first round is
+    /// over: readiness (systemd's READY=1, an upgrade's hand-over) waits
+    /// for every backend's first verdict.
+    pub async fn run_reporting(self, shutdown: CancellationToken, first_round: impl FnOnce()) {
+        let mut first_round = Some(first_round);
         loop {
             self.round().await;
+            if let Some(report) = first_round.take() {
+                report();
+            }
             // Read each time: a reload may change the interval.
             let interval = self.pool.load().config.health.interval;
             tokio::select! {
