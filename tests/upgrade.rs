@@ -1,0 +1,363 @@
+//! Binary upgrades (SIGUSR2) end to end, with real processes on loopback:
+//! under continuous load, five upgrades in a row refuse and reset nothing,
+//! long transfers finish byte-exact in the old processes, which exit after
+//! draining; a new process with a bad configuration leaves the old one
+//! serving; the operator's runtime changes carry over.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, Pattern, Process, TestBackend, spawn_process, tcplb_bin, wait_listening};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A config file in the temp directory, removed on drop.
+struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    fn new(name: &str, text: &str) -> ConfigFile {
+        let path =
+            std::env::temp_dir().join(format!("tcplb-upgrade-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        ConfigFile(path)
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The processes an upgrade chain started (each the previous one's
+/// child): killed by PID on drop, so a failing test leaves none behind.
+#[derive(Default)]
+struct Successors(Vec<u32>);
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on a PID this test's processes started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+async fn wait_exited(pid: u32) {
+    let deadline = Instant::now() + PATIENCE;
+    while !exited(pid) {
+        assert!(Instant::now() < deadline, "process {pid} did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Sends SIGUSR2 to `pid` and waits for the `nth` (1-based) hand-over in
+/// the shared log; returns the new process's PID.
+async fn upgrade(process: &Process, pid: u32, nth: usize) -> u32 {
+    signal(pid, "-USR2");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let found: Vec<u32> = process
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                let rest = l.split("upgrade: process ").nth(1)?;
+                rest.split(' ').next()?.parse().ok()
+            })
+            .collect();
+        if let Some(&pid) = found.get(nth - 1) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "upgrade {nth} did not happen:\n{}",
+            process.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn config(backend: SocketAddr, extra: &str) -> String {
+    format!(
+        "drain_timeout = \"30s\"\n{extra}[[listener]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+         backends = [\"{backend}\"]\n[listener.health]\ninterval = \"1s\"\n"
+    )
+}
+
+/// One short connection: connect, send 32 bytes, read them back, close.
+async fn short_exchange(addr: SocketAddr, seed: u64) -> Result<(), String> {
+    let payload = Pattern::bytes(seed, 32);
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(&payload)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut back = vec![0u8; payload.len()];
+    stream
+        .read_exact(&mut back)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if back != payload {
+        return Err("wrong bytes".into());
+    }
+    Ok(())
+}
+
+/// One long transfer, paced so it spans upgrades: `chunks` of 64 KiB,
+/// echoed back and compared byte for byte.
+async fn long_transfer(addr: SocketAddr, seed: u64, chunks: usize) -> Result<(), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut read, mut write) = stream.into_split();
+    let total = chunks * 64 * 1024;
+    let writer = tokio::spawn(async move {
+        let mut pattern = Pattern::new(seed);
+        let mut chunk = vec![0u8; 64 * 1024];
+        for _ in 0..chunks {
+            pattern.fill(&mut chunk);
+            write.write_all(&chunk).await?;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        Ok::<_, std::io::Error>(write)
+    });
+    // The same 64 KiB chunks the writer made, compared as bytes arrive.
+    let mut expected = Pattern::new(seed);
+    let mut got = vec![0u8; 64 * 1024];
+    let mut want = vec![0u8; 64 * 1024];
+    let mut at = want.len();
+    let mut received = 0;
+    while received < total {
+        let n = read
+            .read(&mut got)
+            .await
+            .map_err(|e| format!("read after {received} bytes: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {received} of {total} bytes"));
+        }
+        for &byte in &got[..n] {
+            if at == want.len() {
+                expected.fill(&mut want);
+                at = 0;
+            }
+            if byte != want[at] {
+                return Err(format!("wrong bytes at {received}"));
+            }
+            at += 1;
+        }
+        received += n;
+    }
+    writer
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("write: {e}"))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_upgrades_under_load_lose_nothing() {
+    let backend = TestBackend::echo().await;
+    let file = ConfigFile::new("five", &config(backend.addr, ""));
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2"]);
+        c
+    }));
+    let addr = first.addr;
+    let mut successors = Successors::default();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Short connections at full rate from a few bounded loops.
+    let mut shorts = Vec::new();
+    for client in 0..4u64 {
+        let (stop, done) = (stop.clone(), done.clone());
+        shorts.push(tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..1_000_000u64 {
+                if stop.load(Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                match short_exchange(addr, client << 32 | i).await {
+                    Ok(()) => {
+                        done.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => failures.push(e),
+                }
+            }
+            failures
+        }));
+    }
+    // Long transfers, each about 2 s, back to back, so upgrades land
+    // in the middle of them.
+    let mut longs = Vec::new();
+    for client in 0..3u64 {
+        let stop = stop.clone();
+        longs.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            for i in 0..1000u64 {
+                if stop.load(Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                results.push(long_transfer(addr, client * 1000 + i, 128).await);
+            }
+            results
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut pids = vec![first.pid()];
+    for nth in 1..=5 {
+        let current = *pids.last().unwrap();
+        let before = done.load(Relaxed);
+        let next = upgrade(&first.process, current, nth).await;
+        successors.0.push(next);
+        pids.push(next);
+        // The old one drains (its long transfers finish) and exits.
+        wait_exited(current).await;
+        // And the new one serves.
+        let deadline = Instant::now() + PATIENCE;
+        while done.load(Relaxed) < before + 50 {
+            assert!(Instant::now() < deadline, "no traffic after upgrade {nth}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Relaxed);
+
+    let mut short_failures = Vec::new();
+    for task in shorts {
+        short_failures.extend(task.await.unwrap());
+    }
+    let mut long_results = Vec::new();
+    for task in longs {
+        long_results.extend(task.await.unwrap());
+    }
+    let log = first.process.stderr_text();
+    eprintln!(
+        "5 upgrades: {} short connections, {} long transfers of 8 MiB, {} failures",
+        done.load(Relaxed),
+        long_results.len(),
+        short_failures.len() + long_results.iter().filter(|r| r.is_err()).count()
+    );
+    assert!(
+        short_failures.is_empty(),
+        "{} short connections failed, e.g. {:?}\n{log}",
+        short_failures.len(),
+        &short_failures[..short_failures.len().min(5)]
+    );
+    let long_failures: Vec<_> = long_results.iter().filter(|r| r.is_err()).collect();
+    assert!(long_failures.is_empty(), "{long_failures:?}\n{log}");
+    assert!(
+        long_results.len() >= 6,
+        "{} long transfers",
+        long_results.len()
+    );
+    assert!(
+        done.load(Relaxed) > 500,
+        "{} short connections",
+        done.load(Relaxed)
+    );
+    // Every old process drained: each logged its drain ending cleanly.
+    let drained = log.matches("all connections finished; exiting").count();
+    assert_eq!(drained, 5, "{log}");
+
+    let last = *pids.last().unwrap();
+    signal(last, "-TERM");
+    wait_exited(last).await;
+}
+
+#[tokio::test]
+async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
+    let backend = TestBackend::echo().await;
+    let dir = std::env::temp_dir().join(format!("tcplb-upgrade-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("admin.sock");
+    let extra = format!("admin_socket = \"{}\"\n", socket.display());
+    let file = ConfigFile::new("fails", &config(backend.addr, &extra));
+    let mut old = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2"]);
+        c
+    }));
+    let addr = old.addr;
+    let mut successors = Successors::default();
+    let admin = format!("unix:{}", socket.display());
+    let ctl = |args: &[&str]| {
+        let out = Command::new(tcplb_bin())
+            .args(["ctl", "--admin", &admin])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // A runtime change, with no state file: the hand-over carries it.
+    ctl(&["weight", "echo", &backend.addr.to_string(), "7"]);
+
+    // A bad configuration: the new process says why and exits; the old
+    // one keeps serving on the very same sockets.
+    file.write(&format!("{}retries = -1\n", config(backend.addr, &extra)));
+    signal(old.pid(), "-USR2");
+    let failed = old.process.line_with("upgrade failed").await;
+    assert!(failed.contains("not valid"), "{failed}");
+    assert!(failed.contains("retries"), "{failed}");
+    assert_eq!(old.process.child.try_wait().unwrap(), None);
+    for i in 0..20 {
+        short_exchange(addr, i).await.unwrap();
+    }
+    assert!(socket.exists(), "the old admin socket stays");
+
+    // Fixed, the upgrade goes through and the weight came along.
+    file.write(&config(backend.addr, &extra));
+    let new = upgrade(&old.process, old.pid(), 1).await;
+    successors.0.push(new);
+    old.process
+        .wait_exit(PATIENCE)
+        .expect("the old process exits");
+    for i in 0..20 {
+        short_exchange(addr, i).await.unwrap();
+    }
+    let listed = ctl(&["--json", "backends", "echo"]);
+    assert!(listed.contains("\"weight\":7"), "{listed}");
+    signal(new, "-TERM");
+    wait_exited(new).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
