@@ -47,8 +47,10 @@ fn the_example_file_is_valid_and_summarised() {
     let (code, out, err) = check(&["--config", example]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("is valid"), "{out}");
-    assert!(out.contains("listeners (2):"), "{out}");
-    assert!(out.contains("pools (2):"), "{out}");
+    assert!(out.contains("listeners (3):"), "{out}");
+    assert!(out.contains("routes (2):"), "{out}");
+    assert!(out.contains("-> pool api"), "{out}");
+    assert!(out.contains("pools (5):"), "{out}");
     assert!(out.contains("web: least-conn"), "{out}");
     assert!(out.lines().count() <= 24, "one screen:\n{out}");
 }

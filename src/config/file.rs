@@ -122,10 +122,26 @@ pub fn parse_all(
     // Values set aside so far: a later complaint about the table that held
     // one is its consequence, not a problem of its own.
     let mut removed: Vec<Range<usize>> = Vec::new();
+    // A table's span is its header alone: a problem about the whole table
+    // (a key "missing") covers the lines up to the next header.
+    let extent = |span: &Range<usize>| {
+        let header = span.start == 0 || text.as_bytes().get(span.start - 1) == Some(&b'\n');
+        if header && text[span.start..].starts_with('[') {
+            let body = text[span.end.min(text.len())..]
+                .match_indices('\n')
+                .map(|(i, _)| span.end + i + 1)
+                .find(|&line| text[line..].trim_start().starts_with('['))
+                .unwrap_or(text.len());
+            span.start..body
+        } else {
+            span.clone()
+        }
+    };
     let follows = |span: &Range<usize>, removed: &[Range<usize>]| {
+        let outer = extent(span);
         removed
             .iter()
-            .any(|r| span.start <= r.start && r.end <= span.end && span != r)
+            .any(|r| outer.start <= r.start && r.end <= outer.end && span != r)
     };
     let raw = loop {
         match RawFile::deserialize(toml::de::Deserializer::from(root.clone())) {
@@ -1568,7 +1584,7 @@ health = { interval = \"0s\", rise = 2 }
 colour = \"blue\"
 [[listener]]
 listen = \"127.0.0.1:1\"
-name = \"bad name\"
+name = \"bad/name\"
 backends = [\"127.0.0.1:3\", { weight = 2 }]
 [[listener]]
 listen = \"nowhere\"

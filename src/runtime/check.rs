@@ -12,8 +12,8 @@
 //! not fail the check.
 //!
 //! On success a one-screen summary is printed, in sections (listeners,
-//! pools, process-wide settings), each its own function so another section
-//! (routes) slots in beside them.
+//! TLS routes, pools, process-wide settings), each its own function so
+//! another section slots in beside them.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -157,6 +157,11 @@ pub fn problems(config: &Config, mode: Mode) -> Vec<Finding> {
         if let Err(e) = discovery.first_answers(&name, service, None) {
             found.push(Finding::error((Some(i), "backends"), e));
         }
+        for route in &service.routes {
+            if let Err(e) = discovery.first_answers(&route.name, &route.pool, None) {
+                found.push(Finding::error((Some(i), "route"), e));
+            }
+        }
     }
     found
 }
@@ -287,6 +292,7 @@ pub fn summary(config: &Config, source: Option<&ConfigSource>) -> String {
         None => out.push_str("tcplb check: the command-line configuration is valid\n"),
     }
     listeners_section(config, &mut out);
+    routes_section(config, &mut out);
     pools_section(config, &mut out);
     process_section(config, &mut out);
     out
@@ -307,6 +313,9 @@ fn listeners_section(config: &Config, out: &mut String) {
             let _ = write!(line, ", sends PROXY {version:?}");
         }
         let access = &service.access;
+        if !service.routes.is_empty() {
+            let _ = write!(line, ", {} TLS route(s)", service.routes.len());
+        }
         if !access.allow.is_empty() || !access.deny.is_empty() {
             let _ = write!(
                 line,
@@ -319,14 +328,57 @@ fn listeners_section(config: &Config, out: &mut String) {
     }
 }
 
-/// Backends shown per pool before "and N more".
-const SHOWN_BACKENDS: usize = 4;
-
-fn pools_section(config: &Config, out: &mut String) {
-    let _ = writeln!(out, "\npools ({}):", config.services.len());
+/// Each listener's TLS routes: what they match, and their pool.
+fn routes_section(config: &Config, out: &mut String) {
+    let count: usize = config.services.iter().map(|s| s.routes.len()).sum();
+    if count == 0 {
+        return;
+    }
+    let _ = writeln!(out, "\nroutes ({count}):");
     for service in &config.services {
-        let backups = service.backends.iter().filter(|b| b.backup).count();
-        let mut names: Vec<String> = service
+        for route in &service.routes {
+            let mut matches = Vec::new();
+            if !route.server_names.is_empty() {
+                let names: Vec<String> = route.server_names.iter().map(|n| n.to_string()).collect();
+                matches.push(format!("sni {}", names.join(", ")));
+            }
+            if !route.alpn.is_empty() {
+                matches.push(format!("alpn {}", route.alpn.join(", ")));
+            }
+            let _ = writeln!(
+                out,
+                "  {:<24} {} -> pool {}",
+                service.listen.to_string(),
+                matches.join("; "),
+                route.name
+            );
+        }
+    }
+}
+
+/// Backends shown per pool before "and N more".
+const SHOWN_BACKENDS: usize = 3;
+
+/// One line per pool: every listener's, then every route's.
+fn pools_section(config: &Config, out: &mut String) {
+    let pools: Vec<(String, &ServiceConfig)> = config
+        .services
+        .iter()
+        .flat_map(|service| {
+            std::iter::once((pool_name(service), service)).chain(
+                service
+                    .routes
+                    .iter()
+                    .map(|route| (route.name.clone(), &route.pool)),
+            )
+        })
+        // A listener whose routes take everything has no pool of its own.
+        .filter(|(_, pool)| !pool.backends.is_empty())
+        .collect();
+    let _ = writeln!(out, "\npools ({}):", pools.len());
+    for (name, pool) in pools {
+        let backups = pool.backends.iter().filter(|b| b.backup).count();
+        let mut names: Vec<String> = pool
             .backends
             .iter()
             .take(SHOWN_BACKENDS)
@@ -341,28 +393,16 @@ fn pools_section(config: &Config, out: &mut String) {
                 name
             })
             .collect();
-        if service.backends.len() > SHOWN_BACKENDS {
-            names.push(format!(
-                "and {} more",
-                service.backends.len() - SHOWN_BACKENDS
-            ));
+        if pool.backends.len() > SHOWN_BACKENDS {
+            names.push(format!("and {} more", pool.backends.len() - SHOWN_BACKENDS));
         }
-        let health = &service.health;
         let _ = writeln!(
             out,
-            "  {}: {}, {} backend(s) ({} backup): {}\n    health every {:?} \
-             (timeout {:?}, rise {}, fall {}), connect timeout {:?}, retries {}",
-            pool_name(service),
-            service.strategy,
-            service.backends.len(),
-            backups,
+            "  {name}: {}, {} backend(s) ({backups} backup), checked every {:?}: {}",
+            pool.strategy,
+            pool.backends.len(),
+            pool.health.interval,
             names.join(", "),
-            health.interval,
-            health.timeout,
-            health.rise,
-            health.fall,
-            service.connect_timeout,
-            service.retries,
         );
     }
 }

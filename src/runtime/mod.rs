@@ -472,6 +472,14 @@ impl Balancer {
         }
         if !shared.handed_over.load(Ordering::Relaxed) {
             systemd::stopping();
+            // Nobody takes these sockets over: they must close with the
+            // accept loops, so new clients are refused rather than left
+            // waiting in a backlog nobody reads.
+            let mut state = shared.state();
+            state.admin_handoff = None;
+            for service in &mut state.services {
+                service.handoff.clear();
+            }
         }
         // Accept loops and probers return on the token; their listeners close.
         shared.tasks.close();
