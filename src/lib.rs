@@ -7,8 +7,10 @@
 //! - [`ctl`]: `tcplb ctl`, the control API's command-line client; it talks
 //!   to a running tcplb over the wire and uses only [`config`] here.
 //! - [`runtime`]: builds everything from a [`config::Config`] and runs it:
-//!   worker threads, signals (SIGHUP reload, SIGTERM drain), the drain on
-//!   shutdown.
+//!   worker threads, signals (SIGHUP reload, SIGTERM drain, SIGUSR2 binary
+//!   upgrade with the listening sockets handed over), the drain on
+//!   shutdown, systemd's notifications and socket activation, and
+//!   `tcplb check`.
 //! - [`proxy`]: the per-connection data path: accept, access control, PROXY
 //!   protocol, pick and connect with retries, pipe the bytes, answer 502/503.
 //! - [`admin`]: the admin endpoint: Prometheus `/metrics`, JSON `/status`,

@@ -32,7 +32,9 @@ use crate::pool::discovery::dns::Discovery;
 /// them before changing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// A start, or `tcplb check`: everything.
     Start,
+    /// A SIGHUP reload: no binding or lookups (the reload does them).
     Reload,
 }
 

@@ -1,7 +1,10 @@
 //! The runtime: builds every listener with its pool and prober from a
 //! [`Config`], runs them on the [`workers`], applies live reloads, and on
 //! shutdown stops accepting and drains open connections. [`signals`] turns
-//! SIGHUP, SIGINT and SIGTERM into reloads and shutdown.
+//! SIGHUP, SIGINT and SIGTERM into reloads and shutdown, and SIGUSR2 into
+//! a binary [`upgrade`]; a start may take its sockets over from an old
+//! process or from [`systemd`] instead of binding. [`check`] is `tcplb
+//! check`, whose checks reloads run too.
 //!
 //! Binding is separate from running so start-up errors (a port in use)
 //! surface before anything is served, and so tests can learn the port.

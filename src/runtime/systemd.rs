@@ -120,6 +120,7 @@ pub struct Passed {
     pub name: Option<String>,
     /// Where it is bound.
     pub local: SocketAddr,
+    /// The socket itself (close-on-exec now).
     pub fd: OwnedFd,
 }
 

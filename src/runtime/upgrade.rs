@@ -90,6 +90,7 @@ struct ListenerEntry {
 /// tcplb being upgraded, or from systemd.
 #[derive(Default)]
 pub struct Inherited {
+    /// Listening sockets not yet taken by a listener.
     listeners: Vec<InheritedListener>,
     /// The admin TCP socket and what to match it by.
     admin: Option<(Match, OwnedFd)>,
@@ -104,7 +105,10 @@ pub struct Inherited {
 }
 
 /// This process's end of the channel to the old process of an upgrade.
-pub struct Channel(OwnedFd);
+pub struct Channel(
+    /// This end of the socketpair.
+    OwnedFd,
+);
 
 impl Channel {
     /// Tells the old process this one serves now: it stops accepting and
@@ -135,8 +139,11 @@ enum Match {
 }
 
 struct InheritedListener {
+    /// What a listener must have to take it.
     by: Match,
+    /// Where it is bound.
     local: SocketAddr,
+    /// The sockets: one per old worker, or systemd's one.
     fds: Vec<OwnedFd>,
 }
 
@@ -304,8 +311,12 @@ fn read_handoff(channel: OwnedFd) -> io::Result<Inherited> {
 /// What the old process hands over: each listener's configured address,
 /// bound address and sockets; the admin socket; the overlay.
 pub(super) struct Handoff {
+    /// Per listener: its configured address, where it is bound, and a
+    /// duplicate of each worker's socket.
     pub(super) listeners: Vec<(SocketAddr, SocketAddr, Vec<OwnedFd>)>,
+    /// The admin TCP socket and its configured address.
     pub(super) admin: Option<(SocketAddr, OwnedFd)>,
+    /// The operators' runtime changes.
     pub(super) overlay: Overlay,
 }
 
@@ -313,7 +324,9 @@ pub(super) struct Handoff {
 /// started with (a package upgrade puts the new binary at that path).
 #[derive(Clone, Debug)]
 pub struct Relaunch {
+    /// The executable's path as it was at start.
     pub exe: PathBuf,
+    /// The arguments, without the program name.
     pub args: Vec<OsString>,
 }
 
