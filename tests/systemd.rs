@@ -1,7 +1,8 @@
 //! The systemd protocols without systemd: the real binary started the way
 //! systemd starts it (sockets from fd 3 with LISTEN_FDS, LISTEN_PID and
 //! LISTEN_FDNAMES; NOTIFY_SOCKET and WATCHDOG_USEC), the notifications
-//! read from a datagram socket the test owns, traffic on the passed socket.
+//! read from a datagram socket the test owns, traffic on the passed socket,
+//! also after an upgrade hands it over.
 
 mod common;
 
@@ -155,14 +156,44 @@ async fn socket_activation_and_every_notification() {
     notifications.wait_for(|m| m == "READY=1");
     echo_once(addr).await;
 
-    // SIGTERM: STOPPING=1 as the drain starts.
+    // SIGUSR2: the new process announces itself as the main process; the
+    // old one hands over without STOPPING=1, and the passed socket serves on.
+    kill("-USR2", &pid);
+    let took_over = notifications.wait_for(|m| m.starts_with("MAINPID="));
+    let new_pid: u32 = took_over
+        .strip_prefix("MAINPID=")
+        .and_then(|m| m.strip_suffix("\nREADY=1"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{took_over:?}"));
+    let _successor = Successor(new_pid);
+    assert_ne!(new_pid.to_string(), pid);
+    process.line_with("upgrade: process").await;
+    for _ in 0..5 {
+        echo_once(addr).await;
+    }
     assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
+        !notifications.seen.iter().any(|m| m == "STOPPING=1"),
+        "{:?}",
+        notifications.seen
     );
+
+    // SIGTERM: STOPPING=1 as the drain starts.
+    kill("-TERM", &new_pid.to_string());
     notifications.wait_for(|m| m == "STOPPING=1");
     let _ = std::fs::remove_file(&config);
+}
+
+fn kill(signal: &str, pid: &str) {
+    let status = Command::new("kill").args([signal, pid]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// The process an upgrade started: killed by PID on drop.
+struct Successor(u32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a PID this test's process started.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
 }

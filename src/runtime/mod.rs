@@ -537,13 +537,14 @@ async fn announce_ready(
             shared.shutdown.clone(),
         ));
     }
-    let upgrade = takeover.is_some();
+    // systemd hears of the new main process before the old one may exit:
+    // the old one's exit must not read as the service's.
+    systemd::ready(takeover.is_some());
     if let Some(channel) = takeover
         && channel.report_ready()
     {
         info!("upgrade: took over from the old process; it stops accepting and drains");
     }
-    systemd::ready(upgrade);
 }
 
 /// A handle for swapping the configuration of a running [`Balancer`].
