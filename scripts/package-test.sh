@@ -35,7 +35,8 @@ dpkg -i "$deb"
 test -x /usr/bin/tcplb
 test -f /lib/systemd/system/tcplb.service
 test -f /lib/systemd/system/tcplb.socket
-test -f /usr/share/man/man1/tcplb.1
+test -f /usr/share/man/man1/tcplb.1.gz   # cargo-deb compresses man pages
+man -w tcplb >/dev/null
 grep -q '^/etc/tcplb/tcplb.toml$' /var/lib/dpkg/info/tcplb.conffiles
 /usr/bin/tcplb --version
 /usr/bin/tcplb --help >/dev/null
