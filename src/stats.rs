@@ -113,16 +113,19 @@ pub struct PoolStats {
 }
 
 /// The control API's counters: requests that changed something, by
-/// action, and requests refused, by reason. Written by the admin endpoint
-/// and the runtime (state-file writes), read by `/metrics`.
+/// action, and requests refused, by reason; and the admin endpoint's own
+/// connections. Written by the admin endpoint and the runtime (state-file
+/// writes), read by `/metrics`.
 #[derive(Debug, Default)]
 pub struct ControlStats {
     /// Changes applied, indexed like [`ControlStats::ACTIONS`].
     pub changes: [AtomicU64; 6],
     /// Requests refused, indexed like [`ControlStats::REASONS`].
-    pub rejected: [AtomicU64; 7],
+    pub rejected: [AtomicU64; 8],
     /// State-file writes that failed (the change still applied in memory).
     pub state_write_failures: AtomicU64,
+    /// The admin endpoint's connections, so that floods and slow clients show.
+    pub connections: AdminConnectionStats,
 }
 
 impl ControlStats {
@@ -130,7 +133,7 @@ impl ControlStats {
     pub const ACTIONS: [&'static str; 6] =
         ["drain", "maintenance", "ready", "weight", "add", "remove"];
     /// The `reason` label values.
-    pub const REASONS: [&'static str; 7] = [
+    pub const REASONS: [&'static str; 8] = [
         "forbidden",
         "bad_request",
         "not_found",
@@ -138,6 +141,7 @@ impl ControlStats {
         "conflict",
         "too_large",
         "unavailable",
+        "timeout",
     ];
 
     /// Counts one change of `action` (one of [`Self::ACTIONS`]).
@@ -151,6 +155,34 @@ impl ControlStats {
     pub fn count_rejected(&self, reason: &str) {
         if let Some(i) = Self::REASONS.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The admin endpoint's connections (TCP and Unix socket together): how
+/// many are open, and why some were closed before they were answered.
+#[derive(Debug, Default)]
+pub struct AdminConnectionStats {
+    /// Connections accepted, refused ones included.
+    pub accepted: AtomicU64,
+    /// Connections open now.
+    pub active: AtomicU64,
+    /// Connections closed unanswered, indexed like [`Self::REASONS`].
+    pub dropped: [AtomicU64; 4],
+}
+
+impl AdminConnectionStats {
+    /// The `reason` label values: refused at accept because every slot was
+    /// answering a request; closed while still silent to make room for a
+    /// newer connection; no complete request head in time; the whole
+    /// connection (body, answer) not done in time.
+    pub const REASONS: [&'static str; 4] = ["over_limit", "evicted", "head_timeout", "timeout"];
+
+    /// Counts one connection closed unanswered for `reason` (one of
+    /// [`Self::REASONS`]).
+    pub fn count_dropped(&self, reason: &str) {
+        if let Some(i) = Self::REASONS.iter().position(|r| *r == reason) {
+            self.dropped[i].fetch_add(1, Relaxed);
         }
     }
 }

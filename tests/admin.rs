@@ -1,8 +1,9 @@
 //! The admin endpoint over real sockets: after known traffic, /metrics and
 //! /status report exactly that traffic; the operator's admin state and the
 //! pool's membership changes show; bad requests get 400/404/405/431; a
-//! client that never finishes its request is closed, and clients beyond the
-//! connection limit are turned away.
+//! client that never finishes its request is closed; silent connections
+//! cannot delay a scrape; clients beyond the connection limit are turned
+//! away only while every slot is answering.
 
 mod common;
 
@@ -37,7 +38,10 @@ impl Drop for AdminBalancer {
 }
 
 fn start(service: tcplb::config::ServiceConfig) -> AdminBalancer {
-    let mut config = Config::single(service);
+    start_config(Config::single(service))
+}
+
+fn start_config(mut config: Config) -> AdminBalancer {
     config.drain_timeout = Duration::from_secs(1);
     config.admin = Some("127.0.0.1:0".parse().unwrap());
     let balancer = Balancer::bind(config).expect("bind balancer");
@@ -83,7 +87,11 @@ async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
 
 /// The value of the sample `name{labels}` in a Prometheus text body.
 fn sample(text: &str, name: &str, labels: &str) -> String {
-    let prefix = format!("{name}{{{labels}}} ");
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
     let mut found = text.lines().filter_map(|l| l.strip_prefix(&prefix));
     let value = found
         .next()
@@ -459,41 +467,156 @@ async fn admin_state_and_membership_changes_are_reported() {
     );
 }
 
+/// Reads `stream` to its end within `within`: what it got, or `None` when it
+/// was still open then.
+async fn read_until_closed(mut stream: TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut reply = Vec::new();
+    match tokio::time::timeout(within, stream.read_to_end(&mut reply)).await {
+        Ok(_) => Some(reply),
+        Err(_) => None,
+    }
+}
+
+/// The `tcplb_admin_connections_dropped_total` count for `reason`.
+fn dropped(metrics: &str, reason: &str) -> u64 {
+    sample(
+        metrics,
+        "tcplb_admin_connections_dropped_total",
+        &format!("reason=\"{reason}\""),
+    )
+    .parse()
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_closed_on_accept() {
+async fn silent_connections_cannot_delay_metrics_and_are_closed() {
+    const SILENT: usize = 200;
     let backend = TestBackend::echo().await;
     let lb = start(service(&[backend.addr]));
-    // Idle clients hold every slot (each for up to the head timeout).
-    let mut idle = Vec::new();
-    for _ in 0..MAX_ADMIN_CONNECTIONS {
-        idle.push(TcpStream::connect(lb.admin).await.expect("connect admin"));
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(lb.admin).await.expect("connect admin"));
     }
-    let mut extra = TcpStream::connect(lb.admin).await.expect("connect admin");
-    let _ = extra.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
-    let mut reply = Vec::new();
-    let read = tokio::time::timeout(
-        tcplb::admin::HEAD_TIMEOUT / 2,
-        extra.read_to_end(&mut reply),
-    )
-    .await
-    .expect("the extra client is closed at once, not after the head timeout");
-    assert!(read.is_err() || reply.is_empty(), "got {reply:?}");
+    let asked = std::time::Instant::now();
+    let (status, _, metrics) = get(lb.admin, "/metrics").await;
+    let took = asked.elapsed();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        took < Duration::from_secs(1),
+        "/metrics took {took:?} with {SILENT} silent connections open"
+    );
+    // More silent connections than slots: the oldest made room at once.
+    assert!(dropped(&metrics, "evicted") >= (SILENT - MAX_ADMIN_CONNECTIONS) as u64);
 
-    // Closing the idle ones gives their slots back.
-    drop(idle);
+    // Every silent one is closed without a byte, by eviction or by the
+    // head timeout, within the head timeout.
+    let closing: Vec<_> = silent
+        .into_iter()
+        .map(|s| {
+            tokio::spawn(read_until_closed(
+                s,
+                tcplb::admin::HEAD_TIMEOUT + Duration::from_secs(3),
+            ))
+        })
+        .collect();
+    for (i, closed) in closing.into_iter().enumerate() {
+        let reply = closed.await.unwrap();
+        assert_eq!(
+            reply.as_deref(),
+            Some(&b""[..]),
+            "silent connection {i} still open or answered"
+        );
+    }
+    let (_, _, metrics) = get(lb.admin, "/metrics").await;
+    assert_eq!(
+        dropped(&metrics, "evicted") + dropped(&metrics, "head_timeout"),
+        SILENT as u64,
+        "{metrics}"
+    );
+    assert_eq!(dropped(&metrics, "over_limit"), 0);
+    assert_eq!(
+        sample(&metrics, "tcplb_admin_connections_total", ""),
+        (SILENT + 2).to_string(),
+        "the silent ones and two scrapes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answers() {
+    let backend = TestBackend::echo().await;
+    let token = std::env::temp_dir().join(format!("tcplb-admin-token-{}", std::process::id()));
+    std::fs::write(&token, "t0k").unwrap();
+    let mut config = Config::single(service(&[backend.addr]));
+    config.admin_token_file = Some(token.clone());
+    let lb = start_config(config);
+    let _ = std::fs::remove_file(&token);
+    // Clients whose heads are in and whose bodies never come: each holds
+    // a slot while it is being answered, up to the body timeout.
+    let mut busy = Vec::new();
+    for _ in 0..MAX_ADMIN_CONNECTIONS {
+        let mut stream = TcpStream::connect(lb.admin).await.expect("connect admin");
+        stream
+            .write_all(
+                b"POST /api/v1/pools/p/backends/b/drain HTTP/1.1\r\nHost: t\r\n\
+                  Authorization: Bearer t0k\r\nContent-Length: 10\r\n\r\n",
+            )
+            .await
+            .expect("send a head");
+        busy.push(stream);
+    }
+    // Once every head is in, a scrape finds no silent connection to evict
+    // and is refused at once. (A scrape that comes earlier takes the slot
+    // of a client whose head was still on its way: counted below.)
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let mut stream = TcpStream::connect(lb.admin).await.expect("connect admin");
-        let _ = stream.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
-        let mut reply = Vec::new();
-        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply)).await;
-        if reply.starts_with(b"HTTP/1.1 200 OK\r\n") {
+        let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        let reply = read_until_closed(stream, PATIENCE)
+            .await
+            .unwrap_or_default();
+        if reply.is_empty() {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slots never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(reply.starts_with(b"HTTP/1.1 200 OK"));
+        assert!(tokio::time::Instant::now() < deadline, "never refused");
     }
+    let started = tokio::time::Instant::now();
+    let mut extra = TcpStream::connect(lb.admin).await.expect("connect admin");
+    let _ = extra.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
+    let reply = read_until_closed(extra, tcplb::admin::api::BODY_TIMEOUT / 2)
+        .await
+        .expect("the extra client is closed at once, not after a timeout");
+    assert!(reply.is_empty(), "got {reply:?}");
+    assert!(started.elapsed() < tcplb::admin::api::BODY_TIMEOUT / 2);
+
+    // The slow bodies get 408 at the body timeout, and their slots come back.
+    let mut timed_out = 0;
+    for stream in busy {
+        let reply = read_until_closed(stream, PATIENCE).await.expect("closed");
+        let text = String::from_utf8_lossy(&reply);
+        if !text.is_empty() {
+            assert!(
+                text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+                "{text}"
+            );
+            timed_out += 1;
+        }
+    }
+    let (status, _, metrics) = get(lb.admin, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(
+        dropped(&metrics, "over_limit"),
+        2,
+        "the last scrape and the extra client"
+    );
+    assert_eq!(
+        timed_out + dropped(&metrics, "evicted"),
+        MAX_ADMIN_CONNECTIONS as u64
+    );
+    assert!(timed_out > 0);
+    assert_eq!(
+        sample(&metrics, "tcplb_admin_rejected_total", "reason=\"timeout\""),
+        timed_out.to_string()
+    );
 }

@@ -8,7 +8,7 @@
 //! `serde_json` with unknown fields refused. A request is checked in this
 //! order, and the first failure answers it with `{"error":"..."}`: route
 //! (404), method (405), write access (403, see [`super::auth`]), body
-//! (413, 400), then the pool and backend (404, 409) by the runtime through
+//! (413, 408 after [`BODY_TIMEOUT`], 400), then the pool and backend (404, 409) by the runtime through
 //! [`Control`]. A refused request changes nothing; each refusal and each
 //! applied change is counted in [`ControlStats`].
 //!
@@ -49,8 +49,11 @@ use crate::pool::backend::Backend;
 use crate::pool::overlay::{NewBackend, Refused};
 use crate::stats::ControlStats;
 
-/// Largest request body accepted.
+/// Largest request body accepted (default 64 KiB; 413 beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
+/// Time a client has to send its whole body once its head is in (default
+/// 5 s; 408 after it), so a trickled body gives its slot back early.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the API needs besides the request.
 pub struct Api {
@@ -119,6 +122,7 @@ impl Failure {
             StatusCode::CONFLICT => "conflict",
             StatusCode::PAYLOAD_TOO_LARGE => "too_large",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
             _ => "bad_request",
         };
         Failure {
@@ -386,9 +390,16 @@ fn backend_item(b: &Backend, slow_start: Option<Duration>) -> BackendItem {
     }
 }
 
-/// The body, up to [`MAX_BODY`] bytes.
+/// The body, up to [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
 async fn read_body(body: Incoming) -> Result<Bytes, Failure> {
-    match Limited::new(body, MAX_BODY).collect().await {
+    let collect = Limited::new(body, MAX_BODY).collect();
+    let Ok(read) = tokio::time::timeout(BODY_TIMEOUT, collect).await else {
+        return Err(Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Failure::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -38,6 +38,9 @@
 //! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
 //! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413) or `unavailable` |
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
+//! | `tcplb_admin_connections_total` | counter | connections accepted by the admin endpoint (TCP and Unix socket), refused ones included |
+//! | `tcplb_admin_connections_active` | gauge | admin endpoint connections open now |
+//! | `tcplb_admin_connections_dropped_total` | counter | admin connections closed unanswered; label `reason` = `over_limit` (every slot answering), `evicted` (silent, made room for a newer one), `head_timeout`, `timeout` (whole connection) |
 //!
 //! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //! | `tcplb_route_connections_total` | counter | clients whose TLS ClientHello chose the route; labels `listener`, `route` |
@@ -58,7 +61,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
 use crate::config::AdminState;
-use crate::stats::ControlStats;
+use crate::stats::{AdminConnectionStats, ControlStats};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -406,6 +409,37 @@ pub fn render_control(stats: &ControlStats) -> String {
         "State-file writes that failed; the change still applied in memory.",
     );
     let _ = writeln!(out, "{name} {}", stats.state_write_failures.load(Relaxed));
+
+    let connections = &stats.connections;
+    let name = "tcplb_admin_connections_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Connections accepted by the admin endpoint, refused ones included.",
+    );
+    let _ = writeln!(out, "{name} {}", connections.accepted.load(Relaxed));
+    let name = "tcplb_admin_connections_active";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Admin endpoint connections open now.",
+    );
+    let _ = writeln!(out, "{name} {}", connections.active.load(Relaxed));
+    let name = "tcplb_admin_connections_dropped_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Admin endpoint connections closed without an answer, by reason.",
+    );
+    for (reason, count) in AdminConnectionStats::REASONS
+        .iter()
+        .zip(&connections.dropped)
+    {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", count.load(Relaxed));
+    }
     out
 }
 
@@ -488,6 +522,24 @@ mod tests {
         has_line(&text, "tcplb_admin_rejected_total{reason=\"forbidden\"} 2");
         has_line(&text, "tcplb_admin_rejected_total{reason=\"too_large\"} 0");
         has_line(&text, "tcplb_state_file_write_failures_total 3");
+        has_line(&text, "tcplb_admin_rejected_total{reason=\"timeout\"} 0");
+        stats.connections.count_dropped("evicted");
+        stats.connections.accepted.fetch_add(2, Relaxed);
+        let text = render_control(&stats);
+        has_line(
+            &text,
+            "# TYPE tcplb_admin_connections_dropped_total counter",
+        );
+        has_line(
+            &text,
+            "tcplb_admin_connections_dropped_total{reason=\"evicted\"} 1",
+        );
+        has_line(
+            &text,
+            "tcplb_admin_connections_dropped_total{reason=\"head_timeout\"} 0",
+        );
+        has_line(&text, "tcplb_admin_connections_total 2");
+        has_line(&text, "tcplb_admin_connections_active 0");
         let backend = r#"{listener="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
         has_line(
             &render_metrics(&sample()),

@@ -17,19 +17,27 @@
 //!   malformed request: 400 and a request head over [`MAX_HEAD`] bytes: 431,
 //!   both answered by hyper itself.
 //!
-//! Slow or many clients cannot pile up: a head not complete within
-//! [`HEAD_TIMEOUT`] is closed without an answer, a whole connection is cut
-//! after [`CONNECTION_TIMEOUT`], and at most [`MAX_ADMIN_CONNECTIONS`] are
-//! served at once (more are closed on accept).
+//! The endpoint cannot be blocked by slow or many clients: each connection
+//! is served on its own task; a head not complete within [`HEAD_TIMEOUT`]
+//! is closed without an answer, a body not complete within
+//! [`api::BODY_TIMEOUT`] gets 408, and a whole connection is cut after
+//! [`CONNECTION_TIMEOUT`]. At most [`MAX_ADMIN_CONNECTIONS`] are open at
+//! once per endpoint; when all are taken, the oldest one that has not sent
+//! its request head yet is closed to make room (so silent connections can
+//! never lock a scraper out), and only when every slot is answering a
+//! request is the new one closed at once. Each of these is counted
+//! (`tcplb_admin_connections_dropped_total{reason}`).
 //!
 //! Every request reads the counters once ([`view::snapshot`]) and renders
 //! that snapshot; nothing here runs on the data path.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,11 +51,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use log::{debug, warn};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::connect::is_local_exhaustion;
 use crate::proxy::listener;
+use crate::stats::ControlStats;
 
 pub mod api;
 pub mod auth;
@@ -63,14 +71,21 @@ pub use view::{WatchList, Watched, WatchedRoute};
 
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// Time a client has to send its whole request head.
+/// Time a client has to send its whole request head (default 5 s; hyper's
+/// `header_read_timeout`). The clock starts at accept.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time a whole connection may take, head, answer and close: a client that
-/// reads the answer slowly gives its slot back after this.
+/// Time a whole connection may take, head, body, answer and close: a
+/// client that reads the answer slowly gives its slot back after this
+/// (default 10 s).
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-/// Admin connections served at once; more are closed on accept.
-pub const MAX_ADMIN_CONNECTIONS: usize = 16;
-const BACKLOG: u32 = 64;
+/// Admin connections open at once on one endpoint (the TCP one and the Unix
+/// socket each have this many; default 64). Beyond it the oldest silent
+/// connection is closed to make room; a new one is refused only when every
+/// slot is answering a request.
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// Deep enough that a burst of connections waits in the kernel for the
+/// accept loop rather than in SYN retransmits.
+const BACKLOG: u32 = 256;
 
 /// Binds the admin socket; a bad or busy address is a start-up error.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -120,7 +135,7 @@ pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: Cancella
 /// Answers admin requests on the TCP endpoint until `shutdown`, with the
 /// control API; write access needs the bearer token.
 pub async fn serve_api(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let slots = Slots::new(MAX_ADMIN_CONNECTIONS, api.stats.clone());
     let http = http();
     loop {
         let accepted = tokio::select! {
@@ -129,8 +144,8 @@ pub async fn serve_api(listener: TcpListener, api: Arc<Api>, shutdown: Cancellat
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    debug!("admin {peer}: too many admin connections; closing");
+                let Some(slot) = slots.admit() else {
+                    debug!("admin {peer}: every admin slot is answering a request; closing");
                     continue;
                 };
                 serve_connection(stream, Origin::Tcp(peer), &api, &http, slot);
@@ -156,7 +171,7 @@ pub async fn serve_unix(
             .ok()
     };
     let ours = identity(&path);
-    let slots = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+    let slots = Slots::new(MAX_ADMIN_CONNECTIONS, api.stats.clone());
     let http = http();
     loop {
         let accepted = tokio::select! {
@@ -165,8 +180,8 @@ pub async fn serve_unix(
         };
         match accepted {
             Ok((stream, _)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    debug!("admin unix socket: too many admin connections; closing");
+                let Some(slot) = slots.admit() else {
+                    debug!("admin unix socket: every admin slot is answering a request; closing");
                     continue;
                 };
                 serve_connection(stream, Origin::Unix, &api, &http, slot);
@@ -198,35 +213,162 @@ async fn accept_failed(e: &std::io::Error, shutdown: &CancellationToken) {
     }
 }
 
-/// Serves one admin connection on its own task, within [`CONNECTION_TIMEOUT`].
+/// One endpoint's connection slots: who holds them, and the rule that
+/// gives a silent connection's slot to a newer one.
+struct Slots {
+    /// Connections open at once, at most.
+    max: usize,
+    /// The holders. A std mutex held for a few instructions at accept, at
+    /// a request head and at close; never across an await, never by the
+    /// data path.
+    held: Mutex<Held>,
+    /// Where admissions, refusals and evictions are counted.
+    stats: Arc<ControlStats>,
+}
+
+/// The holders of an endpoint's slots.
+#[derive(Default)]
+struct Held {
+    /// Connections whose request head has arrived: being answered.
+    answering: usize,
+    /// Connections still waiting for their head, oldest first (by accept
+    /// order), each with the token that closes it.
+    silent: BTreeMap<u64, CancellationToken>,
+    /// The next connection's number in accept order.
+    next: u64,
+}
+
+impl Slots {
+    fn new(max: usize, stats: Arc<ControlStats>) -> Arc<Slots> {
+        Arc::new(Slots {
+            max,
+            held: Mutex::default(),
+            stats,
+        })
+    }
+
+    /// A slot for a connection just accepted: a free one, else the oldest
+    /// silent connection's (which is closed), else none.
+    fn admit(self: &Arc<Self>) -> Option<Arc<Slot>> {
+        let counts = &self.stats.connections;
+        counts.accepted.fetch_add(1, Relaxed);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.answering + held.silent.len() >= self.max {
+            let Some((_, oldest)) = held.silent.pop_first() else {
+                counts.count_dropped("over_limit");
+                return None;
+            };
+            oldest.cancel();
+            counts.count_dropped("evicted");
+        }
+        let id = held.next;
+        held.next += 1;
+        let close = CancellationToken::new();
+        held.silent.insert(id, close.clone());
+        drop(held);
+        counts.active.fetch_add(1, Relaxed);
+        Some(Arc::new(Slot {
+            slots: self.clone(),
+            id,
+            close,
+            answering: AtomicBool::new(false),
+        }))
+    }
+}
+
+/// One connection's hold on a slot, given back on drop.
+struct Slot {
+    /// Whose slot it is.
+    slots: Arc<Slots>,
+    /// The connection's number in accept order.
+    id: u64,
+    /// Cancelled when a newer connection takes this one's slot.
+    close: CancellationToken,
+    /// The request head arrived: the slot can no longer be taken away.
+    answering: AtomicBool,
+}
+
+impl Slot {
+    /// The request head has arrived: from now on this connection keeps its
+    /// slot until it is done. Unless it was just evicted, which stands.
+    fn answering(&self) {
+        if self.answering.load(Relaxed) {
+            return;
+        }
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if held.silent.remove(&self.id).is_some() {
+            held.answering += 1;
+            self.answering.store(true, Relaxed);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self
+            .slots
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.answering.load(Relaxed) {
+            held.answering -= 1;
+        } else {
+            held.silent.remove(&self.id);
+        }
+        drop(held);
+        self.slots.stats.connections.active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one admin connection on its own task, within [`CONNECTION_TIMEOUT`],
+/// until it is done or a newer connection takes its slot while it is silent.
 fn serve_connection<S>(
     stream: S,
     origin: Origin,
     api: &Arc<Api>,
     http: &http1::Builder,
-    slot: OwnedSemaphorePermit,
+    slot: Arc<Slot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let who = origin.who();
     let api = api.clone();
+    let counts = api.stats.clone();
+    let held = slot.clone();
     let service = service_fn(move |request: Request<Incoming>| {
+        held.answering();
         let api = api.clone();
         let origin = origin.clone();
         async move { Ok::<_, Infallible>(route(request, &api, &origin).await) }
     });
     let connection = http.serve_connection(TokioIo::new(stream), service);
     tokio::spawn(async move {
-        match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+        let done = tokio::select! {
+            // Counted where the slot was taken.
+            _ = slot.close.cancelled() => {
+                debug!("admin {who}: still silent, closed to make room for a newer connection");
+                return;
+            }
+            done = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => done,
+        };
+        let counts = &counts.connections;
+        match done {
             Ok(Ok(())) => {}
-            // Includes heads that timed out or that hyper
-            // answered 400/431 itself.
+            Ok(Err(e)) if e.is_timeout() => {
+                counts.count_dropped("head_timeout");
+                debug!("admin {who}: no complete request head within {HEAD_TIMEOUT:?}; closing");
+            }
+            // Includes heads that hyper answered 400/431 itself.
             Ok(Err(e)) => debug!("admin {who}: {e}"),
             Err(_) => {
+                counts.count_dropped("timeout");
                 debug!("admin {who}: not done within {CONNECTION_TIMEOUT:?}; closing")
             }
         }
-        drop(slot);
     });
 }
 
@@ -350,6 +492,44 @@ mod tests {
             respond(&Method::POST, "/status", &unasked).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[test]
+    fn a_full_endpoint_evicts_its_oldest_silent_connection_and_refuses_only_when_all_answer() {
+        let stats = Arc::new(ControlStats::default());
+        let slots = Slots::new(3, stats.clone());
+        let dropped = |reason: &str| {
+            let i = crate::stats::AdminConnectionStats::REASONS
+                .iter()
+                .position(|r| *r == reason)
+                .unwrap();
+            stats.connections.dropped[i].load(Relaxed)
+        };
+        let first = slots.admit().expect("a free slot");
+        let second = slots.admit().expect("a free slot");
+        let third = slots.admit().expect("a free slot");
+        second.answering();
+        // Full: the oldest silent one (first) makes room, not the answering one.
+        let fourth = slots.admit().expect("the oldest silent connection's slot");
+        assert!(first.close.is_cancelled());
+        assert!(!second.close.is_cancelled() && !third.close.is_cancelled());
+        assert_eq!(dropped("evicted"), 1);
+        // An evicted connection that reaches its head stays evicted.
+        first.answering();
+        assert!(!first.answering.load(Relaxed));
+        drop(first);
+        third.answering();
+        fourth.answering();
+        assert!(slots.admit().is_none(), "every slot is answering");
+        assert_eq!(dropped("over_limit"), 1);
+        assert_eq!(stats.connections.active.load(Relaxed), 3);
+        drop(third);
+        let fifth = slots.admit().expect("a slot given back");
+        assert_eq!(stats.connections.accepted.load(Relaxed), 6);
+        drop((second, fourth, fifth));
+        assert_eq!(stats.connections.active.load(Relaxed), 0);
+        let held = slots.held.lock().unwrap();
+        assert_eq!((held.answering, held.silent.len()), (0, 0));
     }
 
     #[test]
