@@ -8,9 +8,17 @@
 //!
 //! [`RateLimit`] counts too: the log lines it holds back. It sits here, low,
 //! so that the accept loops and DNS discovery can share it.
+//!
+//! [`histogram`] holds the distributions (connect time, queue wait,
+//! connection duration, bytes per connection), recorded as lock-free as the
+//! counters.
+
+pub mod histogram;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use histogram::{SizeHistogram, TimeHistogram};
 
 /// Counters of one listener.
 #[derive(Debug, Default)]
@@ -38,6 +46,11 @@ pub struct ListenerStats {
     /// On a listener with TLS routes: clients that matched no route and
     /// went to the listener's own backends.
     pub tls_default_route: AtomicU64,
+    /// Bytes from the client to the backend per connection that reached a
+    /// backend, recorded when it closes.
+    pub sent_bytes: SizeHistogram,
+    /// Bytes from the backend to the client per connection, likewise.
+    pub received_bytes: SizeHistogram,
 }
 
 impl ListenerStats {
@@ -54,6 +67,12 @@ impl ListenerStats {
 
     pub fn count_rejected(&self) {
         self.rejected.fetch_add(1, Relaxed);
+    }
+
+    /// Records what a connection that reached a backend moved, each way.
+    pub fn record_bytes(&self, sent: u64, received: u64) {
+        self.sent_bytes.record_value(sent);
+        self.received_bytes.record_value(received);
     }
 }
 
@@ -90,6 +109,20 @@ pub struct BackendStats {
     pub evicted: AtomicU64,
     /// Duration of the last successful health check, in microseconds.
     pub check_latency_us: AtomicU64,
+    /// Time to connect, per attempt that succeeded: from the start of the
+    /// attempt until the connection can carry client bytes (the PROXY
+    /// header written, with `--send-proxy`). Failed attempts are not in it
+    /// (a refusal takes microseconds, a timeout the whole connect timeout:
+    /// either would blur the backend's real connect time); they are
+    /// `connect_failures`.
+    pub connect_time: TimeHistogram,
+    /// Time a client this backend took had waited for a slot: under
+    /// `--max-conns`, then for a backend under its `maxconn`, over every
+    /// attempt (connecting excluded). Recorded when the connection is made.
+    pub queue_wait: TimeHistogram,
+    /// How long connections to this backend lasted, from connected to
+    /// closed.
+    pub duration: TimeHistogram,
 }
 
 /// Counters of one TLS route; they live as long as a route of that name

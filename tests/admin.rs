@@ -412,7 +412,7 @@ async fn admin_state_and_membership_changes_are_reported() {
     );
     assert!(json.contains(&entry), "{entry} in {json}");
     assert!(
-        json.contains("\"admin_state\":\"drain\",\"health\":\"up\",\"ejected\":false}"),
+        json.contains("\"admin_state\":\"drain\",\"health\":\"up\",\"ejected\":false,"),
         "{json}"
     );
     assert!(

@@ -29,6 +29,11 @@
 //! | `tcplb_backend_evicted_total` | counter | connections closed when an operator's drain (or remove) deadline passed |
 //! | `tcplb_backend_effective_weight` | gauge | the weight it takes now: its weight, less while slow start ramps it up |
 //! | `tcplb_backend_backup` | gauge | 1 for a backup backend (used only while no primary is usable), else 0 |
+//! | `tcplb_backend_connect_seconds` | histogram | time to connect, per attempt that succeeded (failed attempts are `connect_failures_total`) |
+//! | `tcplb_backend_queue_wait_seconds` | histogram | time a client the backend took had waited for a slot (`--max-conns`, `maxconn`), connecting excluded |
+//! | `tcplb_backend_connection_duration_seconds` | histogram | how long connections to the backend lasted, connected to closed |
+//! | `tcplb_listener_connection_sent_bytes` | histogram | bytes each connection sent to its backend (connections that reached one) |
+//! | `tcplb_listener_connection_received_bytes` | histogram | bytes each connection received from its backend |
 //! | `tcplb_listener_accepted_total` | counter | client connections accepted (refused ones included) |
 //! | `tcplb_listener_rejected_total` | counter | clients refused by access control or limits |
 //! | `tcplb_listener_active_connections` | gauge | client connections open now |
@@ -48,12 +53,15 @@
 //! | `tcplb_listener_tls_default_route_total` | counter | ClientHellos no route took, sent to the listener's own backends |
 //! | `tcplb_listener_tls_unmatched_total` | counter | ClientHellos no route took, on a listener without default: answered `unrecognized_name` |
 //!
-//! The backend, pool-change and DNS series of a TLS route's pool carry a
+//! The backend (histograms included), pool-change and DNS series of a TLS route's pool carry a
 //! `route` label besides `listener`. The admin and state-file families
 //! have no `listener` label: they are the process's.
 //!
 //! Byte counters move as bytes are delivered, not only when a connection
-//! closes.
+//! closes. Histograms have `_bucket{le}` (cumulative), `_sum` and `_count`
+//! series; durations in seconds with buckets from 100 µs to 60 s, sizes in
+//! bytes with buckets of powers of 4 from 64 B to 1 GiB (see
+//! [`crate::stats::histogram`]).
 
 use std::fmt::Write as _;
 
@@ -61,6 +69,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
 use crate::config::AdminState;
+use crate::stats::histogram::HistogramSnapshot;
 use crate::stats::{AdminConnectionStats, ControlStats};
 
 /// Every admin state, in the order their series are written.
@@ -180,6 +189,53 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
                 "{name}{{{pool},backend=\"{backend}\",state=\"{state}\"}} {}",
                 u8::from(b.admin_state == state)
             );
+        }
+    }
+
+    type BackendHistogram = fn(&BackendView) -> &HistogramSnapshot;
+    let backend_histograms: [(&str, &str, BackendHistogram); 3] = [
+        (
+            "tcplb_backend_connect_seconds",
+            "Time to connect to the backend, per attempt that succeeded.",
+            |b| &b.connect_time,
+        ),
+        (
+            "tcplb_backend_queue_wait_seconds",
+            "Time clients waited for a slot before they were connected to the backend.",
+            |b| &b.queue_wait,
+        ),
+        (
+            "tcplb_backend_connection_duration_seconds",
+            "How long connections to the backend lasted, from connected to closed.",
+            |b| &b.duration,
+        ),
+    ];
+    for (name, help, value) in backend_histograms {
+        family(&mut out, name, "histogram", help);
+        for (pool, backend, b) in backends() {
+            let labels = format!("{pool},backend=\"{backend}\"");
+            histogram(&mut out, name, &labels, value(b));
+        }
+    }
+
+    type ListenerHistogram = fn(&ListenerView) -> &HistogramSnapshot;
+    let listener_histograms: [(&str, &str, ListenerHistogram); 2] = [
+        (
+            "tcplb_listener_connection_sent_bytes",
+            "Bytes each connection sent from the client to its backend.",
+            |l| &l.sent_bytes,
+        ),
+        (
+            "tcplb_listener_connection_received_bytes",
+            "Bytes each connection received from its backend for the client.",
+            |l| &l.received_bytes,
+        ),
+    ];
+    for (name, help, value) in listener_histograms {
+        family(&mut out, name, "histogram", help);
+        for l in listeners {
+            let labels = format!("listener=\"{}\"", label(&l.listen));
+            histogram(&mut out, name, &labels, value(l));
         }
     }
 
@@ -443,6 +499,19 @@ pub fn render_control(stats: &ControlStats) -> String {
     out
 }
 
+/// One histogram's `_bucket` (cumulative, `le` in the rendered unit, then
+/// `+Inf`), `_sum` and `_count` lines; `labels` are already escaped.
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    for (bound, count) in h.cumulative() {
+        let _ = match bound {
+            Some(le) => writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {count}"),
+            None => writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}"),
+        };
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_in_units());
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}
+
 /// The `# HELP` and `# TYPE` lines that open a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -506,6 +575,85 @@ mod tests {
                 assert!(line.starts_with(family), "{line} outside {family}");
             }
         }
+    }
+
+    #[test]
+    fn histograms_have_cumulative_buckets_a_sum_and_a_count() {
+        let text = render_metrics(&sample());
+        let backend = r#"listener="127.0.0.1:8080",backend="we\"ird\\name\n""#;
+        has_line(&text, "# TYPE tcplb_backend_connect_seconds histogram");
+        // Connect times 300 µs, 700 µs and 2 ms.
+        for (le, count) in [
+            ("0.0001", 0),
+            ("0.00025", 0),
+            ("0.0005", 1),
+            ("0.001", 2),
+            ("0.0025", 3),
+            ("60", 3),
+            ("+Inf", 3),
+        ] {
+            has_line(
+                &text,
+                &format!("tcplb_backend_connect_seconds_bucket{{{backend},le=\"{le}\"}} {count}"),
+            );
+        }
+        has_line(
+            &text,
+            &format!("tcplb_backend_connect_seconds_sum{{{backend}}} 0.003"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_backend_connect_seconds_count{{{backend}}} 3"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_backend_queue_wait_seconds_count{{{backend}}} 2"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_backend_connection_duration_seconds_bucket{{{backend},le=\"2.5\"}} 1"),
+        );
+        // The second backend has none yet, and still every series.
+        let empty = r#"listener="127.0.0.1:8080",backend="127.0.0.1:8082""#;
+        has_line(
+            &text,
+            &format!("tcplb_backend_connect_seconds_count{{{empty}}} 0"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_backend_connect_seconds_bucket{{{empty},le=\"+Inf\"}} 0"),
+        );
+        let listener = r#"listener="127.0.0.1:8080""#;
+        has_line(
+            &text,
+            "# TYPE tcplb_listener_connection_sent_bytes histogram",
+        );
+        for (le, count) in [("64", 1), ("65536", 1), ("262144", 2), ("1073741824", 2)] {
+            has_line(
+                &text,
+                &format!(
+                    "tcplb_listener_connection_sent_bytes_bucket{{{listener},le=\"{le}\"}} {count}"
+                ),
+            );
+        }
+        has_line(
+            &text,
+            &format!("tcplb_listener_connection_sent_bytes_sum{{{listener}}} 100010"),
+        );
+        has_line(
+            &text,
+            &format!(
+                "tcplb_listener_connection_received_bytes_bucket{{{listener},le=\"1073741824\"}} 0"
+            ),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_listener_connection_received_bytes_bucket{{{listener},le=\"+Inf\"}} 1"),
+        );
+        // Each histogram: 19 or 14 buckets, a sum and a count per series.
+        let series = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(series("tcplb_backend_connect_seconds_bucket{"), 2 * 19);
+        assert_eq!(series("tcplb_listener_connection_sent_bytes_bucket{"), 14);
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //!     "check_latency_seconds":..,"idle_timeouts":..,"max_age_closes":..,
 //!     "evicted":..,"backup":..,"effective_weight":..,
 //!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
-//!     "ejected":..}],
+//!     "ejected":..,"connect_p50_seconds":..|null,"connect_p99_seconds":..|null}],
 //!   "dns":[{"name":..,"members":..,"resolutions":{"empty":..,"error":..,
 //!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}]}]}
 //! ```
 //!
 //! Non-finite numbers are written as 0, so the answer is always valid JSON.
+//! The connect-time quantiles are estimated from the histogram's buckets
+//! (linear within the bucket the quantile falls in, as Prometheus'
+//! `histogram_quantile`), so they are as coarse as the buckets; null until
+//! a connection was made.
 
 use serde::Serialize;
 
@@ -70,11 +74,11 @@ mod tests {
     fn admin_state_health_ejection_and_changes_are_reported() {
         let json = render_status(&sample());
         assert!(
-            json.contains(r#""admin_state":"ready","health":"up","ejected":false}"#),
+            json.contains(r#""admin_state":"ready","health":"up","ejected":false,"#),
             "{json}"
         );
         assert!(
-            json.contains(r#""admin_state":"drain","health":"down","ejected":true}"#),
+            json.contains(r#""admin_state":"drain","health":"down","ejected":true,"#),
             "{json}"
         );
         assert!(
@@ -90,6 +94,22 @@ mod tests {
         );
         assert!(
             json.contains(r#""max_age_closes":9,"evicted":4,"backup":false"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn connect_time_quantiles_are_numbers_or_null() {
+        let json = render_status(&sample());
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let backends = &parsed["listeners"][0]["backends"];
+        assert_eq!(backends[0]["connect_p50_seconds"], 0.00075);
+        assert_eq!(backends[0]["connect_p99_seconds"], 0.0025);
+        assert!(backends[1]["connect_p50_seconds"].is_null(), "{json}");
+        assert!(backends[1]["connect_p99_seconds"].is_null(), "{json}");
+        // The histograms themselves are /metrics' business.
+        assert!(
+            !json.contains("connect_time") && !json.contains("queue_wait"),
             "{json}"
         );
     }
@@ -119,7 +139,7 @@ mod tests {
         listeners[0].backends[1].check_latency_seconds = f64::INFINITY;
         let json = render_status(&listeners);
         assert!(json.contains(r#""name":"\u0001""#), "{json}");
-        assert!(!json.contains("null"), "{json}");
+        assert!(!json.contains("seconds\":null,\"idle"), "{json}");
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         for backend in 0..2 {
             assert_eq!(

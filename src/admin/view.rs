@@ -16,6 +16,7 @@ use serde::{Serialize, Serializer};
 use crate::config::AdminState;
 use crate::pool::Pool;
 use crate::pool::discovery::is_group;
+use crate::stats::histogram::HistogramSnapshot;
 use crate::stats::{ListenerStats, RouteStats};
 
 /// One listener as the admin endpoint sees it.
@@ -74,6 +75,12 @@ pub struct ListenerView {
     /// /status keeps the shape it has always had.
     #[serde(skip)]
     pub proxy_header_errors: u64,
+    /// Bytes each connection sent to its backend; in /metrics only.
+    #[serde(skip)]
+    pub sent_bytes: HistogramSnapshot,
+    /// Bytes each connection received from its backend; in /metrics only.
+    #[serde(skip)]
+    pub received_bytes: HistogramSnapshot,
     /// Membership changes the pool has applied since it started.
     pub backend_changes: BackendChanges,
     /// The pool's members, each name once.
@@ -204,6 +211,21 @@ pub struct BackendView {
     pub health: Health,
     /// Taken out for now by passive health (failed connects).
     pub ejected: bool,
+    /// The median connect time in seconds, estimated from the
+    /// connect-time histogram's buckets (linear within a bucket, as
+    /// Prometheus' `histogram_quantile`); null before any connection.
+    pub connect_p50_seconds: Option<f64>,
+    /// The 99th percentile connect time, estimated the same way.
+    pub connect_p99_seconds: Option<f64>,
+    /// Connect times of successful attempts; in /metrics only.
+    #[serde(skip)]
+    pub connect_time: HistogramSnapshot,
+    /// Time clients waited for a slot before connecting; in /metrics only.
+    #[serde(skip)]
+    pub queue_wait: HistogramSnapshot,
+    /// How long connections lasted; in /metrics only.
+    #[serde(skip)]
+    pub duration: HistogramSnapshot,
 }
 
 /// A backend's health as the checks see it, apart from the admin state.
@@ -273,6 +295,8 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                     unavailable: stats.unavailable.load(Relaxed),
                 },
                 proxy_header_errors: stats.proxy_header_errors.load(Relaxed),
+                sent_bytes: stats.sent_bytes.snapshot(),
+                received_bytes: stats.received_bytes.snapshot(),
                 backend_changes: pool.backend_changes,
                 backends: pool.backends,
                 dns: pool.dns,
@@ -302,6 +326,7 @@ impl PoolFigures {
                 continue;
             }
             let up = b.is_up();
+            let connect_time = b.stats.connect_time.snapshot();
             backends.push(BackendView {
                 name: b.name().to_string(),
                 address: b.addr().to_string(),
@@ -322,6 +347,11 @@ impl PoolFigures {
                 admin_state: b.admin_state(),
                 health: if up { Health::Up } else { Health::Down },
                 ejected: b.is_failing(),
+                connect_p50_seconds: connect_time.quantile(0.5),
+                connect_p99_seconds: connect_time.quantile(0.99),
+                connect_time,
+                queue_wait: b.stats.queue_wait.snapshot(),
+                duration: b.stats.duration.snapshot(),
             });
         }
         let resolutions = pool.resolutions();
@@ -362,6 +392,20 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::{ServiceConfig, parse_backend};
 
+    /// A time histogram's snapshot with these values, in microseconds.
+    pub(crate) fn histogram(micros: &[u64]) -> HistogramSnapshot {
+        let h = crate::stats::histogram::TimeHistogram::default();
+        micros.iter().for_each(|&v| h.record_value(v));
+        h.snapshot()
+    }
+
+    /// A size histogram's snapshot with these values, in bytes.
+    pub(crate) fn sizes(bytes: &[u64]) -> HistogramSnapshot {
+        let h = crate::stats::histogram::SizeHistogram::default();
+        bytes.iter().for_each(|&v| h.record_value(v));
+        h.snapshot()
+    }
+
     /// One listener with a ready, healthy backend (with a name that needs
     /// escaping) and a draining, down, ejected one.
     pub(crate) fn sample() -> Vec<ListenerView> {
@@ -385,6 +429,11 @@ pub(crate) mod tests {
             admin_state: AdminState::Ready,
             health: Health::Up,
             ejected: false,
+            connect_p50_seconds: Some(0.00075),
+            connect_p99_seconds: Some(0.0025),
+            connect_time: histogram(&[300, 700, 2_000]),
+            queue_wait: histogram(&[0, 0]),
+            duration: histogram(&[1_500_000]),
         };
         let draining = BackendView {
             name: "127.0.0.1:8082".into(),
@@ -395,6 +444,9 @@ pub(crate) mod tests {
             health: Health::Down,
             ejected: true,
             backup: true,
+            connect_time: histogram(&[]),
+            queue_wait: histogram(&[]),
+            duration: histogram(&[]),
             ..BackendView::default()
         };
         vec![ListenerView {
@@ -409,6 +461,8 @@ pub(crate) mod tests {
                 unavailable: 4,
             },
             proxy_header_errors: 5,
+            sent_bytes: sizes(&[10, 100_000]),
+            received_bytes: sizes(&[2_000_000_000]),
             backend_changes: BackendChanges {
                 added: 8,
                 removed: 9,

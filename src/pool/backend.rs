@@ -268,7 +268,10 @@ impl Backend {
     pub fn open_connection(&self) -> ActiveConnection<'_> {
         self.stats.active.fetch_add(1, Relaxed);
         self.stats.total.fetch_add(1, Relaxed);
-        ActiveConnection { backend: self }
+        ActiveConnection {
+            backend: self,
+            opened: Instant::now(),
+        }
     }
 }
 
@@ -296,14 +299,18 @@ impl fmt::Display for Backend {
 }
 
 /// Keeps `active` right however a connection ends, panics and
-/// cancellation included.
+/// cancellation included, and records how long it lasted.
 pub struct ActiveConnection<'a> {
+    /// Whose connection it is.
     backend: &'a Backend,
+    /// When it was made: its duration is measured from here.
+    opened: Instant,
 }
 
 impl Drop for ActiveConnection<'_> {
     fn drop(&mut self) {
         self.backend.stats.active.fetch_sub(1, Relaxed);
+        self.backend.stats.duration.record(self.opened.elapsed());
     }
 }
 

@@ -91,23 +91,28 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
     };
     greeting.extend_from_slice(&routed.hello);
 
+    let admitting = Instant::now();
     let Ok(_slot) = state.admit().await else {
         debug!("{peer}: no free slot under max-conns within the queue timeout");
         service.stats.count_rejected();
         failure::answer(client, Failure::Unavailable, on_failure).await;
         return;
     };
+    let mut waited = admitting.elapsed();
     let queue_deadline = Instant::now() + config.queue_timeout;
     let mut tried: Vec<usize> = Vec::new();
     let mut failure = Failure::Unavailable;
     for _ in 0..=config.retries {
+        let picking = Instant::now();
         let Some(index) = pool
             .pick_or_wait(&state, peer.ip(), &tried, queue_deadline)
             .await
         else {
             break;
         };
+        waited += picking.elapsed();
         let backend = &state.backends[index];
+        let attempt = Instant::now();
         let connected = match connect(backend.addr(), config.connect_timeout).await {
             // The greeting goes out before any other client byte.
             Ok(mut upstream) if !greeting.is_empty() => {
@@ -117,6 +122,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
         };
         match connected {
             Ok(upstream) => {
+                backend.stats.connect_time.record(attempt.elapsed());
+                backend.stats.queue_wait.record(waited);
                 if let Some(keepalive) = &config.keepalive {
                     set_keepalive(&upstream, keepalive);
                 }
@@ -124,7 +131,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
                     idle: config.idle_timeout,
                     max_age: config.max_connection_age,
                 };
-                pipe(client, upstream, peer, backend, limits).await;
+                let (sent, received) = pipe(client, upstream, peer, backend, limits).await;
+                service.stats.record_bytes(sent, received);
                 pool.connection_closed(backend);
                 return;
             }
@@ -215,13 +223,14 @@ async fn route(
     })
 }
 
+/// Pipes until both sides are done; returns the bytes moved each way.
 async fn pipe(
     client: TcpStream,
     upstream: TcpStream,
     peer: SocketAddr,
     backend: &Backend,
     limits: Limits,
-) {
+) -> (u64, u64) {
     let _active = backend.open_connection();
     debug!("{peer}: connected to {backend}");
     // Taken once: an operator's drain deadline closes this connection.
@@ -245,6 +254,7 @@ async fn pipe(
         ),
         EndReason::Error(e) => debug!("{peer}: connection to {backend} ended: {e}"),
     }
+    (sent, received)
 }
 
 /// Turns on TCP keepalive probes; a socket that refuses keeps working
