@@ -13,9 +13,9 @@
 //!   `tcplb check`.
 //! - [`proxy`]: the per-connection data path: accept, access control, PROXY
 //!   protocol, pick and connect with retries, pipe the bytes, answer 502/503.
-//! - [`admin`]: the admin endpoint: Prometheus `/metrics`, JSON `/status`,
-//!   and the control API under `/api/v1/` (which the runtime implements
-//!   through the [`admin::Control`] trait).
+//! - [`admin`]: the admin endpoint: the live status page at `/`, Prometheus
+//!   `/metrics`, JSON `/status`, and the control API under `/api/v1/`
+//!   (which the runtime implements through the [`admin::Control`] trait).
 //! - [`pool`]: what a service's pool knows: its backends (admin state and
 //!   health kept apart), selection, health checks, discovery.
 //! - [`stats`]: the counters the data path writes and the admin endpoint reads.

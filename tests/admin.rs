@@ -209,7 +209,7 @@ async fn metrics_and_status_report_known_traffic_exactly() {
     let (status, headers, json) = get(lb.admin, "/status").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.contains("Content-Type: application/json"));
-    assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("]}\n"));
+    assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("}\n"));
     assert!(json.contains(&format!(
         "\"listen\":\"{}\",\"strategy\":\"round-robin\",\"accepted\":5,\"rejected\":0,\
          \"active\":0,\"failures\":{{\"502\":0,\"503\":0}}",

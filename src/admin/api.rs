@@ -65,6 +65,9 @@ pub struct Api {
     pub token: Option<String>,
     /// Changes and refusals, for /metrics.
     pub stats: Arc<ControlStats>,
+    /// The last 15 minutes for the status page, sampled by
+    /// [`super::history::sample_every_second`] (which the runtime starts).
+    pub history: Arc<super::History>,
 }
 
 /// A pool in `GET /api/v1/pools`.

@@ -11,7 +11,9 @@
 //!
 //! - `GET /metrics`: Prometheus text exposition format 0.0.4 ([`metrics`]).
 //! - `GET /status`: the same picture as JSON ([`status`]).
-//! - `HEAD` of either: the same headers, no body.
+//! - `GET /status/history`: the last 15 minutes, a point a second ([`history`]).
+//! - `GET /`: the live status page, with `/status.js` and `/status.css` ([`page`]).
+//! - `HEAD` of any: the same headers, no body.
 //! - `/api/v1/...`: the control API, JSON ([`api`]).
 //! - another path: 404; another method: 405 with `Allow: GET, HEAD`; a
 //!   malformed request: 400 and a request head over [`MAX_HEAD`] bytes: 431,
@@ -43,7 +45,10 @@ use std::time::Duration;
 use anyhow::Context;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::header::{
+    ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HeaderValue,
+    REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -60,13 +65,16 @@ use crate::stats::ControlStats;
 pub mod api;
 pub mod auth;
 pub mod control;
+pub mod history;
 pub mod metrics;
+pub mod page;
 pub mod status;
 pub mod view;
 
 pub use api::Api;
 pub use auth::Origin;
 pub use control::{Action, Change, Control};
+pub use history::History;
 pub use view::{WatchList, Watched, WatchedRoute};
 
 /// Largest request head (request line and headers) accepted.
@@ -128,6 +136,7 @@ pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: Cancella
         control: None,
         token: None,
         stats: Arc::default(),
+        history: Arc::default(),
     };
     serve_api(listener, Arc::new(api), shutdown).await
 }
@@ -378,7 +387,28 @@ async fn route(request: Request<Incoming>, api: &Api, origin: &Origin) -> Respon
     if path == "/api" || path.starts_with("/api/") {
         return api::handle(request, api, origin).await;
     }
-    respond_with(request.method(), path, &*api.watched, Some(&api.stats))
+    let reports = Reports {
+        control: Some(&api.stats),
+        history: Some(&api.history),
+        write_access: match origin {
+            Origin::Unix => true,
+            Origin::Tcp(_) => api.token.is_some(),
+        },
+    };
+    let query = request.uri().query();
+    respond_with(request.method(), path, query, &*api.watched, reports)
+}
+
+/// What the reporting routes show besides the listeners.
+#[derive(Clone, Copy, Default)]
+struct Reports<'a> {
+    /// The control API's and the endpoint's counters, for `/metrics`.
+    control: Option<&'a ControlStats>,
+    /// The rings behind `/status/history`.
+    history: Option<&'a History>,
+    /// Whether this request's way in can write (`/status`'s
+    /// `write_access`, which shows the page's buttons).
+    write_access: bool,
 }
 
 /// hyper's HTTP/1 settings for the admin endpoint.
@@ -404,16 +434,16 @@ fn respond(
     path: &str,
     watched: &dyn Fn() -> Vec<Watched>,
 ) -> Response<Full<Bytes>> {
-    respond_with(method, path, watched, None)
+    respond_with(method, path, None, watched, Reports::default())
 }
 
-/// Like [`respond`]; `/metrics` also shows the control API's counters
-/// when `control` is given.
+/// Like [`respond`], with the query and what else the reports show.
 fn respond_with(
     method: &Method,
     path: &str,
+    query: Option<&str>,
     watched: &dyn Fn() -> Vec<Watched>,
-    control: Option<&crate::stats::ControlStats>,
+    reports: Reports,
 ) -> Response<Full<Bytes>> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = answer(
@@ -426,10 +456,19 @@ fn respond_with(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
+    if let Some((content_type, body)) = page::asset(path) {
+        let mut response = answer(StatusCode::OK, content_type, String::new());
+        *response.body_mut() = Full::new(Bytes::from_static(body.as_bytes()));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(page::CSP));
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        return response;
+    }
     match path {
         "/metrics" => {
             let mut text = metrics::render_metrics(&view::snapshot(&watched()));
-            if let Some(stats) = control {
+            if let Some(stats) = reports.control {
                 text.push_str(&metrics::render_control(stats));
             }
             answer(
@@ -441,13 +480,43 @@ fn respond_with(
         "/status" => answer(
             StatusCode::OK,
             "application/json",
-            status::render_status(&view::snapshot(&watched())),
+            status::render_status(&view::snapshot(&watched()), reports.write_access),
         ),
+        "/status/history" => {
+            let after = match query.map(history_after).unwrap_or(Ok(0)) {
+                Ok(after) => after,
+                Err(()) => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain",
+                        "the query is ?after=N, N a sample number\n".into(),
+                    );
+                }
+            };
+            let body = match reports.history {
+                Some(history) => history.render(after, &view::snapshot(&watched())),
+                None => History::default().render(after, &[]),
+            };
+            answer(StatusCode::OK, "application/json", body)
+        }
+        // Browsers ask for it; nothing to show, and no 404 in their console.
+        "/favicon.ico" => answer(StatusCode::NO_CONTENT, "text/plain", String::new()),
         _ => answer(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /status or /api/v1/pools\n".into(),
+            "not found: try /, /metrics, /status or /api/v1/pools\n".into(),
         ),
+    }
+}
+
+/// `after=N` in `/status/history`'s query (other keys are ignored).
+fn history_after(query: &str) -> Result<u64, ()> {
+    match query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("after="))
+    {
+        Some(n) => n.parse().map_err(|_| ()),
+        None => Ok(0),
     }
 }
 
@@ -473,7 +542,9 @@ mod tests {
         assert_eq!(status(Method::GET, "/metrics"), StatusCode::OK);
         assert_eq!(status(Method::GET, "/status"), StatusCode::OK);
         assert_eq!(status(Method::HEAD, "/status"), StatusCode::OK);
-        assert_eq!(status(Method::GET, "/"), StatusCode::NOT_FOUND);
+        assert_eq!(status(Method::GET, "/"), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/status/history"), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/nope"), StatusCode::NOT_FOUND);
         let refused = respond(&Method::POST, "/metrics", &Vec::new);
         assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(refused.headers()[ALLOW], "GET, HEAD");
@@ -486,6 +557,10 @@ mod tests {
             || -> Vec<Watched> { panic!("listeners read for a route that does not report") };
         assert_eq!(
             respond(&Method::GET, "/", &unasked).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&Method::GET, "/nope", &unasked).status(),
             StatusCode::NOT_FOUND
         );
         assert_eq!(
@@ -530,6 +605,51 @@ mod tests {
         assert_eq!(stats.connections.active.load(Relaxed), 0);
         let held = slots.held.lock().unwrap();
         assert_eq!((held.answering, held.silent.len()), (0, 0));
+    }
+
+    #[test]
+    fn the_page_comes_with_its_content_security_policy() {
+        for (path, content_type) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/status.js", "text/javascript; charset=utf-8"),
+            ("/status.css", "text/css; charset=utf-8"),
+        ] {
+            let response = respond(&Method::GET, path, &Vec::new);
+            let headers = response.headers();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(headers[CONTENT_TYPE], content_type);
+            assert_eq!(headers[CONTENT_SECURITY_POLICY], page::CSP);
+            assert_eq!(headers[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        }
+        assert_eq!(
+            respond(&Method::GET, "/favicon.ico", &Vec::new).status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+
+    #[test]
+    fn history_takes_after_n_and_refuses_anything_else() {
+        let history = History::default();
+        let get = |query: &str| {
+            let reports = Reports {
+                history: Some(&history),
+                ..Reports::default()
+            };
+            respond_with(
+                &Method::GET,
+                "/status/history",
+                Some(query),
+                &Vec::new,
+                reports,
+            )
+            .status()
+        };
+        assert_eq!(get("after=12"), StatusCode::OK);
+        assert_eq!(get("x=1&after=0"), StatusCode::OK);
+        assert_eq!(get(""), StatusCode::OK);
+        assert_eq!(get("after=-1"), StatusCode::BAD_REQUEST);
+        assert_eq!(get("after=x"), StatusCode::BAD_REQUEST);
+        assert_eq!(history_after("after=99999999999"), Ok(99_999_999_999));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
 //!     "ejected":..,"connect_p50_seconds":..|null,"connect_p99_seconds":..|null}],
 //!   "dns":[{"name":..,"members":..,"resolutions":{"empty":..,"error":..,
-//!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}]}]}
+//!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}]}],
+//!  "write_access":true|false}
 //! ```
 //!
 //! Non-finite numbers are written as 0, so the answer is always valid JSON.
@@ -32,13 +33,21 @@ use super::view::ListenerView;
 struct Status<'a> {
     /// Every listener, in configuration order.
     listeners: &'a [ListenerView],
+    /// Whether changes can be made the way this request came in: a token
+    /// is configured (TCP) or it came over the Unix socket. The status page
+    /// shows its buttons by it.
+    write_access: bool,
 }
 
 /// The whole `/status` body, newline-terminated.
-pub fn render_status(listeners: &[ListenerView]) -> String {
+pub fn render_status(listeners: &[ListenerView], write_access: bool) -> String {
     // Serialising plain structs of strings and numbers into a String cannot
     // fail; an empty object is still valid JSON should it ever.
-    let mut out = serde_json::to_string(&Status { listeners }).unwrap_or_else(|_| "{}".into());
+    let status = Status {
+        listeners,
+        write_access,
+    };
+    let mut out = serde_json::to_string(&status).unwrap_or_else(|_| "{}".into());
     out.push('\n');
     out
 }
@@ -50,8 +59,11 @@ mod tests {
 
     #[test]
     fn status_is_json_with_escaped_strings() {
-        let json = render_status(&sample());
-        assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("]}\n"));
+        let json = render_status(&sample(), false);
+        assert!(
+            json.starts_with("{\"listeners\":[{") && json.ends_with("],\"write_access\":false}\n")
+        );
+        assert!(render_status(&sample(), true).ends_with(",\"write_access\":true}\n"));
         assert!(json.contains(r#""name":"we\"ird\\name\n""#), "{json}");
         assert!(
             json.contains(r#""accepted":7,"rejected":2,"active":1"#),
@@ -72,7 +84,7 @@ mod tests {
 
     #[test]
     fn admin_state_health_ejection_and_changes_are_reported() {
-        let json = render_status(&sample());
+        let json = render_status(&sample(), false);
         assert!(
             json.contains(r#""admin_state":"ready","health":"up","ejected":false,"#),
             "{json}"
@@ -100,7 +112,7 @@ mod tests {
 
     #[test]
     fn connect_time_quantiles_are_numbers_or_null() {
-        let json = render_status(&sample());
+        let json = render_status(&sample(), false);
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         let backends = &parsed["listeners"][0]["backends"];
         assert_eq!(backends[0]["connect_p50_seconds"], 0.00075);
@@ -116,7 +128,7 @@ mod tests {
 
     #[test]
     fn discovered_backends_show_their_source_and_names_their_lookups() {
-        let json = render_status(&sample());
+        let json = render_status(&sample(), false);
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
         let listener = &parsed["listeners"][0];
         assert!(
@@ -137,7 +149,7 @@ mod tests {
         backend.name = "\u{1}".into();
         backend.check_latency_seconds = f64::NAN;
         listeners[0].backends[1].check_latency_seconds = f64::INFINITY;
-        let json = render_status(&listeners);
+        let json = render_status(&listeners, false);
         assert!(json.contains(r#""name":"\u0001""#), "{json}");
         assert!(!json.contains("seconds\":null,\"idle"), "{json}");
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");

@@ -442,7 +442,15 @@ impl Balancer {
             })),
             token: self.admin_token,
             stats: shared.control.stats.clone(),
+            history: Arc::default(),
         });
+        if self.admin.is_some() || self.admin_unix.is_some() {
+            shared.tasks.spawn(admin::history::sample_every_second(
+                api.watched.clone(),
+                api.history.clone(),
+                shared.shutdown.clone(),
+            ));
+        }
         if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
                 info!("admin endpoint on http://{addr}/metrics and /status");
