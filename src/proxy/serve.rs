@@ -98,8 +98,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
         failure::answer(client, Failure::Unavailable, on_failure).await;
         return;
     };
-    let mut waited = admitting.elapsed();
-    let queue_deadline = Instant::now() + config.queue_timeout;
+    let admitted = Instant::now();
+    let mut waited = admitted - admitting;
+    let queue_deadline = admitted + config.queue_timeout;
     let mut tried: Vec<usize> = Vec::new();
     let mut failure = Failure::Unavailable;
     for _ in 0..=config.retries {
