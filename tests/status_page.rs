@@ -620,8 +620,9 @@ backends = ["{a}", "{b}", {{ address = "{c}", state = "drain" }}, {{ address = "
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_write_access_the_page_has_no_buttons() {
+async fn without_write_access_the_page_has_no_buttons_and_shows_tls_routes() {
     let a = TestBackend::http().await;
+    let e = TestBackend::http().await;
     let dir = TempDir::new("read");
     let config = format!(
         r#"admin = "127.0.0.1:0"
@@ -630,20 +631,50 @@ drain_timeout = "1s"
 [[listener]]
 listen = "127.0.0.1:0"
 backends = ["{a}"]
+
+[[listener.route]]
+name = "api"
+server_names = ["api.example.com"]
+backends = ["{e}"]
 "#,
-        a = a.addr
+        a = a.addr,
+        e = e.addr
     );
     let (_lb, admin) = start_tcplb(&dir, &config).await;
     let url = format!("http://{admin}/");
     let mut browser = tokio::task::block_in_place(Browser::launch);
     tokio::task::block_in_place(|| browser.navigate(&url));
     let (seen, _) =
-        tokio::task::block_in_place(|| browser.wait_for(ROWS, PATIENCE, |v| rows(v).len() == 1));
+        tokio::task::block_in_place(|| browser.wait_for(ROWS, PATIENCE, |v| rows(v).len() == 2));
     let seen = rows(&seen);
-    assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(
-        (seen[0].1.as_str(), seen[0].2.as_str(), seen[0].3),
-        ("ready", "up", false)
+        seen.len(),
+        2,
+        "the listener's backend and the route's: {seen:?}"
+    );
+    for shown in &seen {
+        assert_eq!(
+            (shown.1.as_str(), shown.2.as_str(), shown.3),
+            ("ready", "up", false),
+            "{shown:?}"
+        );
+    }
+    // The route's backend sits in the route's own table.
+    let pools = tokio::task::block_in_place(|| {
+        browser.eval(
+            r#"[...document.querySelectorAll("tr[data-backend]")].map(r => [r.dataset.pool, r.dataset.backend])"#,
+        )
+    });
+    assert_eq!(pools[1], json!(["api", e.addr.to_string()]), "{pools}");
+    let heading = tokio::task::block_in_place(|| {
+        browser.eval(r#"document.querySelector("h3[data-route]").textContent"#)
+    });
+    assert!(
+        heading
+            .as_str()
+            .unwrap_or("")
+            .starts_with("route api api.example.com"),
+        "{heading}"
     );
     let hidden = tokio::task::block_in_place(|| {
         browser.eval(r#"[document.getElementById("auth").hidden, document.querySelectorAll("button").length]"#)
