@@ -41,7 +41,7 @@
 //! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); label `code` = `502` or `503` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
 //! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
-//! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413) or `unavailable` |
+//! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413), `unavailable` or `timeout` (408, a body not complete in time) |
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
 //! | `tcplb_admin_connections_total` | counter | connections accepted by the admin endpoint (TCP and Unix socket), refused ones included |
 //! | `tcplb_admin_connections_active` | gauge | admin endpoint connections open now |
