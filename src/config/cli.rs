@@ -13,9 +13,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
-    self, AccessConfig, BackendSpec, Config, DEFAULT_BACKENDS, HealthConfig, KeepaliveConfig,
-    Network, OnFailure, ProxyVersion, ResolveConfig, ServiceConfig, SpliceMode, StrategyKind,
-    file as config_file, parse_duration,
+    self, AccessConfig, AccessLogConfig, AccessLogFormat, AccessLogTarget, BackendSpec, Config,
+    DEFAULT_BACKENDS, HealthConfig, KeepaliveConfig, Network, OnFailure, ProxyVersion,
+    ResolveConfig, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
 };
 
 /// One `--backend` value: one or more comma-separated backends.
@@ -330,6 +330,16 @@ pub struct RuntimeFlags {
     /// default), instead of the nameservers in /etc/resolv.conf.
     #[arg(long, value_parser = config::parse_resolver, value_name = "ADDR")]
     pub resolver: Option<SocketAddr>,
+
+    /// Write one line per finished connection to this file (reopened on
+    /// SIGUSR1, for logrotate), to `stderr`, or `off`.
+    #[arg(long, default_value = "off", value_name = "PATH")]
+    pub access_log: AccessLogTarget,
+
+    /// Access log lines as `text` (HAProxy tcplog-like fields) or `json`
+    /// (JSON Lines).
+    #[arg(long, default_value = "text", value_name = "FORMAT")]
+    pub access_log_format: AccessLogFormat,
 }
 
 /// What the command line asks for: the configuration to start with and,
@@ -476,6 +486,8 @@ fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Res
             "admin_socket" => config.admin_socket = given.admin_socket.clone(),
             "state_file" => config.state_file = given.state_file.clone(),
             "resolver" => config.resolver = given.resolver,
+            "access_log" => config.access_log.target = given.access_log.target.clone(),
+            "access_log_format" => config.access_log.format = given.access_log.format,
             _ => {
                 for service in &mut config.services {
                     override_service(service, from, id);
@@ -607,6 +619,10 @@ impl Cli {
             admin_socket: admin.admin_socket,
             state_file: admin.state_file,
             resolver: runtime.resolver,
+            access_log: AccessLogConfig {
+                target: runtime.access_log,
+                format: runtime.access_log_format,
+            },
         }
     }
 }
@@ -646,6 +662,37 @@ mod tests {
         assert_eq!((s.retries, s.on_failure), (2, OnFailure::Http));
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn access_log_flags_default_parse_and_override_the_file() {
+        let config = Cli::try_parse_from(["tcplb"]).unwrap().into_config();
+        assert_eq!(config.access_log, AccessLogConfig::default());
+        assert_eq!(config.access_log.target, AccessLogTarget::Off);
+        let file = TempFile::new(
+            "accesslog",
+            "access_log = \"/var/log/a.log\"\naccess_log_format = \"json\"\n\
+             [[listener]]\nlisten = \"127.0.0.1:8080\"\nbackends = [\"127.0.0.1:8081\"]\n",
+        );
+        let from_file = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap();
+        assert_eq!(
+            from_file.config.access_log,
+            AccessLogConfig {
+                target: AccessLogTarget::File("/var/log/a.log".into()),
+                format: AccessLogFormat::Json,
+            }
+        );
+        let startup =
+            Startup::try_from_args(["tcplb", "--config", file.arg(), "--access-log", "stderr"])
+                .unwrap();
+        assert_eq!(startup.config.access_log.target, AccessLogTarget::Stderr);
+        assert_eq!(startup.config.access_log.format, AccessLogFormat::Json);
+        for bad in [
+            &["tcplb", "--access-log", ""][..],
+            &["tcplb", "--access-log-format", "xml"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -957,6 +1004,8 @@ mod tests {
                     "--workers",
                     "--splice",
                     "--resolver",
+                    "--access-log",
+                    "--access-log-format",
                 ],
             ),
         ];
@@ -1038,6 +1087,8 @@ mod tests {
             "admin_socket",
             "state_file",
             "resolver",
+            "access_log",
+            "access_log_format",
             "config",
             "workers",
             "splice",

@@ -27,8 +27,9 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::config::{
-    self, AdminState, BackendSpec, Config, KeepaliveConfig, Network, OnFailure, ProxyVersion,
-    RouteConfig, ServerName, ServiceConfig, StrategyKind, parse_duration, parse_escaped,
+    self, AccessLogFormat, AccessLogTarget, AdminState, BackendSpec, Config, KeepaliveConfig,
+    Network, OnFailure, ProxyVersion, RouteConfig, ServerName, ServiceConfig, StrategyKind,
+    parse_duration, parse_escaped,
 };
 
 /// A configuration file that cannot be used, and where it goes wrong.
@@ -315,6 +316,8 @@ struct RawFile {
     admin_socket: Option<PathBuf>,
     state_file: Option<PathBuf>,
     resolver: Option<Resolver>,
+    access_log: Option<Text<AccessLogTarget>>,
+    access_log_format: Option<Text<AccessLogFormat>>,
     #[serde(default)]
     defaults: Option<Spanned<RawService>>,
     #[serde(default)]
@@ -503,6 +506,11 @@ impl RawFile {
         config.admin_socket = self.admin_socket;
         config.state_file = self.state_file;
         config.resolver = self.resolver.map(|r| r.0);
+        set(&mut config.access_log.target, self.access_log.map(|t| t.0));
+        set(
+            &mut config.access_log.format,
+            self.access_log_format.map(|t| t.0),
+        );
         Ok(config)
     }
 }
@@ -1743,6 +1751,11 @@ resolve_ttl_min = 3
         }
         let e = parse_err(&format!("resolver = \"dns.example\"\n{head}"));
         assert_eq!(e.key.as_deref(), Some("resolver"), "{e}");
+        let e = parse_err(&format!("access_log_format = \"xml\"\n{head}"));
+        assert_eq!(e.key.as_deref(), Some("access_log_format"), "{e}");
+        assert!(e.message.contains("text or json"), "{e}");
+        let e = parse_err(&format!("access_log = \"\"\n{head}"));
+        assert_eq!(e.key.as_deref(), Some("access_log"), "{e}");
     }
 
     #[test]
@@ -1807,6 +1820,8 @@ resolve_ttl_min = 3
             "[[listener.route]]",
             "server_names",
             "alpn",
+            "access_log",
+            "access_log_format",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }

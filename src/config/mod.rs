@@ -569,6 +569,8 @@ pub struct Config {
     /// The DNS server that backend names are resolved with; `None`: the
     /// nameservers in /etc/resolv.conf.
     pub resolver: Option<SocketAddr>,
+    /// One line per finished connection, and where it goes; off by default.
+    pub access_log: AccessLogConfig,
 }
 
 impl Config {
@@ -581,7 +583,88 @@ impl Config {
             admin_socket: None,
             state_file: None,
             resolver: None,
+            access_log: AccessLogConfig::default(),
         }
+    }
+}
+
+/// The access log (`--access-log`, `--access-log-format`). Default: off,
+/// text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// Where the lines go.
+    pub target: AccessLogTarget,
+    /// How each line is written.
+    pub format: AccessLogFormat,
+}
+
+/// Where the access log goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// No access log (the default).
+    #[default]
+    Off,
+    /// The process's standard error, beside the diagnostic log.
+    Stderr,
+    /// A file, appended to, created if missing, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+impl FromStr for AccessLogTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(AccessLogTarget::Off),
+            "stderr" => Ok(AccessLogTarget::Stderr),
+            "" => Err("empty access log path: give a file, `stderr` or `off`".into()),
+            path if path.ends_with('/') => Err(format!(
+                "bad access log path {path:?}: a directory, not a file"
+            )),
+            path => Ok(AccessLogTarget::File(PathBuf::from(path))),
+        }
+    }
+}
+
+impl fmt::Display for AccessLogTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccessLogTarget::Off => f.write_str("off"),
+            AccessLogTarget::Stderr => f.write_str("stderr"),
+            AccessLogTarget::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How access log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// Space-separated fields in a fixed order, in the spirit of HAProxy's
+    /// `option tcplog` (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (JSON Lines).
+    Json,
+}
+
+impl FromStr for AccessLogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(AccessLogFormat::Text),
+            "json" => Ok(AccessLogFormat::Json),
+            other => Err(format!(
+                "unknown access log format {other:?}: use text or json"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for AccessLogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccessLogFormat::Text => "text",
+            AccessLogFormat::Json => "json",
+        })
     }
 }
 
@@ -749,5 +832,21 @@ mod tests {
         assert!("random".parse::<StrategyKind>().is_err());
         assert!("maybe".parse::<SpliceMode>().is_err());
         assert!("down".parse::<AdminState>().is_err());
+    }
+
+    #[test]
+    fn access_log_targets_and_formats_parse() {
+        assert_eq!("off".parse(), Ok(AccessLogTarget::Off));
+        assert_eq!("stderr".parse(), Ok(AccessLogTarget::Stderr));
+        assert_eq!(
+            "/var/log/tcplb.log".parse(),
+            Ok(AccessLogTarget::File("/var/log/tcplb.log".into()))
+        );
+        assert!("".parse::<AccessLogTarget>().is_err());
+        assert!("/var/log/".parse::<AccessLogTarget>().is_err());
+        for name in ["text", "json"] {
+            assert_eq!(name.parse::<AccessLogFormat>().unwrap().to_string(), name);
+        }
+        assert!("xml".parse::<AccessLogFormat>().is_err());
     }
 }
