@@ -1,5 +1,6 @@
 //! `tcplb ctl`: the command-line client of the control API, so operators
-//! drain, re-weight, add and remove backends without writing HTTP by hand.
+//! drain, re-weight, add and remove backends, and list and close open
+//! connections, without writing HTTP by hand.
 //!
 //! It parses its own arguments (a separate clap command, reached when the
 //! first argument is `ctl`), sends one request with hyper's HTTP/1 client
@@ -124,6 +125,36 @@ pub enum Command {
         #[arg(long)]
         backup: bool,
     },
+    /// List open connections: id, client, listener, backend, age, idle time, bytes each way.
+    Connections {
+        /// Only this listener's (its pool name). [default: every listener]
+        #[arg(long, value_name = "POOL")]
+        listener: Option<String>,
+        /// Only those to this backend. [default: any]
+        #[arg(long, value_name = "BACKEND")]
+        backend: Option<String>,
+        /// At most this many (one page).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+        limit: u32,
+        /// Only connections with an id above this (the next page).
+        #[arg(long, value_name = "ID")]
+        after: Option<u64>,
+        /// Every page, not just one.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Close open connection ID (both sides, at once).
+    Close {
+        /// The connection's id, from `tcplb ctl connections`.
+        id: u64,
+    },
+    /// Close every open connection to BACKEND.
+    CloseConnections {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name (HOST:PORT as configured).
+        backend: String,
+    },
     /// Drain BACKEND, then remove it when its last connection ends.
     Remove {
         /// The pool's name.
@@ -210,8 +241,22 @@ pub async fn run(cli: &CtlCli) -> Result<String, String> {
         ),
         None => None,
     };
+    if let Command::Connections { all: true, .. } = &cli.command {
+        return every_connection(cli, token.as_deref()).await;
+    }
     let call = call_for(&cli.command);
-    let (status, body) = tokio::time::timeout(TIMEOUT, send(&cli.admin, token.as_deref(), &call))
+    let (value, body) = request(cli, token.as_deref(), &call).await?;
+    if cli.json {
+        // The server's bytes, fields in its order.
+        let text = String::from_utf8_lossy(&body);
+        return Ok(format!("{}\n", text.trim_end()));
+    }
+    Ok(render(&cli.command, &value))
+}
+
+/// Sends `call`; the decoded answer and its bytes, or the server's error.
+async fn request(cli: &CtlCli, token: Option<&str>, call: &Call) -> Result<(Value, Bytes), String> {
+    let (status, body) = tokio::time::timeout(TIMEOUT, send(&cli.admin, token, call))
         .await
         .map_err(|_| format!("no answer from {} within {TIMEOUT:?}", cli.admin))??;
     let value: Value = serde_json::from_slice(&body).map_err(|_| {
@@ -224,12 +269,28 @@ pub async fn run(cli: &CtlCli) -> Result<String, String> {
         let message = value["error"].as_str().unwrap_or("(no error text)");
         return Err(format!("{status}: {message}"));
     }
+    Ok((value, body))
+}
+
+/// `connections --all`: every page, one table (or one JSON object).
+async fn every_connection(cli: &CtlCli, token: Option<&str>) -> Result<String, String> {
+    let mut command = cli.command.clone();
+    let mut all: Vec<Value> = Vec::new();
+    let open = loop {
+        let (value, _) = request(cli, token, &call_for(&command)).await?;
+        all.extend(array(&value["connections"]).iter().cloned());
+        let (Some(next), Command::Connections { after, .. }) =
+            (value["next"].as_u64(), &mut command)
+        else {
+            break value["open"].clone();
+        };
+        *after = Some(next);
+    };
+    let merged = json!({ "open": open, "connections": all, "next": null });
     if cli.json {
-        // The server's bytes, fields in its order.
-        let text = String::from_utf8_lossy(&body);
-        return Ok(format!("{}\n", text.trim_end()));
+        return Ok(format!("{merged}\n"));
     }
-    Ok(render(&cli.command, &value))
+    Ok(render(&command, &merged))
 }
 
 fn call_for(command: &Command) -> Call {
@@ -309,6 +370,39 @@ fn call_for(command: &Command) -> Call {
             method: Method::DELETE,
             path: backend_path(pool, backend),
             body: deadline_body(deadline),
+        },
+        Command::Connections {
+            listener,
+            backend,
+            limit,
+            after,
+            all: _,
+        } => {
+            let mut path = format!("/api/v1/connections?limit={limit}");
+            if let Some(after) = after {
+                path.push_str(&format!("&after={after}"));
+            }
+            if let Some(listener) = listener {
+                path.push_str(&format!("&listener={}", segment(listener)));
+            }
+            if let Some(backend) = backend {
+                path.push_str(&format!("&backend={}", segment(backend)));
+            }
+            Call {
+                method: Method::GET,
+                path,
+                body: None,
+            }
+        }
+        Command::Close { id } => Call {
+            method: Method::DELETE,
+            path: format!("/api/v1/connections/{id}"),
+            body: None,
+        },
+        Command::CloseConnections { pool, backend } => Call {
+            method: Method::POST,
+            path: format!("{}/close-connections", backend_path(pool, backend)),
+            body: None,
         },
     }
 }
@@ -444,12 +538,63 @@ fn render(command: &Command, value: &Value) -> String {
             }
             table(&rows)
         }
+        Command::Connections { .. } => {
+            let mut rows = vec![row(&[
+                "ID", "CLIENT", "LISTENER", "BACKEND", "AGE", "IDLE", "SENT", "RECEIVED",
+            ])];
+            for c in array(&value["connections"]) {
+                rows.push(vec![
+                    text(&c["id"]),
+                    text(&c["client"]),
+                    text(&c["listener"]),
+                    text(&c["backend"]),
+                    short_duration(c["age_ms"].as_u64()),
+                    short_duration(c["idle_ms"].as_u64()),
+                    text(&c["sent"]),
+                    text(&c["received"]),
+                ]);
+            }
+            let mut out = table(&rows);
+            let shown = array(&value["connections"]).len();
+            out.push_str(&format!("{shown} shown, {} open", text(&value["open"])));
+            if let Some(next) = value["next"].as_u64() {
+                out.push_str(&format!("; more with --after {next}"));
+            }
+            out.push('\n');
+            out
+        }
+        Command::Close { .. } => {
+            let c = &value["connection"];
+            format!(
+                "connection {} ({} on {} to {}): {}\n",
+                text(&c["id"]),
+                text(&c["client"]),
+                text(&c["listener"]),
+                text(&c["backend"]),
+                text(&value["change"])
+            )
+        }
         _ => format!(
             "{} {}: {}\n",
             text(&value["pool"]),
             text(&value["backend"]),
             text(&value["change"])
         ),
+    }
+}
+
+/// `850ms`, `12.3s`, `5m02s`, `3h04m`, `2d03h`; `-` when unknown.
+fn short_duration(ms: Option<u64>) -> String {
+    let Some(ms) = ms else {
+        return "-".into();
+    };
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..60 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
     }
 }
 
@@ -545,6 +690,35 @@ mod tests {
             )
         );
         assert_eq!(call(&["backends"]).1, "/api/v1/pools");
+        assert_eq!(
+            call(&[
+                "connections",
+                "--listener",
+                "web",
+                "--backend",
+                "[::1]:80",
+                "--after",
+                "7"
+            ]),
+            (
+                "GET".into(),
+                "/api/v1/connections?limit=100&after=7&listener=web&backend=%5B%3A%3A1%5D%3A80"
+                    .into(),
+                None
+            )
+        );
+        assert_eq!(
+            call(&["close", "42"]),
+            ("DELETE".into(), "/api/v1/connections/42".into(), None)
+        );
+        assert_eq!(
+            call(&["close-connections", "web", "127.0.0.1:9"]),
+            (
+                "POST".into(),
+                "/api/v1/pools/web/backends/127.0.0.1%3A9/close-connections".into(),
+                None
+            )
+        );
         let cli = parse(&["--json", "pools", "--admin", "unix:/tmp/x"]).unwrap();
         assert!(cli.json);
         assert_eq!(cli.admin, "unix:/tmp/x");
@@ -558,9 +732,29 @@ mod tests {
             &["drain", "web", "b", "--deadline", "soon"],
             &["drain", "web"],
             &["reboot"],
+            &["close", "x"],
+            &["close", "-1"],
+            &["connections", "--limit", "0"],
+            &["connections", "--limit", "1001"],
+            &["close-connections", "web"],
             &[],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn durations_read_short() {
+        let cases = [
+            (None, "-"),
+            (Some(850), "850ms"),
+            (Some(12_345), "12.3s"),
+            (Some(302_000), "5m02s"),
+            (Some(11_040_000), "3h04m"),
+            (Some(183_600_000), "2d03h"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(short_duration(ms), text);
         }
     }
 

@@ -89,5 +89,6 @@ async fn run(startup: Startup, inherited: Inherited, channel: Option<Channel>) {
         ),
         Err(e) => log::warn!("cannot find this executable's path ({e}); SIGUSR2 upgrades are off"),
     }
+    signals::reopen_on_sigusr1(balancer.access_log_reopener(), balancer.shutdown_token());
     balancer.run_until(signals::shutdown_signal()).await;
 }

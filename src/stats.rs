@@ -152,7 +152,7 @@ pub struct PoolStats {
 #[derive(Debug, Default)]
 pub struct ControlStats {
     /// Changes applied, indexed like [`ControlStats::ACTIONS`].
-    pub changes: [AtomicU64; 6],
+    pub changes: [AtomicU64; 7],
     /// Requests refused, indexed like [`ControlStats::REASONS`].
     pub rejected: [AtomicU64; 8],
     /// State-file writes that failed (the change still applied in memory).
@@ -163,8 +163,15 @@ pub struct ControlStats {
 
 impl ControlStats {
     /// The `action` label values.
-    pub const ACTIONS: [&'static str; 6] =
-        ["drain", "maintenance", "ready", "weight", "add", "remove"];
+    pub const ACTIONS: [&'static str; 7] = [
+        "drain",
+        "maintenance",
+        "ready",
+        "weight",
+        "add",
+        "remove",
+        "close",
+    ];
     /// The `reason` label values.
     pub const REASONS: [&'static str; 8] = [
         "forbidden",
@@ -218,6 +225,17 @@ impl AdminConnectionStats {
             self.dropped[i].fetch_add(1, Relaxed);
         }
     }
+}
+
+/// The access log's losses: `tcplb_access_log_dropped_total` and
+/// `tcplb_access_log_write_errors_total`. Written by the data path (a full
+/// queue) and the log's writer thread, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct AccessLogStats {
+    /// Records dropped because the writer's queue was full.
+    pub dropped: AtomicU64,
+    /// Records lost because writing them to the destination failed.
+    pub write_errors: AtomicU64,
 }
 
 /// Lets an event through at most once per period and counts the rest.

@@ -22,9 +22,16 @@
 //! | `/api/v1/pools/{pool}/backends/{backend}/maintenance` | POST | none or `{}` |
 //! | `/api/v1/pools/{pool}/backends/{backend}/ready` | POST | none or `{}` |
 //! | `/api/v1/pools/{pool}/backends/{backend}/weight` | PUT | `{"weight":N}`, N from 1 to 10000 |
+//! | `/api/v1/pools/{pool}/backends/{backend}/close-connections` | POST | none or `{}` |
+//! | `/api/v1/connections?limit=N&after=ID&listener=POOL&backend=NAME` | GET | |
+//! | `/api/v1/connections/{id}` | DELETE | none or `{}` |
 //!
 //! `{pool}` and `{backend}` are names, percent-decoded (`%5B%3A%3A1%5D%3A80`
-//! is `[::1]:80`).
+//! is `[::1]:80`). The connection list is paginated by id: `limit` (1 to
+//! [`MAX_PAGE`], default [`DEFAULT_PAGE`]) connections with an id above
+//! `after` (default 0), in id order; the answer's `next` is the `after` of
+//! the next page, null on the last one. Ids never repeat, so a walk sees
+//! every connection that stayed open throughout exactly once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,20 +47,24 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Origin};
-use super::control::{Action, Change, Control, MAX_WEIGHT};
+use super::control::{Action, Change, ConnectionInfo, ConnectionQuery, Control, MAX_WEIGHT};
 use super::view::Watched;
 use super::{WatchList, answer};
 use crate::config::{AdminState, parse_duration, resolve};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::overlay::{NewBackend, Refused};
-use crate::stats::ControlStats;
+use crate::stats::{AccessLogStats, ControlStats};
 
 /// Largest request body accepted (default 64 KiB; 413 beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
 /// Time a client has to send its whole body once its head is in (default
 /// 5 s; 408 after it), so a trickled body gives its slot back early.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections listed per page when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 100;
+/// The largest `limit` of the connection list.
+pub const MAX_PAGE: usize = 1000;
 
 /// What the API needs besides the request.
 pub struct Api {
@@ -68,6 +79,8 @@ pub struct Api {
     /// The last 15 minutes for the status page, sampled by
     /// [`super::history::sample_every_second`] (which the runtime starts).
     pub history: Arc<super::History>,
+    /// The access log's losses, for /metrics.
+    pub access_log: Arc<AccessLogStats>,
 }
 
 /// A pool in `GET /api/v1/pools`.
@@ -156,6 +169,13 @@ enum Route {
         /// The backend's name.
         backend: String,
     },
+    /// `connections`: GET (one page).
+    Connections,
+    /// `connections/{id}`: DELETE (close it).
+    Connection {
+        /// The connection's id.
+        id: u64,
+    },
     /// `pools/{pool}/backends/{backend}/{verb}`.
     Verb {
         /// The pool's name.
@@ -178,6 +198,8 @@ enum Verb {
     Ready,
     /// PUT: a new weight.
     Weight,
+    /// POST: close every open connection to it.
+    CloseConnections,
 }
 
 /// Answers one request under `/api/`.
@@ -229,9 +251,9 @@ async fn route_and_apply(
     let route = parse_route(request.uri().path()).map_err(|f| (f, None))?;
     let method = request.method().clone();
     let allowed: &'static str = match &route {
-        Route::Pools => "GET",
+        Route::Pools | Route::Connections => "GET",
         Route::Backends { .. } => "GET, POST",
-        Route::Backend { .. } => "DELETE",
+        Route::Backend { .. } | Route::Connection { .. } => "DELETE",
         Route::Verb {
             verb: Verb::Weight, ..
         } => "PUT",
@@ -245,7 +267,7 @@ async fn route_and_apply(
         return Err((failure, Some(allowed)));
     }
     if method == Method::GET {
-        return read(&route, api).map_err(|f| (f, None));
+        return read(&route, api, request.uri().query()).map_err(|f| (f, None));
     }
     if !auth::may_write(origin, request.headers(), api.token.as_deref()) {
         let failure = Failure::new(
@@ -258,10 +280,19 @@ async fn route_and_apply(
     let body = read_body(request.into_body())
         .await
         .map_err(|f| (f, None))?;
-    let change = decode_change(route, &body, origin)
-        .await
-        .map_err(|f| (f, None))?;
-    apply(change, api).map_err(|f| (f, None))
+    match route {
+        Route::Connection { id } => close_connection(id, &body, api, origin),
+        Route::Verb {
+            pool,
+            backend,
+            verb: Verb::CloseConnections,
+        } => close_backend_connections(&pool, &backend, &body, api, origin),
+        route => match decode_change(route, &body, origin).await {
+            Ok(change) => apply(change, api),
+            Err(failure) => Err(failure),
+        },
+    }
+    .map_err(|f| (f, None))
 }
 
 /// Splits `/api/v1/...` into a route; names are percent-decoded.
@@ -280,6 +311,10 @@ fn parse_route(path: &str) -> Result<Route, Failure> {
     };
     Ok(match parts[..] {
         ["pools"] => Route::Pools,
+        ["connections"] => Route::Connections,
+        ["connections", id] => Route::Connection {
+            id: connection_id(id)?,
+        },
         ["pools", pool, "backends"] => Route::Backends { pool: name(pool)? },
         ["pools", pool, "backends", backend] => Route::Backend {
             pool: name(pool)?,
@@ -291,6 +326,7 @@ fn parse_route(path: &str) -> Result<Route, Failure> {
                 "maintenance" => Verb::Maintenance,
                 "ready" => Verb::Ready,
                 "weight" => Verb::Weight,
+                "close-connections" => Verb::CloseConnections,
                 _ => return Err(not_found()),
             };
             Route::Verb {
@@ -303,8 +339,24 @@ fn parse_route(path: &str) -> Result<Route, Failure> {
     })
 }
 
+/// A connection id in a path: a decimal number.
+fn connection_id(segment: &str) -> Result<u64, Failure> {
+    segment
+        .parse::<u64>()
+        .ok()
+        .filter(|_| segment.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            Failure::bad(format!(
+                "bad connection id {segment:?}: expected a number from GET /api/v1/connections"
+            ))
+        })
+}
+
 /// The GET routes.
-fn read(route: &Route, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
+fn read(route: &Route, api: &Api, query: Option<&str>) -> Result<Response<Full<Bytes>>, Failure> {
+    if let Route::Connections = route {
+        return list_connections(api, query);
+    }
     let watched = (api.watched)();
     match route {
         Route::Pools => {
@@ -494,6 +546,8 @@ async fn decode_change(route: Route, body: &[u8], origin: &Origin) -> Result<Cha
                     let body: WeightBody = decode(body, None)?;
                     Action::Weight(weight(body.weight, "weight")?)
                 }
+                // Not a change to the pool; answered before this.
+                Verb::CloseConnections => return Err(Failure::bad("nothing to change here")),
             };
             (pool, backend, action)
         }
@@ -512,7 +566,9 @@ async fn decode_change(route: Route, body: &[u8], origin: &Origin) -> Result<Cha
             let new = new_backend(body).await?;
             (pool, new.spec.name.clone(), Action::Add(new))
         }
-        Route::Pools => return Err(Failure::bad("nothing to change here")),
+        Route::Pools | Route::Connections | Route::Connection { .. } => {
+            return Err(Failure::bad("nothing to change here"));
+        }
     };
     Ok(Change {
         pool,
@@ -568,14 +624,217 @@ async fn new_backend(body: AddBody) -> Result<NewBackend, Failure> {
     Ok(NewBackend { spec, weight_given })
 }
 
-/// Hands `change` to the runtime and reports the outcome.
-fn apply(change: Change, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
-    let Some(control) = &api.control else {
-        return Err(Failure::new(
+/// The runtime, or 503 for a read-only embedding.
+fn control(api: &Api) -> Result<&Arc<dyn Control>, Failure> {
+    api.control.as_ref().ok_or_else(|| {
+        Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "this admin endpoint cannot change anything",
-        ));
+        )
+    })
+}
+
+/// The runtime's refusal as an API failure.
+fn refused(refusal: Refused) -> Failure {
+    match refusal {
+        Refused::NotFound(m) => Failure::new(StatusCode::NOT_FOUND, m),
+        Refused::Conflict(m) => Failure::new(StatusCode::CONFLICT, m),
+    }
+}
+
+/// The query of `GET /api/v1/connections`.
+fn connection_query(query: Option<&str>) -> Result<ConnectionQuery, Failure> {
+    let mut q = ConnectionQuery {
+        limit: DEFAULT_PAGE,
+        ..ConnectionQuery::default()
     };
+    for pair in query.unwrap_or_default().split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| Failure::bad(format!("{raw:?} is not UTF-8 once decoded")))?;
+        let name = || -> Result<Option<String>, Failure> {
+            match value.is_empty() {
+                true => Err(Failure::bad(format!("{key} needs a value"))),
+                false => Ok(Some(value.to_string())),
+            }
+        };
+        match key {
+            "limit" => {
+                q.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        Failure::bad(format!("limit {value:?} is out of range: 1 to {MAX_PAGE}"))
+                    })?
+            }
+            "after" => {
+                q.after = value
+                    .parse()
+                    .map_err(|_| Failure::bad(format!("after {value:?} is not a connection id")))?
+            }
+            "listener" => q.listener = name()?,
+            "backend" => q.backend = name()?,
+            other => {
+                return Err(Failure::bad(format!(
+                    "unknown query parameter {other:?}: use limit, after, listener or backend"
+                )));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// A connection in `GET /api/v1/connections`.
+#[derive(Serialize)]
+struct ConnectionItem {
+    /// Its id: the cursor, and what DELETE takes.
+    id: u64,
+    /// The client's `IP:PORT`.
+    client: String,
+    /// Its listener's pool name.
+    listener: String,
+    /// Where its listener is bound.
+    listen: String,
+    /// The TLS route that picked its pool, or null.
+    route: Option<String>,
+    /// The backend it is connected to, or null while it waits or connects.
+    backend: Option<String>,
+    /// When it was accepted (RFC 3339, UTC, milliseconds).
+    started: String,
+    /// How long it has been open, in ms.
+    age_ms: u64,
+    /// How long nothing has moved either way, in ms.
+    idle_ms: u64,
+    /// Bytes client to backend so far.
+    sent: u64,
+    /// Bytes backend to client so far.
+    received: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<&ConnectionInfo> for ConnectionItem {
+    fn from(c: &ConnectionInfo) -> Self {
+        ConnectionItem {
+            id: c.id,
+            client: c.client.to_string(),
+            listener: c.listener.clone(),
+            listen: c.listen.to_string(),
+            route: c.route.clone(),
+            backend: c.backend.clone(),
+            started: humantime::format_rfc3339_millis(c.started).to_string(),
+            age_ms: millis(c.age),
+            idle_ms: millis(c.idle),
+            sent: c.sent,
+            received: c.received,
+        }
+    }
+}
+
+/// `GET /api/v1/connections`: one page.
+fn list_connections(api: &Api, query: Option<&str>) -> Result<Response<Full<Bytes>>, Failure> {
+    let query = connection_query(query)?;
+    let page = control(api)?.connections(&query).map_err(refused)?;
+    /// `{"open":N,"connections":[...],"next":ID}`.
+    #[derive(Serialize)]
+    struct Page {
+        /// Open connections in all, whatever the query.
+        open: usize,
+        /// This page, in id order.
+        connections: Vec<ConnectionItem>,
+        /// The `after` of the next page; null on the last one.
+        next: Option<u64>,
+    }
+    let next = page.connections.last().map(|c| c.id).filter(|_| page.more);
+    Ok(json(
+        StatusCode::OK,
+        &Page {
+            open: page.open,
+            connections: page.connections.iter().map(ConnectionItem::from).collect(),
+            next,
+        },
+    ))
+}
+
+/// `DELETE /api/v1/connections/{id}`.
+fn close_connection(
+    id: u64,
+    body: &[u8],
+    api: &Api,
+    origin: &Origin,
+) -> Result<Response<Full<Bytes>>, Failure> {
+    decode(body, Some(EmptyBody::default()))?;
+    let closed = control(api)?
+        .close_connection(id, &origin.who())
+        .map_err(refused)?;
+    api.stats.count_change("close");
+    /// The answer to a close.
+    #[derive(Serialize)]
+    struct Closed<'a> {
+        /// The connection as it was.
+        connection: ConnectionItem,
+        /// "close".
+        action: &'a str,
+        /// What happened, in one line.
+        change: &'a str,
+    }
+    Ok(json(
+        StatusCode::OK,
+        &Closed {
+            connection: ConnectionItem::from(&closed),
+            action: "close",
+            change: "closing",
+        },
+    ))
+}
+
+/// `POST .../backends/{backend}/close-connections`.
+fn close_backend_connections(
+    pool: &str,
+    backend: &str,
+    body: &[u8],
+    api: &Api,
+    origin: &Origin,
+) -> Result<Response<Full<Bytes>>, Failure> {
+    decode(body, Some(EmptyBody::default()))?;
+    let closed = control(api)?
+        .close_backend_connections(pool, backend, &origin.who())
+        .map_err(refused)?;
+    api.stats.count_change("close");
+    Ok(json(
+        StatusCode::OK,
+        &Done {
+            pool,
+            backend,
+            action: "close",
+            change: &format!("closing {closed} connection(s)"),
+        },
+    ))
+}
+
+/// The answer to a change.
+#[derive(Serialize)]
+struct Done<'a> {
+    /// The pool's name.
+    pool: &'a str,
+    /// The backend's name.
+    backend: &'a str,
+    /// What was asked ("drain", "weight", ...).
+    action: &'a str,
+    /// What changed, in one line ("state ready -> drain").
+    change: &'a str,
+}
+
+/// Hands `change` to the runtime and reports the outcome.
+fn apply(change: Change, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
+    let control = control(api)?;
     let action = change.action.name();
     let (pool, backend) = (change.pool.clone(), change.backend.clone());
     let status = match change.action {
@@ -585,18 +844,6 @@ fn apply(change: Change, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
     match control.change(change) {
         Ok(summary) => {
             api.stats.count_change(action);
-            /// The answer to a change.
-            #[derive(Serialize)]
-            struct Done<'a> {
-                /// The pool's name.
-                pool: &'a str,
-                /// The backend's name.
-                backend: &'a str,
-                /// What was asked ("drain", "weight", ...).
-                action: &'a str,
-                /// What changed, in one line ("state ready -> drain").
-                change: &'a str,
-            }
             Ok(json(
                 status,
                 &Done {
@@ -607,8 +854,7 @@ fn apply(change: Change, api: &Api) -> Result<Response<Full<Bytes>>, Failure> {
                 },
             ))
         }
-        Err(Refused::NotFound(m)) => Err(Failure::new(StatusCode::NOT_FOUND, m)),
-        Err(Refused::Conflict(m)) => Err(Failure::new(StatusCode::CONFLICT, m)),
+        Err(refusal) => Err(refused(refusal)),
     }
 }
 
@@ -645,6 +891,55 @@ mod tests {
         }
         let e = parse_route("/api/v1/pools/%FF/backends").err().unwrap();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(matches!(
+            parse_route("/api/v1/connections/42"),
+            Ok(Route::Connection { id: 42 })
+        ));
+        assert!(matches!(
+            parse_route("/api/v1/connections"),
+            Ok(Route::Connections)
+        ));
+        assert!(matches!(
+            parse_route("/api/v1/pools/web/backends/b/close-connections"),
+            Ok(Route::Verb {
+                verb: Verb::CloseConnections,
+                ..
+            })
+        ));
+        for bad in ["abc", "-1", "+1", "1.5", "99999999999999999999", "%31"] {
+            let e = parse_route(&format!("/api/v1/connections/{bad}"))
+                .err()
+                .expect(bad);
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let e = parse_route("/api/v1/connections/1/x").err().unwrap();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn connection_queries_are_strict() {
+        let q = connection_query(None).ok().unwrap();
+        assert_eq!((q.limit, q.after), (DEFAULT_PAGE, 0));
+        let q = connection_query(Some(
+            "limit=5&after=17&listener=web&backend=%5B%3A%3A1%5D%3A80",
+        ))
+        .ok()
+        .unwrap();
+        assert_eq!((q.limit, q.after), (5, 17));
+        assert_eq!(q.listener.as_deref(), Some("web"));
+        assert_eq!(q.backend.as_deref(), Some("[::1]:80"));
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "after=-1",
+            "after=",
+            "listener=",
+            "sort=id",
+            "limit=%FF",
+        ] {
+            assert!(connection_query(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

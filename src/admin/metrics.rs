@@ -70,7 +70,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
 use crate::config::AdminState;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{AdminConnectionStats, ControlStats};
+use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -512,6 +512,27 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) 
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
 }
 
+/// The access log's losses (zero when it is off).
+pub fn render_access_log(stats: &AccessLogStats) -> String {
+    let mut out = String::new();
+    for (name, help, count) in [
+        (
+            "tcplb_access_log_dropped_total",
+            "Access log records dropped because the writer's queue was full.",
+            &stats.dropped,
+        ),
+        (
+            "tcplb_access_log_write_errors_total",
+            "Access log records lost because writing them failed.",
+            &stats.write_errors,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", count.load(Relaxed));
+    }
+    out
+}
+
 /// The `# HELP` and `# TYPE` lines that open a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -688,6 +709,13 @@ mod tests {
         );
         has_line(&text, "tcplb_admin_connections_total 2");
         has_line(&text, "tcplb_admin_connections_active 0");
+        let log = AccessLogStats::default();
+        log.dropped.fetch_add(7, Relaxed);
+        log.write_errors.fetch_add(2, Relaxed);
+        let text = render_access_log(&log);
+        has_line(&text, "# TYPE tcplb_access_log_dropped_total counter");
+        has_line(&text, "tcplb_access_log_dropped_total 7");
+        has_line(&text, "tcplb_access_log_write_errors_total 2");
         let backend = r#"{listener="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
         has_line(
             &render_metrics(&sample()),

@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pool::connect::is_local_exhaustion;
 use crate::proxy::listener;
-use crate::stats::ControlStats;
+use crate::stats::{AccessLogStats, ControlStats};
 
 pub mod api;
 pub mod auth;
@@ -137,6 +137,7 @@ pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: Cancella
         token: None,
         stats: Arc::default(),
         history: Arc::default(),
+        access_log: Arc::default(),
     };
     serve_api(listener, Arc::new(api), shutdown).await
 }
@@ -389,6 +390,7 @@ async fn route(request: Request<Incoming>, api: &Api, origin: &Origin) -> Respon
     }
     let reports = Reports {
         control: Some(&api.stats),
+        access_log: Some(&api.access_log),
         history: Some(&api.history),
         write_access: match origin {
             Origin::Unix => true,
@@ -404,6 +406,8 @@ async fn route(request: Request<Incoming>, api: &Api, origin: &Origin) -> Respon
 struct Reports<'a> {
     /// The control API's and the endpoint's counters, for `/metrics`.
     control: Option<&'a ControlStats>,
+    /// The access log's losses, for `/metrics`.
+    access_log: Option<&'a AccessLogStats>,
     /// The rings behind `/status/history`.
     history: Option<&'a History>,
     /// Whether this request's way in can write (`/status`'s
@@ -470,6 +474,9 @@ fn respond_with(
             let mut text = metrics::render_metrics(&view::snapshot(&watched()));
             if let Some(stats) = reports.control {
                 text.push_str(&metrics::render_control(stats));
+            }
+            if let Some(stats) = reports.access_log {
+                text.push_str(&metrics::render_access_log(stats));
             }
             answer(
                 StatusCode::OK,

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::OnFailure;
 use crate::pool::connect::is_local_exhaustion;
 use crate::proxy::Service;
+use crate::proxy::access_log::{Cause, ConnectionLog};
 use crate::proxy::failure::Failure;
 use crate::proxy::serve::serve;
 use crate::stats::RateLimit;
@@ -128,7 +129,7 @@ pub async fn accept_loop(
                         tokio::time::timeout(Duration::from_millis(10), listener.accept());
                     if let Ok(Ok((stream, peer))) = waiting.await {
                         debug!("{peer}: refused, out of file descriptors");
-                        refuse(stream, &service);
+                        refuse(stream, peer, &service);
                     }
                     spare = File::open("/dev/null").ok();
                 }
@@ -147,10 +148,12 @@ pub async fn accept_loop(
 
 /// Answers a client we cannot serve without waiting on it: one
 /// non-blocking write of the 503 (in `http` mode), then close.
-fn refuse(stream: TcpStream, service: &Service) {
-    // It never reaches `serve`, so it is counted here.
+fn refuse(stream: TcpStream, peer: SocketAddr, service: &Arc<Service>) {
+    // It never reaches `serve`, so it is counted and logged here.
     service.stats.accepted.fetch_add(1, Relaxed);
     service.stats.count_rejected();
+    let mut log = ConnectionLog::accept(service.clone(), peer);
+    log.record.cause = Cause::OverLimit;
     if service.pool.load().config.on_failure == OnFailure::Http {
         let _ = stream.try_write(Failure::Unavailable.http_response());
     }

@@ -9,14 +9,20 @@
 //! - [`route`]: which TLS route (and so which pool) a ClientHello picks;
 //! - [`serve`]: one connection: pick a backend, connect (retrying others), pipe;
 //! - [`pipe`]: moving the bytes both ways (copy or splice), with the idle timeout;
-//! - [`failure`]: the exact 502/503 answer (or close) when no backend can take it.
+//! - [`failure`]: the exact 502/503 answer (or close) when no backend can take it;
+//! - [`connections`]: the registry of open connections (listed and closed by
+//!   operators);
+//! - [`access_log`]: one record per connection, handed to a writer thread.
 //!
 //! Nothing here keeps state of its own beyond a connection's life except the
-//! per-IP table; the counters it writes belong to the listener and the
-//! backends ([`crate::stats`]), and the backends to the [`crate::pool`].
+//! per-IP table and the open connections' registry; the counters it writes
+//! belong to the listener and the backends ([`crate::stats`]), and the
+//! backends to the [`crate::pool`].
 
 pub mod access;
+pub mod access_log;
 pub mod client_hello;
+pub mod connections;
 pub mod failure;
 pub mod listener;
 pub mod pipe;
@@ -24,6 +30,7 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod serve;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -31,6 +38,8 @@ use arc_swap::ArcSwap;
 use crate::pool::Pool;
 use crate::stats::ListenerStats;
 use access::ClientTable;
+use access_log::AccessLog;
+use connections::Connections;
 use route::Routes;
 
 /// One service as the data path sees it: what every connection accepted on
@@ -46,15 +55,28 @@ pub struct Service {
     pub stats: Arc<ListenerStats>,
     /// Per-client-IP limits; kept across reloads so a reload resets no one.
     pub clients: ClientTable,
+    /// Where the listener is bound (port 0 resolved): how the access log
+    /// and the connection listing name it beside the pool's name. Default:
+    /// the configured listen address.
+    pub listen: SocketAddr,
+    /// The open connections of the whole balancer, this listener's among
+    /// them. Default: a registry of its own.
+    pub connections: Arc<Connections>,
+    /// Where this listener's finished connections are logged. Default: off.
+    pub access_log: AccessLog,
 }
 
 impl Service {
     pub fn new(pool: Arc<Pool>) -> Self {
+        let listen = pool.load().config.listen;
         Service {
             pool,
             routes: ArcSwap::default(),
             stats: Arc::default(),
             clients: ClientTable::default(),
+            listen,
+            connections: Arc::default(),
+            access_log: AccessLog::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -65,17 +66,94 @@ pub enum EndReason {
     /// An operator's drain deadline passed (the backend's eviction token
     /// fired); both sockets were closed.
     Evicted,
-    /// A socket failed (reset, broken pipe); both sockets were closed.
-    Error(io::Error),
+    /// Someone asked this one connection to stop ([`Live::stop`], an
+    /// operator's close); both sockets were closed.
+    Stopped,
+    /// A socket failed (reset, broken pipe) on the given side; both sockets
+    /// were closed.
+    Error(Side, io::Error),
 }
 
-/// When bytes last moved either way, as milliseconds since the pipe began.
-struct Activity {
+/// One end of a piped connection: which one failed, for the access log's
+/// client reset / backend reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The client's socket.
+    Client,
+    /// The backend's socket.
+    Backend,
+}
+
+/// What a connection shares with the rest of tcplb while it runs: its byte
+/// counts and last activity as they move (the open-connections listing
+/// reads them), and a request to stop it (an operator's close). The pipe
+/// updates the same atomics it always counted into; nothing here takes a
+/// lock on the data path.
+#[derive(Debug)]
+pub struct Live {
+    /// When the connection was accepted: what `last_ms` counts from.
     start: Instant,
+    /// Bytes from the client delivered to the backend so far.
+    sent: AtomicU64,
+    /// Bytes from the backend delivered to the client so far.
+    received: AtomicU64,
+    /// When bytes last moved either way, in ms since `start`.
     last_ms: AtomicU64,
+    /// Notified once to stop the connection; its permit waits for a pipe
+    /// that has not started yet.
+    stop: Notify,
 }
 
-impl Activity {
+impl Default for Live {
+    fn default() -> Self {
+        Live::new(Instant::now())
+    }
+}
+
+impl Live {
+    /// Counters of a connection accepted at `start`.
+    pub fn new(start: Instant) -> Self {
+        Live {
+            start,
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            stop: Notify::new(),
+        }
+    }
+
+    /// When the connection was accepted.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Bytes client to backend, so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Relaxed)
+    }
+
+    /// Bytes backend to client, so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
+    /// How long nothing has moved either way (since accept, when nothing
+    /// ever did).
+    pub fn idle(&self) -> Duration {
+        self.last().elapsed()
+    }
+
+    /// Asks the connection to stop: its pipe ends with
+    /// [`EndReason::Stopped`] (at once, or as soon as it starts).
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Completes once [`Live::stop`] was called.
+    pub async fn stopped(&self) {
+        self.stop.notified().await
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Relaxed);
@@ -107,44 +185,43 @@ pub async fn pipe(
     stats: &BackendStats,
     limits: Limits,
 ) -> PipeEnd {
-    pipe_evictable(client, upstream, stats, limits, None).await
+    pipe_evictable(client, upstream, stats, limits, None, &Live::default()).await
 }
 
 /// Like [`pipe`], and also ended when `evict` is cancelled (an operator's
-/// drain deadline), counted into `stats.evicted`. One more branch in the
-/// pipe's select; no timer is armed for it.
+/// drain deadline), counted into `stats.evicted`, or when `live` is asked
+/// to stop. Bytes and activity are counted into `live` as they move. One
+/// more branch in the pipe's select for each; no timer is armed for them.
 pub async fn pipe_evictable(
     client: TcpStream,
     upstream: TcpStream,
     stats: &BackendStats,
     limits: Limits,
     evict: Option<&CancellationToken>,
+    live: &Live,
 ) -> PipeEnd {
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
-    let sent = AtomicU64::new(0);
-    let received = AtomicU64::new(0);
+    // The idle timeout and the maximum age count from here, not from accept.
+    let began = Instant::now();
+    live.touch();
     let mode = splice_mode();
     let ended = AtomicBool::new(false);
     let both = async {
         tokio::try_join!(
             one_way(
-                &client,
-                &upstream,
+                (&client, Side::Client),
+                (&upstream, Side::Backend),
                 &stats.bytes_in,
-                &sent,
-                &activity,
+                &live.sent,
+                live,
                 mode,
                 &ended
             ),
             one_way(
-                &upstream,
-                &client,
+                (&upstream, Side::Backend),
+                (&client, Side::Client),
                 &stats.bytes_out,
-                &received,
-                &activity,
+                &live.received,
+                live,
                 mode,
                 &ended
             ),
@@ -156,6 +233,7 @@ pub async fn pipe_evictable(
             None => std::future::pending().await,
         }
     };
+    let stopped = live.stopped();
     let reason = if limits == Limits::default() {
         tokio::select! {
             result = both => end_reason(result),
@@ -163,17 +241,18 @@ pub async fn pipe_evictable(
                 stats.evicted.fetch_add(1, Relaxed);
                 EndReason::Evicted
             }
+            () = stopped => EndReason::Stopped,
         }
     } else {
         let idle = async {
             match limits.idle {
-                Some(limit) => idle_watch(&activity, limit).await,
+                Some(limit) => idle_watch(live, limit).await,
                 None => std::future::pending().await,
             }
         };
         let age = async {
             match limits.max_age {
-                Some(age) => tokio::time::sleep_until(activity.start + age).await,
+                Some(age) => tokio::time::sleep_until(began + age).await,
                 None => std::future::pending().await,
             }
         };
@@ -191,26 +270,30 @@ pub async fn pipe_evictable(
                 stats.evicted.fetch_add(1, Relaxed);
                 EndReason::Evicted
             }
+            () = stopped => EndReason::Stopped,
         }
     };
     PipeEnd {
-        sent: sent.load(Relaxed),
-        received: received.load(Relaxed),
+        sent: live.sent(),
+        received: live.received(),
         reason,
     }
 }
 
-fn end_reason(result: io::Result<((), ())>) -> EndReason {
+/// A failure and the socket it happened on.
+type Failed = (Side, io::Error);
+
+fn end_reason(result: Result<((), ()), Failed>) -> EndReason {
     match result {
         Ok(_) => EndReason::Closed,
-        Err(e) => EndReason::Error(e),
+        Err((side, e)) => EndReason::Error(side, e),
     }
 }
 
 /// Returns once nothing has moved for `limit`.
-async fn idle_watch(activity: &Activity, limit: Duration) {
+async fn idle_watch(live: &Live, limit: Duration) {
     loop {
-        let deadline = activity.last() + limit;
+        let deadline = live.last() + limit;
         if Instant::now() >= deadline {
             return;
         }
@@ -219,21 +302,25 @@ async fn idle_watch(activity: &Activity, limit: Duration) {
 }
 
 /// Copies `from` to `to` until EOF, then shuts down `to`'s sending half.
+/// A failure names the side it happened on: reading (or waiting on)
+/// `from` is `from`'s, writing to `to` is `to`'s.
 async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
+    (from, from_side): (&TcpStream, Side),
+    (to, to_side): (&TcpStream, Side),
     stat: &AtomicU64,
     total: &AtomicU64,
-    activity: &Activity,
+    live: &Live,
     mode: SpliceMode,
     ended: &AtomicBool,
-) -> io::Result<()> {
+) -> Result<(), Failed> {
     let count = |n: usize| {
         let n = n as u64;
         stat.fetch_add(n, Relaxed);
         total.fetch_add(n, Relaxed);
-        activity.touch();
+        live.touch();
     };
+    let on_from = |e| (from_side, e);
+    let on_to = |e| (to_side, e);
     let mut splice = mode == SpliceMode::On;
     let mut buffer: Vec<u8> = Vec::new();
     loop {
@@ -243,19 +330,24 @@ async fn one_way(
             // descriptors); the socket state is untouched in that case.
             if let Some(pipe) = splice::KernelPipe::new() {
                 drop(std::mem::take(&mut buffer));
-                splice::one_way(from, to, &pipe, &count).await?;
-                return pass_eof(to, ended);
+                splice::one_way(from, to, &pipe, &count)
+                    .await
+                    .map_err(|e| match e {
+                        splice::Failed::From(e) => on_from(e),
+                        splice::Failed::To(e) => on_to(e),
+                    })?;
+                return pass_eof(to, ended).map_err(on_to);
             }
             splice = false;
         }
-        from.readable().await?;
+        from.readable().await.map_err(on_from)?;
         if buffer.capacity() == 0 {
             buffer = Vec::with_capacity(COPY_BUFFER);
         }
         match read_some(from, &mut buffer) {
-            Ok(0) => return pass_eof(to, ended),
+            Ok(0) => return pass_eof(to, ended).map_err(on_to),
             Ok(n) => {
-                write_all(to, &buffer[..n]).await?;
+                write_all(to, &buffer[..n]).await.map_err(on_to)?;
                 count(n);
                 if n == buffer.capacity() && mode == SpliceMode::Auto {
                     splice = cfg!(target_os = "linux");
@@ -264,7 +356,7 @@ async fn one_way(
             // Keeping the buffer measured cheaper than freeing it whenever
             // the direction is drained (small request/response traffic).
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(on_from(e)),
         }
     }
 }
@@ -426,29 +518,37 @@ mod splice {
         Ok(n as usize)
     }
 
+    /// Which socket a splice failed on.
+    pub enum Failed {
+        /// Reading the source socket.
+        From(io::Error),
+        /// Writing the destination socket.
+        To(io::Error),
+    }
+
     /// Moves `from` to `to` through `pipe` until `from` reaches EOF.
     pub async fn one_way(
         from: &TcpStream,
         to: &TcpStream,
         pipe: &KernelPipe,
         count: &impl Fn(usize),
-    ) -> io::Result<()> {
+    ) -> Result<(), Failed> {
         let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
         loop {
             // The pipe is empty here, so EAGAIN can only mean "no data on
             // the socket", which is what try_io needs to clear readiness.
-            from.readable().await?;
+            from.readable().await.map_err(Failed::From)?;
             let filled = match from.try_io(Interest::READABLE, || {
                 splice(from.as_raw_fd(), pipe_w, CHUNK)
             }) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(Failed::From(e)),
             };
             let mut pending = filled;
             while pending > 0 {
-                to.writable().await?;
+                to.writable().await.map_err(Failed::To)?;
                 match to.try_io(Interest::WRITABLE, || {
                     splice(pipe_r, to.as_raw_fd(), pending)
                 }) {
@@ -457,7 +557,7 @@ mod splice {
                         count(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(Failed::To(e)),
                 }
             }
         }
@@ -522,7 +622,15 @@ mod tests {
             let evict = CancellationToken::new();
             let (s, e) = (stats.clone(), evict.clone());
             let task = tokio::spawn(async move {
-                pipe_evictable(client_side, backend_side, &s, limits, Some(&e)).await
+                pipe_evictable(
+                    client_side,
+                    backend_side,
+                    &s,
+                    limits,
+                    Some(&e),
+                    &Live::default(),
+                )
+                .await
             });
             client.write_all(b"ping").await.unwrap();
             let mut got = [0u8; 4];
@@ -539,6 +647,121 @@ mod tests {
             let read = client.read_to_end(&mut rest).await;
             assert!(read.is_err() || rest.is_empty(), "the client is closed");
         }
+    }
+
+    /// A pipe over fresh socket pairs with `live`, as `serve` runs it.
+    async fn live_harness(
+        live: std::sync::Arc<Live>,
+        limits: Limits,
+    ) -> (TcpStream, TcpStream, tokio::task::JoinHandle<PipeEnd>) {
+        let (client, client_side) = socket_pair().await;
+        let (backend, backend_side) = socket_pair().await;
+        let task = tokio::spawn(async move {
+            let stats = BackendStats::default();
+            pipe_evictable(client_side, backend_side, &stats, limits, None, &live).await
+        });
+        (client, backend, task)
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_ends_the_pipe_whenever_it_comes() {
+        for limits in [
+            Limits::default(),
+            Limits {
+                idle: Some(Duration::from_secs(3600)),
+                max_age: None,
+            },
+        ] {
+            // While piping: bytes so far are counted, both sides closed.
+            let live = std::sync::Arc::new(Live::default());
+            let (mut client, mut backend, task) = live_harness(live.clone(), limits).await;
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            backend.read_exact(&mut got).await.unwrap();
+            assert_eq!((live.sent(), live.received()), (4, 0));
+            live.stop();
+            let end = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(end.reason, EndReason::Stopped), "{:?}", end.reason);
+            assert_eq!(end.sent, 4);
+            let mut rest = Vec::new();
+            let read = backend.read_to_end(&mut rest).await;
+            assert!(read.is_err() || rest.is_empty(), "the backend is closed");
+
+            // Asked before the pipe started: it ends at once.
+            let live = std::sync::Arc::new(Live::default());
+            live.stop();
+            let (_client, _backend, task) = live_harness(live, limits).await;
+            let end = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(matches!(end.reason, EndReason::Stopped), "{:?}", end.reason);
+        }
+    }
+
+    /// Closes `stream` with SO_LINGER 0: the peer gets a reset.
+    fn reset(stream: TcpStream) {
+        let std = stream.into_std().unwrap();
+        socket2::SockRef::from(&std)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(std);
+    }
+
+    #[tokio::test]
+    async fn a_reset_is_reported_on_the_side_it_came_from() {
+        for (reset_client, side) in [(true, Side::Client), (false, Side::Backend)] {
+            let live = std::sync::Arc::new(Live::default());
+            let (mut client, mut backend, task) =
+                live_harness(live.clone(), Limits::default()).await;
+            client.write_all(b"x").await.unwrap();
+            let mut got = [0u8; 1];
+            backend.read_exact(&mut got).await.unwrap();
+            if reset_client {
+                reset(client);
+            } else {
+                reset(backend);
+            }
+            let end = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+            match end.reason {
+                EndReason::Error(s, _) => assert_eq!(s, side),
+                other => panic!("{other:?}, expected an error on the {side:?} side"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn live_counts_bytes_and_idle_time_as_they_move() {
+        let live = std::sync::Arc::new(Live::default());
+        let (mut client, mut backend, task) = live_harness(live.clone(), Limits::default()).await;
+        client.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        backend.read_exact(&mut got).await.unwrap();
+        backend.write_all(b"hi").await.unwrap();
+        let mut got = [0u8; 2];
+        client.read_exact(&mut got).await.unwrap();
+        // The pipe counts after delivering; poll briefly for the store.
+        for _ in 0..500 {
+            if live.received() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!((live.sent(), live.received()), (5, 2));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            live.idle() >= Duration::from_millis(300),
+            "{:?}",
+            live.idle()
+        );
+        drop((client, backend));
+        let _ = task.await.unwrap();
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -22,12 +22,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{ReloadHandle, Shared, state_file};
+use crate::admin::control::{ConnectionInfo, ConnectionPage, ConnectionQuery};
 use crate::admin::{self, Action, Change};
 use crate::config::{AdminState, BackendSpec, ServiceConfig};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::discovery::{self, Update};
 use crate::pool::overlay::{Overlay, Refused};
+use crate::proxy::Service;
+use crate::proxy::connections::{Connection, Filter};
 use crate::stats::ControlStats;
 
 /// How often a backend being removed is checked for its last connection.
@@ -159,6 +162,119 @@ pub(super) fn read_token(path: &Path) -> anyhow::Result<String> {
 impl admin::Control for ReloadHandle {
     fn change(&self, change: Change) -> Result<String, Refused> {
         apply_change(&self.shared, change)
+    }
+
+    fn connections(&self, query: &ConnectionQuery) -> Result<ConnectionPage, Refused> {
+        let names = listener_names(&self.shared);
+        let filter = Filter {
+            service: match &query.listener {
+                Some(name) => Some(find_listener(&names, name)?),
+                None => None,
+            },
+            backend: query.backend.clone(),
+            ..Filter::default()
+        };
+        let registry = &self.shared.registry;
+        let mut page = registry.page(query.after, query.limit.saturating_add(1), &filter);
+        let more = page.len() > query.limit;
+        page.truncate(query.limit);
+        Ok(ConnectionPage {
+            connections: page.iter().map(|c| info(c, &names)).collect(),
+            open: registry.len(),
+            more,
+        })
+    }
+
+    fn close_connection(&self, id: u64, who: &str) -> Result<ConnectionInfo, Refused> {
+        let Some(connection) = self.shared.registry.get(id) else {
+            return Err(Refused::NotFound(format!("no open connection {id}")));
+        };
+        let closed = info(&connection, &listener_names(&self.shared));
+        connection.live.stop();
+        info!(
+            "admin {who}: closing connection {id} ({} on {} to {})",
+            closed.client,
+            closed.listener,
+            closed.backend.as_deref().unwrap_or("no backend yet")
+        );
+        Ok(closed)
+    }
+
+    fn close_backend_connections(
+        &self,
+        pool: &str,
+        backend: &str,
+        who: &str,
+    ) -> Result<usize, Refused> {
+        // A listener's pool or a TLS route's.
+        let Some((found, _)) = self.shared.state().find_pool(pool) else {
+            return Err(Refused::NotFound(format!("no pool {pool}")));
+        };
+        let filter = Filter {
+            pool: Some(found.clone()),
+            backend: Some(backend.to_string()),
+            ..Filter::default()
+        };
+        let open = self.shared.registry.matching(&filter);
+        // A backend that left the pool may still have connections draining.
+        let known = found
+            .load()
+            .backends
+            .iter()
+            .any(|b| b.name() == backend || b.source() == Some(backend));
+        if !known && open.is_empty() {
+            return Err(Refused::NotFound(format!(
+                "no backend {backend} in pool {pool}"
+            )));
+        }
+        for connection in &open {
+            connection.live.stop();
+        }
+        info!(
+            "admin {who}: {pool}: closing the {} open connection(s) of backend {backend}",
+            open.len()
+        );
+        Ok(open.len())
+    }
+}
+
+/// Each listener's service and pool name now; the lock is held for the copy.
+fn listener_names(shared: &Shared) -> Vec<(Arc<Service>, String)> {
+    shared
+        .state()
+        .services
+        .iter()
+        .map(|s| (s.service.clone(), s.name.clone()))
+        .collect()
+}
+
+fn find_listener(names: &[(Arc<Service>, String)], name: &str) -> Result<Arc<Service>, Refused> {
+    names
+        .iter()
+        .find(|(_, n)| n == name)
+        .map(|(s, _)| s.clone())
+        .ok_or_else(|| Refused::NotFound(format!("no pool {name}")))
+}
+
+/// One connection as the API lists it; read from its atomics, no lock.
+fn info(c: &Connection, names: &[(Arc<Service>, String)]) -> ConnectionInfo {
+    // A listener a reload removed is no longer named: its pool's own name.
+    let listener = names
+        .iter()
+        .find(|(s, _)| Arc::ptr_eq(s, &c.service))
+        .map_or_else(|| c.service.pool.name().to_string(), |(_, n)| n.clone());
+    ConnectionInfo {
+        id: c.id,
+        client: c.client,
+        listener,
+        listen: c.service.listen,
+        route: c.route().map(str::to_string),
+        backend: c.backend().map(|b| b.name().to_string()),
+        started: c.started,
+        age: c.live.start().elapsed(),
+        idle: c.live.idle(),
+        sent: c.live.sent(),
+        received: c.live.received(),
     }
 }
 

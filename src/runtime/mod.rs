@@ -26,11 +26,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::config::{Config, ServiceConfig};
+use crate::config::{AccessLogConfig, Config, ServiceConfig};
 use crate::pool::Pool;
 use crate::pool::discovery::dns::{Discovery, Watching};
 use crate::pool::health::active::Prober;
 use crate::pool::overlay::Overlay;
+use crate::proxy::access_log::writer::{Reopen, Writer};
+use crate::proxy::access_log::{self, AccessLog};
+use crate::proxy::connections::Connections;
 use crate::proxy::{Service, listener};
 use control::Controller;
 use routes::{RoutePlan, RunningRoute, published};
@@ -120,6 +123,15 @@ struct Shared {
     /// Set once a new process has taken over: the shutdown that follows is
     /// a hand-over, not the service stopping.
     handed_over: AtomicBool,
+    /// Every listener's open connections, for the control API.
+    registry: Arc<Connections>,
+    /// Where every listener's finished connections are logged (off by
+    /// default); fixed at start.
+    access_log: AccessLog,
+    /// The access log's writer thread, finished after the last connection.
+    access_log_writer: Mutex<Option<Writer>>,
+    /// The access log as started, so a reload that changes it only warns.
+    access_log_config: AccessLogConfig,
 }
 
 impl Shared {
@@ -208,7 +220,12 @@ impl Shared {
             .map(|route| self.build_route(route.clone(), &stop))
             .collect::<Result<Vec<_>, _>>()
             .map_err(anyhow::Error::msg)?;
-        let service = Service::new(pool);
+        let service = Service {
+            listen: local_addr,
+            connections: self.registry.clone(),
+            access_log: self.access_log.clone(),
+            ..Service::new(pool)
+        };
         service.routes.store(Arc::new(published(&routes)));
         Ok(Running {
             listen,
@@ -319,6 +336,17 @@ impl Balancer {
             (None, Some(path)) => state_file::load(path),
             (None, None) => Overlay::default(),
         };
+        let (access_log, access_log_writer) =
+            match access_log::writer::start(&config.access_log, Arc::default())? {
+                Some((log, writer)) => (log, Some(writer)),
+                None => (AccessLog::default(), None),
+            };
+        if access_log_writer.is_some() {
+            info!(
+                "access log to {} ({})",
+                config.access_log.target, config.access_log.format
+            );
+        }
         let workers = Workers::start(workers).context("cannot start the worker threads")?;
         let shared = Shared {
             state: Mutex::new(State {
@@ -339,6 +367,10 @@ impl Balancer {
             first_probes: TaskTracker::new(),
             upgrading: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
+            registry: Arc::default(),
+            access_log,
+            access_log_writer: Mutex::new(access_log_writer),
+            access_log_config: config.access_log.clone(),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -413,6 +445,17 @@ impl Balancer {
         self.shared.shutdown.clone()
     }
 
+    /// Reopens the access log's file (what SIGUSR1 does, for logrotate);
+    /// does nothing when the access log is off or goes to stderr.
+    pub fn access_log_reopener(&self) -> Reopen {
+        let writer = self
+            .shared
+            .access_log_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        writer.as_ref().map_or_else(Reopen::none, Writer::reopener)
+    }
+
     /// Applies new configurations to this balancer while it runs.
     pub fn reload_handle(&self) -> ReloadHandle {
         ReloadHandle {
@@ -443,6 +486,7 @@ impl Balancer {
             token: self.admin_token,
             stats: shared.control.stats.clone(),
             history: Arc::default(),
+            access_log: shared.access_log.stats.clone(),
         });
         if self.admin.is_some() || self.admin_unix.is_some() {
             shared.tasks.spawn(admin::history::sample_every_second(
@@ -507,6 +551,16 @@ impl Balancer {
             ),
         }
         shared.workers.shut_down().await;
+        // Every connection has ended (and handed over its record): write
+        // the last lines.
+        let writer = shared
+            .access_log_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
+        }
     }
 }
 
@@ -732,6 +786,9 @@ impl ReloadHandle {
         }
         if config.resolver != shared.discovery.server() {
             not_applied.push("resolver".to_string());
+        }
+        if config.access_log != shared.access_log_config {
+            not_applied.push("access log".to_string());
         }
         if !not_applied.is_empty() {
             let pending = format!(

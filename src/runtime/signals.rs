@@ -1,12 +1,14 @@
 //! Process signals: SIGINT and SIGTERM start a graceful shutdown; SIGHUP
 //! re-reads the configuration file and applies it live; SIGUSR2 upgrades
-//! the binary (see [`crate::runtime::upgrade`]).
+//! the binary (see [`crate::runtime::upgrade`]); SIGUSR1 reopens the
+//! access log's file (logrotate's `postrotate`).
 
 use log::{error, info, warn};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::cli::ConfigSource;
+use crate::proxy::access_log::writer::Reopen;
 use crate::runtime::ReloadHandle;
 use crate::runtime::check::{self, Mode};
 use crate::runtime::systemd;
@@ -123,4 +125,28 @@ pub fn reload(handle: &ReloadHandle, source: &ConfigSource) -> Result<(), String
         Err(e) => error!("reload rejected, the running configuration stays: {e}"),
     }
     outcome.map(|_| ())
+}
+
+/// Reopens the access log's file on every SIGUSR1 until `shutdown`.
+///
+/// Installed whether or not there is an access log, so a stray SIGUSR1
+/// (logrotate run against a tcplb without one) never ends the process,
+/// which is SIGUSR1's default action. Must be called inside the tokio
+/// runtime.
+pub fn reopen_on_sigusr1(reopen: Reopen, shutdown: CancellationToken) {
+    let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
+        error!("cannot install the SIGUSR1 handler; the access log cannot be reopened");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = signals.recv() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if !reopen.reopen() {
+                info!("received SIGUSR1: there is no access log file to reopen");
+            }
+        }
+    });
 }
