@@ -73,6 +73,8 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("--resolver", "dns.example"),
     ("--resolve-interval", "0s"),
     ("--resolve-ttl-min", "soon"),
+    ("--access-log", ""),
+    ("--access-log-format", "xml"),
 ];
 
 #[test]
