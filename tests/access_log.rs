@@ -18,7 +18,8 @@ use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use tcplb::admin::{Action, Change, Control};
 use tcplb::config::{
-    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminState, Config, ServiceConfig,
+    AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminState, Config, RouteConfig,
+    ServiceConfig,
 };
 use tcplb::proxy::proxy_protocol;
 use tcplb::runtime::{Balancer, ReloadHandle};
@@ -678,6 +679,60 @@ async fn a_connection_cut_at_the_end_of_the_drain_is_logged_as_shutdown() {
         };
         check(&line, &lb, me, expect, started);
         assert!(line.duration_ms >= 1000.0, "{line:?}");
+    }
+}
+
+/// A real ClientHello (curl's, server name `b.example.test`).
+const HELLO_B: &[u8] = include_bytes!("fixtures/curl_b.example.test.bin");
+/// A real ClientHello (openssl's, server name `a.test`).
+const HELLO_A: &[u8] = include_bytes!("fixtures/openssl_s_client_a.test.bin");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_routes_log_the_server_name_and_the_route() {
+    let backend = TestBackend::echo().await;
+    for format in FORMATS {
+        let started = SystemTime::now();
+        let mut route_pool = service(&[backend.addr]);
+        route_pool.name = Some("b-route".into());
+        let mut svc = service(&[]);
+        svc.backends.clear();
+        svc.tls_inspect_timeout = Duration::from_millis(500);
+        svc.routes = vec![RouteConfig {
+            name: "b-route".into(),
+            server_names: vec!["b.example.test".parse().unwrap()],
+            alpn: Vec::new(),
+            pool: route_pool,
+        }];
+        let lb = start(svc, format, "tls");
+        // Routed: the hello goes to the backend unchanged (and echoes back).
+        let mut client = connect(lb.addr).await;
+        let me = client.local_addr().unwrap();
+        assert_eq!(finish(&mut client, HELLO_B).await, HELLO_B);
+        let line = lb.line_of(me).await;
+        assert_eq!(line.sni.as_deref(), Some("b.example.test"), "{line:?}");
+        assert_eq!(line.route.as_deref(), Some("b-route"), "{line:?}");
+        assert_eq!(line.backend, Some(backend.addr.to_string()));
+        assert_eq!(
+            (line.cause.as_str(), line.sent),
+            ("completed", HELLO_B.len() as u64)
+        );
+        assert!(line.time >= started - Duration::from_millis(5));
+
+        // No route for a.test and no default backends: an alert, no_route.
+        let mut client = connect(lb.addr).await;
+        let me = client.local_addr().unwrap();
+        client.write_all(HELLO_A).await.unwrap();
+        let _ = read_all(&mut client).await;
+        let line = lb.line_of(me).await;
+        assert_eq!((line.cause.as_str(), line.route), ("no_route", None));
+        assert_eq!(line.backend, None);
+
+        // Not TLS at all.
+        let mut client = connect(lb.addr).await;
+        let me = client.local_addr().unwrap();
+        client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let _ = read_all(&mut client).await;
+        assert_eq!(lb.line_of(me).await.cause, "bad_client_hello");
     }
 }
 

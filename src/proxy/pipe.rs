@@ -143,6 +143,12 @@ impl Live {
         self.last().elapsed()
     }
 
+    /// Counts `n` client bytes delivered before the pipe began (a
+    /// ClientHello read for routing, sent on with the greeting).
+    pub fn add_sent(&self, n: u64) {
+        self.sent.fetch_add(n, Relaxed);
+    }
+
     /// Asks the connection to stop: its pipe ends with
     /// [`EndReason::Stopped`] (at once, or as soon as it starts).
     pub fn stop(&self) {

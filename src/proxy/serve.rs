@@ -136,6 +136,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, service: Arc<Service
                 set_keepalive(&upstream, keepalive);
             }
             connection.set_backend(backend);
+            // The ClientHello went with the greeting: client bytes too.
+            connection.live.add_sent(routed.hello.len() as u64);
             let limits = Limits {
                 idle: config.idle_timeout,
                 max_age: config.max_connection_age,
