@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::cli::{ConfigSource, Startup, StartupError};
-use crate::config::{Config, ServiceConfig, file as config_file};
+use crate::config::{AccessLogTarget, Config, ServiceConfig, file as config_file};
 use crate::pool::discovery::dns::Discovery;
 
 /// What runs the checks: a start (or `tcplb check`) checks everything; a
@@ -138,8 +138,9 @@ pub fn problems(config: &Config, mode: Mode) -> Vec<Finding> {
     if let Some(path) = &config.admin_socket {
         check_admin_socket(path, &mut found);
     }
-    // Log files (the access log) are checked here too, with
-    // `writable_dir` on the file's directory, once tcplb writes one.
+    if let AccessLogTarget::File(path) = &config.access_log.target {
+        check_access_log(path, &mut found);
+    }
     if mode == Mode::Reload {
         return found;
     }
@@ -194,6 +195,24 @@ fn check_state_file(path: &Path, found: &mut Vec<Finding>) {
         Err(e) => found.push(Finding::error(
             at,
             format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// The access log opens for appending: an existing file must take writes,
+/// a missing one must be creatable (checked without creating it).
+fn check_access_log(path: &Path, found: &mut Vec<Finding>) {
+    let at = (None, "access_log");
+    match std::fs::OpenOptions::new().append(true).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Err(e) = writable_dir(path) {
+                found.push(Finding::error(at, e));
+            }
+        }
+        Err(e) => found.push(Finding::error(
+            at,
+            format!("cannot open the access log {}: {e}", path.display()),
         )),
     }
 }
@@ -418,7 +437,7 @@ fn process_section(config: &Config, out: &mut String) {
     let _ = writeln!(
         out,
         "\nprocess:\n  admin {admin}, admin socket {}, token file {}\n  state file {}, \
-         drain timeout {:?}, resolver {}",
+         drain timeout {:?}, resolver {}\n  access log {} ({})",
         show(&config.admin_socket),
         show(&config.admin_token_file),
         show(&config.state_file),
@@ -426,6 +445,8 @@ fn process_section(config: &Config, out: &mut String) {
         config
             .resolver
             .map_or("/etc/resolv.conf".to_string(), |r| r.to_string()),
+        config.access_log.target,
+        config.access_log.format,
     );
 }
 
@@ -449,6 +470,15 @@ mod tests {
         assert!(text.contains("listeners (1):"), "{text}");
         assert!(text.contains("pools (1):"), "{text}");
         assert!(text.lines().count() < 25, "{text}");
+        assert!(text.contains("access log off (text)"), "{text}");
+        // A log file that exists and takes writes is fine, and is not created.
+        let mut config = config;
+        config.access_log.target = AccessLogTarget::File("/dev/null".into());
+        assert_eq!(problems(&config, Mode::Start), []);
+        let missing = std::env::temp_dir().join(format!("tcplb-check-log-{}", std::process::id()));
+        config.access_log.target = AccessLogTarget::File(missing.clone());
+        assert_eq!(problems(&config, Mode::Start), []);
+        assert!(!missing.exists());
     }
 
     #[test]
@@ -461,6 +491,7 @@ mod tests {
         config.state_file = Some(dir.join("no-such-dir").join("state.json"));
         std::fs::write(dir.join("plain"), "x").unwrap();
         config.admin_socket = Some(dir.join("plain"));
+        config.access_log.target = AccessLogTarget::File(dir.join("no-such-dir").join("a.log"));
         // 192.0.2.0/24 (TEST-NET-1) is never this machine's address; only bound, never reached.
         config.services[0].listen = "192.0.2.1:0".parse().unwrap();
         let found = problems(&config, Mode::Start);
@@ -471,13 +502,14 @@ mod tests {
                 ("admin_token_file", true),
                 ("state_file", true),
                 ("admin_socket", true),
+                ("access_log", true),
                 ("listen", true),
             ],
             "{found:?}"
         );
         // A reload leaves binding to the reload itself.
-        assert_eq!(problems(&config, Mode::Reload).len(), 3);
-        let rendered = found[3].render(None);
+        assert_eq!(problems(&config, Mode::Reload).len(), 4);
+        let rendered = found[4].render(None);
         assert!(rendered.starts_with("--listen: "), "{rendered}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
