@@ -12,10 +12,13 @@
 //!   shutdown, systemd's notifications and socket activation, and
 //!   `tcplb check`.
 //! - [`proxy`]: the per-connection data path: accept, access control, PROXY
-//!   protocol, pick and connect with retries, pipe the bytes, answer 502/503.
+//!   protocol, pick and connect with retries, pipe the bytes, answer 502/503;
+//!   the registry of open connections and the access log's records (whose
+//!   writer thread the runtime starts).
 //! - [`admin`]: the admin endpoint: the live status page at `/`, Prometheus
 //!   `/metrics`, JSON `/status`, and the control API under `/api/v1/`
-//!   (which the runtime implements through the [`admin::Control`] trait).
+//!   (which the runtime implements through the [`admin::Control`] trait,
+//!   listing and closing connections included).
 //! - [`pool`]: what a service's pool knows: its backends (admin state and
 //!   health kept apart), selection, health checks, discovery.
 //! - [`stats`]: the counters the data path writes and the admin endpoint reads.
