@@ -451,7 +451,7 @@ cpu_per_unit() { # workload value ticks seconds
 
 # Runs: per workload, round after round, each round every system in turn.
 # VALUES etc. hold one line per run.
-declare -A VALUES CPUS RSSS COSTS CLIENT BACKEND
+declare -A VALUES=() CPUS=() RSSS=() COSTS=() CLIENT=() BACKEND=()
 declare -A RESULT CPU RSS SPREAD COST
 for workload in "${WORKLOADS[@]}"; do
     for run in $(seq "$RUNS"); do
