@@ -5,29 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use common::tcplb_bin;
+use common::{TempFile, tcplb_bin};
 
 /// A config file in the temp directory, removed on drop.
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!("tcplb-check-{}-{name}", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        TempFile(path)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn check(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(tcplb_bin())
         .arg("check")

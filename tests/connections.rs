@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -24,26 +24,6 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "c0nn-T0ken";
 
 /// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tcplb-conns-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A balancer named "web" over `backends`, with an admin endpoint (token
 /// in `dir`) and a JSON access log in `dir`; shut down on drop.
 struct Lb {
@@ -211,8 +191,25 @@ async fn connections_are_listed_paginated_and_closed_one_or_a_backend_at_a_time(
         clients.push(open(lb.addr, 10 + i).await);
     }
 
-    // The listing: every client once, with its fields.
-    let page = get(lb.admin, "/api/v1/connections").await;
+    // The listing: every client once, with its fields. A pipe counts its
+    // bytes just after writing them, so the client may see its echo a
+    // moment before the counters do: wait for all 24 counts, then check.
+    let all_counted = |page: &Value| {
+        let total: u64 = (0..12).map(|i| 2 * (10 + i)).sum();
+        let counted: u64 = page["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["sent"].as_u64().unwrap_or(0) + c["received"].as_u64().unwrap_or(0))
+            .sum();
+        counted == total
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let mut page = get(lb.admin, "/api/v1/connections").await;
+    while !all_counted(&page) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        page = get(lb.admin, "/api/v1/connections").await;
+    }
     assert_eq!(page["open"], 12, "{page}");
     assert_eq!(page["next"], Value::Null);
     let listed = page["connections"].as_array().unwrap();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{PATIENCE, Pattern, TestBackend, hello_port, http_get, poll_until, spec};
+use common::{PATIENCE, Pattern, TempDir, TestBackend, hello_port, http_get, poll_until, spec};
 use serde_json::{Value, json};
 use tcplb::config::cli::Startup;
 use tcplb::config::{Config, ServiceConfig, StrategyKind};
@@ -25,26 +25,6 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "s3cret-T0ken";
 
 /// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tcplb-api-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A balancer with a TCP admin endpoint (token in `dir`) and a Unix one.
 struct Lb {
     addr: SocketAddr,

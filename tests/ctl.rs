@@ -5,37 +5,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{PATIENCE, TcplbProcess, refusing_addr, spawn_process, tcplb_bin, wait_listening};
+use common::{
+    PATIENCE, TcplbProcess, TempDir, refusing_addr, spawn_process, tcplb_bin, wait_listening,
+};
 use serde_json::Value;
 
 /// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tcplb-ctl-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-    fn arg(&self, file: &str) -> String {
-        self.path(file).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Three listening sockets as backends: the pool is only reported and
 /// changed, never sent traffic, and a listener passes the connect check
 /// from its backlog. They close when the test's guard drops.

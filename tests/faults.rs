@@ -438,7 +438,7 @@ async fn ten_thousand_concurrent_connections() {
     const WANTED: u64 = 10_000;
     // Separate processes, each with room: the balancer needs two
     // descriptors per connection, the echo backend and this test one each.
-    let port = refusing_addr().port().to_string();
+    let port = free_port().to_string();
     let mut backend_cmd = Command::new("sh");
     backend_cmd
         .arg("-c")

@@ -694,10 +694,8 @@ send_proxy = "v2"
             b = f.b.addr
         )
     };
-    let file =
-        TempFile(std::env::temp_dir().join(format!("tcplb-tls-{}.toml", std::process::id())));
+    let file = common::TempFile::new("routes.toml", &text(f.a.addr));
     let path = &file.0;
-    std::fs::write(path, text(f.a.addr)).unwrap();
     let mut command = std::process::Command::new(common::tcplb_bin());
     command.args(["--config", path.to_str().unwrap()]);
     let tcplb = common::wait_listening(common::spawn_process(command));
@@ -762,13 +760,4 @@ send_proxy = "v2"
     let e = s.unwrap_err();
     assert!(e.contains("not valid for name"), "{e}");
     assert_eq!(f.c.seen().len(), 1);
-}
-
-/// A file removed on drop, even when the test fails.
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -241,10 +242,83 @@ impl Drop for TestBackend {
     }
 }
 
-/// An address where nothing listens: bound, then closed at once.
-pub fn refusing_addr() -> SocketAddr {
+/// A loopback port free right now, for a child process to bind. Another
+/// `bind(0)` could take it first; use it only where the port must be known
+/// before the child starts.
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    listener.local_addr().unwrap().port()
+}
+
+/// An address that refuses connections for the rest of the test process:
+/// a socket bound to it and never listening, so the kernel answers a SYN
+/// with a reset. The port stays taken, so no listener of a test running in
+/// parallel can land on it (a port merely closed again could be handed to
+/// the next `bind(0)`, and then it would accept).
+pub fn refusing_addr() -> SocketAddr {
+    use socket2::{Domain, Socket, Type};
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    HELD.lock().unwrap().push(socket);
+    addr
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+/// A directory of the test's own under the system temp dir, emptied first
+/// and removed on drop. `name` must be unique within the test binary.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tcplb-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    /// `file`'s path as a command-line argument.
+    pub fn arg(&self, file: &str) -> String {
+        self.path(file).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A file holding `text` under the system temp dir, removed on drop.
+/// `name` must be unique within the test binary.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, text: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("tcplb-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+
+    /// The path as a command-line argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 // ---------------------------------------------------------------------------
