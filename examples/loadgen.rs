@@ -6,9 +6,11 @@
 //!   reports connections per second and p50/p99 connection latency.
 //! - `bulk`: N connections each stream bytes to the echo backend while
 //!   reading them back; reports the echoed (received) rate in Gbit/s.
-//! - `hold`: opens N connections, echoes `--size` bytes on each (0: none),
-//!   prints `held=N` once all are open, holds them idle for `--seconds`,
-//!   then closes them: for measuring memory per idle connection.
+//! - `hold`: opens N connections (at most `--concurrency` connecting at
+//!   once, from the `--sources` addresses in turn), echoes `--size` bytes
+//!   on each (0: none), prints `held=N errors=E open_s=T` once all are
+//!   open, holds them idle for `--seconds`, then closes them: for
+//!   measuring memory per idle connection and holding many connections.
 //! - `tls`: each of N workers opens a new TCP connection, does a full TLS
 //!   handshake with `--sni` (rustls, no session resumption), reads the
 //!   server's reply to the end and closes, in a loop; reports handshakes
@@ -23,7 +25,7 @@
 //! `loadgen tls 127.0.0.1:8443 --sni a.test --pin cert.pem --expect hit`.
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -36,7 +38,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
@@ -75,6 +79,15 @@ struct Args {
     /// Bytes the TLS server must send before closing (tls mode) [any].
     #[arg(long)]
     expect: Option<String>,
+    /// Local addresses to connect from, in turn (hold mode), e.g.
+    /// 127.0.0.2,127.0.0.3: each gives its own ephemeral port range.
+    /// [default: the kernel's choice]
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<IpAddr>,
+    /// Connections being opened at once (hold mode), so a burst does not
+    /// overflow the listen backlog.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
 }
 
 /// Shared between workers: counting starts after the warm-up and
@@ -86,6 +99,11 @@ struct Run {
     errors: AtomicU64,
     /// The first error, printed at the end: why a run has errors.
     first_error: OnceLock<String>,
+    /// Held connections wait on this instead of polling `stop`: 100,000
+    /// sleeping tasks waking every few ms would load the machine.
+    released: CancellationToken,
+    /// Bounds the connections being opened at once (hold mode).
+    opening: Semaphore,
 }
 
 impl Run {
@@ -118,6 +136,8 @@ async fn run(args: Args) {
         units: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         first_error: OnceLock::new(),
+        released: CancellationToken::new(),
+        opening: Semaphore::new(args.concurrency.max(1)),
     });
     let tls = match args.mode {
         Mode::Tls => match TlsTarget::new(&args) {
@@ -130,13 +150,14 @@ async fn run(args: Args) {
         _ => None,
     };
     let mut tasks = Vec::new();
-    for _ in 0..args.workers {
+    for i in 0..args.workers {
         let run = run.clone();
         let (target, size) = (args.target, args.size);
+        let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         tasks.push(match args.mode {
             Mode::Conn => tokio::spawn(conn_worker(target, size, run)),
             Mode::Bulk => tokio::spawn(bulk_worker(target, run)),
-            Mode::Hold => tokio::spawn(hold_worker(target, size, run)),
+            Mode::Hold => tokio::spawn(hold_worker(target, source, size, run)),
             Mode::Tls => {
                 let tls = tls.clone().expect("tls mode builds its target above");
                 tokio::spawn(tls_worker(target, tls, run))
@@ -235,28 +256,52 @@ async fn conn_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32>
 }
 
 async fn hold(args: Args, run: Arc<Run>, tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(120);
     while run.units.load(Relaxed) + run.errors.load(Relaxed) < args.workers as u64
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "held={} errors={}",
+        "held={} errors={} open_s={:.2}",
         run.units.load(Relaxed),
-        run.errors.load(Relaxed)
+        run.errors.load(Relaxed),
+        start.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
     run.stop.store(true, Relaxed);
+    run.released.cancel();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
 }
 
-/// One connection, one echo exchange, then idle until told to stop.
-async fn hold_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
+/// One connection (from `source` when given), one echo exchange, then idle
+/// until released.
+async fn hold_worker(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    size: usize,
+    run: Arc<Run>,
+) -> Vec<u32> {
+    // The permit is taken before the timeout starts: the last of 100,000
+    // connections may wait long for its turn.
+    let Ok(opening) = run.opening.acquire().await else {
+        return Vec::new();
+    };
     let open = async {
-        let mut stream = TcpStream::connect(target).await?;
+        let mut stream = match source {
+            Some(ip) => {
+                let socket = match ip {
+                    IpAddr::V4(_) => TcpSocket::new_v4()?,
+                    IpAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(target).await?
+            }
+            None => TcpStream::connect(target).await?,
+        };
         if size > 0 {
             let mut reply = vec![0u8; size];
             stream.write_all(&vec![0x5a_u8; size]).await?;
@@ -264,12 +309,12 @@ async fn hold_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32>
         }
         std::io::Result::Ok(stream)
     };
-    match tokio::time::timeout(Duration::from_secs(30), open).await {
+    let opened = tokio::time::timeout(Duration::from_secs(30), open).await;
+    drop(opening);
+    match opened {
         Ok(Ok(stream)) => {
             run.units.fetch_add(1, Relaxed);
-            while !run.stop.load(Relaxed) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            run.released.cancelled().await;
             drop(stream);
         }
         Ok(Err(e)) => {

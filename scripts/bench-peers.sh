@@ -48,7 +48,9 @@
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
 #        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
 #        TLS_WORKERS=32 TLS_SNI=a.test
+#        WORKLOADS=none (only the memory part)
 #        IDLE_CONNS=9000 (0 skips the memory-per-idle-connection part)
+#        MEM_RUNS=$RUNS MEM_SYSTEMS="tcplb haproxy nginx" (memory part: rounds, systems)
 #        CARGO_TARGET_DIR is honoured (the binaries are looked up there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,6 +139,7 @@ spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
 read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni}"
+[ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
 stream_module=""
@@ -502,17 +505,20 @@ done
 
 # ---------------------------------------------------------------- table
 echo
-echo "tcplb vs peers on loopback: $CORES cores, median of $RUNS runs of ${DUR}s (after warm-up)"
+if [ ${#WORKLOADS[@]} -gt 0 ]; then
+    echo "tcplb vs peers on loopback: $CORES cores, median of $RUNS runs of ${DUR}s (after warm-up)"
+fi
 echo "$(uname -sr); $("$TCPLB" --version); $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
     "$(nginx -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2);" \
     "$(iperf3 -v | head -1 | cut -d' ' -f1-2); $(openssl version | cut -d' ' -f1-2)"
-[ -n "$TCPLB_ARGS" ] && echo "tcplb flags: $TCPLB_ARGS"
+if [ -n "$TCPLB_ARGS" ]; then echo "tcplb flags: $TCPLB_ARGS"; fi
 if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
     echo "tls: $TLS_WORKERS concurrent full handshakes (rustls, no resumption), SNI $TLS_SNI;" \
         "backend: nginx stream ssl, ECDSA P-256; tls-sni: $(wc -l <<<"$ROUTES")-name route table"
 fi
-printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' workload system value unit spread \
-    "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" "tcplb-rss"
+[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
+    workload system value unit spread "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" \
+    "tcplb-rss"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 for workload in "${WORKLOADS[@]}"; do
     case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s) unit=conn/s per=us/conn ;;
@@ -560,10 +566,13 @@ fi
 
 # ------------------------------------------- memory per idle connection
 # RSS of the proxy's processes with N idle connections held through it,
-# minus RSS before, divided by N. N is bounded by the fd limit: the proxy
+# minus RSS before, divided by N; the median of $MEM_RUNS rounds, systems
+# interleaved within each round. N is bounded by the fd limit: the proxy
 # needs two descriptors per connection.
 IDLE_CONNS=${IDLE_CONNS:-9000}
 [ "$IDLE_CONNS" -gt 0 ] || exit 0
+MEM_RUNS=${MEM_RUNS:-$RUNS}
+read -r -a MEM_SYSTEMS <<<"${MEM_SYSTEMS:-tcplb haproxy nginx}"
 limit=$(ulimit -n)
 if [ $((IDLE_CONNS * 2 + 100)) -gt "$limit" ]; then
     IDLE_CONNS=$(((limit - 100) / 2))
@@ -577,30 +586,41 @@ rss_kb() { # total VmRSS of the given PIDs and their children
     done
     echo "$total"
 }
-echo
-echo "memory per idle connection: $IDLE_CONNS connections held through each proxy (RSS delta / N)"
-printf '%-8s %16s %24s\n' system "silent (bytes)" "after 64-byte echo (bytes)"
-for system in tcplb haproxy nginx; do
-    line=""
-    for size in 0 64; do
-        start_system "$system"
-        sleep 0.3
-        before=$(rss_kb "${SYSTEM_PIDS[@]}")
-        read -r -a front <<<"${FRONT[$system]}"
-        "$LOADGEN" hold "127.0.0.1:${front[0]}" --workers "$IDLE_CONNS" --size "$size" --seconds 3 \
-            >"$TMP/hold.out" 2>>"$TMP/log" &
-        holder=$!
-        PIDS+=("$holder")
-        for _ in $(seq 600); do grep -q held= "$TMP/hold.out" && break; sleep 0.1; done
-        sleep 1
-        after=$(rss_kb "${SYSTEM_PIDS[@]}")
-        held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/hold.out")
-        wait "$holder" 2>/dev/null || true
-        stop_system
-        per=$(awk -v a="$after" -v b="$before" -v n="${held:-0}" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }')
-        line="$line $per"
-        [ "${held:-0}" = "$IDLE_CONNS" ] || echo "  ($system: only ${held:-0} of $IDLE_CONNS connections opened)" >&2
+hold_bytes() { # system size: bytes of proxy RSS per idle connection, or "-"
+    start_system "$1"
+    sleep 0.3
+    local before after held front
+    read -r -a front <<<"${FRONT[$1]}"
+    before=$(rss_kb "${SYSTEM_PIDS[@]}")
+    "$LOADGEN" hold "127.0.0.1:${front[0]}" --workers "$IDLE_CONNS" --size "$2" --seconds 3 \
+        >"$TMP/hold.out" 2>>"$TMP/log" &
+    local holder=$!
+    PIDS+=("$holder")
+    for _ in $(seq 600); do grep -q held= "$TMP/hold.out" && break; sleep 0.1; done
+    sleep 1
+    after=$(rss_kb "${SYSTEM_PIDS[@]}")
+    held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/hold.out")
+    wait "$holder" 2>/dev/null || true
+    stop_system
+    [ "${held:-0}" = "$IDLE_CONNS" ] || echo "  ($1: only ${held:-0} of $IDLE_CONNS connections opened)" >&2
+    awk -v a="$after" -v b="$before" -v n="${held:-0}" \
+        'BEGIN { if (n > 0) printf "%.0f", (a - b) * 1024 / n; else print "-" }'
+}
+declare -A MEM=()
+for round in $(seq "$MEM_RUNS"); do
+    for system in "${MEM_SYSTEMS[@]}"; do
+        for size in 0 64; do
+            echo "  memory: $system size $size round $round..." >&2
+            MEM[$system,$size]="${MEM[$system,$size]:-} $(hold_bytes "$system" "$size")"
+        done
     done
-    read -r silent echoed <<<"$line"
-    printf '%-8s %16s %24s\n' "$system" "$silent" "$echoed"
+done
+echo
+echo "memory per idle connection: $IDLE_CONNS connections held through each proxy" \
+    "(RSS delta / N, median of $MEM_RUNS)"
+printf '%-8s %16s %24s   %s\n' system "silent (bytes)" "after 64-byte echo (bytes)" "rounds (silent / echo)"
+for system in "${MEM_SYSTEMS[@]}"; do
+    silent=$(tr ' ' '\n' <<<"${MEM[$system,0]}" | grep -v -e '^$' -e '^-$' | median)
+    echoed=$(tr ' ' '\n' <<<"${MEM[$system,64]}" | grep -v -e '^$' -e '^-$' | median)
+    printf '%-8s %16s %24s   %s /%s\n' "$system" "$silent" "$echoed" "${MEM[$system,0]# }" "${MEM[$system,64]}"
 done
