@@ -3,30 +3,52 @@
 //!
 //! Why not `tokio::io::copy_bidirectional`: we count bytes into the
 //! backend's stats as they flow (a long-lived connection shows up in the
-//! metrics before it closes), enforce an idle timeout, allocate a copy
-//! buffer only while a direction has data (an idle connection costs its two
-//! sockets and a task, not 128 KiB of buffers), and on Linux can move bulk
-//! data with `splice(2)` through a kernel pipe, never copying it into user
-//! space (HAProxy's trick).
+//! metrics before it closes), enforce an idle timeout, keep no buffer of a
+//! connection's own while it is idle, and on Linux can move bulk data with
+//! `splice(2)` through a kernel pipe, never copying it into user space
+//! (HAProxy's trick).
+//!
+//! An idle connection costs its two sockets and a small task, nothing more
+//! (HAProxy holds buffers only while data is in flight; so do we):
+//! - a direction reads into its thread's scratch buffer and writes from it
+//!   before it next waits; only bytes the other side cannot take yet are
+//!   copied into a buffer of the connection's own, freed once delivered;
+//! - splice pipes come from a per-thread pool when a direction has data and
+//!   go back once it has none;
+//! - readiness is awaited through the sockets' own waker slots
+//!   (`poll_read_ready`), not a `readable()` future stored in every task;
+//! - the timers of [`Limits`] live on the heap, and only when set.
 //!
 //! Half-close is kept exactly: EOF from one side becomes `shutdown(Write)`
 //! on the other, and the other direction keeps flowing until it ends too.
 
+use std::cell::Cell;
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::SpliceMode;
 use crate::stats::BackendStats;
 
-/// Per-direction copy buffer, allocated while the direction has data.
+/// The per-thread scratch buffer's size: the most one read moves, and the
+/// most a direction keeps of its own while the other side cannot take it.
 pub const COPY_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    /// This thread's copy buffer, shared by all its connections: a direction
+    /// reads into it and writes from it without waiting in between, so it
+    /// holds nothing across an await. Allocated on first use.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 /// Process-wide: the data path reads it once per connection. `auto` by
 /// default: on loopback it cut tcplb's CPU per bulk GB by about 20%.
@@ -196,8 +218,8 @@ pub async fn pipe(
 
 /// Like [`pipe`], and also ended when `evict` is cancelled (an operator's
 /// drain deadline), counted into `stats.evicted`, or when `live` is asked
-/// to stop. Bytes and activity are counted into `live` as they move. One
-/// more branch in the pipe's select for each; no timer is armed for them.
+/// to stop. Bytes and activity are counted into `live` as they move. No
+/// timer is armed for either.
 pub async fn pipe_evictable(
     client: TcpStream,
     upstream: TcpStream,
@@ -206,79 +228,290 @@ pub async fn pipe_evictable(
     evict: Option<&CancellationToken>,
     live: &Live,
 ) -> PipeEnd {
-    // The idle timeout and the maximum age count from here, not from accept.
-    let began = Instant::now();
-    live.touch();
-    let mode = splice_mode();
-    let ended = AtomicBool::new(false);
-    let both = async {
-        tokio::try_join!(
-            one_way(
-                (&client, Side::Client),
-                (&upstream, Side::Backend),
+    let mut pipe = Pipe::new(client, upstream, limits, evict.cloned(), live);
+    let mut stopped = pin!(live.stopped());
+    poll_fn(|cx| pipe.poll_pipe(cx, stats, live, stopped.as_mut())).await
+}
+
+/// A connection being piped: both sockets and where each direction is.
+///
+/// A plain state machine rather than an `async fn`: it lives as long as
+/// the connection, inside its task, and compiled `async` code stores its
+/// arguments twice and every awaited future inline (1.6 KB for the same
+/// job). Poll it with [`Pipe::poll_pipe`] until it returns the end; the
+/// sockets close when it is dropped. Its byte counts and last activity are
+/// the connection's [`Live`], passed to every poll.
+pub struct Pipe {
+    /// The client's socket.
+    client: TcpStream,
+    /// The backend's socket.
+    upstream: TcpStream,
+    /// Client to backend, then backend to client.
+    ways: [Way; 2],
+    /// `--splice`, read once when the pipe began.
+    mode: SpliceMode,
+    /// One direction has passed its EOF on (see [`pass_eof`]).
+    ended: bool,
+    /// The idle timeout, and its timer (on the heap: most connections have
+    /// none). The timer fires at the last activity + the timeout as of when
+    /// it was set, and is moved on when bytes moved since.
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    /// Fires at the maximum age, when one is set.
+    age: Option<Pin<Box<Sleep>>>,
+    /// Completes when the operator's drain deadline passes (on the heap:
+    /// the wait must stay pinned while the pipe moves).
+    evicted: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+/// Where one direction is.
+#[derive(Default)]
+enum Way {
+    /// Waiting for bytes to read.
+    #[default]
+    Reading,
+    /// Reading into the scratch buffer, with a hint of bulk traffic seen.
+    /// Same as `Reading`, except that the next read uses a splice pipe.
+    #[cfg(target_os = "linux")]
+    Bulk,
+    /// Delivering `rest[at..]`: what the other side could not take at once.
+    Writing {
+        /// The only buffer a connection owns, and only until delivered.
+        rest: Box<[u8]>,
+        /// How much of it went out already.
+        at: usize,
+    },
+    /// Moving bytes through a kernel pipe; `pending` of them are in it.
+    #[cfg(target_os = "linux")]
+    Splicing {
+        pipe: splice::KernelPipe,
+        pending: usize,
+    },
+    /// Copying only, for good: no splice pipe could be made.
+    CopyOnly,
+    /// EOF read and passed on.
+    Done,
+}
+
+/// A failure and the socket it happened on.
+type Failed = (Side, io::Error);
+
+/// A direction's outcome: ended (`Ready(Ok)`), must wait, or failed.
+type Step = Poll<Result<(), Failed>>;
+
+impl Pipe {
+    /// A pipe between `client` and `upstream` under `limits`; cancelling
+    /// `evict` ends it. The idle timeout and the maximum age count from
+    /// here, not from accept.
+    pub fn new(
+        client: TcpStream,
+        upstream: TcpStream,
+        limits: Limits,
+        evict: Option<CancellationToken>,
+        live: &Live,
+    ) -> Self {
+        live.touch();
+        let start = Instant::now();
+        let mode = splice_mode();
+        // `on`: every direction splices from its first byte.
+        let on = mode == SpliceMode::On;
+        Pipe {
+            client,
+            upstream,
+            ways: [Way::bulk_if(on), Way::bulk_if(on)],
+            mode,
+            ended: false,
+            idle: limits
+                .idle
+                .map(|limit| (limit, Box::pin(tokio::time::sleep_until(start + limit)))),
+            age: limits
+                .max_age
+                .map(|age| Box::pin(tokio::time::sleep_until(start + age))),
+            evicted: evict.map(|token| Box::pin(token.cancelled_owned())),
+        }
+    }
+
+    /// Moves what can be moved now; `Ready` with how the pipe ended once
+    /// it has. Counts into `stats` and `live` as bytes are delivered.
+    /// `stopped` is `live.stopped()`, kept by the caller (it borrows
+    /// `live`): when it completes the pipe ends with [`EndReason::Stopped`].
+    pub fn poll_pipe(
+        &mut self,
+        cx: &mut Context<'_>,
+        stats: &BackendStats,
+        live: &Live,
+        stopped: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<PipeEnd> {
+        if stopped.poll(cx).is_ready() {
+            return Poll::Ready(end(live, EndReason::Stopped));
+        }
+        if let Some(evicted) = &mut self.evicted
+            && evicted.as_mut().poll(cx).is_ready()
+        {
+            stats.evicted.fetch_add(1, Relaxed);
+            return Poll::Ready(end(live, EndReason::Evicted));
+        }
+        for way in 0..2 {
+            if let Poll::Ready(Err((side, e))) = self.poll_way(way, cx, stats, live) {
+                return Poll::Ready(end(live, EndReason::Error(side, e)));
+            }
+        }
+        if self.ways.iter().all(|way| matches!(way, Way::Done)) {
+            return Poll::Ready(end(live, EndReason::Closed));
+        }
+        if let Some((limit, timer)) = &mut self.idle {
+            while timer.as_mut().poll(cx).is_ready() {
+                let deadline = live.last() + *limit;
+                if Instant::now() >= deadline {
+                    stats.idle_timeouts.fetch_add(1, Relaxed);
+                    return Poll::Ready(end(live, EndReason::IdleTimeout));
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+        if let Some(age) = &mut self.age
+            && age.as_mut().poll(cx).is_ready()
+        {
+            stats.max_age_closes.fetch_add(1, Relaxed);
+            return Poll::Ready(end(live, EndReason::MaxAge));
+        }
+        Poll::Pending
+    }
+
+    /// Moves direction `way` along until it must wait (`Pending`), has
+    /// ended (`Ready(Ok)`) or failed. A failure names the side it happened
+    /// on: reading (or waiting on) `from` is `from`'s, writing to `to` is
+    /// `to`'s.
+    fn poll_way(
+        &mut self,
+        way: usize,
+        cx: &mut Context<'_>,
+        stats: &BackendStats,
+        live: &Live,
+    ) -> Step {
+        let ((from, from_side), (to, to_side), stat, total) = if way == 0 {
+            (
+                (&self.client, Side::Client),
+                (&self.upstream, Side::Backend),
                 &stats.bytes_in,
                 &live.sent,
-                live,
-                mode,
-                &ended
-            ),
-            one_way(
-                (&upstream, Side::Backend),
-                (&client, Side::Client),
+            )
+        } else {
+            (
+                (&self.upstream, Side::Backend),
+                (&self.client, Side::Client),
                 &stats.bytes_out,
                 &live.received,
-                live,
-                mode,
-                &ended
-            ),
-        )
-    };
-    let evicted = async {
-        match evict {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    let stopped = live.stopped();
-    let reason = if limits == Limits::default() {
-        tokio::select! {
-            result = both => end_reason(result),
-            () = evicted => {
-                stats.evicted.fetch_add(1, Relaxed);
-                EndReason::Evicted
-            }
-            () = stopped => EndReason::Stopped,
-        }
-    } else {
-        let idle = async {
-            match limits.idle {
-                Some(limit) => idle_watch(live, limit).await,
-                None => std::future::pending().await,
-            }
+            )
         };
-        let age = async {
-            match limits.max_age {
-                Some(age) => tokio::time::sleep_until(began + age).await,
-                None => std::future::pending().await,
-            }
+        let on_from = |e| (from_side, e);
+        let on_to = |e| (to_side, e);
+        let state = &mut self.ways[way];
+        let count = |n: usize| {
+            stat.fetch_add(n as u64, Relaxed);
+            total.fetch_add(n as u64, Relaxed);
+            live.touch();
         };
-        tokio::select! {
-            result = both => end_reason(result),
-            () = idle => {
-                stats.idle_timeouts.fetch_add(1, Relaxed);
-                EndReason::IdleTimeout
+        loop {
+            match state {
+                Way::Done => return Poll::Ready(Ok(())),
+                Way::Writing { rest, at } => {
+                    ready!(to.poll_write_ready(cx)).map_err(on_to)?;
+                    match to.try_write(&rest[*at..]) {
+                        Ok(0) => return Poll::Ready(Err(on_to(io::ErrorKind::WriteZero.into()))),
+                        Ok(n) => {
+                            *at += n;
+                            count(n);
+                            if *at == rest.len() {
+                                *state = Way::Reading;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(on_to(e))),
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                Way::Splicing { pipe, pending } if *pending > 0 => {
+                    ready!(to.poll_write_ready(cx)).map_err(on_to)?;
+                    match pipe.drain_into(to, *pending) {
+                        Ok(n) => {
+                            *pending -= n;
+                            count(n);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(on_to(e))),
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                Way::Splicing { pipe, pending } => {
+                    // The pipe is empty, so EAGAIN can only mean "no data on
+                    // the socket", which is what try_io needs to clear
+                    // readiness.
+                    match pipe.fill_from(from) {
+                        Ok(0) => {
+                            Way::release(state);
+                            *state = Way::Done;
+                            pass_eof(to, &mut self.ended).map_err(on_to)?;
+                        }
+                        Ok(n) => *pending = n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Nothing to move: the pipe goes back to the pool.
+                            Way::release(state);
+                            *state = Way::Bulk;
+                        }
+                        Err(e) => return Poll::Ready(Err(on_from(e))),
+                    }
+                }
+                #[cfg(target_os = "linux")]
+                Way::Bulk => {
+                    ready!(from.poll_read_ready(cx)).map_err(on_from)?;
+                    *state = match splice::take_pipe() {
+                        Some(pipe) => Way::Splicing { pipe, pending: 0 },
+                        // No pipe can be made (out of descriptors): copy
+                        // instead; nothing was read, the socket is untouched.
+                        None => Way::CopyOnly,
+                    };
+                }
+                Way::Reading | Way::CopyOnly => {
+                    ready!(from.poll_read_ready(cx)).map_err(on_from)?;
+                    let copied = copy(from, to).map_err(|e| match e {
+                        CopyError::Read(e) => on_from(e),
+                        CopyError::Write(e) => on_to(e),
+                    })?;
+                    match copied {
+                        Copied::Eof => {
+                            *state = Way::Done;
+                            pass_eof(to, &mut self.ended).map_err(on_to)?;
+                        }
+                        Copied::Nothing => {}
+                        Copied::Some {
+                            written,
+                            rest,
+                            full,
+                        } => {
+                            if written > 0 {
+                                count(written);
+                            }
+                            let bulk = full
+                                && self.mode == SpliceMode::Auto
+                                && matches!(state, Way::Reading);
+                            if !rest.is_empty() {
+                                *state = Way::Writing {
+                                    rest: rest.into_boxed_slice(),
+                                    at: 0,
+                                };
+                            } else if bulk {
+                                *state = Way::bulk();
+                            }
+                        }
+                    }
+                }
             }
-            () = age => {
-                stats.max_age_closes.fetch_add(1, Relaxed);
-                EndReason::MaxAge
-            }
-            () = evicted => {
-                stats.evicted.fetch_add(1, Relaxed);
-                EndReason::Evicted
-            }
-            () = stopped => EndReason::Stopped,
         }
-    };
+    }
+}
+
+/// How the pipe ended, with the byte counts `live` has.
+fn end(live: &Live, reason: EndReason) -> PipeEnd {
     PipeEnd {
         sent: live.sent(),
         received: live.received(),
@@ -286,88 +519,87 @@ pub async fn pipe_evictable(
     }
 }
 
-/// A failure and the socket it happened on.
-type Failed = (Side, io::Error);
-
-fn end_reason(result: Result<((), ()), Failed>) -> EndReason {
-    match result {
-        Ok(_) => EndReason::Closed,
-        Err((side, e)) => EndReason::Error(side, e),
-    }
-}
-
-/// Returns once nothing has moved for `limit`.
-async fn idle_watch(live: &Live, limit: Duration) {
-    loop {
-        let deadline = live.last() + limit;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
-    }
-}
-
-/// Copies `from` to `to` until EOF, then shuts down `to`'s sending half.
-/// A failure names the side it happened on: reading (or waiting on)
-/// `from` is `from`'s, writing to `to` is `to`'s.
-async fn one_way(
-    (from, from_side): (&TcpStream, Side),
-    (to, to_side): (&TcpStream, Side),
-    stat: &AtomicU64,
-    total: &AtomicU64,
-    live: &Live,
-    mode: SpliceMode,
-    ended: &AtomicBool,
-) -> Result<(), Failed> {
-    let count = |n: usize| {
-        let n = n as u64;
-        stat.fetch_add(n, Relaxed);
-        total.fetch_add(n, Relaxed);
-        live.touch();
-    };
-    let on_from = |e| (from_side, e);
-    let on_to = |e| (to_side, e);
-    let mut splice = mode == SpliceMode::On;
-    let mut buffer: Vec<u8> = Vec::new();
-    loop {
+impl Way {
+    /// Where a direction with bulk traffic goes: to splicing on Linux.
+    fn bulk() -> Way {
         #[cfg(target_os = "linux")]
-        if splice {
-            // Falls back to copying only when no pipe can be made (out of
-            // descriptors); the socket state is untouched in that case.
-            if let Some(pipe) = splice::KernelPipe::new() {
-                drop(std::mem::take(&mut buffer));
-                splice::one_way(from, to, &pipe, &count)
-                    .await
-                    .map_err(|e| match e {
-                        splice::Failed::From(e) => on_from(e),
-                        splice::Failed::To(e) => on_to(e),
-                    })?;
-                return pass_eof(to, ended).map_err(on_to);
-            }
-            splice = false;
-        }
-        from.readable().await.map_err(on_from)?;
-        if buffer.capacity() == 0 {
-            buffer = Vec::with_capacity(COPY_BUFFER);
-        }
-        match read_some(from, &mut buffer) {
-            Ok(0) => return pass_eof(to, ended).map_err(on_to),
-            Ok(n) => {
-                write_all(to, &buffer[..n]).await.map_err(on_to)?;
-                count(n);
-                if n == buffer.capacity() && mode == SpliceMode::Auto {
-                    splice = cfg!(target_os = "linux");
-                }
-            }
-            // Keeping the buffer measured cheaper than freeing it whenever
-            // the direction is drained (small request/response traffic).
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(on_from(e)),
+        return Way::Bulk;
+        #[cfg(not(target_os = "linux"))]
+        return Way::Reading;
+    }
+
+    fn bulk_if(bulk: bool) -> Way {
+        if bulk { Way::bulk() } else { Way::Reading }
+    }
+
+    /// Puts an empty splice pipe back in the pool.
+    #[cfg(target_os = "linux")]
+    fn release(state: &mut Way) {
+        if let Way::Splicing { pipe, pending: 0 } = std::mem::take(state) {
+            splice::put_pipe(pipe);
         }
     }
 }
 
-/// Reads into `buffer`'s spare capacity (a fresh buffer is never zeroed).
+/// What one read through the scratch buffer did.
+enum Copied {
+    /// `from` reached EOF.
+    Eof,
+    /// Nothing to read after all: the readiness was stale.
+    Nothing,
+    /// Bytes were read: `written` of them delivered, `rest` still to go.
+    Some {
+        written: usize,
+        /// What `to` could not take yet; empty (unallocated) most times.
+        rest: Vec<u8>,
+        /// The read filled the buffer: a sign of bulk traffic.
+        full: bool,
+    },
+}
+
+/// Which half of a copy failed.
+enum CopyError {
+    /// Reading `from`.
+    Read(io::Error),
+    /// Writing `to`.
+    Write(io::Error),
+}
+
+/// Reads what `from` has into this thread's scratch buffer and writes as
+/// much of it to `to` as `to` takes at once. Never waits.
+fn copy(from: &TcpStream, to: &TcpStream) -> Result<Copied, CopyError> {
+    // Taken out and put back, so no borrow is held; a thread whose local
+    // is gone (exiting) uses a buffer of its own.
+    let mut buffer = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    if buffer.capacity() < COPY_BUFFER {
+        buffer.reserve_exact(COPY_BUFFER);
+    }
+    let copied = copy_through(from, to, &mut buffer);
+    buffer.clear();
+    let _ = SCRATCH.try_with(|scratch| scratch.set(buffer));
+    copied
+}
+
+fn copy_through(
+    from: &TcpStream,
+    to: &TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Result<Copied, CopyError> {
+    let n = match read_some(from, buffer) {
+        Ok(0) => return Ok(Copied::Eof),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Nothing),
+        Err(e) => return Err(CopyError::Read(e)),
+    };
+    let written = write_now(to, &buffer[..n]).map_err(CopyError::Write)?;
+    Ok(Copied::Some {
+        written,
+        rest: buffer[written..n].to_vec(),
+        full: n == buffer.capacity(),
+    })
+}
+
+/// Reads into `buffer`'s spare capacity (it is never zeroed).
 /// A short read means the receive queue was just emptied, so readiness is
 /// cleared at once instead of by a second recv that only says EAGAIN;
 /// tokio keeps any readiness event newer than the one this read used.
@@ -406,24 +638,26 @@ fn read_some(from: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
-async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        to.writable().await?;
-        match to.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+/// Writes as much of `data` as `to` takes without waiting.
+fn write_now(to: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match to.try_write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// Passes EOF on: the peer reads end-of-stream, and may still send to us.
 /// The direction that ends second skips the shutdown: both sockets close
 /// right after, and the close sends the same FIN (`to` has nothing unread,
 /// its own EOF was read). One syscall fewer per connection.
-fn pass_eof(to: &TcpStream, ended: &AtomicBool) -> io::Result<()> {
-    if ended.swap(true, Relaxed) {
+fn pass_eof(to: &TcpStream, ended: &mut bool) -> io::Result<()> {
+    if std::mem::replace(ended, true) {
         return Ok(());
     }
     match socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write) {
@@ -436,6 +670,7 @@ fn pass_eof(to: &TcpStream, ended: &AtomicBool) -> io::Result<()> {
 /// Zero-copy forwarding: socket → kernel pipe → socket with `splice(2)`.
 #[cfg(target_os = "linux")]
 mod splice {
+    use std::cell::RefCell;
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -458,6 +693,42 @@ mod splice {
     /// 16 MiB leaves that headroom to the default-sized pipes.
     pub(super) const LARGE_PIPES_MAX: usize = 16;
     static LARGE_PIPES: AtomicUsize = AtomicUsize::new(0);
+
+    /// Empty pipes a thread keeps for its next direction with data; more
+    /// are closed.
+    const SPARE_PIPES_MAX: usize = 16;
+
+    thread_local! {
+        /// Empty pipes put back by directions that ran out of data, for the
+        /// next direction on this thread that has some (HAProxy's pipe
+        /// pool): an idle connection holds no pipe, and a bulk one does not
+        /// make a new one each time it waits.
+        static SPARE_PIPES: RefCell<Vec<KernelPipe>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A spare pipe of this thread's, else a new one; `None` when none can
+    /// be made (out of descriptors).
+    pub(super) fn take_pipe() -> Option<KernelPipe> {
+        let spare = SPARE_PIPES.try_with(|spare| spare.try_borrow_mut().ok()?.pop());
+        spare.ok().flatten().or_else(KernelPipe::new)
+    }
+
+    /// How many spare pipes this thread keeps now.
+    #[cfg(test)]
+    pub(super) fn spare_pipes() -> usize {
+        SPARE_PIPES.with(|spare| spare.borrow().len())
+    }
+
+    /// Keeps an empty `pipe` for the next direction with data.
+    pub(super) fn put_pipe(pipe: KernelPipe) {
+        let _ = SPARE_PIPES.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < SPARE_PIPES_MAX
+            {
+                spare.push(pipe);
+            }
+        });
+    }
 
     /// A non-blocking pipe pair, closed on drop.
     pub struct KernelPipe {
@@ -524,48 +795,19 @@ mod splice {
         Ok(n as usize)
     }
 
-    /// Which socket a splice failed on.
-    pub enum Failed {
-        /// Reading the source socket.
-        From(io::Error),
-        /// Writing the destination socket.
-        To(io::Error),
-    }
+    impl KernelPipe {
+        /// Moves what `from` has into the (empty) pipe: 0 is EOF.
+        pub fn fill_from(&self, from: &TcpStream) -> io::Result<usize> {
+            from.try_io(Interest::READABLE, || {
+                splice(from.as_raw_fd(), self.write.as_raw_fd(), CHUNK)
+            })
+        }
 
-    /// Moves `from` to `to` through `pipe` until `from` reaches EOF.
-    pub async fn one_way(
-        from: &TcpStream,
-        to: &TcpStream,
-        pipe: &KernelPipe,
-        count: &impl Fn(usize),
-    ) -> Result<(), Failed> {
-        let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
-        loop {
-            // The pipe is empty here, so EAGAIN can only mean "no data on
-            // the socket", which is what try_io needs to clear readiness.
-            from.readable().await.map_err(Failed::From)?;
-            let filled = match from.try_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe_w, CHUNK)
-            }) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(Failed::From(e)),
-            };
-            let mut pending = filled;
-            while pending > 0 {
-                to.writable().await.map_err(Failed::To)?;
-                match to.try_io(Interest::WRITABLE, || {
-                    splice(pipe_r, to.as_raw_fd(), pending)
-                }) {
-                    Ok(n) => {
-                        pending -= n;
-                        count(n);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(Failed::To(e)),
-                }
-            }
+        /// Moves up to `pending` bytes from the pipe to `to`.
+        pub fn drain_into(&self, to: &TcpStream, pending: usize) -> io::Result<usize> {
+            to.try_io(Interest::WRITABLE, || {
+                splice(self.read.as_raw_fd(), to.as_raw_fd(), pending)
+            })
         }
     }
 }
@@ -611,6 +853,139 @@ mod tests {
             stats,
             task,
         }
+    }
+
+    /// The most bytes a [`Pipe`] may take: it sits in every open
+    /// connection's task (debug and release builds measure 192).
+    const PIPE_MAX: usize = 200;
+
+    #[test]
+    fn a_pipe_stays_small() {
+        let size = std::mem::size_of::<Pipe>();
+        assert!(size <= PIPE_MAX, "a Pipe is {size} bytes, over {PIPE_MAX}");
+    }
+
+    /// Polls `pipe` while `traffic` runs; fails if the pipe ends first.
+    async fn drive(
+        pipe: &mut Pipe,
+        stats: &BackendStats,
+        live: &Live,
+        traffic: impl Future<Output = ()>,
+    ) {
+        let mut stopped = pin!(live.stopped());
+        let piped = poll_fn(|cx| pipe.poll_pipe(cx, stats, live, stopped.as_mut()));
+        let bounded = tokio::time::timeout(Duration::from_secs(20), traffic);
+        tokio::select! {
+            end = piped => panic!("the pipe ended: {end:?}"),
+            done = bounded => done.expect("traffic timed out"),
+        }
+    }
+
+    fn spare_pipes() -> usize {
+        #[cfg(target_os = "linux")]
+        return splice::spare_pipes();
+        #[cfg(not(target_os = "linux"))]
+        return 0;
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_no_buffer_and_no_splice_pipe() {
+        for mode in [SpliceMode::Off, SpliceMode::Auto, SpliceMode::On] {
+            let _guard = ModeGuard::set(mode);
+            let (mut client, client_side) = socket_pair().await;
+            let (mut backend, backend_side) = socket_pair().await;
+            let stats = BackendStats::default();
+            let live = Live::default();
+            let mut pipe = Pipe::new(client_side, backend_side, Limits::default(), None, &live);
+            // Small and bulk traffic both ways, then silence.
+            let request = pattern(3 * COPY_BUFFER + 5, 1);
+            let response = pattern(2 * COPY_BUFFER + 9, 2);
+            let exchange = async {
+                for (upward, bytes) in [
+                    (true, &b"hello"[..]),
+                    (false, &b"hi"[..]),
+                    (true, &request[..]),
+                    (false, &response[..]),
+                ] {
+                    let (from, to) = if upward {
+                        (&mut client, &mut backend)
+                    } else {
+                        (&mut backend, &mut client)
+                    };
+                    let mut got = vec![0; bytes.len()];
+                    let (written, read) =
+                        tokio::join!(from.write_all(bytes), to.read_exact(&mut got));
+                    written.unwrap();
+                    read.unwrap();
+                    assert!(got == bytes, "{mode:?}: bytes changed on the way");
+                }
+            };
+            drive(&mut pipe, &stats, &live, exchange).await;
+            assert!(
+                pipe.ways
+                    .iter()
+                    .all(|way| !matches!(way, Way::Writing { .. } | Way::Done)),
+                "{mode:?}: a direction holds a buffer"
+            );
+            #[cfg(target_os = "linux")]
+            assert!(
+                !pipe
+                    .ways
+                    .iter()
+                    .any(|way| matches!(way, Way::Splicing { .. })),
+                "{mode:?}: a direction holds a splice pipe"
+            );
+            if mode != SpliceMode::Off && cfg!(target_os = "linux") {
+                assert!(spare_pipes() > 0, "{mode:?}: the pipe went back to the pool");
+            }
+            let sent = 5 + request.len() as u64;
+            let received = 2 + response.len() as u64;
+            assert_eq!((live.sent(), live.received()), (sent, received));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_costs_one_bounded_buffer_until_it_reads() {
+        let _guard = ModeGuard::set(SpliceMode::Off);
+        let (mut client, client_side) = socket_pair().await;
+        let (mut backend, backend_side) = socket_pair().await;
+        let stats = BackendStats::default();
+        let live = Live::default();
+        let mut pipe = Pipe::new(client_side, backend_side, Limits::default(), None, &live);
+        let response = pattern(16 << 20, 3);
+        let sent = response.clone();
+        let writer = tokio::spawn(async move {
+            backend.write_all(&sent).await.unwrap();
+            backend.shutdown().await.unwrap();
+            backend
+        });
+        // The client reads nothing until the socket buffers are full and
+        // the pipe holds bytes of its own.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut stopped = pin!(live.stopped());
+        let held = loop {
+            let polled = poll_fn(|cx| {
+                let polled = pipe.poll_pipe(cx, &stats, &live, stopped.as_mut());
+                Poll::Ready(polled.is_ready())
+            })
+            .await;
+            assert!(!polled, "the pipe ended");
+            if let Way::Writing { rest, at } = &pipe.ways[1] {
+                break rest.len() - at;
+            }
+            assert!(Instant::now() < deadline, "the pipe never held bytes back");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        assert!((1..=COPY_BUFFER).contains(&held), "{held} bytes held");
+        let mut got = Vec::new();
+        drive(&mut pipe, &stats, &live, async {
+            client.read_to_end(&mut got).await.unwrap();
+        })
+        .await;
+        assert!(got == response, "bytes changed on the way");
+        assert!(matches!(pipe.ways[1], Way::Done), "the buffer is gone");
+        assert_eq!(stats.bytes_out.load(Relaxed), response.len() as u64);
+        drop(writer.await.unwrap());
     }
 
     #[tokio::test]
