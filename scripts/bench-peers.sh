@@ -343,7 +343,7 @@ start_tcplb() {
 start_system() {
     SYSTEM_PIDS=()
     case $1 in
-        direct) ;;
+        direct) return ;; # its ports are the backends', waited for at their start
         tcplb) start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
         haproxy) spawn haproxy -db -f "$TMP/haproxy.cfg"; SYSTEM_PIDS=("$LAST_PID") ;;
         nginx) spawn nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"

@@ -104,6 +104,13 @@ pub async fn accept_loop(
             return;
         }
     };
+    // Nagle off for every client, set once here: Linux copies TCP_NODELAY
+    // from the listening socket to each socket it accepts, which saves a
+    // `setsockopt` per connection. Here rather than at bind, so listeners
+    // inherited from an old process or from systemd get it too.
+    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+        warn!("cannot turn Nagle off on a listening socket: {e}");
+    }
     let mut spare = File::open("/dev/null").ok();
     loop {
         let accepted = tokio::select! {
@@ -185,6 +192,42 @@ mod tests {
             }
         }
         assert_eq!(accepted, clients.len());
+    }
+
+    #[tokio::test]
+    async fn accepted_clients_have_nagle_off() {
+        // The accept loop sets TCP_NODELAY on the listener only: this is
+        // the kernel behaviour that makes that enough.
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = Arc::new(Service::new(Arc::new(crate::pool::Pool::new(
+            "t",
+            crate::config::ServiceConfig::new(addr, vec![]),
+        ))));
+        let shutdown = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let std_listener = listener.into_std().unwrap();
+        let probe = std_listener.try_clone().unwrap();
+        let looping = tokio::spawn(accept_loop(
+            std_listener,
+            service,
+            shutdown.clone(),
+            connections,
+        ));
+        // The loop has set the option once it has polled.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket2::SockRef::from(&probe).tcp_nodelay().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "the listener never got TCP_NODELAY"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        looping.await.unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = probe.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]

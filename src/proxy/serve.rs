@@ -99,7 +99,8 @@ async fn open<'a>(
 ) -> Option<Link<'a>> {
     let listener = service.pool.load();
     let config = &listener.config;
-    let _ = client.set_nodelay(true);
+    // Nagle is already off: accepted sockets inherit TCP_NODELAY from the
+    // listening socket (see `listener::accept_loop`).
     if let Some(keepalive) = &config.keepalive {
         set_keepalive(&client, keepalive);
     }
