@@ -15,6 +15,7 @@
 
 pub mod histogram;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -236,6 +237,74 @@ pub struct AccessLogStats {
     pub dropped: AtomicU64,
     /// Records lost because writing them to the destination failed.
     pub write_errors: AtomicU64,
+}
+
+/// How connections spread over the worker threads: each worker's open
+/// connections (what accepting compares to hand a connection to a less
+/// loaded worker), and the connections handed over.
+#[derive(Debug)]
+pub struct WorkerStats {
+    /// Connections open on each worker, from accept (or hand-over) to
+    /// close, one cache line each: a worker writes only its own.
+    open: Box<[OpenCount]>,
+    /// Connections served by another worker than the one that accepted them.
+    pub handoffs: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    /// One worker.
+    fn default() -> Self {
+        WorkerStats::new(1)
+    }
+}
+
+/// One worker's open connections, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct OpenCount(AtomicU64);
+
+impl WorkerStats {
+    pub fn new(workers: usize) -> Self {
+        WorkerStats {
+            open: (0..workers.max(1)).map(|_| OpenCount::default()).collect(),
+            handoffs: AtomicU64::new(0),
+        }
+    }
+
+    /// How many workers there are.
+    pub fn workers(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Connections open on `worker` now.
+    pub fn open(&self, worker: usize) -> u64 {
+        self.open.get(worker).map_or(0, |c| c.0.load(Relaxed))
+    }
+
+    /// Counts a connection open on `worker` until the guard drops.
+    pub fn opened(self: &Arc<Self>, worker: usize) -> WorkerConnection {
+        let worker = worker.min(self.open.len() - 1);
+        self.open[worker].0.fetch_add(1, Relaxed);
+        WorkerConnection {
+            stats: self.clone(),
+            worker,
+        }
+    }
+}
+
+/// A connection counted open on its worker; uncounted on drop.
+#[derive(Debug)]
+pub struct WorkerConnection {
+    /// Where the count is.
+    stats: Arc<WorkerStats>,
+    /// The worker serving the connection.
+    worker: usize,
+}
+
+impl Drop for WorkerConnection {
+    fn drop(&mut self) {
+        self.stats.open[self.worker].0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// Lets an event through at most once per period and counts the rest.

@@ -54,7 +54,7 @@ use crate::config::{AdminState, parse_duration, resolve};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::overlay::{NewBackend, Refused};
-use crate::stats::{AccessLogStats, ControlStats};
+use crate::stats::{AccessLogStats, ControlStats, WorkerStats};
 
 /// Largest request body accepted (default 64 KiB; 413 beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -81,6 +81,8 @@ pub struct Api {
     pub history: Arc<super::History>,
     /// The access log's losses, for /metrics.
     pub access_log: Arc<AccessLogStats>,
+    /// Open connections per worker thread and hand-overs, for /metrics.
+    pub workers: Arc<WorkerStats>,
 }
 
 /// A pool in `GET /api/v1/pools`.

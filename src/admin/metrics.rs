@@ -52,6 +52,8 @@
 //! | `tcplb_listener_tls_rejected_total` | counter | clients of a listener with routes closed without a valid ClientHello; label `reason` = `not_tls`, `malformed`, `too_large`, `timeout` or `closed` |
 //! | `tcplb_listener_tls_default_route_total` | counter | ClientHellos no route took, sent to the listener's own backends |
 //! | `tcplb_listener_tls_unmatched_total` | counter | ClientHellos no route took, on a listener without default: answered `unrecognized_name` |
+//! | `tcplb_worker_connections` | gauge | client connections open on each worker thread; label `worker` |
+//! | `tcplb_worker_handoffs_total` | counter | clients handed from the worker that accepted them to a less loaded one |
 //!
 //! The backend (histograms included), pool-change and DNS series of a TLS route's pool carry a
 //! `route` label besides `listener`. The admin and state-file families
@@ -70,7 +72,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
 use crate::config::AdminState;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats};
+use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, WorkerStats};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -533,6 +535,29 @@ pub fn render_access_log(stats: &AccessLogStats) -> String {
     out
 }
 
+pub fn render_workers(stats: &WorkerStats) -> String {
+    let mut out = String::new();
+    let name = "tcplb_worker_connections";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Client connections open on each worker thread.",
+    );
+    for worker in 0..stats.workers() {
+        let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", stats.open(worker));
+    }
+    let name = "tcplb_worker_handoffs_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Client connections handed from the worker that accepted them to a less loaded one.",
+    );
+    let _ = writeln!(out, "{name} {}", stats.handoffs.load(Relaxed));
+    out
+}
+
 /// The `# HELP` and `# TYPE` lines that open a family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -562,6 +587,19 @@ mod tests {
             text.lines().any(|l| l == line),
             "missing {line:?} in\n{text}"
         );
+    }
+
+    #[test]
+    fn workers_show_their_open_connections_and_the_handoffs() {
+        let stats = std::sync::Arc::new(WorkerStats::new(2));
+        let _open = [stats.opened(1), stats.opened(1), stats.opened(0)];
+        stats.handoffs.fetch_add(4, Relaxed);
+        let text = render_workers(&stats);
+        has_line(&text, "# TYPE tcplb_worker_connections gauge");
+        has_line(&text, "tcplb_worker_connections{worker=\"0\"} 1");
+        has_line(&text, "tcplb_worker_connections{worker=\"1\"} 2");
+        has_line(&text, "# TYPE tcplb_worker_handoffs_total counter");
+        has_line(&text, "tcplb_worker_handoffs_total 4");
     }
 
     #[test]

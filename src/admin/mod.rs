@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pool::connect::is_local_exhaustion;
 use crate::proxy::listener;
-use crate::stats::{AccessLogStats, ControlStats};
+use crate::stats::{AccessLogStats, ControlStats, WorkerStats};
 
 pub mod api;
 pub mod auth;
@@ -138,6 +138,7 @@ pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: Cancella
         stats: Arc::default(),
         history: Arc::default(),
         access_log: Arc::default(),
+        workers: Arc::default(),
     };
     serve_api(listener, Arc::new(api), shutdown).await
 }
@@ -391,6 +392,7 @@ async fn route(request: Request<Incoming>, api: &Api, origin: &Origin) -> Respon
     let reports = Reports {
         control: Some(&api.stats),
         access_log: Some(&api.access_log),
+        workers: Some(&api.workers),
         history: Some(&api.history),
         write_access: match origin {
             Origin::Unix => true,
@@ -408,6 +410,8 @@ struct Reports<'a> {
     control: Option<&'a ControlStats>,
     /// The access log's losses, for `/metrics`.
     access_log: Option<&'a AccessLogStats>,
+    /// Connections per worker thread, for `/metrics`.
+    workers: Option<&'a WorkerStats>,
     /// The rings behind `/status/history`.
     history: Option<&'a History>,
     /// Whether this request's way in can write (`/status`'s
@@ -477,6 +481,9 @@ fn respond_with(
             }
             if let Some(stats) = reports.access_log {
                 text.push_str(&metrics::render_access_log(stats));
+            }
+            if let Some(stats) = reports.workers {
+                text.push_str(&metrics::render_workers(stats));
             }
             answer(
                 StatusCode::OK,

@@ -9,7 +9,7 @@
 //! a bounded rate.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use log::{debug, warn};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +30,8 @@ use crate::proxy::Service;
 use crate::proxy::access_log::{Cause, ConnectionLog};
 use crate::proxy::failure::Failure;
 use crate::proxy::serve::serve;
-use crate::stats::RateLimit;
+use crate::proxy::spread::Spread;
+use crate::stats::{RateLimit, WorkerConnection};
 
 /// How long accepting pauses after the process runs out of descriptors.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
@@ -89,38 +92,56 @@ fn bound(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Accepts until `shutdown`, handing each connection to its own task on
-/// the runtime this runs on (the listener registers with it).
+/// Accepts until `shutdown`, handing each connection to its own task, on
+/// this worker's runtime (`worker`, the one this runs on) or on a less
+/// loaded one's as `spread` picks.
 pub async fn accept_loop(
     listener: std::net::TcpListener,
     service: Arc<Service>,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    worker: usize,
+    spread: Arc<Spread>,
 ) {
-    let listener = match TcpListener::from_std(listener) {
+    // Nagle off for every client, set once here: Linux copies TCP_NODELAY
+    // from the listening socket to each socket it accepts, which saves a
+    // `setsockopt` per connection. Here rather than at bind, so listeners
+    // inherited from an old process or from systemd get it too.
+    if let Err(e) = SockRef::from(&listener).set_tcp_nodelay(true) {
+        warn!("cannot turn Nagle off on a listening socket: {e}");
+    }
+    // Accepted raw, so that a socket is registered with the reactor of the
+    // worker that serves it, not this one's first.
+    // SAFETY: a `std::net::TcpListener` owns its descriptor, and nothing
+    // closes or replaces it while the `AsyncFd` holds it.
+    let registered = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
+    let listener = match registered {
         Ok(listener) => listener,
         Err(e) => {
             warn!("cannot accept on a listening socket: {e}");
             return;
         }
     };
-    // Nagle off for every client, set once here: Linux copies TCP_NODELAY
-    // from the listening socket to each socket it accepts, which saves a
-    // `setsockopt` per connection. Here rather than at bind, so listeners
-    // inherited from an old process or from systemd get it too.
-    if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
-        warn!("cannot turn Nagle off on a listening socket: {e}");
-    }
     let mut spare = File::open("/dev/null").ok();
+    let mut turn = 0usize;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 debug!("{peer}: accepted");
-                connections.spawn(serve(stream, peer, service.clone()));
+                turn = turn.wrapping_add(1);
+                let serving = spread.pick(worker, turn);
+                let open = spread.stats().opened(serving);
+                let connection = serve_std(stream, peer, service.clone(), open);
+                let connection = connections.track_future(connection);
+                if serving == worker {
+                    tokio::spawn(connection);
+                } else {
+                    spread.hand_over(serving, connection);
+                }
             }
             Err(e) if is_local_exhaustion(&e) => {
                 let allowed = ACCEPT_WARNINGS.lock().ok().and_then(|mut w| w.allow());
@@ -133,7 +154,7 @@ pub async fn accept_loop(
                 // The spare descriptor makes room for exactly one accept.
                 if spare.take().is_some() {
                     let waiting =
-                        tokio::time::timeout(Duration::from_millis(10), listener.accept());
+                        tokio::time::timeout(Duration::from_millis(10), accept(&listener));
                     if let Ok(Ok((stream, peer))) = waiting.await {
                         debug!("{peer}: refused, out of file descriptors");
                         refuse(stream, peer, &service);
@@ -153,16 +174,53 @@ pub async fn accept_loop(
     }
 }
 
+/// The next client: a non-blocking socket not yet registered with any
+/// reactor, and its address.
+async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        let accepted = ready.try_io(|listener| {
+            SockRef::from(listener.get_ref()).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        });
+        let Ok(accepted) = accepted else {
+            continue; // drained: wait for the next readiness
+        };
+        let (socket, addr) = accepted?;
+        let Some(peer) = addr.as_socket() else {
+            continue; // not an IP client: cannot happen on a TCP listener
+        };
+        return Ok((socket.into(), peer));
+    }
+}
+
+/// Serves a client accepted by [`accept`] on the runtime this runs on,
+/// counted open on that worker (`open`) until it closes.
+async fn serve_std(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    service: Arc<Service>,
+    open: WorkerConnection,
+) {
+    let _open = open;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => serve(stream, peer, service).await,
+        Err(e) => debug!("{peer}: closing: cannot register the socket: {e}"),
+    }
+}
+
 /// Answers a client we cannot serve without waiting on it: one
 /// non-blocking write of the 503 (in `http` mode), then close.
-fn refuse(stream: TcpStream, peer: SocketAddr, service: &Arc<Service>) {
+fn refuse(stream: std::net::TcpStream, peer: SocketAddr, service: &Arc<Service>) {
     // It never reaches `serve`, so it is counted and logged here.
     service.stats.accepted.fetch_add(1, Relaxed);
     service.stats.count_rejected();
     let mut log = ConnectionLog::accept(service.clone(), peer);
     log.record.cause = Cause::OverLimit;
     if service.pool.load().config.on_failure == OnFailure::Http {
-        let _ = stream.try_write(Failure::Unavailable.http_response());
+        // Non-blocking: what the socket buffer takes, and no more.
+        let _ = (&stream).write(Failure::Unavailable.http_response());
     }
 }
 
@@ -213,6 +271,8 @@ mod tests {
             service,
             shutdown.clone(),
             connections,
+            0,
+            Arc::new(Spread::here()),
         ));
         // The loop has set the option once it has polled.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -228,6 +288,112 @@ mod tests {
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let (accepted, _) = probe.accept().unwrap();
         assert!(accepted.nodelay().unwrap());
+    }
+
+    /// Steers every new connection of `listener`'s SO_REUSEPORT group to
+    /// its first socket: a classic BPF program that returns 0, the worst
+    /// luck the kernel's hash can have.
+    fn steer_all_to_the_first(listener: &std::net::TcpListener) {
+        use std::os::fd::AsRawFd;
+        let mut program = [libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }];
+        let fprog = libc::sock_fprog {
+            len: 1,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: a valid descriptor, and a program the kernel copies.
+        let set = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                (&raw const fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "{}", io::Error::last_os_error());
+    }
+
+    /// A worker: a current-thread runtime on its own thread until `stop`.
+    fn worker(stop: CancellationToken) -> tokio::runtime::Handle {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            tx.send(runtime.handle().clone()).unwrap();
+            runtime.block_on(stop.cancelled());
+        });
+        rx.recv().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_the_kernel_sends_everything_to_shares_with_the_idle_one() {
+        // A backend that holds every connection open.
+        let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        let reached = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counting = reached.clone();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = backend.accept().await {
+                held.push(stream);
+                counting.fetch_add(1, Relaxed);
+            }
+        });
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 64, 2).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        steer_all_to_the_first(&group[0]);
+        let config = crate::config::ServiceConfig::new(
+            addr,
+            vec![crate::config::parse_backend(&backend_addr.to_string()).unwrap()],
+        );
+        let service = Arc::new(Service::new(Arc::new(crate::pool::Pool::new("t", config))));
+        let stop = CancellationToken::new();
+        let _stop_workers = stop.clone().drop_guard();
+        let handles = vec![worker(stop.clone()), worker(stop.clone())];
+        let stats = Arc::new(crate::stats::WorkerStats::new(2));
+        let spread = Arc::new(Spread::new(handles.clone(), stats.clone()));
+        for (i, listener) in group.into_iter().enumerate() {
+            handles[i].spawn(accept_loop(
+                listener,
+                service.clone(),
+                stop.clone(),
+                TaskTracker::new(),
+                i,
+                spread.clone(),
+            ));
+        }
+
+        const CLIENTS: u64 = 24;
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while stats.open(0) + stats.open(1) < CLIENTS {
+            assert!(Instant::now() < deadline, "not all clients were accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Every one was accepted by worker 0; about half are served by 1.
+        let (first, second) = (stats.open(0), stats.open(1));
+        assert!(first.abs_diff(second) <= 2, "{first} against {second}");
+        assert_eq!(stats.handoffs.load(Relaxed), second);
+        // And every one is served, whichever worker it ended on.
+        while reached.load(Relaxed) < CLIENTS {
+            assert!(
+                Instant::now() < deadline,
+                "not all clients reached the backend"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(clients);
+        held.abort();
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! accept to close.
 //!
 //! - [`listener`]: the listening sockets (one per worker) and the accept loop;
+//! - [`spread`]: which worker serves a connection just accepted (a busier
+//!   worker hands it to a less loaded one);
 //! - [`access`]: allow/deny networks and per-client-IP limits, right after accept;
 //! - [`proxy_protocol`]: reading and writing HAProxy's PROXY header;
 //! - [`client_hello`]: reading a TLS ClientHello's server name and ALPN
@@ -29,6 +31,7 @@ pub mod pipe;
 pub mod proxy_protocol;
 pub mod route;
 pub mod serve;
+pub mod spread;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -34,7 +34,9 @@ use crate::pool::overlay::Overlay;
 use crate::proxy::access_log::writer::{Reopen, Writer};
 use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
+use crate::proxy::spread::Spread;
 use crate::proxy::{Service, listener};
+use crate::stats::WorkerStats;
 use control::Controller;
 use routes::{RoutePlan, RunningRoute, published};
 use upgrade::{Handoff, Inherited, Relaunch};
@@ -107,6 +109,9 @@ struct Shared {
     tasks: TaskTracker,
     /// Where accept loops and client connections run.
     workers: Workers,
+    /// Which worker serves each accepted connection, and the per-worker
+    /// counts `/metrics` shows.
+    spread: Arc<Spread>,
     /// The control API's overlay, state file and deadline tasks.
     control: Controller,
     /// Looks backend names up (at start-up, reloads, and in tasks on this
@@ -179,14 +184,16 @@ impl Shared {
                     continue;
                 }
             };
+            let worker = i % self.workers.len();
             let accept = listener::accept_loop(
                 listener,
                 service.service.clone(),
                 service.stop.clone(),
                 self.connections.clone(),
+                worker,
+                self.spread.clone(),
             );
-            self.workers
-                .spawn(i % self.workers.len(), self.tasks.track_future(accept));
+            self.workers.spawn(worker, self.tasks.track_future(accept));
         }
     }
 
@@ -360,6 +367,10 @@ impl Balancer {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
+            spread: Arc::new(Spread::new(
+                workers.handles(),
+                Arc::new(WorkerStats::new(workers.len())),
+            )),
             workers,
             control: Controller::new(overlay, config.state_file.clone()),
             discovery: Discovery::new(config.resolver),
@@ -487,6 +498,7 @@ impl Balancer {
             stats: shared.control.stats.clone(),
             history: Arc::default(),
             access_log: shared.access_log.stats.clone(),
+            workers: shared.spread.stats().clone(),
         });
         if self.admin.is_some() || self.admin_unix.is_some() {
             shared.tasks.spawn(admin::history::sample_every_second(

@@ -46,6 +46,11 @@ impl Workers {
         self.handles.len()
     }
 
+    /// Each worker's runtime, by index.
+    pub(crate) fn handles(&self) -> Vec<Handle> {
+        self.handles.clone()
+    }
+
     /// Runs `task` on worker `index`.
     pub fn spawn<F>(&self, index: usize, task: F)
     where
