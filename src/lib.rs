@@ -27,7 +27,8 @@
 //! - [`demo`]: the demo backends (HTTP and echo), for the demo and the tests.
 //!
 //! A connection arrives at a [`proxy::listener`] accept loop, which hands it
-//! to [`proxy::serve`]: the service's [`pool::Pool`] picks a backend through
+//! to [`proxy::serve`] on its own worker or, when [`proxy::spread`] finds
+//! that worker busier than another, on the other: the service's [`pool::Pool`] picks a backend through
 //! its [`pool::selection::Selector`], `serve` connects and [`proxy::pipe`]
 //! moves the bytes; if no backend can take it, [`proxy::failure`] answers.
 //! [`pool::health`] keeps each backend's health current in the background.

@@ -535,6 +535,7 @@ pub fn render_access_log(stats: &AccessLogStats) -> String {
     out
 }
 
+/// The worker threads' families: open connections per worker, hand-overs.
 pub fn render_workers(stats: &WorkerStats) -> String {
     let mut out = String::new();
     let name = "tcplb_worker_connections";
