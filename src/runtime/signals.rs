@@ -41,22 +41,16 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 /// would end the process), so call it before announcing readiness. Must be
 /// called inside the tokio runtime.
 pub fn reload_on_sighup(handle: ReloadHandle, source: ConfigSource, shutdown: CancellationToken) {
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        error!("cannot install the SIGHUP handler; live reload is off");
-        return;
+    let kind = SignalKind::hangup();
+    let off = "live reload is off";
+    let action = move || {
+        info!("received SIGHUP: reloading {}", source.path().display());
+        systemd::reloading();
+        let _ = reload(&handle, &source);
+        systemd::ready(false);
+        std::future::ready(())
     };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = hangups.recv() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            info!("received SIGHUP: reloading {}", source.path().display());
-            systemd::reloading();
-            let _ = reload(&handle, &source);
-            systemd::ready(false);
-        }
-    });
+    on_signal(kind, "SIGHUP", off, shutdown, action);
 }
 
 /// Upgrades on every SIGUSR2 until `shutdown`: starts `relaunch` (the
@@ -66,16 +60,11 @@ pub fn reload_on_sighup(handle: ReloadHandle, source: ConfigSource, shutdown: Ca
 /// tokio runtime; install it before announcing readiness (SIGUSR2's
 /// default action ends the process).
 pub fn upgrade_on_sigusr2(handle: ReloadHandle, relaunch: Relaunch, shutdown: CancellationToken) {
-    let Ok(mut signals) = signal(SignalKind::user_defined2()) else {
-        error!("cannot install the SIGUSR2 handler; binary upgrades are off");
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = signals.recv() => {}
-                _ = shutdown.cancelled() => return,
-            }
+    let kind = SignalKind::user_defined2();
+    let off = "binary upgrades are off";
+    let action = move || {
+        let (handle, relaunch) = (handle.clone(), relaunch.clone());
+        async move {
             info!(
                 "received SIGUSR2: upgrading to {} (handing the listening sockets over)",
                 relaunch.exe.display()
@@ -86,6 +75,37 @@ pub fn upgrade_on_sigusr2(handle: ReloadHandle, relaunch: Relaunch, shutdown: Ca
                 }
                 Err(e) => error!("upgrade failed, this process keeps serving: {e}"),
             }
+        }
+    };
+    on_signal(kind, "SIGUSR2", off, shutdown, action);
+}
+
+/// Installs the handler for `kind` (named `name` in the logs) now, then
+/// runs `action` on every such signal until `shutdown`, one at a time
+/// (a signal arriving meanwhile runs it once more afterwards). If the
+/// handler cannot be installed, logs that `off` and returns. Must be
+/// called inside the tokio runtime.
+fn on_signal<F, Fut>(
+    kind: SignalKind,
+    name: &str,
+    off: &str,
+    shutdown: CancellationToken,
+    mut action: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let Ok(mut signals) = signal(kind) else {
+        error!("cannot install the {name} handler; {off}");
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = signals.recv() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            action().await;
         }
     });
 }
@@ -134,19 +154,13 @@ pub fn reload(handle: &ReloadHandle, source: &ConfigSource) -> Result<(), String
 /// which is SIGUSR1's default action. Must be called inside the tokio
 /// runtime.
 pub fn reopen_on_sigusr1(reopen: Reopen, shutdown: CancellationToken) {
-    let Ok(mut signals) = signal(SignalKind::user_defined1()) else {
-        error!("cannot install the SIGUSR1 handler; the access log cannot be reopened");
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = signals.recv() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            if !reopen.reopen() {
-                info!("received SIGUSR1: there is no access log file to reopen");
-            }
+    let kind = SignalKind::user_defined1();
+    let off = "the access log cannot be reopened";
+    let action = move || {
+        if !reopen.reopen() {
+            info!("received SIGUSR1: there is no access log file to reopen");
         }
-    });
+        std::future::ready(())
+    };
+    on_signal(kind, "SIGUSR1", off, shutdown, action);
 }
