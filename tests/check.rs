@@ -93,6 +93,56 @@ fn what_the_file_points_at_is_checked_with_its_line() {
 }
 
 #[test]
+fn paths_are_checked_even_when_the_file_has_problems() {
+    let dir = std::env::temp_dir().join(format!("tcplb-check-both-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = TempFile::new(
+        "both.toml",
+        &format!(
+            "admin_token_file = \"{0}/missing-token\"\n\
+             access_log = \"{0}/no-dir/access.log\"\n\
+             state_file = \"{0}/no-dir/state.json\"\n\
+             [[listener]]\n\
+             listen = \"127.0.0.1:0\"\n\
+             [[listener]]\n\
+             listen = \"192.0.2.1:0\"\n\
+             backends = [\"127.0.0.1:3\"]\n\
+             strategy = \"fastest\"\n",
+            dir.display()
+        ),
+    );
+    let (code, out, err) = check(&["--config", file.arg()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let path = file.arg();
+    for expected in [
+        format!("error: {path}:9:12: key `listener.strategy`: unknown strategy \"fastest\""),
+        format!("error: {path}:1:20: key `admin_token_file`: cannot read the admin token file"),
+        format!(
+            "error: {path}:2:14: key `access_log`: cannot create files in {}/no-dir",
+            dir.display()
+        ),
+        format!(
+            "error: {path}:3:14: key `state_file`: cannot create files in {}/no-dir",
+            dir.display()
+        ),
+        // The first listener cannot be built; the second can (its bad
+        // strategy left at the default), so it is bound, and named by its
+        // own line.
+        format!("error: {path}:4:1: key `listener.backends`: listener 127.0.0.1:0 has no backends"),
+        format!("error: {path}:7:10: key `listener.listen`: cannot listen on 192.0.2.1:0"),
+    ] {
+        assert!(err.contains(&expected), "{expected:?} missing:\n{err}");
+    }
+    assert!(
+        err.contains("6 problem(s); the configuration is NOT valid"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_missing_file_and_bad_flags_fail() {
     let (code, _, err) = check(&["--config", "/nonexistent/tcplb.toml"]);
     assert_eq!(code, 1, "{err}");

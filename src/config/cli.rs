@@ -18,6 +18,8 @@ use crate::config::{
     ResolveConfig, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
 };
 
+use crate::config::file::Readable;
+
 /// One `--backend` value: one or more comma-separated backends.
 #[derive(Clone, Debug)]
 pub struct BackendList(pub Vec<BackendSpec>);
@@ -359,7 +361,29 @@ pub enum StartupError {
     /// A bad flag; clap's message names it.
     Flags(clap::Error),
     /// A bad configuration file (or a flag that cannot apply to it).
-    File(String),
+    File(FileProblems),
+}
+
+/// A configuration file that cannot be used as it is (with the flags
+/// that override it).
+#[derive(Debug)]
+pub struct FileProblems {
+    /// The file.
+    pub path: PathBuf,
+    /// Every problem, one line each, file and line first where it has
+    /// them, in file order; never empty.
+    pub problems: Vec<String>,
+    /// What could be read around them, the flags' overrides applied;
+    /// `None` when the file cannot be read or is not TOML.
+    pub readable: Option<Box<Readable>>,
+}
+
+impl fmt::Display for FileProblems {
+    /// One problem a line, each after the first prefixed `error: `, as
+    /// `StartupError` prefixes the first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problems.join("\nerror: "))
+    }
 }
 
 impl fmt::Display for StartupError {
@@ -409,9 +433,7 @@ impl Startup {
             flags: cli,
         };
         // Every problem in the file, one per line.
-        let config = source
-            .load()
-            .map_err(|problems| StartupError::File(problems.join("\nerror: ")))?;
+        let config = source.load_all().map_err(StartupError::File)?;
         Ok(Startup {
             config,
             source: Some(source),
@@ -448,6 +470,12 @@ impl ConfigSource {
     /// Reads the file and applies the command-line overrides; on failure,
     /// every problem found (file, line and key first), in file order.
     pub fn load(&self) -> Result<Config, Vec<String>> {
+        self.load_all().map_err(|file| file.problems)
+    }
+
+    /// [`ConfigSource::load`], with what could be read around the
+    /// problems on failure (the overrides applied to it too).
+    pub fn load_all(&self) -> Result<Config, FileProblems> {
         let backend_flags: Vec<BackendSpec> = if self.explicit.iter().any(|id| id == "backends") {
             self.flags
                 .backends
@@ -458,28 +486,53 @@ impl ConfigSource {
         } else {
             Vec::new()
         };
-        let mut config = config_file::load_all(&self.path, &backend_flags)
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        apply_overrides(&mut config, &self.flags, &self.explicit).map_err(|e| vec![e])?;
-        Ok(config)
+        let (mut problems, mut readable) = match config_file::load_all(&self.path, &backend_flags) {
+            Ok(config) => (Vec::new(), Some(Box::new(Readable::whole(config)))),
+            Err(unusable) => {
+                let errors = unusable.errors.iter().map(ToString::to_string);
+                (errors.collect(), unusable.readable)
+            }
+        };
+        if let Some(read) = &mut readable {
+            let overrides = apply_overrides(&mut read.config, read.listeners, self);
+            problems.extend(overrides.err().into_iter().flatten());
+        }
+        match readable {
+            Some(read) if problems.is_empty() => Ok(read.config),
+            readable => Err(FileProblems {
+                path: self.path.clone(),
+                problems,
+                readable,
+            }),
+        }
     }
 }
 
-/// Flags given on the command line win over the file, for every listener.
-fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Result<(), String> {
-    let given = flags.clone().into_config();
+/// Flags given on the command line win over the file, for every listener
+/// (`config` holds what was read of a file with `listeners` of them). The
+/// flags that cannot apply (`--listen` and `--name` with several) are
+/// refused, every one; the others apply all the same.
+fn apply_overrides(
+    config: &mut Config,
+    listeners: usize,
+    source: &ConfigSource,
+) -> Result<(), Vec<String>> {
+    let explicit = &source.explicit;
+    let given = source.flags.clone().into_config();
     let from = &given.services[0];
-    let listeners = config.services.len();
-    for id in ["listen", "name"] {
-        if listeners > 1 && explicit.iter().any(|given| given == id) {
-            return Err(format!(
+    let refused: Vec<String> = ["listen", "name"]
+        .into_iter()
+        .filter(|id| listeners > 1 && explicit.iter().any(|given| given == id))
+        .map(|id| {
+            format!(
                 "--{id} cannot override a file with {listeners} listeners: \
                  set each listener's `{id}` in the file"
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     for id in explicit {
         match id.as_str() {
+            "listen" | "name" if listeners > 1 => {}
             "drain_timeout" => config.drain_timeout = given.drain_timeout,
             "admin" => config.admin = given.admin,
             "admin_token_file" => config.admin_token_file = given.admin_token_file.clone(),
@@ -495,7 +548,11 @@ fn apply_overrides(config: &mut Config, flags: &Cli, explicit: &[String]) -> Res
             }
         }
     }
-    Ok(())
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused)
+    }
 }
 
 /// Copies the setting of flag `id` from `from`; false for ids that are
@@ -906,6 +963,18 @@ mod tests {
             err.to_string().contains("--listen cannot override"),
             "{err}"
         );
+        // Every flag that cannot apply is named; the others still apply to
+        // what was read (`tcplb check` checks it).
+        let args = ["--listen", "9000", "--name", "x", "--state-file", "/f"];
+        let argv = ["tcplb", "--config", file.arg()].into_iter().chain(args);
+        let Err(StartupError::File(problems)) = Startup::try_from_args(argv) else {
+            panic!("accepted");
+        };
+        assert_eq!(problems.problems.len(), 2, "{problems}");
+        assert!(problems.problems[1].contains("--name cannot"), "{problems}");
+        let read = problems.readable.expect("readable");
+        assert_eq!(read.config.state_file.as_deref(), Some(Path::new("/f")));
+        assert_eq!(read.config.services[1].listen.port(), 6380);
         let one = TempFile::new(
             "listen1",
             "[[listener]]\nlisten = \"127.0.0.1:8080\"\nbackends = [\"127.0.0.1:8081\"]\n",

@@ -12,7 +12,9 @@
 //! (nothing after it can be trusted), but a bad value is set aside and the
 //! rest read on, and every semantic problem (duplicates, missing keys) is
 //! collected. Problems that only follow from a value set aside (a table
-//! "missing" the key whose value was bad) are not reported twice.
+//! "missing" the key whose value was bad) are not reported twice. What
+//! could be read around the problems is kept too ([`Readable`]), so
+//! `tcplb check` checks the paths and addresses it names in the same run.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -59,6 +61,44 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
+/// A file that cannot be used as it is: every problem in it, and what
+/// could be read around them (`tcplb check` checks that part too).
+#[derive(Clone, Debug)]
+pub struct Unusable {
+    /// Every problem, in file order; never empty.
+    pub errors: Vec<FileError>,
+    /// What could be read despite them; `None` when the file cannot be
+    /// read or is not TOML.
+    pub readable: Option<Box<Readable>>,
+}
+
+/// The part of a file that could be read: its process-wide settings (a
+/// value with a problem is left at its default) and the listeners that
+/// could be built (possibly none).
+#[derive(Clone, Debug)]
+pub struct Readable {
+    /// The settings read, as a configuration.
+    pub config: Config,
+    /// The position among the file's `[[listener]]` tables of each of
+    /// `config.services`, so a problem found in one names its line.
+    pub positions: Vec<usize>,
+    /// How many `[[listener]]` tables the file has (a flag may only
+    /// override some settings of a file with a single one).
+    pub listeners: usize,
+}
+
+impl Readable {
+    /// A whole, valid configuration.
+    pub fn whole(config: Config) -> Readable {
+        let listeners = config.services.len();
+        Readable {
+            config,
+            positions: (0..listeners).collect(),
+            listeners,
+        }
+    }
+}
+
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, FileError> {
     load_with_backends(path, &[])
@@ -87,29 +127,27 @@ fn parse_with_backends(
     path: &Path,
     fallback: &[BackendSpec],
 ) -> Result<Config, FileError> {
-    parse_all(text, path, fallback).map_err(|mut problems| problems.remove(0))
+    parse_all(text, path, fallback).map_err(|mut unusable| unusable.errors.remove(0))
 }
 
 /// Like [`load_with_backends`], but with every problem in the file, in
-/// the order they appear (never an empty list).
-pub fn load_all(path: &Path, fallback: &[BackendSpec]) -> Result<Config, Vec<FileError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![FileError {
+/// the order they appear, and what could be read around them.
+pub fn load_all(path: &Path, fallback: &[BackendSpec]) -> Result<Config, Unusable> {
+    let text = std::fs::read_to_string(path).map_err(|e| Unusable {
+        errors: vec![FileError {
             path: path.to_path_buf(),
             position: None,
             key: None,
             message: format!("cannot read the configuration file: {e}"),
-        }]
+        }],
+        readable: None,
     })?;
     parse_all(&text, path, fallback)
 }
 
-/// Parses file contents, collecting every problem (see the module doc).
-pub fn parse_all(
-    text: &str,
-    path: &Path,
-    fallback: &[BackendSpec],
-) -> Result<Config, Vec<FileError>> {
+/// Parses file contents, collecting every problem (see the module doc)
+/// and what could be read around them.
+pub fn parse_all(text: &str, path: &Path, fallback: &[BackendSpec]) -> Result<Config, Unusable> {
     let value_error = |e: toml::de::Error| {
         name_unknown_key(FileError {
             path: path.to_path_buf(),
@@ -118,7 +156,10 @@ pub fn parse_all(
             message: e.message().trim().to_string(),
         })
     };
-    let mut root = toml::de::DeTable::parse(text).map_err(|e| vec![value_error(e)])?;
+    let mut root = toml::de::DeTable::parse(text).map_err(|e| Unusable {
+        errors: vec![value_error(e)],
+        readable: None,
+    })?;
     let mut errors: Vec<(usize, FileError)> = Vec::new();
     // Values set aside so far: a later complaint about the table that held
     // one is its consequence, not a problem of its own.
@@ -161,28 +202,31 @@ pub fn parse_all(
             }
         }
     };
+    let mut readable = None;
     if let Some(raw) = raw {
-        match raw.into_config(fallback) {
-            Ok(config) if errors.is_empty() => return Ok(config),
-            Ok(_) => {}
-            Err(problems) => {
-                for problem in problems {
-                    if follows(&problem.span, &removed) {
-                        continue;
-                    }
-                    let error = FileError {
-                        path: path.to_path_buf(),
-                        position: Some(line_column(text, problem.span.start)),
-                        key: Some(problem.key.to_string()),
-                        message: problem.message,
-                    };
-                    errors.push((problem.span.start, error));
-                }
-            }
+        let (read, problems) = raw.into_config(fallback);
+        if errors.is_empty() && problems.is_empty() {
+            return Ok(read.config);
         }
+        for problem in problems {
+            if follows(&problem.span, &removed) {
+                continue;
+            }
+            let error = FileError {
+                path: path.to_path_buf(),
+                position: Some(line_column(text, problem.span.start)),
+                key: Some(problem.key.to_string()),
+                message: problem.message,
+            };
+            errors.push((problem.span.start, error));
+        }
+        readable = Some(Box::new(read));
     }
     errors.sort_by_key(|(at, _)| *at);
-    Err(errors.into_iter().map(|(_, e)| e).collect())
+    Err(Unusable {
+        errors: errors.into_iter().map(|(_, e)| e).collect(),
+        readable,
+    })
 }
 
 /// Where `key` is set in the file `text`: 1-based line and column of its
@@ -402,8 +446,9 @@ struct RawHealth {
 }
 
 impl RawFile {
-    /// The configuration, or every semantic problem found.
-    fn into_config(self, fallback: &[BackendSpec]) -> Result<Config, Vec<Problem>> {
+    /// What could be built, and every semantic problem found: the
+    /// configuration is usable only without any.
+    fn into_config(self, fallback: &[BackendSpec]) -> (Readable, Vec<Problem>) {
         let mut problems = Vec::new();
         let defaults = match self.defaults {
             Some(d) => {
@@ -447,9 +492,11 @@ impl RawFile {
         if self.listener.is_empty() {
             problems.push(no_listener());
         }
+        let listeners = self.listener.len();
         let mut services = Vec::new();
+        let mut positions = Vec::new();
         let mut seen: HashSet<SocketAddr> = HashSet::new();
-        for table in self.listener {
+        for (position, table) in self.listener.into_iter().enumerate() {
             let span = table.span();
             let raw = table.into_inner().inherit(&defaults);
             let Some(listen) = raw.listen.clone() else {
@@ -484,20 +531,18 @@ impl RawFile {
                 });
             }
             match raw.into_service(addr, span, fallback) {
-                Ok(service) => services.push(service),
+                Ok(service) => {
+                    services.push(service);
+                    positions.push(position);
+                }
                 Err(mut found) => problems.append(&mut found),
             }
         }
-        if !problems.is_empty() {
-            return Err(problems);
+        if services.is_empty() && problems.is_empty() {
+            problems.push(no_listener());
         }
-        // Process-wide defaults come from Config::single, as for the flags.
-        let mut services = services.into_iter();
-        let Some(first) = services.next() else {
-            return Err(vec![no_listener()]);
-        };
-        let mut config = Config::single(first);
-        config.services.extend(services);
+        // Process-wide defaults are Config::single's, as for the flags.
+        let mut config = Config::with_services(services);
         if let Some(d) = self.drain_timeout {
             config.drain_timeout = d.0;
         }
@@ -511,7 +556,12 @@ impl RawFile {
             &mut config.access_log.format,
             self.access_log_format.map(|t| t.0),
         );
-        Ok(config)
+        let read = Readable {
+            config,
+            positions,
+            listeners,
+        };
+        (read, problems)
     }
 }
 
@@ -1600,7 +1650,9 @@ backends = [\"127.0.0.1:4\"]
 [[listener]]
 backends = [\"127.0.0.1:5\"]
 ";
-        let errors = parse_all(text, Path::new("t.toml"), &[]).unwrap_err();
+        let errors = parse_all(text, Path::new("t.toml"), &[])
+            .unwrap_err()
+            .errors;
         let found: Vec<(usize, Option<&str>)> = errors
             .iter()
             .map(|e| (e.position.unwrap().0, e.key.as_deref()))
@@ -1630,8 +1682,9 @@ backends = [\"127.0.0.1:5\"]
         // The first problem is what `parse` reports.
         assert_eq!(parse_err(text), errors[0]);
         // A syntax error stops the reading: it is the one problem.
-        let errors = parse_all("a = [\nretries = x\n", Path::new("t.toml"), &[]).unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:?}");
+        let unusable = parse_all("a = [\nretries = x\n", Path::new("t.toml"), &[]).unwrap_err();
+        assert_eq!(unusable.errors.len(), 1, "{unusable:?}");
+        assert!(unusable.readable.is_none(), "{unusable:?}");
     }
 
     #[test]
@@ -2015,5 +2068,45 @@ send_proxy = "v2"
             "server_names = [\"a.test\"]\nalpn = [\"h2\"]",
         );
         assert_eq!(parse_ok(&text).services[0].routes.len(), 2);
+    }
+
+    #[test]
+    fn what_could_be_read_around_problems_is_kept() {
+        let text = "\
+admin_token_file = \"/t\"
+state_file = 5
+[[listener]]
+listen = \"127.0.0.1:1\"
+[[listener]]
+listen = \"127.0.0.1:2\"
+backends = [\"127.0.0.1:3\"]
+retries = -1
+";
+        let unusable = parse_all(text, Path::new("t.toml"), &[]).unwrap_err();
+        let found: Vec<_> = unusable.errors.iter().map(|e| e.key.as_deref()).collect();
+        assert_eq!(
+            found,
+            [
+                Some("state_file"),
+                Some("listener.backends"),
+                Some("listener.retries")
+            ],
+            "{unusable:?}"
+        );
+        let read = unusable.readable.expect("readable");
+        assert_eq!(
+            read.config.admin_token_file.as_deref(),
+            Some(Path::new("/t"))
+        );
+        assert_eq!(read.config.state_file, None);
+        // The second listener is built, its bad value left at the default.
+        assert_eq!(read.listeners, 2);
+        assert_eq!(read.positions, [1]);
+        assert_eq!(read.config.services.len(), 1);
+        assert_eq!(read.config.services[0].listen.port(), 2);
+        assert_eq!(
+            read.config.services[0].retries,
+            ServiceConfig::new("127.0.0.1:2".parse().unwrap(), Vec::new()).retries
+        );
     }
 }

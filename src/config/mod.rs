@@ -575,8 +575,15 @@ pub struct Config {
 
 impl Config {
     pub fn single(service: ServiceConfig) -> Self {
+        Config::with_services(vec![service])
+    }
+
+    /// `services` with the process-wide defaults: a 30 s drain, the rest
+    /// off. A usable configuration has at least one service; what
+    /// `tcplb check` reads around a file's problems may have none.
+    pub fn with_services(services: Vec<ServiceConfig>) -> Self {
         Config {
-            services: vec![service],
+            services,
             drain_timeout: Duration::from_secs(30),
             admin: None,
             admin_token_file: None,

@@ -3,7 +3,9 @@
 //! ([`problems`] with [`Mode::Reload`]) before applying anything.
 //!
 //! The file itself is read with every problem collected (see
-//! [`crate::config::file`]); then what the file points at is checked: the
+//! [`crate::config::file`]); then what the file points at is checked, in
+//! the same run even when the file has problems, as far as it could be
+//! read (its process-wide settings, the listeners that could be built): the
 //! listen and admin addresses can be bound here (or are held already, by a
 //! running tcplb or systemd), backend names resolve, the token file reads,
 //! the state file's and admin socket's directories are writable. Each
@@ -23,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::cli::{ConfigSource, Startup, StartupError};
+use crate::config::cli::{Startup, StartupError};
+use crate::config::file::Readable;
 use crate::config::{AccessLogTarget, Config, ServiceConfig, file as config_file};
 use crate::pool::discovery::dns::Discovery;
 
@@ -94,38 +97,54 @@ impl Finding {
 /// `check`); returns the exit code: 0 valid, 1 problems, 2 bad flags.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let argv = std::iter::once(OsString::from("tcplb check")).chain(args);
-    let startup = match Startup::try_from_args(argv) {
-        Ok(startup) => startup,
+    // The file's own problems, and what could be read around them.
+    let (path, file_problems, readable) = match Startup::try_from_args(argv) {
+        Ok(startup) => {
+            let path = startup.source.map(|s| s.path().to_path_buf());
+            let read = Readable::whole(startup.config);
+            (path, Vec::new(), Some(Box::new(read)))
+        }
         Err(StartupError::Flags(e)) => {
             let _ = e.print();
             return e.exit_code();
         }
-        Err(StartupError::File(problems)) => {
-            eprintln!("error: {problems}");
-            eprintln!("tcplb check: the configuration is NOT valid");
-            return 1;
-        }
+        Err(StartupError::File(file)) => (Some(file.path), file.problems, file.readable),
     };
-    let source = startup.source.as_ref();
-    let text = source.and_then(|s| std::fs::read_to_string(s.path()).ok());
-    let file = source.zip(text.as_deref()).map(|(s, t)| (s.path(), t));
-    let findings = problems(&startup.config, Mode::Start);
-    let errors = findings.iter().filter(|f| f.fatal).count();
+    let text = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    let file = path.as_deref().zip(text.as_deref());
+    let findings = readable.as_ref().map_or_else(Vec::new, |read| {
+        problems_at(&read.config, &read.positions, Mode::Start)
+    });
+    for problem in &file_problems {
+        eprintln!("error: {problem}");
+    }
     for finding in &findings {
         let kind = if finding.fatal { "error" } else { "warning" };
         eprintln!("{kind}: {}", finding.render(file));
     }
-    if errors > 0 {
-        eprintln!("tcplb check: {errors} problem(s); the configuration is NOT valid");
-        return 1;
+    let errors = file_problems.len() + findings.iter().filter(|f| f.fatal).count();
+    match readable {
+        Some(read) if errors == 0 => {
+            print!("{}", summary(&read.config, path.as_deref()));
+            0
+        }
+        _ => {
+            eprintln!("tcplb check: {errors} problem(s); the configuration is NOT valid");
+            1
+        }
     }
-    print!("{}", summary(&startup.config, source));
-    0
 }
 
 /// Everything wrong with `config` outside the file's own syntax and
 /// values (which reading it checked already).
 pub fn problems(config: &Config, mode: Mode) -> Vec<Finding> {
+    let positions: Vec<usize> = (0..config.services.len()).collect();
+    problems_at(config, &positions, mode)
+}
+
+/// [`problems`], for listeners that are at `positions` among the file's
+/// `[[listener]]` tables (a file with problems: only some could be read).
+fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding> {
     let mut found = Vec::new();
     if let Some(path) = &config.admin_token_file
         && let Err(e) = super::control::read_token(path)
@@ -144,7 +163,7 @@ pub fn problems(config: &Config, mode: Mode) -> Vec<Finding> {
     if mode == Mode::Reload {
         return found;
     }
-    for (i, service) in config.services.iter().enumerate() {
+    for (&i, service) in positions.iter().zip(&config.services) {
         if let Some(finding) = check_bind(service.listen, (Some(i), "listen")) {
             found.push(finding);
         }
@@ -155,7 +174,7 @@ pub fn problems(config: &Config, mode: Mode) -> Vec<Finding> {
         found.push(finding);
     }
     let discovery = Discovery::new(config.resolver);
-    for (i, service) in config.services.iter().enumerate() {
+    for (&i, service) in positions.iter().zip(&config.services) {
         let name = pool_name(service);
         if let Err(e) = discovery.first_answers(&name, service, None) {
             found.push(Finding::error((Some(i), "backends"), e));
@@ -300,14 +319,14 @@ fn pool_name(service: &ServiceConfig) -> String {
 }
 
 /// The one-screen summary of a valid configuration.
-pub fn summary(config: &Config, source: Option<&ConfigSource>) -> String {
+pub fn summary(config: &Config, path: Option<&Path>) -> String {
     let mut out = String::new();
-    match source {
-        Some(source) => {
+    match path {
+        Some(path) => {
             let _ = writeln!(
                 out,
                 "tcplb check: the configuration {} is valid",
-                source.path().display()
+                path.display()
             );
         }
         None => out.push_str("tcplb check: the command-line configuration is valid\n"),
