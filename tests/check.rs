@@ -143,6 +143,49 @@ fn paths_are_checked_even_when_the_file_has_problems() {
 }
 
 #[test]
+fn every_problem_of_every_tls_route_is_listed() {
+    let file = TempFile::new(
+        "routes.toml",
+        "[[listener]]\n\
+         listen = \"127.0.0.1:0\"\n\
+         backends = [\"127.0.0.1:2\"]\n\
+         [[listener.route]]\n\
+         name = \"a\"\n\
+         server_names = [\"a.example\"]\n\
+         backends = []\n\
+         tcp_keepalive = { idle = \"0s\" }\n\
+         [[listener.route]]\n\
+         allow = [\"10.0.0.0/8\"]\n\
+         server_names = [\"bad name\"]\n\
+         alpn = [\"\"]\n\
+         backends = [\"127.0.0.1:3\"]\n",
+    );
+    let (code, out, err) = check(&["--config", file.arg()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let path = file.arg();
+    for expected in [
+        // The first route's pool: no backends, and a bad keepalive.
+        format!(
+            "error: {path}:7:12: key `listener.backends`: listener 127.0.0.1:0 has no backends"
+        ),
+        format!("error: {path}:8:17: key `listener.tcp_keepalive`: bad keepalive \"0s\""),
+        // The second route: four problems of its own.
+        format!("error: {path}:9:1: key `listener.route`: `allow` is a listener-wide setting"),
+        format!("error: {path}:9:1: key `listener.route.name`: this route has no `name`"),
+        format!(
+            "error: {path}:11:17: key `listener.route.server_names`: bad server name \"bad name\""
+        ),
+        format!("error: {path}:12:8: key `listener.route.alpn`: bad ALPN protocol \"\""),
+    ] {
+        assert!(err.contains(&expected), "{expected:?} missing:\n{err}");
+    }
+    assert!(
+        err.contains("6 problem(s); the configuration is NOT valid"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_missing_file_and_bad_flags_fail() {
     let (code, _, err) = check(&["--config", "/nonexistent/tcplb.toml"]);
     assert_eq!(code, 1, "{err}");

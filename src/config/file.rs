@@ -718,9 +718,9 @@ impl RawService {
         }
     }
 
-    /// The first listener-wide key set in a route table, if any: a route
-    /// shares its listener's socket, access rules and ClientHello reading.
-    fn listener_only_key(&self) -> Option<&'static str> {
+    /// The listener-wide keys set in a route table: a route shares its
+    /// listener's socket, access rules and ClientHello reading.
+    fn listener_only_keys(&self) -> Vec<&'static str> {
         [
             (self.listen.is_some(), "listen"),
             (self.backlog.is_some(), "backlog"),
@@ -734,23 +734,26 @@ impl RawService {
             (self.route.is_some(), "route"),
         ]
         .into_iter()
-        .find_map(|(set, key)| set.then_some(key))
+        .filter_map(|(set, key)| set.then_some(key))
+        .collect()
     }
 
     /// The route this `[[listener.route]]` table describes; pool settings
     /// it leaves unset are `listener`'s (itself already merged with
-    /// [defaults]), except the backends, which every route names.
+    /// [defaults]), except the backends, which every route names. On
+    /// failure, every problem the route has, its pool's included.
     fn into_route(
         self,
         listener: &RawService,
         listen: SocketAddr,
         span: Range<usize>,
-    ) -> Result<RouteConfig, Problem> {
+    ) -> Result<RouteConfig, Vec<Problem>> {
         let problem =
             |span: Range<usize>, key: &'static str, message: String| Problem { span, key, message };
-        if let Some(key) = self.listener_only_key() {
-            return Err(problem(
-                span,
+        let mut problems = Vec::new();
+        for key in self.listener_only_keys() {
+            problems.push(problem(
+                span.clone(),
                 "listener.route",
                 format!(
                     "`{key}` is a listener-wide setting: set it in the [[listener]] table, \
@@ -758,29 +761,36 @@ impl RawService {
                 ),
             ));
         }
-        let Some(name) = self.name.clone() else {
-            return Err(problem(
-                span,
+        let name = self.name.clone();
+        match &name {
+            None => problems.push(problem(
+                span.clone(),
                 "listener.route.name",
                 "this route has no `name` (it names the route's pool)".into(),
-            ));
-        };
-        config::check_pool_name(name.get_ref())
-            .map_err(|m| problem(name.span(), "listener.route.name", m))?;
-        if self.backends.is_none() {
-            return Err(problem(
-                span,
+            )),
+            Some(name) => {
+                if let Err(m) = config::check_pool_name(name.get_ref()) {
+                    problems.push(problem(name.span(), "listener.route.name", m));
+                }
+            }
+        }
+        let called = name.as_ref().map_or("this route".to_string(), |n| {
+            format!("route {:?}", n.get_ref())
+        });
+        let missing_backends = self.backends.is_none();
+        if missing_backends {
+            problems.push(problem(
+                span.clone(),
                 "listener.route.backends",
-                format!("route {:?} has no `backends`", name.get_ref()),
+                format!("{called} has no `backends`"),
             ));
         }
         let mut server_names = Vec::new();
         for text in self.server_names.iter().flatten() {
-            let parsed = text
-                .get_ref()
-                .parse::<ServerName>()
-                .map_err(|m| problem(text.span(), "listener.route.server_names", m))?;
-            server_names.push(parsed);
+            match text.get_ref().parse::<ServerName>() {
+                Ok(parsed) => server_names.push(parsed),
+                Err(m) => problems.push(problem(text.span(), "listener.route.server_names", m)),
+            }
         }
         let mut alpn = Vec::new();
         if let Some(list) = &self.alpn {
@@ -789,7 +799,7 @@ impl RawService {
                     || protocol.len() > 255
                     || !protocol.bytes().all(|b| b.is_ascii_graphic())
                 {
-                    return Err(problem(
+                    problems.push(problem(
                         list.span(),
                         "listener.route.alpn",
                         format!(
@@ -797,18 +807,24 @@ impl RawService {
                              ASCII characters, e.g. \"h2\" or \"acme-tls/1\""
                         ),
                     ));
+                } else {
+                    alpn.push(protocol.clone());
                 }
-                alpn.push(protocol.clone());
             }
         }
-        if server_names.is_empty() && alpn.is_empty() {
-            return Err(problem(
-                span,
+        // As written, not as parsed: a bad name is its own problem.
+        let matches_nothing = self.server_names.as_ref().is_none_or(Vec::is_empty)
+            && self
+                .alpn
+                .as_ref()
+                .is_none_or(|list| list.get_ref().is_empty());
+        if matches_nothing {
+            problems.push(problem(
+                span.clone(),
                 "listener.route.server_names",
                 format!(
-                    "route {:?} matches nothing: give it `server_names`, `alpn` or both \
-                     (the listener's own `backends` are the default route)",
-                    name.get_ref()
+                    "{called} matches nothing: give it `server_names`, `alpn` or both \
+                     (the listener's own `backends` are the default route)"
                 ),
             ));
         }
@@ -817,29 +833,43 @@ impl RawService {
             route: None,
             ..listener.clone()
         };
-        // A route's own pool problems are few (backends, keepalive): the
-        // first one is reported with the route.
-        let pool = self
-            .inherit(&base)
-            .into_service(listen, span.clone(), &[])
-            .map_err(|problems| {
-                problems.into_iter().next().unwrap_or(Problem {
-                    span,
-                    key: "listener.route",
-                    message: "this route cannot be used".into(),
-                })
-            })?;
-        Ok(RouteConfig {
-            name: name.into_inner(),
-            server_names,
-            alpn,
-            pool,
-        })
+        // A nested route is a problem said above, not a pool to build.
+        let own = RawService {
+            route: None,
+            ..self
+        };
+        let pool = match own.inherit(&base).into_service(listen, span.clone(), &[]) {
+            Ok(pool) => Some(pool),
+            Err(found) => {
+                // Without `backends` the pool has none: said above already.
+                let found = found
+                    .into_iter()
+                    .filter(|p| !(missing_backends && p.key == "listener.backends"));
+                problems.extend(found);
+                None
+            }
+        };
+        match (name, pool) {
+            (Some(name), Some(pool)) if problems.is_empty() => Ok(RouteConfig {
+                name: name.into_inner(),
+                server_names,
+                alpn,
+                pool,
+            }),
+            // Never: each way to fail says why above; a route must not
+            // fail silently all the same.
+            _ if problems.is_empty() => Err(vec![problem(
+                span,
+                "listener.route",
+                "this route cannot be used".into(),
+            )]),
+            _ => Err(problems),
+        }
     }
 
     /// The service this table describes; unset keys keep the flag defaults.
     fn into_service(
-        self,
+        mut self,
         listen: SocketAddr,
         span: Range<usize>,
         fallback: &[BackendSpec],
@@ -851,10 +881,14 @@ impl RawService {
             let checked = table
                 .into_inner()
                 .into_route(&self, listen, span.clone())
-                .and_then(|route| check_route_overlap(&routes, &route, span).map(|()| route));
+                .and_then(|route| {
+                    check_route_overlap(&routes, &route, span)
+                        .map(|()| route)
+                        .map_err(|problem| vec![problem])
+                });
             match checked {
                 Ok(route) => routes.push(route),
-                Err(problem) => problems.push(problem),
+                Err(mut found) => problems.append(&mut found),
             }
         }
         let backends: Vec<BackendSpec> = match &self.backends {
@@ -873,6 +907,23 @@ impl RawService {
                 ),
             });
         }
+        let keepalive = match self.tcp_keepalive.take() {
+            None => None,
+            Some(keepalive) => {
+                let span = keepalive.span();
+                match keepalive.into_inner().into_config() {
+                    Ok(config) => Some(config),
+                    Err(message) => {
+                        problems.push(Problem {
+                            span,
+                            key: "listener.tcp_keepalive",
+                            message,
+                        });
+                        None
+                    }
+                }
+            }
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -908,17 +959,7 @@ impl RawService {
             self.per_ip_ipv6_prefix.map(|p| p.0),
         );
         s.slow_start = self.slow_start.map(|d| d.0);
-        if let Some(keepalive) = self.tcp_keepalive {
-            let span = keepalive.span();
-            let config = keepalive.into_inner().into_config();
-            s.keepalive = Some(config.map_err(|message| {
-                vec![Problem {
-                    span,
-                    key: "listener.tcp_keepalive",
-                    message,
-                }]
-            })?);
-        }
+        s.keepalive = keepalive;
         s.max_connection_age = self.max_connection_age.map(|d| d.0);
         s.hash_balance_factor = self.hash_balance_factor.map(|f| f.0);
         set(&mut s.resolve.interval, self.resolve_interval.map(|d| d.0));
@@ -2068,6 +2109,25 @@ send_proxy = "v2"
             "server_names = [\"a.test\"]\nalpn = [\"h2\"]",
         );
         assert_eq!(parse_ok(&text).services[0].routes.len(), 2);
+        // Every problem of a route is listed, its pool's included.
+        let text = ROUTED
+            .replacen("name = \"acme\"\n", "allow = [\"10.0.0.0/8\"]\n", 1)
+            .replacen("alpn = [\"acme-tls/1\"]", "alpn = [\"\"]", 1)
+            .replacen("retries = 0\n", "tcp_keepalive = { idle = \"0s\" }\n", 1);
+        let errors = parse_all(&text, Path::new("t.toml"), &[])
+            .unwrap_err()
+            .errors;
+        let keys: Vec<_> = errors.iter().map(|e| e.key.as_deref().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listener.route",
+                "listener.route.name",
+                "listener.route.alpn",
+                "listener.tcp_keepalive"
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]
