@@ -319,7 +319,8 @@ pub struct RuntimeFlags {
     pub drain_timeout: Duration,
 
     /// Worker threads serving connections, each with its own listening
-    /// socket (SO_REUSEPORT). [default: one per core]
+    /// socket (SO_REUSEPORT); a busier worker hands new connections to a
+    /// less loaded one. [default: one per core]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024), value_name = "N")]
     pub workers: Option<u32>,
 
