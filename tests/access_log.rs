@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use tcplb::admin::{Action, Change, Control};
 use tcplb::config::{
     AccessLogConfig, AccessLogFormat, AccessLogTarget, AdminState, Config, RouteConfig,
@@ -158,6 +157,20 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
 }
 
 impl Logged {
+    /// A client connected to the balancer, and its address (the line's key).
+    async fn client(&self) -> (TcpStream, SocketAddr) {
+        let stream = connect(self.addr).await;
+        let me = stream.local_addr().unwrap();
+        (stream, me)
+    }
+
+    /// The line of `client`, [`check`]ed against `expect`.
+    async fn checked(&self, client: SocketAddr, expect: Expect<'_>, started: SystemTime) -> Line {
+        let line = self.line_of(client).await;
+        check(&line, self, client, expect, started);
+        line
+    }
+
     /// The line of the connection from `client`.
     async fn line_of(&self, client: SocketAddr) -> Line {
         let client = client.to_string();
@@ -190,6 +203,35 @@ struct Expect<'a> {
     queued: bool,
     /// Whether a connect was attempted.
     connected: bool,
+}
+
+impl<'a> Expect<'a> {
+    /// Piped to `backend` until `cause`, `bytes` each way, at the first try.
+    fn piped(backend: SocketAddr, cause: &'a str, bytes: u64) -> Self {
+        Expect {
+            backend: Some(backend),
+            cause,
+            retries: 0,
+            sent: bytes,
+            received: bytes,
+            queued: true,
+            connected: true,
+        }
+    }
+
+    /// Ended by `cause` with no backend and no byte moved; as written, turned
+    /// away before the queue (access control, PROXY header, per-IP limit).
+    fn unserved(cause: &'a str) -> Self {
+        Expect {
+            backend: None,
+            cause,
+            retries: 0,
+            sent: 0,
+            received: 0,
+            queued: false,
+            connected: false,
+        }
+    }
 }
 
 fn check(line: &Line, lb: &Logged, client: SocketAddr, expect: Expect, started: SystemTime) {
@@ -264,26 +306,15 @@ async fn a_completed_connection_logs_every_field() {
     for format in FORMATS {
         let started = SystemTime::now();
         let lb = start(service(&[backend.addr]), format, "completed");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         assert_eq!(
             finish(&mut client, b"hello, backend").await,
             b"hello, backend"
         );
-        let line = lb.line_of(me).await;
-        let expect = Expect {
-            backend: Some(backend.addr),
-            cause: "completed",
-            retries: 0,
-            sent: 14,
-            received: 14,
-            queued: true,
-            connected: true,
-        };
-        check(&line, &lb, me, expect, started);
+        let expect = Expect::piped(backend.addr, "completed", 14);
+        let line = lb.checked(me, expect, started).await;
         // A second connection gets a larger id.
-        let mut second = connect(lb.addr).await;
-        let other = second.local_addr().unwrap();
+        let (mut second, other) = lb.client().await;
         assert_eq!(finish(&mut second, b"x").await, b"x");
         assert!(lb.line_of(other).await.id > line.id);
     }
@@ -297,21 +328,15 @@ async fn no_backend_is_a_503_logged_as_no_backend() {
         let mut svc = service(&[backend.addr]);
         svc.backends[0].admin_state = AdminState::Maintenance;
         let lb = start(svc, format, "nobackend");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
         let answer = read_all(&mut client).await;
         assert!(answer.starts_with(b"HTTP/1.1 503 "), "{answer:?}");
         let expect = Expect {
-            backend: None,
-            cause: "no_backend",
-            retries: 0,
-            sent: 0,
-            received: 0,
             queued: true,
-            connected: false,
+            ..Expect::unserved("no_backend")
         };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        lb.checked(me, expect, started).await;
     }
 }
 
@@ -324,50 +349,18 @@ async fn refused_connects_are_a_502_logged_with_their_retries() {
         // Neither the first check round nor the refusals take them out.
         svc.health.fall = 1_000_000;
         let lb = start(svc, format, "refused");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
         let answer = read_all(&mut client).await;
         assert!(answer.starts_with(b"HTTP/1.1 502 "), "{answer:?}");
         // Both backends tried: one retry; then no third to try.
         let expect = Expect {
-            backend: None,
-            cause: "connect_refused",
             retries: 1,
-            sent: 0,
-            received: 0,
             queued: true,
             connected: true,
+            ..Expect::unserved("connect_refused")
         };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
-    }
-}
-
-/// A listener whose accept queue is full: connects to it hang (SYNs dropped).
-struct Blackhole {
-    addr: SocketAddr,
-    _listener: Socket,
-    _queued: Vec<std::net::TcpStream>,
-}
-
-fn blackhole() -> Blackhole {
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let mut queued = Vec::new();
-    for _ in 0..16 {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(stream) => queued.push(stream),
-            Err(_) => break,
-        }
-    }
-    Blackhole {
-        addr,
-        _listener: listener,
-        _queued: queued,
+        lb.checked(me, expect, started).await;
     }
 }
 
@@ -381,21 +374,15 @@ async fn a_connect_timeout_is_logged_with_the_time_spent() {
         svc.connect_timeout = Duration::from_millis(300);
         svc.health.fall = 1_000_000;
         let lb = start(svc, format, "timeout");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         let answer = read_all(&mut client).await;
         assert!(answer.starts_with(b"HTTP/1.1 502 "), "{answer:?}");
-        let line = lb.line_of(me).await;
         let expect = Expect {
-            backend: None,
-            cause: "connect_timeout",
-            retries: 0,
-            sent: 0,
-            received: 0,
             queued: true,
             connected: true,
+            ..Expect::unserved("connect_timeout")
         };
-        check(&line, &lb, me, expect, started);
+        let line = lb.checked(me, expect, started).await;
         assert!(line.connect_ms.unwrap() >= 300.0, "{line:?}");
     }
 }
@@ -408,19 +395,10 @@ async fn a_denied_client_is_logged_as_denied() {
         let mut svc = service(&[backend.addr]);
         svc.access.deny = vec!["127.0.0.0/8".parse().unwrap()];
         let lb = start(svc, format, "denied");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         assert!(read_all(&mut client).await.is_empty());
-        let expect = Expect {
-            backend: None,
-            cause: "denied",
-            retries: 0,
-            sent: 0,
-            received: 0,
-            queued: false,
-            connected: false,
-        };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        let expect = Expect::unserved("denied");
+        lb.checked(me, expect, started).await;
     }
 }
 
@@ -435,20 +413,11 @@ async fn per_ip_and_queue_limits_are_logged_as_over_limit() {
         let lb = start(svc, format, "perip");
         let mut first = connect(lb.addr).await;
         echo(&mut first, b"held").await;
-        let mut second = connect(lb.addr).await;
-        let me = second.local_addr().unwrap();
+        let (mut second, me) = lb.client().await;
         let answer = read_all(&mut second).await;
         assert!(answer.starts_with(b"HTTP/1.1 503 "), "{answer:?}");
-        let expect = Expect {
-            backend: None,
-            cause: "over_limit",
-            retries: 0,
-            sent: 0,
-            received: 0,
-            queued: false,
-            connected: false,
-        };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        let expect = Expect::unserved("over_limit");
+        lb.checked(me, expect, started).await;
         drop(first);
 
         // --max-conns: the second waits out the queue timeout, then 503.
@@ -458,16 +427,14 @@ async fn per_ip_and_queue_limits_are_logged_as_over_limit() {
         let lb = start(svc, format, "maxconns");
         let mut first = connect(lb.addr).await;
         echo(&mut first, b"held").await;
-        let mut second = connect(lb.addr).await;
-        let me = second.local_addr().unwrap();
+        let (mut second, me) = lb.client().await;
         let answer = read_all(&mut second).await;
         assert!(answer.starts_with(b"HTTP/1.1 503 "), "{answer:?}");
-        let line = lb.line_of(me).await;
         let expect = Expect {
             queued: true,
             ..expect
         };
-        check(&line, &lb, me, expect, started);
+        let line = lb.checked(me, expect, started).await;
         assert!(line.queue_ms.unwrap() >= 300.0, "{line:?}");
     }
 }
@@ -485,21 +452,11 @@ async fn idle_timeout_and_maximum_age_are_logged() {
             svc.idle_timeout = idle;
             svc.max_connection_age = age;
             let lb = start(svc, format, cause);
-            let mut client = connect(lb.addr).await;
-            let me = client.local_addr().unwrap();
+            let (mut client, me) = lb.client().await;
             echo(&mut client, b"ping").await;
             assert!(read_all(&mut client).await.is_empty());
-            let line = lb.line_of(me).await;
-            let expect = Expect {
-                backend: Some(backend.addr),
-                cause,
-                retries: 0,
-                sent: 4,
-                received: 4,
-                queued: true,
-                connected: true,
-            };
-            check(&line, &lb, me, expect, started);
+            let expect = Expect::piped(backend.addr, cause, 4);
+            let line = lb.checked(me, expect, started).await;
             assert!(line.duration_ms >= 300.0, "{line:?}");
         }
     }
@@ -523,36 +480,21 @@ async fn resets_are_logged_on_the_side_they_came_from() {
     for format in FORMATS {
         let started = SystemTime::now();
         let lb = start(service(&[echo_backend.addr]), format, "clientreset");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         echo(&mut client, b"x").await;
         reset(client);
-        let expect = Expect {
-            backend: Some(echo_backend.addr),
-            cause: "client_reset",
-            retries: 0,
-            sent: 1,
-            received: 1,
-            queued: true,
-            connected: true,
-        };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        let expect = Expect::piped(echo_backend.addr, "client_reset", 1);
+        lb.checked(me, expect, started).await;
 
         let lb = start(service(&[resetting.addr]), format, "backendreset");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         client.write_all(b"x").await.unwrap();
         let _ = read_all(&mut client).await;
         let expect = Expect {
-            backend: Some(resetting.addr),
-            cause: "backend_reset",
-            retries: 0,
-            sent: 1,
             received: 0,
-            queued: true,
-            connected: true,
+            ..Expect::piped(resetting.addr, "backend_reset", 1)
         };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        lb.checked(me, expect, started).await;
     }
 }
 
@@ -571,34 +513,17 @@ async fn proxy_headers_give_the_client_and_bad_ones_are_logged() {
             .await
             .unwrap();
         assert_eq!(finish(&mut client, b"hi").await, b"hi");
-        let expect = Expect {
-            backend: Some(backend.addr),
-            cause: "completed",
-            retries: 0,
-            sent: 2,
-            received: 2,
-            queued: true,
-            connected: true,
-        };
-        check(&lb.line_of(carried).await, &lb, carried, expect, started);
+        let expect = Expect::piped(backend.addr, "completed", 2);
+        lb.checked(carried, expect, started).await;
 
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
         let _ = read_all(&mut client).await;
-        let expect = Expect {
-            backend: None,
-            cause: "bad_proxy_header",
-            retries: 0,
-            sent: 0,
-            received: 0,
-            queued: false,
-            connected: false,
-        };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        let expect = Expect::unserved("bad_proxy_header");
+        lb.checked(me, expect, started).await;
     }
 }
 
@@ -608,8 +533,7 @@ async fn a_drain_deadline_is_logged_as_operator_drain() {
     for format in FORMATS {
         let started = SystemTime::now();
         let lb = start(service(&[backend.addr]), format, "drain");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         echo(&mut client, b"ping").await;
         lb.reload
             .change(Change {
@@ -622,16 +546,8 @@ async fn a_drain_deadline_is_logged_as_operator_drain() {
             })
             .expect("drain");
         assert!(read_all(&mut client).await.is_empty());
-        let expect = Expect {
-            backend: Some(backend.addr),
-            cause: "operator_drain",
-            retries: 0,
-            sent: 4,
-            received: 4,
-            queued: true,
-            connected: true,
-        };
-        check(&lb.line_of(me).await, &lb, me, expect, started);
+        let expect = Expect::piped(backend.addr, "operator_drain", 4);
+        lb.checked(me, expect, started).await;
     }
 }
 
@@ -641,23 +557,13 @@ async fn a_connection_cut_at_the_end_of_the_drain_is_logged_as_shutdown() {
     for format in FORMATS {
         let started = SystemTime::now();
         let lb = start(service(&[backend.addr]), format, "shutdown");
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         echo(&mut client, b"still here").await;
         lb.shutdown.cancel();
         // The drain timeout is 1 s; then the connection is dropped.
         assert!(read_all(&mut client).await.is_empty());
-        let line = lb.line_of(me).await;
-        let expect = Expect {
-            backend: Some(backend.addr),
-            cause: "shutdown",
-            retries: 0,
-            sent: 10,
-            received: 10,
-            queued: true,
-            connected: true,
-        };
-        check(&line, &lb, me, expect, started);
+        let expect = Expect::piped(backend.addr, "shutdown", 10);
+        let line = lb.checked(me, expect, started).await;
         assert!(line.duration_ms >= 1000.0, "{line:?}");
     }
 }
@@ -685,8 +591,7 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         }];
         let lb = start(svc, format, "tls");
         // Routed: the hello goes to the backend unchanged (and echoes back).
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         assert_eq!(finish(&mut client, HELLO_B).await, HELLO_B);
         let line = lb.line_of(me).await;
         assert_eq!(line.sni.as_deref(), Some("b.example.test"), "{line:?}");
@@ -699,8 +604,7 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         assert!(line.time >= started - Duration::from_millis(5));
 
         // No route for a.test and no default backends: an alert, no_route.
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         client.write_all(HELLO_A).await.unwrap();
         let _ = read_all(&mut client).await;
         let line = lb.line_of(me).await;
@@ -708,8 +612,7 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         assert_eq!(line.backend, None);
 
         // Not TLS at all.
-        let mut client = connect(lb.addr).await;
-        let me = client.local_addr().unwrap();
+        let (mut client, me) = lb.client().await;
         client.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
         let _ = read_all(&mut client).await;
         assert_eq!(lb.line_of(me).await.cause, "bad_client_hello");
@@ -718,12 +621,7 @@ async fn tls_routes_log_the_server_name_and_the_route() {
 
 /// A raw HTTP GET on the admin endpoint; the body.
 async fn admin_get(admin: SocketAddr, path: &str) -> String {
-    let mut stream = connect(admin).await;
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let reply = String::from_utf8(read_all(&mut stream).await).unwrap();
+    let reply = raw_exchange(admin, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).await;
     reply.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 

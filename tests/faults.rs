@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::*;
-use socket2::{Domain, SockRef, Socket, Type};
+use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -187,35 +187,6 @@ async fn client_reset_ends_only_that_connection() {
     let data = Pattern::bytes(21, 50_000);
     assert_eq!(echo_roundtrip(lb.addr, &data).await, data);
     bystander.finish().await;
-}
-
-/// A listener whose accept queue is full and never drained: the kernel
-/// drops further SYNs, so connecting to it times out, as to a dead host.
-struct Blackhole {
-    addr: SocketAddr,
-    _listener: Socket,
-    _queued: Vec<std::net::TcpStream>,
-}
-
-fn blackhole() -> Blackhole {
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    let mut queued = Vec::new();
-    for _ in 0..16 {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
-            Ok(stream) => queued.push(stream),
-            Err(_) => break, // queue full: SYNs are being dropped
-        }
-    }
-    Blackhole {
-        addr,
-        _listener: listener,
-        _queued: queued,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

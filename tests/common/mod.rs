@@ -267,6 +267,41 @@ pub fn refusing_addr() -> SocketAddr {
     addr
 }
 
+/// A listener whose accept queue is full and never drained: the kernel
+/// drops further SYNs, so connecting to it times out, as to a dead host.
+pub struct Blackhole {
+    /// Where connecting hangs.
+    pub addr: SocketAddr,
+    /// The listener itself, never accepting; closed on drop.
+    _listener: socket2::Socket,
+    /// The connections that filled its queue, held so it stays full.
+    _queued: Vec<std::net::TcpStream>,
+}
+
+/// Binds 127.0.0.1:0 with a backlog of 0 and connects until the queue is
+/// full (at most 16 connections, each given 300 ms).
+pub fn blackhole() -> Blackhole {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(stream) => queued.push(stream),
+            Err(_) => break, // queue full: SYNs are being dropped
+        }
+    }
+    Blackhole {
+        addr,
+        _listener: listener,
+        _queued: queued,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Files
 
@@ -340,6 +375,17 @@ pub struct TcplbProcess {
 impl TcplbProcess {
     pub fn pid(&self) -> u32 {
         self.process.child.id()
+    }
+
+    /// The admin endpoint's address, from the line that announces it
+    /// (waits up to [`PATIENCE`] for it; the process needs `--admin`).
+    pub async fn admin_addr(&self) -> SocketAddr {
+        let line = self.process.line_with("admin endpoint on http://").await;
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no admin address in {line:?}"))
     }
 }
 
@@ -495,6 +541,22 @@ pub async fn http_get(addr: SocketAddr) -> String {
     .await
     .expect("http_get timed out");
     String::from_utf8(bytes).expect("reply is UTF-8")
+}
+
+/// Sends `request` exactly as given on a new connection to `addr` and
+/// reads the reply to EOF, as text; bounded by [`PATIENCE`]. For admin
+/// requests, which close after one answer without `Connection: close`.
+pub async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
+    let reply = tokio::time::timeout(PATIENCE, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await.expect("read");
+        reply
+    })
+    .await
+    .expect("no whole reply in time");
+    String::from_utf8(reply).expect("UTF-8")
 }
 
 /// The port in a demo backend's "Hello from backend :PORT" reply.
