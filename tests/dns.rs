@@ -559,13 +559,7 @@ async fn srv_records_give_ports_and_weights_through_the_binary() {
         "--workers",
         "1",
     ]);
-    let line = lb.process.line_with("admin endpoint on http://").await;
-    let admin: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"));
+    let admin = lb.admin_addr().await;
 
     let mut counts: HashMap<u16, usize> = HashMap::new();
     for _ in 0..200 {
@@ -642,18 +636,7 @@ async fn srv_records_give_ports_and_weights_through_the_binary() {
 
 /// One admin GET, body only.
 async fn admin_get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let reply = tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect admin");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.unwrap();
-        reply
-    })
-    .await
-    .expect("admin reply timed out");
-    let text = String::from_utf8(reply).expect("UTF-8");
+    let text = raw_exchange(addr, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")).await;
     text.split_once("\r\n\r\n")
         .map(|(_, body)| body.to_string())
         .unwrap_or_default()

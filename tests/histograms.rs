@@ -11,23 +11,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, spawn_tcplb};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use common::{PATIENCE, Pattern, TestBackend, echo_roundtrip, raw_exchange, spawn_tcplb};
 
 /// `GET path` on the admin endpoint: the body of a 200 answer.
 async fn admin_get(admin: SocketAddr, path: &str) -> String {
-    let reply = tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(admin).await.expect("connect admin");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.expect("send");
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.expect("read");
-        reply
-    })
-    .await
-    .expect("admin answer timed out");
-    let text = String::from_utf8(reply).expect("UTF-8");
+    let text = raw_exchange(admin, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).await;
     let (head, body) = text.split_once("\r\n\r\n").expect("a whole answer");
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     body.to_string()
@@ -115,13 +103,7 @@ async fn histograms_count_every_connection_in_well_formed_buckets() {
         "--workers",
         "2",
     ]);
-    let line = lb.process.line_with("admin endpoint on http://").await;
-    let admin: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"));
+    let admin = lb.admin_addr().await;
 
     // Payload sizes, each in its own bytes bucket: ≤ 64 B, ≤ 1 KiB,
     // ≤ 256 KiB, ≤ 4 MiB. Echoed, so each direction carries the same.

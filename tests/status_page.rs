@@ -27,11 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    PATIENCE, TcplbProcess, TempDir, TestBackend, spawn_process, tcplb_bin, wait_listening,
+    PATIENCE, TcplbProcess, TempDir, TestBackend, raw_exchange, spawn_process, tcplb_bin,
+    wait_listening,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const TOKEN: &str = "page-T0ken";
 /// A listener name that would run script if the page wrote it as markup.
@@ -382,31 +381,13 @@ async fn start_tcplb(dir: &TempDir, config: &str) -> (TcplbProcess, SocketAddr) 
     let mut command = Command::new(tcplb_bin());
     command.arg("--config").arg(&file);
     let lb = wait_listening(spawn_process(command));
-    let line = lb.process.line_with("admin endpoint on http://").await;
-    let admin = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"));
+    let admin = lb.admin_addr().await;
     (lb, admin)
 }
 
 /// `GET /status` on the admin endpoint, parsed.
 async fn status(admin: SocketAddr) -> Value {
-    let reply = tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(admin).await.expect("connect admin");
-        stream
-            .write_all(b"GET /status HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .expect("send");
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.expect("read");
-        reply
-    })
-    .await
-    .expect("admin answer timed out");
-    let text = String::from_utf8(reply).expect("UTF-8");
+    let text = raw_exchange(admin, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
     let (_, body) = text.split_once("\r\n\r\n").expect("a whole answer");
     serde_json::from_str(body).expect("JSON")
 }
