@@ -99,6 +99,35 @@ async fn served_by(addr: SocketAddr) -> u16 {
     port.trim().parse().unwrap()
 }
 
+/// The ports of the backends that served `n` exchanges through `addr`,
+/// in ascending order (which one starts a round robin is not the point).
+async fn served_sorted(addr: SocketAddr, n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        ports.push(served_by(addr).await);
+    }
+    sorted(ports)
+}
+
+fn sorted(mut ports: Vec<u16>) -> Vec<u16> {
+    ports.sort();
+    ports
+}
+
+/// A connection through `addr` to an echo backend that has sent `first`
+/// and had it back byte-exact; left open for the rest of the exchange.
+async fn half_echoed(addr: SocketAddr, first: &[u8]) -> TcpStream {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(first).await.unwrap();
+    let mut back = vec![0u8; first.len()];
+    tokio::time::timeout(PATIENCE, client.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, first);
+    client
+}
+
 /// A balancer started from `--config file`, as main.rs does it.
 struct Running {
     handle: ReloadHandle,
@@ -154,14 +183,10 @@ async fn one_file_two_listeners_each_with_its_own_pool() {
         panic!("expected two listeners");
     };
     assert_ne!(web, cache);
-    let mut web_ports = Vec::new();
-    for _ in 0..4 {
-        web_ports.push(served_by(web).await);
-    }
-    web_ports.sort();
-    let mut expected = [web1.port(), web1.port(), web2.port(), web2.port()];
-    expected.sort();
-    assert_eq!(web_ports, expected);
+    assert_eq!(
+        served_sorted(web, 4).await,
+        sorted(vec![web1.port(), web1.port(), web2.port(), web2.port()])
+    );
     for _ in 0..3 {
         assert_eq!(served_by(cache).await, redis.port());
     }
@@ -181,14 +206,7 @@ async fn an_open_connection_survives_a_reload_byte_exact() {
 
     let pattern: Vec<u8> = (0..512 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
     let (first, second) = pattern.split_at(pattern.len() / 2);
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    client.write_all(first).await.unwrap();
-    let mut back = vec![0u8; first.len()];
-    tokio::time::timeout(PATIENCE, client.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back, first);
+    let mut client = half_echoed(addr, first).await;
     assert_eq!(old_echo.active(), 1);
 
     file.write(&listener("127.0.0.1:0", &[h1]));
@@ -217,14 +235,10 @@ async fn an_open_connection_survives_a_reload_byte_exact() {
     let state = lb.handle.services()[0].pool.load();
     assert!(Arc::ptr_eq(&state.backends[0], &kept));
     assert_eq!(state.backends[1].addr(), h2);
-    let mut ports: Vec<u16> = Vec::new();
-    for _ in 0..2 {
-        ports.push(served_by(addr).await);
-    }
-    ports.sort();
-    let mut expected = [h1.port(), h2.port()];
-    expected.sort();
-    assert_eq!(ports, expected);
+    assert_eq!(
+        served_sorted(addr, 2).await,
+        sorted(vec![h1.port(), h2.port()])
+    );
 }
 
 #[tokio::test]
@@ -490,14 +504,7 @@ async fn draining_a_backend_by_reload_spares_its_open_connection() {
     // Round robin starts at the first backend: this client is on echo.
     let pattern: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 13 % 251) as u8).collect();
     let (first, second) = pattern.split_at(pattern.len() / 2);
-    let mut client = TcpStream::connect(addr).await.unwrap();
-    client.write_all(first).await.unwrap();
-    let mut back = vec![0u8; first.len()];
-    tokio::time::timeout(PATIENCE, client.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(back, first);
+    let mut client = half_echoed(addr, first).await;
     assert_eq!(echo_backend.active(), 1);
 
     file.write(&listener_with_state(echo, "drain", &[h1], ""));
