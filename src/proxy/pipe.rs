@@ -829,12 +829,14 @@ mod tests {
         (ours.unwrap(), theirs.unwrap().0)
     }
 
-    struct Harness {
-        client: TcpStream,
-        backend: TcpStream,
-        stats: std::sync::Arc<BackendStats>,
-        task: tokio::task::JoinHandle<PipeEnd>,
-    }
+    /// A pipe running on its own task over fresh socket pairs: the client
+    /// end, the backend end, the backend's stats, and the pipe's task.
+    type Harness = (
+        TcpStream,
+        TcpStream,
+        std::sync::Arc<BackendStats>,
+        tokio::task::JoinHandle<PipeEnd>,
+    );
 
     async fn harness(idle: Option<Duration>) -> Harness {
         harness_with(Limits {
@@ -850,12 +852,62 @@ mod tests {
         let stats = std::sync::Arc::new(BackendStats::default());
         let s = stats.clone();
         let task = tokio::spawn(async move { pipe(client_side, backend_side, &s, limits).await });
-        Harness {
-            client,
-            backend,
-            stats,
-            task,
+        (client, backend, stats, task)
+    }
+
+    /// Writes `bytes` into `from` and checks they come out of `to`.
+    async fn forward(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
+        from.write_all(bytes).await.unwrap();
+        let mut got = vec![0u8; bytes.len()];
+        to.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, bytes);
+    }
+
+    /// Writes `bytes` into `from` and half-closes it; checks `to` reads
+    /// exactly those bytes, then EOF.
+    async fn send_and_close(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
+        from.write_all(bytes).await.unwrap();
+        from.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        to.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, bytes);
+    }
+
+    /// How the pipe on `task` ended (within 10 s).
+    async fn ended(task: tokio::task::JoinHandle<PipeEnd>) -> PipeEnd {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Checks the pipe closed `stream`: EOF with nothing more, or an error.
+    async fn assert_closed(stream: &mut TcpStream, what: &str) {
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest).await;
+        assert!(read.is_err() || rest.is_empty(), "the {what} is closed");
+    }
+
+    /// Waits (up to 5 s) for `counted`: the pipe counts after delivering.
+    async fn until_counted(counted: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if counted() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// No limits, and an idle timeout that never fires: the pipe's paths
+    /// without and with its timer.
+    fn with_and_without_timer() -> [Limits; 2] {
+        [
+            Limits::default(),
+            Limits {
+                idle: Some(Duration::from_secs(3600)),
+                max_age: None,
+            },
+        ]
     }
 
     /// The most bytes a [`Pipe`] may take: it sits in every open
@@ -996,13 +1048,7 @@ mod tests {
 
     #[tokio::test]
     async fn eviction_closes_both_sides_and_is_counted() {
-        for limits in [
-            Limits::default(),
-            Limits {
-                idle: Some(Duration::from_secs(3600)),
-                max_age: None,
-            },
-        ] {
+        for limits in with_and_without_timer() {
             let (mut client, client_side) = socket_pair().await;
             let (mut backend, backend_side) = socket_pair().await;
             let stats = std::sync::Arc::new(BackendStats::default());
@@ -1019,20 +1065,12 @@ mod tests {
                 )
                 .await
             });
-            client.write_all(b"ping").await.unwrap();
-            let mut got = [0u8; 4];
-            backend.read_exact(&mut got).await.unwrap();
-            assert_eq!(&got, b"ping");
+            forward(&mut client, &mut backend, b"ping").await;
             evict.cancel();
-            let end = tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
+            let end = ended(task).await;
             assert!(matches!(end.reason, EndReason::Evicted), "{:?}", end.reason);
             assert_eq!((end.sent, stats.evicted.load(Relaxed)), (4, 1));
-            let mut rest = Vec::new();
-            let read = client.read_to_end(&mut rest).await;
-            assert!(read.is_err() || rest.is_empty(), "the client is closed");
+            assert_closed(&mut client, "client").await;
         }
     }
 
@@ -1052,39 +1090,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_request_ends_the_pipe_whenever_it_comes() {
-        for limits in [
-            Limits::default(),
-            Limits {
-                idle: Some(Duration::from_secs(3600)),
-                max_age: None,
-            },
-        ] {
+        for limits in with_and_without_timer() {
             // While piping: bytes so far are counted, both sides closed.
             let live = std::sync::Arc::new(Live::default());
             let (mut client, mut backend, task) = live_harness(live.clone(), limits).await;
-            client.write_all(b"ping").await.unwrap();
-            let mut got = [0u8; 4];
-            backend.read_exact(&mut got).await.unwrap();
+            forward(&mut client, &mut backend, b"ping").await;
             assert_eq!((live.sent(), live.received()), (4, 0));
             live.stop();
-            let end = tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
+            let end = ended(task).await;
             assert!(matches!(end.reason, EndReason::Stopped), "{:?}", end.reason);
             assert_eq!(end.sent, 4);
-            let mut rest = Vec::new();
-            let read = backend.read_to_end(&mut rest).await;
-            assert!(read.is_err() || rest.is_empty(), "the backend is closed");
+            assert_closed(&mut backend, "backend").await;
 
             // Asked before the pipe started: it ends at once.
             let live = std::sync::Arc::new(Live::default());
             live.stop();
             let (_client, _backend, task) = live_harness(live, limits).await;
-            let end = tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
+            let end = ended(task).await;
             assert!(matches!(end.reason, EndReason::Stopped), "{:?}", end.reason);
         }
     }
@@ -1104,18 +1126,13 @@ mod tests {
             let live = std::sync::Arc::new(Live::default());
             let (mut client, mut backend, task) =
                 live_harness(live.clone(), Limits::default()).await;
-            client.write_all(b"x").await.unwrap();
-            let mut got = [0u8; 1];
-            backend.read_exact(&mut got).await.unwrap();
+            forward(&mut client, &mut backend, b"x").await;
             if reset_client {
                 reset(client);
             } else {
                 reset(backend);
             }
-            let end = tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap();
+            let end = ended(task).await;
             match end.reason {
                 EndReason::Error(s, _) => assert_eq!(s, side),
                 other => panic!("{other:?}, expected an error on the {side:?} side"),
@@ -1127,19 +1144,9 @@ mod tests {
     async fn live_counts_bytes_and_idle_time_as_they_move() {
         let live = std::sync::Arc::new(Live::default());
         let (mut client, mut backend, task) = live_harness(live.clone(), Limits::default()).await;
-        client.write_all(b"hello").await.unwrap();
-        let mut got = [0u8; 5];
-        backend.read_exact(&mut got).await.unwrap();
-        backend.write_all(b"hi").await.unwrap();
-        let mut got = [0u8; 2];
-        client.read_exact(&mut got).await.unwrap();
-        // The pipe counts after delivering; poll briefly for the store.
-        for _ in 0..500 {
-            if live.received() == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        forward(&mut client, &mut backend, b"hello").await;
+        forward(&mut backend, &mut client, b"hi").await;
+        until_counted(|| live.received() == 2).await;
         assert_eq!((live.sent(), live.received()), (5, 2));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(
@@ -1157,30 +1164,17 @@ mod tests {
 
     async fn half_close_both_ways(mode: SpliceMode) {
         let _guard = ModeGuard::set(mode);
-        let Harness {
-            mut client,
-            mut backend,
-            stats,
-            task,
-        } = harness(None).await;
+        let (mut client, mut backend, stats, task) = harness(None).await;
         let request = pattern(3 * COPY_BUFFER + 17, 1);
         let response = pattern(2 * COPY_BUFFER + 5, 2);
 
         // Client sends everything and half-closes; the backend must see
         // exactly the bytes, then EOF, while it can still answer.
-        client.write_all(&request).await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        backend.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, request);
+        send_and_close(&mut client, &mut backend, &request).await;
         assert_eq!(stats.bytes_in.load(Relaxed), request.len() as u64);
 
         // The other direction still flows after the first one ended.
-        backend.write_all(&response).await.unwrap();
-        backend.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, response);
+        send_and_close(&mut backend, &mut client, &response).await;
 
         let end = task.await.unwrap();
         assert!(matches!(end.reason, EndReason::Closed), "{:?}", end.reason);
@@ -1226,23 +1220,10 @@ mod tests {
 
     #[tokio::test]
     async fn backend_closing_first_leaves_the_client_direction_open() {
-        let Harness {
-            mut client,
-            mut backend,
-            stats,
-            task,
-        } = harness(None).await;
-        backend.write_all(b"banner").await.unwrap();
-        backend.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"banner");
+        let (mut client, mut backend, stats, task) = harness(None).await;
+        send_and_close(&mut backend, &mut client, b"banner").await;
 
-        client.write_all(b"late request").await.unwrap();
-        client.shutdown().await.unwrap();
-        let mut got = Vec::new();
-        backend.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"late request");
+        send_and_close(&mut client, &mut backend, b"late request").await;
 
         let end = task.await.unwrap();
         assert!(matches!(end.reason, EndReason::Closed), "{:?}", end.reason);
@@ -1253,22 +1234,9 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_are_counted_while_the_connection_is_open() {
-        let Harness {
-            mut client,
-            mut backend,
-            stats,
-            task,
-        } = harness(None).await;
-        client.write_all(b"0123456789").await.unwrap();
-        let mut got = [0u8; 10];
-        backend.read_exact(&mut got).await.unwrap();
-        // The pipe counts after delivering; poll briefly for the store.
-        for _ in 0..500 {
-            if stats.bytes_in.load(Relaxed) == 10 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let (mut client, mut backend, stats, task) = harness(None).await;
+        forward(&mut client, &mut backend, b"0123456789").await;
+        until_counted(|| stats.bytes_in.load(Relaxed) == 10).await;
         assert_eq!(stats.bytes_in.load(Relaxed), 10);
         assert!(!task.is_finished());
         drop((client, backend));
@@ -1278,15 +1246,9 @@ mod tests {
 
     #[tokio::test]
     async fn idle_timeout_closes_both_sides_and_is_counted() {
-        let Harness {
-            mut client,
-            mut backend,
-            stats,
-            task,
-        } = harness(Some(Duration::from_millis(300))).await;
-        client.write_all(b"ping").await.unwrap();
-        let mut got = [0u8; 4];
-        backend.read_exact(&mut got).await.unwrap();
+        let (mut client, mut backend, stats, task) =
+            harness(Some(Duration::from_millis(300))).await;
+        forward(&mut client, &mut backend, b"ping").await;
         // Now nothing moves: both ends must see the connection close.
         let mut rest = Vec::new();
         let bounded = Duration::from_secs(20);
@@ -1311,18 +1273,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_connection_outlives_its_idle_timeout() {
-        let Harness {
-            mut client,
-            mut backend,
-            stats,
-            task,
-        } = harness(Some(Duration::from_secs(2))).await;
+        let (mut client, mut backend, stats, task) = harness(Some(Duration::from_secs(2))).await;
         // A byte every 50 ms for longer than the timeout keeps it open.
         for i in 0..60u8 {
-            client.write_all(&[i]).await.unwrap();
-            let mut got = [0u8; 1];
-            backend.read_exact(&mut got).await.unwrap();
-            assert_eq!(got, [i]);
+            forward(&mut client, &mut backend, &[i]).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(stats.idle_timeouts.load(Relaxed), 0);
@@ -1335,12 +1289,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_connection_is_closed_at_its_maximum_age() {
-        let Harness {
-            mut client,
-            mut backend,
-            stats,
-            task,
-        } = harness_with(Limits {
+        let (mut client, mut backend, stats, task) = harness_with(Limits {
             idle: Some(Duration::from_secs(60)),
             max_age: Some(Duration::from_millis(400)),
         })
