@@ -19,6 +19,7 @@ use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, SRV};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tcplb::config::{BackendSpec, Config, ResolveConfig, ServiceConfig};
+use tcplb::pool::backend::Backend;
 use tcplb::runtime::{Balancer, ReloadHandle};
 use tcplb::stats::ResolutionStats;
 use tokio::net::TcpStream;
@@ -265,22 +266,44 @@ fn echo_backends(count: u8) -> (u16, Vec<TestBackend>) {
     panic!("no port free on 127.0.0.2..{}", 1 + count);
 }
 
+/// `count` [`echo_backends`] and a balancer whose one backend is the name
+/// `web.test` on their port, which `dns` answers with `answer` from the
+/// start: (the port, the backends, the group `web.test:PORT`, the balancer).
+fn balance_web_test(
+    dns: &DnsServer,
+    count: u8,
+    answer: &[Ipv4Addr],
+) -> (u16, Vec<TestBackend>, String, DnsBalancer) {
+    let (port, backends) = echo_backends(count);
+    dns.set_a("web.test", answer);
+    let group = format!("web.test:{port}");
+    let lb = start(dns_config(dns, vec![by_name(&group)]));
+    (port, backends, group, lb)
+}
+
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
 }
 
-/// (name, source) of each member, sorted.
-fn members(lb: &DnsBalancer) -> Vec<(String, Option<String>)> {
-    let mut out: Vec<_> = lb
+/// `what` of each member, sorted.
+fn each_member<T: Ord>(lb: &DnsBalancer, what: impl Fn(&Backend) -> T) -> Vec<T> {
+    let mut out: Vec<T> = lb
         .service
         .pool
         .load()
         .backends
         .iter()
-        .map(|b| (b.name().to_string(), b.source().map(str::to_string)))
+        .map(|b| what(b))
         .collect();
     out.sort();
     out
+}
+
+/// (name, source) of each member, sorted.
+fn members(lb: &DnsBalancer) -> Vec<(String, Option<String>)> {
+    each_member(lb, |b| {
+        (b.name().to_string(), b.source().map(str::to_string))
+    })
 }
 
 fn names(lb: &DnsBalancer) -> Vec<String> {
@@ -322,10 +345,7 @@ async fn echo_ok(addr: SocketAddr, seed: u64) {
 #[tokio::test]
 async fn a_name_with_two_addresses_balances_over_both() {
     let dns = DnsServer::start();
-    let (port, _backends) = echo_backends(2);
-    dns.set_a("web.test", &[ip(3), ip(2)]);
-    let group = format!("web.test:{port}");
-    let lb = start(dns_config(&dns, vec![by_name(&group)]));
+    let (port, _backends, group, lb) = balance_web_test(&dns, 2, &[ip(3), ip(2)]);
 
     // Found before the listener served: members from the start, each named
     // by its address, the name kept as their source.
@@ -347,10 +367,7 @@ async fn a_name_with_two_addresses_balances_over_both() {
 #[tokio::test]
 async fn the_answer_changes_under_load_and_every_byte_arrives() {
     let dns = DnsServer::start();
-    let (port, _backends) = echo_backends(3);
-    dns.set_a("web.test", &[ip(2), ip(3)]);
-    let group = format!("web.test:{port}");
-    let lb = start(dns_config(&dns, vec![by_name(&group)]));
+    let (port, _backends, _, lb) = balance_web_test(&dns, 3, &[ip(2), ip(3)]);
     let [a, b, c] = [2, 3, 4].map(|l| format!("127.0.0.{l}:{port}"));
 
     // Long connections, byte-checked, until told to stop; round-robin puts
@@ -427,10 +444,7 @@ async fn the_answer_changes_under_load_and_every_byte_arrives() {
 #[tokio::test]
 async fn failures_keep_the_members_and_are_counted() {
     let mut dns = DnsServer::start();
-    let (port, _backends) = echo_backends(2);
-    dns.set_a("web.test", &[ip(2), ip(3)]);
-    let group = format!("web.test:{port}");
-    let lb = start(dns_config(&dns, vec![by_name(&group)]));
+    let (port, _backends, group, lb) = balance_web_test(&dns, 2, &[ip(2), ip(3)]);
     let stats = resolutions(&lb, &group);
     let expected = addrs(port, &[2, 3]);
     assert_eq!(names(&lb), expected);
@@ -663,16 +677,7 @@ async fn draining_a_name_drains_its_members_across_lookups() {
         who: "test".into(),
     };
     let states = |lb: &DnsBalancer| -> Vec<(String, String)> {
-        let mut out: Vec<_> = lb
-            .service
-            .pool
-            .load()
-            .backends
-            .iter()
-            .map(|b| (b.name().to_string(), b.admin_state().to_string()))
-            .collect();
-        out.sort();
-        out
+        each_member(lb, |b| (b.name().to_string(), b.admin_state().to_string()))
     };
 
     let member = format!("127.0.0.2:{port}");
