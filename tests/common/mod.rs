@@ -526,26 +526,10 @@ pub fn nofile_limit(pid: u32) -> Option<u64> {
 // ---------------------------------------------------------------------------
 // Clients
 
-/// A raw-TCP `GET /` with `Connection: close`, read to EOF; bounded in time.
-pub async fn http_get(addr: SocketAddr) -> String {
-    let bytes = tokio::time::timeout(PATIENCE, async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("send request");
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.expect("read reply");
-        reply
-    })
-    .await
-    .expect("http_get timed out");
-    String::from_utf8(bytes).expect("reply is UTF-8")
-}
-
 /// Sends `request` exactly as given on a new connection to `addr` and
-/// reads the reply to EOF, as text; bounded by [`PATIENCE`]. For admin
-/// requests, which close after one answer without `Connection: close`.
+/// reads the reply to EOF, as text; bounded by [`PATIENCE`]. The server
+/// must close: the admin endpoint always does (one request a connection),
+/// the demo backends on `Connection: close`.
 pub async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     let reply = tokio::time::timeout(PATIENCE, async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -557,6 +541,15 @@ pub async fn raw_exchange(addr: SocketAddr, request: &str) -> String {
     .await
     .expect("no whole reply in time");
     String::from_utf8(reply).expect("UTF-8")
+}
+
+/// A raw-TCP `GET /` with `Connection: close`, read to EOF; bounded in time.
+pub async fn http_get(addr: SocketAddr) -> String {
+    raw_exchange(
+        addr,
+        "GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    )
+    .await
 }
 
 /// The port in a demo backend's "Hello from backend :PORT" reply.
