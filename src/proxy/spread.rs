@@ -34,7 +34,8 @@ impl Spread {
     }
 
     /// Only the current runtime: every connection stays where it is
-    /// accepted. For embedding and tests.
+    /// accepted.
+    #[cfg(test)]
     pub fn here() -> Self {
         let workers = Handle::try_current().into_iter().collect();
         Spread::new(workers, Arc::new(WorkerStats::new(1)))
