@@ -449,23 +449,36 @@ fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
         }
         EndReason::Error(side, e) => {
             debug!("{peer}: connection to {backend} ended: {e} (on the {side:?} side)");
-            match side {
-                Side::Client => Cause::ClientReset,
-                Side::Backend => Cause::BackendReset,
+            // The kernel gave the peer up (user timeout, keepalive,
+            // retransmissions); it said nothing. An ICMP unreachable seen
+            // meanwhile is reported in place of ETIMEDOUT.
+            use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
+            let timed_out = matches!(e.kind(), TimedOut | HostUnreachable | NetworkUnreachable);
+            match (side, timed_out) {
+                (Side::Client, false) => Cause::ClientReset,
+                (Side::Backend, false) => Cause::BackendReset,
+                (Side::Client, true) => Cause::ClientTimeout,
+                (Side::Backend, true) => Cause::BackendTimeout,
             }
         }
     }
 }
 
-/// Turns on TCP keepalive probes; a socket that refuses keeps working
-/// without them, so a failure is only logged.
+/// Turns on TCP keepalive probes and sets `TCP_USER_TIMEOUT` (which finds
+/// a peer that vanished while bytes to it were unacknowledged, when Linux
+/// sends no probes); a socket that refuses keeps working without them, so
+/// a failure is only logged.
 pub fn set_keepalive(stream: &TcpStream, keepalive: &KeepaliveConfig) {
     let probes = socket2::TcpKeepalive::new()
         .with_time(keepalive.idle)
         .with_interval(keepalive.interval)
         .with_retries(keepalive.count);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+    let socket = socket2::SockRef::from(stream);
+    if let Err(e) = socket.set_tcp_keepalive(&probes) {
         debug!("cannot set TCP keepalive: {e}");
+    }
+    if let Err(e) = socket.set_tcp_user_timeout(keepalive.user_timeout) {
+        debug!("cannot set TCP_USER_TIMEOUT: {e}");
     }
 }
 
@@ -509,16 +522,20 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let keepalive = KeepaliveConfig {
-            idle: Duration::from_secs(42),
-            interval: Duration::from_secs(7),
-            count: 5,
-        };
+        let mut keepalive =
+            KeepaliveConfig::new(Duration::from_secs(42), Duration::from_secs(7), 5);
         set_keepalive(&stream, &keepalive);
         let socket = socket2::SockRef::from(&stream);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), keepalive.idle);
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), keepalive.interval);
         assert_eq!(socket.tcp_keepalive_retries().unwrap(), 5);
+        // idle + interval × count.
+        let user_timeout = socket.tcp_user_timeout().unwrap();
+        assert_eq!(user_timeout, Some(Duration::from_secs(77)));
+        // Off clears it.
+        keepalive.user_timeout = None;
+        set_keepalive(&stream, &keepalive);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), None);
     }
 }
