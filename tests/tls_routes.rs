@@ -718,7 +718,7 @@ send_proxy = "v2"
     assert!(answer.is_empty());
 
     let metrics = blocking(move || admin_get(admin, "/metrics")).await;
-    let listener = format!("listener=\"{addr}\"");
+    let listener = format!("listener=\"tls\",listen=\"{addr}\"");
     for line in [
         format!("tcplb_route_connections_total{{{listener},route=\"a\"}} 1"),
         format!("tcplb_route_connections_total{{{listener},route=\"b\"}} 0"),

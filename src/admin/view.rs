@@ -56,10 +56,11 @@ pub type WatchList = Arc<dyn Fn() -> Vec<Watched> + Send + Sync>;
 /// One listener's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ListenerView {
-    /// The pool's name in the control API (by default `listen`). First,
-    /// so the fields that were there keep their order.
+    /// The pool's name in the control API (by default `listen`): the
+    /// `listener` label in /metrics. First, so the fields that were there
+    /// keep their order.
     pub name: String,
-    /// The bound address, e.g. `127.0.0.1:8080`: the `listener` label.
+    /// The bound address, e.g. `127.0.0.1:8080`: the `listen` label.
     pub listen: String,
     /// The balancing strategy, as configured.
     pub strategy: String,
