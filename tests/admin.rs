@@ -194,8 +194,16 @@ async fn metrics_and_status_report_known_traffic_exactly() {
         sample(&text, "tcplb_listener_active_connections", &listener),
         "0"
     );
-    for code in ["502", "503"] {
-        let labels = format!("{listener},code=\"{code}\"");
+    for (code, reason) in [
+        ("502", "connect_failed"),
+        ("503", "no_backend"),
+        ("503", "queue_timeout"),
+        ("503", "per_ip_connections"),
+        ("503", "per_ip_rate"),
+        ("503", "per_ip_table_full"),
+        ("503", "out_of_descriptors"),
+    ] {
+        let labels = format!("{listener},code=\"{code}\",reason=\"{reason}\"");
         assert_eq!(sample(&text, "tcplb_listener_failures_total", &labels), "0");
     }
     for family in [
@@ -212,7 +220,7 @@ async fn metrics_and_status_report_known_traffic_exactly() {
     assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("}\n"));
     assert!(json.contains(&format!(
         "\"listen\":\"{}\",\"strategy\":\"round-robin\",\"accepted\":5,\"rejected\":0,\
-         \"active\":0,\"failures\":{{\"502\":0,\"503\":0}}",
+         \"active\":0,\"failures\":{{\"502\":0,\"503\":0,\"503_by_reason\":{{\"no_backend\":0,",
         lb.addr
     )));
     for (backend, up, total, failures, bytes) in expect {

@@ -40,7 +40,7 @@
 //! | `tcplb_listener_rejected_total` | counter | clients refused by access control or limits |
 //! | `tcplb_listener_active_connections` | gauge | client connections open now |
 //! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
-//! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); label `code` = `502` or `503` |
+//! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); labels `code` = `502` or `503` and `reason`: for 502 `connect_failed`; for 503 `no_backend`, or a limit (overload): `queue_timeout` (`--max-conns` or `maxconn`), `per_ip_connections`, `per_ip_rate`, `per_ip_table_full`, `out_of_descriptors` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
 //! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
 //! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413), `unavailable` or `timeout` (408, a body not complete in time) |
@@ -281,15 +281,21 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         &mut out,
         name,
         "counter",
-        "Clients no backend could take: 502 (every connect failed) or 503 (none to try).",
+        "Clients answered 502 (every connect failed) or 503 (none to try, or over a limit), by reason.",
     );
     for l in listeners {
         let f = &l.failures;
-        for (code, count) in [("502", f.bad_gateway), ("503", f.unavailable)] {
+        let labels = listener_labels(l);
+        let _ = writeln!(
+            out,
+            "{name}{{{labels},code=\"502\",reason=\"connect_failed\"}} {}",
+            f.bad_gateway
+        );
+        for (why, count) in f.by_reason() {
+            let reason = why.name();
             let _ = writeln!(
                 out,
-                "{name}{{{},code=\"{code}\"}} {count}",
-                listener_labels(l)
+                "{name}{{{labels},code=\"503\",reason=\"{reason}\"}} {count}"
             );
         }
     }
@@ -638,8 +644,10 @@ mod tests {
             "tcplb_listener_rejected_total{listener=\"web\",listen=\"127.0.0.1:8080\"} 2".into(),
             "tcplb_listener_active_connections{listener=\"web\",listen=\"127.0.0.1:8080\"} 1".into(),
             "tcplb_listener_proxy_header_errors_total{listener=\"web\",listen=\"127.0.0.1:8080\"} 5".into(),
-            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"502\"} 3".into(),
-            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\"} 4".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"502\",reason=\"connect_failed\"} 3".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\",reason=\"no_backend\"} 1".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\",reason=\"queue_timeout\"} 3".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\",reason=\"per_ip_table_full\"} 0".into(),
             "# TYPE tcplb_backend_up gauge".into(),
             "# TYPE tcplb_listener_accepted_total counter".into(),
         ] {

@@ -37,7 +37,7 @@ use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Side};
 use crate::proxy::proxy_protocol::Received;
 use crate::proxy::route::Routes;
 use crate::proxy::{access, proxy_protocol};
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, Unavailable};
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -234,7 +234,9 @@ async fn open<'a>(
             debug!("{peer}: no free slot under max-conns within the queue timeout");
             log.record.cause = Cause::OverLimit;
             service.stats.count_rejected();
-            Box::pin(failure::answer(client, Failure::Unavailable, on_failure)).await;
+            let failure = Failure::Unavailable(Unavailable::QueueTimeout);
+            failure.count(&service.stats);
+            Box::pin(failure::answer(client, failure, on_failure)).await;
             None
         }
         Err(Unserved::Failed(failure, cause)) => {
@@ -285,7 +287,10 @@ async fn reach_backend(
     };
     let queue_deadline = admitted + config.queue_timeout;
     let mut tried: Vec<usize> = Vec::new();
-    let mut unserved = (Failure::Unavailable, Cause::NoBackend);
+    let mut unserved = (
+        Failure::Unavailable(Unavailable::NoBackend),
+        Cause::NoBackend,
+    );
     let mut connecting = Duration::ZERO;
     for attempt in 0..=config.retries {
         let picking = Instant::now();
@@ -297,7 +302,10 @@ async fn reach_backend(
         let Some(index) = picked else {
             // Waited out the queue timeout for a backend under its maxconn.
             if tried.is_empty() && Instant::now() >= queue_deadline {
-                unserved.1 = Cause::OverLimit;
+                unserved = (
+                    Failure::Unavailable(Unavailable::QueueTimeout),
+                    Cause::OverLimit,
+                );
             }
             break;
         };
@@ -329,7 +337,10 @@ async fn reach_backend(
                 // Out of our own descriptors: not the backend's fault, and
                 // every other backend would fail the same way.
                 if is_local_exhaustion(&e) {
-                    unserved = (Failure::Unavailable, Cause::NoBackend);
+                    unserved = (
+                        Failure::Unavailable(Unavailable::OutOfDescriptors),
+                        Cause::NoBackend,
+                    );
                     break;
                 }
                 backend.stats.connect_failures.fetch_add(1, Relaxed);
