@@ -560,7 +560,8 @@ async fn each_route_pool_retries_and_checks_its_own_backends() {
     assert!(answer.is_empty(), "{answer:?}");
     // 502 or 503 (the prober may have found it down already), as a close.
     let stats = &lb.service.stats;
-    let failed = stats.bad_gateway.load(Relaxed) + stats.unavailable.load(Relaxed);
+    let unavailable: u64 = stats.unavailable.iter().map(|c| c.load(Relaxed)).sum();
+    let failed = stats.bad_gateway.load(Relaxed) + unavailable;
     assert_eq!(failed, 1);
     assert!(f.c.seen().is_empty());
 }
@@ -718,7 +719,7 @@ send_proxy = "v2"
     assert!(answer.is_empty());
 
     let metrics = blocking(move || admin_get(admin, "/metrics")).await;
-    let listener = format!("listener=\"{addr}\"");
+    let listener = format!("listener=\"tls\",listen=\"{addr}\"");
     for line in [
         format!("tcplb_route_connections_total{{{listener},route=\"a\"}} 1"),
         format!("tcplb_route_connections_total{{{listener},route=\"b\"}} 0"),

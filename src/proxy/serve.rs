@@ -37,7 +37,7 @@ use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Side};
 use crate::proxy::proxy_protocol::Received;
 use crate::proxy::route::Routes;
 use crate::proxy::{access, proxy_protocol};
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, Unavailable};
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -234,7 +234,9 @@ async fn open<'a>(
             debug!("{peer}: no free slot under max-conns within the queue timeout");
             log.record.cause = Cause::OverLimit;
             service.stats.count_rejected();
-            Box::pin(failure::answer(client, Failure::Unavailable, on_failure)).await;
+            let failure = Failure::Unavailable(Unavailable::QueueTimeout);
+            failure.count(&service.stats);
+            Box::pin(failure::answer(client, failure, on_failure)).await;
             None
         }
         Err(Unserved::Failed(failure, cause)) => {
@@ -285,7 +287,10 @@ async fn reach_backend(
     };
     let queue_deadline = admitted + config.queue_timeout;
     let mut tried: Vec<usize> = Vec::new();
-    let mut unserved = (Failure::Unavailable, Cause::NoBackend);
+    let mut unserved = (
+        Failure::Unavailable(Unavailable::NoBackend),
+        Cause::NoBackend,
+    );
     let mut connecting = Duration::ZERO;
     for attempt in 0..=config.retries {
         let picking = Instant::now();
@@ -297,7 +302,10 @@ async fn reach_backend(
         let Some(index) = picked else {
             // Waited out the queue timeout for a backend under its maxconn.
             if tried.is_empty() && Instant::now() >= queue_deadline {
-                unserved.1 = Cause::OverLimit;
+                unserved = (
+                    Failure::Unavailable(Unavailable::QueueTimeout),
+                    Cause::OverLimit,
+                );
             }
             break;
         };
@@ -329,7 +337,10 @@ async fn reach_backend(
                 // Out of our own descriptors: not the backend's fault, and
                 // every other backend would fail the same way.
                 if is_local_exhaustion(&e) {
-                    unserved = (Failure::Unavailable, Cause::NoBackend);
+                    unserved = (
+                        Failure::Unavailable(Unavailable::OutOfDescriptors),
+                        Cause::NoBackend,
+                    );
                     break;
                 }
                 backend.stats.connect_failures.fetch_add(1, Relaxed);
@@ -449,23 +460,36 @@ fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
         }
         EndReason::Error(side, e) => {
             debug!("{peer}: connection to {backend} ended: {e} (on the {side:?} side)");
-            match side {
-                Side::Client => Cause::ClientReset,
-                Side::Backend => Cause::BackendReset,
+            // The kernel gave the peer up (user timeout, keepalive,
+            // retransmissions); it said nothing. An ICMP unreachable seen
+            // meanwhile is reported in place of ETIMEDOUT.
+            use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
+            let timed_out = matches!(e.kind(), TimedOut | HostUnreachable | NetworkUnreachable);
+            match (side, timed_out) {
+                (Side::Client, false) => Cause::ClientReset,
+                (Side::Backend, false) => Cause::BackendReset,
+                (Side::Client, true) => Cause::ClientTimeout,
+                (Side::Backend, true) => Cause::BackendTimeout,
             }
         }
     }
 }
 
-/// Turns on TCP keepalive probes; a socket that refuses keeps working
-/// without them, so a failure is only logged.
+/// Turns on TCP keepalive probes and sets `TCP_USER_TIMEOUT` (which finds
+/// a peer that vanished while bytes to it were unacknowledged, when Linux
+/// sends no probes); a socket that refuses keeps working without them, so
+/// a failure is only logged.
 pub fn set_keepalive(stream: &TcpStream, keepalive: &KeepaliveConfig) {
     let probes = socket2::TcpKeepalive::new()
         .with_time(keepalive.idle)
         .with_interval(keepalive.interval)
         .with_retries(keepalive.count);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+    let socket = socket2::SockRef::from(stream);
+    if let Err(e) = socket.set_tcp_keepalive(&probes) {
         debug!("cannot set TCP keepalive: {e}");
+    }
+    if let Err(e) = socket.set_tcp_user_timeout(keepalive.user_timeout) {
+        debug!("cannot set TCP_USER_TIMEOUT: {e}");
     }
 }
 
@@ -509,16 +533,20 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let keepalive = KeepaliveConfig {
-            idle: Duration::from_secs(42),
-            interval: Duration::from_secs(7),
-            count: 5,
-        };
+        let mut keepalive =
+            KeepaliveConfig::new(Duration::from_secs(42), Duration::from_secs(7), 5);
         set_keepalive(&stream, &keepalive);
         let socket = socket2::SockRef::from(&stream);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), keepalive.idle);
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), keepalive.interval);
         assert_eq!(socket.tcp_keepalive_retries().unwrap(), 5);
+        // idle + interval × count.
+        let user_timeout = socket.tcp_user_timeout().unwrap();
+        assert_eq!(user_timeout, Some(Duration::from_secs(77)));
+        // Off clears it.
+        keepalive.user_timeout = None;
+        set_keepalive(&stream, &keepalive);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), None);
     }
 }

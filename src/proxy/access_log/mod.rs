@@ -46,6 +46,13 @@ pub enum Cause {
     ClientReset,
     /// The backend's socket failed (reset, broken pipe) while piping.
     BackendReset,
+    /// The kernel gave the client up while piping, without a word from
+    /// it: bytes to it went unacknowledged for the user timeout, keepalive
+    /// probes went unanswered (`--tcp-keepalive`, `--tcp-user-timeout`),
+    /// or the retransmissions ran out.
+    ClientTimeout,
+    /// The backend's socket timed out while piping, likewise.
+    BackendTimeout,
     /// The last connect attempt timed out (`--connect-timeout`); the client
     /// got the 502 (or a close).
     ConnectTimeout,
@@ -84,10 +91,12 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order the README lists them.
-    pub const ALL: [Cause; 17] = [
+    pub const ALL: [Cause; 19] = [
         Cause::Completed,
         Cause::ClientReset,
         Cause::BackendReset,
+        Cause::ClientTimeout,
+        Cause::BackendTimeout,
         Cause::ConnectTimeout,
         Cause::ConnectRefused,
         Cause::ConnectError,
@@ -110,6 +119,8 @@ impl Cause {
             Cause::Completed => "completed",
             Cause::ClientReset => "client_reset",
             Cause::BackendReset => "backend_reset",
+            Cause::ClientTimeout => "client_timeout",
+            Cause::BackendTimeout => "backend_timeout",
             Cause::ConnectTimeout => "connect_timeout",
             Cause::ConnectRefused => "connect_refused",
             Cause::ConnectError => "connect_error",
