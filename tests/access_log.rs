@@ -1,7 +1,8 @@
 //! The access log with real sockets: every termination cause that can be
 //! produced on loopback, each checked field by field in both formats; the
 //! client address a PROXY header carries; write failures counted while
-//! traffic flows; a dropped connection at the end of the drain; and, with
+//! traffic flows, and a real tmpfs filling up without a torn line; a
+//! dropped connection at the end of the drain; and, with
 //! the real binary, rotation by rename + SIGUSR1 without a lost line, the
 //! stderr destination, and the start-up error for a path that cannot be
 //! opened.
@@ -665,6 +666,155 @@ async fn a_log_that_cannot_be_written_is_counted_and_traffic_flows() {
         "{text}"
     );
     assert_eq!(metric(&text, "tcplb_access_log_dropped_total"), 0);
+}
+
+/// A small tmpfs of the test's own, mounted on a fresh directory and
+/// unmounted (then the directory removed) on drop, also when the test fails.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(name: &str, bytes: usize) -> Tmpfs {
+        let dir = TempDir::new(name);
+        let target = std::ffi::CString::new(dir.0.to_str().unwrap()).unwrap();
+        let options = std::ffi::CString::new(format!("size={bytes},mode=0700")).unwrap();
+        // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tcplb-test".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.dir.0.to_str().unwrap()).unwrap();
+        // SAFETY: umount2(2) of the mount this guard made. MNT_DETACH, so a
+        // file still open (a failed test's balancer) cannot keep it there.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Writes 4 KiB blocks to `path` until the file system is full.
+fn fill(path: &Path) -> std::fs::File {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = [b'x'; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(n) if n == block.len() => {}
+            Ok(_) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    file
+}
+
+/// Every line of the log, each of which must parse as a JSON record; and
+/// the file must end with a newline.
+fn whole_records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the file ends inside a line:\n{text}"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}\n{text}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_tears_no_line_and_counts_exactly_the_missing_records() {
+    let backend = TestBackend::echo().await;
+    let disk = Tmpfs::mount("tmpfs", 256 * 1024);
+    let log = disk.dir.path("access.log");
+    let mut svc = service(&[backend.addr]);
+    svc.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config::single(svc);
+    config.drain_timeout = Duration::from_secs(1);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    config.access_log = AccessLogConfig {
+        target: AccessLogTarget::File(log.clone()),
+        format: AccessLogFormat::Json,
+    };
+    let lb = start_config(
+        config,
+        TempDir::new("tmpfs-unused"),
+        log.clone(),
+        AccessLogFormat::Json,
+    );
+    let admin = lb.admin.unwrap();
+    let connections = |range: std::ops::Range<u32>| async move {
+        for i in range {
+            let mut client = connect(lb.addr).await;
+            let data = i.to_be_bytes();
+            assert_eq!(finish(&mut client, &data).await, data);
+        }
+    };
+    let counted = |text: &str| metric(text, "tcplb_access_log_write_errors_total");
+    // Until lines in the file and records counted missing add up to `total`.
+    let settled = |total: u64| {
+        let log = log.clone();
+        async move {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                let text = admin_get(admin, "/metrics").await;
+                let lines = file_lines(&log).len() as u64;
+                if lines + counted(&text) == total || std::time::Instant::now() > deadline {
+                    return (lines, text);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    connections(0..5).await;
+    assert_eq!(settled(5).await.0, 5);
+
+    // Full, then one page freed: the next records fill it and the one that
+    // does not fit is cut short by the kernel (a short write, then ENOSPC).
+    let filler_path = disk.dir.path("filler");
+    let filler = fill(&filler_path);
+    let size = filler.metadata().unwrap().len();
+    filler.set_len(size - 4096).unwrap();
+    connections(5..105).await;
+    let (lines, text) = settled(105).await;
+    let records = whole_records(&log);
+    assert_eq!(records.len() as u64, lines);
+    assert!(
+        lines > 5 && lines < 105,
+        "{lines} lines: the disk never filled"
+    );
+    assert_eq!(counted(&text), 105 - lines, "{text}");
+    assert_eq!(metric(&text, "tcplb_access_log_dropped_total"), 0);
+    let ids: std::collections::BTreeSet<u64> =
+        records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len() as u64, lines, "an id twice");
+
+    // Space again: the next records land whole after the last line.
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    connections(105..115).await;
+    let (after, text) = settled(115).await;
+    assert_eq!(after, lines + 10);
+    assert_eq!(counted(&text), 105 - lines, "{text}");
+    let records = whole_records(&log);
+    assert_eq!(records.len() as u64, lines + 10);
+    let newest: Vec<u64> = records[lines as usize..]
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert!(newest.iter().all(|id| !ids.contains(id)), "{newest:?}");
+    lb.shutdown.cancel();
 }
 
 // ---------------------------------------------------------------------------
