@@ -2,7 +2,8 @@
 //! under continuous load, five upgrades in a row refuse and reset nothing,
 //! long transfers finish byte-exact in the old processes, which exit after
 //! draining; a new process with a bad configuration leaves the old one
-//! serving; the operator's runtime changes carry over.
+//! serving; the operator's runtime changes carry over; a second SIGUSR2
+//! queued behind a successful upgrade logs no failure.
 
 mod common;
 
@@ -86,6 +87,12 @@ fn signal(pid: u32, sig: &str) {
 /// the shared log; returns the new process's PID.
 async fn upgrade(process: &Process, pid: u32, nth: usize) -> u32 {
     signal(pid, "-USR2");
+    upgrade_done(process, nth).await
+}
+
+/// Waits for the `nth` (1-based) hand-over in the shared log; returns the
+/// new process's PID.
+async fn upgrade_done(process: &Process, nth: usize) -> u32 {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let found: Vec<u32> = process
@@ -360,4 +367,103 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     signal(new, "-TERM");
     wait_exited(new).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A health-check backend whose answers the test holds back: each check
+/// (`PING`) is counted when it arrives and answered (`PONG`) only while
+/// the gate is open.
+struct GatedChecks {
+    backend: TestBackend,
+    open: tokio::sync::watch::Sender<bool>,
+    arrived: Arc<AtomicU64>,
+}
+
+impl GatedChecks {
+    async fn start() -> GatedChecks {
+        let (open, gate) = tokio::sync::watch::channel(true);
+        let arrived = Arc::new(AtomicU64::new(0));
+        let counted = arrived.clone();
+        let backend = TestBackend::with(move |listener| {
+            let (gate, counted) = (gate.clone(), counted.clone());
+            async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let (mut gate, counted) = (gate.clone(), counted.clone());
+                    tokio::spawn(async move {
+                        let mut ping = [0u8; 5];
+                        if stream.read_exact(&mut ping).await.is_err() {
+                            return;
+                        }
+                        counted.fetch_add(1, Relaxed);
+                        if gate.wait_for(|open| *open).await.is_ok() {
+                            let _ = stream.write_all(b"PONG\n").await;
+                        }
+                    });
+                }
+            }
+        })
+        .await;
+        GatedChecks {
+            backend,
+            open,
+            arrived,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigusr2_during_a_successful_upgrade_logs_no_failure() {
+    let checks = GatedChecks::start().await;
+    // No periodic checks: only each new process's first round, which
+    // readiness (and so the hand-over) waits for.
+    let file = ConfigFile::new(
+        "twice",
+        &format!(
+            "drain_timeout = \"5s\"\n[[listener]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+             backends = [\"{}\"]\n[listener.health]\ninterval = \"1h\"\ntimeout = \"20s\"\n\
+             send = \"PING\\n\"\nexpect = \"PONG\"\n",
+            checks.backend.addr
+        ),
+    );
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "1"]);
+        c
+    }));
+    let mut successors = Successors::default();
+    let mut current = first.pid();
+    // The race is between the queued signal and the shutdown the hand-over
+    // starts, which tokio's select! took in random order: several tries.
+    let tries = 8;
+    for nth in 1..=tries {
+        checks.open.send_replace(false);
+        let before = checks.arrived.load(Relaxed);
+        signal(current, "-USR2");
+        // The new process's first check is held: the old one is inside its
+        // upgrade, waiting for READY.
+        let deadline = Instant::now() + PATIENCE;
+        while checks.arrived.load(Relaxed) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no check from the new process:\n{}",
+                first.process.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        signal(current, "-USR2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        checks.open.send_replace(true);
+        let next = upgrade_done(&first.process, nth).await;
+        successors.0.push(next);
+        wait_exited(current).await;
+        current = next;
+    }
+    let log = first.process.stderr_text();
+    assert!(!log.contains("upgrade failed"), "{log}");
+    assert_eq!(
+        log.matches("all connections finished; exiting").count(),
+        tries,
+        "{log}"
+    );
+    signal(current, "-TERM");
+    wait_exited(current).await;
 }

@@ -39,7 +39,7 @@ use crate::proxy::{Service, listener};
 use crate::stats::WorkerStats;
 use control::Controller;
 use routes::{RoutePlan, RunningRoute, published};
-use upgrade::{Handoff, Inherited, Relaunch};
+use upgrade::{Handoff, Inherited, NotUpgraded, Relaunch};
 use workers::Workers;
 
 pub mod check;
@@ -816,14 +816,15 @@ impl ReloadHandle {
     /// Hands every listening socket and the runtime state to a new
     /// process started from `relaunch` (see [`upgrade`]). `Ok(pid)`: it
     /// serves now, and this balancer stops accepting and drains. `Err`:
-    /// nothing changed here; the reason says why it did not take over.
-    pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, String> {
+    /// nothing changed here; it says why nothing was tried, or why the new
+    /// process did not take over.
+    pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, NotUpgraded> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
-            return Err("shutting down".into());
+            return Err(NotUpgraded::ShuttingDown);
         }
         if shared.upgrading.swap(true, Ordering::AcqRel) {
-            return Err("an upgrade is already running".into());
+            return Err(NotUpgraded::Busy);
         }
         let outcome = match shared.handoff() {
             Ok(handoff) => {
@@ -833,7 +834,8 @@ impl ReloadHandle {
                     .unwrap_or_else(|_| Err("the upgrade task panicked".into()))
             }
             Err(e) => Err(format!("cannot duplicate the listening sockets: {e}")),
-        };
+        }
+        .map_err(NotUpgraded::Failed);
         if outcome.is_ok() {
             shared.handed_over.store(true, Ordering::Relaxed);
             shared.shutdown.cancel();

@@ -63,6 +63,21 @@ const CHANNEL_ENV: &str = "TCPLB_UPGRADE_FD";
 /// First bytes of the first message, with the protocol version.
 const HELLO: &str = "tcplb-upgrade 1";
 
+/// Why [`ReloadHandle::upgrade`](crate::runtime::ReloadHandle::upgrade)
+/// did not hand over. Only [`NotUpgraded::Failed`] is a failed upgrade:
+/// the others started nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotUpgraded {
+    /// This process is shutting down already (an upgrade handed over, or
+    /// SIGTERM): it only drains, there is nothing to hand over.
+    ShuttingDown,
+    /// Another upgrade is running.
+    Busy,
+    /// The new process did not take over, for this reason (it is gone);
+    /// this process keeps serving.
+    Failed(String),
+}
+
 /// What the old process describes; the descriptors follow in this order.
 #[derive(Serialize, Deserialize)]
 struct Manifest {
