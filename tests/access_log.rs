@@ -95,6 +95,7 @@ struct Line {
     cause: String,
     sni: Option<String>,
     route: Option<String>,
+    alpn: Option<Vec<String>>,
 }
 
 fn dash(text: &str) -> Option<String> {
@@ -109,7 +110,7 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
     match format {
         AccessLogFormat::Text => {
             let f: Vec<&str> = line.split(' ').collect();
-            assert_eq!(f.len(), 12, "{line}");
+            assert_eq!(f.len(), 13, "{line}");
             let times: Vec<&str> = f[6].split('/').collect();
             let bytes: Vec<&str> = f[8].split('/').collect();
             assert_eq!((times.len(), bytes.len()), (3, 2), "{line}");
@@ -129,12 +130,13 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
                 cause: f[9].into(),
                 sni: dash(f[10]),
                 route: dash(f[11]),
+                alpn: dash(f[12]).map(|l| l.split(',').map(str::to_string).collect()),
             }
         }
         AccessLogFormat::Json => {
             let v: Value = serde_json::from_str(line).expect("a JSON line");
             let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-            assert_eq!(keys.len(), 15, "{line}");
+            assert_eq!(keys.len(), 16, "{line}");
             let text = |k: &str| v[k].as_str().map(str::to_string);
             Line {
                 time: humantime::parse_rfc3339(v["time"].as_str().unwrap()).unwrap(),
@@ -152,6 +154,9 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
                 cause: text("cause").unwrap(),
                 sni: text("sni"),
                 route: text("route"),
+                alpn: v["alpn"]
+                    .as_array()
+                    .map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect()),
             }
         }
     }
@@ -253,6 +258,7 @@ fn check(line: &Line, lb: &Logged, client: SocketAddr, expect: Expect, started: 
     assert_eq!(line.queue_ms.is_some(), expect.queued, "{line:?}");
     assert_eq!(line.connect_ms.is_some(), expect.connected, "{line:?}");
     assert_eq!((line.sni.as_deref(), line.route.as_deref()), (None, None));
+    assert_eq!(line.alpn, None, "{line:?}");
     assert!(line.id >= 1);
     // Written when it ended: after the test began, and just now.
     let now = SystemTime::now();
@@ -597,6 +603,7 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         let line = lb.line_of(me).await;
         assert_eq!(line.sni.as_deref(), Some("b.example.test"), "{line:?}");
         assert_eq!(line.route.as_deref(), Some("b-route"), "{line:?}");
+        assert_eq!(line.alpn, Some(vec!["h2".into(), "http/1.1".into()]));
         assert_eq!(line.backend, Some(backend.addr.to_string()));
         assert_eq!(
             (line.cause.as_str(), line.sent),
@@ -604,13 +611,29 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         );
         assert!(line.time >= started - Duration::from_millis(5));
 
-        // No route for a.test and no default backends: an alert, no_route.
+        // No route for a.test and no default backends: an alert, no_route,
+        // and the record says what the client asked for.
         let (mut client, me) = lb.client().await;
         client.write_all(HELLO_A).await.unwrap();
         let _ = read_all(&mut client).await;
         let line = lb.line_of(me).await;
-        assert_eq!((line.cause.as_str(), line.route), ("no_route", None));
+        assert_eq!(
+            (line.cause.as_str(), line.route.as_deref()),
+            ("no_route", None)
+        );
         assert_eq!(line.backend, None);
+        assert_eq!(line.sni.as_deref(), Some("a.test"), "{line:?}");
+        assert_eq!(line.alpn, Some(vec!["h2".into(), "http/1.1".into()]));
+
+        // A hello broken after its server name (an empty ALPN protocol
+        // name): closed, and the server name is still recorded.
+        let (mut client, me) = lb.client().await;
+        client.write_all(&broken_alpn(HELLO_A)).await.unwrap();
+        let _ = read_all(&mut client).await;
+        let line = lb.line_of(me).await;
+        assert_eq!(line.cause, "bad_client_hello", "{line:?}");
+        assert_eq!(line.sni.as_deref(), Some("a.test"), "{line:?}");
+        assert_eq!((line.alpn, line.route), (None, None));
 
         // Not TLS at all.
         let (mut client, me) = lb.client().await;
@@ -618,6 +641,18 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         let _ = read_all(&mut client).await;
         assert_eq!(lb.line_of(me).await.cause, "bad_client_hello");
     }
+}
+
+/// `hello` with the length of its first ALPN protocol name (`h2`) set to
+/// 0: a ClientHello that breaks after its server name.
+fn broken_alpn(hello: &[u8]) -> Vec<u8> {
+    let at = hello
+        .windows(12)
+        .position(|w| w == b"\x02h2\x08http/1.1")
+        .expect("an ALPN list of h2 and http/1.1");
+    let mut broken = hello.to_vec();
+    broken[at] = 0;
+    broken
 }
 
 /// A raw HTTP GET on the admin endpoint; the body.
