@@ -410,45 +410,64 @@ impl GatedChecks {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_sigusr2_during_a_successful_upgrade_logs_no_failure() {
-    let checks = GatedChecks::start().await;
-    // No periodic checks: only each new process's first round, which
-    // readiness (and so the hand-over) waits for.
-    let file = ConfigFile::new(
-        "twice",
-        &format!(
-            "drain_timeout = \"5s\"\n[[listener]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
-             backends = [\"{}\"]\n[listener.health]\ninterval = \"1h\"\ntimeout = \"20s\"\n\
-             send = \"PING\\n\"\nexpect = \"PONG\"\n",
-            checks.backend.addr
-        ),
-    );
-    let first = wait_listening(spawn_process({
+impl GatedChecks {
+    /// A configuration checking this backend with `PING`/`PONG` within
+    /// `timeout`, and no periodic checks: only each new process's first
+    /// round, which readiness (and so the hand-over) waits for.
+    fn config(&self, name: &str, timeout: &str) -> ConfigFile {
+        ConfigFile::new(
+            name,
+            &format!(
+                "drain_timeout = \"5s\"\n[[listener]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+                 backends = [\"{}\"]\n[listener.health]\ninterval = \"1h\"\ntimeout = \"{timeout}\"\n\
+                 send = \"PING\\n\"\nexpect = \"PONG\"\n",
+                self.backend.addr
+            ),
+        )
+    }
+
+    /// Closes the gate, and waits for a check to arrive at it after that.
+    async fn hold_next(&self, process: &Process, act: impl FnOnce()) {
+        self.open.send_replace(false);
+        let before = self.arrived.load(Relaxed);
+        act();
+        let deadline = Instant::now() + PATIENCE;
+        while self.arrived.load(Relaxed) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no check from the new process:\n{}",
+                process.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Starts the binary on `file` with one worker.
+fn start_on(file: &ConfigFile) -> common::TcplbProcess {
+    wait_listening(spawn_process({
         let mut c = Command::new(tcplb_bin());
         c.args(["--config", file.arg(), "--workers", "1"]);
         c
-    }));
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigusr2_during_a_successful_upgrade_logs_no_failure() {
+    let checks = GatedChecks::start().await;
+    let file = checks.config("twice", "20s");
+    let first = start_on(&file);
     let mut successors = Successors::default();
     let mut current = first.pid();
     // The race is between the queued signal and the shutdown the hand-over
     // starts, which tokio's select! took in random order: several tries.
     let tries = 8;
     for nth in 1..=tries {
-        checks.open.send_replace(false);
-        let before = checks.arrived.load(Relaxed);
-        signal(current, "-USR2");
         // The new process's first check is held: the old one is inside its
         // upgrade, waiting for READY.
-        let deadline = Instant::now() + PATIENCE;
-        while checks.arrived.load(Relaxed) == before {
-            assert!(
-                Instant::now() < deadline,
-                "no check from the new process:\n{}",
-                first.process.stderr_text()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        checks
+            .hold_next(&first.process, || signal(current, "-USR2"))
+            .await;
         signal(current, "-USR2");
         tokio::time::sleep(Duration::from_millis(200)).await;
         checks.open.send_replace(true);
@@ -466,4 +485,29 @@ async fn a_second_sigusr2_during_a_successful_upgrade_logs_no_failure() {
     );
     signal(current, "-TERM");
     wait_exited(current).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_process_waits_for_first_checks_slower_than_30s() {
+    let checks = GatedChecks::start().await;
+    // A 40 s check timeout: readiness follows it (it was capped at 30 s).
+    let file = checks.config("slow", "40s");
+    let first = start_on(&file);
+    let mut successors = Successors::default();
+    checks
+        .hold_next(&first.process, || signal(first.pid(), "-USR2"))
+        .await;
+    // Past the old 30 s cap, the check still held: no hand-over yet.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let log = first.process.stderr_text();
+    assert!(
+        !log.contains("upgrade: process "),
+        "ready before its checks:\n{log}"
+    );
+    checks.open.send_replace(true);
+    let next = upgrade_done(&first.process, 1).await;
+    successors.0.push(next);
+    wait_exited(first.pid()).await;
+    signal(next, "-TERM");
+    wait_exited(next).await;
 }

@@ -308,9 +308,10 @@ pub struct Balancer {
     takeover: Option<upgrade::Channel>,
 }
 
-/// Longest wait for the first health checks before announcing readiness
-/// anyway (each check has its own timeout; this only bounds odd cases).
-const READY_WAIT: Duration = Duration::from_secs(30);
+/// Added to the longest health timeout to bound the wait for the first
+/// round of health checks: a round's checks run at once, each within its
+/// pool's timeout, so only a stalled runtime needs more.
+const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
 
 impl Balancer {
     /// Binds every listener, with one worker per core. Must be called
@@ -586,9 +587,22 @@ async fn announce_ready(
     api: Arc<admin::Api>,
     takeover: Option<upgrade::Channel>,
 ) {
+    // As long as the slowest check may take, and in an upgrade no longer
+    // than the old process waits.
+    let longest = shared.state().longest_health_timeout() + FIRST_ROUND_SLACK;
+    let wait = takeover
+        .as_ref()
+        .map_or(longest, |channel| longest.min(channel.time_left()));
     tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        _ = tokio::time::timeout(READY_WAIT, shared.first_probes.wait()) => {}
+        round = tokio::time::timeout(wait, shared.first_probes.wait()) => {
+            if round.is_err() {
+                warn!(
+                    "the first round of health checks is not over after {wait:?}; \
+                     reporting ready anyway"
+                );
+            }
+        }
     }
     if let Some((listener, path, temp)) = admin_unix {
         if let Some(temp) = temp
@@ -908,6 +922,19 @@ fn bases(services: &[Running]) -> Vec<(&str, &ServiceConfig)> {
 }
 
 impl State {
+    /// The longest health check timeout of any pool (listeners' and
+    /// routes'): how long a first round of checks can take.
+    fn longest_health_timeout(&self) -> Duration {
+        let pools = self
+            .services
+            .iter()
+            .flat_map(|s| std::iter::once(&s.service.pool).chain(s.routes.iter().map(|r| &r.pool)));
+        pools
+            .map(|pool| pool.load().config.health.timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The pool named `name` (a listener's or a route's), with its
     /// configuration as loaded.
     fn find_pool(&self, name: &str) -> Option<(Arc<Pool>, ServiceConfig)> {
