@@ -511,3 +511,62 @@ async fn the_new_process_waits_for_first_checks_slower_than_30s() {
     signal(next, "-TERM");
     wait_exited(next).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pid_file_names_the_serving_process_through_upgrades() {
+    let backend = TestBackend::echo().await;
+    let dir = common::TempDir::new("upgrade-pid");
+    let pid_path = dir.path("tcplb.pid");
+    let extra = format!("pid_file = \"{}\"\n", pid_path.display());
+    let file = ConfigFile::new("pid", &config(backend.addr, &extra));
+    let first = start_on(&file);
+    let named = || {
+        let text = std::fs::read_to_string(&pid_path).unwrap_or_default();
+        text.trim().parse::<u32>().ok()
+    };
+    assert_eq!(named(), Some(first.pid()));
+    // The README's command, as an operator types it.
+    let usr2 = || {
+        let status = Command::new("sh")
+            .args(["-c", r#"kill -USR2 "$(cat "$1")""#, "sh"])
+            .arg(&pid_path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -USR2 \"$(cat PIDFILE)\" failed");
+    };
+    let mut successors = Successors::default();
+    // A connection that keeps the first process draining after it hands over.
+    let mut held = TcpStream::connect(first.addr).await.unwrap();
+    held.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    held.read_exact(&mut back).await.unwrap();
+
+    // A failed upgrade leaves the old process named.
+    file.write(&format!("{}retries = -1\n", config(backend.addr, &extra)));
+    usr2();
+    first.process.line_with("upgrade failed").await;
+    assert_eq!(named(), Some(first.pid()));
+
+    file.write(&config(backend.addr, &extra));
+    usr2();
+    let second = upgrade_done(&first.process, 1).await;
+    successors.0.push(second);
+    assert_eq!(named(), Some(second));
+    // Two tcplb processes now (`pidof` names both); the file names one.
+    assert!(
+        !exited(first.pid()),
+        "the first process drains its connection"
+    );
+    usr2();
+    let third = upgrade_done(&first.process, 2).await;
+    successors.0.push(third);
+    assert_eq!(named(), Some(third));
+    wait_exited(second).await;
+    drop(held);
+    wait_exited(first.pid()).await;
+    // Neither old process took the file with it.
+    assert_eq!(named(), Some(third));
+    signal(third, "-TERM");
+    wait_exited(third).await;
+    assert!(!pid_path.exists(), "the last process removes its pid file");
+}

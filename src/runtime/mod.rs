@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use log::{info, warn};
+use log::{error, info, warn};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,12 +38,14 @@ use crate::proxy::spread::Spread;
 use crate::proxy::{Service, listener};
 use crate::stats::WorkerStats;
 use control::Controller;
+use pid_file::PidFile;
 use routes::{RoutePlan, RunningRoute, published};
 use upgrade::{Handoff, Inherited, NotUpgraded, Relaunch};
 use workers::Workers;
 
 pub mod check;
 mod control;
+mod pid_file;
 mod routes;
 pub mod signals;
 pub mod state_file;
@@ -89,9 +91,9 @@ struct State {
     drain_timeout: Duration,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
-    /// Token file, admin socket and state file as started with; a reload
-    /// that changes them only warns.
-    control_paths: [Option<PathBuf>; 3],
+    /// Token file, admin socket, state file and pid file as started with;
+    /// a reload that changes them only warns.
+    control_paths: [Option<PathBuf>; 4],
     /// Whether `run` has started; services added before it wait for it.
     running: bool,
     /// A duplicate of the admin TCP socket, to hand over on upgrade.
@@ -137,6 +139,9 @@ struct Shared {
     access_log_writer: Mutex<Option<Writer>>,
     /// The access log as started, so a reload that changes it only warns.
     access_log_config: AccessLogConfig,
+    /// Where this process keeps its PID while it serves (`--pid-file`);
+    /// fixed at start.
+    pid_file: Option<PidFile>,
 }
 
 impl Shared {
@@ -383,6 +388,7 @@ impl Balancer {
             access_log,
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
+            pid_file: config.pid_file.as_deref().map(PidFile::new),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -421,6 +427,13 @@ impl Balancer {
             Some(path) => Some((admin::bind_unix(&path)?, path, None)),
             None => None,
         };
+        // Serving from now on; an upgrade's new process claims it when it
+        // takes over.
+        if let Some(pid_file) = &shared.pid_file
+            && !upgrade
+        {
+            pid_file.claim()?;
+        }
         Ok(Balancer {
             shared: Arc::new(shared),
             admin,
@@ -574,6 +587,9 @@ impl Balancer {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         }
+        if let Some(pid_file) = &shared.pid_file {
+            pid_file.release();
+        }
     }
 }
 
@@ -603,6 +619,18 @@ async fn announce_ready(
                 );
             }
         }
+    }
+    // The new process of an upgrade names itself before anyone hears it
+    // serves; if it cannot, the upgrade fails (the old process, named
+    // still, kills this one and keeps serving).
+    if let (Some(pid_file), Some(_)) = (&shared.pid_file, &takeover)
+        && let Err(e) = pid_file.claim()
+    {
+        error!("upgrade: {e}; not taking over");
+        if let Some(channel) = takeover {
+            channel.report_failure(&e.to_string());
+        }
+        return;
     }
     if let Some((listener, path, temp)) = admin_unix {
         if let Some(temp) = temp
@@ -800,7 +828,7 @@ impl ReloadHandle {
                 show(config.admin)
             ));
         }
-        let keys = ["admin token file", "admin socket", "state file"];
+        let keys = ["admin token file", "admin socket", "state file", "pid file"];
         for ((key, old), new) in keys.iter().zip(&state.control_paths).zip(&paths) {
             if old != new {
                 let show = |p: &Option<PathBuf>| {
@@ -948,11 +976,12 @@ impl State {
     }
 }
 
-fn control_paths(config: &Config) -> [Option<PathBuf>; 3] {
+fn control_paths(config: &Config) -> [Option<PathBuf>; 4] {
     [
         config.admin_token_file.clone(),
         config.admin_socket.clone(),
         config.state_file.clone(),
+        config.pid_file.clone(),
     ]
 }
 
