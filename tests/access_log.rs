@@ -781,9 +781,12 @@ async fn a_full_disk_tears_no_line_and_counts_exactly_the_missing_records() {
         target: AccessLogTarget::File(log.clone()),
         format: AccessLogFormat::Json,
     };
+    // The log lives on `disk`, which unmounts after the balancer is gone
+    // (declared first, dropped last); the balancer's own directory stays
+    // empty.
     let lb = start_config(
         config,
-        TempDir::new("tmpfs-unused"),
+        TempDir::new("tmpfs-balancer"),
         log.clone(),
         AccessLogFormat::Json,
     );
