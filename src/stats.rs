@@ -292,7 +292,8 @@ impl AdminConnectionStats {
 pub struct AccessLogStats {
     /// Records dropped because the writer's queue was full.
     pub dropped: AtomicU64,
-    /// Records lost because writing them to the destination failed.
+    /// Records missing from the destination because writing them failed
+    /// (a line the disk cut short is cut off, so counted here too).
     pub write_errors: AtomicU64,
 }
 

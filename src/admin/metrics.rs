@@ -522,7 +522,7 @@ pub fn render_access_log(stats: &AccessLogStats) -> String {
         ),
         (
             "tcplb_access_log_write_errors_total",
-            "Access log records lost because writing them failed.",
+            "Access log records missing from the log because writing them failed.",
             &stats.write_errors,
         ),
     ] {

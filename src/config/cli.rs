@@ -368,6 +368,12 @@ pub struct RuntimeFlags {
     /// (JSON Lines).
     #[arg(long, default_value = "text", value_name = "FORMAT")]
     pub access_log_format: AccessLogFormat,
+
+    /// Keep the serving process's PID in this file (written atomically,
+    /// taken over by the new process of an upgrade, removed at exit), for
+    /// `kill -USR2 "$(cat PATH)"`. [default: none]
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// What the command line asks for: the configuration to start with and,
@@ -577,6 +583,7 @@ fn apply_overrides(
             // After the loop: it amends whatever keepalive the file and
             // `--tcp-keepalive` leave.
             "tcp_user_timeout" => {}
+            "pid_file" => config.pid_file = given.pid_file.clone(),
             _ => {
                 for service in &mut config.services {
                     override_service(service, from, id);
@@ -735,6 +742,7 @@ impl Cli {
                 target: runtime.access_log,
                 format: runtime.access_log_format,
             },
+            pid_file: runtime.pid_file,
         }
     }
 }
@@ -989,9 +997,12 @@ mod tests {
             "/s",
             "--state-file",
             "/f",
+            "--pid-file",
+            "/p",
         ])
         .unwrap();
         let c = &startup.config;
+        assert_eq!(c.pid_file.as_deref(), Some(Path::new("/p")));
         assert_eq!(c.services[0].name.as_deref(), Some("web"));
         assert_eq!(c.admin_token_file.as_deref(), Some(Path::new("/t")));
         assert_eq!(c.admin_socket.as_deref(), Some(Path::new("/s")));
@@ -1194,6 +1205,7 @@ mod tests {
                     "--resolver",
                     "--access-log",
                     "--access-log-format",
+                    "--pid-file",
                 ],
             ),
         ];
@@ -1277,6 +1289,7 @@ mod tests {
             "resolver",
             "access_log",
             "access_log_format",
+            "pid_file",
             "config",
             "workers",
             "splice",

@@ -362,6 +362,7 @@ struct RawFile {
     resolver: Option<Resolver>,
     access_log: Option<Text<AccessLogTarget>>,
     access_log_format: Option<Text<AccessLogFormat>>,
+    pid_file: Option<PathBuf>,
     #[serde(default)]
     defaults: Option<Spanned<RawService>>,
     #[serde(default)]
@@ -570,6 +571,7 @@ impl RawFile {
         config.admin_token_file = self.admin_token_file;
         config.admin_socket = self.admin_socket;
         config.state_file = self.state_file;
+        config.pid_file = self.pid_file;
         config.resolver = self.resolver.map(|r| r.0);
         set(&mut config.access_log.target, self.access_log.map(|t| t.0));
         set(
@@ -1768,7 +1770,7 @@ backends = [\"127.0.0.1:5\"]
     fn listener_names_are_read_checked_and_unique() {
         let c = parse_ok(
             "admin_token_file = \"/etc/tcplb/token\"\nadmin_socket = \"/run/tcplb.sock\"\n\
-             state_file = \"/var/lib/tcplb/state.json\"\n\
+             state_file = \"/var/lib/tcplb/state.json\"\npid_file = \"/run/tcplb/tcplb.pid\"\n\
              [defaults]\nbackends = [\"127.0.0.1:2\"]\n\
              [[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"web\"\n\
              [[listener]]\nlisten = \"127.0.0.1:3\"\n",
@@ -1786,6 +1788,10 @@ backends = [\"127.0.0.1:5\"]
         assert_eq!(
             c.state_file.as_deref(),
             Some(Path::new("/var/lib/tcplb/state.json"))
+        );
+        assert_eq!(
+            c.pid_file.as_deref(),
+            Some(Path::new("/run/tcplb/tcplb.pid"))
         );
 
         let head = "[defaults]\nbackends = [\"127.0.0.1:2\"]\n";
@@ -1953,6 +1959,7 @@ resolve_ttl_min = 3
             "alpn",
             "access_log",
             "access_log_format",
+            "pid_file",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }

@@ -596,6 +596,9 @@ pub struct Config {
     pub resolver: Option<SocketAddr>,
     /// One line per finished connection, and where it goes; off by default.
     pub access_log: AccessLogConfig,
+    /// Where the serving process keeps its pid (taken over by the new
+    /// process of an upgrade); none when `None`.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -616,6 +619,7 @@ impl Config {
             state_file: None,
             resolver: None,
             access_log: AccessLogConfig::default(),
+            pid_file: None,
         }
     }
 }
