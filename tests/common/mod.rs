@@ -511,6 +511,20 @@ pub fn wait_listening(mut process: Process) -> TcplbProcess {
     }
 }
 
+/// Runs `tcplb ctl ARGS` off the async runtime (bounded by ctl's own
+/// timeout).
+pub async fn ctl(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(tcplb_bin())
+            .arg("ctl")
+            .args(&args)
+            .output()
+            .expect("run tcplb ctl")
+    })
+    .await
+    .unwrap()
+}
+
 /// Open file descriptors of process `pid`.
 pub fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
