@@ -147,6 +147,27 @@ fn help_lists_the_flags() {
     }
 }
 
+/// The `--strategy` line of `--help` names every strategy (it once missed
+/// `maglev`): the list is the enum's own, through clap.
+#[test]
+fn help_names_every_strategy() {
+    use clap::ValueEnum;
+    for help in ["--help", "-h"] {
+        let out = Command::new(tcplb_bin()).arg(help).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("--strategy"))
+            .unwrap_or_else(|| panic!("no --strategy in {help}:\n{text}"));
+        for kind in tcplb::config::StrategyKind::value_variants() {
+            assert!(
+                line.contains(&kind.to_string()),
+                "{help}: {kind} missing: {line}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_open_connection_then_exits_0() {
     const HALF: usize = 4 << 20;

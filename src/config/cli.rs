@@ -135,9 +135,8 @@ pub struct BackendFlags {
     #[arg(long = "backend", short = 'b', value_parser = backend_list, value_name = "HOST:PORT")]
     pub backends: Vec<BackendList>,
 
-    /// How to choose a backend: round-robin, least-conn, p2c (power of two
-    /// choices) or hash (consistent hash of the client IP).
-    #[arg(long, default_value = "round-robin", value_name = "NAME")]
+    /// How to choose a backend.
+    #[arg(long, value_enum, default_value_t, value_name = "NAME")]
     pub strategy: StrategyKind,
 
     /// Give up connecting to a backend after this long.
