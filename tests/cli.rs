@@ -273,6 +273,7 @@ fn valid_value(flag: &str, f: &Fixture) -> Option<String> {
         "per-ip-ipv6-prefix" => "56".into(),
         "max-connection-age" => "1h".into(),
         "tcp-keepalive" => "60s,10s,6".into(),
+        "tcp-user-timeout" => "90s".into(),
         "admin" => "127.0.0.1:0".into(),
         "admin-token-file" => f.dir.arg("token"),
         "admin-socket" => f.dir.arg("admin.sock"),
@@ -284,6 +285,7 @@ fn valid_value(flag: &str, f: &Fixture) -> Option<String> {
         "resolver" => "127.0.0.1:53".into(),
         "access-log" => f.dir.arg("access.log"),
         "access-log-format" => "json".into(),
+        "pid-file" => f.dir.arg("tcplb.pid"),
         _ => return None,
     };
     Some(value)
