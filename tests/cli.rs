@@ -18,8 +18,7 @@ fn run_tcplb(args: &[&str]) -> Output {
     let status = process
         .wait_exit(PATIENCE)
         .unwrap_or_else(|| panic!("tcplb {args:?} did not exit"));
-    // Let the reader thread collect the last lines after the pipe closed.
-    std::thread::sleep(Duration::from_millis(50));
+    process.wait_stderr_read();
     Output {
         status,
         stdout: Vec::new(),
