@@ -328,8 +328,9 @@ fn check(args: &[String]) -> (Option<i32>, String, String) {
     (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
-/// The global flags and a command line for every `tcplb ctl` command, in
-/// an order the running tcplb accepts; `{ID}` is an open connection's id.
+/// A command line (after the global flags) for every `tcplb ctl` command,
+/// in an order the running tcplb accepts; `{ID}` stands for an open
+/// connection's id.
 fn ctl_lines(echo: &str, added: &str) -> Vec<Vec<String>> {
     let lines: [&[&str]; 12] = [
         &["pools"],
