@@ -132,8 +132,9 @@ async fn metrics_and_status_report_known_traffic_exactly() {
         .expect("the prober checks every backend at start");
 
     // Five connections, one after another, of 1000..5000 bytes. Round-robin
-    // over [C, A, B]: the first goes to C, is refused and retried on B;
-    // C is then out, so A and B alternate: B gets 1, 3, 5 and A gets 2, 4.
+    // over [C, A, B]: the first goes to C, is refused and retried on the
+    // next in turn, A; C is then out, so B and A alternate from there: A
+    // gets 1, 3, 5 and B gets 2, 4.
     for i in 1..=5u64 {
         let data = Pattern::bytes(i, (i * 1000) as usize);
         assert_eq!(echo_roundtrip(lb.addr, &data).await, data, "connection {i}");
@@ -151,8 +152,8 @@ async fn metrics_and_status_report_known_traffic_exactly() {
     let expect = [
         // (backend, up, total, connect failures, bytes each way)
         (c.addr, "0", "0", "1", "0"),
-        (a.addr, "1", "2", "0", "6000"),
-        (b.addr, "1", "3", "0", "9000"),
+        (a.addr, "1", "3", "0", "9000"),
+        (b.addr, "1", "2", "0", "6000"),
     ];
     for (backend, up, total, failures, bytes) in expect {
         let labels = at(backend);

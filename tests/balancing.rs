@@ -376,6 +376,44 @@ async fn weighted_round_robin_follows_the_weights() {
     assert!((280..=320).contains(&heavy), "3:1 expected, got {counts:?}");
 }
 
+/// Issue 20, through the real binary: with `--backend A=2,B,C`, 40
+/// connections split 20/10/10, and after `tcplb ctl drain web A` they
+/// split B 20 / C 20 (B took all of A's turns, 30 / 10, before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_weighted_backend_leaves_the_others_their_shares() {
+    let backends = http_backends(3).await;
+    let (a, b, c) = (backends[0].addr, backends[1].addr, backends[2].addr);
+    let dir = TempDir::new("wrr-drain");
+    let socket = dir.arg("admin.sock");
+    let list = format!("{a}=2,{b},{c}");
+    let args = ["--name", "web", "-b", &list, "--admin-socket", &socket];
+    let lb = spawn_tcplb(&[&args[..], &["--health-interval", "1h"]].concat());
+    lb.process
+        .line_with("admin endpoint with write access")
+        .await;
+    let split = || async {
+        let mut counts = [0usize; 3];
+        for _ in 0..40 {
+            let port = which_backend(lb.addr).await;
+            let i = ports(&backends).iter().position(|&p| p == port).unwrap();
+            counts[i] += 1;
+        }
+        counts
+    };
+    assert_eq!(split().await, [20, 10, 10]);
+    let drain = [
+        "--admin",
+        &format!("unix:{socket}"),
+        "drain",
+        "web",
+        &a.to_string(),
+    ]
+    .map(String::from);
+    let out = ctl(drain.to_vec()).await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(split().await, [0, 20, 20]);
+}
+
 /// Opens a keep-alive HTTP connection through `addr`, reads one full
 /// response and returns the connection (still open) with the backend port.
 async fn long_lived(addr: std::net::SocketAddr) -> (TcpStream, u16) {

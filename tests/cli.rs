@@ -18,8 +18,7 @@ fn run_tcplb(args: &[&str]) -> Output {
     let status = process
         .wait_exit(PATIENCE)
         .unwrap_or_else(|| panic!("tcplb {args:?} did not exit"));
-    // Let the reader thread collect the last lines after the pipe closed.
-    std::thread::sleep(Duration::from_millis(50));
+    process.wait_stderr_read();
     Output {
         status,
         stdout: Vec::new(),
@@ -147,6 +146,27 @@ fn help_lists_the_flags() {
     }
 }
 
+/// The `--strategy` line of `--help` names every strategy (it once missed
+/// `maglev`): the list is the enum's own, through clap.
+#[test]
+fn help_names_every_strategy() {
+    use clap::ValueEnum;
+    for help in ["--help", "-h"] {
+        let out = Command::new(tcplb_bin()).arg(help).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("--strategy"))
+            .unwrap_or_else(|| panic!("no --strategy in {help}:\n{text}"));
+        for kind in tcplb::config::StrategyKind::value_variants() {
+            assert!(
+                line.contains(&kind.to_string()),
+                "{help}: {kind} missing: {line}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_open_connection_then_exits_0() {
     const HALF: usize = 4 << 20;
@@ -204,4 +224,301 @@ async fn sigterm_drains_the_open_connection_then_exits_0() {
     assert_eq!(status.code(), Some(0), "{}", lb.process.stderr_text());
     let log = lb.process.stderr_text();
     assert!(log.contains("SIGTERM"), "{log}");
+}
+
+/// What the every-flag run points its flags at: a backend, a refusing
+/// backup, and files in its own directory.
+struct Fixture {
+    echo: std::net::SocketAddr,
+    backup: std::net::SocketAddr,
+    dir: TempDir,
+}
+
+/// A valid value for each flag of `tcplb --help` that takes one, by long
+/// name; `None` for a flag this table does not know yet.
+fn valid_value(flag: &str, f: &Fixture) -> Option<String> {
+    let value = match flag {
+        "listen" => "127.0.0.1:0".to_string(),
+        "backlog" => "128".into(),
+        "name" => "web".into(),
+        "backend" => f.echo.to_string(),
+        "strategy" => "round-robin".into(),
+        "connect-timeout" => "2s".into(),
+        "retries" => "1".into(),
+        "on-failure" => "close".into(),
+        "send-proxy" => "v1".into(),
+        "backup" => f.backup.to_string(),
+        "slow-start" => "1s".into(),
+        "hash-balance-factor" => "1.25".into(),
+        "resolve-interval" => "5s".into(),
+        "resolve-ttl-min" => "1s".into(),
+        "health-interval" => "1s".into(),
+        "health-timeout" => "1s".into(),
+        "rise" => "1".into(),
+        "fall" => "2".into(),
+        // The echo backend answers the check with what it was sent.
+        "health-send" => "PING\\r\\n".into(),
+        "health-expect" => "PING".into(),
+        "max-fails" => "3".into(),
+        "fail-timeout" => "10s".into(),
+        "health-port" => f.echo.port().to_string(),
+        "max-conns" => "100".into(),
+        "queue-timeout" => "1s".into(),
+        "idle-timeout" => "1m".into(),
+        "allow" => "127.0.0.0/8".into(),
+        "deny" => "10.0.0.0/8".into(),
+        "max-conns-per-ip" => "50".into(),
+        "rate-per-ip" => "100/s".into(),
+        "per-ip-ipv6-prefix" => "56".into(),
+        "max-connection-age" => "1h".into(),
+        "tcp-keepalive" => "60s,10s,6".into(),
+        "tcp-user-timeout" => "90s".into(),
+        "admin" => "127.0.0.1:0".into(),
+        "admin-token-file" => f.dir.arg("token"),
+        "admin-socket" => f.dir.arg("admin.sock"),
+        "state-file" => f.dir.arg("state.json"),
+        "config" => f.dir.arg("tcplb.toml"),
+        "drain-timeout" => "2s".into(),
+        "workers" => "1".into(),
+        "splice" => "on".into(),
+        "resolver" => "127.0.0.1:53".into(),
+        "access-log" => f.dir.arg("access.log"),
+        "access-log-format" => "json".into(),
+        "pid-file" => f.dir.arg("tcplb.pid"),
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// Every flag of clap's own definition (so a flag added tomorrow is in),
+/// each set to its valid value, as `--flag=value` or a bare `--flag`.
+fn every_flag(f: &Fixture) -> Vec<String> {
+    use clap::{ArgAction, CommandFactory};
+    let mut args = Vec::new();
+    let mut unknown = Vec::new();
+    for arg in tcplb::config::cli::Cli::command().get_arguments() {
+        if matches!(arg.get_action(), ArgAction::Help | ArgAction::Version) {
+            continue;
+        }
+        let long = arg.get_long().expect("every tcplb flag has a long name");
+        if !arg.get_action().takes_values() {
+            args.push(format!("--{long}"));
+        } else if let Some(value) = valid_value(long, f) {
+            args.push(format!("--{long}={value}"));
+        } else {
+            unknown.push(format!("--{long}"));
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "add a valid value for {unknown:?} to valid_value() in tests/cli.rs, \
+         so that the every-flag test starts tcplb with it"
+    );
+    args
+}
+
+/// `tcplb check ARGS`: exit code and both outputs.
+fn check(args: &[String]) -> (Option<i32>, String, String) {
+    let out = Command::new(tcplb_bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run tcplb check");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A command line (after the global flags) for every `tcplb ctl` command,
+/// in an order the running tcplb accepts; `{ID}` stands for an open
+/// connection's id.
+fn ctl_lines(echo: &str, added: &str) -> Vec<Vec<String>> {
+    let lines: [&[&str]; 12] = [
+        &["pools"],
+        &["backends", "web"],
+        &["drain", "web", echo, "--deadline", "5m"],
+        &["maintenance", "web", echo],
+        &["ready", "web", echo],
+        &["weight", "web", echo, "3"],
+        &[
+            "add",
+            "web",
+            added,
+            "--weight",
+            "2",
+            "--maxconn",
+            "5",
+            "--backup",
+        ],
+        &["remove", "web", added, "--deadline", "1s"],
+        &[
+            "--json",
+            "connections",
+            "--listener",
+            "web",
+            "--backend",
+            echo,
+            "--limit",
+            "10",
+            "--after",
+            "0",
+            "--all",
+        ],
+        &["close", "{ID}"],
+        &["close-connections", "web", echo],
+        &["backends"],
+    ];
+    lines
+        .iter()
+        .map(|l| l.iter().map(|s| s.to_string()).collect())
+        .collect()
+}
+
+/// Every `tcplb ctl` command and each of its flags (from clap's
+/// definition) appears in `lines` (a global flag also in `globals`).
+fn assert_every_ctl_flag_is_used(lines: &[Vec<String>], globals: &[String]) {
+    use clap::{ArgAction, CommandFactory};
+    let has = |line: &[String], word: &str| line.iter().any(|a| a == word);
+    let flags = |command: &clap::Command| -> Vec<String> {
+        command
+            .get_arguments()
+            .filter(|a| !matches!(a.get_action(), ArgAction::Help | ArgAction::Version))
+            .filter_map(|a| Some(format!("--{}", a.get_long()?)))
+            .collect()
+    };
+    let ctl = tcplb::ctl::CtlCli::command();
+    for flag in flags(&ctl) {
+        assert!(
+            has(globals, &flag) || lines.iter().any(|l| has(l, &flag)),
+            "add `tcplb ctl {flag}` to ctl_lines() in tests/cli.rs"
+        );
+    }
+    for sub in ctl.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = sub.get_name();
+        let mine: Vec<&Vec<String>> = lines.iter().filter(|l| has(l, name)).collect();
+        assert!(
+            !mine.is_empty(),
+            "add `tcplb ctl {name}` to ctl_lines() in tests/cli.rs"
+        );
+        for flag in flags(sub) {
+            assert!(
+                has(globals, &flag) || mine.iter().any(|l| has(l, &flag)),
+                "add `tcplb ctl {name} {flag}` to ctl_lines() in tests/cli.rs"
+            );
+        }
+    }
+}
+
+/// tcplb started with every flag of `--help` set (defect: `--health-send`
+/// and `--health-expect` crashed it): `tcplb check` accepts the line, and
+/// with each possible value of an enumerated flag; the process serves,
+/// its admin endpoint and every `tcplb ctl` command with every flag
+/// answer, and SIGTERM ends it with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flag_with_a_valid_value_starts_and_passes_check() {
+    let echo = TestBackend::echo().await;
+    let added = refusing_addr();
+    let f = Fixture {
+        echo: echo.addr,
+        backup: refusing_addr(),
+        dir: TempDir::new("every-flag"),
+    };
+    std::fs::write(f.dir.path("token"), "every-flag-token\n").unwrap();
+    std::fs::write(
+        f.dir.path("tcplb.toml"),
+        "[[listener]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let args = every_flag(&f);
+
+    let (code, out, err) = check(&args);
+    assert_eq!(code, Some(0), "tcplb check {args:?}:\n{out}\n{err}");
+    assert!(out.contains("is valid"), "{out}");
+    // Each value clap lists for a flag is accepted too.
+    use clap::CommandFactory;
+    let enumerated = tcplb::config::cli::Cli::command();
+    let enumerated = enumerated
+        .get_arguments()
+        .filter(|arg| arg.get_action().takes_values());
+    for arg in enumerated {
+        let long = arg.get_long().unwrap_or_default();
+        for value in arg.get_possible_values() {
+            let mut line = args.clone();
+            line.retain(|a| !a.starts_with(&format!("--{long}=")));
+            line.push(format!("--{long}={}", value.get_name()));
+            let (code, out, err) = check(&line);
+            assert_eq!(
+                code,
+                Some(0),
+                "--{long}={}:\n{out}\n{err}",
+                value.get_name()
+            );
+        }
+    }
+
+    let mut command = Command::new(tcplb_bin());
+    command.args(&args);
+    let mut lb = wait_listening(spawn_process(command));
+    let admin = lb.admin_addr().await;
+    let status = raw_exchange(admin, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(status.contains("\"web\""), "{status}");
+
+    // Served: the client's PROXY header in (--accept-proxy), tcplb's v1
+    // header and the bytes back from the echo backend (--send-proxy v1).
+    let mut client = TcpStream::connect(lb.addr).await.unwrap();
+    client
+        .write_all(b"PROXY TCP4 127.0.0.9 127.0.0.1 5555 80\r\nhello")
+        .await
+        .unwrap();
+    let header = b"PROXY TCP4 127.0.0.9 ";
+    let mut back = vec![0u8; header.len()];
+    tokio::time::timeout(PATIENCE, client.read_exact(&mut back))
+        .await
+        .expect("no echo in time")
+        .expect("the connection was not served");
+    assert_eq!(back, header, "{}", lb.process.stderr_text());
+
+    let globals = vec![
+        "--admin".to_string(),
+        admin.to_string(),
+        "--token-file".to_string(),
+        f.dir.arg("token"),
+    ];
+    let lines = ctl_lines(&echo.addr.to_string(), &added.to_string());
+    assert_every_ctl_flag_is_used(&lines, &globals);
+    for line in lines {
+        let mut line = line;
+        if line.contains(&"{ID}".to_string()) {
+            let id = open_connection_id(&globals).await;
+            line = line.into_iter().map(|a| a.replace("{ID}", &id)).collect();
+        }
+        let out = ctl(globals.iter().cloned().chain(line.clone()).collect()).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "tcplb ctl {line:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // `close` (or else `close-connections`) ended the client's connection.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, client.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the closed connection stayed open");
+
+    lb.process.sigterm();
+    let status = tokio::task::block_in_place(|| lb.process.wait_exit(PATIENCE))
+        .expect("tcplb did not exit after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", lb.process.stderr_text());
+}
+
+/// The id of the one open connection, from `tcplb ctl --json connections`.
+async fn open_connection_id(globals: &[String]) -> String {
+    let mut args = globals.to_vec();
+    args.extend(["--json".to_string(), "connections".to_string()]);
+    let out = ctl(args).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    listed["connections"][0]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no open connection: {listed}"))
+        .to_string()
 }

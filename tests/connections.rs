@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -390,19 +389,6 @@ async fn bad_requests_get_their_4xx_and_close_nothing() {
     }
     assert!(alive(&mut client).await, "a refused request closed it");
     assert_eq!(get(lb.admin, "/api/v1/connections").await["open"], 1);
-}
-
-/// Runs `tcplb ctl ARGS` off the async runtime.
-async fn ctl(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        Command::new(tcplb_bin())
-            .arg("ctl")
-            .args(&args)
-            .output()
-            .expect("run tcplb ctl")
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,8 +40,14 @@ fn pool_name(text: &str) -> Result<String, String> {
     config::check_pool_name(text).map(|()| text.to_string())
 }
 
-fn bytes(text: &str) -> Result<Vec<u8>, String> {
-    config::parse_escaped(text)
+/// A `--health-send` or `--health-expect` value, escapes decoded. Its own
+/// type: clap takes a `Vec<u8>` field for many `u8` values and panics on
+/// access.
+#[derive(Clone, Debug)]
+pub struct EscapedBytes(pub Vec<u8>);
+
+fn escaped_bytes(text: &str) -> Result<EscapedBytes, String> {
+    config::parse_escaped(text).map(EscapedBytes)
 }
 
 /// A `--backup` value: like `--backend`, each one marked as a backup.
@@ -129,9 +135,8 @@ pub struct BackendFlags {
     #[arg(long = "backend", short = 'b', value_parser = backend_list, value_name = "HOST:PORT")]
     pub backends: Vec<BackendList>,
 
-    /// How to choose a backend: round-robin, least-conn, p2c (power of two
-    /// choices) or hash (consistent hash of the client IP).
-    #[arg(long, default_value = "round-robin", value_name = "NAME")]
+    /// How to choose a backend.
+    #[arg(long, value_enum, default_value_t, value_name = "NAME")]
     pub strategy: StrategyKind,
 
     /// Give up connecting to a backend after this long.
@@ -203,12 +208,12 @@ pub struct HealthFlags {
 
     /// Bytes a health check sends after connecting; escapes \r \n \t \\ \xNN.
     /// Example: 'PING\r\n'.
-    #[arg(long, value_parser = bytes, value_name = "STR")]
-    pub health_send: Option<Vec<u8>>,
+    #[arg(long, value_parser = escaped_bytes, value_name = "STR")]
+    pub health_send: Option<EscapedBytes>,
 
     /// Prefix the health check reply must start with, e.g. '+PONG'.
-    #[arg(long, value_parser = bytes, value_name = "STR")]
-    pub health_expect: Option<Vec<u8>>,
+    #[arg(long, value_parser = escaped_bytes, value_name = "STR")]
+    pub health_expect: Option<EscapedBytes>,
 
     /// Passive health: N failed connects within --fail-timeout take a backend
     /// out for --fail-timeout, before the prober notices. 0 is off.
@@ -695,8 +700,8 @@ impl Cli {
                 timeout: h.health_timeout,
                 rise: h.rise,
                 fall: h.fall,
-                send: h.health_send,
-                expect: h.health_expect,
+                send: h.health_send.map(|b| b.0),
+                expect: h.health_expect.map(|b| b.0),
                 port: h.health_port,
             },
             max_fails: h.max_fails,
@@ -856,6 +861,21 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn health_send_and_expect_decode_their_escapes() {
+        let args = [
+            "tcplb",
+            "--health-send",
+            "PING\\r\\n",
+            "--health-expect",
+            "+PONG",
+        ];
+        let startup = Startup::try_from_args(args).unwrap();
+        let health = &startup.config.services[0].health;
+        assert_eq!(health.send.as_deref(), Some(&b"PING\r\n"[..]));
+        assert_eq!(health.expect.as_deref(), Some(&b"+PONG"[..]));
     }
 
     #[test]

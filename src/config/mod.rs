@@ -704,44 +704,55 @@ impl fmt::Display for AccessLogFormat {
     }
 }
 
-/// The `--strategy` setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The `--strategy` setting. Its names and aliases are clap's
+/// (`ValueEnum`), so `--help`, the file's error message and `Display` list
+/// the same strategies; see [`crate::pool::selection`]. (The variants'
+/// comments are `//`: a doc comment would become per-value help and turn
+/// all of `--help` into its long layout.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum StrategyKind {
+    // In turn; nginx's smooth weighted round robin when weights differ.
     #[default]
+    #[value(name = "round-robin", alias = "roundrobin", alias = "rr")]
     RoundRobin,
+    // Fewest open connections per unit of weight.
+    #[value(name = "least-conn", alias = "leastconn")]
     LeastConn,
+    // Power of two choices: the less loaded of two random backends.
+    #[value(name = "p2c")]
     PowerOfTwo,
+    // Consistent hash of the client IP on a ring.
     Hash,
-    /// Consistent hashing with Maglev's lookup table: even spread, minimal
-    /// movement, and the same table in every process given the same members.
+    // Consistent hash of the client IP in a Maglev lookup table: even
+    // spread, and the same choice in every tcplb with the same backends.
     Maglev,
 }
 
 impl FromStr for StrategyKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "round-robin" | "roundrobin" | "rr" => Ok(StrategyKind::RoundRobin),
-            "least-conn" | "leastconn" => Ok(StrategyKind::LeastConn),
-            "p2c" => Ok(StrategyKind::PowerOfTwo),
-            "hash" => Ok(StrategyKind::Hash),
-            "maglev" => Ok(StrategyKind::Maglev),
-            other => Err(format!(
-                "unknown strategy {other:?}: use round-robin, least-conn, p2c, hash or maglev"
-            )),
-        }
+        use clap::ValueEnum;
+        <Self as ValueEnum>::from_str(s, false).map_err(|_| {
+            let names: Vec<String> = Self::value_variants()
+                .iter()
+                .map(|k| k.to_string())
+                .collect();
+            let (last, rest) = names
+                .split_last()
+                .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+            format!("unknown strategy {s:?}: use {} or {last}", rest.join(", "))
+        })
     }
 }
 
 impl fmt::Display for StrategyKind {
+    /// The name `--strategy` and the file's `strategy` key take.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StrategyKind::RoundRobin => "round-robin",
-            StrategyKind::LeastConn => "least-conn",
-            StrategyKind::PowerOfTwo => "p2c",
-            StrategyKind::Hash => "hash",
-            StrategyKind::Maglev => "maglev",
-        })
+        use clap::ValueEnum;
+        match self.to_possible_value() {
+            Some(value) => f.write_str(value.get_name()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -815,6 +826,25 @@ impl std::fmt::Display for SpliceMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_strategy_parses_by_its_name_and_aliases() {
+        use clap::ValueEnum;
+        for kind in StrategyKind::value_variants() {
+            assert_eq!(kind.to_string().parse::<StrategyKind>(), Ok(*kind));
+        }
+        for (alias, kind) in [
+            ("rr", StrategyKind::RoundRobin),
+            ("roundrobin", StrategyKind::RoundRobin),
+            ("leastconn", StrategyKind::LeastConn),
+        ] {
+            assert_eq!(alias.parse::<StrategyKind>(), Ok(kind));
+        }
+        assert_eq!(
+            "fastest".parse::<StrategyKind>().unwrap_err(),
+            "unknown strategy \"fastest\": use round-robin, least-conn, p2c, hash or maglev"
+        );
+    }
 
     #[test]
     fn on_failure_parses() {

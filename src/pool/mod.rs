@@ -574,6 +574,63 @@ mod tests {
         assert_eq!(state.pick(CLIENT, &[]), Some(0), "back to the primary");
     }
 
+    /// Whatever takes A (weight 2) out, B and C split the picks evenly
+    /// (issue 20: the one after A in the sequence took A's turns).
+    #[test]
+    fn whatever_takes_a_backend_out_the_others_keep_their_shares() {
+        let cases = [
+            "drain",
+            "maintenance",
+            "down",
+            "ejected",
+            "full",
+            "backup",
+            "slow start",
+        ];
+        for strategy in [StrategyKind::RoundRobin, StrategyKind::LeastConn] {
+            for case in cases {
+                let mut c = config(&["127.0.0.1:1=2", "127.0.0.1:2", "127.0.0.1:3"]);
+                c.strategy = strategy;
+                let a = &mut c.backends[0];
+                match case {
+                    "drain" => a.admin_state = AdminState::Drain,
+                    "maintenance" => a.admin_state = AdminState::Maintenance,
+                    "full" => a.max_conns = Some(1),
+                    "backup" => a.backup = true,
+                    "slow start" => c.slow_start = Some(std::time::Duration::from_secs(3600)),
+                    _ => {}
+                }
+                let pool = Pool::new("test", c);
+                let state = pool.load();
+                let a = &state.backends[0];
+                let _open = (case == "full").then(|| a.open_connection());
+                match case {
+                    "down" => {
+                        a.health.record_failure(1);
+                    }
+                    "ejected" => {
+                        let an_hour = std::time::Duration::from_secs(3600);
+                        a.health.ejection().record_connect_failure(1, an_hour);
+                    }
+                    "slow start" => a.became_eligible(),
+                    _ => {}
+                }
+                let mut counts = [0usize; 3];
+                for _ in 0..400 {
+                    counts[state.pick(CLIENT, &[]).unwrap()] += 1;
+                }
+                let what = format!("{strategy}, A {case}: {counts:?}");
+                if case == "slow start" {
+                    // A takes a few at 10 % of its share; the rest split evenly.
+                    assert!(counts[0] < 60, "{what}");
+                    assert!(counts[1].abs_diff(counts[2]) <= 1, "{what}");
+                } else {
+                    assert_eq!(counts, [0, 200, 200], "{what}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_full_primary_keeps_its_clients_waiting_rather_than_spilling() {
         let mut c = config(&["127.0.0.1:1", "127.0.0.1:2"]);

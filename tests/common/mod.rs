@@ -366,6 +366,8 @@ pub struct Process {
     pub child: Child,
     /// Every stderr line so far.
     pub stderr: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr; it ends when the pipe closes.
+    reader: std::thread::JoinHandle<()>,
 }
 
 /// A running `tcplb` and the address it listens on.
@@ -406,13 +408,17 @@ pub fn spawn_process(mut command: Command) -> Process {
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let pipe = child.stderr.take().unwrap();
     let lines = stderr.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             let Ok(line) = line else { break };
             lines.lock().unwrap().push(line);
         }
     });
-    Process { child, stderr }
+    Process {
+        child,
+        stderr,
+        reader,
+    }
 }
 
 impl Process {
@@ -431,6 +437,15 @@ impl Process {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to [`PATIENCE`]) until every stderr line is read: after
+    /// the child exited, its last lines may still be in the pipe.
+    pub fn wait_stderr_read(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.reader.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -509,6 +524,20 @@ pub fn wait_listening(mut process: Process) -> TcplbProcess {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Runs `tcplb ctl ARGS` off the async runtime (bounded by ctl's own
+/// timeout).
+pub async fn ctl(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(tcplb_bin())
+            .arg("ctl")
+            .args(&args)
+            .output()
+            .expect("run tcplb ctl")
+    })
+    .await
+    .unwrap()
 }
 
 /// Open file descriptors of process `pid`.

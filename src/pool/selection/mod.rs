@@ -11,7 +11,7 @@
 //! | strategy | module | picks |
 //! |---|---|---|
 //! | `round-robin` | [`round_robin`] | in turn; smooth weighted when weights differ |
-//! | `least-conn` | [`least_conn`] | fewest open connections per unit of weight |
+//! | `least-conn` | [`least_conn`] | fewest open connections per unit of weight; ties by weighted round robin |
 //! | `p2c` | [`p2c`] | the less loaded of two random eligible backends |
 //! | `hash` | [`consistent_hash`] | by the client IP on a consistent-hash ring |
 //! | `maglev` | [`maglev`] | by the client IP in a Maglev lookup table |
@@ -58,7 +58,7 @@ pub fn build(
 ) -> Box<dyn Selector> {
     match kind {
         StrategyKind::RoundRobin => Box::new(round_robin::RoundRobin::new(backends)),
-        StrategyKind::LeastConn => Box::new(least_conn::LeastConn::default()),
+        StrategyKind::LeastConn => Box::new(least_conn::LeastConn::new(backends)),
         StrategyKind::PowerOfTwo => Box::new(p2c::PowerOfTwo),
         StrategyKind::Hash => Box::new(consistent_hash::ConsistentHash::new(
             backends,
@@ -131,11 +131,30 @@ pub(crate) fn random_below(n: usize) -> usize {
     })
 }
 
-/// Whether `a` carries less load per unit of weight than `b`
-/// (cross-multiplied to stay in integers).
+/// A backend's open connections per unit of weight, read once, compared
+/// as fractions by cross-multiplication (exact, in integers).
+#[derive(Clone, Copy)]
+struct Load {
+    active: u128,
+    weight: u128,
+}
+
+impl Load {
+    fn of(backend: &Backend) -> Load {
+        Load {
+            active: u128::from(backend.active()),
+            weight: u128::from(backend.weight()),
+        }
+    }
+
+    fn cmp(self, other: Load) -> std::cmp::Ordering {
+        (self.active * other.weight).cmp(&(other.active * self.weight))
+    }
+}
+
+/// Whether `a` carries less load per unit of weight than `b`.
 fn less_loaded(a: &Backend, b: &Backend) -> bool {
-    u128::from(a.active()) * u128::from(b.weight())
-        < u128::from(b.active()) * u128::from(a.weight())
+    Load::of(a).cmp(Load::of(b)).is_lt()
 }
 
 #[cfg(test)]

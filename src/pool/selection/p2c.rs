@@ -66,6 +66,23 @@ mod tests {
         assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
     }
 
+    /// With one out, the others share the picks evenly: both samples are
+    /// drawn from the eligible backends, so none takes the place of the
+    /// one that is out.
+    #[test]
+    fn p2c_spreads_evenly_over_the_eligible_with_one_out() {
+        let b = pool(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]);
+        let mut counts = [0usize; 4];
+        for i in picks(&PowerOfTwo, &b, 3000, &|i| i != 1) {
+            counts[i] += 1;
+        }
+        // 1000 each in expectation; 200 off is over 7 standard deviations.
+        assert_eq!(counts[1], 0);
+        for i in [0, 2, 3] {
+            assert!((800..1200).contains(&counts[i]), "{counts:?}");
+        }
+    }
+
     proptest! {
         /// With two or more eligible backends, the single most loaded one
         /// (per weight) is never chosen: it always loses its comparison.
