@@ -502,10 +502,7 @@ pub(crate) mod tests {
         // The first members are not changes.
         assert_eq!(view[0].backend_changes, BackendChanges::default());
 
-        let backend = pool.load().backends[0].clone();
-        backend
-            .health
-            .record_connect_failure(&backend, &pool.load().config, "test");
+        pool.load().connect_failed(0, "test");
         config.backends.push(parse_backend("127.0.0.1:10").unwrap());
         pool.reconfigure(config);
         let view = snapshot(&[watched]);

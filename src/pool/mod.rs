@@ -39,6 +39,8 @@ use crate::config::ServiceConfig;
 use crate::stats::{PoolStats, ResolutionStats};
 use backend::Backend;
 use discovery::{Found, Member, Static, Update};
+use health::panic::PanicState;
+use health::passive::Ejected;
 use selection::Selector;
 
 /// An immutable view of the pool: open connections keep the one they started with.
@@ -55,6 +57,13 @@ pub struct PoolState {
     /// Whether any member is a backup: most pools have none and skip the
     /// check for them.
     has_backups: bool,
+    /// The pool's panic state (shared by its snapshots) and its name for
+    /// the log lines of entering and leaving panic.
+    panic: Arc<PanicState>,
+    /// The pool's name, for log lines written from a snapshot.
+    name: Arc<str>,
+    /// The pool's counters (ejections are counted from a snapshot).
+    stats: Arc<PoolStats>,
 }
 
 /// Backends a slow-start pick may pass over before taking its first choice.
@@ -66,10 +75,17 @@ impl PoolState {
     /// Backups are chosen from only when no primary is usable. Under slow
     /// start, a ramping backend the selector chose is taken with the
     /// probability of its ramp, else the selector is asked again without it.
+    ///
+    /// Under panic (see [`health::panic`]) every ready primary below its
+    /// limit is eligible, whatever its health.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
-        let backup = self.backup_tier(tried);
+        let panic = self.in_panic();
+        let backup = !panic && self.backup_tier(tried);
         let eligible = |i: usize| {
             let b = &self.backends[i];
+            if panic {
+                return !b.is_backup() && !tried.contains(&i) && b.is_ready() && !b.is_full();
+            }
             b.is_backup() == backup && !tried.contains(&i) && b.is_available()
         };
         let first = self.selector.pick(&self.backends, &eligible, client)?;
@@ -95,6 +111,54 @@ impl PoolState {
                 Some(next) => choice = next,
                 // Only ramping backends left: ramping is no reason to refuse.
                 None => return Some(first),
+            }
+        }
+    }
+
+    /// Whether the pool is in panic now (evaluated on each pick while a
+    /// threshold is set; no work at all without one).
+    fn in_panic(&self) -> bool {
+        let threshold = self.config.health.panic_threshold;
+        threshold.is_some() && self.panic.evaluate(&self.name, &self.backends, threshold)
+    }
+
+    /// A client's connect to backend `index` failed for `reason`: it
+    /// counts toward `fall` like a failed check (the change settled as a
+    /// check's, `on_down` included), and toward passive ejection, within
+    /// the pool's `max_ejection_percent` (at least one backend).
+    pub fn connect_failed(&self, index: usize, reason: &str) {
+        let Some(backend) = self.backends.get(index) else {
+            return;
+        };
+        let config = &self.config;
+        let was_up = backend.is_up();
+        backend.health.record_failure(config.health.fall);
+        health::policy::report_change(&self.backends, backend, was_up, reason, &config.health);
+        let ejected = self.backends.iter().filter(|b| b.is_failing()).count();
+        let cap = ejection_cap(self.backends.len(), config.max_ejection_percent);
+        match backend.health.ejection().record_connect_failure(
+            config.max_fails,
+            config.fail_timeout,
+            config.max_ejection_time,
+            ejected < cap,
+        ) {
+            Ejected::No => {}
+            Ejected::For(length) => {
+                self.stats.ejections.fetch_add(1, Relaxed);
+                info!(
+                    "backend {backend} out of rotation for {length:?} after {} failed connects",
+                    config.max_fails
+                );
+            }
+            Ejected::Capped => {
+                self.stats.ejections_capped.fetch_add(1, Relaxed);
+                log::debug!(
+                    "backend {backend} failed {} connects but stays in: {ejected} of {} \
+                     backends are ejected already (max_ejection_percent {})",
+                    config.max_fails,
+                    self.backends.len(),
+                    config.max_ejection_percent
+                );
             }
         }
     }
@@ -129,6 +193,12 @@ impl PoolState {
 #[derive(Debug)]
 pub struct QueueTimeout;
 
+/// How many of `members` backends passive health may eject at once under
+/// `percent`: rounded down, but always at least one (Envoy's rule).
+pub fn ejection_cap(members: usize, percent: u8) -> usize {
+    (members * usize::from(percent) / 100).max(1)
+}
+
 pub struct Pool {
     /// How log lines name this pool: the listener it serves.
     name: String,
@@ -139,8 +209,10 @@ pub struct Pool {
     writer: Mutex<()>,
     /// Woken when a connection to a backend with a `maxconn` ends.
     slot_freed: Notify,
-    /// Membership changes applied, by kind.
-    pub stats: PoolStats,
+    /// Membership changes and passive ejections, by kind.
+    pub stats: Arc<PoolStats>,
+    /// Whether the pool is in panic, shared by its snapshots.
+    panic: Arc<PanicState>,
     /// Lookups of each backend name discovery keeps current, by result;
     /// read by the admin endpoint only.
     resolutions: Mutex<BTreeMap<String, Arc<ResolutionStats>>>,
@@ -158,6 +230,9 @@ impl Pool {
     /// members in `found` (a lookup at start-up); the first members are
     /// not counted as changes.
     pub fn with_found(name: impl Into<String>, config: ServiceConfig, found: &Found) -> Self {
+        let name: String = name.into();
+        let stats = Arc::new(PoolStats::default());
+        let panic = Arc::new(PanicState::default());
         let empty = PoolState {
             selector: Arc::from(selection::build(
                 config.strategy,
@@ -168,13 +243,17 @@ impl Pool {
             config,
             backends: Vec::new(),
             has_backups: false,
+            panic: panic.clone(),
+            name: Arc::from(name.as_str()),
+            stats: stats.clone(),
         };
         let pool = Pool {
-            name: name.into(),
+            name,
             current: ArcSwap::from_pointee(empty),
             writer: Mutex::new(()),
             slot_freed: Notify::new(),
-            stats: PoolStats::default(),
+            stats,
+            panic,
             resolutions: Mutex::new(BTreeMap::new()),
         };
         let backends = pool.load().config.backends.clone();
@@ -390,8 +469,50 @@ impl Pool {
             config,
             has_backups: backends.iter().any(|b| b.is_backup()),
             backends,
+            panic: old.panic.clone(),
+            name: old.name.clone(),
+            stats: old.stats.clone(),
         };
         self.current.store(Arc::new(state));
+    }
+
+    /// Builds the selector again for the same members: their weights
+    /// changed in place (an agent's share). Logged at debug with `cause`.
+    pub fn refresh_selector(&self, cause: &str) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.load();
+        log::debug!("{}: weights changed ({cause}): selector rebuilt", self.name);
+        let state = PoolState {
+            selector: Arc::from(selection::build(
+                old.config.strategy,
+                &old.backends,
+                old.config.hash_balance_factor,
+            )),
+            admission: old.admission.clone(),
+            config: old.config.clone(),
+            backends: old.backends.clone(),
+            has_backups: old.has_backups,
+            panic: old.panic.clone(),
+            name: old.name.clone(),
+            stats: old.stats.clone(),
+        };
+        self.current.store(Arc::new(state));
+    }
+
+    /// Evaluates the panic threshold now, so entering and leaving panic
+    /// are logged when health changes, not only at the next pick.
+    pub fn evaluate_panic(&self) {
+        let state = self.load();
+        state.in_panic();
+        if state.config.health.panic_threshold.is_none() && self.panic.is_active() {
+            // Turned off by a reload: leave panic, once.
+            self.panic.evaluate(&self.name, &state.backends, None);
+        }
+    }
+
+    /// Whether the pool is in panic, and how often it entered it.
+    pub fn panic(&self) -> &PanicState {
+        &self.panic
     }
 
     /// Like [`PoolState::pick`], but when every ready, healthy backend left
