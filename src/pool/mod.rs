@@ -754,4 +754,202 @@ mod tests {
         );
         assert_eq!(counts(&pool), [1, 1, 0]);
     }
+
+    #[test]
+    fn panic_balances_over_every_ready_primary_and_is_counted_once() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]);
+        c.backends[3].admin_state = AdminState::Drain;
+        c.health.panic_threshold = Some(50);
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        // One of three ready primaries up: 33% < 50%.
+        state.backends[0].health.record_failure(1);
+        state.backends[1].health.record_failure(1);
+        let mut seen = [0usize; 4];
+        for _ in 0..30 {
+            seen[state.pick(CLIENT, &[]).unwrap()] += 1;
+        }
+        assert_eq!(seen, [10, 10, 10, 0], "the drained one stays out");
+        assert!(pool.panic().is_active());
+        assert_eq!(pool.panic().entered(), 1, "entered once, not per pick");
+        state.backends[1].health.record_success(1);
+        assert_ne!(state.pick(CLIENT, &[]), Some(0), "2 of 3 up: no panic");
+        assert!(!pool.panic().is_active());
+        assert_eq!(pool.panic().entered(), 1);
+    }
+
+    #[test]
+    fn without_a_threshold_there_is_no_panic() {
+        let pool = Pool::new("test", config(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let state = pool.load();
+        state.backends[0].health.record_failure(1);
+        for _ in 0..4 {
+            assert_eq!(state.pick(CLIENT, &[]), Some(1));
+        }
+        assert!(!pool.panic().is_active());
+    }
+
+    #[test]
+    fn the_ejection_cap_keeps_at_least_one_and_counts_refusals() {
+        assert_eq!(ejection_cap(3, 10), 1);
+        assert_eq!(ejection_cap(30, 10), 3);
+        assert_eq!(ejection_cap(4, 0), 1, "always one");
+        assert_eq!(ejection_cap(4, 100), 4);
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        c.max_fails = 1;
+        c.fail_timeout = std::time::Duration::from_secs(3600);
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        state.connect_failed(0, "refused");
+        state.connect_failed(1, "refused");
+        assert!(state.backends[0].is_failing());
+        assert!(!state.backends[1].is_failing(), "10% of 3: one at most");
+        assert_eq!(pool.stats.ejections.load(Relaxed), 1);
+        assert_eq!(pool.stats.ejections_capped.load(Relaxed), 1);
+    }
+
+    mod properties {
+        use std::collections::BTreeSet;
+        use std::time::Duration;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One backend of a generated pool.
+        #[derive(Clone, Debug)]
+        struct Member {
+            up: bool,
+            ejected: bool,
+            state: AdminState,
+            backup: bool,
+        }
+
+        fn member() -> impl Strategy<Value = Member> {
+            (
+                any::<bool>(),
+                prop::bool::weighted(0.2),
+                prop_oneof![
+                    4 => Just(AdminState::Ready),
+                    1 => Just(AdminState::Drain),
+                    1 => Just(AdminState::Maintenance),
+                ],
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(up, ejected, state, backup)| Member {
+                    up,
+                    ejected,
+                    state,
+                    backup,
+                })
+        }
+
+        fn pool_of(size: usize) -> ServiceConfig {
+            let addrs: Vec<String> = (0..size).map(|i| format!("127.0.0.1:{}", i + 1)).collect();
+            let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+            config(&refs)
+        }
+
+        fn build(members: &[Member], threshold: Option<u8>) -> Pool {
+            let mut c = pool_of(members.len());
+            for (spec, m) in c.backends.iter_mut().zip(members) {
+                spec.admin_state = m.state;
+                spec.backup = m.backup;
+            }
+            c.health.panic_threshold = threshold;
+            let pool = Pool::new("prop", c);
+            for (b, m) in pool.load().backends.iter().zip(members) {
+                if !m.up {
+                    b.health.record_failure(1);
+                }
+                if m.ejected {
+                    let hour = Duration::from_secs(3600);
+                    b.health
+                        .ejection()
+                        .record_connect_failure(1, hour, hour, true);
+                }
+            }
+            pool
+        }
+
+        proptest! {
+            /// Whatever the pool, a pick is a ready primary under panic
+            /// (and every ready primary gets picks), and otherwise a
+            /// usable backend of the right tier; panic is exactly when
+            /// fewer than the threshold's share of the ready primaries are
+            /// usable and no backup could take over.
+            #[test]
+            fn the_pick_under_panic(
+                members in prop::collection::vec(member(), 1..8),
+                threshold in prop::option::of(1u8..=100),
+            ) {
+                let pool = build(&members, threshold);
+                let state = pool.load();
+                let ready_primaries: Vec<usize> = (0..members.len())
+                    .filter(|&i| !members[i].backup && members[i].state == AdminState::Ready)
+                    .collect();
+                let usable = |i: usize| {
+                    members[i].state == AdminState::Ready && members[i].up && !members[i].ejected
+                };
+                let usable_primaries = ready_primaries.iter().filter(|&&i| usable(i)).count();
+                let usable_backups = (0..members.len())
+                    .filter(|&i| members[i].backup && usable(i))
+                    .count();
+                let expect_panic = threshold.is_some_and(|t| {
+                    !ready_primaries.is_empty()
+                        && !(usable_primaries == 0 && usable_backups > 0)
+                        && usable_primaries * 100 < usize::from(t) * ready_primaries.len()
+                });
+                let picks: Vec<Option<usize>> =
+                    (0..2 * members.len()).map(|_| state.pick(CLIENT, &[])).collect();
+                prop_assert_eq!(pool.panic().is_active(), expect_panic);
+                if expect_panic {
+                    for pick in &picks {
+                        let i = pick.expect("a ready primary is always there under panic");
+                        prop_assert!(ready_primaries.contains(&i), "picked {} of {:?}", i, members);
+                    }
+                    for i in &ready_primaries {
+                        prop_assert!(picks.contains(&Some(*i)), "{} never picked: {:?}", i, picks);
+                    }
+                } else {
+                    let tier_backup = usable_primaries == 0;
+                    for pick in picks.iter().flatten() {
+                        prop_assert!(usable(*pick), "picked unusable {}", pick);
+                        prop_assert_eq!(members[*pick].backup, tier_backup);
+                    }
+                    let any = (0..members.len())
+                        .any(|i| usable(i) && members[i].backup == tier_backup);
+                    prop_assert_eq!(picks.iter().all(Option::is_some), any);
+                }
+            }
+
+            /// However connects fail, passive health never has more than
+            /// `max_ejection_percent` of the pool out, and ejects up to
+            /// that many (at least one).
+            #[test]
+            fn the_ejection_cap_holds(
+                size in 1usize..12,
+                percent in 0u8..=100,
+                failures in prop::collection::vec(0usize..12, 1..60),
+            ) {
+                let mut c = pool_of(size);
+                c.max_fails = 1;
+                c.fail_timeout = Duration::from_secs(3600);
+                c.max_ejection_percent = percent;
+                let pool = Pool::new("prop", c);
+                let state = pool.load();
+                let cap = ejection_cap(size, percent);
+                let failing: Vec<usize> = failures.iter().map(|f| f % size).collect();
+                for &index in &failing {
+                    state.connect_failed(index, "refused");
+                    let out = state.backends.iter().filter(|b| b.is_failing()).count();
+                    prop_assert!(out <= cap, "{} ejected, cap {}", out, cap);
+                    prop_assert!(out >= 1, "the first failure always ejects");
+                }
+                let distinct = failing.iter().collect::<BTreeSet<_>>().len();
+                let made = pool.stats.ejections.load(Relaxed) as usize;
+                prop_assert_eq!(made, cap.min(distinct));
+            }
+        }
+    }
 }
