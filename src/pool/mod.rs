@@ -896,8 +896,9 @@ mod tests {
                     .filter(|&i| members[i].backup && usable(i))
                     .count();
                 let expect_panic = threshold.is_some_and(|t| {
+                    let backups_serve = usable_primaries == 0 && usable_backups > 0;
                     !ready_primaries.is_empty()
-                        && !(usable_primaries == 0 && usable_backups > 0)
+                        && !backups_serve
                         && usable_primaries * 100 < usize::from(t) * ready_primaries.len()
                 });
                 let picks: Vec<Option<usize>> =
