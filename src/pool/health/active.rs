@@ -185,6 +185,9 @@ impl Prober {
     }
 }
 
+/// How long after its timeout a check that did not end itself is dropped.
+const TIMEOUT_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What one check found, and how long it took.
 struct Outcome {
     result: Result<String, Failure>,
@@ -205,7 +208,9 @@ async fn probe(
     };
     let started = Instant::now();
     let target = backend.check_target(health.port);
-    let result = tokio::time::timeout(health.timeout, check.run(target, transport))
+    // A check that ends itself at the timeout says more than this one.
+    let bound = health.timeout + TIMEOUT_GRACE;
+    let result = tokio::time::timeout(bound, check.run(target, transport, health.timeout))
         .await
         .unwrap_or_else(|_| {
             Err(Failure::Failed(format!(

@@ -12,6 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -46,16 +47,18 @@ impl Transport for PlainTcp {
     }
 }
 
-/// One kind of active check. The caller bounds it with the timeout: a
-/// check may wait forever, it is dropped (and cleans up) at the deadline.
+/// One kind of active check. The caller also bounds it, a little after
+/// `timeout`: a check that can say more than "no answer" (what arrived so
+/// far) ends itself at `timeout`; any other is dropped, and cleans up.
 pub trait Check: Send + Sync {
     /// Checks the backend whose checks go to `target`, connecting (when it
-    /// connects at all) through `transport`. `Ok` says what passed
-    /// (`HTTP 200`, `connected`), shown in `/status`.
+    /// connects at all) through `transport`, within `timeout`. `Ok` says
+    /// what passed (`HTTP 200`, `connected`), shown in `/status`.
     fn run<'a>(
         &'a self,
         target: SocketAddr,
         transport: &'a dyn Transport,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<String, Failure>>;
 
     /// A slot this kind of check must hold while it runs, taken before its

@@ -13,6 +13,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
@@ -82,6 +83,7 @@ impl Check for ExecProbe {
         &'a self,
         target: SocketAddr,
         _transport: &'a dyn Transport,
+        _timeout: Duration,
     ) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
             let argv = self.argv(target);
@@ -166,6 +168,9 @@ fn first_line(output: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::pool::health::check::PlainTcp;
+
+    /// Long enough never to end a check in these tests.
+    const TEST_TIMEOUT: Duration = Duration::from_secs(60);
     use std::time::Duration;
 
     fn probe(argv: &[&str]) -> ExecProbe {
@@ -185,16 +190,17 @@ mod tests {
             "{port}",
         ]);
         assert_eq!(
-            up.run(target, &PlainTcp).await,
+            up.run(target, &PlainTcp, TEST_TIMEOUT).await,
             Ok("exit 0: 127.0.0.1:5432 accepting".into())
         );
         let down = probe(&["/bin/sh", "-c", "echo 'no response' >&2; exit 2"]);
         assert_eq!(
-            down.run(target, &PlainTcp).await,
+            down.run(target, &PlainTcp, TEST_TIMEOUT).await,
             Err(Failure::Failed("exit 2: no response".into()))
         );
         let missing = probe(&["/nonexistent/check"]);
-        let Err(Failure::Failed(reason)) = missing.run(target, &PlainTcp).await else {
+        let Err(Failure::Failed(reason)) = missing.run(target, &PlainTcp, TEST_TIMEOUT).await
+        else {
             panic!("a missing program passed");
         };
         assert!(
@@ -208,7 +214,7 @@ mod tests {
         let target = TARGET.parse().unwrap();
         let check = probe(&["/bin/echo", "$(id)", ";", "{port}"]);
         assert_eq!(
-            check.run(target, &PlainTcp).await,
+            check.run(target, &PlainTcp, TEST_TIMEOUT).await,
             Ok("exit 0: $(id) ; 5432".into())
         );
     }
@@ -222,7 +228,10 @@ mod tests {
         let script = format!("sleep 600 & echo $$ $! > {}; wait", pids.display());
         let check = probe(&["/bin/sh", "-c", &script]);
         let target = TARGET.parse().unwrap();
-        let ran = tokio::time::timeout(Duration::from_millis(500), check.run(target, &PlainTcp));
+        let ran = tokio::time::timeout(
+            Duration::from_millis(500),
+            check.run(target, &PlainTcp, TEST_TIMEOUT),
+        );
         assert!(ran.await.is_err(), "a hanging check ended by itself");
         let text = std::fs::read_to_string(&pids).unwrap();
         let gone = |pid: &str| {

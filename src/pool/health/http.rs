@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -59,6 +60,7 @@ impl Check for HttpProbe {
         &'a self,
         target: SocketAddr,
         transport: &'a dyn Transport,
+        _timeout: Duration,
     ) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
             let request = self.request(target)?;
@@ -146,6 +148,9 @@ fn bad_response(e: hyper::Error) -> Failure {
 mod tests {
     use super::*;
     use crate::pool::health::check::PlainTcp;
+
+    /// Long enough never to end a check in these tests.
+    const TEST_TIMEOUT: Duration = Duration::from_secs(60);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -187,7 +192,10 @@ mod tests {
         let (addr, mut heads) =
             server(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nprimary").await;
         let check = probe("OPTIONS", "/primary");
-        assert_eq!(check.run(addr, &PlainTcp).await, Ok("HTTP 200".into()));
+        assert_eq!(
+            check.run(addr, &PlainTcp, TEST_TIMEOUT).await,
+            Ok("HTTP 200".into())
+        );
         let head = heads.recv().await.unwrap().to_ascii_lowercase();
         assert!(head.starts_with("options /primary http/1.1\r\n"), "{head}");
         assert!(head.contains("connection: close\r\n"), "{head}");
@@ -196,7 +204,9 @@ mod tests {
         let (addr, _) =
             server(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n").await;
         assert_eq!(
-            probe("GET", "/primary").run(addr, &PlainTcp).await,
+            probe("GET", "/primary")
+                .run(addr, &PlainTcp, TEST_TIMEOUT)
+                .await,
             Err(Failure::Failed("HTTP 503 (expected 2xx,3xx)".into()))
         );
     }
@@ -209,7 +219,9 @@ mod tests {
             expect_body: Some("\"role\": \"primary\"".into()),
             ..HttpCheck::default()
         };
-        let Err(Failure::Failed(reason)) = HttpProbe::new(check.clone()).run(addr, &PlainTcp).await
+        let Err(Failure::Failed(reason)) = HttpProbe::new(check.clone())
+            .run(addr, &PlainTcp, TEST_TIMEOUT)
+            .await
         else {
             panic!("passed");
         };
@@ -219,7 +231,9 @@ mod tests {
         );
         check.expect_body = Some("replica".into());
         assert_eq!(
-            HttpProbe::new(check).run(addr, &PlainTcp).await,
+            HttpProbe::new(check)
+                .run(addr, &PlainTcp, TEST_TIMEOUT)
+                .await,
             Ok("HTTP 200, body matched".into())
         );
     }
@@ -240,7 +254,9 @@ mod tests {
                 expect_body: Some("short and more".into()),
                 ..HttpCheck::default()
             };
-            let result = HttpProbe::new(check).run(addr, &PlainTcp).await;
+            let result = HttpProbe::new(check)
+                .run(addr, &PlainTcp, TEST_TIMEOUT)
+                .await;
             let Err(Failure::Failed(reason)) = result else {
                 panic!("{reply:?}: {result:?}");
             };

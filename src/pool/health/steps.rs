@@ -5,6 +5,7 @@
 //! bytes are in, or the caller's timeout ends the check.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use regex::bytes::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,8 +62,10 @@ impl Check for StepsCheck {
         &'a self,
         target: SocketAddr,
         transport: &'a dyn Transport,
+        timeout: Duration,
     ) -> BoxFuture<'a, Result<String, Failure>> {
         Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
             let mut stream = transport.connect(target).await?;
             let mut received = Vec::new();
             let mut expects = 0;
@@ -74,7 +77,12 @@ impl Check for StepsCheck {
                     }
                     Compiled::Expect { expect, regex } => {
                         expects += 1;
-                        expect_step(&mut stream, &mut received, expect, regex.as_ref(), expects)
+                        let step = Expecting {
+                            expect,
+                            regex: regex.as_ref(),
+                            number: expects,
+                        };
+                        step.read(&mut stream, &mut received, deadline, timeout)
                             .await?;
                     }
                 }
@@ -88,41 +96,63 @@ impl Check for StepsCheck {
     }
 }
 
-/// Reads into `received` until `expect` matches it.
-async fn expect_step(
-    stream: &mut Box<dyn CheckStream>,
-    received: &mut Vec<u8>,
-    expect: &Expect,
-    regex: Option<&Regex>,
+/// One expect step being run.
+struct Expecting<'a> {
+    expect: &'a Expect,
+    regex: Option<&'a Regex>,
+    /// Its place among the expects, for the reason: `expect #2`.
     number: usize,
-) -> Result<(), Failure> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        match verdict(received, expect, regex) {
-            Some(true) => return Ok(()),
-            Some(false) => return Err(mismatch(number, expect, received, "")),
-            None => {}
-        }
-        if received.len() >= READ_LIMIT {
-            return Err(mismatch(
-                number,
-                expect,
-                received,
-                &format!(" (stopped reading at {READ_LIMIT} bytes)"),
-            ));
-        }
-        let room = (READ_LIMIT - received.len()).min(chunk.len());
-        match stream.read(&mut chunk[..room]).await {
-            Ok(0) => {
-                let why = if received.is_empty() {
-                    " (closed without a reply)"
-                } else {
-                    " (then closed)"
-                };
-                return Err(mismatch(number, expect, received, why));
+}
+
+impl Expecting<'_> {
+    /// Reads into `received` until the expectation matches it; at
+    /// `deadline` (`timeout` after the check began) it fails, quoting
+    /// what did arrive.
+    async fn read(
+        &self,
+        stream: &mut Box<dyn CheckStream>,
+        received: &mut Vec<u8>,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let (expect, regex, number) = (self.expect, self.regex, self.number);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match verdict(received, expect, regex) {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(mismatch(number, expect, received, "")),
+                None => {}
             }
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(e.into()),
+            if received.len() >= READ_LIMIT {
+                return Err(mismatch(
+                    number,
+                    expect,
+                    received,
+                    &format!(" (stopped reading at {READ_LIMIT} bytes)"),
+                ));
+            }
+            let room = (READ_LIMIT - received.len()).min(chunk.len());
+            let Ok(read) = tokio::time::timeout_at(deadline, stream.read(&mut chunk[..room])).await
+            else {
+                let why = if received.is_empty() {
+                    format!(" (no reply within {timeout:?})")
+                } else {
+                    format!(" (nothing more within {timeout:?})")
+                };
+                return Err(mismatch(number, expect, received, &why));
+            };
+            match read {
+                Ok(0) => {
+                    let why = if received.is_empty() {
+                        " (closed without a reply)"
+                    } else {
+                        " (then closed)"
+                    };
+                    return Err(mismatch(number, expect, received, why));
+                }
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 }
@@ -168,6 +198,9 @@ mod tests {
     use super::*;
     use crate::config::health::step;
     use crate::pool::health::check::PlainTcp;
+
+    /// Long enough never to end a check in these tests.
+    const TEST_TIMEOUT: Duration = Duration::from_secs(60);
     use tokio::net::TcpListener;
 
     /// A server answering each connection with `reply` in pieces after
@@ -236,7 +269,7 @@ mod tests {
         ] {
             let check = steps(&[("> PING\\r\\n", None), (expect, how)]);
             assert_eq!(
-                check.run(addr, &PlainTcp).await,
+                check.run(addr, &PlainTcp, TEST_TIMEOUT).await,
                 Ok("reply matched".into()),
                 "{expect}"
             );
@@ -248,13 +281,13 @@ mod tests {
         let addr = server(6, vec![b"-ERR no\r\n".to_vec()]).await;
         let check = steps(&[("> PING\\r\\n", None), ("+PONG", None)]);
         assert_eq!(
-            check.run(addr, &PlainTcp).await,
+            check.run(addr, &PlainTcp, TEST_TIMEOUT).await,
             Err(Failure::Failed(
                 "expect #1: wanted a reply starting with \"+PONG\", got \"-ERR no\\r\\n\"".into()
             ))
         );
         let check = steps(&[("> PING\\r\\n", None), ("role:master", Some("contains"))]);
-        let Err(Failure::Failed(reason)) = check.run(addr, &PlainTcp).await else {
+        let Err(Failure::Failed(reason)) = check.run(addr, &PlainTcp, TEST_TIMEOUT).await else {
             panic!("passed");
         };
         assert!(reason.ends_with("(then closed)"), "{reason}");
@@ -265,12 +298,27 @@ mod tests {
         let endless = vec![vec![b'x'; 8192]; 4];
         let addr = serve(1, endless, true).await;
         let check = steps(&[("> ?", None), ("role:master", Some("contains"))]);
-        let Err(Failure::Failed(reason)) = check.run(addr, &PlainTcp).await else {
+        let Err(Failure::Failed(reason)) = check.run(addr, &PlainTcp, TEST_TIMEOUT).await else {
             panic!("passed");
         };
         assert!(
             reason.contains("stopped reading at 16384 bytes"),
             "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn at_the_timeout_the_reason_quotes_what_arrived() {
+        let addr = serve(6, vec![b"role:slave\r\n".to_vec()], true).await;
+        let check = steps(&[("> INFO\r\n", None), ("role:master", Some("contains"))]);
+        let short = Duration::from_millis(200);
+        assert_eq!(
+            check.run(addr, &PlainTcp, short).await,
+            Err(Failure::Failed(
+                "expect #1: wanted a reply containing \"role:master\", got \"role:slave\\r\\n\" \
+                 (nothing more within 200ms)"
+                    .into()
+            ))
         );
     }
 
@@ -281,7 +329,7 @@ mod tests {
         let check = steps(&[("+OK", None), ("> ask", None), ("+OK", None)]);
         let wait = std::time::Duration::from_millis(300);
         assert!(
-            tokio::time::timeout(wait, check.run(addr, &PlainTcp))
+            tokio::time::timeout(wait, check.run(addr, &PlainTcp, TEST_TIMEOUT))
                 .await
                 .is_err(),
             "the second expect waits for an answer (the caller's timeout fails it)"
