@@ -6,8 +6,10 @@
 //! As in Envoy's outlier detection, an ejection that repeats lasts longer
 //! each time: the n-th in a row lasts n × `fail_timeout`, up to
 //! `max_ejection_time` (Envoy's `base_ejection_time` × times ejected, up to
-//! `max_ejection_time`). Each `fail_timeout` that passes without an
-//! ejection takes one off the count, as Envoy's interval sweeps do. The
+//! `max_ejection_time`). Each `fail_timeout` that passes without a failed
+//! connect (and not ejected) takes one off the count, as Envoy's interval
+//! sweeps do; a backend kept in by the cap that goes on failing is not
+//! forgiven. The
 //! pool caps how many of its backends may be ejected at once
 //! (`max_ejection_percent`, see `PoolState::connect_failed`); this module
 //! is told whether one more may be.
@@ -42,6 +44,8 @@ struct Record {
     ejections: u32,
     /// When the last ejection ended (or will).
     last_ended: Option<Instant>,
+    /// When the last failed connect was counted.
+    last_failure: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +104,9 @@ impl Ejection {
             return Ejected::No;
         }
         let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        // Quiet since: the last failure, or the last ejection's end.
+        let quiet_since = record.last_ended.max(record.last_failure);
+        record.last_failure = Some(now);
         match record.window_started {
             Some(started) if now.duration_since(started) <= fail_timeout => {}
             _ => {
@@ -114,9 +121,9 @@ impl Ejection {
         if !may_eject {
             return Ejected::Capped;
         }
-        // Quiet windows since the last ejection ended forgive one each.
-        if let Some(ended) = record.last_ended {
-            let quiet = now.saturating_duration_since(ended);
+        // Each whole window without a failure forgives one ejection.
+        if let Some(since) = quiet_since {
+            let quiet = now.saturating_duration_since(since);
             let forgiven = (quiet.as_nanos() / fail_timeout.as_nanos().max(1)) as u32;
             record.ejections = record.ejections.saturating_sub(forgiven);
         }
@@ -211,5 +218,22 @@ mod tests {
             Ejected::For(base * 2)
         );
         assert_eq!(e.times(), 2);
+
+        // Kept in by the cap but failing all along: nothing is forgiven.
+        let capped = Ejection::default();
+        assert_eq!(
+            capped.record_at(at(0), 1, base, cap, true),
+            Ejected::For(base)
+        );
+        for t in (31..=151).step_by(20) {
+            assert_eq!(
+                capped.record_at(at(t), 1, base, cap, false),
+                Ejected::Capped
+            );
+        }
+        assert_eq!(
+            capped.record_at(at(160), 1, base, cap, true),
+            Ejected::For(base * 2)
+        );
     }
 }
