@@ -1287,6 +1287,107 @@ mod tests {
     }
 
     #[test]
+    fn health_check_flags_build_each_kind_and_refuse_mixtures() {
+        let health = |args: &[&str]| {
+            let mut all = vec!["tcplb"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| cli.into_config().services[0].health.clone())
+        };
+        let h = health(&[
+            "--health-http",
+            "OPTIONS /primary",
+            "--health-http-host",
+            "db",
+            "--health-expect-status",
+            "200",
+            "--health-expect-body",
+            "primary",
+            "--agent-port",
+            "9777",
+            "--agent-send",
+            "web\\n",
+            "--agent-interval",
+            "3s",
+            "--on-down",
+            "close",
+            "--on-backup-up",
+            "close",
+            "--panic-threshold",
+            "50%",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.check,
+            CheckConfig::Http(HttpCheck {
+                method: "OPTIONS".into(),
+                path: "/primary".into(),
+                host: Some("db".into()),
+                expect_status: "200".parse().unwrap(),
+                expect_body: Some("primary".into()),
+            })
+        );
+        assert_eq!(
+            h.agent,
+            Some(AgentConfig {
+                port: 9777,
+                send: Some(b"web\n".to_vec()),
+                interval: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(
+            (h.on_down, h.on_backup_up),
+            (OnHealthChange::Close, OnHealthChange::Close)
+        );
+        assert_eq!(h.panic_threshold, Some(50));
+        let h = health(&[
+            "--health-send",
+            "PING\\r\\n",
+            "--health-expect",
+            "role:master",
+            "--health-expect-match",
+            "contains",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.check,
+            CheckConfig::send_expect(
+                Some(b"PING\r\n".to_vec()),
+                Some(b"role:master".to_vec()),
+                Match::Contains
+            )
+        );
+        let h = health(&["--health-exec", "/usr/bin/pg_isready -h {host} -p {port}"]).unwrap();
+        assert!(matches!(h.check, CheckConfig::Exec(ref e) if e.argv.len() == 5));
+        assert_eq!(health(&[]).unwrap(), HealthConfig::default());
+        for bad in [
+            &["--health-http", "/", "--health-send", "x"][..],
+            &["--health-exec", "/bin/true", "--health-expect", "x"],
+            &["--health-http-host", "db"],
+            &["--health-expect-match", "contains"],
+            &["--agent-send", "x"],
+            &["--panic-threshold", "0"],
+            &["--max-ejection-percent", "101"],
+            &["--health-http", "get /"],
+            &["--health-expect-status", "2xx"],
+        ] {
+            assert!(health(bad).is_err(), "{bad:?} was accepted");
+        }
+        let cli = Cli::try_parse_from([
+            "tcplb",
+            "--max-ejection-percent",
+            "0",
+            "--max-ejection-time",
+            "30s",
+        ])
+        .unwrap();
+        let s = &cli.into_config().services[0];
+        assert_eq!(
+            (s.max_ejection_percent, s.max_ejection_time),
+            (0, Duration::from_secs(30))
+        );
+    }
+
+    #[test]
     fn only_flags_typed_count_as_given() {
         let args = [
             "tcplb",

@@ -534,9 +534,6 @@ impl TryFrom<RawHealthTable> for RawHealth {
             list => list.map(|l| l.into_iter().map(|s| s.0).collect()),
         };
         let exec = t.exec.map(ExecCheck::new).transpose()?;
-        if t.agent_port.is_none() && (t.agent_send.is_some() || t.agent_interval.is_some()) {
-            return Err("`agent_send` and `agent_interval` need `agent_port`".into());
-        }
         Ok(RawHealth {
             interval: t.interval,
             timeout: t.timeout,
@@ -1229,12 +1226,25 @@ impl RawService {
         };
         if backends.is_empty() && (routes.is_empty() || self.backends.is_some()) {
             problems.push(Problem {
-                span: self.backends.as_ref().map_or(span, |b| b.span()),
+                span: self.backends.as_ref().map_or(span.clone(), |b| b.span()),
                 key: "listener.backends",
                 message: format!(
                     "listener {listen} has no backends: set `backends` in it or in [defaults], \
                      or give --backend"
                 ),
+            });
+        }
+        // Checked once merged: the port may come from [defaults].
+        if let Some(h) = &self.health
+            && h.agent_port.is_none()
+            && (h.agent_send.is_some() || h.agent_interval.is_some())
+        {
+            problems.push(Problem {
+                span: span.clone(),
+                key: "listener.health.agent_port",
+                message: "`agent_send` and `agent_interval` need `agent_port` (here or in \
+                          [defaults])"
+                    .into(),
             });
         }
         let keepalive = match self.tcp_keepalive.take() {
@@ -1758,6 +1768,154 @@ port = 8558
     }
 
     #[test]
+    fn every_health_key_is_read() {
+        let c = parse_ok(
+            r#"
+max_ejection_percent = 3
+
+[defaults]
+max_ejection_percent = 30
+max_ejection_time = "1m"
+health = { send = "HI", on_down = "close", agent_port = 9777 }
+
+[[listener]]
+name = "steps"
+listen = "127.0.0.1:1"
+backends = ["127.0.0.1:2"]
+health = { steps = [{ send_hex = "0000000804d2162f" }, { expect = "^[SN]", match = "regex" }, { expect_hex = "4e", match = "contains" }], agent_send = "a\n", agent_interval = "5s" }
+
+[[listener]]
+name = "http"
+listen = "127.0.0.1:3"
+backends = ["127.0.0.1:4"]
+health = { http = { method = "OPTIONS", path = "/primary", host = "db", expect_status = [200, "3xx"], expect_body = "ok" }, on_backup_up = "close", panic_threshold = 40 }
+
+[[listener]]
+name = "exec"
+listen = "127.0.0.1:5"
+backends = ["127.0.0.1:6"]
+health = { exec = ["/usr/bin/pg_isready", "-h", "{host}"], on_down = "keep" }
+
+[[listener]]
+name = "short"
+listen = "127.0.0.1:7"
+backends = ["127.0.0.1:8"]
+health = { expect = "role:master", match = "contains" }
+"#
+            .replace("max_ejection_percent = 3\n", "")
+            .as_str(),
+        );
+        let [steps, http, exec, short] = &c.services[..] else {
+            panic!("{c:?}");
+        };
+        assert_eq!(
+            (steps.max_ejection_percent, steps.max_ejection_time),
+            (30, Duration::from_secs(60))
+        );
+        assert_eq!(
+            steps.health.check,
+            CheckConfig::Steps(vec![
+                Step::Send(vec![0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]),
+                Step::Expect(Expect {
+                    pattern: b"^[SN]".to_vec(),
+                    how: Match::Regex
+                }),
+                Step::Expect(Expect {
+                    pattern: b"N".to_vec(),
+                    how: Match::Contains
+                }),
+            ]),
+            "a listener's own check replaces the inherited send"
+        );
+        assert_eq!(
+            steps.health.agent,
+            Some(AgentConfig {
+                port: 9777,
+                send: Some(b"a\n".to_vec()),
+                interval: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(steps.health.on_down, OnHealthChange::Close, "inherited");
+        let CheckConfig::Http(check) = &http.health.check else {
+            panic!("{:?}", http.health.check);
+        };
+        assert_eq!(
+            (check.method.as_str(), check.path.as_str()),
+            ("OPTIONS", "/primary")
+        );
+        assert_eq!(check.host.as_deref(), Some("db"));
+        assert_eq!(check.expect_status.to_string(), "200,3xx");
+        assert_eq!(check.expect_body.as_deref(), Some("ok"));
+        assert_eq!(http.health.on_backup_up, OnHealthChange::Close);
+        assert_eq!(http.health.panic_threshold, Some(40));
+        let CheckConfig::Exec(run) = &exec.health.check else {
+            panic!("{:?}", exec.health.check);
+        };
+        assert_eq!(run.argv, ["/usr/bin/pg_isready", "-h", "{host}"]);
+        assert_eq!(
+            exec.health.on_down,
+            OnHealthChange::Keep,
+            "own beats inherited"
+        );
+        assert_eq!(
+            short.health.check,
+            CheckConfig::send_expect(
+                Some(b"HI".to_vec()),
+                Some(b"role:master".to_vec()),
+                Match::Contains
+            ),
+            "the short form merges key by key"
+        );
+        assert_eq!(exec.max_ejection_percent, 30);
+    }
+
+    #[test]
+    fn bad_health_tables_say_what_is_wrong() {
+        let listener = |health: &str| {
+            format!(
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\nhealth = {health}\n"
+            )
+        };
+        for (health, says) in [
+            (
+                r#"{ send = "a", http = { path = "/" } }"#,
+                "one health check per pool: send/expect and http",
+            ),
+            (r#"{ steps = [], }"#, "empty `steps`"),
+            (
+                r#"{ match = "contains" }"#,
+                "`match` says how `expect` matches",
+            ),
+            (r#"{ agent_send = "x" }"#, "need `agent_port`"),
+            (
+                r#"{ steps = [{ send = "a", expect = "b" }] }"#,
+                "exactly one of",
+            ),
+            (
+                r#"{ steps = [{ expect = "(", match = "regex" }] }"#,
+                "bad regular expression",
+            ),
+            (r#"{ http = { expect_status = [600] } }"#, "bad HTTP status"),
+            (r#"{ http = { method = "get" } }"#, "bad HTTP method"),
+            (r#"{ http = { path = "primary" } }"#, "bad HTTP path"),
+            (r#"{ http = { expect_body = "" } }"#, "empty expect_body"),
+            (r#"{ exec = [] }"#, "empty exec check"),
+            (r#"{ panic_threshold = 0 }"#, "from 1 to 100"),
+            (r#"{ on_down = "drop" }"#, "use keep or close"),
+            (r#"{ agent_port = 0 }"#, "from 1 to 65535"),
+        ] {
+            let e = parse_err(&listener(health));
+            assert!(e.to_string().contains(says), "{health}: {e}");
+            assert!(e.position.is_some(), "{health}: {e}");
+        }
+        let e = parse_err(&format!("max_ejection_percent = 101\n{}", listener("{}")));
+        assert!(
+            e.to_string().contains("unknown field") || e.to_string().contains("from 0 to 100"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn listeners_inherit_defaults_key_by_key() {
         let c = parse_ok(
             r#"
@@ -2258,6 +2416,25 @@ resolve_ttl_min = 3
             "alpn",
             "access_log",
             "access_log_format",
+            "max_ejection_percent",
+            "max_ejection_time",
+            "match",
+            "steps",
+            "send_hex",
+            "expect_hex",
+            "http",
+            "method",
+            "path",
+            "host",
+            "expect_status",
+            "expect_body",
+            "exec",
+            "agent_port",
+            "agent_send",
+            "agent_interval",
+            "on_down",
+            "on_backup_up",
+            "panic_threshold",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }
