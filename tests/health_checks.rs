@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    PATIENCE, TempDir, TestBackend, backend_status, hello_port, http_get, refusing_addr,
-    spawn_tcplb, status_json, tcplb_bin, wait_status,
+    PATIENCE, TempDir, TestBackend, backend_status, hello_port, http_get, read_head, refusing_addr,
+    serve_each, spawn_tcplb, status_json, tcplb_bin, wait_status,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Which backend ports `n` requests through `addr` reached.
 async fn spread(addr: SocketAddr, n: usize) -> Vec<u16> {
@@ -41,23 +41,19 @@ async fn agent_on(
     line: Arc<Mutex<Vec<u8>>>,
     received: Arc<Mutex<Vec<String>>>,
 ) -> SocketAddr {
-    let listener = TcpListener::bind(format!("{ip}:0")).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (line, received) = (line.clone(), received.clone());
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                let mut sent = String::new();
-                let wait = Duration::from_millis(300);
-                let _ = tokio::time::timeout(wait, stream.read_line(&mut sent)).await;
-                received.lock().unwrap().push(sent);
-                let answer = line.lock().unwrap().clone();
-                let _ = stream.get_mut().write_all(&answer).await;
-            });
+    serve_each(ip, move |stream| {
+        let (line, received) = (line.clone(), received.clone());
+        async move {
+            let mut stream = BufReader::new(stream);
+            let mut sent = String::new();
+            let wait = Duration::from_millis(300);
+            let _ = tokio::time::timeout(wait, stream.read_line(&mut sent)).await;
+            received.lock().unwrap().push(sent);
+            let answer = line.lock().unwrap().clone();
+            let _ = stream.get_mut().write_all(&answer).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// `tcplb ctl` against the admin socket (write access without a token).
@@ -417,24 +413,16 @@ async fn exec_checks_run_at_most_sixteen_at_once() {
 /// A server answering every connection with `reply` after reading the
 /// request head, which it keeps.
 async fn canned(reply: &'static [u8], heads: Arc<Mutex<Vec<String>>>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let heads = heads.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream);
-                let (mut head, mut line) = (String::new(), String::new());
-                while matches!(lines.read_line(&mut line).await, Ok(n) if n > 2) {
-                    head.push_str(&line);
-                    line.clear();
-                }
-                heads.lock().unwrap().push(head);
-                let _ = lines.get_mut().write_all(reply).await;
-            });
+    serve_each("127.0.0.1", move |stream| {
+        let heads = heads.clone();
+        async move {
+            let mut stream = BufReader::new(stream);
+            let head = read_head(&mut stream).await;
+            heads.lock().unwrap().push(head);
+            let _ = stream.get_mut().write_all(reply).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// HTTP checks from the flags: the request as configured (method, path,

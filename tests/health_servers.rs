@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    PATIENCE, Process, TcplbProcess, TempDir, TestBackend, backend_status, free_port,
-    server_program, spawn_process, spawn_tcplb, spawn_unprivileged, status_json, tcplb_bin,
-    unprivileged_dir, wait_accepting, wait_listening, wait_status,
+    PATIENCE, Process, TcplbProcess, TempDir, TestBackend, backend_status, free_port, read_head,
+    serve_each, server_program, spawn_process, spawn_tcplb, spawn_unprivileged, status_json,
+    tcplb_bin, unprivileged_dir, wait_accepting, wait_listening, wait_status,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Checks this often in these tests, so a flip is seen within a second.
 const INTERVAL: &str = "200ms";
@@ -330,30 +330,24 @@ async fn database(
     writes: Writes,
     accepted: Arc<Mutex<Vec<Instant>>>,
 ) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            accepted.lock().unwrap().push(Instant::now());
-            let writes = writes.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream);
-                let mut line = String::new();
-                while matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
-                    writes
-                        .lock()
-                        .unwrap()
-                        .push((Instant::now(), line.trim().to_string()));
-                    line.clear();
-                    let answer = format!("ok {name}\n");
-                    if lines.get_mut().write_all(answer.as_bytes()).await.is_err() {
-                        break;
-                    }
+    serve_each("127.0.0.1", move |stream| {
+        accepted.lock().unwrap().push(Instant::now());
+        let writes = writes.clone();
+        async move {
+            let mut lines = BufReader::new(stream);
+            let mut line = String::new();
+            while matches!(lines.read_line(&mut line).await, Ok(n) if n > 0) {
+                let write = line.trim().to_string();
+                writes.lock().unwrap().push((Instant::now(), write));
+                line.clear();
+                let answer = format!("ok {name}\n");
+                if lines.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                    break;
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Patroni's REST API as far as the check goes: `/primary` answers 200
@@ -362,32 +356,23 @@ async fn patroni_api(
     primary: Arc<AtomicBool>,
     first_no: Arc<Mutex<Option<Instant>>>,
 ) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (primary, first_no) = (primary.clone(), first_no.clone());
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream);
-                let mut head = String::new();
-                let mut line = String::new();
-                while matches!(lines.read_line(&mut line).await, Ok(n) if n > 2) {
-                    head.push_str(&line);
-                    line.clear();
-                }
-                let answer: &[u8] = if !head.starts_with("OPTIONS /primary ") {
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                } else if primary.load(Relaxed) {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"role\":\"primary\"}"
-                } else {
-                    first_no.lock().unwrap().get_or_insert_with(Instant::now);
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"role\":\"replica\"}"
-                };
-                let _ = lines.get_mut().write_all(answer).await;
-            });
+    serve_each("127.0.0.1", move |stream| {
+        let (primary, first_no) = (primary.clone(), first_no.clone());
+        async move {
+            let mut stream = BufReader::new(stream);
+            let head = read_head(&mut stream).await;
+            let answer: &[u8] = if !head.starts_with("OPTIONS /primary ") {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else if primary.load(Relaxed) {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"role\":\"primary\"}"
+            } else {
+                first_no.lock().unwrap().get_or_insert_with(Instant::now);
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"role\":\"replica\"}"
+            };
+            let _ = stream.get_mut().write_all(answer).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Two nodes, each with its REST API on a port of its own (`check_port`),

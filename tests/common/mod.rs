@@ -812,3 +812,35 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// Small servers on the test's own runtime (health endpoints, agents)
+
+/// Listens on `ip`:0 and serves each connection with `handle` on a task
+/// of its own, on the test's runtime (so it can share state with the
+/// test); returns the address.
+pub async fn serve_each<F, Fut>(ip: &str, handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(format!("{ip}:0")).await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    addr
+}
+
+/// Reads an HTTP request head (up to the empty line) from `stream`.
+pub async fn read_head(stream: &mut tokio::io::BufReader<TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let (mut head, mut line) = (String::new(), String::new());
+    while matches!(stream.read_line(&mut line).await, Ok(n) if n > 2) {
+        head.push_str(&line);
+        line.clear();
+    }
+    head
+}
