@@ -32,8 +32,11 @@ pub struct ListenerStats {
     pub active: AtomicU64,
     /// Clients answered 502: every backend tried failed to connect.
     pub bad_gateway: AtomicU64,
-    /// Clients answered 503: no backend was available to try.
-    pub unavailable: AtomicU64,
+    /// Clients answered 503, by why (indexed by [`Unavailable`]): no
+    /// backend to try, or a limit turned them away. Every 503 written is
+    /// counted here (a close with `--on-failure close` too), whichever
+    /// part of the data path wrote it.
+    pub unavailable: [AtomicU64; Unavailable::ALL.len()],
     /// Clients closed for a bad or missing PROXY header (`--accept-proxy`).
     pub proxy_header_errors: AtomicU64,
     /// On a listener with TLS routes: clients closed because no valid
@@ -70,10 +73,64 @@ impl ListenerStats {
         self.rejected.fetch_add(1, Relaxed);
     }
 
+    /// Counts a client answered 503 (or closed instead) for `why`.
+    pub fn count_unavailable(&self, why: Unavailable) {
+        self.unavailable[why as usize].fetch_add(1, Relaxed);
+    }
+
     /// Records what a connection that reached a backend moved, each way.
     pub fn record_bytes(&self, sent: u64, received: u64) {
         self.sent_bytes.record_value(sent);
         self.received_bytes.record_value(received);
+    }
+}
+
+/// Why a client was answered 503 (or closed, with `--on-failure close`):
+/// the `reason` label of `tcplb_listener_failures_total{code="503"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No backend ready and up to try.
+    NoBackend,
+    /// No slot within `--queue-timeout`: under `--max-conns`, or with
+    /// every backend at its `maxconn`.
+    QueueTimeout,
+    /// The client's address already holds `--max-conns-per-ip`.
+    PerIpConnections,
+    /// The client's address is over `--rate-per-ip`.
+    PerIpRate,
+    /// The per-IP table is full and the client's address is not in it.
+    PerIpTable,
+    /// tcplb is out of file descriptors (at accept, or to connect).
+    OutOfDescriptors,
+}
+
+impl Unavailable {
+    /// Every reason, in the order they are reported.
+    pub const ALL: [Unavailable; 6] = [
+        Unavailable::NoBackend,
+        Unavailable::QueueTimeout,
+        Unavailable::PerIpConnections,
+        Unavailable::PerIpRate,
+        Unavailable::PerIpTable,
+        Unavailable::OutOfDescriptors,
+    ];
+
+    /// The `reason` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unavailable::NoBackend => "no_backend",
+            Unavailable::QueueTimeout => "queue_timeout",
+            Unavailable::PerIpConnections => "per_ip_connections",
+            Unavailable::PerIpRate => "per_ip_rate",
+            Unavailable::PerIpTable => "per_ip_table_full",
+            Unavailable::OutOfDescriptors => "out_of_descriptors",
+        }
+    }
+
+    /// A limit turned the client away (overload), rather than a lack of
+    /// backends.
+    pub fn is_overload(self) -> bool {
+        self != Unavailable::NoBackend
     }
 }
 
@@ -245,7 +302,8 @@ impl AdminConnectionStats {
 pub struct AccessLogStats {
     /// Records dropped because the writer's queue was full.
     pub dropped: AtomicU64,
-    /// Records lost because writing them to the destination failed.
+    /// Records missing from the destination because writing them failed
+    /// (a line the disk cut short is cut off, so counted here too).
     pub write_errors: AtomicU64,
 }
 
@@ -416,5 +474,22 @@ mod tests {
         assert_eq!(stats.accepted.load(Relaxed), 2);
         stats.count_rejected();
         assert_eq!(stats.rejected.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn each_503_reason_has_its_own_counter_and_name() {
+        let stats = ListenerStats::default();
+        for (i, why) in Unavailable::ALL.into_iter().enumerate() {
+            assert_eq!(why as usize, i, "ALL is in declaration order");
+            for _ in 0..=i {
+                stats.count_unavailable(why);
+            }
+        }
+        let counts: Vec<u64> = stats.unavailable.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(counts, [1, 2, 3, 4, 5, 6]);
+        let names: std::collections::HashSet<_> = Unavailable::ALL.map(Unavailable::name).into();
+        assert_eq!(names.len(), Unavailable::ALL.len());
+        assert!(!Unavailable::NoBackend.is_overload());
+        assert!(Unavailable::QueueTimeout.is_overload());
     }
 }

@@ -1,7 +1,8 @@
 //! The access log with real sockets: every termination cause that can be
 //! produced on loopback, each checked field by field in both formats; the
 //! client address a PROXY header carries; write failures counted while
-//! traffic flows; a dropped connection at the end of the drain; and, with
+//! traffic flows, and a real tmpfs filling up without a torn line; a
+//! dropped connection at the end of the drain; and, with
 //! the real binary, rotation by rename + SIGUSR1 without a lost line, the
 //! stderr destination, and the start-up error for a path that cannot be
 //! opened.
@@ -94,6 +95,7 @@ struct Line {
     cause: String,
     sni: Option<String>,
     route: Option<String>,
+    alpn: Option<Vec<String>>,
 }
 
 fn dash(text: &str) -> Option<String> {
@@ -108,7 +110,7 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
     match format {
         AccessLogFormat::Text => {
             let f: Vec<&str> = line.split(' ').collect();
-            assert_eq!(f.len(), 12, "{line}");
+            assert_eq!(f.len(), 13, "{line}");
             let times: Vec<&str> = f[6].split('/').collect();
             let bytes: Vec<&str> = f[8].split('/').collect();
             assert_eq!((times.len(), bytes.len()), (3, 2), "{line}");
@@ -128,12 +130,13 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
                 cause: f[9].into(),
                 sni: dash(f[10]),
                 route: dash(f[11]),
+                alpn: dash(f[12]).map(|l| l.split(',').map(str::to_string).collect()),
             }
         }
         AccessLogFormat::Json => {
             let v: Value = serde_json::from_str(line).expect("a JSON line");
             let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-            assert_eq!(keys.len(), 15, "{line}");
+            assert_eq!(keys.len(), 16, "{line}");
             let text = |k: &str| v[k].as_str().map(str::to_string);
             Line {
                 time: humantime::parse_rfc3339(v["time"].as_str().unwrap()).unwrap(),
@@ -151,6 +154,9 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
                 cause: text("cause").unwrap(),
                 sni: text("sni"),
                 route: text("route"),
+                alpn: v["alpn"]
+                    .as_array()
+                    .map(|a| a.iter().map(|p| p.as_str().unwrap().to_string()).collect()),
             }
         }
     }
@@ -252,6 +258,7 @@ fn check(line: &Line, lb: &Logged, client: SocketAddr, expect: Expect, started: 
     assert_eq!(line.queue_ms.is_some(), expect.queued, "{line:?}");
     assert_eq!(line.connect_ms.is_some(), expect.connected, "{line:?}");
     assert_eq!((line.sni.as_deref(), line.route.as_deref()), (None, None));
+    assert_eq!(line.alpn, None, "{line:?}");
     assert!(line.id >= 1);
     // Written when it ended: after the test began, and just now.
     let now = SystemTime::now();
@@ -596,6 +603,7 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         let line = lb.line_of(me).await;
         assert_eq!(line.sni.as_deref(), Some("b.example.test"), "{line:?}");
         assert_eq!(line.route.as_deref(), Some("b-route"), "{line:?}");
+        assert_eq!(line.alpn, Some(vec!["h2".into(), "http/1.1".into()]));
         assert_eq!(line.backend, Some(backend.addr.to_string()));
         assert_eq!(
             (line.cause.as_str(), line.sent),
@@ -603,13 +611,29 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         );
         assert!(line.time >= started - Duration::from_millis(5));
 
-        // No route for a.test and no default backends: an alert, no_route.
+        // No route for a.test and no default backends: an alert, no_route,
+        // and the record says what the client asked for.
         let (mut client, me) = lb.client().await;
         client.write_all(HELLO_A).await.unwrap();
         let _ = read_all(&mut client).await;
         let line = lb.line_of(me).await;
-        assert_eq!((line.cause.as_str(), line.route), ("no_route", None));
+        assert_eq!(
+            (line.cause.as_str(), line.route.as_deref()),
+            ("no_route", None)
+        );
         assert_eq!(line.backend, None);
+        assert_eq!(line.sni.as_deref(), Some("a.test"), "{line:?}");
+        assert_eq!(line.alpn, Some(vec!["h2".into(), "http/1.1".into()]));
+
+        // A hello broken after its server name (an empty ALPN protocol
+        // name): closed, and the server name is still recorded.
+        let (mut client, me) = lb.client().await;
+        client.write_all(&broken_alpn(HELLO_A)).await.unwrap();
+        let _ = read_all(&mut client).await;
+        let line = lb.line_of(me).await;
+        assert_eq!(line.cause, "bad_client_hello", "{line:?}");
+        assert_eq!(line.sni.as_deref(), Some("a.test"), "{line:?}");
+        assert_eq!((line.alpn, line.route), (None, None));
 
         // Not TLS at all.
         let (mut client, me) = lb.client().await;
@@ -617,6 +641,18 @@ async fn tls_routes_log_the_server_name_and_the_route() {
         let _ = read_all(&mut client).await;
         assert_eq!(lb.line_of(me).await.cause, "bad_client_hello");
     }
+}
+
+/// `hello` with the length of its first ALPN protocol name (`h2`) set to
+/// 0: a ClientHello that breaks after its server name.
+fn broken_alpn(hello: &[u8]) -> Vec<u8> {
+    let at = hello
+        .windows(12)
+        .position(|w| w == b"\x02h2\x08http/1.1")
+        .expect("an ALPN list of h2 and http/1.1");
+    let mut broken = hello.to_vec();
+    broken[at] = 0;
+    broken
 }
 
 /// A raw HTTP GET on the admin endpoint; the body.
@@ -665,6 +701,158 @@ async fn a_log_that_cannot_be_written_is_counted_and_traffic_flows() {
         "{text}"
     );
     assert_eq!(metric(&text, "tcplb_access_log_dropped_total"), 0);
+}
+
+/// A small tmpfs of the test's own, mounted on a fresh directory and
+/// unmounted (then the directory removed) on drop, also when the test fails.
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(name: &str, bytes: usize) -> Tmpfs {
+        let dir = TempDir::new(name);
+        let target = std::ffi::CString::new(dir.0.to_str().unwrap()).unwrap();
+        let options = std::ffi::CString::new(format!("size={bytes},mode=0700")).unwrap();
+        // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tcplb-test".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                options.as_ptr().cast(),
+            )
+        };
+        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.dir.0.to_str().unwrap()).unwrap();
+        // SAFETY: umount2(2) of the mount this guard made. MNT_DETACH, so a
+        // file still open (a failed test's balancer) cannot keep it there.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Writes 4 KiB blocks to `path` until the file system is full.
+fn fill(path: &Path) -> std::fs::File {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let block = [b'x'; 4096];
+    loop {
+        match file.write(&block) {
+            Ok(n) if n == block.len() => {}
+            Ok(_) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    file
+}
+
+/// Every line of the log, each of which must parse as a JSON record; and
+/// the file must end with a newline.
+fn whole_records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the file ends inside a line:\n{text}"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}\n{text}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_tears_no_line_and_counts_exactly_the_missing_records() {
+    let backend = TestBackend::echo().await;
+    let disk = Tmpfs::mount("tmpfs", 256 * 1024);
+    let log = disk.dir.path("access.log");
+    let mut svc = service(&[backend.addr]);
+    svc.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config::single(svc);
+    config.drain_timeout = Duration::from_secs(1);
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    config.access_log = AccessLogConfig {
+        target: AccessLogTarget::File(log.clone()),
+        format: AccessLogFormat::Json,
+    };
+    // The log lives on `disk`, which unmounts after the balancer is gone
+    // (declared first, dropped last); the balancer's own directory stays
+    // empty.
+    let lb = start_config(
+        config,
+        TempDir::new("tmpfs-balancer"),
+        log.clone(),
+        AccessLogFormat::Json,
+    );
+    let admin = lb.admin.unwrap();
+    let connections = |range: std::ops::Range<u32>| async move {
+        for i in range {
+            let mut client = connect(lb.addr).await;
+            let data = i.to_be_bytes();
+            assert_eq!(finish(&mut client, &data).await, data);
+        }
+    };
+    let counted = |text: &str| metric(text, "tcplb_access_log_write_errors_total");
+    // Until lines in the file and records counted missing add up to `total`.
+    let settled = |total: u64| {
+        let log = log.clone();
+        async move {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                let text = admin_get(admin, "/metrics").await;
+                let lines = file_lines(&log).len() as u64;
+                if lines + counted(&text) == total || std::time::Instant::now() > deadline {
+                    return (lines, text);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    connections(0..5).await;
+    assert_eq!(settled(5).await.0, 5);
+
+    // Full, then one page freed: the next records fill it and the one that
+    // does not fit is cut short by the kernel (a short write, then ENOSPC).
+    let filler_path = disk.dir.path("filler");
+    let filler = fill(&filler_path);
+    let size = filler.metadata().unwrap().len();
+    filler.set_len(size - 4096).unwrap();
+    connections(5..105).await;
+    let (lines, text) = settled(105).await;
+    let records = whole_records(&log);
+    assert_eq!(records.len() as u64, lines);
+    assert!(
+        lines > 5 && lines < 105,
+        "{lines} lines: the disk never filled"
+    );
+    assert_eq!(counted(&text), 105 - lines, "{text}");
+    assert_eq!(metric(&text, "tcplb_access_log_dropped_total"), 0);
+    let ids: std::collections::BTreeSet<u64> =
+        records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids.len() as u64, lines, "an id twice");
+
+    // Space again: the next records land whole after the last line.
+    drop(filler);
+    std::fs::remove_file(&filler_path).unwrap();
+    connections(105..115).await;
+    let (after, text) = settled(115).await;
+    assert_eq!(after, lines + 10);
+    assert_eq!(counted(&text), 105 - lines, "{text}");
+    let records = whole_records(&log);
+    assert_eq!(records.len() as u64, lines + 10);
+    let newest: Vec<u64> = records[lines as usize..]
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert!(newest.iter().all(|id| !ids.contains(id)), "{newest:?}");
+    lb.shutdown.cancel();
 }
 
 // ---------------------------------------------------------------------------

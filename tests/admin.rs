@@ -146,7 +146,7 @@ async fn metrics_and_status_report_known_traffic_exactly() {
     let (status, headers, text) = get(lb.admin, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.contains("Content-Type: text/plain; version=0.0.4"));
-    let listener = format!("listener=\"{}\"", lb.addr);
+    let listener = format!("listener=\"{0}\",listen=\"{0}\"", lb.addr);
     let at = |backend: SocketAddr| format!("{listener},backend=\"{backend}\"");
     let expect = [
         // (backend, up, total, connect failures, bytes each way)
@@ -194,8 +194,16 @@ async fn metrics_and_status_report_known_traffic_exactly() {
         sample(&text, "tcplb_listener_active_connections", &listener),
         "0"
     );
-    for code in ["502", "503"] {
-        let labels = format!("{listener},code=\"{code}\"");
+    for (code, reason) in [
+        ("502", "connect_failed"),
+        ("503", "no_backend"),
+        ("503", "queue_timeout"),
+        ("503", "per_ip_connections"),
+        ("503", "per_ip_rate"),
+        ("503", "per_ip_table_full"),
+        ("503", "out_of_descriptors"),
+    ] {
+        let labels = format!("{listener},code=\"{code}\",reason=\"{reason}\"");
         assert_eq!(sample(&text, "tcplb_listener_failures_total", &labels), "0");
     }
     for family in [
@@ -212,7 +220,7 @@ async fn metrics_and_status_report_known_traffic_exactly() {
     assert!(json.starts_with("{\"listeners\":[{") && json.ends_with("}\n"));
     assert!(json.contains(&format!(
         "\"listen\":\"{}\",\"strategy\":\"round-robin\",\"accepted\":5,\"rejected\":0,\
-         \"active\":0,\"failures\":{{\"502\":0,\"503\":0}}",
+         \"active\":0,\"failures\":{{\"502\":0,\"503\":0,\"503_by_reason\":{{\"no_backend\":0,",
         lb.addr
     )));
     for (backend, up, total, failures, bytes) in expect {
@@ -316,8 +324,8 @@ async fn metrics_follow_a_reload_and_keep_their_counts() {
     assert_eq!(addrs[0], lb.addr);
 
     let (_, _, text) = get(lb.admin, "/metrics").await;
-    let first = format!("listener=\"{}\"", addrs[0]);
-    let second = format!("listener=\"{}\"", addrs[1]);
+    let first = format!("listener=\"{0}\",listen=\"{0}\"", addrs[0]);
+    let second = format!("listener=\"{0}\",listen=\"{0}\"", addrs[1]);
     assert_eq!(sample(&text, "tcplb_listener_accepted_total", &first), "1");
     assert_eq!(sample(&text, "tcplb_listener_accepted_total", &second), "0");
     let labels = format!("{first},backend=\"{}\"", backend.addr);
@@ -402,7 +410,7 @@ async fn admin_state_and_membership_changes_are_reported() {
     svc.health.interval = Duration::from_secs(3600);
     svc.backends[0].admin_state = AdminState::Drain;
     let lb = start(svc.clone());
-    let listener = format!("listener=\"{}\"", lb.addr);
+    let listener = format!("listener=\"{0}\",listen=\"{0}\"", lb.addr);
 
     let (status, _, json) = get(lb.admin, "/status").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
@@ -618,5 +626,76 @@ async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answe
     assert_eq!(
         sample(&metrics, "tcplb_admin_rejected_total", "reason=\"timeout\""),
         timed_out.to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_listener_is_its_name_everywhere_with_its_address_beside_it() {
+    // The binary, with a name: /metrics, /status, the API's open
+    // connections and the access log all say `listener` "web", and give
+    // the bound address as `listen`.
+    let backend = TestBackend::echo().await;
+    let tcplb = common::spawn_tcplb(&[
+        "--name",
+        "web",
+        "--backend",
+        &backend.addr.to_string(),
+        "--admin",
+        "127.0.0.1:0",
+        "--access-log",
+        "stderr",
+        "--access-log-format",
+        "json",
+    ]);
+    let admin = tcplb.admin_addr().await;
+    let listen = tcplb.addr.to_string();
+    let mut open = TcpStream::connect(tcplb.addr).await.expect("connect");
+    open.write_all(b"held").await.unwrap();
+    let mut back = [0u8; 4];
+    tokio::time::timeout(PATIENCE, open.read_exact(&mut back))
+        .await
+        .expect("no echo in time")
+        .unwrap();
+
+    let (_, _, text) = get(admin, "/metrics").await;
+    let labelled: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("listener="))
+        .collect();
+    assert!(labelled.len() > 50, "{text}");
+    let named = format!("{{listener=\"web\",listen=\"{listen}\"");
+    for line in &labelled {
+        assert!(line.contains(&named), "{line}");
+    }
+    let labels = format!("listener=\"web\",listen=\"{listen}\"");
+    assert_eq!(
+        sample(&text, "tcplb_listener_active_connections", &labels),
+        "1"
+    );
+
+    let (_, _, status) = get(admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let listener = &status["listeners"][0];
+    assert_eq!(
+        (&listener["name"], &listener["listen"]),
+        (&"web".into(), &listen.clone().into())
+    );
+
+    let (_, _, open_list) = get(admin, "/api/v1/connections").await;
+    let open_list: serde_json::Value = serde_json::from_str(&open_list).unwrap();
+    let connection = &open_list["connections"][0];
+    assert_eq!(
+        (&connection["listener"], &connection["listen"]),
+        (&"web".into(), &listen.clone().into()),
+        "{open_list}"
+    );
+
+    assert_eq!(common::finish(&mut open, b"").await, b"");
+    let line = tcplb.process.line_with("\"cause\":\"completed\"").await;
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (&record["listener"], &record["listen"]),
+        (&"web".into(), &listen.into()),
+        "{line}"
     );
 }

@@ -340,7 +340,7 @@ async fn each_endpoint_changes_what_it_says_and_status_shows_it() {
     has_line(
         &metrics,
         &format!(
-            "tcplb_pool_backend_changes_total{{listener=\"{}\",change=\"added\"}} 1",
+            "tcplb_pool_backend_changes_total{{listener=\"web\",listen=\"{}\",change=\"added\"}} 1",
             lb.addr
         ),
     );
@@ -477,7 +477,7 @@ async fn a_drain_deadline_closes_what_is_left_and_counts_it() {
     let metrics = lb.metrics().await;
     let series = |backend: SocketAddr| {
         format!(
-            "tcplb_backend_evicted_total{{listener=\"{}\",backend=\"{backend}\"}}",
+            "tcplb_backend_evicted_total{{listener=\"echo\",listen=\"{}\",backend=\"{backend}\"}}",
             lb.addr
         )
     };

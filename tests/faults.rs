@@ -285,7 +285,9 @@ async fn stalled_and_non_reading_clients_do_not_slow_others() {
 async fn running_out_of_file_descriptors_is_survived() {
     let echo = TestBackend::echo().await;
     let backend = echo.addr.to_string();
-    let mut lb = spawn_tcplb_with_nofile(64, &["--backend", &backend]);
+    let args = ["--backend", &backend, "--admin", "127.0.0.1:0"];
+    let mut lb = spawn_tcplb_with_nofile(64, &args);
+    let admin = lb.admin_addr().await;
     let pid = lb.pid();
     assert_eq!(nofile_limit(pid), Some(64));
     let started = Instant::now();
@@ -333,6 +335,18 @@ async fn running_out_of_file_descriptors_is_survived() {
         lb.process.stderr_text()
     );
     assert!(lb.process.child.try_wait().unwrap().is_none());
+    // Those refused at accept heard the 503, and are counted as 503s.
+    let metrics = raw_exchange(admin, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let refused: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tcplb_listener_failures_total{"))
+        .filter(|l| l.contains("reason=\"out_of_descriptors\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        refused >= 1,
+        "no 503 counted out_of_descriptors:\n{metrics}"
+    );
 }
 
 /// Retries an echo round trip until one comes back byte-exact.

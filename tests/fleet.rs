@@ -99,11 +99,11 @@ fn keepalive_timers(port: u16) -> Vec<String> {
 async fn keepalive_probes_are_armed_on_both_sides() {
     let echo = TestBackend::echo().await;
     let mut service = service(&[echo.addr]);
-    service.keepalive = Some(KeepaliveConfig {
-        idle: Duration::from_secs(77),
-        interval: Duration::from_secs(5),
-        count: 3,
-    });
+    service.keepalive = Some(KeepaliveConfig::new(
+        Duration::from_secs(77),
+        Duration::from_secs(5),
+        3,
+    ));
     let lb = TestBalancer::start(service);
     let mut client = TcpStream::connect(lb.addr).await.unwrap();
     client.write_all(b"hi").await.unwrap();

@@ -191,3 +191,113 @@ async fn idle_timeout_closes_silent_connections_and_spares_busy_ones() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(idle_timeouts, 1);
 }
+
+/// `GET PATH` on the admin endpoint: the body.
+async fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let text =
+        common::raw_exchange(admin, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n")).await;
+    text.split_once("\r\n\r\n")
+        .expect("a whole answer")
+        .1
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_503_a_limit_answers_is_counted_as_a_503_with_its_reason() {
+    // The binary, one listener per limit: each turns its second client
+    // away with the 503, which must move failures_total{code="503"} with
+    // the limit as the reason (and rejected_total, as before), and /status.
+    let backend = TestBackend::echo().await;
+    let b = backend.addr;
+    // (listener, its limit, the 503's reason, counted as rejected too)
+    let cases = [
+        ("max-conns", "max_conns = 1", "queue_timeout", true),
+        (
+            "maxconn",
+            "backends = [{ address = \"B\", maxconn = 1 }]",
+            "queue_timeout",
+            false,
+        ),
+        ("per-ip", "max_conns_per_ip = 1", "per_ip_connections", true),
+        ("rate", "rate_per_ip = 0.01", "per_ip_rate", true),
+    ];
+    let mut config = format!(
+        "admin = \"127.0.0.1:0\"\n[defaults]\nhealth = {{ interval = \"1h\" }}\n\
+         queue_timeout = \"100ms\"\nbackends = [\"{b}\"]\n"
+    );
+    for (name, limit, _, _) in cases {
+        let limit = limit.replace('B', &b.to_string());
+        config += &format!("[[listener]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n{limit}\n");
+    }
+    let dir = common::TempDir::new("limits-503");
+    let path = dir.path("tcplb.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = std::process::Command::new(common::tcplb_bin());
+    command.arg("--config").arg(&path);
+    let lb = common::wait_listening(common::spawn_process(command));
+    let admin = lb.admin_addr().await;
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_get(admin, "/status").await).unwrap();
+    let listeners = status["listeners"].as_array().unwrap().clone();
+    let mut held = Vec::new();
+    for (name, ..) in cases {
+        let listener = listeners.iter().find(|l| l["name"] == name).unwrap();
+        let addr: SocketAddr = listener["listen"].as_str().unwrap().parse().unwrap();
+        // The first is served (and stays open: the slot, the per-IP count,
+        // the rate's one token); the second hears the exact 503.
+        held.push(echo_connection(addr).await);
+        let second = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(read_all(second).await, SERVICE_UNAVAILABLE, "{name}");
+    }
+
+    let metrics = admin_get(admin, "/metrics").await;
+    let status: serde_json::Value =
+        serde_json::from_str(&admin_get(admin, "/status").await).unwrap();
+    let reasons = [
+        "no_backend",
+        "queue_timeout",
+        "per_ip_connections",
+        "per_ip_rate",
+        "per_ip_table_full",
+        "out_of_descriptors",
+    ];
+    for (name, _, reason, rejected) in cases {
+        let listener = status["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap();
+        let labels = format!(
+            "listener=\"{name}\",listen=\"{}\"",
+            listener["listen"].as_str().unwrap()
+        );
+        for other in reasons {
+            let expected = u64::from(other == reason);
+            let line = format!(
+                "tcplb_listener_failures_total{{{labels},code=\"503\",reason=\"{other}\"}} {expected}"
+            );
+            assert!(
+                metrics.lines().any(|l| l == line),
+                "{line} not in\n{metrics}"
+            );
+            assert_eq!(
+                listener["failures"]["503_by_reason"][other], expected,
+                "{listener}"
+            );
+        }
+        assert_eq!(listener["failures"]["503"], 1, "{listener}");
+        assert_eq!(listener["failures"]["502"], 0, "{listener}");
+        // A --max-conns or per-IP refusal also counts as rejected; a
+        // backend's maxconn never did.
+        let line = format!(
+            "tcplb_listener_rejected_total{{{labels}}} {}",
+            u8::from(rejected)
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    drop(held);
+}

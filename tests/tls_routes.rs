@@ -244,6 +244,18 @@ fn tls_session(
     writes: usize,
     record: Option<usize>,
 ) -> Result<Session, String> {
+    tls_session_after(addr, &[], name, alpn, writes, record)
+}
+
+/// [`tls_session`], sending `first` (a PROXY header) before the hello.
+fn tls_session_after(
+    addr: SocketAddr,
+    first: &[u8],
+    name: &str,
+    alpn: &[&str],
+    writes: usize,
+    record: Option<usize>,
+) -> Result<Session, String> {
     let (conn, mut bytes) = hello(name, alpn);
     if let Some(size) = record {
         bytes = reframe(&bytes, size);
@@ -251,6 +263,7 @@ fn tls_session(
     let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(first).map_err(|e| e.to_string())?;
     let piece = bytes.len().div_ceil(writes);
     for part in bytes.chunks(piece) {
         stream.write_all(part).map_err(|e| e.to_string())?;
@@ -417,6 +430,35 @@ async fn alpn_routes_take_their_protocol_before_plain_routes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acme_route_takes_tls_alpn_01_for_names_with_routes_of_their_own() {
+    let f = fleet();
+    let acme = TlsBackend::start("ACME", &["a.test", "x.b.test", "c.test"], false);
+    let mut routes = fleet_routes(&f);
+    routes.push(route("acme", &[], &["acme-tls/1"], &[acme.addr]));
+    let lb = start(routed(&[f.c.addr], routes));
+    let addr = lb.addr;
+
+    // A CA validating a.test (exact route), x.b.test (wildcard route) and
+    // c.test (the default route) reaches the ACME client every time.
+    for name in ["a.test", "x.b.test", "c.test"] {
+        let s = blocking(move || tls_session(addr, name, &["acme-tls/1"], 1, None)).await;
+        let s = s.unwrap();
+        assert_eq!(s.line, "ACME acme-tls/1", "{name}");
+        assert!(
+            s.cert == acme.cert,
+            "{name}: not the ACME client's certificate"
+        );
+    }
+    // Everyone else keeps their routes.
+    let s = blocking(move || tls_session(addr, "a.test", &["h2"], 1, None)).await;
+    assert_eq!(s.unwrap().line, "A h2");
+    let s = blocking(move || tls_session(addr, "x.b.test", &[], 1, None)).await;
+    assert_eq!(s.unwrap().line, "B -");
+    assert_eq!(route_connections(&lb, "acme"), 3);
+    assert_eq!(route_connections(&lb, "a"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_name_without_default_gets_the_unrecognized_name_alert() {
     let f = fleet();
     let lb = start(routed(&[], fleet_routes(&f)));
@@ -532,6 +574,36 @@ async fn proxy_v2_carries_the_server_name_and_the_hello_follows_byte_for_byte() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_hellos_server_name_beats_a_received_authority() {
+    let a = TlsBackend::start("A", &["a.test"], true);
+    let c = TlsBackend::start("C", &["127.0.0.1"], true);
+    let mut r = route("a", &["a.test"], &[], &[a.addr]);
+    r.pool.send_proxy = Some(ProxyVersion::V2);
+    let mut listener = routed(&[c.addr], vec![r]);
+    listener.accept_proxy = true;
+    listener.send_proxy = Some(ProxyVersion::V2);
+    let lb = start(listener);
+    let addr = lb.addr;
+    // The proxy in front says the client asked for b.test.
+    let header = proxy_protocol::encode_v2_with_authority(
+        "203.0.113.7:40000".parse().unwrap(),
+        addr,
+        Some("b.test"),
+    );
+
+    // The hello asks for a.test: routed by it, and the backend hears a.test.
+    let first = header.clone();
+    let s = blocking(move || tls_session_after(addr, &first, "a.test", &[], 1, None)).await;
+    assert_eq!(s.unwrap().line, "A -");
+    assert_eq!(a.seen()[0].authority.as_deref(), Some("a.test"));
+    // A hello without a server name (an IP address): the default route,
+    // and the received authority is passed on.
+    let s = blocking(move || tls_session_after(addr, &header, "127.0.0.1", &[], 1, None)).await;
+    assert_eq!(s.unwrap().line, "C -");
+    assert_eq!(c.seen()[0].authority.as_deref(), Some("b.test"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_route_pool_retries_and_checks_its_own_backends() {
     let f = fleet();
     let dead = refusing_addr();
@@ -560,7 +632,8 @@ async fn each_route_pool_retries_and_checks_its_own_backends() {
     assert!(answer.is_empty(), "{answer:?}");
     // 502 or 503 (the prober may have found it down already), as a close.
     let stats = &lb.service.stats;
-    let failed = stats.bad_gateway.load(Relaxed) + stats.unavailable.load(Relaxed);
+    let unavailable: u64 = stats.unavailable.iter().map(|c| c.load(Relaxed)).sum();
+    let failed = stats.bad_gateway.load(Relaxed) + unavailable;
     assert_eq!(failed, 1);
     assert!(f.c.seen().is_empty());
 }
@@ -718,7 +791,7 @@ send_proxy = "v2"
     assert!(answer.is_empty());
 
     let metrics = blocking(move || admin_get(admin, "/metrics")).await;
-    let listener = format!("listener=\"{addr}\"");
+    let listener = format!("listener=\"tls\",listen=\"{addr}\"");
     for line in [
         format!("tcplb_route_connections_total{{{listener},route=\"a\"}} 1"),
         format!("tcplb_route_connections_total{{{listener},route=\"b\"}} 0"),

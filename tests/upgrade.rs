@@ -2,7 +2,8 @@
 //! under continuous load, five upgrades in a row refuse and reset nothing,
 //! long transfers finish byte-exact in the old processes, which exit after
 //! draining; a new process with a bad configuration leaves the old one
-//! serving; the operator's runtime changes carry over.
+//! serving; the operator's runtime changes carry over; a second SIGUSR2
+//! queued behind a successful upgrade logs no failure.
 
 mod common;
 
@@ -86,6 +87,12 @@ fn signal(pid: u32, sig: &str) {
 /// the shared log; returns the new process's PID.
 async fn upgrade(process: &Process, pid: u32, nth: usize) -> u32 {
     signal(pid, "-USR2");
+    upgrade_done(process, nth).await
+}
+
+/// Waits for the `nth` (1-based) hand-over in the shared log; returns the
+/// new process's PID.
+async fn upgrade_done(process: &Process, nth: usize) -> u32 {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let found: Vec<u32> = process
@@ -360,4 +367,206 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     signal(new, "-TERM");
     wait_exited(new).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A health-check backend whose answers the test holds back: each check
+/// (`PING`) is counted when it arrives and answered (`PONG`) only while
+/// the gate is open.
+struct GatedChecks {
+    backend: TestBackend,
+    open: tokio::sync::watch::Sender<bool>,
+    arrived: Arc<AtomicU64>,
+}
+
+impl GatedChecks {
+    async fn start() -> GatedChecks {
+        let (open, gate) = tokio::sync::watch::channel(true);
+        let arrived = Arc::new(AtomicU64::new(0));
+        let counted = arrived.clone();
+        let backend = TestBackend::with(move |listener| {
+            let (gate, counted) = (gate.clone(), counted.clone());
+            async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let (mut gate, counted) = (gate.clone(), counted.clone());
+                    tokio::spawn(async move {
+                        let mut ping = [0u8; 5];
+                        if stream.read_exact(&mut ping).await.is_err() {
+                            return;
+                        }
+                        counted.fetch_add(1, Relaxed);
+                        if gate.wait_for(|open| *open).await.is_ok() {
+                            let _ = stream.write_all(b"PONG\n").await;
+                        }
+                    });
+                }
+            }
+        })
+        .await;
+        GatedChecks {
+            backend,
+            open,
+            arrived,
+        }
+    }
+}
+
+impl GatedChecks {
+    /// A configuration checking this backend with `PING`/`PONG` within
+    /// `timeout`, and no periodic checks: only each new process's first
+    /// round, which readiness (and so the hand-over) waits for.
+    fn config(&self, name: &str, timeout: &str) -> ConfigFile {
+        ConfigFile::new(
+            name,
+            &format!(
+                "drain_timeout = \"5s\"\n[[listener]]\nname = \"echo\"\nlisten = \"127.0.0.1:0\"\n\
+                 backends = [\"{}\"]\n[listener.health]\ninterval = \"1h\"\ntimeout = \"{timeout}\"\n\
+                 send = \"PING\\n\"\nexpect = \"PONG\"\n",
+                self.backend.addr
+            ),
+        )
+    }
+
+    /// Closes the gate, and waits for a check to arrive at it after that.
+    async fn hold_next(&self, process: &Process, act: impl FnOnce()) {
+        self.open.send_replace(false);
+        let before = self.arrived.load(Relaxed);
+        act();
+        let deadline = Instant::now() + PATIENCE;
+        while self.arrived.load(Relaxed) == before {
+            assert!(
+                Instant::now() < deadline,
+                "no check from the new process:\n{}",
+                process.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Starts the binary on `file` with one worker.
+fn start_on(file: &ConfigFile) -> common::TcplbProcess {
+    wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "1"]);
+        c
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigusr2_during_a_successful_upgrade_logs_no_failure() {
+    let checks = GatedChecks::start().await;
+    let file = checks.config("twice", "20s");
+    let first = start_on(&file);
+    let mut successors = Successors::default();
+    let mut current = first.pid();
+    // The race is between the queued signal and the shutdown the hand-over
+    // starts, which tokio's select! took in random order: several tries.
+    let tries = 8;
+    for nth in 1..=tries {
+        // The new process's first check is held: the old one is inside its
+        // upgrade, waiting for READY.
+        checks
+            .hold_next(&first.process, || signal(current, "-USR2"))
+            .await;
+        signal(current, "-USR2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        checks.open.send_replace(true);
+        let next = upgrade_done(&first.process, nth).await;
+        successors.0.push(next);
+        wait_exited(current).await;
+        current = next;
+    }
+    let log = first.process.stderr_text();
+    assert!(!log.contains("upgrade failed"), "{log}");
+    assert_eq!(
+        log.matches("all connections finished; exiting").count(),
+        tries,
+        "{log}"
+    );
+    signal(current, "-TERM");
+    wait_exited(current).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_process_waits_for_first_checks_slower_than_30s() {
+    let checks = GatedChecks::start().await;
+    // A 40 s check timeout: readiness follows it (it was capped at 30 s).
+    let file = checks.config("slow", "40s");
+    let first = start_on(&file);
+    let mut successors = Successors::default();
+    checks
+        .hold_next(&first.process, || signal(first.pid(), "-USR2"))
+        .await;
+    // Past the old 30 s cap, the check still held: no hand-over yet.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let log = first.process.stderr_text();
+    assert!(
+        !log.contains("upgrade: process "),
+        "ready before its checks:\n{log}"
+    );
+    checks.open.send_replace(true);
+    let next = upgrade_done(&first.process, 1).await;
+    successors.0.push(next);
+    wait_exited(first.pid()).await;
+    signal(next, "-TERM");
+    wait_exited(next).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pid_file_names_the_serving_process_through_upgrades() {
+    let backend = TestBackend::echo().await;
+    let dir = common::TempDir::new("upgrade-pid");
+    let pid_path = dir.path("tcplb.pid");
+    let extra = format!("pid_file = \"{}\"\n", pid_path.display());
+    let file = ConfigFile::new("pid", &config(backend.addr, &extra));
+    let first = start_on(&file);
+    let named = || {
+        let text = std::fs::read_to_string(&pid_path).unwrap_or_default();
+        text.trim().parse::<u32>().ok()
+    };
+    assert_eq!(named(), Some(first.pid()));
+    // The README's command, as an operator types it.
+    let usr2 = || {
+        let status = Command::new("sh")
+            .args(["-c", r#"kill -USR2 "$(cat "$1")""#, "sh"])
+            .arg(&pid_path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -USR2 \"$(cat PIDFILE)\" failed");
+    };
+    let mut successors = Successors::default();
+    // A connection that keeps the first process draining after it hands over.
+    let mut held = TcpStream::connect(first.addr).await.unwrap();
+    held.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    held.read_exact(&mut back).await.unwrap();
+
+    // A failed upgrade leaves the old process named.
+    file.write(&format!("{}retries = -1\n", config(backend.addr, &extra)));
+    usr2();
+    first.process.line_with("upgrade failed").await;
+    assert_eq!(named(), Some(first.pid()));
+
+    file.write(&config(backend.addr, &extra));
+    usr2();
+    let second = upgrade_done(&first.process, 1).await;
+    successors.0.push(second);
+    assert_eq!(named(), Some(second));
+    // Two tcplb processes now (`pidof` names both); the file names one.
+    assert!(
+        !exited(first.pid()),
+        "the first process drains its connection"
+    );
+    usr2();
+    let third = upgrade_done(&first.process, 2).await;
+    successors.0.push(third);
+    assert_eq!(named(), Some(third));
+    wait_exited(second).await;
+    drop(held);
+    wait_exited(first.pid()).await;
+    // Neither old process took the file with it.
+    assert_eq!(named(), Some(third));
+    signal(third, "-TERM");
+    wait_exited(third).await;
+    assert!(!pid_path.exists(), "the last process removes its pid file");
 }

@@ -10,9 +10,11 @@
 //! so it would not be shorter, and it brings four crates (a derive macro and
 //! `parking_lot` among them) for what is `name{labels} value` lines.
 //!
-//! Every backend series has the labels `listener` (the listening address,
-//! e.g. `127.0.0.1:8080`) and `backend` (the backend as configured, e.g.
-//! `127.0.0.1:8081`); every listener series has `listener`.
+//! Every listener series has the labels `listener` (the listener's name,
+//! as in `/status`, the access log and the API: its `name`, by default its
+//! bound address) and `listen` (the bound address, e.g. `127.0.0.1:8080`);
+//! every backend series has them too, and `backend` (the backend as
+//! configured, e.g. `127.0.0.1:8081`).
 //!
 //! | name | type | meaning |
 //! |---|---|---|
@@ -42,7 +44,7 @@
 //! | `tcplb_listener_rejected_total` | counter | clients refused by access control or limits |
 //! | `tcplb_listener_active_connections` | gauge | client connections open now |
 //! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
-//! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); label `code` = `502` or `503` |
+//! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); labels `code` = `502` or `503` and `reason`: for 502 `connect_failed`; for 503 `no_backend`, or a limit (overload): `queue_timeout` (`--max-conns` or `maxconn`), `per_ip_connections`, `per_ip_rate`, `per_ip_table_full`, `out_of_descriptors` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
 //! | `tcplb_pool_panic` | gauge | 1 while the pool is in panic (`panic_threshold`): balancing over every ready primary |
 //! | `tcplb_pool_panics_total` | counter | times the pool entered panic |
@@ -294,8 +296,7 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     for (name, help, value) in listener_histograms {
         family(&mut out, name, "histogram", help);
         for l in listeners {
-            let labels = format!("listener=\"{}\"", label(&l.listen));
-            histogram(&mut out, name, &labels, value(l));
+            histogram(&mut out, name, &listener_labels(l), value(l));
         }
     }
 
@@ -329,12 +330,7 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     for (name, kind, help, value) in listener_families {
         family(&mut out, name, kind, help);
         for l in listeners {
-            let _ = writeln!(
-                out,
-                "{name}{{listener=\"{}\"}} {}",
-                label(&l.listen),
-                value(l)
-            );
+            let _ = writeln!(out, "{name}{{{}}} {}", listener_labels(l), value(l));
         }
     }
 
@@ -343,15 +339,21 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         &mut out,
         name,
         "counter",
-        "Clients no backend could take: 502 (every connect failed) or 503 (none to try).",
+        "Clients answered 502 (every connect failed) or 503 (none to try, or over a limit), by reason.",
     );
     for l in listeners {
         let f = &l.failures;
-        for (code, count) in [("502", f.bad_gateway), ("503", f.unavailable)] {
+        let labels = listener_labels(l);
+        let _ = writeln!(
+            out,
+            "{name}{{{labels},code=\"502\",reason=\"connect_failed\"}} {}",
+            f.bad_gateway
+        );
+        for (why, count) in f.by_reason() {
+            let reason = why.name();
             let _ = writeln!(
                 out,
-                "{name}{{listener=\"{}\",code=\"{code}\"}} {count}",
-                label(&l.listen)
+                "{name}{{{labels},code=\"503\",reason=\"{reason}\"}} {count}"
             );
         }
     }
@@ -440,7 +442,7 @@ struct PoolSeries<'a> {
 fn pool_labels(listeners: &[ListenerView]) -> Vec<(String, PoolSeries<'_>)> {
     let mut pools = Vec::new();
     for l in listeners {
-        let listener = format!("listener=\"{}\"", label(&l.listen));
+        let listener = listener_labels(l);
         let own = PoolSeries {
             backends: &l.backends,
             backend_changes: &l.backend_changes,
@@ -479,8 +481,8 @@ fn render_routes(out: &mut String, listeners: &[ListenerView]) {
         for r in &l.routes {
             let _ = writeln!(
                 out,
-                "{name}{{listener=\"{}\",route=\"{}\"}} {}",
-                label(&l.listen),
+                "{name}{{{},route=\"{}\"}} {}",
+                listener_labels(l),
                 label(&r.name),
                 r.connections
             );
@@ -497,8 +499,8 @@ fn render_routes(out: &mut String, listeners: &[ListenerView]) {
         for (reason, count) in &tls.rejected {
             let _ = writeln!(
                 out,
-                "{name}{{listener=\"{}\",reason=\"{reason}\"}} {count}",
-                label(&l.listen)
+                "{name}{{{},reason=\"{reason}\"}} {count}",
+                listener_labels(l)
             );
         }
     }
@@ -518,12 +520,7 @@ fn render_routes(out: &mut String, listeners: &[ListenerView]) {
     for (name, help, value) in families {
         family(out, name, "counter", help);
         for (l, tls) in routing() {
-            let _ = writeln!(
-                out,
-                "{name}{{listener=\"{}\"}} {}",
-                label(&l.listen),
-                value(tls)
-            );
+            let _ = writeln!(out, "{name}{{{}}} {}", listener_labels(l), value(tls));
         }
     }
 }
@@ -618,7 +615,7 @@ pub fn render_access_log(stats: &AccessLogStats) -> String {
         ),
         (
             "tcplb_access_log_write_errors_total",
-            "Access log records lost because writing them failed.",
+            "Access log records missing from the log because writing them failed.",
             &stats.write_errors,
         ),
     ] {
@@ -658,6 +655,17 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// A Prometheus label value: backslash, double quote and newline escaped.
+/// The labels that name a listener: `listener`, its name (the pool's name
+/// in the control API, as in `/status`, the access log and the API), and
+/// `listen`, its bound address.
+fn listener_labels(l: &ListenerView) -> String {
+    format!(
+        "listener=\"{}\",listen=\"{}\"",
+        label(&l.name),
+        label(&l.listen)
+    )
+}
+
 fn label(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -697,9 +705,26 @@ mod tests {
     }
 
     #[test]
+    fn a_named_listener_is_its_name_with_the_address_beside_it() {
+        // As in /status, the access log and the API: `listener` is the
+        // name; the address is `listen`. Every series written here is a
+        // listener's, a pool's or a backend's.
+        let text = render_metrics(&sample());
+        let mut count = 0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                line.contains(r#"{listener="web",listen="127.0.0.1:8080""#),
+                "{line}"
+            );
+            count += 1;
+        }
+        assert!(count > 100, "{text}");
+    }
+
+    #[test]
     fn metrics_are_prometheus_text_with_escaped_labels() {
         let text = render_metrics(&sample());
-        let backend = r#"{listener="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
+        let backend = r#"{listener="web",listen="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
         for line in [
             format!("tcplb_backend_up{backend} 1"),
             format!("tcplb_backend_connections_total{backend} 5"),
@@ -708,12 +733,14 @@ mod tests {
             format!("tcplb_backend_received_bytes_total{backend} 200"),
             format!("tcplb_backend_check_latency_seconds{backend} 0.00025"),
             format!("tcplb_backend_idle_timeouts_total{backend} 3"),
-            "tcplb_listener_accepted_total{listener=\"127.0.0.1:8080\"} 7".into(),
-            "tcplb_listener_rejected_total{listener=\"127.0.0.1:8080\"} 2".into(),
-            "tcplb_listener_active_connections{listener=\"127.0.0.1:8080\"} 1".into(),
-            "tcplb_listener_proxy_header_errors_total{listener=\"127.0.0.1:8080\"} 5".into(),
-            "tcplb_listener_failures_total{listener=\"127.0.0.1:8080\",code=\"502\"} 3".into(),
-            "tcplb_listener_failures_total{listener=\"127.0.0.1:8080\",code=\"503\"} 4".into(),
+            "tcplb_listener_accepted_total{listener=\"web\",listen=\"127.0.0.1:8080\"} 7".into(),
+            "tcplb_listener_rejected_total{listener=\"web\",listen=\"127.0.0.1:8080\"} 2".into(),
+            "tcplb_listener_active_connections{listener=\"web\",listen=\"127.0.0.1:8080\"} 1".into(),
+            "tcplb_listener_proxy_header_errors_total{listener=\"web\",listen=\"127.0.0.1:8080\"} 5".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"502\",reason=\"connect_failed\"} 3".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\",reason=\"no_backend\"} 1".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\",reason=\"queue_timeout\"} 3".into(),
+            "tcplb_listener_failures_total{listener=\"web\",listen=\"127.0.0.1:8080\",code=\"503\",reason=\"per_ip_table_full\"} 0".into(),
             "# TYPE tcplb_backend_up gauge".into(),
             "# TYPE tcplb_listener_accepted_total counter".into(),
         ] {
@@ -733,7 +760,7 @@ mod tests {
     #[test]
     fn histograms_have_cumulative_buckets_a_sum_and_a_count() {
         let text = render_metrics(&sample());
-        let backend = r#"listener="127.0.0.1:8080",backend="we\"ird\\name\n""#;
+        let backend = r#"listener="web",listen="127.0.0.1:8080",backend="we\"ird\\name\n""#;
         has_line(&text, "# TYPE tcplb_backend_connect_seconds histogram");
         // Connect times 300 µs, 700 µs and 2 ms.
         for (le, count) in [
@@ -767,7 +794,7 @@ mod tests {
             &format!("tcplb_backend_connection_duration_seconds_bucket{{{backend},le=\"2.5\"}} 1"),
         );
         // The second backend has none yet, and still every series.
-        let empty = r#"listener="127.0.0.1:8080",backend="127.0.0.1:8082""#;
+        let empty = r#"listener="web",listen="127.0.0.1:8080",backend="127.0.0.1:8082""#;
         has_line(
             &text,
             &format!("tcplb_backend_connect_seconds_count{{{empty}}} 0"),
@@ -776,7 +803,7 @@ mod tests {
             &text,
             &format!("tcplb_backend_connect_seconds_bucket{{{empty},le=\"+Inf\"}} 0"),
         );
-        let listener = r#"listener="127.0.0.1:8080""#;
+        let listener = r#"listener="web",listen="127.0.0.1:8080""#;
         has_line(
             &text,
             "# TYPE tcplb_listener_connection_sent_bytes histogram",
@@ -848,7 +875,7 @@ mod tests {
         has_line(&text, "# TYPE tcplb_access_log_dropped_total counter");
         has_line(&text, "tcplb_access_log_dropped_total 7");
         has_line(&text, "tcplb_access_log_write_errors_total 2");
-        let backend = r#"{listener="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
+        let backend = r#"{listener="web",listen="127.0.0.1:8080",backend="we\"ird\\name\n"}"#;
         has_line(
             &render_metrics(&sample()),
             &format!("tcplb_backend_evicted_total{backend} 4"),
@@ -863,7 +890,7 @@ mod tests {
             has_line(
                 &text,
                 &format!(
-                    "tcplb_dns_resolutions_total{{listener=\"127.0.0.1:8080\",\
+                    "tcplb_dns_resolutions_total{{listener=\"web\",listen=\"127.0.0.1:8080\",\
                      name=\"web.example:8082\",result=\"{result}\"}} {value}"
                 ),
             );
@@ -873,7 +900,7 @@ mod tests {
     #[test]
     fn health_families_show_the_state_in_force_checks_agent_panic_and_ejections() {
         let text = render_metrics(&sample());
-        let pool = "listener=\"127.0.0.1:8080\"";
+        let pool = "listener=\"web\",listen=\"127.0.0.1:8080\"";
         let second = format!("{pool},backend=\"127.0.0.1:8082\"");
         has_line(
             &text,
@@ -888,9 +915,9 @@ mod tests {
             &format!("tcplb_backend_state{{{second},state=\"drain\"}} 1"),
         );
         assert!(
-            text.contains(
-                "tcplb_backend_agent_weight_percent{listener=\"127.0.0.1:8080\",backend=\"we\\\"ird"
-            ) && text.contains("\"} 50\n"),
+            text.contains(&format!(
+                "tcplb_backend_agent_weight_percent{{{pool},backend=\"we\\\"ird"
+            )) && text.contains("\"} 50\n"),
             "{text}"
         );
         has_line(&text, &format!("tcplb_pool_panic{{{pool}}} 0"));
@@ -923,7 +950,7 @@ mod tests {
             has_line(
                 &text,
                 &format!(
-                    "tcplb_backend_admin_state{{listener=\"127.0.0.1:8080\",\
+                    "tcplb_backend_admin_state{{listener=\"web\",listen=\"127.0.0.1:8080\",\
                      backend=\"{backend}\",state=\"{state}\"}} {value}"
                 ),
             );
@@ -932,7 +959,7 @@ mod tests {
             has_line(
                 &text,
                 &format!(
-                    "tcplb_pool_backend_changes_total{{listener=\"127.0.0.1:8080\",\
+                    "tcplb_pool_backend_changes_total{{listener=\"web\",listen=\"127.0.0.1:8080\",\
                      change=\"{change}\"}} {value}"
                 ),
             );

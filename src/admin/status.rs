@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! {"listeners":[{"name":..,"listen":..,"strategy":..,"accepted":..,"rejected":..,
-//!   "active":..,"failures":{"502":..,"503":..},
+//!   "active":..,"failures":{"502":..,"503":..,"503_by_reason":{"no_backend":..,
+//!     "queue_timeout":..,"per_ip_connections":..,"per_ip_rate":..,
+//!     "per_ip_table_full":..,"out_of_descriptors":..}},
 //!   "backend_changes":{"added":..,"removed":..,"updated":..},
 //!   "backends":[{"name":..,"address":..,"source":..(discovered only),"up":..,"weight":..,"active":..,
 //!     "total":..,"connect_failures":..,"sent_bytes":..,"received_bytes":..,
@@ -76,7 +78,8 @@ mod tests {
             json.contains(r#""accepted":7,"rejected":2,"active":1"#),
             "{json}"
         );
-        assert!(json.contains(r#""failures":{"502":3,"503":4}"#), "{json}");
+        let failures = r#""failures":{"502":3,"503":4,"503_by_reason":{"no_backend":1,"queue_timeout":3,"per_ip_connections":0,"per_ip_rate":0,"per_ip_table_full":0,"out_of_descriptors":0}}"#;
+        assert!(json.contains(failures), "{json}");
         assert!(json.contains(r#""up":true,"weight":2"#), "{json}");
         assert!(
             json.contains(r#""check_latency_seconds":0.00025,"idle_timeouts":3,"#),
@@ -102,7 +105,7 @@ mod tests {
         );
         assert!(
             json.contains(
-                r#""failures":{"502":3,"503":4},"backend_changes":{"added":8,"removed":9,"updated":10},"backends":["#
+                r#"}},"backend_changes":{"added":8,"removed":9,"updated":10},"backends":["#
             ),
             "{json}"
         );

@@ -19,7 +19,7 @@ use crate::pool::backend::Backend;
 use crate::pool::discovery::is_group;
 use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{ListenerStats, RouteStats};
+use crate::stats::{ListenerStats, RouteStats, Unavailable};
 
 /// One listener as the admin endpoint sees it.
 #[derive(Clone)]
@@ -58,10 +58,11 @@ pub type WatchList = Arc<dyn Fn() -> Vec<Watched> + Send + Sync>;
 /// One listener's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ListenerView {
-    /// The pool's name in the control API (by default `listen`). First,
-    /// so the fields that were there keep their order.
+    /// The pool's name in the control API (by default `listen`): the
+    /// `listener` label in /metrics. First, so the fields that were there
+    /// keep their order.
     pub name: String,
-    /// The bound address, e.g. `127.0.0.1:8080`: the `listener` label.
+    /// The bound address, e.g. `127.0.0.1:8080`: the `listen` label.
     pub listen: String,
     /// The balancing strategy, as configured.
     pub strategy: String,
@@ -157,9 +158,40 @@ pub struct Failures {
     /// Every backend tried failed to connect.
     #[serde(rename = "502")]
     pub bad_gateway: u64,
-    /// No backend was available to try.
+    /// Every 503: no backend was available to try, or a limit turned the
+    /// client away (the sum of `unavailable_by_reason`).
     #[serde(rename = "503")]
     pub unavailable: u64,
+    /// The 503s by reason, indexed by [`Unavailable`]; in /status an
+    /// object of every reason's name.
+    #[serde(rename = "503_by_reason", serialize_with = "reason_map")]
+    pub unavailable_by_reason: [u64; Unavailable::ALL.len()],
+}
+
+impl Failures {
+    /// The listener's 502 and 503 counters, read once.
+    fn read(stats: &ListenerStats) -> Failures {
+        let by_reason = stats.unavailable.each_ref().map(|c| c.load(Relaxed));
+        Failures {
+            bad_gateway: stats.bad_gateway.load(Relaxed),
+            unavailable: by_reason.iter().sum(),
+            unavailable_by_reason: by_reason,
+        }
+    }
+
+    /// The 503s with their reasons, in [`Unavailable::ALL`]'s order.
+    pub fn by_reason(&self) -> impl Iterator<Item = (Unavailable, u64)> + '_ {
+        Unavailable::ALL.into_iter().zip(self.unavailable_by_reason)
+    }
+}
+
+/// The 503 counts as an object keyed by reason.
+fn reason_map<S: Serializer>(
+    counts: &[u64; Unavailable::ALL.len()],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let names = Unavailable::ALL.map(Unavailable::name);
+    serializer.collect_map(names.into_iter().zip(counts))
 }
 
 /// A pool's membership changes, by kind.
@@ -420,10 +452,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                 accepted: stats.accepted.load(Relaxed),
                 rejected: stats.rejected.load(Relaxed),
                 active: stats.active.load(Relaxed),
-                failures: Failures {
-                    bad_gateway: stats.bad_gateway.load(Relaxed),
-                    unavailable: stats.unavailable.load(Relaxed),
-                },
+                failures: Failures::read(stats),
                 proxy_header_errors: stats.proxy_header_errors.load(Relaxed),
                 sent_bytes: stats.sent_bytes.snapshot(),
                 received_bytes: stats.received_bytes.snapshot(),
@@ -641,6 +670,7 @@ pub(crate) mod tests {
             failures: Failures {
                 bad_gateway: 3,
                 unavailable: 4,
+                unavailable_by_reason: [1, 3, 0, 0, 0, 0],
             },
             proxy_header_errors: 5,
             sent_bytes: sizes(&[10, 100_000]),

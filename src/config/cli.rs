@@ -381,6 +381,31 @@ pub struct LimitFlags {
     /// [default: off]
     #[arg(long, value_parser = config::parse_keepalive, value_name = "IDLE")]
     pub tcp_keepalive: Option<KeepaliveConfig>,
+
+    /// With --tcp-keepalive: close a connection whose sent bytes stay
+    /// unacknowledged this long (TCP_USER_TIMEOUT; Linux sends no keepalive
+    /// probes while bytes are unacknowledged); 0 or off for the kernel's
+    /// retransmission limit (about 15 minutes). [default: IDLE + INTERVAL ×
+    /// COUNT]
+    #[arg(long, value_parser = user_timeout, value_name = "DUR")]
+    pub tcp_user_timeout: Option<UserTimeout>,
+}
+
+/// A `--tcp-user-timeout` value; `None` is off. (A newtype: clap reads an
+/// `Option<Option<_>>` field as a flag whose value may be left out.)
+#[derive(Clone, Copy, Debug)]
+pub struct UserTimeout(pub Option<Duration>);
+
+fn user_timeout(text: &str) -> Result<UserTimeout, String> {
+    config::parse_user_timeout(text).map(UserTimeout)
+}
+
+/// Why `--tcp-user-timeout` cannot apply where keepalive is off.
+fn user_timeout_without_keepalive(listener: &str) -> String {
+    format!(
+        "--tcp-user-timeout amends the keepalive settings, but {listener} has none: \
+         give --tcp-keepalive too, or set tcp_keepalive in the file"
+    )
 }
 
 /// Admin: the metrics and status endpoint.
@@ -448,6 +473,12 @@ pub struct RuntimeFlags {
     /// (JSON Lines).
     #[arg(long, default_value = "text", value_name = "FORMAT")]
     pub access_log_format: AccessLogFormat,
+
+    /// Keep the serving process's PID in this file (written atomically,
+    /// taken over by the new process of an upgrade, removed at exit), for
+    /// `kill -USR2 "$(cat PATH)"`. [default: none]
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// What the command line asks for: the configuration to start with and,
@@ -526,6 +557,13 @@ impl Startup {
         let cli = Cli::from_arg_matches(&matches).map_err(StartupError::Flags)?;
         let (workers, splice) = (cli.runtime.workers, cli.runtime.splice);
         let Some(path) = cli.runtime.config.clone() else {
+            let limits = &cli.limits;
+            if limits.tcp_user_timeout.is_some() && limits.tcp_keepalive.is_none() {
+                let message = user_timeout_without_keepalive("the listener");
+                return Err(StartupError::Flags(
+                    Cli::command().error(clap::error::ErrorKind::MissingRequiredArgument, message),
+                ));
+            }
             return Ok(Startup {
                 config: cli.into_config(),
                 source: None,
@@ -626,7 +664,7 @@ fn apply_overrides(
     let explicit = &source.explicit;
     let given = source.flags.clone().into_config();
     let from = &given.services[0];
-    let refused: Vec<String> = ["listen", "name"]
+    let mut refused: Vec<String> = ["listen", "name"]
         .into_iter()
         .filter(|id| listeners > 1 && explicit.iter().any(|given| given == id))
         .map(|id| {
@@ -647,10 +685,28 @@ fn apply_overrides(
             "resolver" => config.resolver = given.resolver,
             "access_log" => config.access_log.target = given.access_log.target.clone(),
             "access_log_format" => config.access_log.format = given.access_log.format,
+            // After the loop: it amends whatever keepalive the file and
+            // `--tcp-keepalive` leave.
+            "tcp_user_timeout" => {}
+            "pid_file" => config.pid_file = given.pid_file.clone(),
             _ => {
                 for service in &mut config.services {
                     override_service(service, from, id);
                 }
+            }
+        }
+    }
+    if let Some(UserTimeout(user_timeout)) = source.flags.limits.tcp_user_timeout {
+        for service in &mut config.services {
+            match &mut service.keepalive {
+                Some(keepalive) => keepalive.user_timeout = user_timeout,
+                None => refused.push(user_timeout_without_keepalive(&format!(
+                    "listener {}",
+                    service
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| service.listen.to_string())
+                ))),
             }
         }
     }
@@ -801,7 +857,12 @@ impl Cli {
                 per_ip_ipv6_prefix: limits.per_ip_ipv6_prefix,
             },
             slow_start: b.slow_start,
-            keepalive: limits.tcp_keepalive,
+            keepalive: limits.tcp_keepalive.map(|mut keepalive| {
+                if let Some(UserTimeout(user_timeout)) = limits.tcp_user_timeout {
+                    keepalive.user_timeout = user_timeout;
+                }
+                keepalive
+            }),
             max_connection_age: limits.max_connection_age,
             hash_balance_factor: b.hash_balance_factor,
             resolve: ResolveConfig {
@@ -824,6 +885,7 @@ impl Cli {
                 target: runtime.access_log,
                 format: runtime.access_log_format,
             },
+            pid_file: runtime.pid_file,
         }
     }
 }
@@ -1078,9 +1140,12 @@ mod tests {
             "/s",
             "--state-file",
             "/f",
+            "--pid-file",
+            "/p",
         ])
         .unwrap();
         let c = &startup.config;
+        assert_eq!(c.pid_file.as_deref(), Some(Path::new("/p")));
         assert_eq!(c.services[0].name.as_deref(), Some("web"));
         assert_eq!(c.admin_token_file.as_deref(), Some(Path::new("/t")));
         assert_eq!(c.admin_socket.as_deref(), Some(Path::new("/s")));
@@ -1126,6 +1191,69 @@ mod tests {
         let startup =
             Startup::try_from_args(["tcplb", "--config", one.arg(), "--listen", "9000"]).unwrap();
         assert_eq!(startup.config.services[0].listen.port(), 9000);
+    }
+
+    #[test]
+    fn a_user_timeout_flag_amends_the_files_keepalive() {
+        let user_timeout = |startup: &Startup| -> Vec<Option<Duration>> {
+            let services = &startup.config.services;
+            services
+                .iter()
+                .map(|s| s.keepalive.and_then(|k| k.user_timeout))
+                .collect()
+        };
+        let secs = |s| Some(Duration::from_secs(s));
+        // Flags alone: the default follows keepalive; the flag replaces it.
+        let keepalive = ["tcplb", "--tcp-keepalive", "2s,1s,3"];
+        let startup = Startup::try_from_args(keepalive).unwrap();
+        assert_eq!(user_timeout(&startup), [secs(5)]);
+        for (flag, expected) in [("9s", secs(9)), ("0", None), ("off", None)] {
+            let args = keepalive.into_iter().chain(["--tcp-user-timeout", flag]);
+            let startup = Startup::try_from_args(args).unwrap();
+            assert_eq!(user_timeout(&startup), [expected], "{flag}");
+        }
+        let Err(StartupError::Flags(e)) =
+            Startup::try_from_args(["tcplb", "--tcp-user-timeout", "9s"])
+        else {
+            panic!("accepted without keepalive");
+        };
+        assert!(e.to_string().contains("give --tcp-keepalive"), "{e}");
+        assert!(Cli::try_parse_from(["tcplb", "--tcp-user-timeout", "30d"]).is_err());
+
+        // With a file: the flag amends each listener's keepalive, whichever
+        // of --tcp-keepalive and the file set it.
+        let file = TempFile::new(
+            "user-timeout",
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\nbackends = [\"127.0.0.1:8081\"]\n\
+             tcp_keepalive = { idle = \"1m\", user_timeout = \"7s\" }\n\
+             [[listener]]\nlisten = \"127.0.0.1:8090\"\nbackends = [\"127.0.0.1:8091\"]\n\
+             tcp_keepalive = { idle = \"1m\" }\n",
+        );
+        let startup = Startup::try_from_args(["tcplb", "--config", file.arg()]).unwrap();
+        assert_eq!(user_timeout(&startup), [secs(7), secs(120)]);
+        let args = ["tcplb", "--config", file.arg(), "--tcp-user-timeout", "3s"];
+        let startup = Startup::try_from_args(args).unwrap();
+        assert_eq!(user_timeout(&startup), [secs(3), secs(3)]);
+        let args = [
+            "tcplb",
+            "--config",
+            file.arg(),
+            "--tcp-user-timeout",
+            "3s",
+            "--tcp-keepalive",
+            "10s",
+        ];
+        let startup = Startup::try_from_args(args).unwrap();
+        assert_eq!(user_timeout(&startup), [secs(3), secs(3)]);
+        assert_eq!(
+            startup.config.services[0].keepalive.unwrap().idle,
+            Duration::from_secs(10)
+        );
+        // A listener without keepalive cannot take it: named, not ignored.
+        let plain = TempFile::new("user-timeout-plain", TWO_LISTENERS);
+        let args = ["tcplb", "--config", plain.arg(), "--tcp-user-timeout", "3s"];
+        let err = Startup::try_from_args(args).unwrap_err().to_string();
+        assert!(err.contains("listener 127.0.0.1:6380 has none"), "{err}");
     }
 
     #[test]
@@ -1212,6 +1340,7 @@ mod tests {
                     "--per-ip-ipv6-prefix",
                     "--max-connection-age",
                     "--tcp-keepalive",
+                    "--tcp-user-timeout",
                 ],
             ),
             (
@@ -1233,6 +1362,7 @@ mod tests {
                     "--resolver",
                     "--access-log",
                     "--access-log-format",
+                    "--pid-file",
                 ],
             ),
         ];
@@ -1417,16 +1547,20 @@ mod tests {
             "resolver",
             "access_log",
             "access_log_format",
+            "pid_file",
             "config",
             "workers",
             "splice",
             "help",
             "version",
         ];
+        // Applied by `apply_overrides` itself, after the keepalive it amends
+        // (`a_user_timeout_flag_amends_the_files_keepalive`).
+        let amending = ["tcp_user_timeout"];
         let base = ServiceConfig::new("127.0.0.1:1".parse().unwrap(), Vec::new());
         for arg in Cli::command().get_arguments() {
             let id = arg.get_id().as_str();
-            if !process_wide.contains(&id) {
+            if !process_wide.contains(&id) && !amending.contains(&id) {
                 let mut s = base.clone();
                 assert!(
                     override_service(&mut s, &base, id),

@@ -363,6 +363,7 @@ struct RawFile {
     resolver: Option<Resolver>,
     access_log: Option<Text<AccessLogTarget>>,
     access_log_format: Option<Text<AccessLogFormat>>,
+    pid_file: Option<PathBuf>,
     #[serde(default)]
     defaults: Option<Spanned<RawService>>,
     #[serde(default)]
@@ -412,14 +413,16 @@ struct RawService {
     alpn: Option<Spanned<Vec<String>>>,
 }
 
-/// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6 }`;
-/// `interval` and `count` default as for `--tcp-keepalive IDLE`.
+/// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6,
+/// user_timeout = "2m" }`; `interval` and `count` default as for
+/// `--tcp-keepalive IDLE`, `user_timeout` as for `--tcp-user-timeout`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeepalive {
     idle: Dur,
     interval: Option<Dur>,
     count: Option<AtLeastOne>,
+    user_timeout: Option<UserTimeout>,
 }
 
 impl RawKeepalive {
@@ -432,7 +435,25 @@ impl RawKeepalive {
             let count = self.count.map_or(base.count, |n| n.0);
             text = format!("{text},{}s,{count}", interval.as_secs_f64());
         }
-        config::parse_keepalive(&text)
+        let mut keepalive = config::parse_keepalive(&text)?;
+        if let Some(UserTimeout(user_timeout)) = self.user_timeout {
+            keepalive.user_timeout = user_timeout;
+        }
+        Ok(keepalive)
+    }
+}
+
+/// A `TCP_USER_TIMEOUT`: a duration as [`Dur`] reads it, or `"off"`;
+/// zero is off too (`None`).
+#[derive(Clone, Copy)]
+struct UserTimeout(Option<Duration>);
+
+impl<'de> Deserialize<'de> for UserTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DurationVisitor {
+            parse: |text| config::parse_user_timeout(text).map(UserTimeout),
+            expecting: "a duration such as \"30s\", or \"off\"",
+        })
     }
 }
 
@@ -883,6 +904,7 @@ impl RawFile {
         config.admin_token_file = self.admin_token_file;
         config.admin_socket = self.admin_socket;
         config.state_file = self.state_file;
+        config.pid_file = self.pid_file;
         config.resolver = self.resolver.map(|r| r.0);
         set(&mut config.access_log.target, self.access_log.map(|t| t.0));
         set(
@@ -1492,27 +1514,37 @@ struct Dur(Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct DurVisitor;
-        impl Visitor<'_> for DurVisitor {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration such as \"10s\", \"250ms\" or \"2m\"")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
-                parse_duration(v).map(Dur).map_err(E::custom)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                if v < 0 {
-                    return Err(E::custom(format!("duration {v} is negative")));
-                }
-                // Through the string parser, so numbers get its range check.
-                self.visit_str(&v.to_string())
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
-                self.visit_str(&v.to_string())
-            }
+        d.deserialize_any(DurationVisitor {
+            parse: |text| parse_duration(text).map(Dur),
+            expecting: "a duration such as \"10s\", \"250ms\" or \"2m\"",
+        })
+    }
+}
+
+/// Reads a string through `parse`, and a number as that many seconds
+/// through it too, so numbers get its range checks.
+struct DurationVisitor<T> {
+    parse: fn(&str) -> Result<T, String>,
+    /// What the error for another type says was expected.
+    expecting: &'static str,
+}
+
+impl<T> Visitor<'_> for DurationVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        if v < 0 {
+            return Err(E::custom(format!("duration {v} is negative")));
         }
-        d.deserialize_any(DurVisitor)
+        self.visit_str(&v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
     }
 }
 
@@ -1678,7 +1710,7 @@ max_conns_per_ip = 20
 rate_per_ip = "50/s"
 per_ip_ipv6_prefix = 56
 slow_start = "45s"
-tcp_keepalive = { idle = "2m", count = 4 }
+tcp_keepalive = { idle = "2m", count = 4, user_timeout = "30s" }
 max_connection_age = "1h"
 hash_balance_factor = 1.5
 
@@ -1729,7 +1761,8 @@ port = 8558
             Some(KeepaliveConfig {
                 idle: Duration::from_secs(120),
                 interval: Duration::from_secs(20),
-                count: 4
+                count: 4,
+                user_timeout: Some(Duration::from_secs(30)),
             })
         );
         assert_eq!(s.max_connection_age, Some(Duration::from_secs(3600)));
@@ -2031,6 +2064,11 @@ health = { interval = "1s", expect = "OK" }
                 4,
             ),
             (
+                "tcp_keepalive = { idle = \"1m\", user_timeout = \"30d\" }",
+                "listener.tcp_keepalive.user_timeout",
+                4,
+            ),
+            (
                 "\n[listener.health]\nport = 70000",
                 "listener.health.port",
                 6,
@@ -2232,7 +2270,7 @@ backends = [\"127.0.0.1:5\"]
     fn listener_names_are_read_checked_and_unique() {
         let c = parse_ok(
             "admin_token_file = \"/etc/tcplb/token\"\nadmin_socket = \"/run/tcplb.sock\"\n\
-             state_file = \"/var/lib/tcplb/state.json\"\n\
+             state_file = \"/var/lib/tcplb/state.json\"\npid_file = \"/run/tcplb/tcplb.pid\"\n\
              [defaults]\nbackends = [\"127.0.0.1:2\"]\n\
              [[listener]]\nlisten = \"127.0.0.1:1\"\nname = \"web\"\n\
              [[listener]]\nlisten = \"127.0.0.1:3\"\n",
@@ -2250,6 +2288,10 @@ backends = [\"127.0.0.1:5\"]
         assert_eq!(
             c.state_file.as_deref(),
             Some(Path::new("/var/lib/tcplb/state.json"))
+        );
+        assert_eq!(
+            c.pid_file.as_deref(),
+            Some(Path::new("/run/tcplb/tcplb.pid"))
         );
 
         let head = "[defaults]\nbackends = [\"127.0.0.1:2\"]\n";
@@ -2399,6 +2441,7 @@ resolve_ttl_min = 3
             "port",
             "slow_start",
             "tcp_keepalive",
+            "user_timeout",
             "max_connection_age",
             "hash_balance_factor",
             "per_ip_ipv6_prefix",
@@ -2435,6 +2478,7 @@ resolve_ttl_min = 3
             "on_down",
             "on_backup_up",
             "panic_threshold",
+            "pid_file",
         ] {
             assert!(text.contains(key), "the example does not show {key}");
         }

@@ -27,7 +27,8 @@ pub use health::{
 
 pub use parse::{
     SRV_PREFIX, parse_backend, parse_backend_list, parse_balance_factor, parse_duration,
-    parse_escaped, parse_keepalive, parse_listen, parse_rate, parse_resolver, resolve,
+    parse_escaped, parse_keepalive, parse_listen, parse_rate, parse_resolver, parse_user_timeout,
+    resolve,
 };
 
 /// Checks a listener's `name` (`--name`, the file's `name` key): the
@@ -486,7 +487,8 @@ impl fmt::Display for ServerName {
 }
 
 /// TCP keepalive probes (`SO_KEEPALIVE` with `TCP_KEEPIDLE`,
-/// `TCP_KEEPINTVL`, `TCP_KEEPCNT`).
+/// `TCP_KEEPINTVL`, `TCP_KEEPCNT`) and `TCP_USER_TIMEOUT`, which together
+/// find a peer that vanished whether the connection was idle or busy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeepaliveConfig {
     /// Silence before the first probe.
@@ -495,17 +497,40 @@ pub struct KeepaliveConfig {
     pub interval: Duration,
     /// Unanswered probes before the connection is dropped.
     pub count: u32,
+    /// `TCP_USER_TIMEOUT`: how long sent bytes may stay unacknowledged
+    /// before the kernel drops the connection. Linux sends no keepalive
+    /// probe while data is unacknowledged, so without it a peer that
+    /// vanished mid-transfer holds its connection until the retransmissions
+    /// run out (`tcp_retries2`, about 15 minutes). With keepalive on it also
+    /// replaces `count` as the limit for an idle peer (the kernel drops it
+    /// once it has been silent this long and a probe went unanswered).
+    /// Default: `idle + interval × count` (at most [`MAX_USER_TIMEOUT`]), so
+    /// a busy connection is given up as soon as an idle one would be;
+    /// `None`: off.
+    pub user_timeout: Option<Duration>,
 }
 
+/// The longest `TCP_USER_TIMEOUT` the kernel takes (a signed 32-bit count
+/// of milliseconds, about 24.8 days).
+pub const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 impl KeepaliveConfig {
+    /// Probes as given, with the user timeout they imply: `idle + interval
+    /// × count`, capped at [`MAX_USER_TIMEOUT`].
+    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
+        let user_timeout = idle.saturating_add(interval.saturating_mul(count));
+        KeepaliveConfig {
+            idle,
+            interval,
+            count,
+            user_timeout: Some(user_timeout.min(MAX_USER_TIMEOUT)),
+        }
+    }
+
     /// `idle` alone: probes every `idle / 6` (at least 1 s), 6 of them, so
     /// a dead peer is found about two `idle`s after it went silent.
     pub fn with_idle(idle: Duration) -> Self {
-        KeepaliveConfig {
-            idle,
-            interval: (idle / 6).max(Duration::from_secs(1)),
-            count: 6,
-        }
+        KeepaliveConfig::new(idle, (idle / 6).max(Duration::from_secs(1)), 6)
     }
 }
 
@@ -566,6 +591,9 @@ pub struct Config {
     pub resolver: Option<SocketAddr>,
     /// One line per finished connection, and where it goes; off by default.
     pub access_log: AccessLogConfig,
+    /// Where the serving process keeps its pid (taken over by the new
+    /// process of an upgrade); none when `None`.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -586,6 +614,7 @@ impl Config {
             state_file: None,
             resolver: None,
             access_log: AccessLogConfig::default(),
+            pid_file: None,
         }
     }
 }

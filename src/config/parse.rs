@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::{AdminState, BackendSpec, KeepaliveConfig};
+use super::{AdminState, BackendSpec, KeepaliveConfig, MAX_USER_TIMEOUT};
 
 /// How a backend discovered through DNS SRV records is written:
 /// `srv:_pg._tcp.db.service.consul`.
@@ -246,14 +246,33 @@ pub fn parse_keepalive(text: &str) -> Result<KeepaliveConfig, String> {
                 .ok()
                 .filter(|n| (1..=127).contains(n))
                 .ok_or_else(|| bad("COUNT must be a whole number from 1 to 127"))?;
-            Ok(KeepaliveConfig {
-                idle: positive(idle)?,
-                interval: positive(interval)?,
+            Ok(KeepaliveConfig::new(
+                positive(idle)?,
+                positive(interval)?,
                 count,
-            })
+            ))
         }
         _ => Err(bad("wrong number of parts")),
     }
+}
+
+/// Parses a `TCP_USER_TIMEOUT`: a duration from 1 ms to
+/// [`MAX_USER_TIMEOUT`], or `0` / `off` (`None`: the option is not set).
+pub fn parse_user_timeout(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Ok(None);
+    }
+    if d < Duration::from_millis(1) || d > MAX_USER_TIMEOUT {
+        return Err(format!(
+            "bad user timeout {text:?}: expected 0 or off, or from 1ms to {}ms (the kernel's range)",
+            MAX_USER_TIMEOUT.as_millis()
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// Parses an escaped byte string for health checks: `\r`, `\n`, `\t`, `\\`, `\xNN`.
@@ -470,6 +489,27 @@ mod tests {
         assert_eq!(parse_balance_factor("1.25").unwrap(), 1.25);
         for bad in ["0.9", "x", "NaN", "1000"] {
             assert!(parse_balance_factor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_user_timeout_follows_keepalive_unless_given() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_keepalive("2s,1s,3").unwrap().user_timeout, secs(5));
+        assert_eq!(parse_keepalive("60s").unwrap().user_timeout, secs(120));
+        // The longest keepalive is more than the kernel takes.
+        let longest = parse_keepalive("32767s,32767s,127").unwrap();
+        assert_eq!(longest.user_timeout, Some(MAX_USER_TIMEOUT));
+        assert_eq!(parse_user_timeout("3s").unwrap(), secs(3));
+        assert_eq!(
+            parse_user_timeout("250ms").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        for off in ["0", "0s", "off"] {
+            assert_eq!(parse_user_timeout(off).unwrap(), None, "{off}");
+        }
+        for bad in ["25d", "10us", "-1s", "soon"] {
+            assert!(parse_user_timeout(bad).is_err(), "{bad}");
         }
     }
 

@@ -10,7 +10,8 @@
 //! - Over a per-IP limit (open connections, or the token bucket of
 //!   `rate_per_ip` new connections per second with a burst of the same size)
 //!   the client hears the 503 or a plain close, as `--on-failure` says.
-//! - Refusals count as `rejected` on the listener and are logged at debug.
+//! - Refusals count as `rejected` on the listener and are logged at debug;
+//!   those answered 503 count as 503s too, with the limit as the reason.
 //!
 //! The per-IP table is one small lock per listener, held only for the check
 //! (never across an await). It is bounded: an entry is dropped once idle (no
@@ -33,7 +34,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{AccessConfig, OnFailure};
 use crate::proxy::failure::{self, Failure};
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, Unavailable};
 
 /// Most client addresses one listener tracks for the per-IP limits.
 pub const MAX_TRACKED_CLIENTS: usize = 65_536;
@@ -56,10 +57,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Overload is answered like any 503; a network refusal is a bare close,
-    /// since telling an unwanted client anything helps only the client.
+    /// The 503's reason: overload is answered (and counted) like any 503;
+    /// a network refusal (`None`) is a bare close, since telling an
+    /// unwanted client anything helps only the client.
+    pub fn unavailable(self) -> Option<Unavailable> {
+        match self {
+            Refusal::Denied | Refusal::NotAllowed => None,
+            Refusal::TooManyConnections => Some(Unavailable::PerIpConnections),
+            Refusal::RateLimited => Some(Unavailable::PerIpRate),
+            Refusal::TableFull => Some(Unavailable::PerIpTable),
+        }
+    }
+
     pub fn is_overload(self) -> bool {
-        !matches!(self, Refusal::Denied | Refusal::NotAllowed)
+        self.unavailable().is_some()
     }
 }
 
@@ -275,8 +286,10 @@ pub async fn refuse(
 ) {
     stats.count_rejected();
     debug!("{peer}: {refusal}");
-    if refusal.is_overload() {
-        failure::answer(client, Failure::Unavailable, on_failure).await;
+    if let Some(why) = refusal.unavailable() {
+        let failure = Failure::Unavailable(why);
+        failure.count(stats);
+        failure::answer(client, failure, on_failure).await;
     }
     // Otherwise dropping `client` closes it.
 }

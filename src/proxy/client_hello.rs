@@ -55,6 +55,24 @@ pub struct ClientHello {
     pub alpn: Vec<Vec<u8>>,
 }
 
+impl ClientHello {
+    /// Whether it asked for nothing: no server name, no ALPN.
+    pub fn is_empty(&self) -> bool {
+        self.server_name.is_none() && self.alpn.is_empty()
+    }
+}
+
+/// A connection whose bytes were not a ClientHello: why, and what the
+/// hello had said before it was ruled out (its server name and ALPN, when
+/// the broken part came after them; empty otherwise), for the access log.
+#[derive(Debug)]
+pub struct Rejected {
+    /// Why.
+    pub error: HelloError,
+    /// What was read before the error.
+    pub seen: ClientHello,
+}
+
 /// Why the bytes are not (yet) a ClientHello.
 #[derive(Debug)]
 pub enum HelloError {
@@ -117,8 +135,16 @@ impl std::error::Error for HelloError {}
 /// from its first). `Incomplete` promises that every byte so far could
 /// still be the start of a valid ClientHello.
 pub fn parse(buf: &[u8]) -> Result<ClientHello, HelloError> {
+    let mut hello = ClientHello::default();
+    parse_into(buf, &mut hello)?;
+    Ok(hello)
+}
+
+/// [`parse`], filling `hello` in as it goes: on an error, `hello` holds
+/// what came before it.
+fn parse_into(buf: &[u8], hello: &mut ClientHello) -> Result<(), HelloError> {
     let message = reassemble(buf)?;
-    parse_hello(message.as_slice())
+    parse_hello(message.as_slice(), hello)
 }
 
 /// The handshake message carried by the records at the start of `buf`,
@@ -227,8 +253,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses a complete ClientHello handshake message (header included).
-fn parse_hello(message: &[u8]) -> Result<ClientHello, HelloError> {
+/// Parses a complete ClientHello handshake message (header included) into
+/// `hello`, which keeps what was read before an error.
+fn parse_hello(message: &[u8], hello: &mut ClientHello) -> Result<(), HelloError> {
     let mut r = Reader {
         bytes: &message[4..],
     };
@@ -250,10 +277,9 @@ fn parse_hello(message: &[u8]) -> Result<ClientHello, HelloError> {
     if compression.is_empty() {
         return Err(HelloError::Invalid("no compression method"));
     }
-    let mut hello = ClientHello::default();
     if r.is_empty() {
         // A TLS 1.2 hello may have no extensions at all.
-        return Ok(hello);
+        return Ok(());
     }
     let extensions = r.vec16("extensions longer than the ClientHello")?;
     if !r.is_empty() {
@@ -276,7 +302,7 @@ fn parse_hello(message: &[u8]) -> Result<ClientHello, HelloError> {
             _ => {}
         }
     }
-    Ok(hello)
+    Ok(())
 }
 
 /// The host name of a server_name extension: exactly one `host_name`,
@@ -336,13 +362,22 @@ fn alpn(data: &[u8]) -> Result<Vec<Vec<u8>>, HelloError> {
 pub async fn read(
     stream: &mut TcpStream,
     timeout: Duration,
-) -> Result<(ClientHello, Vec<u8>), HelloError> {
+) -> Result<(ClientHello, Vec<u8>), Rejected> {
     tokio::time::timeout(timeout, read_inner(stream))
         .await
-        .map_err(|_| HelloError::Timeout)?
+        .unwrap_or_else(|_| Err(HelloError::Timeout.into()))
 }
 
-async fn read_inner(stream: &mut TcpStream) -> Result<(ClientHello, Vec<u8>), HelloError> {
+impl From<HelloError> for Rejected {
+    fn from(error: HelloError) -> Self {
+        Rejected {
+            error,
+            seen: ClientHello::default(),
+        }
+    }
+}
+
+async fn read_inner(stream: &mut TcpStream) -> Result<(ClientHello, Vec<u8>), Rejected> {
     // Most hellos come whole in one read; start small, grow to the cap.
     let mut buf: Vec<u8> = Vec::with_capacity(2048);
     loop {
@@ -352,12 +387,13 @@ async fn read_inner(stream: &mut TcpStream) -> Result<(ClientHello, Vec<u8>), He
         }
         let n = stream.read_buf(&mut buf).await.map_err(HelloError::Io)?;
         if n == 0 {
-            return Err(HelloError::Closed);
+            return Err(HelloError::Closed.into());
         }
-        match parse(&buf) {
-            Ok(hello) => return Ok((hello, buf)),
+        let mut hello = ClientHello::default();
+        match parse_into(&buf, &mut hello) {
+            Ok(()) => return Ok((hello, buf)),
             Err(HelloError::Incomplete) => {}
-            Err(e) => return Err(e),
+            Err(error) => return Err(Rejected { error, seen: hello }),
         }
     }
 }
@@ -536,6 +572,31 @@ mod tests {
         );
     }
 
+    #[test]
+    fn what_came_before_a_broken_extension_is_kept() {
+        let seen = |buf: &[u8]| {
+            let mut hello = ClientHello::default();
+            let error = parse_into(buf, &mut hello).unwrap_err();
+            (hello, error.cause())
+        };
+        // The server name and ALPN came before the broken extension.
+        let (hello, why) = seen(&hello_with(&[
+            sni(b"a.test"),
+            alpn_ext(&[b"h2"]),
+            sni(b"b.test"),
+        ]));
+        assert_eq!(why, "duplicate extension");
+        assert_eq!(hello.server_name.as_deref(), Some("a.test"));
+        assert_eq!(hello.alpn, [b"h2".to_vec()]);
+        // A broken ALPN list after a good server name.
+        let (hello, why) = seen(&hello_with(&[sni(b"a.test"), alpn_ext(&[b""])]));
+        assert_eq!(why, "empty ALPN protocol name");
+        assert_eq!(hello.server_name.as_deref(), Some("a.test"));
+        // A broken server name: nothing to keep.
+        let (hello, _) = seen(&hello_with(&[sni(b"a b.test")]));
+        assert!(hello.is_empty());
+    }
+
     /// The first flight of a real rustls client (aws-lc-rs, which offers a
     /// post-quantum X25519MLKEM768 key share, as today's browsers do).
     pub(crate) fn rustls_hello(server_name: &str, alpn: &[&[u8]]) -> Vec<u8> {
@@ -627,7 +688,8 @@ mod tests {
         client.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
         let e = read(&mut server, Duration::from_secs(20))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .error;
         assert_eq!(e.cause(), "not a TLS handshake record");
 
         // A client that stops in the middle.
@@ -637,7 +699,8 @@ mod tests {
         client.shutdown().await.unwrap();
         let e = read(&mut server, Duration::from_secs(20))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .error;
         assert!(matches!(e, HelloError::Closed), "{e:?}");
 
         // A slow client: the timeout.
@@ -646,7 +709,8 @@ mod tests {
         client.write_all(&pq[..10]).await.unwrap();
         let e = read(&mut server, Duration::from_millis(100))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .error;
         assert!(matches!(e, HelloError::Timeout), "{e:?}");
     }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::OnFailure;
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, Unavailable};
 
 /// Sent when every backend tried refused or timed out.
 pub const BAD_GATEWAY: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\n\
@@ -38,34 +38,37 @@ const LINGER_BYTES: usize = 64 * 1024;
 pub enum Failure {
     /// Backends were tried and none accepted the connection.
     BadGateway,
-    /// There was no backend to try.
-    Unavailable,
+    /// There was no backend to try, or a limit turned the client away.
+    Unavailable(Unavailable),
 }
 
 impl Failure {
     pub fn http_response(self) -> &'static [u8] {
         match self {
             Failure::BadGateway => BAD_GATEWAY,
-            Failure::Unavailable => SERVICE_UNAVAILABLE,
+            Failure::Unavailable(_) => SERVICE_UNAVAILABLE,
         }
     }
 
-    /// Counts this failure on the listener.
+    /// Counts this failure on the listener, by code and reason.
     pub fn count(self, stats: &ListenerStats) {
         match self {
-            Failure::BadGateway => &stats.bad_gateway,
-            Failure::Unavailable => &stats.unavailable,
+            Failure::BadGateway => {
+                stats
+                    .bad_gateway
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Failure::Unavailable(why) => stats.count_unavailable(why),
         }
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Failure::BadGateway => "502 bad gateway",
-            Failure::Unavailable => "503 service unavailable",
-        })
+        match self {
+            Failure::BadGateway => f.write_str("502 bad gateway"),
+            Failure::Unavailable(why) => write!(f, "503 service unavailable ({})", why.name()),
+        }
     }
 }
 

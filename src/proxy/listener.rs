@@ -31,7 +31,7 @@ use crate::proxy::access_log::{Cause, ConnectionLog};
 use crate::proxy::failure::Failure;
 use crate::proxy::serve::serve;
 use crate::proxy::spread::Spread;
-use crate::stats::{RateLimit, WorkerConnection};
+use crate::stats::{RateLimit, Unavailable, WorkerConnection};
 
 /// How long accepting pauses after the process runs out of descriptors.
 const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
@@ -216,11 +216,13 @@ fn refuse(stream: std::net::TcpStream, peer: SocketAddr, service: &Arc<Service>)
     // It never reaches `serve`, so it is counted and logged here.
     service.stats.accepted.fetch_add(1, Relaxed);
     service.stats.count_rejected();
+    let failure = Failure::Unavailable(Unavailable::OutOfDescriptors);
+    failure.count(&service.stats);
     let mut log = ConnectionLog::accept(service.clone(), peer);
     log.record.cause = Cause::OverLimit;
     if service.pool.load().config.on_failure == OnFailure::Http {
         // Non-blocking: what the socket buffer takes, and no more.
-        let _ = (&stream).write(Failure::Unavailable.http_response());
+        let _ = (&stream).write(failure.http_response());
     }
 }
 

@@ -13,6 +13,19 @@
 //! earlier in the file wins. A route naming ALPN protocols never takes a
 //! client that offers none of them.
 //!
+//! ACME's routes come first: for a hello offering `acme-tls/1`, a route
+//! whose `alpn` is exactly that protocol wins over every other route,
+//! whatever the name (the steps above order the ACME routes among
+//! themselves). An ACME CA validating `tls-alpn-01` for `a.example.com`
+//! must reach the ACME client, not the route that serves `a.example.com`
+//! (RFC 8737; nginx's and HAProxy's recipes for it route on
+//! `acme-tls/1` before anything else, as ghostunnel answers it first).
+//!
+//! Only the hello routes: a PROXY v2 authority TLV from a proxy in front
+//! never does (the hello's server name is what the backend's handshake
+//! will see, so it also wins as the authority sent on; see
+//! [`super::proxy_protocol::greeting`]).
+//!
 //! The table is built once per configuration and read without locks:
 //! exact names and wildcard suffixes are hash lookups, one per label of
 //! the name, so a long table costs no more per connection than a short one.
@@ -65,9 +78,22 @@ impl Candidate {
     }
 }
 
+/// The ALPN protocol of ACME's `tls-alpn-01` challenge (RFC 8737): a
+/// route whose `alpn` is exactly this one comes before every other route.
+pub const ACME_TLS_ALPN: &str = "acme-tls/1";
+
 /// The routes of one listener, arranged for lookup by precedence.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
+    /// Routes whose `alpn` is exactly [`ACME_TLS_ALPN`]: tried first.
+    acme: Tier,
+    /// Every other route.
+    rest: Tier,
+}
+
+/// Routes ordered by name: exact, wildcards, ALPN only.
+#[derive(Clone, Debug, Default)]
+struct Tier {
     /// By exact server name.
     exact: HashMap<String, Vec<Candidate>>,
     /// By wildcard suffix, with its leading dot (`.example.com`).
@@ -81,31 +107,53 @@ impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> Self {
         let mut table = RouteTable::default();
         for (route, config) in routes.iter().enumerate() {
-            let candidate = Candidate {
-                alpn: config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
-                route,
+            let tier = match config.alpn.as_slice() {
+                [only] if only == ACME_TLS_ALPN => &mut table.acme,
+                _ => &mut table.rest,
             };
-            if config.server_names.is_empty() {
-                table.any.push(candidate.clone());
-            }
-            for name in &config.server_names {
-                let (map, key) = match name {
-                    ServerName::Exact(n) => (&mut table.exact, n),
-                    ServerName::Wildcard(suffix) => (&mut table.wildcard, suffix),
-                };
-                map.entry(key.clone()).or_default().push(candidate.clone());
-            }
+            tier.add(route, config);
         }
-        // ALPN-qualified first; the sort is stable, so file order otherwise.
-        let lists = table.exact.values_mut().chain(table.wildcard.values_mut());
-        for list in lists.chain(std::iter::once(&mut table.any)) {
-            list.sort_by_key(|c| c.alpn.is_empty());
-        }
+        table.acme.sort();
+        table.rest.sort();
         table
     }
 
     /// The route `hello` goes to, if any (`None`: the default route).
     pub fn pick(&self, hello: &ClientHello) -> Option<usize> {
+        let acme = hello.alpn.iter().any(|p| p == ACME_TLS_ALPN.as_bytes());
+        acme.then(|| self.acme.pick(hello))
+            .flatten()
+            .or_else(|| self.rest.pick(hello))
+    }
+}
+
+impl Tier {
+    fn add(&mut self, route: usize, config: &RouteConfig) {
+        let candidate = Candidate {
+            alpn: config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            route,
+        };
+        if config.server_names.is_empty() {
+            self.any.push(candidate.clone());
+        }
+        for name in &config.server_names {
+            let (map, key) = match name {
+                ServerName::Exact(n) => (&mut self.exact, n),
+                ServerName::Wildcard(suffix) => (&mut self.wildcard, suffix),
+            };
+            map.entry(key.clone()).or_default().push(candidate.clone());
+        }
+    }
+
+    /// ALPN-qualified first; the sort is stable, so file order otherwise.
+    fn sort(&mut self) {
+        let lists = self.exact.values_mut().chain(self.wildcard.values_mut());
+        for list in lists.chain(std::iter::once(&mut self.any)) {
+            list.sort_by_key(|c| c.alpn.is_empty());
+        }
+    }
+
+    fn pick(&self, hello: &ClientHello) -> Option<usize> {
         let first = |list: Option<&Vec<Candidate>>| {
             list?.iter().find(|c| c.takes(&hello.alpn)).map(|c| c.route)
         };
@@ -203,6 +251,39 @@ mod tests {
     }
 
     #[test]
+    fn an_acme_route_wins_for_every_name() {
+        let routes = [
+            route("www", &["www.test"], &[]),
+            route("www-h2", &["www.test"], &["h2"]),
+            route("wild", &["*.test"], &[]),
+            route("mixed", &["www.test"], &["acme-tls/1", "h2"]),
+            route("acme", &[], &["acme-tls/1"]),
+            route("acme-api", &["api.test"], &["acme-tls/1"]),
+        ];
+        // A tls-alpn-01 validation for a name with routes of its own, exact
+        // or wildcard, or none: the ACME client.
+        assert_eq!(picked(&routes, Some("www.test"), &["acme-tls/1"]), "acme");
+        assert_eq!(picked(&routes, Some("x.test"), &["acme-tls/1"]), "acme");
+        assert_eq!(picked(&routes, None, &["acme-tls/1"]), "acme");
+        // Among ACME routes the usual order: a name before ALPN only.
+        assert_eq!(
+            picked(&routes, Some("api.test"), &["acme-tls/1"]),
+            "acme-api"
+        );
+        // The same names without acme-tls/1 keep their routes.
+        assert_eq!(picked(&routes, Some("www.test"), &["h2"]), "www-h2");
+        assert_eq!(picked(&routes, Some("www.test"), &["http/1.1"]), "www");
+        assert_eq!(picked(&routes, Some("x.test"), &[]), "wild");
+        // A route offering acme-tls/1 among others is not an ACME route.
+        let routes = [
+            route("mixed", &[], &["acme-tls/1", "h2"]),
+            route("www", &["www.test"], &[]),
+        ];
+        assert_eq!(picked(&routes, Some("www.test"), &["acme-tls/1"]), "www");
+        assert_eq!(picked(&routes, Some("y.test"), &["acme-tls/1"]), "mixed");
+    }
+
+    #[test]
     fn an_exact_name_whose_alpn_does_not_match_falls_to_the_wildcard() {
         let routes = [
             route("grpc", &["api.test"], &["h2"]),
@@ -229,9 +310,12 @@ mod tests {
     }
 
     /// The precedence rules written out naively: every (pattern, route)
-    /// ranked by (exact, longest wildcard, any), ALPN first, file order.
+    /// ranked by ACME first, then (exact, longest wildcard, any), ALPN
+    /// first, file order.
     fn reference(routes: &[RouteConfig], hello: &ClientHello) -> Option<usize> {
-        let mut best: Option<((u8, usize, bool, usize), usize)> = None;
+        /// ACME, name class, suffix length, ALPN-qualified, file order.
+        type Rank = (bool, u8, usize, bool, usize);
+        let mut best: Option<(Rank, usize)> = None;
         for (index, route) in routes.iter().enumerate() {
             let offered = |p: &String| hello.alpn.contains(&p.as_bytes().to_vec());
             if !route.alpn.is_empty() && !route.alpn.iter().any(offered) {
@@ -252,8 +336,16 @@ mod tests {
                     .collect()
             };
             for (class, length) in ranks {
-                // Higher is better; earlier routes win ties.
-                let key = (class, length, !route.alpn.is_empty(), usize::MAX - index);
+                // Higher is better; earlier routes win ties. (An ACME route
+                // got here only if the hello offers acme-tls/1.)
+                let acme = route.alpn == [ACME_TLS_ALPN];
+                let key = (
+                    acme,
+                    class,
+                    length,
+                    !route.alpn.is_empty(),
+                    usize::MAX - index,
+                );
                 if best.is_none_or(|(k, _)| key > k) {
                     best = Some((key, index));
                 }

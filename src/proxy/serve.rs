@@ -31,13 +31,13 @@ use crate::pool::{Pool, PoolState};
 use crate::proxy::Service;
 use crate::proxy::access::ClientSlot;
 use crate::proxy::access_log::{Cause, ConnectionLog, Record};
-use crate::proxy::client_hello::{self, UNRECOGNIZED_NAME_ALERT};
+use crate::proxy::client_hello::{self, Rejected, UNRECOGNIZED_NAME_ALERT};
 use crate::proxy::failure::{self, Failure};
 use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Side};
 use crate::proxy::proxy_protocol::Received;
 use crate::proxy::route::Routes;
 use crate::proxy::{access, proxy_protocol};
-use crate::stats::ListenerStats;
+use crate::stats::{ListenerStats, Unavailable};
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -148,7 +148,17 @@ async fn open<'a>(
         Routed::default()
     } else {
         let routes = service.routes.load_full();
-        match Box::pin(route(&mut client, peer, &service.stats, &routes, config)).await {
+        let record = &mut log.record;
+        match Box::pin(route(
+            &mut client,
+            peer,
+            &service.stats,
+            &routes,
+            config,
+            record,
+        ))
+        .await
+        {
             Ok(routed) => routed,
             Err(cause) => {
                 log.record.cause = cause;
@@ -179,7 +189,7 @@ async fn open<'a>(
         peer,
         &received,
         config.send_proxy,
-        routed.server_name.as_deref(),
+        log.record.server_name(),
     ) {
         Ok(greeting) => greeting,
         Err(e) => {
@@ -189,7 +199,6 @@ async fn open<'a>(
         }
     };
     greeting.extend_from_slice(&routed.hello);
-    log.record.sni = routed.server_name;
 
     // Waiting for a slot and connecting; an operator's close ends it there
     // too, at once.
@@ -234,7 +243,9 @@ async fn open<'a>(
             debug!("{peer}: no free slot under max-conns within the queue timeout");
             log.record.cause = Cause::OverLimit;
             service.stats.count_rejected();
-            Box::pin(failure::answer(client, Failure::Unavailable, on_failure)).await;
+            let failure = Failure::Unavailable(Unavailable::QueueTimeout);
+            failure.count(&service.stats);
+            Box::pin(failure::answer(client, failure, on_failure)).await;
             None
         }
         Err(Unserved::Failed(failure, cause)) => {
@@ -285,7 +296,10 @@ async fn reach_backend(
     };
     let queue_deadline = admitted + config.queue_timeout;
     let mut tried: Vec<usize> = Vec::new();
-    let mut unserved = (Failure::Unavailable, Cause::NoBackend);
+    let mut unserved = (
+        Failure::Unavailable(Unavailable::NoBackend),
+        Cause::NoBackend,
+    );
     let mut connecting = Duration::ZERO;
     for attempt in 0..=config.retries {
         let picking = Instant::now();
@@ -297,7 +311,10 @@ async fn reach_backend(
         let Some(index) = picked else {
             // Waited out the queue timeout for a backend under its maxconn.
             if tried.is_empty() && Instant::now() >= queue_deadline {
-                unserved.1 = Cause::OverLimit;
+                unserved = (
+                    Failure::Unavailable(Unavailable::QueueTimeout),
+                    Cause::OverLimit,
+                );
             }
             break;
         };
@@ -329,7 +346,10 @@ async fn reach_backend(
                 // Out of our own descriptors: not the backend's fault, and
                 // every other backend would fail the same way.
                 if is_local_exhaustion(&e) {
-                    unserved = (Failure::Unavailable, Cause::NoBackend);
+                    unserved = (
+                        Failure::Unavailable(Unavailable::OutOfDescriptors),
+                        Cause::NoBackend,
+                    );
                     break;
                 }
                 backend.stats.connect_failures.fetch_add(1, Relaxed);
@@ -352,33 +372,36 @@ async fn reach_backend(
 struct Routed {
     /// The route's pool it is served from; `None`: the listener's own.
     pool: Option<Arc<Pool>>,
-    /// The server name its ClientHello asked for.
-    server_name: Option<String>,
     /// Every byte read from the client to route it, for the backend.
     hello: Vec<u8>,
 }
 
 /// Reads `client`'s ClientHello and picks its pool from `routes`, falling
-/// back to the listener's own backends when it has some. `Err`: the
-/// client was closed (no valid hello in time, or no route and no default,
-/// which hears a TLS `unrecognized_name` alert first), with the access
-/// log's cause.
+/// back to the listener's own backends when it has some. What the hello
+/// asked for goes into `record` whatever comes of it. `Err`: the client
+/// was closed (no valid hello in time, or no route and no default, which
+/// hears a TLS `unrecognized_name` alert first), with the access log's
+/// cause.
 async fn route(
     client: &mut TcpStream,
     peer: SocketAddr,
     stats: &ListenerStats,
     routes: &Routes,
     listener: &ServiceConfig,
+    record: &mut Record,
 ) -> Result<Routed, Cause> {
     let (hello, bytes) = match client_hello::read(client, listener.tls_inspect_timeout).await {
         Ok(read) => read,
-        Err(e) => {
-            debug!("{peer}: closing: {e}");
-            stats.tls_rejected[e.reason_index()].fetch_add(1, Relaxed);
+        Err(Rejected { error, seen }) => {
+            debug!("{peer}: closing: {error}");
+            stats.tls_rejected[error.reason_index()].fetch_add(1, Relaxed);
+            record.hello = (!seen.is_empty()).then(|| Box::new(seen));
             return Err(Cause::BadClientHello);
         }
     };
-    let pool = match routes.table.pick(&hello) {
+    let picked = routes.table.pick(&hello);
+    let hello = &**record.hello.insert(Box::new(hello));
+    let pool = match picked {
         Some(index) => {
             let route = &routes.routes[index];
             debug!(
@@ -405,11 +428,7 @@ async fn route(
             return Err(Cause::NoRoute);
         }
     };
-    Ok(Routed {
-        pool,
-        server_name: hello.server_name,
-        hello: bytes,
-    })
+    Ok(Routed { pool, hello: bytes })
 }
 
 /// Logs how a piped connection ended, at debug level; returns the access
@@ -447,23 +466,36 @@ fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
         }
         EndReason::Error(side, e) => {
             debug!("{peer}: connection to {backend} ended: {e} (on the {side:?} side)");
-            match side {
-                Side::Client => Cause::ClientReset,
-                Side::Backend => Cause::BackendReset,
+            // The kernel gave the peer up (user timeout, keepalive,
+            // retransmissions); it said nothing. An ICMP unreachable seen
+            // meanwhile is reported in place of ETIMEDOUT.
+            use std::io::ErrorKind::{HostUnreachable, NetworkUnreachable, TimedOut};
+            let timed_out = matches!(e.kind(), TimedOut | HostUnreachable | NetworkUnreachable);
+            match (side, timed_out) {
+                (Side::Client, false) => Cause::ClientReset,
+                (Side::Backend, false) => Cause::BackendReset,
+                (Side::Client, true) => Cause::ClientTimeout,
+                (Side::Backend, true) => Cause::BackendTimeout,
             }
         }
     }
 }
 
-/// Turns on TCP keepalive probes; a socket that refuses keeps working
-/// without them, so a failure is only logged.
+/// Turns on TCP keepalive probes and sets `TCP_USER_TIMEOUT` (which finds
+/// a peer that vanished while bytes to it were unacknowledged, when Linux
+/// sends no probes); a socket that refuses keeps working without them, so
+/// a failure is only logged.
 pub fn set_keepalive(stream: &TcpStream, keepalive: &KeepaliveConfig) {
     let probes = socket2::TcpKeepalive::new()
         .with_time(keepalive.idle)
         .with_interval(keepalive.interval)
         .with_retries(keepalive.count);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&probes) {
+    let socket = socket2::SockRef::from(stream);
+    if let Err(e) = socket.set_tcp_keepalive(&probes) {
         debug!("cannot set TCP keepalive: {e}");
+    }
+    if let Err(e) = socket.set_tcp_user_timeout(keepalive.user_timeout) {
+        debug!("cannot set TCP_USER_TIMEOUT: {e}");
     }
 }
 
@@ -477,9 +509,10 @@ mod tests {
     /// The most bytes `serve`'s future may take: every open connection
     /// holds one in its task (it was 2,504 before the setup moved to the
     /// heap and the pipe became a plain state machine). Release builds
-    /// measure 600 (the access log's record, 112, and the wait for an
+    /// measured 600 (the access log's record, 112, and the wait for an
     /// operator's close, 64, included), which keeps tokio's task at 768
-    /// bytes on x86-64 (it is aligned to 128); debug builds 624.
+    /// bytes on x86-64 (it is aligned to 128); debug builds 624. Boxing the
+    /// record's ClientHello took 16 bytes off (debug: 608, the record 88).
     const SERVE_FUTURE_MAX: usize = 640;
 
     #[tokio::test]
@@ -507,16 +540,20 @@ mod tests {
         let stream = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let keepalive = KeepaliveConfig {
-            idle: Duration::from_secs(42),
-            interval: Duration::from_secs(7),
-            count: 5,
-        };
+        let mut keepalive =
+            KeepaliveConfig::new(Duration::from_secs(42), Duration::from_secs(7), 5);
         set_keepalive(&stream, &keepalive);
         let socket = socket2::SockRef::from(&stream);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), keepalive.idle);
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), keepalive.interval);
         assert_eq!(socket.tcp_keepalive_retries().unwrap(), 5);
+        // idle + interval × count.
+        let user_timeout = socket.tcp_user_timeout().unwrap();
+        assert_eq!(user_timeout, Some(Duration::from_secs(77)));
+        // Off clears it.
+        keepalive.user_timeout = None;
+        set_keepalive(&stream, &keepalive);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), None);
     }
 }

@@ -160,6 +160,12 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
     if let AccessLogTarget::File(path) = &config.access_log.target {
         check_access_log(path, &mut found);
     }
+    // The pid file is replaced by renaming a new one over it.
+    if let Some(path) = &config.pid_file
+        && let Err(e) = writable_dir(path)
+    {
+        found.push(Finding::error((None, "pid_file"), e));
+    }
     if mode == Mode::Reload {
         return found;
     }
@@ -456,10 +462,11 @@ fn process_section(config: &Config, out: &mut String) {
     let _ = writeln!(
         out,
         "\nprocess:\n  admin {admin}, admin socket {}, token file {}\n  state file {}, \
-         drain timeout {:?}, resolver {}\n  access log {} ({})",
+         pid file {}, drain timeout {:?}, resolver {}\n  access log {} ({})",
         show(&config.admin_socket),
         show(&config.admin_token_file),
         show(&config.state_file),
+        show(&config.pid_file),
         config.drain_timeout,
         config
             .resolver
@@ -511,6 +518,7 @@ mod tests {
         std::fs::write(dir.join("plain"), "x").unwrap();
         config.admin_socket = Some(dir.join("plain"));
         config.access_log.target = AccessLogTarget::File(dir.join("no-such-dir").join("a.log"));
+        config.pid_file = Some(dir.join("no-such-dir").join("tcplb.pid"));
         // 192.0.2.0/24 (TEST-NET-1) is never this machine's address; only bound, never reached.
         config.services[0].listen = "192.0.2.1:0".parse().unwrap();
         let found = problems(&config, Mode::Start);
@@ -522,13 +530,14 @@ mod tests {
                 ("state_file", true),
                 ("admin_socket", true),
                 ("access_log", true),
+                ("pid_file", true),
                 ("listen", true),
             ],
             "{found:?}"
         );
         // A reload leaves binding to the reload itself.
-        assert_eq!(problems(&config, Mode::Reload).len(), 4);
-        let rendered = found[4].render(None);
+        assert_eq!(problems(&config, Mode::Reload).len(), 5);
+        let rendered = found[5].render(None);
         assert!(rendered.starts_with("--listen: "), "{rendered}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
-use log::{info, warn};
+use log::{error, info, warn};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,12 +38,14 @@ use crate::proxy::spread::Spread;
 use crate::proxy::{Service, listener};
 use crate::stats::WorkerStats;
 use control::Controller;
+use pid_file::PidFile;
 use routes::{RoutePlan, RunningRoute, published};
-use upgrade::{Handoff, Inherited, Relaunch};
+use upgrade::{Handoff, Inherited, NotUpgraded, Relaunch};
 use workers::Workers;
 
 pub mod check;
 mod control;
+mod pid_file;
 mod routes;
 pub mod signals;
 pub mod state_file;
@@ -89,9 +91,9 @@ struct State {
     drain_timeout: Duration,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
-    /// Token file, admin socket and state file as started with; a reload
-    /// that changes them only warns.
-    control_paths: [Option<PathBuf>; 3],
+    /// Token file, admin socket, state file and pid file as started with;
+    /// a reload that changes them only warns.
+    control_paths: [Option<PathBuf>; 4],
     /// Whether `run` has started; services added before it wait for it.
     running: bool,
     /// A duplicate of the admin TCP socket, to hand over on upgrade.
@@ -137,6 +139,9 @@ struct Shared {
     access_log_writer: Mutex<Option<Writer>>,
     /// The access log as started, so a reload that changes it only warns.
     access_log_config: AccessLogConfig,
+    /// Where this process keeps its PID while it serves (`--pid-file`);
+    /// fixed at start.
+    pid_file: Option<PidFile>,
 }
 
 impl Shared {
@@ -308,9 +313,10 @@ pub struct Balancer {
     takeover: Option<upgrade::Channel>,
 }
 
-/// Longest wait for the first health checks before announcing readiness
-/// anyway (each check has its own timeout; this only bounds odd cases).
-const READY_WAIT: Duration = Duration::from_secs(30);
+/// Added to the longest health timeout to bound the wait for the first
+/// round of health checks: a round's checks run at once, each within its
+/// pool's timeout, so only a stalled runtime needs more.
+const FIRST_ROUND_SLACK: Duration = Duration::from_secs(1);
 
 impl Balancer {
     /// Binds every listener, with one worker per core. Must be called
@@ -382,6 +388,7 @@ impl Balancer {
             access_log,
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
+            pid_file: config.pid_file.as_deref().map(PidFile::new),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -420,6 +427,13 @@ impl Balancer {
             Some(path) => Some((admin::bind_unix(&path)?, path, None)),
             None => None,
         };
+        // Serving from now on; an upgrade's new process claims it when it
+        // takes over.
+        if let Some(pid_file) = &shared.pid_file
+            && !upgrade
+        {
+            pid_file.claim()?;
+        }
         Ok(Balancer {
             shared: Arc::new(shared),
             admin,
@@ -573,6 +587,9 @@ impl Balancer {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.finish()).await;
         }
+        if let Some(pid_file) = &shared.pid_file {
+            pid_file.release();
+        }
     }
 }
 
@@ -586,9 +603,34 @@ async fn announce_ready(
     api: Arc<admin::Api>,
     takeover: Option<upgrade::Channel>,
 ) {
+    // As long as the slowest check may take, and in an upgrade no longer
+    // than the old process waits.
+    let longest = shared.state().longest_health_timeout() + FIRST_ROUND_SLACK;
+    let wait = takeover
+        .as_ref()
+        .map_or(longest, |channel| longest.min(channel.time_left()));
     tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        _ = tokio::time::timeout(READY_WAIT, shared.first_probes.wait()) => {}
+        round = tokio::time::timeout(wait, shared.first_probes.wait()) => {
+            if round.is_err() {
+                warn!(
+                    "the first round of health checks is not over after {wait:?}; \
+                     reporting ready anyway"
+                );
+            }
+        }
+    }
+    // The new process of an upgrade names itself before anyone hears it
+    // serves; if it cannot, the upgrade fails (the old process, named
+    // still, kills this one and keeps serving).
+    if let (Some(pid_file), Some(_)) = (&shared.pid_file, &takeover)
+        && let Err(e) = pid_file.claim()
+    {
+        error!("upgrade: {e}; not taking over");
+        if let Some(channel) = takeover {
+            channel.report_failure(&e.to_string());
+        }
+        return;
     }
     if let Some((listener, path, temp)) = admin_unix {
         if let Some(temp) = temp
@@ -786,7 +828,7 @@ impl ReloadHandle {
                 show(config.admin)
             ));
         }
-        let keys = ["admin token file", "admin socket", "state file"];
+        let keys = ["admin token file", "admin socket", "state file", "pid file"];
         for ((key, old), new) in keys.iter().zip(&state.control_paths).zip(&paths) {
             if old != new {
                 let show = |p: &Option<PathBuf>| {
@@ -816,14 +858,15 @@ impl ReloadHandle {
     /// Hands every listening socket and the runtime state to a new
     /// process started from `relaunch` (see [`upgrade`]). `Ok(pid)`: it
     /// serves now, and this balancer stops accepting and drains. `Err`:
-    /// nothing changed here; the reason says why it did not take over.
-    pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, String> {
+    /// nothing changed here; it says why nothing was tried, or why the new
+    /// process did not take over.
+    pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, NotUpgraded> {
         let shared = &self.shared;
         if shared.shutdown.is_cancelled() {
-            return Err("shutting down".into());
+            return Err(NotUpgraded::ShuttingDown);
         }
         if shared.upgrading.swap(true, Ordering::AcqRel) {
-            return Err("an upgrade is already running".into());
+            return Err(NotUpgraded::Busy);
         }
         let outcome = match shared.handoff() {
             Ok(handoff) => {
@@ -833,7 +876,8 @@ impl ReloadHandle {
                     .unwrap_or_else(|_| Err("the upgrade task panicked".into()))
             }
             Err(e) => Err(format!("cannot duplicate the listening sockets: {e}")),
-        };
+        }
+        .map_err(NotUpgraded::Failed);
         if outcome.is_ok() {
             shared.handed_over.store(true, Ordering::Relaxed);
             shared.shutdown.cancel();
@@ -906,6 +950,19 @@ fn bases(services: &[Running]) -> Vec<(&str, &ServiceConfig)> {
 }
 
 impl State {
+    /// The longest health check timeout of any pool (listeners' and
+    /// routes'): how long a first round of checks can take.
+    fn longest_health_timeout(&self) -> Duration {
+        let pools = self
+            .services
+            .iter()
+            .flat_map(|s| std::iter::once(&s.service.pool).chain(s.routes.iter().map(|r| &r.pool)));
+        pools
+            .map(|pool| pool.load().config.health.timeout)
+            .max()
+            .unwrap_or_default()
+    }
+
     /// The pool named `name` (a listener's or a route's), with its
     /// configuration as loaded.
     fn find_pool(&self, name: &str) -> Option<(Arc<Pool>, ServiceConfig)> {
@@ -919,11 +976,12 @@ impl State {
     }
 }
 
-fn control_paths(config: &Config) -> [Option<PathBuf>; 3] {
+fn control_paths(config: &Config) -> [Option<PathBuf>; 4] {
     [
         config.admin_token_file.clone(),
         config.admin_socket.clone(),
         config.state_file.clone(),
+        config.pid_file.clone(),
     ]
 }
 

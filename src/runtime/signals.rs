@@ -12,7 +12,7 @@ use crate::proxy::access_log::writer::Reopen;
 use crate::runtime::ReloadHandle;
 use crate::runtime::check::{self, Mode};
 use crate::runtime::systemd;
-use crate::runtime::upgrade::Relaunch;
+use crate::runtime::upgrade::{NotUpgraded, Relaunch};
 
 /// Completes on the first SIGINT or SIGTERM: the shutdown future `main`
 /// passes to [`Balancer::run_until`](crate::runtime::Balancer::run_until).
@@ -73,7 +73,17 @@ pub fn upgrade_on_sigusr2(handle: ReloadHandle, relaunch: Relaunch, shutdown: Ca
                 Ok(pid) => {
                     info!("upgrade: process {pid} serves now; this one stops accepting and drains")
                 }
-                Err(e) => error!("upgrade failed, this process keeps serving: {e}"),
+                // Only a new process that did not take over is a failure:
+                // the README names this line as the sign of one.
+                Err(NotUpgraded::Failed(e)) => {
+                    error!("upgrade failed, this process keeps serving: {e}")
+                }
+                Err(NotUpgraded::ShuttingDown) => {
+                    info!("upgrade not started: this process is shutting down")
+                }
+                Err(NotUpgraded::Busy) => {
+                    info!("upgrade not started: another upgrade is running")
+                }
             }
         }
     };
@@ -82,9 +92,10 @@ pub fn upgrade_on_sigusr2(handle: ReloadHandle, relaunch: Relaunch, shutdown: Ca
 
 /// Installs the handler for `kind` (named `name` in the logs) now, then
 /// runs `action` on every such signal until `shutdown`, one at a time
-/// (a signal arriving meanwhile runs it once more afterwards). If the
-/// handler cannot be installed, logs that `off` and returns. Must be
-/// called inside the tokio runtime.
+/// (a signal arriving meanwhile runs it once more afterwards, unless
+/// `shutdown` came first: a SIGUSR2 queued behind the upgrade that handed
+/// over must not try another). If the handler cannot be installed, logs
+/// that `off` and returns. Must be called inside the tokio runtime.
 fn on_signal<F, Fut>(
     kind: SignalKind,
     name: &str,
@@ -102,8 +113,9 @@ fn on_signal<F, Fut>(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = signals.recv() => {}
+                biased;
                 _ = shutdown.cancelled() => return,
+                _ = signals.recv() => {}
             }
             action().await;
         }

@@ -78,6 +78,14 @@ fn set_aside(path: &Path) {
 pub fn save(path: &Path, overlay: &Overlay) -> io::Result<()> {
     let mut text = serde_json::to_vec_pretty(overlay).map_err(io::Error::other)?;
     text.push(b'\n');
+    write_atomically(path, &text)
+}
+
+/// Replaces `path` with `text` so that a reader (or a crash) sees the old
+/// file or the new one, never part of one: a temporary file beside it,
+/// written, fsynced, renamed over it, and the directory fsynced. (The pid
+/// file is written the same way.)
+pub fn write_atomically(path: &Path, text: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -87,7 +95,7 @@ pub fn save(path: &Path, overlay: &Overlay) -> io::Result<()> {
     let temp = PathBuf::from(temp_name);
     let written = (|| {
         let mut file = File::create(&temp)?;
-        file.write_all(&text)?;
+        file.write_all(text)?;
         file.sync_all()?;
         fs::rename(&temp, path)?;
         File::open(&dir)?.sync_all()

@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
@@ -53,6 +53,10 @@ use crate::runtime::systemd::Passed;
 /// resolve names, bind, run its first health checks) before the old one
 /// gives up on it and keeps serving.
 pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long before [`TAKEOVER_TIMEOUT`] runs out the new process reports
+/// ready at the latest, even while its first health checks still run:
+/// slow checks must not turn a good upgrade into a failed one.
+pub const READY_MARGIN: Duration = Duration::from_secs(5);
 /// How long the new process waits for the sockets once started.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Descriptors per message: the kernel takes at most 253 (SCM_MAX_FD).
@@ -62,6 +66,21 @@ const FDS_PER_MESSAGE: usize = 250;
 const CHANNEL_ENV: &str = "TCPLB_UPGRADE_FD";
 /// First bytes of the first message, with the protocol version.
 const HELLO: &str = "tcplb-upgrade 1";
+
+/// Why [`ReloadHandle::upgrade`](crate::runtime::ReloadHandle::upgrade)
+/// did not hand over. Only [`NotUpgraded::Failed`] is a failed upgrade:
+/// the others started nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotUpgraded {
+    /// This process is shutting down already (an upgrade handed over, or
+    /// SIGTERM): it only drains, there is nothing to hand over.
+    ShuttingDown,
+    /// Another upgrade is running.
+    Busy,
+    /// The new process did not take over, for this reason (it is gone);
+    /// this process keeps serving.
+    Failed(String),
+}
 
 /// What the old process describes; the descriptors follow in this order.
 #[derive(Serialize, Deserialize)]
@@ -105,16 +124,26 @@ pub struct Inherited {
 }
 
 /// This process's end of the channel to the old process of an upgrade.
-pub struct Channel(
+pub struct Channel {
     /// This end of the socketpair.
-    OwnedFd,
-);
+    fd: OwnedFd,
+    /// When the sockets began to arrive: the old process's
+    /// [`TAKEOVER_TIMEOUT`] runs from about then.
+    since: Instant,
+}
 
 impl Channel {
+    /// How long this process may still wait (for its first health checks)
+    /// before it must report ready: [`READY_MARGIN`] before the old process
+    /// gives up on it.
+    pub fn time_left(&self) -> Duration {
+        (TAKEOVER_TIMEOUT - READY_MARGIN).saturating_sub(self.since.elapsed())
+    }
+
     /// Tells the old process this one serves now: it stops accepting and
     /// drains. Returns whether that was said.
     pub fn report_ready(self) -> bool {
-        match send_with_fds(&self.0, b"READY", &[]) {
+        match send_with_fds(&self.fd, b"READY", &[]) {
             Ok(()) => true,
             Err(e) => {
                 error!("upgrade: cannot tell the old process to stop: {e}");
@@ -125,7 +154,7 @@ impl Channel {
 
     /// Tells the old process this start failed, and why; it keeps serving.
     pub fn report_failure(self, why: &str) {
-        let _ = send_with_fds(&self.0, format!("FAILED {why}").as_bytes(), &[]);
+        let _ = send_with_fds(&self.fd, format!("FAILED {why}").as_bytes(), &[]);
     }
 }
 
@@ -259,6 +288,7 @@ pub unsafe fn receive() -> Option<Result<Inherited, String>> {
 }
 
 fn read_handoff(channel: OwnedFd) -> io::Result<Inherited> {
+    let since = Instant::now();
     let mut buf = [0u8; 256];
     let (n, mut fds) = recv_with_fds(&channel, &mut buf, RECEIVE_TIMEOUT)?;
     let hello = std::str::from_utf8(&buf[..n]).unwrap_or("");
@@ -303,7 +333,7 @@ fn read_handoff(channel: OwnedFd) -> io::Result<Inherited> {
         listeners,
         admin,
         overlay: Some(manifest.overlay),
-        channel: Some(Channel(channel)),
+        channel: Some(Channel { fd: channel, since }),
         upgrade: true,
     })
 }

@@ -280,17 +280,26 @@ function listenerSection(l, newest) {
       el("span", { class: "muted" }, l.name === l.listen ? l.strategy : `${l.listen} · ${l.strategy}`),
     ),
   );
+  // Every 503, and those of them a limit answered (overload), each reason
+  // that has any in the figure's tooltip.
+  const reasons = Object.entries(l.failures["503_by_reason"] || {}).filter(([, n]) => n > 0);
+  const limits = reasons.filter(([reason]) => reason !== "no_backend");
+  const overload = limits.reduce((sum, [, n]) => sum + n, 0);
+  const listed = (pairs) => pairs.map(([reason, n]) => `${reason.replaceAll("_", " ")}: ${n}`).join(", ");
   const figures = el("dl", { class: "figures" });
-  for (const [term, value, cls] of [
+  for (const [term, value, cls, title] of [
     ["backends", `${ready} of ${all.length} ready and up`, ready ? "" : "bad"],
     ["active", l.active, ""],
     ["connections/s", perSecond(series ? last(series.rate) : undefined), ""],
     ["accepted", l.accepted, ""],
     ["rejected", l.rejected, l.rejected ? "warn" : ""],
     ["502", l.failures["502"], l.failures["502"] ? "bad" : ""],
-    ["503", l.failures["503"], l.failures["503"] ? "bad" : ""],
-  ].concat(l.panic && l.panic.active ? [["panic", "all ready primaries", "bad"]] : [])) {
-    figures.append(el("div", { class: cls }, el("dt", {}, term), el("dd", {}, value)));
+    ["503", l.failures["503"], l.failures["503"] ? "bad" : "", listed(reasons)],
+    ["503 over limits", overload, overload ? "bad" : "", listed(limits)],
+  ].concat(l.panic && l.panic.active ? [["panic", "all ready primaries", "bad", ""]] : [])) {
+    const attrs = { class: cls, "data-figure": term };
+    if (title) attrs.title = title;
+    figures.append(el("div", attrs, el("dt", {}, term), el("dd", {}, value)));
   }
   section.append(figures);
   if (series) {

@@ -5,16 +5,18 @@
 //! Text, one line per connection, fields never empty (`-` for "none"):
 //!
 //! ```text
-//! 2026-11-25T10:15:02.123Z 42 127.0.0.1:51234 web 127.0.0.1:8080 127.0.0.1:8081 0.012/0.201/5.317 0 64/1024 completed - -
-//! time                     id client          listener listen    backend        queue/connect/duration retries sent/received cause sni route
+//! 2026-11-25T10:15:02.123Z 42 127.0.0.1:51234 web 127.0.0.1:8080 127.0.0.1:8081 0.012/0.201/5.317 0 64/1024 completed a.test tls h2,http/1.1
+//! time                     id client          listener listen    backend        queue/connect/duration retries sent/received cause sni route alpn
 //! ```
 //!
 //! Times are milliseconds with microsecond precision. Names that come from
-//! outside (listener names, backend names, the SNI) are written with every
-//! byte outside printable ASCII, space, `"` and `\` as `\xNN`, so a field
-//! never holds a space or a line break. New fields are only ever appended.
+//! outside (listener names, backend names, the SNI, ALPN protocols) are
+//! written with every byte outside printable ASCII, space, `"` and `\` as
+//! `\xNN`, so a field never holds a space or a line break; in the ALPN list
+//! (comma-separated in text, an array in JSON) a comma in a name is `\x2c`
+//! too. New fields are only ever appended.
 
-use std::fmt::Display;
+use std::fmt::{Display, Write as _};
 use std::io::Write;
 use std::time::Duration;
 
@@ -58,10 +60,48 @@ fn text(r: &Record, out: &mut Vec<u8>) {
         c.live.received(),
         r.cause
     );
-    token(out, r.sni.as_deref());
+    token(out, r.server_name());
     out.push(b' ');
     token(out, c.route());
+    out.push(b' ');
+    match r.alpn() {
+        [] => out.push(b'-'),
+        protocols => {
+            for (i, protocol) in protocols.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{}", Protocol(protocol));
+            }
+        }
+    }
     out.push(b'\n');
+}
+
+/// One ALPN protocol name, escaped like a text field, and its commas too
+/// (the text format's list separator).
+struct Protocol<'a>(&'a [u8]);
+
+impl Display for Protocol<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for &b in self.0 {
+            if plain(b) && b != b',' {
+                f.write_char(char::from(b))?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ALPN list of the JSON format: an array of escaped names.
+struct Protocols<'a>(&'a [Vec<u8>]);
+
+impl Serialize for Protocols<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|p| Shown(Protocol(p))))
+    }
 }
 
 /// `ms.uuu`, or `-`.
@@ -81,7 +121,7 @@ fn token(out: &mut Vec<u8>, text: Option<&str>) {
         None | Some("") => out.push(b'-'),
         Some(text) => {
             for &b in text.as_bytes() {
-                if b.is_ascii_graphic() && b != b'"' && b != b'\\' {
+                if plain(b) {
                     out.push(b);
                 } else {
                     let _ = write!(out, "\\x{b:02x}");
@@ -89,6 +129,12 @@ fn token(out: &mut Vec<u8>, text: Option<&str>) {
             }
         }
     }
+}
+
+/// Whether byte `b` of a name from outside is written as it is (else as
+/// `\xNN`).
+fn plain(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b'"' && b != b'\\'
 }
 
 /// The JSON line's shape: field names and order are the format.
@@ -124,6 +170,8 @@ struct Line<'a> {
     sni: Option<&'a str>,
     /// The route, or null.
     route: Option<&'a str>,
+    /// The ALPN protocols offered, or null.
+    alpn: Option<Protocols<'a>>,
 }
 
 /// A value serialised through its `Display`, without a temporary string.
@@ -156,8 +204,9 @@ fn json(r: &Record, out: &mut Vec<u8>) {
         sent: c.live.sent(),
         received: c.live.received(),
         cause: r.cause.name(),
-        sni: r.sni.as_deref(),
+        sni: r.server_name(),
         route: c.route(),
+        alpn: Some(r.alpn()).filter(|p| !p.is_empty()).map(Protocols),
     };
     // Plain strings and numbers always serialise; a failure would leave a
     // partial line, so it is cut off.
@@ -179,6 +228,7 @@ mod tests {
     use crate::pool::Pool;
     use crate::proxy::Service;
     use crate::proxy::access_log::{Cause, ConnectionLog};
+    use crate::proxy::client_hello::ClientHello;
 
     fn record(name: &str, connected: bool) -> Record {
         let backends = vec![parse_backend("127.0.0.1:8081").unwrap()];
@@ -215,20 +265,25 @@ mod tests {
             line(&r, AccessLogFormat::Text),
             format!(
                 "2025-11-25T10:15:02.123Z {id} 127.0.0.1:51234 web 127.0.0.1:8080 \
-                 127.0.0.1:8081 0.012/0.201/5.317 0 0/0 completed - -\n"
+                 127.0.0.1:8081 0.012/0.201/5.317 0 0/0 completed - - -\n"
             )
         );
         let mut r = record("my pool\n\"x\"", false);
         r.cause = Cause::NoBackend;
-        r.sni = Some("évil host".into());
+        r.hello = Some(Box::new(ClientHello {
+            server_name: Some("évil host".into()),
+            alpn: vec![b"h2".to_vec(), b"a,b c\\".to_vec()],
+        }));
         let text = line(&r, AccessLogFormat::Text);
         assert!(
-            text.ends_with(" -/-/5.317 0 0/0 no_backend \\xc3\\xa9vil\\x20host -\n"),
+            text.ends_with(
+                " -/-/5.317 0 0/0 no_backend \\xc3\\xa9vil\\x20host - h2,a\\x2cb\\x20c\\x5c\n"
+            ),
             "{text}"
         );
         assert!(text.contains(" my\\x20pool\\x0a\\x22x\\x22 "), "{text}");
         assert_eq!(text.lines().count(), 1);
-        assert_eq!(text.split(' ').count(), 12, "{text}");
+        assert_eq!(text.split(' ').count(), 13, "{text}");
     }
 
     #[test]
@@ -248,8 +303,20 @@ mod tests {
                 "{{\"time\":\"2025-11-25T10:15:02.123Z\",\"id\":{id},\"client\":\"127.0.0.1:51234\",\
                  \"listener\":\"web\",\"listen\":\"127.0.0.1:8080\",\"backend\":\"127.0.0.1:8081\",\
                  \"queue_ms\":0.012,\"connect_ms\":0.201,\"duration_ms\":5.317,\"retries\":1,\
-                 \"sent\":0,\"received\":0,\"cause\":\"backend_reset\",\"sni\":null,\"route\":\"api\"}}\n"
+                 \"sent\":0,\"received\":0,\"cause\":\"backend_reset\",\"sni\":null,\"route\":\"api\",\
+                 \"alpn\":null}}\n"
             )
+        );
+        r.hello = Some(Box::new(ClientHello {
+            server_name: Some("a.test".into()),
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec(), vec![0xff]],
+        }));
+        let value: serde_json::Value =
+            serde_json::from_str(&line(&r, AccessLogFormat::Json)).unwrap();
+        assert_eq!(value["sni"], "a.test");
+        assert_eq!(
+            value["alpn"],
+            serde_json::json!(["h2", "http/1.1", "\\xff"])
         );
         let r = record("we\"ird", false);
         let value: serde_json::Value =

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::proxy::Service;
+use crate::proxy::client_hello::ClientHello;
 use crate::proxy::connections::Connection;
 use crate::stats::AccessLogStats;
 
@@ -46,6 +47,13 @@ pub enum Cause {
     ClientReset,
     /// The backend's socket failed (reset, broken pipe) while piping.
     BackendReset,
+    /// The kernel gave the client up while piping, without a word from
+    /// it: bytes to it went unacknowledged for the user timeout, keepalive
+    /// probes went unanswered (`--tcp-keepalive`, `--tcp-user-timeout`),
+    /// or the retransmissions ran out.
+    ClientTimeout,
+    /// The backend's socket timed out while piping, likewise.
+    BackendTimeout,
     /// The last connect attempt timed out (`--connect-timeout`); the client
     /// got the 502 (or a close).
     ConnectTimeout,
@@ -84,10 +92,12 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order the README lists them.
-    pub const ALL: [Cause; 17] = [
+    pub const ALL: [Cause; 19] = [
         Cause::Completed,
         Cause::ClientReset,
         Cause::BackendReset,
+        Cause::ClientTimeout,
+        Cause::BackendTimeout,
         Cause::ConnectTimeout,
         Cause::ConnectRefused,
         Cause::ConnectError,
@@ -110,6 +120,8 @@ impl Cause {
             Cause::Completed => "completed",
             Cause::ClientReset => "client_reset",
             Cause::BackendReset => "backend_reset",
+            Cause::ClientTimeout => "client_timeout",
+            Cause::BackendTimeout => "backend_timeout",
             Cause::ConnectTimeout => "connect_timeout",
             Cause::ConnectRefused => "connect_refused",
             Cause::ConnectError => "connect_error",
@@ -153,13 +165,26 @@ pub struct Record {
     /// Why it ended; [`Cause::Shutdown`] until something else is known (a
     /// connection dropped at the end of the drain never says otherwise).
     pub cause: Cause,
-    /// The server name (SNI) of the client's TLS ClientHello, on a
-    /// listener with TLS routes; `None` elsewhere or without one. (The
-    /// route it picked is the connection's pool: [`Connection::route`].)
-    pub sni: Option<String>,
+    /// What the client's TLS ClientHello asked for (server name, ALPN), on
+    /// a listener with TLS routes: whenever a hello was read, routed or
+    /// not, and for a broken one what came before the broken part. `None`
+    /// elsewhere or when nothing was read. Boxed: most connections have
+    /// none, and every open connection holds a record. (The route it
+    /// picked is the connection's pool: [`Connection::route`].)
+    pub hello: Option<Box<ClientHello>>,
 }
 
 impl Record {
+    /// The server name its ClientHello asked for, if any.
+    pub fn server_name(&self) -> Option<&str> {
+        self.hello.as_ref()?.server_name.as_deref()
+    }
+
+    /// The ALPN protocols its ClientHello offered (none without one).
+    pub fn alpn(&self) -> &[Vec<u8>] {
+        self.hello.as_ref().map_or(&[], |h| &h.alpn)
+    }
+
     /// A record for `connection` with nothing known yet.
     fn new(connection: Arc<Connection>) -> Self {
         Record {
@@ -170,7 +195,7 @@ impl Record {
             queue: None,
             connect: None,
             cause: Cause::Shutdown,
-            sni: None,
+            hello: None,
         }
     }
 }

@@ -12,8 +12,21 @@
 //!
 //! Failures never stop traffic. A file that cannot be opened at start is a
 //! start-up error naming it. A write that fails later (disk full, EIO) loses
-//! that batch: its records are counted (`tcplb_access_log_write_errors_total`)
-//! and the failure is logged at most once per [`ERROR_LOG_EVERY`].
+//! the records of that batch that did not land whole: exactly those are
+//! counted (`tcplb_access_log_write_errors_total`), and the failure is logged
+//! at most once per [`ERROR_LOG_EVERY`].
+//!
+//! A line is never torn and never glued to the next. A write that stops
+//! inside a line (a disk that fills up mid-batch writes part of it) is cut
+//! back to the last newline with `ftruncate`, after checking that the
+//! file's tail is that very fragment. Cutting rather than finishing the
+//! line: it needs no space, so the file is whole again at once, whatever
+//! comes next (an exit, a rotation, a disk that stays full), and it can
+//! only fail where nothing could be written anyway. Where it cannot be done
+//! (stderr, a tail that is not ours) the destination is marked as ending
+//! mid-line and the next write starts with a newline, so the fragment
+//! stands alone and the next record is whole; a file that does not end in
+//! a newline when opened (torn by an earlier run) is treated the same.
 //!
 //! Rotation: [`Reopen::reopen`] (SIGUSR1) makes the thread write out what
 //! is queued to the file it has open, then open the path again: after
@@ -23,7 +36,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,8 +62,18 @@ pub const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 /// name every client.
 const FILE_MODE: u32 = 0o640;
 
-/// Where the lines go.
-enum Destination {
+/// Where the lines go, and whether the last one written there is whole.
+struct Destination {
+    /// The stream or file.
+    sink: Sink,
+    /// Whether it may end inside a line (a torn write that could not be cut
+    /// back, or a file found so when opened): the next write starts with a
+    /// newline.
+    mid_line: bool,
+}
+
+/// The stream or file the lines go to.
+enum Sink {
     /// The process's standard error.
     Stderr,
     /// A file, opened for appending.
@@ -62,41 +85,138 @@ enum Destination {
     },
 }
 
+/// A batch that did not land whole.
+struct Failed {
+    /// What stopped it.
+    error: io::Error,
+    /// How many of its lines are in the destination whole.
+    landed: u64,
+}
+
 impl Destination {
     fn open(target: &AccessLogTarget) -> anyhow::Result<Option<Destination>> {
-        Ok(match target {
-            AccessLogTarget::Off => None,
-            AccessLogTarget::Stderr => Some(Destination::Stderr),
-            AccessLogTarget::File(path) => Some(Destination::File {
+        let sink = match target {
+            AccessLogTarget::Off => return Ok(None),
+            AccessLogTarget::Stderr => Sink::Stderr,
+            AccessLogTarget::File(path) => Sink::File {
                 path: path.clone(),
                 file: open(path)
                     .with_context(|| format!("cannot open the access log {}", path.display()))?,
-            }),
-        })
+            },
+        };
+        Ok(Some(Destination::new(sink)))
+    }
+
+    fn new(sink: Sink) -> Destination {
+        let mid_line = match &sink {
+            Sink::File { file, .. } => ends_mid_line(file),
+            Sink::Stderr => false,
+        };
+        Destination { sink, mid_line }
     }
 
     fn name(&self) -> String {
-        match self {
-            Destination::Stderr => "stderr".into(),
-            Destination::File { path, .. } => path.display().to_string(),
+        match &self.sink {
+            Sink::Stderr => "stderr".into(),
+            Sink::File { path, .. } => path.display().to_string(),
         }
     }
 
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            // Locked, so the diagnostic log's lines never land inside a batch.
-            Destination::Stderr => io::stderr().lock().write_all(bytes),
-            Destination::File { file, .. } => file.write_all(bytes),
+    /// Writes `batch` (whole lines). On failure the destination ends on a
+    /// line boundary again (a torn last line cut back, or else marked for a
+    /// newline first), and the error says how many lines landed whole.
+    fn write_lines(&mut self, batch: &[u8]) -> Result<(), Failed> {
+        // Locked, so the diagnostic log's lines never land inside a batch.
+        let mut stderr;
+        let out: &mut dyn Write = match &mut self.sink {
+            Sink::Stderr => {
+                stderr = io::stderr().lock();
+                &mut stderr
+            }
+            Sink::File { file, .. } => file,
+        };
+        if self.mid_line {
+            if let Err((_, error)) = write_counted(out, b"\n") {
+                return Err(Failed { error, landed: 0 });
+            }
+            self.mid_line = false;
         }
+        let Err((written, error)) = write_counted(out, batch) else {
+            return Ok(());
+        };
+        let whole = batch[..written]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        if whole < written {
+            let fragment = &batch[whole..written];
+            let cut = match &self.sink {
+                Sink::File { file, .. } => cut(file, fragment),
+                Sink::Stderr => Err(io::ErrorKind::Unsupported.into()),
+            };
+            self.mid_line = cut.is_err();
+        }
+        // Lines never hold a raw newline (fields are escaped).
+        let landed = batch[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+        Err(Failed { error, landed })
     }
 }
 
+/// Writes all of `bytes`, or says how many went out before the error.
+fn write_counted(out: &mut dyn Write, bytes: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match out.write(&bytes[written..]) {
+            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Takes the torn `fragment` off the end of `file`, if the end is exactly
+/// it (no other writer appended since, e.g. the other process of an
+/// upgrade): shrinking needs no space, so this works on a full disk.
+fn cut(file: &File, fragment: &[u8]) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    let start = len
+        .checked_sub(fragment.len() as u64)
+        .ok_or_else(|| io::Error::other("the file is shorter than the torn line"))?;
+    let mut tail = vec![0u8; fragment.len()];
+    file.read_exact_at(&mut tail, start)?;
+    if tail != fragment {
+        return Err(io::Error::other("the file's end is not the torn line"));
+    }
+    file.set_len(start)
+}
+
+/// Whether `file` is non-empty and its last byte is not a newline (unknown,
+/// e.g. unreadable, counts as no).
+fn ends_mid_line(file: &File) -> bool {
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    let mut last = [0u8];
+    len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
+}
+
+/// Opens `path` for appending, and for reading where allowed (to check and
+/// cut back its last line).
 fn open(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(FILE_MODE)
-        .open(path)
+    let open = |read| {
+        OpenOptions::new()
+            .read(read)
+            .create(true)
+            .append(true)
+            .mode(FILE_MODE)
+            .open(path)
+    };
+    match open(true) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => open(false),
+        opened => opened,
+    }
 }
 
 /// What the writer thread and its handles share.
@@ -254,7 +374,7 @@ fn run(
 }
 
 /// Writes the batch `out` (`records` lines) and empties it; a failure loses
-/// the batch, counted.
+/// the records that did not land whole, counted.
 fn write(
     destination: &mut Destination,
     out: &mut Vec<u8>,
@@ -262,15 +382,16 @@ fn write(
     stats: &AccessLogStats,
     failures: &mut RateLimit,
 ) {
-    if let Err(e) = destination.write_all(out) {
+    if let Err(Failed { error, landed }) = destination.write_lines(out) {
+        let lost = records.saturating_sub(landed);
         stats
             .write_errors
-            .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
         if let Some(suppressed) = failures.allow() {
             error!(
-                "cannot write the access log {}: {e}; {records} line(s) lost, traffic goes on \
-                 ({suppressed} more failure(s) since the last message; lost lines are counted \
-                 in tcplb_access_log_write_errors_total)",
+                "cannot write the access log {}: {error}; {lost} record(s) lost ({landed} of the \
+                 batch written whole), traffic goes on ({suppressed} more failure(s) since the \
+                 last message; lost records are counted in tcplb_access_log_write_errors_total)",
                 destination.name()
             );
         }
@@ -281,14 +402,20 @@ fn write(
 /// Opens the file's path again (after a rename by logrotate); on failure
 /// keeps writing to the file already open.
 fn reopen(destination: &mut Destination, failures: &mut RateLimit) {
-    let Destination::File { path, file } = destination else {
+    let Sink::File { path, .. } = &destination.sink else {
         info!("received SIGUSR1: the access log goes to stderr, nothing to reopen");
         return;
     };
     match open(path) {
         Ok(fresh) => {
-            *file = fresh;
-            info!("reopened the access log {}", path.display());
+            let path = path.clone();
+            // The old file's torn line, if one could not be cut, gets its
+            // end while it can.
+            if destination.mid_line {
+                let _ = destination.write_lines(&[]);
+            }
+            *destination = Destination::new(Sink::File { path, file: fresh });
+            info!("reopened the access log {}", destination.name());
         }
         Err(e) => {
             if let Some(suppressed) = failures.allow() {
@@ -356,6 +483,18 @@ mod tests {
         }
     }
 
+    /// A listener logging to `path` in `format`, and the writer.
+    fn logging_to(
+        path: &Path,
+        format: AccessLogFormat,
+        stats: &Arc<AccessLogStats>,
+    ) -> (Arc<Service>, Writer) {
+        let (log, writer) = start(&file_config(path, format), stats.clone())
+            .unwrap()
+            .unwrap();
+        (service(log), writer)
+    }
+
     fn lines(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -397,10 +536,7 @@ mod tests {
         let dir = TempDir::new("order");
         let path = dir.0.join("access.log");
         let stats = Arc::new(AccessLogStats::default());
-        let (log, writer) = start(&file_config(&path, AccessLogFormat::Json), stats.clone())
-            .unwrap()
-            .unwrap();
-        let service = service(log);
+        let (service, writer) = logging_to(&path, AccessLogFormat::Json, &stats);
         finish_one(&service, Cause::Completed);
         assert!(wait_for(|| lines(&path).len() == 1), "{:?}", lines(&path));
         for _ in 0..999 {
@@ -461,16 +597,31 @@ mod tests {
     }
 
     #[test]
+    fn a_file_found_ending_mid_line_gets_a_newline_before_the_first_record() {
+        let dir = TempDir::new("torn");
+        let path = dir.0.join("access.log");
+        // An earlier run's last write was cut off.
+        std::fs::write(&path, "whole line\n{\"time\":\"2026").unwrap();
+        let stats = Arc::new(AccessLogStats::default());
+        let (service, writer) = logging_to(&path, AccessLogFormat::Json, &stats);
+        finish_one(&service, Cause::Completed);
+        writer.finish();
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines[1], "{\"time\":\"2026");
+        let record: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        assert_eq!(record["cause"], "completed");
+        assert_eq!(stats.write_errors.load(Relaxed), 0);
+    }
+
+    #[test]
     fn reopen_after_a_rename_loses_no_line() {
         let dir = TempDir::new("rotate");
         let path = dir.0.join("access.log");
         let rotated = dir.0.join("access.log.1");
         let stats = Arc::new(AccessLogStats::default());
-        let (log, writer) = start(&file_config(&path, AccessLogFormat::Text), stats.clone())
-            .unwrap()
-            .unwrap();
+        let (service, writer) = logging_to(&path, AccessLogFormat::Text, &stats);
         let reopener = writer.reopener();
-        let service = service(log);
         for _ in 0..10 {
             finish_one(&service, Cause::Completed);
         }
