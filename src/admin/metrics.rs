@@ -71,10 +71,11 @@ use std::fmt::Write as _;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::ready::NotReady;
 use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
 use crate::config::AdminState;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, WorkerStats};
+use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, DrainStats, WorkerStats};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -494,6 +495,53 @@ pub fn render_control(stats: &ControlStats) -> String {
         .zip(&connections.dropped)
     {
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", count.load(Relaxed));
+    }
+    let name = "tcplb_admin_connections_probe_lane_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Admin connections that found every slot answering and were served /ready and /live only.",
+    );
+    let _ = writeln!(out, "{name} {}", connections.probe_lane.load(Relaxed));
+    out
+}
+
+/// The end of a drain: connections closed in its spread.
+pub fn render_drain(stats: &DrainStats) -> String {
+    let mut out = String::new();
+    let name = "tcplb_drain_spread_closed_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Connections still open when the drain's last window began, closed one after another over it.",
+    );
+    let _ = writeln!(out, "{name} {}", stats.spread_closed.load(Relaxed));
+    out
+}
+
+/// What `/ready` says now: 1 or 0, and each reason it would give.
+pub fn render_readiness(reasons: &[NotReady]) -> String {
+    let mut out = String::new();
+    let name = "tcplb_ready";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "1 while GET /ready answers 200, 0 while it answers 503.",
+    );
+    let _ = writeln!(out, "{name} {}", u8::from(reasons.is_empty()));
+    let name = "tcplb_not_ready";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "1 for each reason GET /ready answers 503 now, by reason.",
+    );
+    for reason in NotReady::ALL {
+        let holds = u8::from(reasons.contains(&reason));
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {holds}", reason.label());
     }
     out
 }
