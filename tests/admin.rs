@@ -742,3 +742,41 @@ async fn a_named_listener_is_its_name_everywhere_with_its_address_beside_it() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_can_require_a_usable_backend() {
+    let mut backend = TestBackend::echo().await;
+    let mut listener = service(&[backend.addr]);
+    listener.health.interval = Duration::from_millis(100);
+    let mut config = Config::single(listener);
+    config.ready_requires_backends = true;
+    let lb = start_config(config);
+    assert!(ready_within(lb.admin, PATIENCE).await, "never ready");
+
+    // Its only backend down: this instance has nothing to offer.
+    backend.kill().await;
+    assert!(poll_until(PATIENCE, || !lb.service.pool.load().backends[0].is_up()).await);
+    let (status, _, body) = get(lb.admin, "/ready").await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(body, "not ready: no listener has a usable backend\n");
+    let (_, _, metrics) = get(lb.admin, "/metrics").await;
+    assert_eq!(sample(&metrics, "tcplb_ready", ""), "0");
+    assert_eq!(
+        sample(&metrics, "tcplb_not_ready", "reason=\"no_usable_backend\""),
+        "1"
+    );
+    // /live does not care.
+    assert_eq!(get(lb.admin, "/live").await.0, "HTTP/1.1 200 OK");
+
+    // Back up: ready again.
+    backend.revive().await;
+    assert!(ready_within(lb.admin, PATIENCE).await, "not ready again");
+    // A reload that drops the setting: ready whatever the backends say.
+    backend.kill().await;
+    assert!(poll_until(PATIENCE, || !lb.service.pool.load().backends[0].is_up()).await);
+    let mut without = Config::single(lb.service.pool.load().config.clone());
+    without.admin = Some(lb.admin);
+    without.drain_timeout = Duration::from_secs(1);
+    lb.reload.apply(without).expect("reload");
+    assert_eq!(get(lb.admin, "/ready").await.2, "ready\n");
+}

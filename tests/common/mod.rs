@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod netns;
+pub mod notify;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
