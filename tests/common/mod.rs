@@ -168,34 +168,11 @@ impl TestBackend {
         })
     }
 
-    /// An HTTP backend on `listener` that says which backend it is and who
-    /// connected to it (with a balancer in between: which balancer):
-    /// `backend :PORT from IP`, then closes. See [`BackendReply`].
+    /// The demo HTTP backend on `listener`, naming who connected to it
+    /// (with a balancer in between: which balancer); see [`BackendReply`].
     pub fn naming_peer_on(listener: std::net::TcpListener) -> TestBackend {
-        let port = listener.local_addr().unwrap().port();
-        Self::on(listener, move |listener| async move {
-            while let Ok((mut stream, peer)) = listener.accept().await {
-                tokio::spawn(async move {
-                    // The request head, up to 8 KiB, or nothing in 5 s: close.
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                        let read =
-                            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf));
-                        match read.await {
-                            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-                            _ => return,
-                        }
-                    }
-                    let body = format!("backend :{port} from {}\n", peer.ip());
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = stream.write_all(reply.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
+        Self::on(listener, |l| async move {
+            let _ = tcplb::demo::serve_http_naming_peer(l).await;
         })
     }
 
@@ -595,8 +572,8 @@ pub fn hello_port(reply: &str) -> u16 {
     port.unwrap_or_else(|| panic!("not a demo backend reply: {reply:?}"))
 }
 
-/// What a [`TestBackend::naming_peer_on`] backend answered: its port and
-/// the address that connected to it.
+/// What a [`TestBackend::naming_peer_on`] backend answered (`Hello from
+/// backend :PORT to IP`): its port and the address that connected to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BackendReply {
     /// The backend's port.
@@ -606,10 +583,10 @@ pub struct BackendReply {
 }
 
 impl BackendReply {
-    /// Reads `backend :PORT from IP` out of a whole HTTP reply.
+    /// Reads `backend :PORT to IP` out of a whole HTTP reply.
     pub fn parse(reply: &str) -> Option<BackendReply> {
-        let rest = reply.split("backend :").nth(1)?;
-        let (port, rest) = rest.split_once(" from ")?;
+        let rest = reply.split("Hello from backend :").nth(1)?;
+        let (port, rest) = rest.split_once(" to ")?;
         Some(BackendReply {
             backend: port.parse().ok()?,
             via: rest.trim().parse().ok()?,
