@@ -612,3 +612,21 @@ fn ecmp_over_bird_keeps_each_client_on_its_backend_whichever_instance_it_reaches
     assert!(text.contains("all connections finished"), "{text}");
     assert!(!text.contains("closing the"), "{text}");
 }
+
+#[test]
+fn the_fleet_page_shows_the_files_these_tests_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/fleet.md")).unwrap();
+    for name in [
+        "keepalived.conf",
+        "bird-instance.conf",
+        "bird-router.conf",
+        "ready-to-bird.sh",
+    ] {
+        let text = std::fs::read_to_string(root.join("contrib/fleet").join(name)).unwrap();
+        assert!(
+            page.contains(&text),
+            "docs/fleet.md does not show contrib/fleet/{name} as it is"
+        );
+    }
+}

@@ -42,12 +42,16 @@
 //! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
 //! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); labels `code` = `502` or `503` and `reason`: for 502 `connect_failed`; for 503 `no_backend`, or a limit (overload): `queue_timeout` (`--max-conns` or `maxconn`), `per_ip_connections`, `per_ip_rate`, `per_ip_table_full`, `out_of_descriptors` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
-//! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
+//! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add`, `remove`, `close`, `ready_on` or `ready_off` |
 //! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413), `unavailable` or `timeout` (408, a body not complete in time) |
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
 //! | `tcplb_admin_connections_total` | counter | connections accepted by the admin endpoint (TCP and Unix socket), refused ones included |
 //! | `tcplb_admin_connections_active` | gauge | admin endpoint connections open now |
-//! | `tcplb_admin_connections_dropped_total` | counter | admin connections closed unanswered; label `reason` = `over_limit` (every slot answering), `evicted` (silent, made room for a newer one), `head_timeout`, `timeout` (whole connection) |
+//! | `tcplb_admin_connections_dropped_total` | counter | admin connections closed unanswered; label `reason` = `over_limit` (every slot answering; on the probe lane, a path other than `/ready` and `/live` answered 503), `evicted` (silent, made room for a newer one), `head_timeout`, `timeout` (whole connection) |
+//! | `tcplb_admin_connections_probe_lane_total` | counter | admin connections that found every slot answering and were served `/ready` and `/live` only |
+//! | `tcplb_ready` | gauge | 1 while `GET /ready` answers 200, 0 while 503 |
+//! | `tcplb_not_ready` | gauge | 1 for each reason `/ready` answers 503 now; label `reason` = `starting`, `shutting_down`, `operator` or `no_usable_backend` |
+//! | `tcplb_drain_spread_closed_total` | counter | connections still open when the drain's last window began, closed one after another over it |
 //!
 //! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //! | `tcplb_route_connections_total` | counter | clients whose TLS ClientHello chose the route; labels `listener`, `route` |

@@ -109,6 +109,10 @@ pub(super) async fn drain(
     if spread {
         let _ = tokio::time::timeout_at(deadline + SPREAD_TICK, tracked.wait()).await;
     }
+    info!(
+        "drain: {} connection(s) closed over the window",
+        stats.spread_closed.load(Relaxed)
+    );
     match tracked.len() {
         0 => info!("all connections finished; exiting"),
         n => warn!("drain timeout: closing {n} connection(s) still open"),
