@@ -55,6 +55,7 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("--health-send", "PING\\q"),
     ("--health-expect", "\\x4"),
     ("--drain-timeout", "-5s"),
+    ("--shutdown-delay", "a while"),
     ("--backlog", "0"),
     ("--max-fails", "many"),
     ("--fail-timeout", "0"),

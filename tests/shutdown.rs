@@ -40,11 +40,19 @@ async fn echoed(addr: SocketAddr) -> TcpStream {
 async fn a_shutdown_delay_turns_ready_red_and_keeps_accepting_then_drains() {
     let backend = TestBackend::echo().await;
     let mut notifications = Notifications::new("delay");
+    // The file's keys this time (the flags in the test below).
+    let file = TempFile::new(
+        "shutdown-delay.toml",
+        &format!(
+            "shutdown_delay = \"5s\"\ndrain_timeout = \"20s\"\nready_requires_backends = true\n\
+             admin = \"127.0.0.1:0\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\n\
+             backends = [\"{}\"]\nhealth = {{ interval = \"1h\" }}\n",
+            backend.addr
+        ),
+    );
     let mut command = Command::new(tcplb_bin());
     command
-        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["-b", &backend.addr.to_string(), "--health-interval", "1h"])
-        .args(["--shutdown-delay", "5s", "--drain-timeout", "20s"])
+        .args(["--config", file.arg()])
         .env("NOTIFY_SOCKET", &notifications.path);
     let mut tcplb = wait_listening(spawn_process(command));
     notifications.wait_for(|m| m == "READY=1");

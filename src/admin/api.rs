@@ -866,7 +866,7 @@ fn readiness(api: &Api, change: Option<&str>) -> Response<Full<Bytes>> {
         #[serde(skip_serializing_if = "Option::is_none")]
         change: Option<&'a str>,
     }
-    let reasons = api.readiness.reasons(&*api.watched);
+    let reasons = api.readiness.reasons();
     json(
         StatusCode::OK,
         &Readiness {

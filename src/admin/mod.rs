@@ -516,7 +516,7 @@ fn probe(method: &Method, path: &str, api: &Api) -> Option<Response<Full<Bytes>>
     if path == "/live" {
         return Some(answer(StatusCode::OK, "text/plain", "live\n".into()));
     }
-    let reasons = api.readiness.reasons(&*api.watched);
+    let reasons = api.readiness.reasons();
     let status = match reasons.is_empty() {
         true => StatusCode::OK,
         false => StatusCode::SERVICE_UNAVAILABLE,
@@ -597,7 +597,7 @@ fn respond_with(
                 text.push_str(&metrics::render_control(stats));
             }
             if let Some(readiness) = reports.readiness {
-                text.push_str(&metrics::render_readiness(&readiness.reasons(watched)));
+                text.push_str(&metrics::render_readiness(&readiness.reasons()));
             }
             if let Some(stats) = reports.drain {
                 text.push_str(&metrics::render_drain(stats));

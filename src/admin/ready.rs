@@ -15,15 +15,19 @@
 //! listener has a usable backend.
 //!
 //! Both are cheap and unauthenticated: a few atomics (with
-//! `--ready-requires-backends`, one look at each pool's members), no lock
-//! held across anything, nothing written, nothing a probe should not know.
+//! `--ready-requires-backends`, one look at each pool's members, from a
+//! list the runtime publishes whenever its pools change), no lock taken,
+//! nothing written, nothing a probe should not know.
 //! They never wait for other admin traffic: a connection that finds every
 //! connection slot answering a request gets one of the probe lane's slots,
 //! which serve these two paths only (see the admin endpoint's lanes).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use super::view::Watched;
+use arc_swap::ArcSwap;
+
+use crate::pool::Pool;
 
 /// Why `/ready` answers 503; several may hold at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +75,7 @@ impl NotReady {
 }
 
 /// What `/ready` is made of: set by the runtime, read by every probe.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Readiness {
     /// Until the first round of health checks is over.
     starting: AtomicBool,
@@ -81,6 +85,10 @@ pub struct Readiness {
     operator_off: AtomicBool,
     /// `--ready-requires-backends` (a reload may change it).
     requires_backends: AtomicBool,
+    /// Every pool (listeners' and TLS routes'), as the runtime last
+    /// published them: what `--ready-requires-backends` looks at, without
+    /// the runtime's lock (a reload holds it while it looks names up).
+    pools: ArcSwap<Vec<Arc<Pool>>>,
 }
 
 impl Readiness {
@@ -114,9 +122,14 @@ impl Readiness {
         self.requires_backends.store(requires, Relaxed);
     }
 
-    /// Why `/ready` answers 503 now; empty: it answers 200. `watched` is
-    /// asked only with `--ready-requires-backends`.
-    pub fn reasons(&self, watched: &dyn Fn() -> Vec<Watched>) -> Vec<NotReady> {
+    /// The pools serving now (listeners' and TLS routes'), after a start
+    /// or a reload.
+    pub fn set_pools(&self, pools: Vec<Arc<Pool>>) {
+        self.pools.store(Arc::new(pools));
+    }
+
+    /// Why `/ready` answers 503 now; empty: it answers 200.
+    pub fn reasons(&self) -> Vec<NotReady> {
         let mut reasons = Vec::new();
         if self.starting.load(Relaxed) {
             reasons.push(NotReady::Starting);
@@ -127,21 +140,20 @@ impl Readiness {
         if self.operator_off.load(Relaxed) {
             reasons.push(NotReady::Operator);
         }
-        if self.requires_backends.load(Relaxed) && !any_usable(&watched()) {
+        if self.requires_backends.load(Relaxed) && !self.any_usable() {
             reasons.push(NotReady::NoUsableBackend);
         }
         reasons
     }
-}
 
-/// Whether some listener (its own pool or one of its TLS routes') has a
-/// backend that could take a connection.
-fn any_usable(watched: &[Watched]) -> bool {
-    watched.iter().any(|w| {
-        std::iter::once(&w.pool)
-            .chain(w.routes.iter().map(|r| &r.pool))
+    /// Whether some pool (so some listener, by its own backends or a TLS
+    /// route's) has a backend that could take a connection.
+    fn any_usable(&self) -> bool {
+        let pools = self.pools.load();
+        pools
+            .iter()
             .any(|pool| pool.load().backends.iter().any(|b| b.is_usable()))
-    })
+    }
 }
 
 /// `/ready`'s body: `ready`, or `not ready: ` and every reason, one line.
@@ -161,52 +173,50 @@ mod tests {
     use crate::config::{AdminState, ServiceConfig, parse_backend};
     use crate::pool::Pool;
 
-    fn watched(state: AdminState) -> Vec<Watched> {
+    fn pools(state: AdminState) -> Vec<Arc<Pool>> {
         let mut backend = parse_backend("127.0.0.1:1").unwrap();
         backend.admin_state = state;
         let config = ServiceConfig::new("127.0.0.1:0".parse().unwrap(), vec![backend]);
-        vec![Watched {
-            name: "web".into(),
-            listen: "127.0.0.1:1".parse().unwrap(),
-            pool: Arc::new(Pool::new("web", config)),
-            stats: Arc::default(),
-            routes: Vec::new(),
-        }]
+        vec![Arc::new(Pool::new("web", config))]
     }
 
     #[test]
     fn every_reason_shows_and_only_the_asked_for_ones_count() {
         let r = Readiness::default();
-        let unasked = || -> Vec<Watched> { panic!("pools read without --ready-requires-backends") };
-        assert_eq!(r.reasons(&unasked), []);
+        // No pool at all: only --ready-requires-backends would mind.
+        assert_eq!(r.reasons(), []);
         assert_eq!(body(&[]), "ready\n");
         r.set_starting(true);
-        assert_eq!(r.reasons(&unasked), [NotReady::Starting]);
+        assert_eq!(r.reasons(), [NotReady::Starting]);
         r.set_starting(false);
         assert!(!r.set_operator_off(true));
         assert!(r.set_operator_off(true), "was off already");
         r.set_stopping();
-        let reasons = r.reasons(&unasked);
+        let reasons = r.reasons();
         assert_eq!(reasons, [NotReady::ShuttingDown, NotReady::Operator]);
         assert_eq!(
             body(&reasons),
             "not ready: shutting down; turned off by an operator (tcplb ctl ready on)\n"
         );
         assert!(r.set_operator_off(false));
-        assert_eq!(r.reasons(&unasked), [NotReady::ShuttingDown]);
+        assert_eq!(r.reasons(), [NotReady::ShuttingDown]);
     }
 
     #[test]
     fn requiring_backends_asks_whether_any_is_usable() {
         let r = Readiness::default();
         r.set_requires_backends(true);
-        assert_eq!(r.reasons(&|| watched(AdminState::Ready)), []);
-        assert_eq!(
-            r.reasons(&|| watched(AdminState::Drain)),
-            [NotReady::NoUsableBackend]
-        );
-        assert_eq!(r.reasons(&Vec::new), [NotReady::NoUsableBackend]);
+        assert_eq!(r.reasons(), [NotReady::NoUsableBackend], "no pool");
+        r.set_pools(pools(AdminState::Ready));
+        assert_eq!(r.reasons(), []);
+        let mut both = pools(AdminState::Drain);
+        r.set_pools(both.clone());
+        assert_eq!(r.reasons(), [NotReady::NoUsableBackend]);
+        both.extend(pools(AdminState::Ready));
+        r.set_pools(both);
+        assert_eq!(r.reasons(), [], "one usable pool is enough");
+        r.set_pools(pools(AdminState::Drain));
         r.set_requires_backends(false);
-        assert_eq!(r.reasons(&|| watched(AdminState::Drain)), []);
+        assert_eq!(r.reasons(), []);
     }
 }

@@ -423,6 +423,7 @@ impl Balancer {
             services.push(shared.bind_service(service)?);
         }
         shared.control.reconcile(&bases(&services));
+        shared.readiness.set_pools(every_pool(&services));
         shared.state().services = services;
         let admin = match config.admin {
             Some(addr) => Some(match shared.inherited().take_admin(addr) {
@@ -829,6 +830,7 @@ impl ReloadHandle {
             ));
         }
         shared.control.reconcile(&bases(&services));
+        shared.readiness.set_pools(every_pool(&services));
         state.services = services;
         state.drain_timeout = config.drain_timeout;
         state.shutdown_delay = config.shutdown_delay;
@@ -949,6 +951,16 @@ impl ReloadHandle {
             .map(|s| s.service.clone())
             .collect()
     }
+}
+
+/// Every pool (listeners' and routes'), for `/ready`.
+fn every_pool(services: &[Running]) -> Vec<Arc<Pool>> {
+    let mut pools = Vec::new();
+    for s in services {
+        pools.push(s.service.pool.clone());
+        pools.extend(s.routes.iter().map(|r| r.pool.clone()));
+    }
+    pools
 }
 
 /// Every pool's name and configuration (listeners' and routes'), for the
