@@ -61,6 +61,20 @@ fn template(name: &str, values: &[(&str, &str)]) -> String {
     filled
 }
 
+/// Panics with what to install unless `program` is on the PATH (or in
+/// /usr/sbin, where Debian puts keepalived and bird).
+fn need(program: &str, package: &str) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .any(|dir| Path::new(dir).join(program).exists());
+    assert!(
+        found,
+        "this test runs {program}: apt-get install {package} (scripts/test.sh does)"
+    );
+}
+
 /// A daemon started for the test: SIGTERM on drop (so keepalived and BIRD
 /// tidy up), SIGKILL if it is still there after 3 s.
 struct Daemon(Process);
@@ -175,6 +189,8 @@ struct Attempt {
 
 #[test]
 fn keepalived_moves_the_vip_off_a_stopping_tcplb_without_failing_new_connections() {
+    need("keepalived", "keepalived");
+    need("curl", "curl");
     let dir = TempDir::new("keepalived");
     let vip: Ipv4Addr = "10.214.0.100".parse().unwrap();
     // The LAN: a bridge, the clients at .1 and the backends at .2.
@@ -360,6 +376,9 @@ fn next_hops(router: &Namespace, vip: Ipv4Addr) -> Vec<String> {
 
 #[test]
 fn ecmp_over_bird_keeps_each_client_on_its_backend_whichever_instance_it_reaches() {
+    need("bird", "bird2");
+    need("birdc", "bird2");
+    need("curl", "curl");
     const INSTANCES: usize = 3;
     let dir = TempDir::new("ecmp");
     let vip: Ipv4Addr = "10.215.0.100".parse().unwrap();
