@@ -577,11 +577,7 @@ impl Balancer {
             _ = shutdown => true,
             _ = shared.shutdown.cancelled() => false,
         };
-        let handed_over = shared.handed_over.load(Ordering::Relaxed);
-        if handed_over {
-            // The new process answers on the same admin socket now.
-            shared.admin_stop.cancel();
-        } else {
+        if !shared.handed_over.load(Ordering::Relaxed) {
             shared.readiness.set_stopping();
             systemd::stopping();
         }
@@ -590,7 +586,11 @@ impl Balancer {
             drain::delay(delay, &shared.shutdown).await;
             shared.shutdown.cancel();
         }
-        if !shared.handed_over.load(Ordering::Relaxed) {
+        if shared.handed_over.load(Ordering::Relaxed) {
+            // A new process took over (also one whose upgrade was under way
+            // when the signal came): it answers on the admin socket now.
+            shared.admin_stop.cancel();
+        } else {
             // Nobody takes these sockets over: they must close with the
             // accept loops, so new clients are refused rather than left
             // waiting in a backlog nobody reads.
