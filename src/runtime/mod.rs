@@ -1,6 +1,7 @@
 //! The runtime: builds every listener with its pool and prober from a
 //! [`Config`], runs them on the [`workers`], applies live reloads, and on
-//! shutdown stops accepting and drains open connections. [`signals`] turns
+//! shutdown stops accepting and drains open connections ([`drain`]: the
+//! shutdown delay first, the drain's end spread). [`signals`] turns
 //! SIGHUP, SIGINT and SIGTERM into reloads and shutdown, and SIGUSR2 into
 //! a binary [`upgrade`]; a start may take its sockets over from an old
 //! process or from [`systemd`] instead of binding. [`check`] is `tcplb
@@ -10,7 +11,9 @@
 //! surface before anything is served, and so tests can learn the port.
 //! A reload binds every new listener before it changes anything, so a
 //! failed reload leaves the old configuration untouched. Shutdown arrives
-//! as a future ([`Balancer::run_until`]), so tests pass their own.
+//! as a future ([`Balancer::run_until`]), so tests pass their own; that
+//! future (SIGTERM) runs the shutdown delay, the shutdown token alone (an
+//! upgrade's hand-over, an embedding) does not.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
