@@ -27,7 +27,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use common::netns::{Namespace, link};
@@ -265,14 +266,21 @@ fn keepalived_moves_the_vip_off_a_stopping_tcplb_without_failing_new_connections
     assert_eq!(first.via, a.3, "A holds the VIP but did not serve");
 
     // A client that connects again and again, one connection at a time,
-    // while A is stopped.
+    // while A is stopped; it counts the connections it starts once the
+    // VIP has moved.
+    const AFTER_MOVE: usize = 50;
     let stop = AtomicBool::new(false);
-    let (attempts, signalled, moved, red) = std::thread::scope(|scope| {
+    let moved_at = OnceLock::new();
+    let started_after_move = AtomicUsize::new(0);
+    let (attempts, signalled, red) = std::thread::scope(|scope| {
         let client = scope.spawn(|| {
             let mut attempts = Vec::new();
             let started = Instant::now();
             while !stop.load(Relaxed) && attempts.len() < 5000 && started.elapsed() < PATIENCE * 3 {
                 let at = Instant::now();
+                if moved_at.get().is_some_and(|moved| at >= *moved) {
+                    started_after_move.fetch_add(1, Relaxed);
+                }
                 attempts.push(Attempt {
                     at,
                     outcome: request(&lan, None, target),
@@ -290,14 +298,16 @@ fn keepalived_moves_the_vip_off_a_stopping_tcplb_without_failing_new_connections
             said.as_deref() == Some("not ready: shutting down\n") || !running(a.1.pid())
         }) && running(a.1.pid());
         let moved = wait_for(PATIENCE, || b.0.has_address(vip) && !a.0.has_address(vip));
-        let moved_at = Instant::now();
-        // Clients go on through B for a while, then stop.
-        std::thread::sleep(Duration::from_secs(2));
+        let _ = moved_at.set(Instant::now());
+        // Clients go on through B for a while (a connection caught by the
+        // move may hold the client up to its 5 s timeout), then stop.
+        wait_for(PATIENCE, || started_after_move.load(Relaxed) >= AFTER_MOVE);
         stop.store(true, Relaxed);
         let attempts = client.join().expect("the client thread");
         assert!(moved, "the VIP did not move:\n{}", b.2.0.stderr_text());
-        (attempts, signalled, moved_at, red)
+        (attempts, signalled, red)
     });
+    let moved = *moved_at.get().expect("the move's time");
 
     // A drains what is left and exits cleanly within its drain.
     let status = a.1.process.wait_exit(PATIENCE).expect("A exits");
@@ -328,7 +338,7 @@ fn keepalived_moves_the_vip_off_a_stopping_tcplb_without_failing_new_connections
     );
     // Nothing started after the move failed, all went to B; at most the
     // one connection in flight at the instant of the move was lost.
-    assert!(!after_move.is_empty());
+    assert!(after_move.len() >= AFTER_MOVE, "{}", after_move.len());
     for attempt in &after_move {
         match &attempt.outcome {
             Ok(reply) => assert_eq!(reply.via, b.3, "served by A after the move"),
