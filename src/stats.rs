@@ -220,7 +220,7 @@ pub struct PoolStats {
 #[derive(Debug, Default)]
 pub struct ControlStats {
     /// Changes applied, indexed like [`ControlStats::ACTIONS`].
-    pub changes: [AtomicU64; 7],
+    pub changes: [AtomicU64; 9],
     /// Requests refused, indexed like [`ControlStats::REASONS`].
     pub rejected: [AtomicU64; 8],
     /// State-file writes that failed (the change still applied in memory).
@@ -231,7 +231,7 @@ pub struct ControlStats {
 
 impl ControlStats {
     /// The `action` label values.
-    pub const ACTIONS: [&'static str; 7] = [
+    pub const ACTIONS: [&'static str; 9] = [
         "drain",
         "maintenance",
         "ready",
@@ -239,6 +239,8 @@ impl ControlStats {
         "add",
         "remove",
         "close",
+        "ready_on",
+        "ready_off",
     ];
     /// The `reason` label values.
     pub const REASONS: [&'static str; 8] = [
@@ -277,13 +279,18 @@ pub struct AdminConnectionStats {
     pub active: AtomicU64,
     /// Connections closed unanswered, indexed like [`Self::REASONS`].
     pub dropped: [AtomicU64; 4],
+    /// Connections that found every main slot answering a request and were
+    /// given one of the probe lane's (`/ready` and `/live` only).
+    pub probe_lane: AtomicU64,
 }
 
 impl AdminConnectionStats {
-    /// The `reason` label values: refused at accept because every slot was
-    /// answering a request; closed while still silent to make room for a
-    /// newer connection; no complete request head in time; the whole
-    /// connection (body, answer) not done in time.
+    /// The `reason` label values: refused because every slot was answering
+    /// a request (closed at accept when the probe lane is full too, or
+    /// answered 503 on the probe lane for a path other than `/ready` and
+    /// `/live`); closed while still silent to make room for a newer
+    /// connection; no complete request head in time; the whole connection
+    /// (body, answer) not done in time.
     pub const REASONS: [&'static str; 4] = ["over_limit", "evicted", "head_timeout", "timeout"];
 
     /// Counts one connection closed unanswered for `reason` (one of
@@ -305,6 +312,16 @@ pub struct AccessLogStats {
     /// Records missing from the destination because writing them failed
     /// (a line the disk cut short is cut off, so counted here too).
     pub write_errors: AtomicU64,
+}
+
+/// The end of a drain at shutdown: `tcplb_drain_spread_closed_total`.
+/// Written by the runtime's drain, read by `/metrics` (which answers until
+/// the drain is over).
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    /// Connections still open when the drain's last window began, closed
+    /// one after another over that window.
+    pub spread_closed: AtomicU64,
 }
 
 /// How connections spread over the worker threads: each worker's open

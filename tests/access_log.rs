@@ -567,11 +567,12 @@ async fn a_connection_cut_at_the_end_of_the_drain_is_logged_as_shutdown() {
         let (mut client, me) = lb.client().await;
         echo(&mut client, b"still here").await;
         lb.shutdown.cancel();
-        // The drain timeout is 1 s; then the connection is dropped.
+        // The drain timeout is 1 s; its last tenth is the spread, in which
+        // the one connection left is the first closed: at 900 ms.
         assert!(read_all(&mut client).await.is_empty());
         let expect = Expect::piped(backend.addr, "shutdown", 10);
         let line = lb.checked(me, expect, started).await;
-        assert!(line.duration_ms >= 1000.0, "{line:?}");
+        assert!(line.duration_ms >= 900.0, "{line:?}");
     }
 }
 

@@ -54,6 +54,7 @@ const BAD_VALUES: &[(&str, &str)] = &[
     ("--health-send", "PING\\q"),
     ("--health-expect", "\\x4"),
     ("--drain-timeout", "-5s"),
+    ("--shutdown-delay", "a while"),
     ("--backlog", "0"),
     ("--max-fails", "many"),
     ("--fail-timeout", "0"),
@@ -279,6 +280,7 @@ fn valid_value(flag: &str, f: &Fixture) -> Option<String> {
         "state-file" => f.dir.arg("state.json"),
         "config" => f.dir.arg("tcplb.toml"),
         "drain-timeout" => "2s".into(),
+        "shutdown-delay" => "100ms".into(),
         "workers" => "1".into(),
         "splice" => "on".into(),
         "resolver" => "127.0.0.1:53".into(),
@@ -378,9 +380,13 @@ fn check(args: &[String]) -> (Option<i32>, String, String) {
 /// A command line (after the global flags) for every `tcplb ctl` command,
 /// in an order the running tcplb accepts; `{ID}` stands for an open
 /// connection's id.
-fn ctl_lines(echo: &str, added: &str) -> Vec<Vec<String>> {
-    let lines: [&[&str]; 13] = [
+fn ctl_lines(echo: &str, added: &str, admin_file: &str) -> Vec<Vec<String>> {
+    let lines: [&[&str]; 16] = [
         &["pools"],
+        // The file names the same instance again: the read shows it twice.
+        &["--admin-file", admin_file, "pools"],
+        &["ready", "off"],
+        &["ready", "on"],
         &["backends", "web"],
         &["health", "web"],
         &["drain", "web", echo, "--deadline", "5m"],
@@ -554,7 +560,12 @@ async fn every_flag_with_a_valid_value_starts_and_passes_check() {
         "--token-file".to_string(),
         f.dir.arg("token"),
     ];
-    let lines = ctl_lines(&echo.addr.to_string(), &added.to_string());
+    std::fs::write(f.dir.path("admins"), format!("{admin}\n")).unwrap();
+    let lines = ctl_lines(
+        &echo.addr.to_string(),
+        &added.to_string(),
+        &f.dir.arg("admins"),
+    );
     assert_every_ctl_flag_is_used(&lines, &globals);
     for line in lines {
         let mut line = line;

@@ -431,6 +431,11 @@ pub struct AdminFlags {
     /// survive restarts. [default: in memory only]
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
+
+    /// Make GET /ready answer 503 also while no listener has a usable
+    /// backend (ready, up and not ejected). [default: off]
+    #[arg(long)]
+    pub ready_requires_backends: bool,
 }
 
 /// Runtime: process-wide settings, none of them per listener.
@@ -446,6 +451,12 @@ pub struct RuntimeFlags {
     /// On SIGINT/SIGTERM, let open connections finish for up to this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
     pub drain_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, answer 503 on /ready at once but go on accepting
+    /// for this long before the drain starts, so that keepalived, a BGP
+    /// speaker or a Kubernetes probe takes this instance out first.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DUR")]
+    pub shutdown_delay: Duration,
 
     /// Worker threads serving connections, each with its own listening
     /// socket (SO_REUSEPORT); a busier worker hands new connections to a
@@ -677,6 +688,10 @@ fn apply_overrides(
         match id.as_str() {
             "listen" | "name" if listeners > 1 => {}
             "drain_timeout" => config.drain_timeout = given.drain_timeout,
+            "shutdown_delay" => config.shutdown_delay = given.shutdown_delay,
+            "ready_requires_backends" => {
+                config.ready_requires_backends = given.ready_requires_backends
+            }
             "admin" => config.admin = given.admin,
             "admin_token_file" => config.admin_token_file = given.admin_token_file.clone(),
             "admin_socket" => config.admin_socket = given.admin_socket.clone(),
@@ -875,6 +890,8 @@ impl Cli {
         Config {
             services: vec![service],
             drain_timeout: runtime.drain_timeout,
+            shutdown_delay: runtime.shutdown_delay,
+            ready_requires_backends: admin.ready_requires_backends,
             admin: admin.admin,
             admin_token_file: admin.admin_token_file,
             admin_socket: admin.admin_socket,
@@ -1101,11 +1118,16 @@ mod tests {
             "127.0.0.1:9999=2",
             "--drain-timeout",
             "1s",
+            "--shutdown-delay",
+            "3s",
+            "--ready-requires-backends",
             "--accept-proxy",
         ])
         .unwrap();
         let c = &startup.config;
         assert_eq!(c.drain_timeout, Duration::from_secs(1));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(3));
+        assert!(c.ready_requires_backends);
         assert_eq!(c.services.len(), 2);
         for s in &c.services {
             assert_eq!(s.retries, 0);
@@ -1374,6 +1396,7 @@ mod tests {
                     "--admin-token-file",
                     "--admin-socket",
                     "--state-file",
+                    "--ready-requires-backends",
                 ],
             ),
             (
@@ -1381,6 +1404,7 @@ mod tests {
                 &[
                     "--config",
                     "--drain-timeout",
+                    "--shutdown-delay",
                     "--workers",
                     "--splice",
                     "--resolver",
@@ -1564,6 +1588,8 @@ mod tests {
     fn every_listener_flag_can_override_the_file() {
         let process_wide = [
             "drain_timeout",
+            "shutdown_delay",
+            "ready_requires_backends",
             "admin",
             "admin_token_file",
             "admin_socket",

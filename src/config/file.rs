@@ -356,6 +356,8 @@ struct Problem {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     drain_timeout: Option<Dur>,
+    shutdown_delay: Option<Dur>,
+    ready_requires_backends: Option<bool>,
     admin: Option<Listen>,
     admin_token_file: Option<PathBuf>,
     admin_socket: Option<PathBuf>,
@@ -900,6 +902,13 @@ impl RawFile {
         if let Some(d) = self.drain_timeout {
             config.drain_timeout = d.0;
         }
+        if let Some(d) = self.shutdown_delay {
+            config.shutdown_delay = d.0;
+        }
+        set(
+            &mut config.ready_requires_backends,
+            self.ready_requires_backends,
+        );
         config.admin = self.admin.map(|a| a.0);
         config.admin_token_file = self.admin_token_file;
         config.admin_socket = self.admin_socket;
@@ -1674,6 +1683,8 @@ mod tests {
         );
         assert_eq!(c.services, vec![expected]);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert!(!c.ready_requires_backends);
         assert_eq!(c.admin, None);
     }
 
@@ -1682,6 +1693,8 @@ mod tests {
         let c = parse_ok(
             r#"
 drain_timeout = "45s"
+shutdown_delay = "4s"
+ready_requires_backends = true
 admin = "127.0.0.1:9090"
 
 [[listener]]
@@ -1725,6 +1738,8 @@ port = 8558
 "#,
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(45));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(4));
+        assert!(c.ready_requires_backends);
         assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
         let s = &c.services[0];
         assert_eq!(s.listen, "[::1]:6380".parse().unwrap());
@@ -2404,6 +2419,8 @@ resolve_ttl_min = 3
         // Every key of a listener and of [health] appears in the example.
         for key in [
             "drain_timeout",
+            "shutdown_delay",
+            "ready_requires_backends",
             "admin",
             "[defaults]",
             "[[listener]]",

@@ -575,6 +575,14 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// How long open connections may keep going after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
+    /// How long the listeners go on accepting after SIGINT/SIGTERM, with
+    /// `/ready` already answering 503, before the drain starts: time for
+    /// keepalived, a BGP speaker or a Kubernetes probe to take this
+    /// instance out of rotation first. Default 0: the drain starts at once.
+    pub shutdown_delay: Duration,
+    /// Whether `/ready` also answers 503 while no listener has a usable
+    /// backend (ready, up and not ejected). Default off.
+    pub ready_requires_backends: bool,
     /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
     pub admin: Option<SocketAddr>,
     /// A file holding the bearer token that gives the TCP admin endpoint
@@ -601,13 +609,15 @@ impl Config {
         Config::with_services(vec![service])
     }
 
-    /// `services` with the process-wide defaults: a 30 s drain, the rest
-    /// off. A usable configuration has at least one service; what
+    /// `services` with the process-wide defaults: a 30 s drain, no
+    /// shutdown delay, the rest off. A usable configuration has at least one service; what
     /// `tcplb check` reads around a file's problems may have none.
     pub fn with_services(services: Vec<ServiceConfig>) -> Self {
         Config {
             services,
             drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            ready_requires_backends: false,
             admin: None,
             admin_token_file: None,
             admin_socket: None,

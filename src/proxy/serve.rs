@@ -32,6 +32,7 @@ use crate::proxy::Service;
 use crate::proxy::access::ClientSlot;
 use crate::proxy::access_log::{Cause, ConnectionLog, Record};
 use crate::proxy::client_hello::{self, Rejected, UNRECOGNIZED_NAME_ALERT};
+use crate::proxy::connections::Connection;
 use crate::proxy::failure::{self, Failure};
 use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Side};
 use crate::proxy::proxy_protocol::Received;
@@ -67,7 +68,10 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     // Both sockets close before the backend counts as free again.
     let Link { pipe, pool, .. } = link;
     drop(pipe);
-    log.record.cause = log_end(connection.client, backend, end);
+    log.record.cause = match log_end(connection.client, backend, end) {
+        Cause::OperatorClose => stopped_cause(&connection),
+        cause => cause,
+    };
     drop(active);
     service.stats.record_bytes(live.sent(), live.received());
     pool.connection_closed(backend);
@@ -207,8 +211,8 @@ async fn open<'a>(
         reached = reach_backend(&pool, &state, peer, &greeting, &mut log.record) => Some(reached),
     };
     let Some(reached) = reached else {
-        debug!("{peer}: closed by an operator before reaching a backend");
-        log.record.cause = Cause::OperatorClose;
+        debug!("{peer}: stopped before reaching a backend");
+        log.record.cause = stopped_cause(&connection);
         return None;
     };
     match reached {
@@ -433,6 +437,15 @@ async fn route(
 
 /// Logs how a piped connection ended, at debug level; returns the access
 /// log's cause.
+/// Why a stop request ended a connection: an operator's close, unless the
+/// end of a drain asked for it.
+fn stopped_cause(connection: &Connection) -> Cause {
+    match connection.was_stopped_at_shutdown() {
+        true => Cause::Shutdown,
+        false => Cause::OperatorClose,
+    }
+}
+
 fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
     let (sent, received) = (end.sent, end.received);
     match end.reason {
@@ -460,7 +473,7 @@ fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
         }
         EndReason::Stopped => {
             debug!(
-                "{peer}: closed by an operator ({sent} bytes to {backend}, {received} bytes back)"
+                "{peer}: stopped by an operator or the end of a drain ({sent} bytes to {backend}, {received} bytes back)"
             );
             Cause::OperatorClose
         }

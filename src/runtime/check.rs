@@ -166,6 +166,7 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
     {
         found.push(Finding::error((None, "pid_file"), e));
     }
+    check_readiness(config, &mut found);
     if mode == Mode::Reload {
         return found;
     }
@@ -192,6 +193,28 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
         }
     }
     found
+}
+
+/// The readiness settings need `/ready` to be seen: without an admin
+/// endpoint (TCP or Unix socket) nothing can follow it.
+fn check_readiness(config: &Config, found: &mut Vec<Finding>) {
+    if config.admin.is_some() || config.admin_socket.is_some() {
+        return;
+    }
+    if !config.shutdown_delay.is_zero() {
+        found.push(Finding::warning(
+            (None, "shutdown_delay"),
+            "without an admin endpoint nothing can see /ready turn red: the delay only \
+             keeps the listeners open longer (give --admin)"
+                .into(),
+        ));
+    }
+    if config.ready_requires_backends {
+        found.push(Finding::warning(
+            (None, "ready_requires_backends"),
+            "without an admin endpoint there is no /ready to answer 503 (give --admin)".into(),
+        ));
+    }
 }
 
 /// The state file's directory takes new files (it is replaced by
@@ -462,12 +485,13 @@ fn process_section(config: &Config, out: &mut String) {
     let _ = writeln!(
         out,
         "\nprocess:\n  admin {admin}, admin socket {}, token file {}\n  state file {}, \
-         pid file {}, drain timeout {:?}, resolver {}\n  access log {} ({})",
+         pid file {}, drain timeout {:?}, shutdown delay {:?}, resolver {}\n  access log {} ({})",
         show(&config.admin_socket),
         show(&config.admin_token_file),
         show(&config.state_file),
         show(&config.pid_file),
         config.drain_timeout,
+        config.shutdown_delay,
         config
             .resolver
             .map_or("/etc/resolv.conf".to_string(), |r| r.to_string()),
@@ -505,6 +529,25 @@ mod tests {
         config.access_log.target = AccessLogTarget::File(missing.clone());
         assert_eq!(problems(&config, Mode::Start), []);
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn readiness_settings_without_an_admin_endpoint_are_warned_about() {
+        let mut config = config();
+        config.shutdown_delay = std::time::Duration::from_secs(5);
+        config.ready_requires_backends = true;
+        let found = problems(&config, Mode::Reload);
+        let keys: Vec<_> = found.iter().map(|f| (f.at, f.fatal)).collect();
+        assert_eq!(
+            keys,
+            [
+                (Some((None, "shutdown_delay")), false),
+                (Some((None, "ready_requires_backends")), false)
+            ]
+        );
+        config.admin = Some("127.0.0.1:0".parse().unwrap());
+        assert_eq!(problems(&config, Mode::Reload), []);
+        assert!(summary(&config, None).contains("shutdown delay 5s"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The runtime: builds every listener with its pool and prober from a
 //! [`Config`], runs them on the [`workers`], applies live reloads, and on
-//! shutdown stops accepting and drains open connections. [`signals`] turns
+//! shutdown stops accepting and drains open connections ([`drain`]: the
+//! shutdown delay first, the drain's end spread). [`signals`] turns
 //! SIGHUP, SIGINT and SIGTERM into reloads and shutdown, and SIGUSR2 into
 //! a binary [`upgrade`]; a start may take its sockets over from an old
 //! process or from [`systemd`] instead of binding. [`check`] is `tcplb
@@ -10,7 +11,9 @@
 //! surface before anything is served, and so tests can learn the port.
 //! A reload binds every new listener before it changes anything, so a
 //! failed reload leaves the old configuration untouched. Shutdown arrives
-//! as a future ([`Balancer::run_until`]), so tests pass their own.
+//! as a future ([`Balancer::run_until`]), so tests pass their own; that
+//! future (SIGTERM) runs the shutdown delay, the shutdown token alone (an
+//! upgrade's hand-over, an embedding) does not.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -36,7 +39,7 @@ use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
 use crate::proxy::spread::Spread;
 use crate::proxy::{Service, listener};
-use crate::stats::WorkerStats;
+use crate::stats::{DrainStats, WorkerStats};
 use control::Controller;
 use pid_file::PidFile;
 use routes::{RoutePlan, RunningRoute, published};
@@ -45,6 +48,7 @@ use workers::Workers;
 
 pub mod check;
 mod control;
+pub mod drain;
 mod pid_file;
 mod routes;
 pub mod signals;
@@ -89,6 +93,8 @@ struct State {
     services: Vec<Running>,
     /// From the latest configuration: a reload may change it.
     drain_timeout: Duration,
+    /// From the latest configuration: a reload may change it.
+    shutdown_delay: Duration,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
     /// Token file, admin socket, state file and pid file as started with;
@@ -105,6 +111,19 @@ struct Shared {
     state: Mutex<State>,
     /// Cancelled once, to stop accepting and start draining.
     shutdown: CancellationToken,
+    /// What `/ready` says: starting, shutting down, the operator's word,
+    /// `--ready-requires-backends`.
+    readiness: Arc<admin::Readiness>,
+    /// Stops the admin endpoint (TCP, Unix socket, history sampler): at
+    /// once on an upgrade's hand-over (the new process serves it), after
+    /// the drain otherwise, so that `/ready`, `/metrics` and the control
+    /// API answer while connections drain.
+    admin_stop: CancellationToken,
+    /// The admin endpoint's accept loops and sampler, waited for after
+    /// `admin_stop`.
+    admin_tasks: TaskTracker,
+    /// How the end of the drain went, for `/metrics`.
+    drain_stats: Arc<DrainStats>,
     /// Client connections, from every listener past and present.
     connections: TaskTracker,
     /// Accept loops and probers.
@@ -279,6 +298,20 @@ impl Shared {
     }
 }
 
+/// `/ready`'s state at start: starting until the first health checks are
+/// over (not on an upgrade, whose old process serves meanwhile), off if
+/// the operator's word handed over or restored says so.
+fn readiness(config: &Config, overlay: &Overlay, upgrade: bool) -> admin::Readiness {
+    let readiness = admin::Readiness::default();
+    readiness.set_starting(!upgrade);
+    readiness.set_operator_off(overlay.not_ready);
+    readiness.set_requires_backends(config.ready_requires_backends);
+    if overlay.not_ready {
+        warn!("readiness is off (tcplb ctl ready off, kept): /ready answers 503 until `ready on`");
+    }
+    readiness
+}
+
 /// Takes inherited sockets over: non-blocking for tokio, and the
 /// configured backlog set on them (listen(2) again changes it in place).
 fn adopt(
@@ -365,12 +398,17 @@ impl Balancer {
             state: Mutex::new(State {
                 services: Vec::new(),
                 drain_timeout: config.drain_timeout,
+                shutdown_delay: config.shutdown_delay,
                 admin: config.admin,
                 control_paths: control_paths(&config),
                 running: false,
                 admin_handoff: None,
             }),
             shutdown: CancellationToken::new(),
+            readiness: Arc::new(readiness(&config, &overlay, upgrade)),
+            admin_stop: CancellationToken::new(),
+            admin_tasks: TaskTracker::new(),
+            drain_stats: Arc::default(),
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
             spread: Arc::new(Spread::new(
@@ -395,6 +433,7 @@ impl Balancer {
             services.push(shared.bind_service(service)?);
         }
         shared.control.reconcile(&bases(&services));
+        shared.readiness.set_pools(every_pool(&services));
         shared.state().services = services;
         let admin = match config.admin {
             Some(addr) => Some(match shared.inherited().take_admin(addr) {
@@ -513,22 +552,26 @@ impl Balancer {
             history: Arc::default(),
             access_log: shared.access_log.stats.clone(),
             workers: shared.spread.stats().clone(),
+            readiness: shared.readiness.clone(),
+            drain: shared.drain_stats.clone(),
         });
         if self.admin.is_some() || self.admin_unix.is_some() {
-            shared.tasks.spawn(admin::history::sample_every_second(
-                api.watched.clone(),
-                api.history.clone(),
-                shared.shutdown.clone(),
-            ));
+            shared
+                .admin_tasks
+                .spawn(admin::history::sample_every_second(
+                    api.watched.clone(),
+                    api.history.clone(),
+                    shared.admin_stop.clone(),
+                ));
         }
         if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
                 info!("admin endpoint on http://{addr}/metrics and /status");
             }
-            shared.tasks.spawn(admin::serve_api(
+            shared.admin_tasks.spawn(admin::serve_api(
                 listener,
                 api.clone(),
-                shared.shutdown.clone(),
+                shared.admin_stop.clone(),
             ));
         }
         {
@@ -547,12 +590,24 @@ impl Balancer {
         ));
         systemd::keep_watchdog(shared.shutdown.clone());
 
-        tokio::select! {
-            _ = shutdown => shared.shutdown.cancel(),
-            _ = shared.shutdown.cancelled() => {}
-        }
+        let signalled = tokio::select! {
+            _ = shutdown => true,
+            _ = shared.shutdown.cancelled() => false,
+        };
         if !shared.handed_over.load(Ordering::Relaxed) {
+            shared.readiness.set_stopping();
             systemd::stopping();
+        }
+        if signalled {
+            let delay = shared.state().shutdown_delay;
+            drain::delay(delay, &shared.shutdown).await;
+            shared.shutdown.cancel();
+        }
+        if shared.handed_over.load(Ordering::Relaxed) {
+            // A new process took over (also one whose upgrade was under way
+            // when the signal came): it answers on the admin socket now.
+            shared.admin_stop.cancel();
+        } else {
             // Nobody takes these sockets over: they must close with the
             // accept loops, so new clients are refused rather than left
             // waiting in a backlog nobody reads.
@@ -566,16 +621,17 @@ impl Balancer {
         shared.tasks.close();
         shared.tasks.wait().await;
         shared.connections.close();
-        let open = shared.connections.len();
         let drain_timeout = shared.state().drain_timeout;
-        info!("stopped accepting; draining {open} open connection(s) for up to {drain_timeout:?}");
-        match tokio::time::timeout(drain_timeout, shared.connections.wait()).await {
-            Ok(()) => info!("all connections finished; exiting"),
-            Err(_) => warn!(
-                "drain timeout: closing {} connection(s) still open",
-                shared.connections.len()
-            ),
-        }
+        drain::drain(
+            &shared.connections,
+            &shared.registry,
+            drain_timeout,
+            &shared.drain_stats,
+        )
+        .await;
+        shared.admin_stop.cancel();
+        shared.admin_tasks.close();
+        shared.admin_tasks.wait().await;
         shared.workers.shut_down().await;
         // Every connection has ended (and handed over its record): write
         // the last lines.
@@ -646,13 +702,14 @@ async fn announce_ready(
             "admin endpoint with write access on unix:{}",
             path.display()
         );
-        shared.tasks.spawn(admin::serve_unix(
+        shared.admin_tasks.spawn(admin::serve_unix(
             listener,
             path,
             api,
-            shared.shutdown.clone(),
+            shared.admin_stop.clone(),
         ));
     }
+    shared.readiness.set_starting(false);
     // systemd hears of the new main process before the old one may exit:
     // the old one's exit must not read as the service's.
     systemd::ready(takeover.is_some());
@@ -818,8 +875,13 @@ impl ReloadHandle {
             ));
         }
         shared.control.reconcile(&bases(&services));
+        shared.readiness.set_pools(every_pool(&services));
         state.services = services;
         state.drain_timeout = config.drain_timeout;
+        state.shutdown_delay = config.shutdown_delay;
+        shared
+            .readiness
+            .set_requires_backends(config.ready_requires_backends);
         if config.admin != state.admin {
             let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
             not_applied.push(format!(
@@ -862,7 +924,7 @@ impl ReloadHandle {
     /// process did not take over.
     pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, NotUpgraded> {
         let shared = &self.shared;
-        if shared.shutdown.is_cancelled() {
+        if shared.shutdown.is_cancelled() || shared.readiness.is_stopping() {
             return Err(NotUpgraded::ShuttingDown);
         }
         if shared.upgrading.swap(true, Ordering::AcqRel) {
@@ -936,6 +998,16 @@ impl ReloadHandle {
             .map(|s| s.service.clone())
             .collect()
     }
+}
+
+/// Every pool (listeners' and routes'), for `/ready`.
+fn every_pool(services: &[Running]) -> Vec<Arc<Pool>> {
+    let mut pools = Vec::new();
+    for s in services {
+        pools.push(s.service.pool.clone());
+        pools.extend(s.routes.iter().map(|r| r.pool.clone()));
+    }
+    pools
 }
 
 /// Every pool's name and configuration (listeners' and routes'), for the
