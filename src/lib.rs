@@ -34,6 +34,7 @@
 //! [`pool::health`] keeps each backend's health current in the background.
 
 pub mod admin;
+pub mod certs;
 pub mod config;
 pub mod ctl;
 pub mod demo;
