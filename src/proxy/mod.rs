@@ -32,6 +32,7 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod serve;
 pub mod spread;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

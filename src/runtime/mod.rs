@@ -35,6 +35,7 @@ use crate::proxy::access_log::writer::{Reopen, Writer};
 use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
 use crate::proxy::spread::Spread;
+use crate::proxy::tls::{Terminator, Terminators};
 use crate::proxy::{Service, listener};
 use crate::stats::WorkerStats;
 use control::Controller;
@@ -48,6 +49,7 @@ mod routes;
 pub mod signals;
 pub mod state_file;
 pub mod systemd;
+mod tls;
 pub mod upgrade;
 pub mod workers;
 
@@ -79,6 +81,8 @@ struct Running {
     dns: Watching,
     /// Its TLS routes, each with its own pool, in configuration order.
     routes: Vec<RunningRoute>,
+    /// When it terminates TLS for its own backends.
+    tls: Option<Arc<Terminator>>,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -137,6 +141,8 @@ struct Shared {
     access_log_writer: Mutex<Option<Writer>>,
     /// The access log as started, so a reload that changes it only warns.
     access_log_config: AccessLogConfig,
+    /// Every terminating listener's and route's TLS, kept across reloads.
+    terminators: Terminators,
 }
 
 impl Shared {
@@ -233,7 +239,12 @@ impl Shared {
             access_log: self.access_log.clone(),
             ..Service::new(pool)
         };
-        service.routes.store(Arc::new(published(&routes)));
+        let tls = self
+            .listener_terminator(&name, &config, &service.stats.tls)
+            .map_err(anyhow::Error::msg)?;
+        service
+            .routes
+            .store(Arc::new(published(&routes, tls.clone())));
         Ok(Running {
             listen,
             backlog,
@@ -246,6 +257,7 @@ impl Shared {
             handoff,
             dns: Watching::default(),
             routes,
+            tls,
         })
     }
 
@@ -382,6 +394,7 @@ impl Balancer {
             access_log,
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
+            terminators: Terminators::default(),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -524,6 +537,7 @@ impl Balancer {
                 shared.start(service);
             }
         }
+        shared.watch_tls_files();
         shared.first_probes.close();
         shared.tasks.spawn(announce_ready(
             shared.clone(),
@@ -663,7 +677,17 @@ impl ReloadHandle {
         let mut bound: Vec<Option<Running>> = Vec::new();
         let mut lookups = Vec::new();
         let mut route_plans: Vec<Vec<RoutePlan>> = Vec::new();
+        let mut listener_tls = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
+            listener_tls.push(match kept {
+                Some(i) => {
+                    let running = &state.services[*i];
+                    let name = control::pool_name(new, running.local_addr);
+                    let stats = &running.service.stats.tls;
+                    shared.listener_terminator(&name, new, stats)?
+                }
+                None => None,
+            });
             lookups.push(match kept {
                 Some(i) => {
                     let running = &state.services[*i];
@@ -700,8 +724,12 @@ impl ReloadHandle {
         // Settings a reload cannot apply in place: named in the summary.
         let mut not_applied: Vec<String> = Vec::new();
         let mut services = Vec::new();
-        let plan = plan.zip(bound).zip(lookups).zip(route_plans);
-        for ((((new, kept), fresh), first), route_plan) in plan {
+        let plan = plan
+            .zip(bound)
+            .zip(lookups)
+            .zip(route_plans)
+            .zip(listener_tls);
+        for (((((new, kept), fresh), first), route_plan), tls) in plan {
             match (kept, fresh) {
                 (Some(mut service), _) => {
                     let pool = &service.service.pool;
@@ -737,8 +765,12 @@ impl ReloadHandle {
                         route_plan,
                         state.running,
                     );
-                    service.service.routes.store(Arc::new(published(&routes)));
+                    service
+                        .service
+                        .routes
+                        .store(Arc::new(published(&routes, tls.clone())));
                     service.routes = routes;
+                    service.tls = tls;
                     let pool = &service.service.pool;
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
@@ -776,6 +808,9 @@ impl ReloadHandle {
             ));
         }
         shared.control.reconcile(&bases(&services));
+        shared.forget_terminators(&services);
+        // SIGHUP reads every certificate file again, changed or not.
+        shared.terminators.reload_files(true);
         state.services = services;
         state.drain_timeout = config.drain_timeout;
         if config.admin != state.admin {

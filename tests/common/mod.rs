@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
+pub mod pki;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
