@@ -41,6 +41,7 @@ use crate::proxy::tls::Terminator;
 use crate::proxy::tls::pipe::TlsPipe;
 use crate::proxy::{access, proxy_protocol};
 use crate::stats::ListenerStats;
+use crate::stats::tls::TlsStats;
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -115,14 +116,15 @@ struct Link<'a, P> {
 /// route terminates.
 enum Client {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    /// With its terminator's counters.
+    Tls(Box<TlsStream<TcpStream>>, Arc<TlsStats>),
 }
 
 impl Client {
     fn socket(&self) -> &TcpStream {
         match self {
             Client::Plain(socket) => socket,
-            Client::Tls(stream) => stream.get_ref().0,
+            Client::Tls(stream, _) => stream.get_ref().0,
         }
     }
 
@@ -131,7 +133,7 @@ impl Client {
     async fn answer(self, failure: Failure, on_failure: OnFailure) {
         match self {
             Client::Plain(socket) => failure::answer(socket, failure, on_failure).await,
-            Client::Tls(mut stream) => {
+            Client::Tls(mut stream, _) => {
                 let (socket, connection) = stream.get_mut();
                 connection.send_close_notify();
                 let mut bytes = Vec::new();
@@ -242,7 +244,10 @@ async fn open<'a>(
                     log.record.cause = Cause::OperatorClose;
                     return None;
                 }
-                Some(Ok((stream, session))) => (Client::Tls(Box::new(stream)), Some(session)),
+                Some(Ok((stream, session))) => {
+                    let stats = terminator.stats.clone();
+                    (Client::Tls(Box::new(stream), stats), Some(session))
+                }
                 Some(Err(refused)) => {
                     log.record.cause = match refused.failure.is_certificate() {
                         true => Cause::ClientCertRejected,
@@ -276,7 +281,7 @@ async fn open<'a>(
     };
     let passed_through = match &client {
         Client::Plain(_) => routed.hello.len(),
-        Client::Tls(_) => 0,
+        Client::Tls(..) => 0,
     };
     greeting.extend_from_slice(&routed.hello[..passed_through]);
     if let Some(session) = session {
@@ -324,9 +329,9 @@ async fn open<'a>(
                     _client_slot: client_slot,
                     _slot: slot,
                 }),
-                Client::Tls(client) => {
+                Client::Tls(client, tls) => {
                     let link = Box::new(Link {
-                        pipe: TlsPipe::new(*client, upstream, limits, evict, live),
+                        pipe: TlsPipe::new(*client, upstream, limits, evict, live, tls),
                         pool,
                         backend,
                         _client_slot: client_slot,

@@ -134,6 +134,9 @@ pub struct TlsStats {
     pub certificates: Mutex<Vec<CertificateExpiry>>,
     /// Reloads that kept the old files serving because a new one was bad.
     pub reload_failures: AtomicU64,
+    /// Connections ended by a TLS error after the handshake (garbage, a
+    /// record that does not decrypt); the peer got the alert.
+    pub protocol_errors: AtomicU64,
 }
 
 impl TlsStats {

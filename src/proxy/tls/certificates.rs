@@ -76,9 +76,13 @@ impl ResolvesServerCert for Certificates {
         let name = hello.server_name().map(str::to_ascii_lowercase);
         let candidates = self.candidates(name.as_deref());
         let schemes = hello.signature_schemes();
+        // None suits: the first all the same, so that rustls fails the
+        // handshake with `handshake_failure` (nothing in common), not
+        // `access_denied` (no certificate at all).
         candidates
             .iter()
             .find(|c| c.key.choose_scheme(schemes).is_some())
+            .or(candidates.first())
             .cloned()
     }
 }

@@ -18,6 +18,8 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,6 +32,7 @@ use crate::proxy::pipe::{
     read_some, with_scratch, write_now,
 };
 use crate::stats::BackendStats;
+use crate::stats::tls::TlsStats;
 
 /// A terminated connection being piped.
 pub struct TlsPipe {
@@ -43,6 +46,8 @@ pub struct TlsPipe {
     ended: bool,
     /// What ends the pipe although both sides are still there.
     guards: Guards,
+    /// The terminator's counters: a TLS error after the handshake counts.
+    tls: Arc<TlsStats>,
 }
 
 /// Where one direction is.
@@ -83,6 +88,7 @@ impl TlsPipe {
         limits: Limits,
         evict: Option<CancellationToken>,
         live: &Live,
+        tls: Arc<TlsStats>,
     ) -> TlsPipe {
         TlsPipe {
             client,
@@ -90,6 +96,7 @@ impl TlsPipe {
             ways: [Way::Reading, Way::Reading],
             ended: false,
             guards: Guards::new(limits, evict, live),
+            tls,
         }
     }
 }
@@ -111,6 +118,10 @@ impl Piping for TlsPipe {
         ];
         for step in steps {
             if let Poll::Ready(Err((side, e))) = step {
+                let tls_error = e.get_ref().is_some_and(|e| e.is::<rustls::Error>());
+                if side == Side::Client && tls_error {
+                    self.tls.protocol_errors.fetch_add(1, Relaxed);
+                }
                 return Poll::Ready(end(live, EndReason::Error(side, e)));
             }
         }
