@@ -547,3 +547,79 @@ async fn client_certificates_chain_to_the_ca_pass_the_crl_and_an_allow_list_or_a
             .is_err()
     );
 }
+
+/// The TLVs of a PROXY v2 header: (type, value) in order; SSL's
+/// sub-TLVs follow its 5-byte client/verify prefix.
+fn tlvs(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 3 {
+        let len = u16::from_be_bytes([rest[1], rest[2]]) as usize;
+        found.push((rest[0], rest[3..3 + len].to_vec()));
+        rest = &rest[3 + len..];
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_v2_tells_the_backend_the_sni_alpn_version_cipher_and_client_cn() {
+    use tcplb::config::{ClientAllowList, ClientAuthConfig, ClientAuthMode, ProxyVersion};
+    let mut ca = Ca::new("pp2");
+    let server = ca.server("server", &["pp2.test"], Key::Ecdsa);
+    let client = ca.client("client", "billing-client", &[], &[]);
+    // A raw backend: sends back the PROXY header it read, then nothing.
+    let backend = TestBackend::with(|listener| async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut fixed = [0u8; 16];
+                stream.read_exact(&mut fixed).await?;
+                let mut body = vec![0u8; u16::from_be_bytes([fixed[14], fixed[15]]) as usize];
+                stream.read_exact(&mut body).await?;
+                stream.write_all(&fixed).await?;
+                stream.write_all(&body).await?;
+                stream.shutdown().await
+            });
+        }
+    })
+    .await;
+    let mut config = terminating(backend.addr, &[&server]);
+    config.send_proxy = Some(ProxyVersion::V2);
+    let tls = config.tls.as_mut().unwrap();
+    tls.alpn = vec!["h2".into()];
+    tls.client_auth = Some(ClientAuthConfig {
+        ca: ca.cert.clone(),
+        mode: ClientAuthMode::Required,
+        crls: Vec::new(),
+        allow: ClientAllowList::default(),
+    });
+    let balancer = TestBalancer::start(config);
+    let (mut stream, _) = rustls_client_with(balancer.addr, "pp2.test", &ca, Some(&client), |c| {
+        c.alpn_protocols = vec![b"h2".to_vec()];
+    })
+    .await
+    .unwrap();
+    let mut header = Vec::new();
+    tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut header))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    // v2 PROXY over TCP/IPv4: addresses and ports, then the TLVs.
+    assert_eq!(header[12..14], [0x21, 0x11]);
+    let found = tlvs(&header[16 + 12..]);
+    let kinds: Vec<u8> = found.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, [0x02, 0x01, 0x20], "authority, ALPN, SSL");
+    assert_eq!(found[0].1, b"pp2.test");
+    assert_eq!(found[1].1, b"h2");
+    let ssl = &found[2].1;
+    assert_eq!(ssl[0], 0x07, "client: SSL, cert on connection and session");
+    assert_eq!(ssl[1..5], [0, 0, 0, 0], "verified");
+    let sub = tlvs(&ssl[5..]);
+    assert_eq!(sub[0], (0x21, b"TLSv1.3".to_vec()));
+    assert_eq!(sub[1].0, 0x23);
+    assert!(
+        String::from_utf8_lossy(&sub[1].1).starts_with("TLS13_"),
+        "{sub:?}"
+    );
+    assert_eq!(sub[2], (0x22, b"billing-client".to_vec()));
+}

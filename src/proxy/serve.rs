@@ -35,7 +35,7 @@ use crate::proxy::access_log::{Cause, ConnectionLog, Record, TlsRecord};
 use crate::proxy::client_hello::{self, UNRECOGNIZED_NAME_ALERT};
 use crate::proxy::failure::{self, Failure};
 use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Piping, Side};
-use crate::proxy::proxy_protocol::Received;
+use crate::proxy::proxy_protocol::{Received, SslTlv};
 use crate::proxy::route::Routes;
 use crate::proxy::tls::Terminator;
 use crate::proxy::tls::pipe::TlsPipe;
@@ -265,12 +265,20 @@ async fn open<'a>(
     let config = &state.config;
     // What the backend hears first: the PROXY header, then (passing TLS
     // through) every byte of the ClientHello exactly as the client sent it.
+    let ssl = session.as_ref().map(|s| SslTlv {
+        version: s.protocol_name(),
+        cipher: s.cipher,
+        alpn: s.alpn.as_deref(),
+        client_cert: s.client_subject.is_some(),
+        client_cn: s.client_cn.as_deref(),
+    });
     let mut greeting = match proxy_protocol::greeting(
         client.socket(),
         peer,
         &received,
         config.send_proxy,
         routed.server_name.as_deref(),
+        ssl.as_ref(),
     ) {
         Ok(greeting) => greeting,
         Err(e) => {

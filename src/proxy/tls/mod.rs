@@ -132,6 +132,17 @@ pub struct Session {
     pub client_cn: Option<String>,
 }
 
+impl Session {
+    /// The version as OpenSSL and the PROXY protocol's SSL TLV name it.
+    pub fn protocol_name(&self) -> &'static str {
+        match self.version {
+            "1.3" => "TLSv1.3",
+            "1.2" => "TLSv1.2",
+            _ => "unknown",
+        }
+    }
+}
+
 /// Why a handshake did not complete.
 #[derive(Debug)]
 pub struct Refused {
