@@ -27,6 +27,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::config::{KeepaliveConfig, OnFailure, ServiceConfig};
 use crate::pool::backend::Backend;
+use crate::pool::connect::tls::HandshakeError;
 use crate::pool::connect::{connect, describe, is_local_exhaustion};
 use crate::pool::{Pool, PoolState};
 use crate::proxy::Service;
@@ -38,10 +39,12 @@ use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Piping, Side};
 use crate::proxy::proxy_protocol::{Received, SslTlv};
 use crate::proxy::route::Routes;
 use crate::proxy::tls::Terminator;
-use crate::proxy::tls::pipe::TlsPipe;
+use crate::proxy::tls::pipe::{BackendSide, TlsPipe};
 use crate::proxy::{access, proxy_protocol};
 use crate::stats::ListenerStats;
+use crate::stats::RateLimit;
 use crate::stats::tls::TlsStats;
+use tokio_util::either::Either;
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -315,7 +318,11 @@ async fn open<'a>(
         }) => {
             let backend = &state.backends[index];
             if let Some(keepalive) = &config.keepalive {
-                set_keepalive(&upstream, keepalive);
+                let socket = match &upstream {
+                    Either::Left(socket) => socket,
+                    Either::Right(tls) => tls.get_ref().0,
+                };
+                set_keepalive(socket, keepalive);
             }
             connection.set_backend(backend);
             // The ClientHello went with the greeting: client bytes too.
@@ -329,26 +336,40 @@ async fn open<'a>(
             let evict = Some(backend.eviction());
             let (pool, backend) = (pool, backend.clone());
             let live = &connection.live;
-            match client {
-                Client::Plain(client) => Some(Link {
-                    pipe: Pipe::new(client, upstream, limits, evict, live),
-                    pool,
-                    backend,
-                    _client_slot: client_slot,
-                    _slot: slot,
-                }),
-                Client::Tls(client, tls) => {
-                    let link = Box::new(Link {
-                        pipe: TlsPipe::new(*client, upstream, limits, evict, live, tls),
+            // Plain on both sides: the plain pipe (splice and all).
+            let sides = match (client, upstream) {
+                (Client::Plain(client), Either::Left(upstream)) => Err((client, upstream)),
+                (Client::Plain(client), upstream) => Ok((Either::Left(client), None, upstream)),
+                (Client::Tls(client, tls), upstream) => {
+                    Ok((Either::Right(*client), Some(tls), upstream))
+                }
+            };
+            let (client, client_tls, upstream) = match sides {
+                Ok(sides) => sides,
+                Err((client, upstream)) => {
+                    return Some(Link {
+                        pipe: Pipe::new(client, upstream, limits, evict, live),
                         pool,
                         backend,
                         _client_slot: client_slot,
                         _slot: slot,
                     });
-                    Box::pin(run_tls(link, log, service)).await;
-                    None
                 }
-            }
+            };
+            let backend_tls = match &upstream {
+                Either::Left(_) => None,
+                Either::Right(_) => Some(pool.stats.backend_tls.clone()),
+            };
+            let counters = [client_tls, backend_tls];
+            let link = Box::new(Link {
+                pipe: TlsPipe::new(client, upstream, limits, evict, live, counters),
+                pool,
+                backend,
+                _client_slot: client_slot,
+                _slot: slot,
+            });
+            Box::pin(run_tls(link, log, service)).await;
+            None
         }
         Err(Unserved::QueueTimeout) => {
             debug!("{peer}: no free slot under max-conns within the queue timeout");
@@ -373,8 +394,9 @@ struct Connected {
     slot: Option<OwnedSemaphorePermit>,
     /// The backend's place in the snapshot.
     index: usize,
-    /// Connected, with the PROXY header (if any) already sent.
-    upstream: TcpStream,
+    /// Connected (and through TLS with `backend_tls`), with the PROXY
+    /// header (if any) already sent.
+    upstream: BackendSide,
 }
 
 /// Why no backend connection came of it.
@@ -404,6 +426,7 @@ async fn reach_backend(
         return Err(Unserved::QueueTimeout);
     };
     let queue_deadline = admitted + config.queue_timeout;
+    let origin = pool.backend_tls.load_full();
     let mut tried: Vec<usize> = Vec::new();
     let mut unserved = (Failure::Unavailable, Cause::NoBackend);
     let mut connecting = Duration::ZERO;
@@ -424,11 +447,40 @@ async fn reach_backend(
         let backend = &state.backends[index];
         let started = Instant::now();
         let connected = match connect(backend.addr(), config.connect_timeout).await {
-            // The greeting goes out before any other client byte.
+            // The greeting goes out before any other client byte (the
+            // PROXY header in the clear, before TLS, as HAProxy sends it).
             Ok(mut upstream) if !greeting.is_empty() => {
                 upstream.write_all(greeting).await.map(|()| upstream)
             }
             connected => connected,
+        };
+        let connected = match (connected, &origin) {
+            (Err(e), _) => Err(e),
+            (Ok(upstream), None) => Ok(Either::Left(upstream)),
+            (Ok(upstream), Some(origin)) => {
+                let deadline = started + config.connect_timeout;
+                let name = backend.name();
+                match origin
+                    .handshake(upstream, name, backend.addr(), deadline)
+                    .await
+                {
+                    Ok(tls) => Ok(Either::Right(tls)),
+                    Err(e) => {
+                        warn_backend_tls(peer, backend, &e);
+                        backend.stats.connect_failures.fetch_add(1, Relaxed);
+                        let reason = e.to_string();
+                        backend
+                            .health
+                            .record_connect_failure(backend, config, &reason);
+                        connecting += started.elapsed();
+                        record.connect = Some(connecting);
+                        record.retries = attempt;
+                        unserved = (Failure::BadGateway, Cause::BackendTlsFailed);
+                        tried.push(index);
+                        continue;
+                    }
+                }
+            }
         };
         connecting += started.elapsed();
         record.connect = Some(connecting);
@@ -467,6 +519,19 @@ async fn reach_backend(
         }
     }
     Err(Unserved::Failed(unserved.0, unserved.1))
+}
+
+/// At most one warning a second about backends whose TLS handshake
+/// failed, for the whole process.
+static BACKEND_TLS_WARNINGS: std::sync::Mutex<RateLimit> =
+    std::sync::Mutex::new(RateLimit::new(Duration::from_secs(1)));
+
+fn warn_backend_tls(peer: SocketAddr, backend: &Backend, e: &HandshakeError) {
+    debug!("{peer}: {backend}: {e}");
+    let allowed = BACKEND_TLS_WARNINGS.lock().ok().and_then(|mut w| w.allow());
+    if let Some(held) = allowed {
+        log::warn!("backend {backend}: {e} ({held} more since the last warning)");
+    }
 }
 
 /// Where a connection goes, and what was read from it on the way.

@@ -226,6 +226,8 @@ impl Shared {
             .map_err(anyhow::Error::msg)?;
         let pool = Arc::new(Pool::with_found(name.clone(), merged, &first.found));
         first.count_into(&pool);
+        pool.configure_backend_tls(config.backend_tls.as_ref())
+            .map_err(anyhow::Error::msg)?;
         let stop = self.shutdown.child_token();
         let routes = config
             .routes
@@ -749,6 +751,9 @@ impl ReloadHandle {
                     let name = control::pool_name(&new, service.local_addr);
                     let first = first.unwrap_or_default();
                     pool.reconfigure_with(shared.control.merged(&name, &new), &first.found);
+                    if let Err(e) = pool.configure_backend_tls(new.backend_tls.as_ref()) {
+                        warn!("{e}; its backends are reached without the new TLS settings");
+                    }
                     first.count_into(pool);
                     if state.running {
                         let pool = &service.service.pool;
@@ -811,6 +816,9 @@ impl ReloadHandle {
         shared.forget_terminators(&services);
         // SIGHUP reads every certificate file again, changed or not.
         shared.terminators.reload_files(true);
+        for pool in pools(&services) {
+            pool.reload_backend_tls(true);
+        }
         state.services = services;
         state.drain_timeout = config.drain_timeout;
         if config.admin != state.admin {
@@ -927,6 +935,16 @@ impl ReloadHandle {
             .map(|s| s.service.clone())
             .collect()
     }
+}
+
+/// Every pool, listeners' and routes'.
+fn pools(services: &[Running]) -> Vec<Arc<Pool>> {
+    let mut pools = Vec::new();
+    for service in services {
+        pools.push(service.service.pool.clone());
+        pools.extend(service.routes.iter().map(|r| r.pool.clone()));
+    }
+    pools
 }
 
 /// Every pool's name and configuration (listeners' and routes'), for the

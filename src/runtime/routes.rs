@@ -65,6 +65,7 @@ impl Shared {
         let first = self.discovery.first_answers(&config.name, &merged, None)?;
         let pool = Arc::new(Pool::with_found(config.name.clone(), merged, &first.found));
         first.count_into(&pool);
+        pool.configure_backend_tls(config.pool.backend_tls.as_ref())?;
         let stats = Arc::<RouteStats>::default();
         let tls = self.route_terminator(&config, &stats.tls)?;
         Ok(RunningRoute {
@@ -142,6 +143,12 @@ impl Shared {
                         changes.push(format!("route {} changed", config.name));
                     }
                     route.pool.reconfigure_with(merged, &first.found);
+                    if let Err(e) = route
+                        .pool
+                        .configure_backend_tls(config.pool.backend_tls.as_ref())
+                    {
+                        log::warn!("{e}; its backends are reached without the new TLS settings");
+                    }
                     first.count_into(&route.pool);
                     route.config = config;
                     route.tls = tls;

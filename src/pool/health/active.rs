@@ -1,5 +1,8 @@
 //! Active health checks: a connect (and optionally a send/expect exchange)
 //! to every backend on an interval, feeding each backend's rise/fall state.
+//! A pool with `backend_tls` completes a verified TLS handshake first
+//! ([`Originator::handshake`], as connections do): a backend whose
+//! certificate does not verify is down, the reason in the log.
 //!
 //! Probes of one round run concurrently and each has its own timeout, so a
 //! slow or blackholed backend never delays the verdict on the others.
@@ -16,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AdminState, HealthConfig};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
+use crate::pool::connect::tls::Originator;
 use crate::pool::connect::{describe, is_local_exhaustion};
 use crate::pool::health::log_transition;
+use tokio_util::either::Either;
 
 /// Probes one pool's backends, on its own task.
 pub struct Prober {
@@ -65,9 +70,10 @@ impl Prober {
             }
             let backend = backend.clone();
             let health = state.config.health.clone();
+            let tls = self.pool.backend_tls.load_full();
             probes.spawn(async move {
                 let started = Instant::now();
-                match check(&backend, &health).await {
+                match check(&backend, &health, tls.as_deref()).await {
                     Ok(()) => {
                         let micros = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
                         backend.stats.check_latency_us.store(micros, Relaxed);
@@ -111,9 +117,14 @@ impl From<std::io::Error> for CheckError {
     }
 }
 
-/// One health check.
-pub async fn check(backend: &Backend, health: &HealthConfig) -> Result<(), CheckError> {
-    tokio::time::timeout(health.timeout, exchange(backend, health))
+/// One health check; with `tls` (the pool's `backend_tls`), a verified
+/// handshake first, and any exchange through it.
+pub async fn check(
+    backend: &Backend,
+    health: &HealthConfig,
+    tls: Option<&Originator>,
+) -> Result<(), CheckError> {
+    tokio::time::timeout(health.timeout, exchange(backend, health, tls))
         .await
         .unwrap_or_else(|_| {
             Err(CheckError::Failed(format!(
@@ -123,8 +134,25 @@ pub async fn check(backend: &Backend, health: &HealthConfig) -> Result<(), Check
         })
 }
 
-async fn exchange(backend: &Backend, health: &HealthConfig) -> Result<(), CheckError> {
-    let mut stream = TcpStream::connect(backend.check_target(health.port)).await?;
+async fn exchange(
+    backend: &Backend,
+    health: &HealthConfig,
+    tls: Option<&Originator>,
+) -> Result<(), CheckError> {
+    let target = backend.check_target(health.port);
+    let stream = TcpStream::connect(target).await?;
+    let mut stream = match tls {
+        None => Either::Left(stream),
+        Some(tls) => {
+            let deadline = tokio::time::Instant::now() + health.timeout;
+            let handshake = tls.handshake(stream, backend.name(), target, deadline);
+            Either::Right(
+                handshake
+                    .await
+                    .map_err(|e| CheckError::Failed(e.to_string()))?,
+            )
+        }
+    };
     if let Some(send) = &health.send {
         stream.write_all(send).await?;
     }

@@ -1,5 +1,6 @@
-//! Moving plaintext between a terminated client (a rustls stream) and its
-//! backend (plain TCP), both ways, until both directions have ended.
+//! Moving plaintext between a client and its backend when either side is
+//! TLS that tcplb ends (a terminated client, a backend spoken to over
+//! `backend_tls`, or both), both ways, until both directions have ended.
 //!
 //! The plain [`crate::proxy::pipe`] moves bytes socket to socket and can
 //! `splice` them; here every byte crosses rustls, so this pipe copies.
@@ -7,13 +8,13 @@
 //! an operator's drain deadline and stop), bytes counted as delivered into
 //! the backend's stats and the connection's [`Live`], the per-thread
 //! scratch buffer (a direction keeps a buffer of its own only while the
-//! other side cannot take its bytes), and half-close: the client's
-//! `close_notify` (or FIN) becomes a FIN to the backend, the backend's FIN
-//! a `close_notify` and FIN to the client.
+//! other side cannot take its bytes), and half-close: a `close_notify` (or
+//! FIN) read from one side becomes a `close_notify` and FIN, or a FIN, to
+//! the other.
 //!
 //! A TLS error after the handshake (garbage, a bad record) ends the pipe
-//! on the client's side; rustls has queued the alert and tokio-rustls
-//! sends it before the error comes back.
+//! on that side and is counted; rustls has queued the alert and
+//! tokio-rustls sends it before the error comes back.
 
 use std::future::Future;
 use std::io;
@@ -24,30 +25,33 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::pipe::{
-    EndReason, Guards, Limits, Live, PipeEnd, Piping, Side, end, pass_eof, poll_write_rest,
-    read_some, with_scratch, write_now,
+    EndReason, Guards, Limits, Live, PipeEnd, Piping, Side, end, with_scratch,
 };
 use crate::stats::BackendStats;
 use crate::stats::tls::TlsStats;
 
-/// A terminated connection being piped.
+/// The client's side: its socket, or the TLS stream tcplb terminated.
+pub type ClientSide = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+/// The backend's side: its socket, or the TLS stream tcplb originated.
+pub type BackendSide = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// A connection with TLS on at least one side, being piped.
 pub struct TlsPipe {
-    /// The client, decrypted.
-    client: TlsStream<TcpStream>,
-    /// The backend's socket.
-    upstream: TcpStream,
+    /// The client, decrypted when terminated.
+    client: ClientSide,
+    /// The backend, encrypted when originated.
+    upstream: BackendSide,
     /// Client to backend, then backend to client.
     ways: [Way; 2],
-    /// The backend's sending half was shut (see [`pass_eof`]).
-    ended: bool,
     /// What ends the pipe although both sides are still there.
     guards: Guards,
-    /// The terminator's counters: a TLS error after the handshake counts.
-    tls: Arc<TlsStats>,
+    /// The TLS counters of each side that is TLS (terminator, then the
+    /// pool's backend TLS): a TLS error after the handshake counts there.
+    tls: [Option<Arc<TlsStats>>; 2],
 }
 
 /// Where one direction is.
@@ -58,10 +62,11 @@ enum Way {
     Reading,
     /// Delivering `rest[at..]`, what the other side could not take at once.
     Writing { rest: Box<[u8]>, at: usize },
-    /// Towards the client: plaintext handed to rustls, its records not all
-    /// on the wire yet.
+    /// Bytes handed to the other side, not all on the wire yet (TLS
+    /// records rustls holds).
     Flushing,
-    /// Towards the client: the backend closed; sending `close_notify`.
+    /// EOF read; shutting the other side's sending half (`close_notify`
+    /// first over TLS).
     Closing,
     /// EOF read and passed on.
     Done,
@@ -80,21 +85,21 @@ enum Moved {
 }
 
 impl TlsPipe {
-    /// A pipe between a terminated `client` and `upstream` under `limits`;
-    /// cancelling `evict` ends it.
+    /// A pipe between `client` and `upstream` under `limits`; cancelling
+    /// `evict` ends it. `tls` are the counters of the client's and the
+    /// backend's TLS, when that side is TLS.
     pub fn new(
-        client: TlsStream<TcpStream>,
-        upstream: TcpStream,
+        client: ClientSide,
+        upstream: BackendSide,
         limits: Limits,
         evict: Option<CancellationToken>,
         live: &Live,
-        tls: Arc<TlsStats>,
+        tls: [Option<Arc<TlsStats>>; 2],
     ) -> TlsPipe {
         TlsPipe {
             client,
             upstream,
             ways: [Way::Reading, Way::Reading],
-            ended: false,
             guards: Guards::new(limits, evict, live),
             tls,
         }
@@ -112,15 +117,34 @@ impl Piping for TlsPipe {
         if let Some(reason) = self.guards.poll_stop(cx, stats, stopped) {
             return Poll::Ready(end(live, reason));
         }
+        let [to_backend, to_client] = &mut self.ways;
+        let sides = (Side::Client, Side::Backend);
         let steps = [
-            self.poll_to_backend(cx, stats, live),
-            self.poll_to_client(cx, stats, live),
+            poll_way(
+                &mut self.client,
+                &mut self.upstream,
+                to_backend,
+                sides,
+                cx,
+                stats,
+                live,
+            ),
+            poll_way(
+                &mut self.upstream,
+                &mut self.client,
+                to_client,
+                (sides.1, sides.0),
+                cx,
+                stats,
+                live,
+            ),
         ];
         for step in steps {
             if let Poll::Ready(Err((side, e))) = step {
                 let tls_error = e.get_ref().is_some_and(|e| e.is::<rustls::Error>());
-                if side == Side::Client && tls_error {
-                    self.tls.protocol_errors.fetch_add(1, Relaxed);
+                let counters = &self.tls[usize::from(side == Side::Backend)];
+                if let (true, Some(counters)) = (tls_error, counters) {
+                    counters.protocol_errors.fetch_add(1, Relaxed);
                 }
                 return Poll::Ready(end(live, EndReason::Error(side, e)));
             }
@@ -135,157 +159,91 @@ impl Piping for TlsPipe {
     }
 }
 
-impl TlsPipe {
-    /// Client to backend: decrypted bytes to the backend's socket.
-    fn poll_to_backend(
-        &mut self,
-        cx: &mut Context<'_>,
-        stats: &BackendStats,
-        live: &Live,
-    ) -> Poll<Result<(), Failed>> {
-        let client = |e| (Side::Client, e);
-        let backend = |e| (Side::Backend, e);
-        loop {
-            match &mut self.ways[0] {
-                Way::Done => return Poll::Ready(Ok(())),
-                Way::Writing { rest, at } => {
-                    let n = ready!(poll_write_rest(&self.upstream, cx, &rest[*at..]))
-                        .map_err(backend)?;
-                    if n > 0 {
-                        *at += n;
-                        live.delivered(stats, true, n);
-                    }
-                    if *at == rest.len() {
-                        self.ways[0] = Way::Reading;
-                    }
+/// Moves one direction, `from` (on side `sides.0`) to `to` (`sides.1`),
+/// until it must wait, has ended, or failed on a side.
+fn poll_way<R, W>(
+    from: &mut R,
+    to: &mut W,
+    way: &mut Way,
+    (from_side, to_side): (Side, Side),
+    cx: &mut Context<'_>,
+    stats: &BackendStats,
+    live: &Live,
+) -> Poll<Result<(), Failed>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let on_from = |e| (from_side, e);
+    let on_to = |e| (to_side, e);
+    let to_backend = from_side == Side::Client;
+    loop {
+        match way {
+            Way::Done => return Poll::Ready(Ok(())),
+            Way::Closing => {
+                ready!(Pin::new(&mut *to).poll_shutdown(cx)).map_err(on_to)?;
+                *way = Way::Done;
+            }
+            Way::Flushing => {
+                ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(on_to)?;
+                *way = Way::Reading;
+            }
+            Way::Writing { rest, at } => {
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, &rest[*at..])).map_err(on_to)?;
+                if n == 0 {
+                    return Poll::Ready(Err(on_to(io::ErrorKind::WriteZero.into())));
                 }
-                // Never this way's states.
-                Way::Flushing | Way::Closing => self.ways[0] = Way::Reading,
-                Way::Reading => {
-                    let (client_stream, upstream) = (&mut self.client, &self.upstream);
-                    let moved = with_scratch(|buffer| {
-                        let mut read = ReadBuf::uninit(buffer.spare_capacity_mut());
-                        match Pin::new(client_stream).poll_read(cx, &mut read) {
-                            Poll::Pending => Ok(Moved::Pending),
-                            // Without close_notify: a FIN all the same.
-                            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                                Ok(Moved::Eof)
-                            }
-                            Poll::Ready(Err(e)) => Err(client(e)),
-                            Poll::Ready(Ok(())) if read.filled().is_empty() => Ok(Moved::Eof),
-                            Poll::Ready(Ok(())) => {
-                                let data = read.filled();
-                                let written = write_now(upstream, data).map_err(backend)?;
-                                Ok(Moved::Some {
-                                    written,
-                                    rest: data[written..].to_vec(),
-                                })
-                            }
-                        }
-                    })?;
-                    match moved {
-                        Moved::Pending => return Poll::Pending,
-                        Moved::Eof => {
-                            self.ways[0] = Way::Done;
-                            pass_eof(&self.upstream, &mut self.ended).map_err(backend)?;
-                        }
-                        Moved::Some { written, rest } => {
-                            if written > 0 {
-                                live.delivered(stats, true, written);
-                            }
-                            if !rest.is_empty() {
-                                self.ways[0] = Way::Writing {
-                                    rest: rest.into_boxed_slice(),
-                                    at: 0,
-                                };
-                            }
-                        }
-                    }
+                *at += n;
+                live.delivered(stats, to_backend, n);
+                if *at == rest.len() {
+                    *way = Way::Flushing;
                 }
             }
-        }
-    }
-
-    /// Backend to client: the backend's bytes encrypted to the client.
-    fn poll_to_client(
-        &mut self,
-        cx: &mut Context<'_>,
-        stats: &BackendStats,
-        live: &Live,
-    ) -> Poll<Result<(), Failed>> {
-        let client = |e| (Side::Client, e);
-        let backend = |e| (Side::Backend, e);
-        loop {
-            match &mut self.ways[1] {
-                Way::Done => return Poll::Ready(Ok(())),
-                Way::Closing => {
-                    ready!(Pin::new(&mut self.client).poll_shutdown(cx)).map_err(client)?;
-                    self.ways[1] = Way::Done;
-                }
-                Way::Flushing => {
-                    ready!(Pin::new(&mut self.client).poll_flush(cx)).map_err(client)?;
-                    self.ways[1] = Way::Reading;
-                }
-                Way::Writing { rest, at } => {
-                    let n = ready!(Pin::new(&mut self.client).poll_write(cx, &rest[*at..]))
-                        .map_err(client)?;
-                    if n == 0 {
-                        return Poll::Ready(Err(client(io::ErrorKind::WriteZero.into())));
-                    }
-                    *at += n;
-                    live.delivered(stats, false, n);
-                    if *at == rest.len() {
-                        self.ways[1] = Way::Flushing;
-                    }
-                }
-                Way::Reading => {
-                    ready!(self.upstream.poll_read_ready(cx)).map_err(backend)?;
-                    let (client_stream, upstream) = (&mut self.client, &self.upstream);
-                    let moved = with_scratch(|buffer| {
-                        let n = match read_some(upstream, buffer) {
-                            Ok(0) => return Ok(Moved::Eof),
-                            Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Ok(Moved::Some {
-                                    written: 0,
-                                    rest: Vec::new(),
-                                });
-                            }
-                            Err(e) => return Err(backend(e)),
-                        };
-                        let mut written = 0;
-                        while written < n {
-                            match Pin::new(&mut *client_stream).poll_write(cx, &buffer[written..n])
-                            {
-                                Poll::Ready(Ok(0)) => {
-                                    return Err(client(io::ErrorKind::WriteZero.into()));
+            Way::Reading => {
+                let moved = with_scratch(|buffer| {
+                    let mut read = ReadBuf::uninit(buffer.spare_capacity_mut());
+                    match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                        Poll::Pending => Ok(Moved::Pending),
+                        // TLS without close_notify: a FIN all the same.
+                        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                            Ok(Moved::Eof)
+                        }
+                        Poll::Ready(Err(e)) => Err(on_from(e)),
+                        Poll::Ready(Ok(())) if read.filled().is_empty() => Ok(Moved::Eof),
+                        Poll::Ready(Ok(())) => {
+                            let data = read.filled();
+                            let mut written = 0;
+                            while written < data.len() {
+                                match Pin::new(&mut *to).poll_write(cx, &data[written..]) {
+                                    Poll::Ready(Ok(0)) => {
+                                        return Err(on_to(io::ErrorKind::WriteZero.into()));
+                                    }
+                                    Poll::Ready(Ok(n)) => written += n,
+                                    Poll::Ready(Err(e)) => return Err(on_to(e)),
+                                    Poll::Pending => break,
                                 }
-                                Poll::Ready(Ok(k)) => written += k,
-                                Poll::Ready(Err(e)) => return Err(client(e)),
-                                Poll::Pending => break,
                             }
+                            Ok(Moved::Some {
+                                written,
+                                rest: data[written..].to_vec(),
+                            })
                         }
-                        Ok(Moved::Some {
-                            written,
-                            rest: buffer[written..n].to_vec(),
-                        })
-                    })?;
-                    match moved {
-                        Moved::Pending => return Poll::Pending,
-                        Moved::Eof => self.ways[1] = Way::Closing,
-                        Moved::Some { written: 0, rest } if rest.is_empty() => {}
-                        Moved::Some { written, rest } => {
-                            if written > 0 {
-                                live.delivered(stats, false, written);
-                            }
-                            self.ways[1] = match rest.is_empty() {
-                                true => Way::Flushing,
-                                false => Way::Writing {
-                                    rest: rest.into_boxed_slice(),
-                                    at: 0,
-                                },
-                            };
+                    }
+                })?;
+                match moved {
+                    Moved::Pending => return Poll::Pending,
+                    Moved::Eof => *way = Way::Closing,
+                    Moved::Some { written, rest } => {
+                        if written > 0 {
+                            live.delivered(stats, to_backend, written);
                         }
+                        *way = match rest.is_empty() {
+                            true => Way::Flushing,
+                            false => Way::Writing {
+                                rest: rest.into_boxed_slice(),
+                                at: 0,
+                            },
+                        };
                     }
                 }
             }
