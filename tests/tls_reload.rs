@@ -290,3 +290,120 @@ fn check_warns_of_a_certificate_expiring_within_14_days_and_fails_on_a_mismatche
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("other.key"));
 }
+
+/// A config file terminating for `backend` with `cert`, tickets keyed by
+/// `ticket_keys` when given.
+fn terminating_file(
+    ca: &Ca,
+    name: &str,
+    backend: SocketAddr,
+    cert: &Issued,
+    ticket_keys: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    let keys = ticket_keys.map_or(String::new(), |p| {
+        format!("ticket_key_file = \"{}\"\n", p.display())
+    });
+    let path = ca.dir.path(name);
+    std::fs::write(
+        &path,
+        format!(
+            "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nbackends = [\"{backend}\"]\n\
+             [listener.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n{keys}",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Whether a handshake to `addr` with `config` (and its ticket store)
+/// resumed.
+async fn resumed(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> bool {
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut tls = connector
+        .connect("t.test".try_into().unwrap(), stream)
+        .await
+        .unwrap();
+    // Read the echo: the tickets come before it, so the store has them.
+    tls.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    tls.read_exact(&mut one).await.unwrap();
+    tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_ticket_key_file_resumes_sessions_across_instances_and_a_sigusr2_upgrade() {
+    let mut ca = Ca::new("tickets");
+    let cert = ca.server("t", &["t.test"], Key::Ecdsa);
+    let keys = ca.dir.path("tickets.keys");
+    let key = |byte: u8| format!("{:02x}", byte).repeat(48);
+    std::fs::write(&keys, format!("# test keys\n{}\n{}\n", key(1), key(2))).unwrap();
+    let backend = TestBackend::echo().await;
+    let shared_a = terminating_file(&ca, "a.toml", backend.addr, &cert, Some(&keys));
+    let shared_b = terminating_file(&ca, "b.toml", backend.addr, &cert, Some(&keys));
+    let own = terminating_file(&ca, "c.toml", backend.addr, &cert, None);
+    let a = spawn_tcplb(&["--config", shared_a.to_str().unwrap()]);
+    let b = spawn_tcplb(&["--config", shared_b.to_str().unwrap()]);
+    let c = spawn_tcplb(&["--config", own.to_str().unwrap()]);
+    let client = client_config(&ca);
+    assert!(
+        !resumed(a.addr, client.clone()).await,
+        "the first handshake is full"
+    );
+    assert!(
+        resumed(a.addr, client.clone()).await,
+        "A resumes its own session"
+    );
+    assert!(
+        resumed(b.addr, client.clone()).await,
+        "B resumes A's: the same keys"
+    );
+    // A client of C with A's tickets (its own store: a rejected ticket is
+    // replaced by C's, which A would not take).
+    let separate = client_config(&ca);
+    assert!(!resumed(a.addr, separate.clone()).await);
+    assert!(
+        !resumed(c.addr, separate).await,
+        "keys of its own: no resumption"
+    );
+    // A binary upgrade: the new process reads the same file.
+    let pid = a.pid();
+    assert!(
+        Command::new("kill")
+            .args(["-USR2", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let line = a.process.line_with("upgrade: process ").await;
+    let new_pid: u32 = line
+        .split("upgrade: process ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let _successor = KillOnDrop(new_pid);
+    let exited = common::poll_until(PATIENCE, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+    })
+    .await;
+    assert!(exited, "the old process did not hand over");
+    assert!(
+        resumed(a.addr, client.clone()).await,
+        "the new process resumes the old one's sessions"
+    );
+}
+
+/// Kills a process this test started indirectly (an upgrade's successor).
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of a process this test started.
+        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+    }
+}
