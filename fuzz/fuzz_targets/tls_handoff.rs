@@ -1,9 +1,11 @@
 //! Fuzzes what a terminating listener does with a client's first bytes
 //! before rustls takes over: tcplb's own ClientHello reader, and, for what
 //! it accepts, the hand-over of those exact bytes to rustls' `Acceptor`
-//! (as `proxy::tls::Terminator::accept` does). Neither may panic, and a
-//! hello the reader accepted must be one rustls reads whole: never "more
-//! bytes needed", which would stall the handshake until its timeout.
+//! (as `proxy::tls::Terminator::accept` does). Neither may panic. rustls
+//! may want more: the reader stops at the end of the hello, rustls at the
+//! end of its record, which may claim more bytes than the message (this
+//! target found it); the terminator then reads on within its handshake
+//! timeout.
 
 #![no_main]
 
@@ -27,7 +29,6 @@ fuzz_target!(|data: &[u8]| {
             let hello = accepted.client_hello();
             let _ = (hello.server_name(), hello.signature_schemes(), hello.alpn().map(|a| a.count()));
         }
-        Ok(None) => panic!("the reader accepted a hello rustls finds incomplete"),
-        Err(_) => {}
+        Ok(None) | Err(_) => {}
     }
 });

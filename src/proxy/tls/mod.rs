@@ -41,6 +41,7 @@ use rustls::server::{
     StoresServerSessions,
 };
 use rustls::{HandshakeKind, ProtocolVersion, ServerConfig};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::StartHandshake;
@@ -290,36 +291,50 @@ impl Terminator {
 
     async fn handshake(
         &self,
-        client: TcpStream,
+        mut client: TcpStream,
         hello: &[u8],
         loaded: &Loaded,
     ) -> Result<(TlsStream<TcpStream>, Session), Refused> {
         let refused = |(failure, alert): (TlsFailure, Option<String>)| Refused { failure, alert };
+        let deadline = Instant::now() + loaded.config.handshake_timeout;
         let mut acceptor = Acceptor::default();
-        let mut rest = hello;
-        while !rest.is_empty() {
-            match acceptor.read_tls(&mut rest) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => return Err(refused((TlsFailure::NotTls, None))),
+        let mut bytes = hello.to_vec();
+        let accepted = loop {
+            let mut rest = &bytes[..];
+            while !rest.is_empty() {
+                match acceptor.read_tls(&mut rest) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(_) => return Err(refused((TlsFailure::NotTls, None))),
+                }
             }
-        }
-        let accepted = match acceptor.accept() {
-            Ok(Some(accepted)) => accepted,
-            // The reader saw a whole hello; rustls must too.
-            Ok(None) => return Err(refused((TlsFailure::NotTls, None))),
-            Err((e, mut alert)) => {
-                let mut bytes = Vec::new();
-                let _ = alert.write_all(&mut bytes);
-                let _ = client.try_write(&bytes);
-                return Err(refused(certs::classify(&e)));
+            match acceptor.accept() {
+                Ok(Some(accepted)) => break accepted,
+                // The reader stops at the end of the hello; rustls wants
+                // the whole record it came in (a record longer than its
+                // message, found by fuzzing): read on, within the timeout.
+                Ok(None) => {
+                    bytes.clear();
+                    bytes.resize(4096, 0);
+                    let read = tokio::time::timeout_at(deadline, client.read(&mut bytes)).await;
+                    match read {
+                        Err(_) => return Err(refused((TlsFailure::Timeout, None))),
+                        Ok(Ok(0)) | Ok(Err(_)) => return Err(refused((TlsFailure::Closed, None))),
+                        Ok(Ok(n)) => bytes.truncate(n),
+                    }
+                }
+                Err((e, mut alert)) => {
+                    let mut bytes = Vec::new();
+                    let _ = alert.write_all(&mut bytes);
+                    let _ = client.try_write(&bytes);
+                    return Err(refused(certs::classify(&e)));
+                }
             }
         };
         let handshake = StartHandshake::from_parts(accepted, client)
             .into_stream(loaded.server.clone())
             .into_fallible();
-        let timeout = loaded.config.handshake_timeout;
-        let stream = match tokio::time::timeout(timeout, handshake).await {
+        let stream = match tokio::time::timeout_at(deadline, handshake).await {
             Err(_) => return Err(refused((TlsFailure::Timeout, None))),
             Ok(Err((e, client))) => {
                 // The alert went out with the last write; FIN after it
