@@ -22,6 +22,10 @@
 //!   listing and closing connections included).
 //! - [`pool`]: what a service's pool knows: its backends (admin state and
 //!   health kept apart), selection, health checks, discovery.
+//! - [`certs`]: what both TLS sides read from disk (chains and keys, CAs,
+//!   CRLs) and what a certificate says; below [`proxy::tls`] (termination)
+//!   and [`pool::connect::tls`] (origination), above [`stats`] and
+//!   [`config`].
 //! - [`stats`]: the counters the data path writes and the admin endpoint reads.
 //! - [`config`]: the plain configuration model, and the command line and TOML
 //!   file that produce it. It depends on nothing else in tcplb.
@@ -35,6 +39,7 @@
 //! [`pool::health`] keeps each backend's health current in the background.
 
 pub mod admin;
+pub mod certs;
 pub mod config;
 pub mod ctl;
 pub mod demo;

@@ -14,6 +14,7 @@
 //! counters.
 
 pub mod histogram;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -50,6 +51,9 @@ pub struct ListenerStats {
     /// On a listener with TLS routes: clients that matched no route and
     /// went to the listener's own backends.
     pub tls_default_route: AtomicU64,
+    /// When the listener terminates TLS for its own backends: its
+    /// handshakes (a route's are the route's).
+    pub tls: Arc<tls::TlsStats>,
     /// Bytes from the client to the backend per connection that reached a
     /// backend, recorded when it closes.
     pub sent_bytes: SizeHistogram,
@@ -194,6 +198,8 @@ pub struct BackendStats {
 pub struct RouteStats {
     /// Clients whose ClientHello chose this route.
     pub connections: AtomicU64,
+    /// When the route terminates TLS: its handshakes.
+    pub tls: Arc<tls::TlsStats>,
 }
 
 /// Changes to one pool's member set, by kind: each change that discovery
@@ -211,6 +217,8 @@ pub struct PoolStats {
     /// Passive ejections refused because `max_ejection_percent` of the
     /// pool was out already.
     pub ejections_capped: AtomicU64,
+    /// With `backend_tls`: handshakes to the pool's backends.
+    pub backend_tls: Arc<tls::TlsStats>,
 }
 
 /// The control API's counters: requests that changed something, by

@@ -78,6 +78,8 @@
 //! bytes with buckets of powers of 4 from 64 B to 1 GiB (see
 //! [`crate::stats::histogram`]).
 
+pub mod tls;
+
 use std::fmt::Write as _;
 
 use std::sync::atomic::Ordering::Relaxed;

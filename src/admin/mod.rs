@@ -592,7 +592,9 @@ fn respond_with(
     }
     match path {
         "/metrics" => {
-            let mut text = metrics::render_metrics(&view::snapshot(&watched()));
+            let listeners = watched();
+            let mut text = metrics::render_metrics(&view::snapshot(&listeners));
+            text.push_str(&metrics::tls::render(&listeners));
             if let Some(stats) = reports.control {
                 text.push_str(&metrics::render_control(stats));
             }

@@ -14,9 +14,10 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
     self, AccessConfig, AccessLogConfig, AccessLogFormat, AccessLogTarget, AgentConfig,
-    BackendSpec, CheckConfig, Config, DEFAULT_BACKENDS, ExecCheck, HealthConfig, HttpCheck,
-    KeepaliveConfig, Match, Network, OnFailure, OnHealthChange, ProxyVersion, ResolveConfig,
-    ServiceConfig, SpliceMode, StatusSet, StrategyKind, file as config_file, parse_duration,
+    BackendSpec, BackendTlsConfig, CertificatePaths, CheckConfig, Config, DEFAULT_BACKENDS,
+    ExecCheck, HealthConfig, HttpCheck, KeepaliveConfig, Match, Network, OnFailure, OnHealthChange,
+    ProxyVersion, ResolveConfig, ServiceConfig, SpliceMode, StatusSet, StrategyKind, TlsConfig,
+    TrustAnchors, file as config_file, parse_duration,
 };
 
 use crate::config::file::Readable;
@@ -110,6 +111,9 @@ pub struct Cli {
     /// Connection limits, timeouts and per-client access control.
     #[command(flatten)]
     pub limits: LimitFlags,
+    /// TLS termination and origination.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// The admin endpoint.
     #[command(flatten)]
     pub admin: AdminFlags,
@@ -205,6 +209,59 @@ pub struct BackendFlags {
     /// its TTL (Consul answers with TTL 0).
     #[arg(long, default_value = "1s", value_parser = positive_duration, value_name = "DUR")]
     pub resolve_ttl_min: Duration,
+}
+
+/// TLS: terminating on the listener, originating to the backends. The
+/// file has every other key (`[listener.tls]`, `backend_tls`).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "TLS")]
+#[group(skip)]
+pub struct TlsFlags {
+    /// Terminate TLS with this certificate chain (PEM, leaf first); repeat
+    /// with --tls-key pairwise for more certificates (chosen by SNI, the
+    /// first is the default). [default: pass TLS through]
+    #[arg(long, requires = "tls_key", value_name = "PATH")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// The private key (PEM) of the --tls-cert at the same position.
+    #[arg(long, requires = "tls_cert", value_name = "PATH")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Speak TLS to the backends, verifying their certificates against the
+    /// system's trust store (or --backend-ca) and the backend's host name.
+    #[arg(long)]
+    pub backend_tls: bool,
+
+    /// Verify backends' certificates against the CAs in this PEM file
+    /// instead of the system's; implies --backend-tls.
+    #[arg(long, value_name = "PATH")]
+    pub backend_ca: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// Termination as the flags ask for it; `None` without --tls-cert.
+    fn terminate(&self) -> Option<TlsConfig> {
+        if self.tls_cert.is_empty() {
+            return None;
+        }
+        let pairs = self.tls_cert.iter().zip(&self.tls_key);
+        let certificates = pairs
+            .map(|(cert, key)| CertificatePaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        Some(TlsConfig::new(certificates))
+    }
+
+    /// Origination as the flags ask for it.
+    fn originate(&self) -> Option<BackendTlsConfig> {
+        match &self.backend_ca {
+            Some(path) => Some(BackendTlsConfig::new(TrustAnchors::File(path.clone()))),
+            None if self.backend_tls => Some(BackendTlsConfig::new(TrustAnchors::System)),
+            None => None,
+        }
+    }
 }
 
 /// Health: the active prober and passive failure counting.
@@ -565,6 +622,11 @@ impl Startup {
             .try_get_matches_from(args)
             .map_err(StartupError::Flags)?;
         let cli = Cli::from_arg_matches(&matches).map_err(StartupError::Flags)?;
+        if cli.tls.tls_cert.len() != cli.tls.tls_key.len() {
+            let message = "--tls-cert and --tls-key go in pairs: give one --tls-key per --tls-cert";
+            let error = Cli::command().error(clap::error::ErrorKind::WrongNumberOfValues, message);
+            return Err(StartupError::Flags(error));
+        }
         let (workers, splice) = (cli.runtime.workers, cli.runtime.splice);
         let Some(path) = cli.runtime.config.clone() else {
             let limits = &cli.limits;
@@ -786,6 +848,8 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "tcp_keepalive" => s.keepalive = from.keepalive,
         "resolve_interval" => s.resolve.interval = from.resolve.interval,
         "resolve_ttl_min" => s.resolve.ttl_min = from.resolve.ttl_min,
+        "tls_cert" | "tls_key" => s.tls = from.tls.clone(),
+        "backend_tls" | "backend_ca" => s.backend_tls = from.backend_tls.clone(),
         _ => return false,
     }
     true
@@ -804,6 +868,7 @@ impl Cli {
             backends: b,
             health: h,
             limits,
+            tls,
             admin,
             runtime,
         } = self;
@@ -886,6 +951,8 @@ impl Cli {
             // TLS routes are configured in the file only.
             routes: Vec::new(),
             tls_inspect_timeout: config::TLS_INSPECT_TIMEOUT,
+            tls: tls.terminate(),
+            backend_tls: tls.originate(),
         };
         Config {
             services: vec![service],
@@ -1324,7 +1391,7 @@ mod tests {
 
     #[test]
     fn help_reads_in_sections_with_every_flag_once() {
-        let sections: [(&str, &[&str]); 6] = [
+        let sections: [(&str, &[&str]); 7] = [
             (
                 "Listener",
                 &["--listen", "--backlog", "--accept-proxy", "--name"],
@@ -1388,6 +1455,10 @@ mod tests {
                     "--tcp-keepalive",
                     "--tcp-user-timeout",
                 ],
+            ),
+            (
+                "TLS",
+                &["--tls-cert", "--tls-key", "--backend-tls", "--backend-ca"],
             ),
             (
                 "Admin",
@@ -1563,6 +1634,47 @@ mod tests {
             (s.max_ejection_percent, s.max_ejection_time),
             (0, Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn tls_flags_terminate_and_originate() {
+        let args = [
+            "tcplb",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "b.key",
+            "--backend-ca",
+            "ca.pem",
+        ];
+        let config = Startup::try_from_args(args).unwrap().config;
+        let s = &config.services[0];
+        let tls = s.tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 2);
+        assert_eq!(tls.certificates[1].cert, PathBuf::from("b.pem"));
+        let origin = s.backend_tls.as_ref().unwrap();
+        assert_eq!(origin.ca, TrustAnchors::File("ca.pem".into()));
+        let config = Startup::try_from_args(["tcplb", "--backend-tls"])
+            .unwrap()
+            .config;
+        let origin = config.services[0].backend_tls.as_ref().unwrap();
+        assert_eq!(origin.ca, TrustAnchors::System);
+        assert!(config.services[0].tls.is_none());
+        let unpaired = [
+            "tcplb",
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "a",
+            "--tls-cert",
+            "b",
+        ];
+        assert!(Startup::try_from_args(unpaired).is_err());
+        assert!(Startup::try_from_args(["tcplb", "--tls-cert", "a"]).is_err());
     }
 
     #[test]

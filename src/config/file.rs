@@ -28,6 +28,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
+mod tls;
+use tls::{RawBackendTls, RawTls};
+
 use crate::config::{
     self, AGENT_INTERVAL, AccessLogFormat, AccessLogTarget, AdminState, AgentConfig, BackendSpec,
     CheckConfig, Config, ExecCheck, Expect, HealthConfig, HttpCheck, KeepaliveConfig, Match,
@@ -413,6 +416,10 @@ struct RawService {
     server_names: Option<Vec<Spanned<String>>>,
     /// Only in a route.
     alpn: Option<Spanned<Vec<String>>>,
+    /// `[listener.tls]` / `[listener.route.tls]`: terminate TLS.
+    tls: Option<Spanned<RawTls>>,
+    /// `backend_tls = { ... }`: speak TLS to the backends.
+    backend_tls: Option<Spanned<RawBackendTls>>,
 }
 
 /// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6,
@@ -1056,6 +1063,8 @@ impl RawService {
             resolve_interval: self.resolve_interval.or(d.resolve_interval),
             resolve_ttl_min: self.resolve_ttl_min.or(d.resolve_ttl_min),
             tls_inspect_timeout: self.tls_inspect_timeout.or(d.tls_inspect_timeout),
+            tls: self.tls.or(d.tls),
+            backend_tls: self.backend_tls.or(d.backend_tls),
             // Routes and what they match are never inherited.
             route: self.route,
             server_names: self.server_names,
@@ -1153,20 +1162,11 @@ impl RawService {
         let mut alpn = Vec::new();
         if let Some(list) = &self.alpn {
             for protocol in list.get_ref() {
-                if protocol.is_empty()
-                    || protocol.len() > 255
-                    || !protocol.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    problems.push(problem(
-                        list.span(),
-                        "listener.route.alpn",
-                        format!(
-                            "bad ALPN protocol {protocol:?}: expected 1 to 255 printable \
-                             ASCII characters, e.g. \"h2\" or \"acme-tls/1\""
-                        ),
-                    ));
-                } else {
-                    alpn.push(protocol.clone());
+                match config::tls::check_alpn(protocol) {
+                    Ok(()) => alpn.push(protocol.clone()),
+                    Err(message) => {
+                        problems.push(problem(list.span(), "listener.route.alpn", message))
+                    }
                 }
             }
         }
@@ -1186,9 +1186,12 @@ impl RawService {
                 ),
             ));
         }
+        // A listener's `tls` terminates its own connections: a route
+        // terminates only with a `tls` table of its own.
         let base = RawService {
             backends: None,
             route: None,
+            tls: None,
             ..listener.clone()
         };
         // A nested route is a problem said above, not a pool to build.
@@ -1295,10 +1298,24 @@ impl RawService {
                 }
             }
         };
+        let tls = read_table(
+            self.tls.take(),
+            "listener.tls",
+            &mut problems,
+            RawTls::into_config,
+        );
+        let backend_tls = read_table(
+            self.backend_tls.take(),
+            "listener.backend_tls",
+            &mut problems,
+            RawBackendTls::into_config,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
         let mut s = ServiceConfig::new(listen, backends);
+        s.tls = tls;
+        s.backend_tls = backend_tls;
         s.name = self.name.map(Spanned::into_inner);
         set(&mut s.backlog, self.backlog.map(|n| n.0));
         set(&mut s.strategy, self.strategy.map(|t| t.0));
@@ -1383,6 +1400,27 @@ fn check_route_overlap(
         }
     }
     Ok(())
+}
+
+/// A sub-table read into the model: `None` (its problems pushed under
+/// `key`) when it is unusable or absent.
+fn read_table<R, T>(
+    raw: Option<Spanned<R>>,
+    key: &'static str,
+    problems: &mut Vec<Problem>,
+    into_config: impl FnOnce(R) -> Result<T, Vec<String>>,
+) -> Option<T> {
+    let raw = raw?;
+    let span = raw.span();
+    into_config(raw.into_inner())
+        .map_err(|found| {
+            problems.extend(found.into_iter().map(|message| Problem {
+                span: span.clone(),
+                key,
+                message,
+            }))
+        })
+        .ok()
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod file;
 pub mod health;
 mod parse;
+pub mod tls;
 
 pub use health::{
     AGENT_INTERVAL, AgentConfig, CheckConfig, ExecCheck, Expect, HealthConfig, HttpCheck, Match,
@@ -29,6 +30,10 @@ pub use parse::{
     SRV_PREFIX, parse_backend, parse_backend_list, parse_balance_factor, parse_duration,
     parse_escaped, parse_keepalive, parse_listen, parse_rate, parse_resolver, parse_user_timeout,
     resolve,
+};
+pub use tls::{
+    BackendTlsConfig, CertificatePaths, ClientAllowList, ClientAuthConfig, ClientAuthMode,
+    TlsConfig, TlsVersion, TrustAnchors,
 };
 
 /// Checks a listener's `name` (`--name`, the file's `name` key): the
@@ -400,6 +405,14 @@ pub struct ServiceConfig {
     /// With routes: how long a client may take to send its whole
     /// ClientHello before it is closed.
     pub tls_inspect_timeout: Duration,
+    /// Terminate TLS (`[listener.tls]`, `--tls-cert`): on a listener, for
+    /// the connections its own backends serve (all of them without routes,
+    /// the default route with routes); in a route's pool, for that route.
+    /// Never inherited by routes. `None`: bytes pass through untouched.
+    pub tls: Option<TlsConfig>,
+    /// Speak TLS to the backends (`backend_tls`, `--backend-tls`); `None`:
+    /// plain TCP.
+    pub backend_tls: Option<BackendTlsConfig>,
 }
 
 /// One route of a listener: TLS connections whose ClientHello matches go
@@ -564,6 +577,8 @@ impl ServiceConfig {
             resolve: ResolveConfig::default(),
             routes: Vec::new(),
             tls_inspect_timeout: TLS_INSPECT_TIMEOUT,
+            tls: None,
+            backend_tls: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::certs;
 use crate::config::cli::{Startup, StartupError};
 use crate::config::file::Readable;
 use crate::config::{AccessLogTarget, Config, ServiceConfig, file as config_file};
@@ -168,7 +169,15 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
     }
     check_readiness(config, &mut found);
     if mode == Mode::Reload {
+        // A reload that finds a bad TLS file keeps the old one serving
+        // (see `proxy::tls`): not a reason to refuse the rest.
         return found;
+    }
+    for (&i, service) in positions.iter().zip(&config.services) {
+        check_tls(i, service, &mut found);
+        for route in &service.routes {
+            check_tls(i, &route.pool, &mut found);
+        }
     }
     for (&i, service) in positions.iter().zip(&config.services) {
         if let Some(finding) = check_bind(service.listen, (Some(i), "listen")) {
@@ -215,6 +224,69 @@ fn check_readiness(config: &Config, found: &mut Vec<Finding>) {
             "without an admin endpoint there is no /ready to answer 503 (give --admin)".into(),
         ));
     }
+}
+
+/// A certificate expiring within this many days is a warning.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// What `service` (a listener's or a route's pool) reads for TLS: each
+/// certificate loads and matches its key (else an error), expiring within
+/// [`EXPIRY_WARNING_DAYS`] is a warning; CAs, CRLs and ticket keys read.
+fn check_tls(i: usize, service: &ServiceConfig, found: &mut Vec<Finding>) {
+    if let Some(tls) = &service.tls {
+        for pair in &tls.certificates {
+            found.extend(check_certificate(i, pair, "tls"));
+        }
+        if let Some(path) = &tls.ticket_key_file
+            && let Err(e) = crate::proxy::tls::tickets::SharedKeys::read(path, "check")
+        {
+            found.push(Finding::error((Some(i), "tls"), e));
+        }
+        if let Some(auth) = &tls.client_auth {
+            let read = certs::read_roots(&auth.ca).and_then(|_| certs::read_crls(&auth.crls));
+            if let Err(e) = read {
+                found.push(Finding::error((Some(i), "tls"), e));
+            }
+        }
+    }
+    if let Some(backend_tls) = &service.backend_tls {
+        if let (Some(cert), Some(key)) = (&backend_tls.client_cert, &backend_tls.client_key) {
+            let paths = crate::config::CertificatePaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            found.extend(check_certificate(i, &paths, "backend_tls"));
+        }
+        if let crate::config::TrustAnchors::File(path) = &backend_tls.ca
+            && let Err(e) = certs::read_roots(path)
+        {
+            found.push(Finding::error((Some(i), "backend_tls"), e));
+        }
+    }
+}
+
+/// One certificate and key: an error when they do not load or match, a
+/// warning when the certificate expires soon.
+fn check_certificate(
+    i: usize,
+    paths: &crate::config::CertificatePaths,
+    key: &'static str,
+) -> Option<Finding> {
+    let loaded = match certs::load_certificate(paths) {
+        Err(e) => return Some(Finding::error((Some(i), key), e)),
+        Ok(loaded) => loaded,
+    };
+    let left = (loaded.leaf.not_after - certs::now_unix()) / 86_400;
+    (left < EXPIRY_WARNING_DAYS).then(|| {
+        Finding::warning(
+            (Some(i), key),
+            format!(
+                "{}: the certificate expires in {left} days ({}); renew it",
+                paths.cert.display(),
+                certs::format_time(loaded.leaf.not_after)
+            ),
+        )
+    })
 }
 
 /// The state file's directory takes new files (it is replaced by

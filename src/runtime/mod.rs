@@ -38,6 +38,7 @@ use crate::proxy::access_log::writer::{Reopen, Writer};
 use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
 use crate::proxy::spread::Spread;
+use crate::proxy::tls::{Terminator, Terminators};
 use crate::proxy::{Service, listener};
 use crate::stats::{DrainStats, WorkerStats};
 use control::Controller;
@@ -54,6 +55,7 @@ mod routes;
 pub mod signals;
 pub mod state_file;
 pub mod systemd;
+mod tls;
 pub mod upgrade;
 pub mod workers;
 
@@ -85,6 +87,8 @@ struct Running {
     dns: Watching,
     /// Its TLS routes, each with its own pool, in configuration order.
     routes: Vec<RunningRoute>,
+    /// When it terminates TLS for its own backends.
+    tls: Option<Arc<Terminator>>,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -161,6 +165,8 @@ struct Shared {
     /// Where this process keeps its PID while it serves (`--pid-file`);
     /// fixed at start.
     pid_file: Option<PidFile>,
+    /// Every terminating listener's and route's TLS, kept across reloads.
+    terminators: Terminators,
 }
 
 impl Shared {
@@ -244,6 +250,8 @@ impl Shared {
             .map_err(anyhow::Error::msg)?;
         let pool = Arc::new(Pool::with_found(name.clone(), merged, &first.found));
         first.count_into(&pool);
+        pool.configure_backend_tls(config.backend_tls.as_ref())
+            .map_err(anyhow::Error::msg)?;
         let stop = self.shutdown.child_token();
         let routes = config
             .routes
@@ -257,7 +265,12 @@ impl Shared {
             access_log: self.access_log.clone(),
             ..Service::new(pool)
         };
-        service.routes.store(Arc::new(published(&routes)));
+        let tls = self
+            .listener_terminator(&name, &config, &service.stats.tls)
+            .map_err(anyhow::Error::msg)?;
+        service
+            .routes
+            .store(Arc::new(published(&routes, tls.clone())));
         Ok(Running {
             listen,
             backlog,
@@ -270,6 +283,7 @@ impl Shared {
             handoff,
             dns: Watching::default(),
             routes,
+            tls,
         })
     }
 
@@ -427,6 +441,7 @@ impl Balancer {
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
             pid_file: config.pid_file.as_deref().map(PidFile::new),
+            terminators: Terminators::default(),
         };
         let mut services = Vec::new();
         for service in config.services {
@@ -581,6 +596,7 @@ impl Balancer {
                 shared.start(service);
             }
         }
+        shared.watch_tls_files();
         shared.first_probes.close();
         shared.tasks.spawn(announce_ready(
             shared.clone(),
@@ -762,7 +778,17 @@ impl ReloadHandle {
         let mut bound: Vec<Option<Running>> = Vec::new();
         let mut lookups = Vec::new();
         let mut route_plans: Vec<Vec<RoutePlan>> = Vec::new();
+        let mut listener_tls = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
+            listener_tls.push(match kept {
+                Some(i) => {
+                    let running = &state.services[*i];
+                    let name = control::pool_name(new, running.local_addr);
+                    let stats = &running.service.stats.tls;
+                    shared.listener_terminator(&name, new, stats)?
+                }
+                None => None,
+            });
             lookups.push(match kept {
                 Some(i) => {
                     let running = &state.services[*i];
@@ -799,8 +825,12 @@ impl ReloadHandle {
         // Settings a reload cannot apply in place: named in the summary.
         let mut not_applied: Vec<String> = Vec::new();
         let mut services = Vec::new();
-        let plan = plan.zip(bound).zip(lookups).zip(route_plans);
-        for ((((new, kept), fresh), first), route_plan) in plan {
+        let plan = plan
+            .zip(bound)
+            .zip(lookups)
+            .zip(route_plans)
+            .zip(listener_tls);
+        for (((((new, kept), fresh), first), route_plan), tls) in plan {
             match (kept, fresh) {
                 (Some(mut service), _) => {
                     let pool = &service.service.pool;
@@ -820,6 +850,9 @@ impl ReloadHandle {
                     let name = control::pool_name(&new, service.local_addr);
                     let first = first.unwrap_or_default();
                     pool.reconfigure_with(shared.control.merged(&name, &new), &first.found);
+                    if let Err(e) = pool.configure_backend_tls(new.backend_tls.as_ref()) {
+                        warn!("{e}; its backends are reached without the new TLS settings");
+                    }
                     first.count_into(pool);
                     if state.running {
                         let pool = &service.service.pool;
@@ -836,8 +869,12 @@ impl ReloadHandle {
                         route_plan,
                         state.running,
                     );
-                    service.service.routes.store(Arc::new(published(&routes)));
+                    service
+                        .service
+                        .routes
+                        .store(Arc::new(published(&routes, tls.clone())));
                     service.routes = routes;
+                    service.tls = tls;
                     let pool = &service.service.pool;
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
@@ -876,6 +913,12 @@ impl ReloadHandle {
         }
         shared.control.reconcile(&bases(&services));
         shared.readiness.set_pools(every_pool(&services));
+        shared.forget_terminators(&services);
+        // SIGHUP reads every certificate file again, changed or not.
+        shared.terminators.reload_files(true);
+        for pool in every_pool(&services) {
+            pool.reload_backend_tls(true);
+        }
         state.services = services;
         state.drain_timeout = config.drain_timeout;
         state.shutdown_delay = config.shutdown_delay;
@@ -1000,7 +1043,7 @@ impl ReloadHandle {
     }
 }
 
-/// Every pool (listeners' and routes'), for `/ready`.
+/// Every pool, listeners' and routes' (for `/ready`, and TLS reloads).
 fn every_pool(services: &[Running]) -> Vec<Arc<Pool>> {
     let mut pools = Vec::new();
     for s in services {

@@ -9,6 +9,7 @@
 
 pub mod netns;
 pub mod notify;
+pub mod pki;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
