@@ -373,6 +373,10 @@ async fn open<'a>(
                 Either::Right(_) => Some(pool.stats.backend_tls.clone()),
             };
             let counters = [client_tls, backend_tls];
+            // This frame lives as long as the terminated connection: the
+            // ClientHello's bytes (2 KiB and more) and the greeting are
+            // sent, so they go now, not hours later.
+            drop((greeting, routed.hello));
             let link = Box::new(Link {
                 pipe: TlsPipe::new(client, upstream, limits, evict, live, counters),
                 pool,
