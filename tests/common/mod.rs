@@ -397,6 +397,20 @@ pub fn tcplb_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcplb")
 }
 
+/// Runs `tcplb ARGS` to completion (a command that exits by itself:
+/// `check`, `man`, `completions`); its exit code, stdout and stderr.
+pub fn tcplb_output(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tcplb_bin())
+        .args(args)
+        .output()
+        .expect("run tcplb");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Spawns `command` with stderr captured line by line.
 pub fn spawn_process(mut command: Command) -> Process {
     command
