@@ -91,7 +91,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// Every cause, in the order the README lists them.
+    /// Every cause, in the order docs/observability.md lists them.
     pub const ALL: [Cause; 19] = [
         Cause::Completed,
         Cause::ClientReset,
