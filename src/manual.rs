@@ -284,22 +284,13 @@ fn ctl_commands(ctl: &Command) -> Roff {
     let mut roff = Roff::new();
     roff.control("SH", ["CTL COMMANDS"]);
     for sub in ctl.get_subcommands().filter(|s| s.get_name() != "help") {
-        let mut line = vec![bold(format!("tcplb ctl {}", sub.get_name()))];
-        for arg in sub.get_arguments().filter(|a| !is_generated(a)) {
-            line.push(roman(" "));
-            let value = value_name(arg);
-            match arg.get_long() {
-                Some(long) if arg.get_action().takes_values() => {
-                    line.extend([roman("["), bold(format!("--{long}")), roman(" ")]);
-                    line.extend([italic(value), roman("]")]);
-                }
-                Some(long) => line.extend([roman("["), bold(format!("--{long}")), roman("]")]),
-                None if arg.is_required_set() => line.push(italic(value)),
-                None => line.extend([roman("["), italic(value), roman("]")]),
-            }
-        }
+        let line = ctl_usage(sub).into_iter().map(|(font, text)| match font {
+            Font::Bold => bold(text),
+            Font::Italic => italic(text),
+            Font::Roman => roman(text),
+        });
         roff.control("TP", []);
-        roff.text(line);
+        roff.text(line.collect::<Vec<_>>());
         if let Some(about) = sub.get_about() {
             roff.text([roman(about.to_string())]);
         }
@@ -327,6 +318,53 @@ fn ctl_commands(ctl: &Command) -> Roff {
         }
     }
     roff
+}
+
+/// How a piece of a synopsis is set: commands and flags bold, what the
+/// user fills in italic, brackets plain.
+#[derive(Clone, Copy)]
+enum Font {
+    Bold,
+    Italic,
+    Roman,
+}
+
+/// One `tcplb ctl` command's synopsis, piece by piece, from its arguments:
+/// `tcplb ctl drain POOL BACKEND [--deadline DUR]`.
+fn ctl_usage(sub: &Command) -> Vec<(Font, String)> {
+    let mut line = vec![(Font::Bold, format!("tcplb ctl {}", sub.get_name()))];
+    for arg in sub.get_arguments().filter(|a| !is_generated(a)) {
+        line.push((Font::Roman, " ".into()));
+        let value = value_name(arg);
+        match arg.get_long() {
+            Some(long) => {
+                line.push((Font::Roman, "[".into()));
+                line.push((Font::Bold, format!("--{long}")));
+                if arg.get_action().takes_values() {
+                    line.push((Font::Roman, " ".into()));
+                    line.push((Font::Italic, value));
+                }
+                line.push((Font::Roman, "]".into()));
+            }
+            None if arg.is_required_set() => line.push((Font::Italic, value)),
+            None => line.extend([
+                (Font::Roman, "[".into()),
+                (Font::Italic, value),
+                (Font::Roman, "]".into()),
+            ]),
+        }
+    }
+    line
+}
+
+/// Every `tcplb ctl` command's synopsis as plain text, as the man page
+/// sets it (the control documentation must show each one).
+pub fn ctl_synopses() -> Vec<String> {
+    CtlCli::command()
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .map(|sub| ctl_usage(sub).into_iter().map(|(_, text)| text).collect())
+        .collect()
 }
 
 /// What an argument's value is called: its value name, else its id.
