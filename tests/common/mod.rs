@@ -400,8 +400,18 @@ pub fn tcplb_bin() -> &'static str {
 /// Runs `tcplb ARGS` to completion (a command that exits by itself:
 /// `check`, `man`, `completions`); its exit code, stdout and stderr.
 pub fn tcplb_output(args: &[&str]) -> (i32, String, String) {
+    tcplb_output_in(std::path::Path::new("."), args)
+}
+
+/// [`tcplb_output`] run in the directory `dir` (relative paths in its
+/// arguments and files are taken from there).
+pub fn tcplb_output_in<S: AsRef<std::ffi::OsStr>>(
+    dir: &std::path::Path,
+    args: &[S],
+) -> (i32, String, String) {
     let out = Command::new(tcplb_bin())
         .args(args)
+        .current_dir(dir)
         .output()
         .expect("run tcplb");
     (
