@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the .deb with cargo-deb, installs it on this machine with dpkg,
-# checks what it installed (binary, units, man page, the example config
-# passing `tcplb check`, the units passing systemd-analyze when present),
+# checks what it installed (binary, units, man page, completions, docs, the
+# example configs passing `tcplb check`, the units passing systemd-analyze
+# when present),
 # and removes the package again. Slow (a release build): not part of CI.
 #
 #   scripts/package-test.sh
@@ -37,12 +38,20 @@ test -f /lib/systemd/system/tcplb.service
 test -f /lib/systemd/system/tcplb.socket
 test -f /usr/share/man/man1/tcplb.1.gz   # cargo-deb compresses man pages
 man -w tcplb >/dev/null
+test -f /usr/share/bash-completion/completions/tcplb
+test -f /usr/share/zsh/vendor-completions/_tcplb
+test -f /usr/share/fish/vendor_completions.d/tcplb.fish
+test -f /usr/share/doc/tcplb/docs/configuration.md
+ls /usr/share/doc/tcplb/examples/*.toml >/dev/null
 grep -q '^/etc/tcplb/tcplb.toml$' /var/lib/dpkg/info/tcplb.conffiles
 /usr/bin/tcplb --version
 /usr/bin/tcplb --help >/dev/null
 
-echo "== tcplb check on the shipped configuration"
+echo "== tcplb check on the shipped configuration and examples"
 /usr/bin/tcplb check --config /etc/tcplb/tcplb.toml
+for example in /usr/share/doc/tcplb/examples/*.toml; do
+    /usr/bin/tcplb check --config "$example" >/dev/null
+done
 
 if command -v systemd-analyze >/dev/null; then
     echo "== systemd-analyze verify"

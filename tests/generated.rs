@@ -241,6 +241,8 @@ fn the_package_installs_the_man_page_the_completions_and_the_docs() {
             "contrib/completions/tcplb.fish",
             "usr/share/fish/vendor_completions.d/",
         ),
+        ("docs/*.md", "usr/share/doc/tcplb/docs/"),
+        ("examples/configs/*.toml", "usr/share/doc/tcplb/examples/"),
     ] {
         assert!(
             assets.iter().any(|(s, d)| s == source && d == destination),
