@@ -2,7 +2,8 @@
 //! `tcplb check`, the README uses every one of them (and names no other),
 //! and every `tcplb` command line in the README's shell blocks passes
 //! `tcplb check` with the same arguments, so a documented example never
-//! goes stale.
+//! goes stale; and every relative link of the README and docs/ leads to a
+//! file and a heading that exist.
 
 mod common;
 
@@ -179,4 +180,73 @@ fn shell_words_are_split_as_a_shell_would() {
         readme_command_lines(readme),
         [["--listen", "1", "--backend", "2"]]
     );
+}
+
+/// The anchors GitHub gives a markdown file's headings.
+fn anchors(text: &str) -> Vec<String> {
+    let mut fenced = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        if fenced || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim().to_lowercase();
+        let slug: String = title
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        found.push(slug);
+    }
+    found
+}
+
+#[test]
+fn every_link_in_the_readme_and_docs_resolves() {
+    let mut files = vec![Path::new(ROOT).join("README.md")];
+    for entry in std::fs::read_dir(Path::new(ROOT).join("docs"))
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().extension().is_some_and(|e| e == "md") {
+            files.push(entry.path());
+        }
+    }
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for part in text.split("](").skip(1) {
+            let Some(link) = part.split(')').next().filter(|l| !l.contains(' ')) else {
+                continue;
+            };
+            if link.starts_with("http") || link.is_empty() {
+                continue;
+            }
+            let (path, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            let name = file
+                .strip_prefix(ROOT)
+                .unwrap_or(file)
+                .display()
+                .to_string();
+            if !target.exists() {
+                broken.push(format!("{name}: ({link}): no such file"));
+            } else if !anchor.is_empty()
+                && target.extension().is_some_and(|e| e == "md")
+                && !anchors(&std::fs::read_to_string(&target).unwrap())
+                    .contains(&anchor.to_string())
+            {
+                broken.push(format!("{name}: ({link}): no such heading"));
+            }
+        }
+    }
+    assert!(files.len() > 5, "{files:?}");
+    assert!(broken.is_empty(), "\n{}", broken.join("\n"));
 }

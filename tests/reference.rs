@@ -491,6 +491,7 @@ fn every_flag_is_in_the_reference_with_its_syntax_and_default() {
     let reference = read(REFERENCE);
     let entries = entries(&reference);
     let flags = flags();
+    let keys = file_keys();
     let mut problems = Vec::new();
     for flag in &flags {
         let name = format!("--{}", flag.long);
@@ -504,7 +505,13 @@ fn every_flag_is_in_the_reference_with_its_syntax_and_default() {
             .collect();
         let [entry] = owners.as_slice() else {
             if owners.is_empty() {
+                // Named by its key when the file has one, else by the flag.
                 let key = flag.long.replace('-', "_");
+                let key = if keys.contains_key(&key) {
+                    key
+                } else {
+                    name.clone()
+                };
                 problems.push(format!(
                     "{REFERENCE} has no entry for the flag {name}: add `- Flag: ...` to the \
                      entry of the key it sets, or a new entry:{}",
