@@ -74,6 +74,13 @@ pub enum Command {
         /// The pool's name. [default: every pool]
         pool: Option<String>,
     },
+    /// Show the health of the backends of POOL, or of every pool: the state
+    /// in force, health and since when, the last check, the agent's word,
+    /// and the reason.
+    Health {
+        /// The pool's name. [default: every pool]
+        pool: Option<String>,
+    },
     /// Stop new connections to BACKEND; open ones finish (or are closed at --deadline).
     Drain {
         /// The pool's name.
@@ -304,12 +311,14 @@ fn call_for(command: &Command) -> Call {
     let deadline_body =
         |deadline: &Option<String>| deadline.as_ref().map(|d| json!({ "deadline": d }));
     match command {
-        Command::Pools | Command::Backends { pool: None } => Call {
-            method: Method::GET,
-            path: "/api/v1/pools".into(),
-            body: None,
-        },
-        Command::Backends { pool: Some(pool) } => Call {
+        Command::Pools | Command::Backends { pool: None } | Command::Health { pool: None } => {
+            Call {
+                method: Method::GET,
+                path: "/api/v1/pools".into(),
+                body: None,
+            }
+        }
+        Command::Backends { pool: Some(pool) } | Command::Health { pool: Some(pool) } => Call {
             method: Method::GET,
             path: format!("/api/v1/pools/{}/backends", segment(pool)),
             body: None,
@@ -510,14 +519,7 @@ fn render(command: &Command, value: &Value) -> String {
                 "BACKUP",
                 "DEADLINE",
             ])];
-            let pools: Vec<(String, &Value)> = match pool {
-                Some(_) => vec![(text(&value["pool"]), value)],
-                None => array(&value["pools"])
-                    .iter()
-                    .map(|p| (text(&p["name"]), p))
-                    .collect(),
-            };
-            for (name, pool) in pools {
+            for (name, pool) in pools_of(pool.as_deref(), value) {
                 for b in array(&pool["backends"]) {
                     rows.push(vec![
                         name.clone(),
@@ -533,6 +535,29 @@ fn render(command: &Command, value: &Value) -> String {
                             Value::Null => "-".into(),
                             d => text(d),
                         },
+                    ]);
+                }
+            }
+            table(&rows)
+        }
+        Command::Health { pool } => {
+            let mut rows = vec![row(&[
+                "POOL", "BACKEND", "STATE", "HEALTH", "SINCE", "CHECK", "AGENT", "REASON",
+            ])];
+            for (name, pool) in pools_of(pool.as_deref(), value) {
+                for b in array(&pool["backends"]) {
+                    rows.push(vec![
+                        name.clone(),
+                        text(&b["name"]),
+                        state_shown(b),
+                        text(&b["health"]),
+                        b["health_since"].as_str().map_or("-".into(), seconds_only),
+                        match &b["check"] {
+                            Value::Null => "-".into(),
+                            c => format!("{}:{}", text(&c["type"]), text(&c["result"])),
+                        },
+                        agent_shown(&b["agent"]),
+                        reason_shown(b),
                     ]);
                 }
             }
@@ -580,6 +605,74 @@ fn render(command: &Command, value: &Value) -> String {
             text(&value["backend"]),
             text(&value["change"])
         ),
+    }
+}
+
+/// The pools in an answer: the one pool asked for, or every pool.
+fn pools_of<'a>(pool: Option<&str>, value: &'a Value) -> Vec<(String, &'a Value)> {
+    match pool {
+        Some(_) => vec![(text(&value["pool"]), value)],
+        None => array(&value["pools"])
+            .iter()
+            .map(|p| (text(&p["name"]), p))
+            .collect(),
+    }
+}
+
+/// The state in force, with the operator's when the agent's differs:
+/// `drain(agent)` while the operator says ready and the agent drain.
+fn state_shown(b: &Value) -> String {
+    let (operator, in_force) = (text(&b["admin_state"]), text(&b["state"]));
+    if in_force == "-" || in_force == operator {
+        operator
+    } else {
+        format!("{in_force}(agent)")
+    }
+}
+
+/// The agent's word in one word: `drain,50%`, `down`, `ready`; `-`
+/// without an agent check.
+fn agent_shown(agent: &Value) -> String {
+    if agent.is_null() {
+        return "-".into();
+    }
+    if agent["result"] != "passed" && agent["at"] == "" {
+        return "unasked".into();
+    }
+    let mut parts = vec![text(&agent["state"]).replace("maintenance", "maint")];
+    if agent["down"] == true {
+        parts.push("down".into());
+    }
+    if agent["weight_percent"].as_u64() != Some(100) {
+        parts.push(format!("{}%", text(&agent["weight_percent"])));
+    }
+    if let Some(n) = agent["maxconn"].as_u64() {
+        parts.push(format!("maxconn:{n}"));
+    }
+    if agent["result"] == "failed" {
+        parts.push("unreachable".into());
+    }
+    parts.join(",")
+}
+
+/// The last check's reason (else why the health is what it is), and the
+/// agent's answer when there is an agent.
+fn reason_shown(b: &Value) -> String {
+    let mut reason = match b["check"]["reason"].as_str() {
+        Some(r) => r.to_string(),
+        None => text(&b["health_reason"]),
+    };
+    if let Some(said) = b["agent"]["reason"].as_str() {
+        reason.push_str(&format!("; agent: {said}"));
+    }
+    reason
+}
+
+/// An RFC 3339 time without its milliseconds: `2026-05-20T10:00:01Z`.
+fn seconds_only(at: &str) -> String {
+    match at.split_once('.') {
+        Some((whole, rest)) if rest.ends_with('Z') => format!("{whole}Z"),
+        _ => at.to_string(),
     }
 }
 
@@ -690,6 +783,8 @@ mod tests {
             )
         );
         assert_eq!(call(&["backends"]).1, "/api/v1/pools");
+        assert_eq!(call(&["health"]).1, "/api/v1/pools");
+        assert_eq!(call(&["health", "db"]).1, "/api/v1/pools/db/backends");
         assert_eq!(
             call(&[
                 "connections",
@@ -756,6 +851,72 @@ mod tests {
         for (ms, text) in cases {
             assert_eq!(short_duration(ms), text);
         }
+    }
+
+    #[test]
+    fn health_shows_state_since_check_agent_and_reason() {
+        let answer = json!({"pool": "db", "backends": [
+            {"name": "10.0.0.1:5432", "admin_state": "ready", "state": "drain", "health": "up",
+             "health_since": "2026-05-20T10:00:01.250Z", "health_reason": "joined the pool",
+             "check": {"type": "http", "result": "passed", "reason": "HTTP 200"},
+             "agent": {"result": "passed", "reason": "drain 50%", "at": "2026-05-20T10:00:02.000Z",
+                       "state": "drain", "down": false, "weight_percent": 50, "maxconn": null}},
+            {"name": "10.0.0.2:5432", "admin_state": "ready", "state": "ready", "health": "down",
+             "health_since": "2026-05-20T10:01:00.000Z", "health_reason": "HTTP 503 (expected 2xx,3xx)",
+             "check": {"type": "http", "result": "failed", "reason": "HTTP 503 (expected 2xx,3xx)"}},
+        ]});
+        let out = render(
+            &Command::Health {
+                pool: Some("db".into()),
+            },
+            &answer,
+        );
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            [
+                "POOL", "BACKEND", "STATE", "HEALTH", "SINCE", "CHECK", "AGENT", "REASON"
+            ]
+        );
+        assert_eq!(
+            lines[1],
+            [
+                "db",
+                "10.0.0.1:5432",
+                "drain(agent)",
+                "up",
+                "2026-05-20T10:00:01Z",
+                "http:passed",
+                "drain,50%",
+                "HTTP",
+                "200;",
+                "agent:",
+                "drain",
+                "50%"
+            ]
+        );
+        assert_eq!(
+            lines[2][..7],
+            [
+                "db",
+                "10.0.0.2:5432",
+                "ready",
+                "down",
+                "2026-05-20T10:01:00Z",
+                "http:failed",
+                "-"
+            ]
+        );
+        assert!(
+            out.lines()
+                .nth(2)
+                .unwrap()
+                .ends_with("HTTP 503 (expected 2xx,3xx)"),
+            "{out}"
+        );
     }
 
     #[test]

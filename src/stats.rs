@@ -163,8 +163,13 @@ pub struct BackendStats {
     pub idle_timeouts: AtomicU64,
     /// Connections closed at the maximum connection age.
     pub max_age_closes: AtomicU64,
-    /// Connections closed because an operator's drain deadline passed.
+    /// Connections closed by the backend's eviction: an operator's drain
+    /// deadline passed, or a change of health closed them (those are also
+    /// in `health_closes`).
     pub evicted: AtomicU64,
+    /// Connections open when a change of health closed them (`on_down`,
+    /// `on_backup_up`).
+    pub health_closes: AtomicU64,
     /// Duration of the last successful health check, in microseconds.
     pub check_latency_us: AtomicU64,
     /// Time to connect, per attempt that succeeded: from the start of the
@@ -201,6 +206,11 @@ pub struct PoolStats {
     pub removed: AtomicU64,
     /// Backends whose weight, connection limit or admin state changed in place.
     pub updated: AtomicU64,
+    /// Passive ejections made.
+    pub ejections: AtomicU64,
+    /// Passive ejections refused because `max_ejection_percent` of the
+    /// pool was out already.
+    pub ejections_capped: AtomicU64,
 }
 
 /// The control API's counters: requests that changed something, by

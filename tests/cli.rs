@@ -285,26 +285,45 @@ fn valid_value(flag: &str, f: &Fixture) -> Option<String> {
         "access-log" => f.dir.arg("access.log"),
         "access-log-format" => "json".into(),
         "pid-file" => f.dir.arg("tcplb.pid"),
+        "health-expect-match" => "contains".into(),
+        "health-http" => "OPTIONS /primary".into(),
+        "health-http-host" => "db.example".into(),
+        "health-expect-status" => "200,3xx".into(),
+        "health-expect-body" => "ok".into(),
+        "health-exec" => "/bin/true {host} {port}".into(),
+        "agent-port" => f.echo.port().to_string(),
+        "agent-send" => "web\\n".into(),
+        "agent-interval" => "2s".into(),
+        "on-down" => "close".into(),
+        "on-backup-up" => "close".into(),
+        "panic-threshold" => "50".into(),
+        "max-ejection-percent" => "10".into(),
+        "max-ejection-time" => "5m".into(),
         _ => return None,
     };
     Some(value)
 }
 
 /// Every flag of clap's own definition (so a flag added tomorrow is in),
-/// each set to its valid value, as `--flag=value` or a bare `--flag`.
-fn every_flag(f: &Fixture) -> Vec<String> {
-    use clap::{ArgAction, CommandFactory};
-    let mut args = Vec::new();
+/// each set to its valid value, as `--flag=value` or a bare `--flag`, in
+/// as few command lines as clap accepts: flags that conflict (one kind of
+/// health check excludes another) go to lines of their own, each line
+/// filled up with every other flag it can take. The first line is the
+/// fullest.
+fn every_flag(f: &Fixture) -> Vec<Vec<String>> {
+    use clap::{ArgAction, CommandFactory, error::ErrorKind};
+    let command = tcplb::config::cli::Cli::command();
+    let mut flags = Vec::new();
     let mut unknown = Vec::new();
-    for arg in tcplb::config::cli::Cli::command().get_arguments() {
+    for arg in command.get_arguments() {
         if matches!(arg.get_action(), ArgAction::Help | ArgAction::Version) {
             continue;
         }
         let long = arg.get_long().expect("every tcplb flag has a long name");
         if !arg.get_action().takes_values() {
-            args.push(format!("--{long}"));
+            flags.push(format!("--{long}"));
         } else if let Some(value) = valid_value(long, f) {
-            args.push(format!("--{long}={value}"));
+            flags.push(format!("--{long}={value}"));
         } else {
             unknown.push(format!("--{long}"));
         }
@@ -314,7 +333,35 @@ fn every_flag(f: &Fixture) -> Vec<String> {
         "add a valid value for {unknown:?} to valid_value() in tests/cli.rs, \
          so that the every-flag test starts tcplb with it"
     );
-    args
+    let parse = |line: &[String]| {
+        let argv = std::iter::once("tcplb".to_string()).chain(line.iter().cloned());
+        command.clone().try_get_matches_from(argv).map(|_| ())
+    };
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    let mut uncovered = flags.clone();
+    while let Some(first) = uncovered.first().cloned() {
+        // The uncovered flags first, then every other: each one the line
+        // takes without a conflict (a requirement may come later).
+        let mut line = vec![first];
+        for flag in uncovered.iter().skip(1).chain(&flags) {
+            if line.contains(flag) {
+                continue;
+            }
+            let mut longer = line.clone();
+            longer.push(flag.clone());
+            match parse(&longer) {
+                Ok(()) => line = longer,
+                Err(e) if e.kind() == ErrorKind::MissingRequiredArgument => line = longer,
+                Err(_) => {}
+            }
+        }
+        if let Err(e) = parse(&line) {
+            panic!("no valid line holds {:?}: {e}", uncovered[0]);
+        }
+        uncovered.retain(|flag| !line.contains(flag));
+        lines.push(line);
+    }
+    lines
 }
 
 /// `tcplb check ARGS`: exit code and both outputs.
@@ -332,9 +379,10 @@ fn check(args: &[String]) -> (Option<i32>, String, String) {
 /// in an order the running tcplb accepts; `{ID}` stands for an open
 /// connection's id.
 fn ctl_lines(echo: &str, added: &str) -> Vec<Vec<String>> {
-    let lines: [&[&str]; 12] = [
+    let lines: [&[&str]; 13] = [
         &["pools"],
         &["backends", "web"],
+        &["health", "web"],
         &["drain", "web", echo, "--deadline", "5m"],
         &["maintenance", "web", echo],
         &["ready", "web", echo],
@@ -428,7 +476,29 @@ async fn every_flag_with_a_valid_value_starts_and_passes_check() {
         "[[listener]]\nlisten = \"127.0.0.1:0\"\nbackends = [\"127.0.0.1:1\"]\n",
     )
     .unwrap();
-    let args = every_flag(&f);
+    let lines = every_flag(&f);
+    let args = lines[0].clone();
+    // The lines for the flags that exclude some of the first's: each one
+    // passes `tcplb check` and starts a tcplb that answers and exits 0.
+    for line in &lines[1..] {
+        let (code, out, err) = check(line);
+        assert_eq!(code, Some(0), "tcplb check {line:?}:\n{out}\n{err}");
+        let mut command = Command::new(tcplb_bin());
+        command.args(line);
+        let mut lb = wait_listening(spawn_process(command));
+        let admin = lb.admin_addr().await;
+        let status = raw_exchange(admin, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(status.starts_with("HTTP/1.1 200"), "{line:?}: {status}");
+        lb.process.sigterm();
+        let exit = tokio::task::block_in_place(|| lb.process.wait_exit(PATIENCE))
+            .expect("tcplb did not exit after SIGTERM");
+        assert_eq!(
+            exit.code(),
+            Some(0),
+            "{line:?}: {}",
+            lb.process.stderr_text()
+        );
+    }
 
     let (code, out, err) = check(&args);
     assert_eq!(code, Some(0), "tcplb check {args:?}:\n{out}\n{err}");

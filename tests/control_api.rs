@@ -222,12 +222,36 @@ async fn each_endpoint_changes_what_it_says_and_status_shows_it() {
     assert_eq!(pool["name"], "web");
     assert_eq!(pool["listen"], lb.addr.to_string());
     assert_eq!(pool["strategy"], "round-robin");
+    // The health details (docs/health-checks.md) have times in them:
+    // checked apart, the rest exactly.
+    let mut item = pool["backends"][0].clone();
+    let fields = item.as_object_mut().unwrap();
+    let health: Vec<Value> = ["state", "check", "health_since", "health_reason"]
+        .iter()
+        .map(|k| {
+            fields
+                .remove(*k)
+                .unwrap_or_else(|| panic!("no {k} in {pool}"))
+        })
+        .collect();
     assert_eq!(
-        pool["backends"][0],
+        item,
         json!({"name": an, "address": an, "admin_state": "ready", "health": "up",
                "weight": 1, "effective_weight": 1.0, "active": 0, "backup": false,
                "drain_deadline": null})
     );
+    assert_eq!(health[0], "ready");
+    assert!(
+        health[1].is_null() || health[1]["type"] == "connect",
+        "{}",
+        health[1]
+    );
+    assert!(
+        health[2].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{}",
+        health[2]
+    );
+    assert_eq!(health[3], "joined the pool");
     let status = lb.get("/status").await;
     assert_eq!(status["listeners"][0]["name"], "web");
     assert_eq!(status["listeners"][0]["listen"], lb.addr.to_string());

@@ -521,6 +521,36 @@ backends = ["{a}", "{b}", {{ address = "{c}", state = "drain" }}, {{ address = "
     );
     let others_up = seen.iter().filter(|r| r.0 != names[0]).all(|r| r.2 == "up");
     assert!(others_up, "only A is down: {seen:?}");
+    // Its row says why and since when: the last check's result and
+    // reason, and how long it has been down (the time in the tooltip).
+    let why = format!(
+        r#"JSON.stringify((() => {{
+            const r = document.querySelector('tr[data-backend="{}"]');
+            return [r.querySelector("td.check").textContent,
+                    r.querySelector("td.health .since").textContent,
+                    r.querySelector("td.health").title];
+        }})())"#,
+        names[0]
+    );
+    let (shown, _) = tokio::task::block_in_place(|| {
+        browser.wait_for(&why, PATIENCE, |v| {
+            v.as_str().is_some_and(|t| t.contains("connection refused"))
+        })
+    });
+    let [check, since, title]: [String; 3] =
+        serde_json::from_str(shown.as_str().unwrap_or("[]")).expect("three texts");
+    assert!(
+        check.starts_with("failed") && check.contains("connection refused"),
+        "{check}"
+    );
+    assert!(
+        since.starts_with("for ") && since.ends_with(" s"),
+        "{since}"
+    );
+    assert!(
+        title.starts_with("down since 20") && title.contains("connection refused"),
+        "{title}"
+    );
 
     // Drain B with the button, the token typed into the page.
     tokio::task::block_in_place(|| {
@@ -575,6 +605,26 @@ backends = ["{a}", "{b}", {{ address = "{c}", state = "drain" }}, {{ address = "
         )
     });
     assert!(charts.as_u64().unwrap() >= 3 + 4 * 2, "{charts}");
+    // The time axis fits the data there is: a process a few seconds old
+    // fills its chart, rather than a sliver at the right of 15 minutes.
+    let leftmost = r#"Math.min(...[...document.querySelectorAll(".chart-box svg.chart polyline")]
+        .map(p => parseFloat(p.getAttribute("points").split(" ")[0].split(",")[0])))"#;
+    let (left, _) = tokio::task::block_in_place(|| {
+        browser.wait_for(leftmost, PATIENCE, |v| {
+            v.as_f64().is_some_and(|x| x < 150.0)
+        })
+    });
+    assert!(
+        left.as_f64().is_some_and(|x| x < 150.0),
+        "the listener chart starts at x = {left} of 600"
+    );
+    let scale = tokio::task::block_in_place(|| {
+        browser.eval(r#"[...document.querySelectorAll(".chart-box text.scale")].map(t => t.textContent).join("|")"#)
+    });
+    assert!(
+        scale.as_str().is_some_and(|s| s.ends_with(" s ago")),
+        "{scale}"
+    );
 
     let png = tokio::task::block_in_place(|| browser.screenshot());
     let path = save_screenshot(&png);

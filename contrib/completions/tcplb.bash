@@ -49,6 +49,9 @@ _tcplb() {
             tcplb__subcmd__ctl,drain)
                 cmd="tcplb__subcmd__ctl__subcmd__drain"
                 ;;
+            tcplb__subcmd__ctl,health)
+                cmd="tcplb__subcmd__ctl__subcmd__health"
+                ;;
             tcplb__subcmd__ctl,help)
                 cmd="tcplb__subcmd__ctl__subcmd__help"
                 ;;
@@ -84,6 +87,9 @@ _tcplb() {
                 ;;
             tcplb__subcmd__ctl__subcmd__help,drain)
                 cmd="tcplb__subcmd__ctl__subcmd__help__subcmd__drain"
+                ;;
+            tcplb__subcmd__ctl__subcmd__help,health)
+                cmd="tcplb__subcmd__ctl__subcmd__help__subcmd__health"
                 ;;
             tcplb__subcmd__ctl__subcmd__help,help)
                 cmd="tcplb__subcmd__ctl__subcmd__help__subcmd__help"
@@ -136,6 +142,9 @@ _tcplb() {
             tcplb__subcmd__help__subcmd__ctl,drain)
                 cmd="tcplb__subcmd__help__subcmd__ctl__subcmd__drain"
                 ;;
+            tcplb__subcmd__help__subcmd__ctl,health)
+                cmd="tcplb__subcmd__help__subcmd__ctl__subcmd__health"
+                ;;
             tcplb__subcmd__help__subcmd__ctl,maintenance)
                 cmd="tcplb__subcmd__help__subcmd__ctl__subcmd__maintenance"
                 ;;
@@ -158,7 +167,7 @@ _tcplb() {
 
     case "${cmd}" in
         tcplb)
-            opts="-b -h -V --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --max-fails --fail-timeout --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --admin --admin-token-file --admin-socket --state-file --config --drain-timeout --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
+            opts="-b -h -V --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --admin --admin-token-file --admin-socket --state-file --config --drain-timeout --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -248,11 +257,67 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --health-expect-match)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-http-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-expect-status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-expect-body)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-send)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-down)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-backup-up)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --panic-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-fails)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --fail-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-ejection-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-ejection-time)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -360,7 +425,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__check)
-            opts="-b -h --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --max-fails --fail-timeout --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --admin --admin-token-file --admin-socket --state-file --config --drain-timeout --workers --splice --resolver --access-log --access-log-format --pid-file --help"
+            opts="-b -h --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --admin --admin-token-file --admin-socket --state-file --config --drain-timeout --workers --splice --resolver --access-log --access-log-format --pid-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -450,11 +515,67 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --health-expect-match)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-http-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-expect-status)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-expect-body)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-exec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-send)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --agent-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-down)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-backup-up)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --panic-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-fails)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --fail-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-ejection-percent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-ejection-time)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -576,7 +697,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl)
-            opts="-h -V --admin --token-file --json --help --version pools backends drain maintenance ready weight add connections close close-connections remove help"
+            opts="-h -V --admin --token-file --json --help --version pools backends health drain maintenance ready weight add connections close close-connections remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -757,8 +878,30 @@ _tcplb() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        tcplb__subcmd__ctl__subcmd__health)
+            opts="-h --admin --token-file --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         tcplb__subcmd__ctl__subcmd__help)
-            opts="pools backends drain maintenance ready weight add connections close close-connections remove help"
+            opts="pools backends health drain maintenance ready weight add connections close close-connections remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -842,6 +985,20 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__help__subcmd__drain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcplb__subcmd__ctl__subcmd__help__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1096,7 +1253,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__help__subcmd__ctl)
-            opts="pools backends drain maintenance ready weight add connections close close-connections remove"
+            opts="pools backends health drain maintenance ready weight add connections close close-connections remove"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1180,6 +1337,20 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__help__subcmd__ctl__subcmd__drain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        tcplb__subcmd__help__subcmd__ctl__subcmd__health)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

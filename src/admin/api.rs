@@ -48,9 +48,9 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Origin};
 use super::control::{Action, Change, ConnectionInfo, ConnectionQuery, Control, MAX_WEIGHT};
-use super::view::Watched;
+use super::view::{HealthDetail, Watched};
 use super::{WatchList, answer};
-use crate::config::{AdminState, parse_duration, resolve};
+use crate::config::{AdminState, ServiceConfig, parse_duration, resolve};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::overlay::{NewBackend, Refused};
@@ -105,11 +105,14 @@ struct BackendItem {
     name: String,
     /// The address it resolved to.
     address: String,
-    /// "ready", "drain" or "maintenance".
+    /// The operator's wish: "ready", "drain" or "maintenance".
     admin_state: String,
-    /// "up" or "down", from the checks.
+    /// The state in force: the operator's, or while the operator says
+    /// ready, the agent's.
+    state: String,
+    /// "up" or "down", from the checks (and the agent).
     health: &'static str,
-    /// Its share of connections.
+    /// Its share of connections, as the operator set it.
     weight: u32,
     /// Its share now, less while slow start ramps it up.
     effective_weight: f64,
@@ -119,6 +122,9 @@ struct BackendItem {
     backup: bool,
     /// When an operator's drain closes what is left (RFC 3339, UTC), or null.
     drain_deadline: Option<String>,
+    /// The last check, the last change of health, the agent's word.
+    #[serde(flatten)]
+    detail: HealthDetail,
 }
 
 /// An API failure: the status and the one line for `{"error":..}`.
@@ -415,7 +421,7 @@ fn pool_view(name: &str, listen: SocketAddr, pool: &Pool) -> PoolView {
     let mut backends: Vec<BackendItem> = Vec::new();
     for b in &state.backends {
         if !backends.iter().any(|seen| seen.name == b.name()) {
-            backends.push(backend_item(b, state.config.slow_start));
+            backends.push(backend_item(b, &state.config));
         }
     }
     PoolView {
@@ -426,14 +432,15 @@ fn pool_view(name: &str, listen: SocketAddr, pool: &Pool) -> PoolView {
     }
 }
 
-fn backend_item(b: &Backend, slow_start: Option<Duration>) -> BackendItem {
-    let effective = f64::from(b.weight()) * b.ramp(slow_start);
+fn backend_item(b: &Backend, config: &ServiceConfig) -> BackendItem {
+    let effective = f64::from(b.weight()) * b.ramp(config.slow_start);
     BackendItem {
         name: b.name().to_string(),
         address: b.addr().to_string(),
         admin_state: b.admin_state().to_string(),
+        state: b.state().to_string(),
         health: if b.is_up() { "up" } else { "down" },
-        weight: b.weight(),
+        weight: b.configured_weight(),
         effective_weight: if effective.is_finite() {
             effective
         } else {
@@ -444,6 +451,7 @@ fn backend_item(b: &Backend, slow_start: Option<Duration>) -> BackendItem {
         drain_deadline: b
             .drain_deadline()
             .map(|d| humantime::format_rfc3339_seconds(d).to_string()),
+        detail: HealthDetail::read(b, config.health.check.kind(), config.health.agent.is_some()),
     }
 }
 

@@ -28,9 +28,13 @@
 //! | `tcplb_backend_check_latency_seconds` | gauge | duration of the last successful health check |
 //! | `tcplb_backend_idle_timeouts_total` | counter | connections closed by `--idle-timeout` |
 //! | `tcplb_backend_max_age_closes_total` | counter | connections closed by `--max-connection-age` |
-//! | `tcplb_backend_evicted_total` | counter | connections closed when an operator's drain (or remove) deadline passed |
+//! | `tcplb_backend_evicted_total` | counter | connections closed when an operator's drain (or remove) deadline passed, or a change of health closed them |
 //! | `tcplb_backend_effective_weight` | gauge | the weight it takes now: its weight, less while slow start ramps it up |
 //! | `tcplb_backend_backup` | gauge | 1 for a backup backend (used only while no primary is usable), else 0 |
+//! | `tcplb_backend_state` | gauge | the state in force (the operator's, or the agent's while the operator says ready): label `state`, 1 for the current one |
+//! | `tcplb_backend_last_check_passed` | gauge | 0 when the backend's last active check failed, else 1 (also before the first) |
+//! | `tcplb_backend_health_closes_total` | counter | connections closed because the backend's health changed (`on_down`, `on_backup_up`) |
+//! | `tcplb_backend_agent_weight_percent` | gauge | the share of its weight the backend's agent asks for (100 without an agent) |
 //! | `tcplb_backend_connect_seconds` | histogram | time to connect, per attempt that succeeded (failed attempts are `connect_failures_total`) |
 //! | `tcplb_backend_queue_wait_seconds` | histogram | time a client the backend took had waited for a slot (`--max-conns`, `maxconn`), connecting excluded |
 //! | `tcplb_backend_connection_duration_seconds` | histogram | how long connections to the backend lasted, connected to closed |
@@ -42,6 +46,9 @@
 //! | `tcplb_listener_proxy_header_errors_total` | counter | clients closed for a bad or missing PROXY header |
 //! | `tcplb_listener_failures_total` | counter | clients answered 502/503 (or closed); labels `code` = `502` or `503` and `reason`: for 502 `connect_failed`; for 503 `no_backend`, or a limit (overload): `queue_timeout` (`--max-conns` or `maxconn`), `per_ip_connections`, `per_ip_rate`, `per_ip_table_full`, `out_of_descriptors` |
 //! | `tcplb_pool_backend_changes_total` | counter | membership changes applied to the listener's pool; label `change` = `added`, `removed` or `updated` |
+//! | `tcplb_pool_panic` | gauge | 1 while the pool is in panic (`panic_threshold`): balancing over every ready primary |
+//! | `tcplb_pool_panics_total` | counter | times the pool entered panic |
+//! | `tcplb_pool_ejections_total` | counter | passive ejections; label `result` = `ejected`, or `capped` (refused: `max_ejection_percent` of the pool was out) |
 //! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
 //! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413), `unavailable` or `timeout` (408, a body not complete in time) |
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
@@ -71,8 +78,11 @@ use std::fmt::Write as _;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::view::{BackendChanges, BackendView, DnsView, ListenerView, TlsView};
+use super::view::{
+    BackendChanges, BackendView, DnsView, EjectionView, ListenerView, PanicView, TlsView,
+};
 use crate::config::AdminState;
+use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
 use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, WorkerStats};
 
@@ -98,7 +108,7 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
     };
 
     type BackendValue = fn(&BackendView) -> String;
-    let backend_families: [(&str, &str, &str, BackendValue); 12] = [
+    let backend_families: [(&str, &str, &str, BackendValue); 15] = [
         (
             "tcplb_backend_up",
             "gauge",
@@ -156,7 +166,7 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         (
             "tcplb_backend_evicted_total",
             "counter",
-            "Connections closed when an operator's drain deadline passed.",
+            "Connections closed when an operator's drain deadline passed or a change of health closed them.",
             |b| b.evicted.to_string(),
         ),
         (
@@ -170,6 +180,37 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
             "gauge",
             "Whether the backend is a backup (1), used only while no primary is usable.",
             |b| u8::from(b.backup).to_string(),
+        ),
+        (
+            "tcplb_backend_last_check_passed",
+            "gauge",
+            "Whether the backend's last active check failed (0) or not (1).",
+            |b| {
+                let failed = b
+                    .detail
+                    .check
+                    .as_ref()
+                    .is_some_and(|c| c.result == CheckResult::Failed);
+                u8::from(!failed).to_string()
+            },
+        ),
+        (
+            "tcplb_backend_health_closes_total",
+            "counter",
+            "Connections closed because the backend's health changed (on_down, on_backup_up).",
+            |b| b.health_closes.to_string(),
+        ),
+        (
+            "tcplb_backend_agent_weight_percent",
+            "gauge",
+            "The share of its weight the backend's agent asks for, in percent (100 without one).",
+            |b| {
+                b.detail
+                    .agent
+                    .as_ref()
+                    .map_or(100, |a| a.weight_percent)
+                    .to_string()
+            },
         ),
     ];
     for (name, kind, help, value) in backend_families {
@@ -192,6 +233,23 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
                 out,
                 "{name}{{{pool},backend=\"{backend}\",state=\"{state}\"}} {}",
                 u8::from(b.admin_state == state)
+            );
+        }
+    }
+
+    let name = "tcplb_backend_state";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "The state in force (the operator's, or the agent's while the operator says ready): 1 for it, 0 for the others.",
+    );
+    for (pool, backend, b) in backends() {
+        for state in ADMIN_STATES {
+            let _ = writeln!(
+                out,
+                "{name}{{{pool},backend=\"{backend}\",state=\"{state}\"}} {}",
+                u8::from(b.state == state)
             );
         }
     }
@@ -318,6 +376,35 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         }
     }
 
+    let name = "tcplb_pool_panic";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "Whether the pool is in panic (1): balancing over every ready primary, healthy or not.",
+    );
+    for (pool, figures) in &pools {
+        let _ = writeln!(out, "{name}{{{pool}}} {}", u8::from(figures.panic.active));
+    }
+    let name = "tcplb_pool_panics_total";
+    family(&mut out, name, "counter", "Times the pool entered panic.");
+    for (pool, figures) in &pools {
+        let _ = writeln!(out, "{name}{{{pool}}} {}", figures.panic.entered);
+    }
+    let name = "tcplb_pool_ejections_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Passive ejections made (ejected) and refused by max_ejection_percent (capped).",
+    );
+    for (pool, figures) in &pools {
+        let e = figures.ejections;
+        for (result, count) in [("ejected", e.ejected), ("capped", e.capped)] {
+            let _ = writeln!(out, "{name}{{{pool},result=\"{result}\"}} {count}");
+        }
+    }
+
     let name = "tcplb_dns_resolutions_total";
     family(
         &mut out,
@@ -346,6 +433,8 @@ struct PoolSeries<'a> {
     backends: &'a [BackendView],
     backend_changes: &'a BackendChanges,
     dns: &'a [DnsView],
+    panic: &'a PanicView,
+    ejections: &'a EjectionView,
 }
 
 /// Every pool with the labels that name it: a listener's own pool by
@@ -358,6 +447,8 @@ fn pool_labels(listeners: &[ListenerView]) -> Vec<(String, PoolSeries<'_>)> {
             backends: &l.backends,
             backend_changes: &l.backend_changes,
             dns: &l.dns,
+            panic: &l.panic,
+            ejections: &l.ejections,
         };
         pools.push((listener.clone(), own));
         for r in &l.routes {
@@ -366,6 +457,8 @@ fn pool_labels(listeners: &[ListenerView]) -> Vec<(String, PoolSeries<'_>)> {
                 backends: &r.backends,
                 backend_changes: &r.backend_changes,
                 dns: &r.dns,
+                panic: &r.panic,
+                ejections: &r.ejections,
             };
             pools.push((labels, series));
         }
@@ -802,6 +895,42 @@ mod tests {
                 ),
             );
         }
+    }
+
+    #[test]
+    fn health_families_show_the_state_in_force_checks_agent_panic_and_ejections() {
+        let text = render_metrics(&sample());
+        let pool = "listener=\"web\",listen=\"127.0.0.1:8080\"";
+        let second = format!("{pool},backend=\"127.0.0.1:8082\"");
+        has_line(
+            &text,
+            &format!("tcplb_backend_last_check_passed{{{second}}} 0"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_backend_agent_weight_percent{{{second}}} 100"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_backend_state{{{second},state=\"drain\"}} 1"),
+        );
+        assert!(
+            text.contains(&format!(
+                "tcplb_backend_agent_weight_percent{{{pool},backend=\"we\\\"ird"
+            )) && text.contains("\"} 50\n"),
+            "{text}"
+        );
+        has_line(&text, &format!("tcplb_pool_panic{{{pool}}} 0"));
+        has_line(&text, &format!("tcplb_pool_panics_total{{{pool}}} 0"));
+        has_line(
+            &text,
+            &format!("tcplb_pool_ejections_total{{{pool},result=\"ejected\"}} 1"),
+        );
+        has_line(
+            &text,
+            &format!("tcplb_pool_ejections_total{{{pool},result=\"capped\"}} 0"),
+        );
+        has_line(&text, "# TYPE tcplb_backend_health_closes_total counter");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! else: no CDN, no fonts, no images.
 //!
 //! It exists so an operator sees the fleet at a glance without Prometheus
-//! or Grafana: listeners, pools and backends with their admin state,
-//! health, weight, connections, rates, errors and connect-time p50/p99,
-//! and charts of the last 15 minutes. The page's script draws everything
+//! or Grafana: listeners, pools and backends with their admin state (and
+//! their agent's), health with since when and why, the last check's result
+//! and reason, weight, connections, rates, errors and connect-time p50/p99,
+//! and charts of up to the last 15 minutes, their time axis fitted to the
+//! data there is (a fresh process's first minute fills the chart). The page's script draws everything
 //! from `/status` and `/status/history` (inline SVG), refreshing every
 //! 2 s. Names from the configuration or DNS reach the page only through
 //! `textContent`, never as markup, so they cannot inject any.

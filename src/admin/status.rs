@@ -14,9 +14,16 @@
 //!     "check_latency_seconds":..,"idle_timeouts":..,"max_age_closes":..,
 //!     "evicted":..,"backup":..,"effective_weight":..,
 //!     "admin_state":"ready"|"drain"|"maintenance","health":"up"|"down",
-//!     "ejected":..,"connect_p50_seconds":..|null,"connect_p99_seconds":..|null}],
+//!     "ejected":..,"state":"ready"|"drain"|"maintenance","health_closes":..,
+//!     "check":{"type":"connect"|"steps"|"http"|"exec","result":"passed"|"failed"|"skipped",
+//!       "reason":..,"at":RFC3339,"seconds":..}|null,
+//!     "health_since":RFC3339,"health_reason":..,
+//!     "agent":{"result":..,"reason":..,"at":..,"state":..,"down":..,
+//!       "weight_percent":..,"maxconn":..|null} (with an agent check only),
+//!     "connect_p50_seconds":..|null,"connect_p99_seconds":..|null}],
 //!   "dns":[{"name":..,"members":..,"resolutions":{"empty":..,"error":..,
-//!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}]}],
+//!     "nxdomain":..,"ok":..,"servfail":..,"timeout":..}}],
+//!   "panic":{"active":..,"entered":..},"ejections":{"ejected":..,"capped":..}}],
 //!  "write_access":true|false}
 //! ```
 //!
@@ -111,6 +118,32 @@ mod tests {
             json.contains(r#""max_age_closes":9,"evicted":4,"backup":false"#),
             "{json}"
         );
+    }
+
+    #[test]
+    fn the_last_check_the_last_change_and_the_agent_are_reported() {
+        let json = render_status(&sample(), false);
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        let listener = &parsed["listeners"][0];
+        let [ready, draining] = [&listener["backends"][0], &listener["backends"][1]];
+        assert_eq!(ready["check"]["type"], "http");
+        assert_eq!(ready["check"]["result"], "passed");
+        assert_eq!(ready["health_since"], "2026-05-20T09:00:00.000Z");
+        // The operator says ready, the agent drain: both are shown.
+        assert_eq!(
+            (&ready["admin_state"], &ready["state"]),
+            (&"ready".into(), &"drain".into())
+        );
+        assert_eq!(ready["agent"]["weight_percent"], 50);
+        assert_eq!(ready["agent"]["reason"], "drain 50%");
+        assert_eq!(draining["check"]["reason"], "HTTP 503 (expected 2xx,3xx)");
+        assert_eq!(draining["health_reason"], "HTTP 503 (expected 2xx,3xx)");
+        assert!(
+            draining.get("agent").is_none(),
+            "no agent check: no agent field"
+        );
+        assert_eq!(listener["panic"]["active"], false);
+        assert_eq!(listener["ejections"]["ejected"], 1);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use serde::{Serialize, Serializer};
 
 use crate::config::AdminState;
 use crate::pool::Pool;
+use crate::pool::backend::Backend;
 use crate::pool::discovery::is_group;
+use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
 use crate::stats::{ListenerStats, RouteStats, Unavailable};
 
@@ -88,6 +90,10 @@ pub struct ListenerView {
     pub backends: Vec<BackendView>,
     /// The backend names DNS discovery keeps current, as configured.
     pub dns: Vec<DnsView>,
+    /// Whether the pool is in panic (see `panic_threshold`).
+    pub panic: PanicView,
+    /// Passive ejections made and refused by the cap.
+    pub ejections: EjectionView,
     /// With TLS routes: what became of ClientHellos that chose no route.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsView>,
@@ -127,6 +133,10 @@ pub struct RouteView {
     pub backends: Vec<BackendView>,
     /// Its backend names kept current by DNS.
     pub dns: Vec<DnsView>,
+    /// Whether its pool is in panic.
+    pub panic: PanicView,
+    /// Its pool's passive ejections.
+    pub ejections: EjectionView,
 }
 
 /// One backend name that DNS discovery keeps current.
@@ -195,6 +205,114 @@ pub struct BackendChanges {
     pub updated: u64,
 }
 
+/// A pool's panic state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PanicView {
+    /// Balancing over every ready primary, healthy or not, now.
+    pub active: bool,
+    /// Times the pool entered panic.
+    pub entered: u64,
+}
+
+/// A pool's passive ejections.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EjectionView {
+    /// Backends ejected after `max_fails` failed connects.
+    pub ejected: u64,
+    /// Ejections refused: `max_ejection_percent` of the pool was out.
+    pub capped: u64,
+}
+
+/// The last active check of a backend.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CheckView {
+    /// The kind of check: `connect`, `steps`, `http` or `exec`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// `passed`, `failed` or `skipped` (no verdict: out of descriptors).
+    pub result: CheckResult,
+    /// What it saw: `HTTP 503 (expected 2xx,3xx)`, `connection refused`.
+    pub reason: String,
+    /// When it ended (RFC 3339, UTC).
+    pub at: String,
+    /// How long it took.
+    #[serde(serialize_with = "finite")]
+    pub seconds: f64,
+}
+
+/// What a backend's agent said last.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AgentView {
+    /// `passed` (an answer understood) or `failed` (none, or malformed:
+    /// nothing changed).
+    pub result: CheckResult,
+    /// Its answer, or why there was none.
+    pub reason: String,
+    /// When it was asked (RFC 3339, UTC).
+    pub at: String,
+    /// Its admin state: "ready", "drain" or "maintenance".
+    #[serde(serialize_with = "as_text")]
+    pub state: AdminState,
+    /// It says the backend is down.
+    pub down: bool,
+    /// Its share of the configured weight, in percent.
+    pub weight_percent: u32,
+    /// Its `maxconn`, if it gave one.
+    pub maxconn: Option<u32>,
+}
+
+/// A backend's health as /status, the API and the page show it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HealthDetail {
+    /// The last active check; null before the first.
+    pub check: Option<CheckView>,
+    /// When its health last changed, or it joined (RFC 3339, UTC).
+    pub health_since: String,
+    /// Why its health is what it is since then.
+    pub health_reason: String,
+    /// Its agent's last word; left out without an agent check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentView>,
+}
+
+impl HealthDetail {
+    /// Reads `b`'s health report and agent, for a pool whose check is of
+    /// `kind`.
+    pub fn read(b: &Backend, kind: &'static str, with_agent: bool) -> HealthDetail {
+        let report = b.health.report();
+        HealthDetail {
+            check: report.last_check.map(|c| CheckView {
+                kind,
+                result: c.result,
+                reason: c.reason,
+                at: rfc3339(c.at),
+                seconds: c.took.as_secs_f64(),
+            }),
+            health_since: rfc3339(report.since),
+            health_reason: report.why,
+            agent: with_agent.then(|| {
+                let said = b.agent.report();
+                AgentView {
+                    result: said.as_ref().map_or(CheckResult::Skipped, |r| r.result),
+                    reason: said
+                        .as_ref()
+                        .map_or_else(|| "not asked yet".into(), |r| r.reason.clone()),
+                    at: said.as_ref().map_or_else(String::new, |r| rfc3339(r.at)),
+                    state: b.agent.state(),
+                    down: b.agent.says_down(),
+                    weight_percent: b.agent.weight_percent(),
+                    maxconn: b.agent.max_conns(),
+                }
+            }),
+        }
+    }
+}
+
+/// A time as RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 /// One backend's figures.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct BackendView {
@@ -228,7 +346,8 @@ pub struct BackendView {
     pub idle_timeouts: u64,
     /// Connections closed at the maximum connection age.
     pub max_age_closes: u64,
-    /// Connections closed when an operator's drain deadline passed.
+    /// Connections closed by eviction: an operator's drain deadline, or a
+    /// change of health (those also in `health_closes`).
     pub evicted: u64,
     /// A backup: used only while no primary is usable.
     pub backup: bool,
@@ -239,10 +358,19 @@ pub struct BackendView {
     /// What the operator wants of it: "ready", "drain" or "maintenance".
     #[serde(serialize_with = "as_text")]
     pub admin_state: AdminState,
-    /// What the checks say of it: "up" or "down".
+    /// What the checks say of it (and its agent, if any): "up" or "down".
     pub health: Health,
     /// Taken out for now by passive health (failed connects).
     pub ejected: bool,
+    /// The state in force: the operator's, or while the operator says
+    /// ready, the agent's.
+    #[serde(serialize_with = "as_text")]
+    pub state: AdminState,
+    /// Connections a change of health closed (`on_down`, `on_backup_up`).
+    pub health_closes: u64,
+    /// The last check, the last change of health, the agent's word.
+    #[serde(flatten)]
+    pub detail: HealthDetail,
     /// The median connect time in seconds, estimated from the
     /// connect-time histogram's buckets (linear within a bucket, as
     /// Prometheus' `histogram_quantile`); null before any connection.
@@ -310,6 +438,8 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                         connections: r.stats.connections.load(Relaxed),
                         strategy: pool.strategy,
                         backend_changes: pool.backend_changes,
+                        panic: pool.panic,
+                        ejections: pool.ejections,
                         backends: pool.backends,
                         dns: pool.dns,
                     }
@@ -327,6 +457,8 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                 sent_bytes: stats.sent_bytes.snapshot(),
                 received_bytes: stats.received_bytes.snapshot(),
                 backend_changes: pool.backend_changes,
+                panic: pool.panic,
+                ejections: pool.ejections,
                 backends: pool.backends,
                 dns: pool.dns,
                 tls,
@@ -340,6 +472,8 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
 struct PoolFigures {
     strategy: String,
     backend_changes: BackendChanges,
+    panic: PanicView,
+    ejections: EjectionView,
     backends: Vec<BackendView>,
     dns: Vec<DnsView>,
 }
@@ -348,6 +482,8 @@ impl PoolFigures {
     fn read(pool: &Pool) -> Self {
         let state = pool.load();
         let changes = &pool.stats;
+        let kind = state.config.health.check.kind();
+        let with_agent = state.config.health.agent.is_some();
         let mut backends: Vec<BackendView> = Vec::new();
         for b in &state.backends {
             // The same backend listed twice would repeat a series.
@@ -361,7 +497,7 @@ impl PoolFigures {
                 address: b.addr().to_string(),
                 source: b.source().map(str::to_string),
                 up,
-                weight: b.weight(),
+                weight: b.configured_weight(),
                 active: b.stats.active.load(Relaxed),
                 total: b.stats.total.load(Relaxed),
                 connect_failures: b.stats.connect_failures.load(Relaxed),
@@ -376,6 +512,9 @@ impl PoolFigures {
                 admin_state: b.admin_state(),
                 health: if up { Health::Up } else { Health::Down },
                 ejected: b.is_failing(),
+                state: b.state(),
+                health_closes: b.stats.health_closes.load(Relaxed),
+                detail: HealthDetail::read(b, kind, with_agent),
                 connect_p50_seconds: connect_time.quantile(0.5),
                 connect_p99_seconds: connect_time.quantile(0.99),
                 connect_time,
@@ -409,6 +548,14 @@ impl PoolFigures {
                 added: changes.added.load(Relaxed),
                 removed: changes.removed.load(Relaxed),
                 updated: changes.updated.load(Relaxed),
+            },
+            panic: PanicView {
+                active: pool.panic().is_active(),
+                entered: pool.panic().entered(),
+            },
+            ejections: EjectionView {
+                ejected: changes.ejections.load(Relaxed),
+                capped: changes.ejections_capped.load(Relaxed),
             },
             backends,
             dns,
@@ -458,6 +605,28 @@ pub(crate) mod tests {
             admin_state: AdminState::Ready,
             health: Health::Up,
             ejected: false,
+            state: AdminState::Drain,
+            health_closes: 2,
+            detail: HealthDetail {
+                check: Some(CheckView {
+                    kind: "http",
+                    result: CheckResult::Passed,
+                    reason: "HTTP 200".into(),
+                    at: "2026-05-20T10:00:01.000Z".into(),
+                    seconds: 0.00025,
+                }),
+                health_since: "2026-05-20T09:00:00.000Z".into(),
+                health_reason: "joined the pool".into(),
+                agent: Some(AgentView {
+                    result: CheckResult::Passed,
+                    reason: "drain 50%".into(),
+                    at: "2026-05-20T10:00:00.500Z".into(),
+                    state: AdminState::Drain,
+                    down: false,
+                    weight_percent: 50,
+                    maxconn: None,
+                }),
+            },
             connect_p50_seconds: Some(0.00075),
             connect_p99_seconds: Some(0.0025),
             connect_time: histogram(&[300, 700, 2_000]),
@@ -473,6 +642,19 @@ pub(crate) mod tests {
             health: Health::Down,
             ejected: true,
             backup: true,
+            state: AdminState::Drain,
+            detail: HealthDetail {
+                check: Some(CheckView {
+                    kind: "http",
+                    result: CheckResult::Failed,
+                    reason: "HTTP 503 (expected 2xx,3xx)".into(),
+                    at: "2026-05-20T10:00:01.000Z".into(),
+                    seconds: 0.001,
+                }),
+                health_since: "2026-05-20T09:59:00.000Z".into(),
+                health_reason: "HTTP 503 (expected 2xx,3xx)".into(),
+                agent: None,
+            },
             connect_time: histogram(&[]),
             queue_wait: histogram(&[]),
             duration: histogram(&[]),
@@ -497,6 +679,11 @@ pub(crate) mod tests {
                 added: 8,
                 removed: 9,
                 updated: 10,
+            },
+            panic: PanicView::default(),
+            ejections: EjectionView {
+                ejected: 1,
+                capped: 0,
             },
             backends: vec![ready, draining],
             dns: vec![DnsView {
@@ -532,10 +719,7 @@ pub(crate) mod tests {
         // The first members are not changes.
         assert_eq!(view[0].backend_changes, BackendChanges::default());
 
-        let backend = pool.load().backends[0].clone();
-        backend
-            .health
-            .record_connect_failure(&backend, &pool.load().config, "test");
+        pool.load().connect_failed(0, "test");
         config.backends.push(parse_backend("127.0.0.1:10").unwrap());
         pool.reconfigure(config);
         let view = snapshot(&[watched]);

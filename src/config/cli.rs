@@ -13,9 +13,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
-    self, AccessConfig, AccessLogConfig, AccessLogFormat, AccessLogTarget, BackendSpec, Config,
-    DEFAULT_BACKENDS, HealthConfig, KeepaliveConfig, Network, OnFailure, ProxyVersion,
-    ResolveConfig, ServiceConfig, SpliceMode, StrategyKind, file as config_file, parse_duration,
+    self, AccessConfig, AccessLogConfig, AccessLogFormat, AccessLogTarget, AgentConfig,
+    BackendSpec, CheckConfig, Config, DEFAULT_BACKENDS, ExecCheck, HealthConfig, HttpCheck,
+    KeepaliveConfig, Match, Network, OnFailure, OnHealthChange, ProxyVersion, ResolveConfig,
+    ServiceConfig, SpliceMode, StatusSet, StrategyKind, file as config_file, parse_duration,
 };
 
 use crate::config::file::Readable;
@@ -40,14 +41,35 @@ fn pool_name(text: &str) -> Result<String, String> {
     config::check_pool_name(text).map(|()| text.to_string())
 }
 
-/// A `--health-send` or `--health-expect` value, escapes decoded. Its own
-/// type: clap takes a `Vec<u8>` field for many `u8` values and panics on
-/// access.
-#[derive(Clone, Debug)]
-pub struct EscapedBytes(pub Vec<u8>);
+/// An escaped byte string flag (`'PING\r\n'`). A type of its own: clap
+/// reads an `Option<Vec<u8>>` field as a list of values, which a parser
+/// returning one `Vec<u8>` does not give it (a panic at the first access).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Escaped(pub Vec<u8>);
 
-fn escaped_bytes(text: &str) -> Result<EscapedBytes, String> {
-    config::parse_escaped(text).map(EscapedBytes)
+fn escaped(text: &str) -> Result<Escaped, String> {
+    config::parse_escaped(text).map(Escaped)
+}
+
+fn http_request(text: &str) -> Result<HttpCheck, String> {
+    let (method, path) = HttpCheck::parse_request_line(text)?;
+    Ok(HttpCheck {
+        method,
+        path,
+        ..HttpCheck::default()
+    })
+}
+
+fn http_host(text: &str) -> Result<String, String> {
+    config::health::check_host(text).map(|()| text.to_string())
+}
+
+fn threshold(text: &str) -> Result<u8, String> {
+    config::health::parse_percent(text, 1)
+}
+
+fn share_of_pool(text: &str) -> Result<u8, String> {
+    config::health::parse_percent(text, 0)
 }
 
 /// A `--backup` value: like `--backend`, each one marked as a backup.
@@ -211,21 +233,99 @@ pub struct HealthFlags {
 
     /// Bytes a health check sends after connecting; escapes \r \n \t \\ \xNN.
     /// Example: 'PING\r\n'. [default: none: a plain connect check]
-    #[arg(long, value_parser = escaped_bytes, value_name = "STR")]
-    pub health_send: Option<EscapedBytes>,
+    #[arg(long, value_parser = escaped, value_name = "STR")]
+    pub health_send: Option<Escaped>,
 
-    /// Prefix the health check reply must start with, e.g. '+PONG'. [default: none]
-    #[arg(long, value_parser = escaped_bytes, value_name = "STR")]
-    pub health_expect: Option<EscapedBytes>,
+    /// What the health check reply must hold (see --health-expect-match),
+    /// e.g. '+PONG'. [default: none]
+    #[arg(long, value_parser = escaped, value_name = "STR")]
+    pub health_expect: Option<Escaped>,
+
+    /// How --health-expect matches what arrived: `prefix`, `contains`
+    /// (anywhere in it, e.g. role:master) or `regex`.
+    #[arg(
+        long,
+        default_value = "prefix",
+        requires = "health_expect",
+        value_name = "MODE"
+    )]
+    pub health_expect_match: Match,
+
+    /// An HTTP/1.1 check instead: `PATH` or `METHOD PATH`, e.g. 'OPTIONS
+    /// /primary' (Patroni's API, with --health-port 8008). [default: off]
+    #[arg(long, value_parser = http_request, value_name = "[METHOD] PATH",
+          conflicts_with_all = ["health_send", "health_expect", "health_exec"])]
+    pub health_http: Option<HttpCheck>,
+
+    /// The Host header of --health-http. [default: the check target's IP:PORT]
+    #[arg(long, value_parser = http_host, requires = "health_http", value_name = "HOST")]
+    pub health_http_host: Option<String>,
+
+    /// The statuses that pass --health-http: codes and classes,
+    /// comma-separated, e.g. 200 or 200,3xx. [default: 2xx,3xx]
+    #[arg(long, requires = "health_http", value_name = "LIST")]
+    pub health_expect_status: Option<StatusSet>,
+
+    /// Text the --health-http response body must contain. [default: any body]
+    #[arg(long, requires = "health_http", value_name = "TEXT")]
+    pub health_expect_body: Option<String>,
+
+    /// Run a program as the check, e.g. '/usr/bin/pg_isready -h {host} -p
+    /// {port}': words split on spaces, no shell; exit 0 is up; killed at
+    /// --health-timeout; its first line of output is the reason. [default:
+    /// off]
+    #[arg(long, value_name = "CMD", conflicts_with_all = ["health_send", "health_expect"])]
+    pub health_exec: Option<ExecCheck>,
+
+    /// HAProxy's agent check: read the state and weight the agent on this
+    /// port of each backend's check address reports (`75%`, `drain`, `down
+    /// #why`). [default: off]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), value_name = "PORT")]
+    pub agent_port: Option<u16>,
+
+    /// Bytes sent to the agent after connecting, e.g. 'web/a\n'. [default: none]
+    #[arg(long, value_parser = escaped, requires = "agent_port", value_name = "STR")]
+    pub agent_send: Option<Escaped>,
+
+    /// Time between agent checks of each backend.
+    #[arg(long, default_value = "2s", value_parser = positive_duration, requires = "agent_port",
+          value_name = "DUR")]
+    pub agent_interval: Duration,
+
+    /// What checks marking a backend down do to its open connections:
+    /// `keep` them, or `close` them at once (HAProxy's shutdown-sessions).
+    #[arg(long, default_value = "keep", value_name = "POLICY")]
+    pub on_down: OnHealthChange,
+
+    /// What a primary marked up again does to the backups' open
+    /// connections: `keep` or `close`.
+    #[arg(long, default_value = "keep", value_name = "POLICY")]
+    pub on_backup_up: OnHealthChange,
+
+    /// While fewer than this percent of the ready primaries pass their
+    /// checks, balance over all of them regardless (Envoy's panic
+    /// threshold). [default: off]
+    #[arg(long, value_parser = threshold, value_name = "PCT")]
+    pub panic_threshold: Option<u8>,
 
     /// Passive health: N failed connects within --fail-timeout take a backend
     /// out for --fail-timeout, before the prober notices. 0 is off.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_fails: u32,
 
-    /// Window and penalty for --max-fails.
+    /// Window for --max-fails, and the first ejection's length; each
+    /// ejection in a row lasts one more --fail-timeout.
     #[arg(long, default_value = "10s", value_parser = positive_duration, value_name = "DUR")]
     pub fail_timeout: Duration,
+
+    /// Passive health ejects at most this percent of the pool at once
+    /// (always at least one backend).
+    #[arg(long, default_value_t = 10, value_parser = share_of_pool, value_name = "PCT")]
+    pub max_ejection_percent: u8,
+
+    /// The longest a repeated ejection lasts.
+    #[arg(long, default_value = "5m", value_parser = positive_duration, value_name = "DUR")]
+    pub max_ejection_time: Duration,
 
     /// Check every backend on this port instead of its traffic port, for
     /// health served beside the service. [default: the backend's port]
@@ -641,10 +741,25 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "health_timeout" => s.health.timeout = from.health.timeout,
         "rise" => s.health.rise = from.health.rise,
         "fall" => s.health.fall = from.health.fall,
-        "health_send" => s.health.send = from.health.send.clone(),
-        "health_expect" => s.health.expect = from.health.expect.clone(),
+        // A check flag replaces the file's check as a whole.
+        "health_send"
+        | "health_expect"
+        | "health_expect_match"
+        | "health_http"
+        | "health_http_host"
+        | "health_expect_status"
+        | "health_expect_body"
+        | "health_exec" => s.health.check = from.health.check.clone(),
+        "agent_port" | "agent_send" | "agent_interval" => {
+            s.health.agent = from.health.agent.clone()
+        }
+        "on_down" => s.health.on_down = from.health.on_down,
+        "on_backup_up" => s.health.on_backup_up = from.health.on_backup_up,
+        "panic_threshold" => s.health.panic_threshold = from.health.panic_threshold,
         "max_fails" => s.max_fails = from.max_fails,
         "fail_timeout" => s.fail_timeout = from.fail_timeout,
+        "max_ejection_percent" => s.max_ejection_percent = from.max_ejection_percent,
+        "max_ejection_time" => s.max_ejection_time = from.max_ejection_time,
         "max_conns" => s.max_conns = from.max_conns,
         "queue_timeout" => s.queue_timeout = from.queue_timeout,
         "idle_timeout" => s.idle_timeout = from.idle_timeout,
@@ -705,12 +820,35 @@ impl Cli {
                 timeout: h.health_timeout,
                 rise: h.rise,
                 fall: h.fall,
-                send: h.health_send.map(|b| b.0),
-                expect: h.health_expect.map(|b| b.0),
+                check: CheckConfig::from_kinds(
+                    h.health_http.map(|http| HttpCheck {
+                        host: h.health_http_host,
+                        expect_status: h.health_expect_status.unwrap_or_default(),
+                        expect_body: h.health_expect_body,
+                        ..http
+                    }),
+                    h.health_exec,
+                    None,
+                    (
+                        h.health_send.map(|b| b.0),
+                        h.health_expect.map(|b| b.0),
+                        h.health_expect_match,
+                    ),
+                ),
                 port: h.health_port,
+                agent: h.agent_port.map(|port| AgentConfig {
+                    port,
+                    send: h.agent_send.map(|b| b.0),
+                    interval: h.agent_interval,
+                }),
+                on_down: h.on_down,
+                on_backup_up: h.on_backup_up,
+                panic_threshold: h.panic_threshold,
             },
             max_fails: h.max_fails,
             fail_timeout: h.fail_timeout,
+            max_ejection_percent: h.max_ejection_percent,
+            max_ejection_time: h.max_ejection_time,
             max_conns: limits.max_conns,
             queue_timeout: limits.queue_timeout,
             idle_timeout: limits.idle_timeout,
@@ -910,8 +1048,18 @@ mod tests {
         ];
         let startup = Startup::try_from_args(args).unwrap();
         let health = &startup.config.services[0].health;
-        assert_eq!(health.send.as_deref(), Some(&b"PING\r\n"[..]));
-        assert_eq!(health.expect.as_deref(), Some(&b"+PONG"[..]));
+        let CheckConfig::Steps(steps) = &health.check else {
+            panic!("a send/expect check, not {:?}", health.check);
+        };
+        use crate::config::health::{Expect, Step};
+        assert_eq!(steps[0], Step::Send(b"PING\r\n".to_vec()));
+        assert_eq!(
+            steps[1],
+            Step::Expect(Expect {
+                pattern: b"+PONG".to_vec(),
+                how: Match::Prefix,
+            })
+        );
     }
 
     #[test]
@@ -1221,8 +1369,22 @@ mod tests {
                     "--fall",
                     "--health-send",
                     "--health-expect",
+                    "--health-expect-match",
+                    "--health-http",
+                    "--health-http-host",
+                    "--health-expect-status",
+                    "--health-expect-body",
+                    "--health-exec",
+                    "--agent-port",
+                    "--agent-send",
+                    "--agent-interval",
+                    "--on-down",
+                    "--on-backup-up",
+                    "--panic-threshold",
                     "--max-fails",
                     "--fail-timeout",
+                    "--max-ejection-percent",
+                    "--max-ejection-time",
                     "--health-port",
                 ],
             ),
@@ -1313,6 +1475,107 @@ mod tests {
                 .collect();
             assert_eq!(listed, flags, "section {name}:\n{help}");
         }
+    }
+
+    #[test]
+    fn health_check_flags_build_each_kind_and_refuse_mixtures() {
+        let health = |args: &[&str]| {
+            let mut all = vec!["tcplb"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| cli.into_config().services[0].health.clone())
+        };
+        let h = health(&[
+            "--health-http",
+            "OPTIONS /primary",
+            "--health-http-host",
+            "db",
+            "--health-expect-status",
+            "200",
+            "--health-expect-body",
+            "primary",
+            "--agent-port",
+            "9777",
+            "--agent-send",
+            "web\\n",
+            "--agent-interval",
+            "3s",
+            "--on-down",
+            "close",
+            "--on-backup-up",
+            "close",
+            "--panic-threshold",
+            "50%",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.check,
+            CheckConfig::Http(HttpCheck {
+                method: "OPTIONS".into(),
+                path: "/primary".into(),
+                host: Some("db".into()),
+                expect_status: "200".parse().unwrap(),
+                expect_body: Some("primary".into()),
+            })
+        );
+        assert_eq!(
+            h.agent,
+            Some(AgentConfig {
+                port: 9777,
+                send: Some(b"web\n".to_vec()),
+                interval: Duration::from_secs(3)
+            })
+        );
+        assert_eq!(
+            (h.on_down, h.on_backup_up),
+            (OnHealthChange::Close, OnHealthChange::Close)
+        );
+        assert_eq!(h.panic_threshold, Some(50));
+        let h = health(&[
+            "--health-send",
+            "PING\\r\\n",
+            "--health-expect",
+            "role:master",
+            "--health-expect-match",
+            "contains",
+        ])
+        .unwrap();
+        assert_eq!(
+            h.check,
+            CheckConfig::send_expect(
+                Some(b"PING\r\n".to_vec()),
+                Some(b"role:master".to_vec()),
+                Match::Contains
+            )
+        );
+        let h = health(&["--health-exec", "/usr/bin/pg_isready -h {host} -p {port}"]).unwrap();
+        assert!(matches!(h.check, CheckConfig::Exec(ref e) if e.argv.len() == 5));
+        assert_eq!(health(&[]).unwrap(), HealthConfig::default());
+        for bad in [
+            &["--health-http", "/", "--health-send", "x"][..],
+            &["--health-exec", "/bin/true", "--health-expect", "x"],
+            &["--health-http-host", "db"],
+            &["--health-expect-match", "contains"],
+            &["--agent-send", "x"],
+            &["--panic-threshold", "0"],
+            &["--max-ejection-percent", "101"],
+            &["--health-http", "get /"],
+            &["--health-expect-status", "2xx"],
+        ] {
+            assert!(health(bad).is_err(), "{bad:?} was accepted");
+        }
+        let cli = Cli::try_parse_from([
+            "tcplb",
+            "--max-ejection-percent",
+            "0",
+            "--max-ejection-time",
+            "30s",
+        ])
+        .unwrap();
+        let s = &cli.into_config().services[0];
+        assert_eq!(
+            (s.max_ejection_percent, s.max_ejection_time),
+            (0, Duration::from_secs(30))
+        );
     }
 
     #[test]

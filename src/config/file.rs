@@ -29,9 +29,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
 use crate::config::{
-    self, AccessLogFormat, AccessLogTarget, AdminState, BackendSpec, Config, KeepaliveConfig,
-    Network, OnFailure, ProxyVersion, RouteConfig, ServerName, ServiceConfig, StrategyKind,
-    parse_duration, parse_escaped,
+    self, AGENT_INTERVAL, AccessLogFormat, AccessLogTarget, AdminState, AgentConfig, BackendSpec,
+    CheckConfig, Config, ExecCheck, Expect, HealthConfig, HttpCheck, KeepaliveConfig, Match,
+    Network, OnFailure, OnHealthChange, ProxyVersion, RouteConfig, ServerName, ServiceConfig,
+    StatusSet, Step, StrategyKind, parse_duration, parse_escaped,
 };
 
 /// A configuration file that cannot be used, and where it goes wrong.
@@ -384,6 +385,8 @@ struct RawService {
     health: Option<RawHealth>,
     max_fails: Option<u32>,
     fail_timeout: Option<PositiveDur>,
+    max_ejection_percent: Option<ShareOfPool>,
+    max_ejection_time: Option<PositiveDur>,
     max_conns: Option<AtLeastOne>,
     queue_timeout: Option<Dur>,
     idle_timeout: Option<PositiveDur>,
@@ -454,16 +457,346 @@ impl<'de> Deserialize<'de> for UserTimeout {
     }
 }
 
+/// A `health` table as written; its check keys are checked to name one
+/// kind of check when it is read (see [`RawHealthTable`]).
 #[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawHealthTable")]
 struct RawHealth {
     interval: Option<PositiveDur>,
     timeout: Option<PositiveDur>,
     rise: Option<AtLeastOne>,
     fall: Option<AtLeastOne>,
+    /// The short form of a steps check: one send, one expect.
     send: Option<Bytes>,
     expect: Option<Bytes>,
+    /// How `expect` matches.
+    how: Option<Match>,
+    steps: Option<Vec<Step>>,
+    http: Option<HttpCheck>,
+    exec: Option<ExecCheck>,
     port: Option<Port>,
+    agent_port: Option<Port>,
+    agent_send: Option<Bytes>,
+    agent_interval: Option<PositiveDur>,
+    on_down: Option<OnHealthChange>,
+    on_backup_up: Option<OnHealthChange>,
+    panic_threshold: Option<u8>,
+}
+
+/// The keys of a `health` table, before [`RawHealth`] checks them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthTable {
+    interval: Option<PositiveDur>,
+    timeout: Option<PositiveDur>,
+    rise: Option<AtLeastOne>,
+    fall: Option<AtLeastOne>,
+    send: Option<Bytes>,
+    expect: Option<String>,
+    #[serde(rename = "match")]
+    how: Option<Text<Match>>,
+    steps: Option<Vec<StepEntry>>,
+    http: Option<RawHttp>,
+    exec: Option<Vec<String>>,
+    port: Option<Port>,
+    agent_port: Option<Port>,
+    agent_send: Option<Bytes>,
+    agent_interval: Option<PositiveDur>,
+    on_down: Option<Text<OnHealthChange>>,
+    on_backup_up: Option<Text<OnHealthChange>>,
+    panic_threshold: Option<Percent>,
+}
+
+impl TryFrom<RawHealthTable> for RawHealth {
+    type Error = String;
+
+    fn try_from(t: RawHealthTable) -> Result<RawHealth, String> {
+        let kinds: Vec<&str> = [
+            (t.send.is_some() || t.expect.is_some(), "send/expect"),
+            (t.steps.is_some(), "steps"),
+            (t.http.is_some(), "http"),
+            (t.exec.is_some(), "exec"),
+        ]
+        .into_iter()
+        .filter_map(|(set, kind)| set.then_some(kind))
+        .collect();
+        if kinds.len() > 1 {
+            return Err(format!(
+                "one health check per pool: {} are set; keep one (steps hold any \
+                 number of sends and expects)",
+                kinds.join(" and ")
+            ));
+        }
+        let how = t.how.map(|m| m.0);
+        if how.is_some() && t.expect.is_none() {
+            return Err("`match` says how `expect` matches: set `expect` too".into());
+        }
+        let expect = match t.expect {
+            None => None,
+            Some(text) => {
+                let pattern = if how == Some(Match::Regex) {
+                    text.into_bytes()
+                } else {
+                    parse_escaped(&text)?
+                };
+                Some(Bytes(
+                    Expect::new(pattern, how.unwrap_or_default())?.pattern,
+                ))
+            }
+        };
+        let steps = match t.steps {
+            Some(list) if list.is_empty() => {
+                return Err(
+                    "empty `steps`: give sends and expects, or leave it out for a \
+                            connect check"
+                        .into(),
+                );
+            }
+            list => list.map(|l| l.into_iter().map(|s| s.0).collect()),
+        };
+        let exec = t.exec.map(ExecCheck::new).transpose()?;
+        Ok(RawHealth {
+            interval: t.interval,
+            timeout: t.timeout,
+            rise: t.rise,
+            fall: t.fall,
+            send: t.send,
+            expect,
+            how,
+            steps,
+            http: t.http.map(|h| h.0),
+            exec,
+            port: t.port,
+            agent_port: t.agent_port,
+            agent_send: t.agent_send,
+            agent_interval: t.agent_interval,
+            on_down: t.on_down.map(|p| p.0),
+            on_backup_up: t.on_backup_up.map(|p| p.0),
+            panic_threshold: t.panic_threshold.map(|p| p.0),
+        })
+    }
+}
+
+impl RawHealth {
+    /// Whether this table names a check of its own (then none of the
+    /// [defaults]' check keys apply).
+    fn has_check(&self) -> bool {
+        self.send.is_some()
+            || self.expect.is_some()
+            || self.steps.is_some()
+            || self.http.is_some()
+            || self.exec.is_some()
+    }
+
+    /// The short form (`send`, `expect`), which merges key by key.
+    fn is_send_expect(&self) -> bool {
+        self.send.is_some() || self.expect.is_some()
+    }
+
+    /// `self` (a listener's or route's) over `base` (from [defaults]),
+    /// key by key; the check as a whole: one kind of check, not a mix.
+    fn inherit(self, base: RawHealth) -> RawHealth {
+        let own_check = self.has_check();
+        let merge_short = self.is_send_expect() && base.is_send_expect();
+        let check = if !own_check {
+            base.clone()
+        } else if merge_short {
+            RawHealth {
+                send: self.send.clone().or(base.send.clone()),
+                expect: self.expect.clone().or(base.expect.clone()),
+                how: self.how.or(base.how),
+                ..self.clone()
+            }
+        } else {
+            self.clone()
+        };
+        RawHealth {
+            interval: self.interval.or(base.interval),
+            timeout: self.timeout.or(base.timeout),
+            rise: self.rise.or(base.rise),
+            fall: self.fall.or(base.fall),
+            send: check.send,
+            expect: check.expect,
+            how: check.how,
+            steps: check.steps,
+            http: check.http,
+            exec: check.exec,
+            port: self.port.or(base.port),
+            agent_port: self.agent_port.or(base.agent_port),
+            agent_send: self.agent_send.or(base.agent_send),
+            agent_interval: self.agent_interval.or(base.agent_interval),
+            on_down: self.on_down.or(base.on_down),
+            on_backup_up: self.on_backup_up.or(base.on_backup_up),
+            panic_threshold: self.panic_threshold.or(base.panic_threshold),
+        }
+    }
+
+    /// Sets what this table says in `h`; other keys keep their defaults.
+    fn apply(self, h: &mut HealthConfig) {
+        set(&mut h.interval, self.interval.map(|d| d.0));
+        set(&mut h.timeout, self.timeout.map(|d| d.0));
+        set(&mut h.rise, self.rise.map(|n| n.0));
+        set(&mut h.fall, self.fall.map(|n| n.0));
+        h.check = CheckConfig::from_kinds(
+            self.http,
+            self.exec,
+            self.steps,
+            (
+                self.send.map(|b| b.0),
+                self.expect.map(|b| b.0),
+                self.how.unwrap_or_default(),
+            ),
+        );
+        h.port = self.port.map(|p| p.0);
+        h.agent = self.agent_port.map(|port| AgentConfig {
+            port: port.0,
+            send: self.agent_send.map(|b| b.0),
+            interval: self.agent_interval.map_or(AGENT_INTERVAL, |d| d.0),
+        });
+        set(&mut h.on_down, self.on_down);
+        set(&mut h.on_backup_up, self.on_backup_up);
+        h.panic_threshold = self.panic_threshold;
+    }
+}
+
+/// One item of `steps`: `{ send = "..." }`, `{ send_hex = "..." }`,
+/// `{ expect = "...", match = "..." }` or `{ expect_hex = "..." }`.
+#[derive(Clone)]
+struct StepEntry(Step);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepTable {
+    send: Option<String>,
+    send_hex: Option<String>,
+    expect: Option<String>,
+    expect_hex: Option<String>,
+    #[serde(rename = "match")]
+    how: Option<Text<Match>>,
+}
+
+impl<'de> Deserialize<'de> for StepEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = StepTable::deserialize(d)?;
+        config::health::step(
+            t.send.as_deref(),
+            t.send_hex.as_deref(),
+            t.expect.as_deref(),
+            t.expect_hex.as_deref(),
+            t.how.map(|m| m.0),
+        )
+        .map(StepEntry)
+        .map_err(de::Error::custom)
+    }
+}
+
+/// `http = { method, path, host, expect_status, expect_body }`.
+#[derive(Clone)]
+struct RawHttp(HttpCheck);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpTable {
+    method: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    expect_status: Option<StatusItems>,
+    expect_body: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawHttp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let t = HttpTable::deserialize(d)?;
+        let mut check = HttpCheck::default();
+        if let Some(method) = t.method {
+            config::health::check_method(&method).map_err(de::Error::custom)?;
+            check.method = method;
+        }
+        if let Some(path) = t.path {
+            config::health::check_path(&path).map_err(de::Error::custom)?;
+            check.path = path;
+        }
+        if let Some(host) = &t.host {
+            config::health::check_host(host).map_err(de::Error::custom)?;
+        }
+        check.host = t.host;
+        if let Some(StatusItems(set)) = t.expect_status {
+            check.expect_status = set;
+        }
+        if t.expect_body.as_deref() == Some("") {
+            return Err(de::Error::custom(
+                "an empty expect_body always matches: leave it out",
+            ));
+        }
+        check.expect_body = t.expect_body;
+        Ok(RawHttp(check))
+    }
+}
+
+/// `expect_status`: `"2xx"`, `200`, or a list of codes and classes.
+#[derive(Clone)]
+struct StatusItems(StatusSet);
+
+impl<'de> Deserialize<'de> for StatusItems {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+        impl<'de> Visitor<'de> for StatusVisitor {
+            type Value = StatusItems;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status such as 200 or \"2xx\", or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusItems, E> {
+                v.parse().map(StatusItems).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusItems, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<StatusItems, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<toml::Value>()? {
+                    match item {
+                        toml::Value::Integer(n) => items.push(n.to_string()),
+                        toml::Value::String(s) => items.push(s),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "bad HTTP status {other}: expected a code or a class such as \"2xx\""
+                            )));
+                        }
+                    }
+                }
+                StatusSet::from_items(items.iter().map(String::as_str))
+                    .map(StatusItems)
+                    .map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(StatusVisitor)
+    }
+}
+
+/// A percentage from 1 to 100 (`panic_threshold`).
+#[derive(Clone, Copy)]
+struct Percent(u8);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        config::health::parse_percent(&n.to_string(), 1)
+            .map(Percent)
+            .map_err(de::Error::custom)
+    }
+}
+
+/// A percentage from 0 to 100 (`max_ejection_percent`).
+#[derive(Clone, Copy)]
+struct ShareOfPool(u8);
+
+impl<'de> Deserialize<'de> for ShareOfPool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        config::health::parse_percent(&n.to_string(), 0)
+            .map(ShareOfPool)
+            .map_err(de::Error::custom)
+    }
 }
 
 impl RawFile {
@@ -679,15 +1012,7 @@ impl RawService {
     fn inherit(self, defaults: &RawService) -> RawService {
         let d = defaults.clone();
         let health = match (self.health, d.health) {
-            (Some(own), Some(base)) => Some(RawHealth {
-                interval: own.interval.or(base.interval),
-                timeout: own.timeout.or(base.timeout),
-                rise: own.rise.or(base.rise),
-                fall: own.fall.or(base.fall),
-                send: own.send.or(base.send),
-                expect: own.expect.or(base.expect),
-                port: own.port.or(base.port),
-            }),
+            (Some(own), Some(base)) => Some(own.inherit(base)),
             (own, base) => own.or(base),
         };
         RawService {
@@ -703,6 +1028,8 @@ impl RawService {
             health,
             max_fails: self.max_fails.or(d.max_fails),
             fail_timeout: self.fail_timeout.or(d.fail_timeout),
+            max_ejection_percent: self.max_ejection_percent.or(d.max_ejection_percent),
+            max_ejection_time: self.max_ejection_time.or(d.max_ejection_time),
             max_conns: self.max_conns.or(d.max_conns),
             queue_timeout: self.queue_timeout.or(d.queue_timeout),
             idle_timeout: self.idle_timeout.or(d.idle_timeout),
@@ -921,12 +1248,25 @@ impl RawService {
         };
         if backends.is_empty() && (routes.is_empty() || self.backends.is_some()) {
             problems.push(Problem {
-                span: self.backends.as_ref().map_or(span, |b| b.span()),
+                span: self.backends.as_ref().map_or(span.clone(), |b| b.span()),
                 key: "listener.backends",
                 message: format!(
                     "listener {listen} has no backends: set `backends` in it or in [defaults], \
                      or give --backend"
                 ),
+            });
+        }
+        // Checked once merged: the port may come from [defaults].
+        if let Some(h) = &self.health
+            && h.agent_port.is_none()
+            && (h.agent_send.is_some() || h.agent_interval.is_some())
+        {
+            problems.push(Problem {
+                span: span.clone(),
+                key: "listener.health.agent_port",
+                message: "`agent_send` and `agent_interval` need `agent_port` (here or in \
+                          [defaults])"
+                    .into(),
             });
         }
         let keepalive = match self.tcp_keepalive.take() {
@@ -957,16 +1297,18 @@ impl RawService {
         set(&mut s.retries, self.retries);
         set(&mut s.on_failure, self.on_failure.map(|t| t.0));
         if let Some(h) = self.health {
-            set(&mut s.health.interval, h.interval.map(|d| d.0));
-            set(&mut s.health.timeout, h.timeout.map(|d| d.0));
-            set(&mut s.health.rise, h.rise.map(|n| n.0));
-            set(&mut s.health.fall, h.fall.map(|n| n.0));
-            s.health.send = h.send.map(|b| b.0);
-            s.health.expect = h.expect.map(|b| b.0);
-            s.health.port = h.port.map(|p| p.0);
+            h.apply(&mut s.health);
         }
         set(&mut s.max_fails, self.max_fails);
         set(&mut s.fail_timeout, self.fail_timeout.map(|d| d.0));
+        set(
+            &mut s.max_ejection_percent,
+            self.max_ejection_percent.map(|p| p.0),
+        );
+        set(
+            &mut s.max_ejection_time,
+            self.max_ejection_time.map(|d| d.0),
+        );
         s.max_conns = self.max_conns.map(|n| n.0);
         set(&mut s.queue_timeout, self.queue_timeout.map(|d| d.0));
         s.idle_timeout = self.idle_timeout.map(|d| d.0);
@@ -1448,8 +1790,162 @@ port = 8558
         assert_eq!(s.health.interval, Duration::from_secs(3));
         assert_eq!(s.health.timeout, Duration::from_secs(1));
         assert_eq!((s.health.rise, s.health.fall), (2, 4));
-        assert_eq!(s.health.send.as_deref(), Some(&b"PING\r\n"[..]));
-        assert_eq!(s.health.expect.as_deref(), Some(&b"+PONG"[..]));
+        assert_eq!(
+            s.health.check,
+            CheckConfig::send_expect(
+                Some(b"PING\r\n".to_vec()),
+                Some(b"+PONG".to_vec()),
+                Match::Prefix
+            )
+        );
+    }
+
+    #[test]
+    fn every_health_key_is_read() {
+        let c = parse_ok(
+            r#"
+max_ejection_percent = 3
+
+[defaults]
+max_ejection_percent = 30
+max_ejection_time = "1m"
+health = { send = "HI", on_down = "close", agent_port = 9777 }
+
+[[listener]]
+name = "steps"
+listen = "127.0.0.1:1"
+backends = ["127.0.0.1:2"]
+health = { steps = [{ send_hex = "0000000804d2162f" }, { expect = "^[SN]", match = "regex" }, { expect_hex = "4e", match = "contains" }], agent_send = "a\n", agent_interval = "5s" }
+
+[[listener]]
+name = "http"
+listen = "127.0.0.1:3"
+backends = ["127.0.0.1:4"]
+health = { http = { method = "OPTIONS", path = "/primary", host = "db", expect_status = [200, "3xx"], expect_body = "ok" }, on_backup_up = "close", panic_threshold = 40 }
+
+[[listener]]
+name = "exec"
+listen = "127.0.0.1:5"
+backends = ["127.0.0.1:6"]
+health = { exec = ["/usr/bin/pg_isready", "-h", "{host}"], on_down = "keep" }
+
+[[listener]]
+name = "short"
+listen = "127.0.0.1:7"
+backends = ["127.0.0.1:8"]
+health = { expect = "role:master", match = "contains" }
+"#
+            .replace("max_ejection_percent = 3\n", "")
+            .as_str(),
+        );
+        let [steps, http, exec, short] = &c.services[..] else {
+            panic!("{c:?}");
+        };
+        assert_eq!(
+            (steps.max_ejection_percent, steps.max_ejection_time),
+            (30, Duration::from_secs(60))
+        );
+        assert_eq!(
+            steps.health.check,
+            CheckConfig::Steps(vec![
+                Step::Send(vec![0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]),
+                Step::Expect(Expect {
+                    pattern: b"^[SN]".to_vec(),
+                    how: Match::Regex
+                }),
+                Step::Expect(Expect {
+                    pattern: b"N".to_vec(),
+                    how: Match::Contains
+                }),
+            ]),
+            "a listener's own check replaces the inherited send"
+        );
+        assert_eq!(
+            steps.health.agent,
+            Some(AgentConfig {
+                port: 9777,
+                send: Some(b"a\n".to_vec()),
+                interval: Duration::from_secs(5)
+            })
+        );
+        assert_eq!(steps.health.on_down, OnHealthChange::Close, "inherited");
+        let CheckConfig::Http(check) = &http.health.check else {
+            panic!("{:?}", http.health.check);
+        };
+        assert_eq!(
+            (check.method.as_str(), check.path.as_str()),
+            ("OPTIONS", "/primary")
+        );
+        assert_eq!(check.host.as_deref(), Some("db"));
+        assert_eq!(check.expect_status.to_string(), "200,3xx");
+        assert_eq!(check.expect_body.as_deref(), Some("ok"));
+        assert_eq!(http.health.on_backup_up, OnHealthChange::Close);
+        assert_eq!(http.health.panic_threshold, Some(40));
+        let CheckConfig::Exec(run) = &exec.health.check else {
+            panic!("{:?}", exec.health.check);
+        };
+        assert_eq!(run.argv, ["/usr/bin/pg_isready", "-h", "{host}"]);
+        assert_eq!(
+            exec.health.on_down,
+            OnHealthChange::Keep,
+            "own beats inherited"
+        );
+        assert_eq!(
+            short.health.check,
+            CheckConfig::send_expect(
+                Some(b"HI".to_vec()),
+                Some(b"role:master".to_vec()),
+                Match::Contains
+            ),
+            "the short form merges key by key"
+        );
+        assert_eq!(exec.max_ejection_percent, 30);
+    }
+
+    #[test]
+    fn bad_health_tables_say_what_is_wrong() {
+        let listener = |health: &str| {
+            format!(
+                "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\nhealth = {health}\n"
+            )
+        };
+        for (health, says) in [
+            (
+                r#"{ send = "a", http = { path = "/" } }"#,
+                "one health check per pool: send/expect and http",
+            ),
+            (r#"{ steps = [], }"#, "empty `steps`"),
+            (
+                r#"{ match = "contains" }"#,
+                "`match` says how `expect` matches",
+            ),
+            (r#"{ agent_send = "x" }"#, "need `agent_port`"),
+            (
+                r#"{ steps = [{ send = "a", expect = "b" }] }"#,
+                "exactly one of",
+            ),
+            (
+                r#"{ steps = [{ expect = "(", match = "regex" }] }"#,
+                "bad regular expression",
+            ),
+            (r#"{ http = { expect_status = [600] } }"#, "bad HTTP status"),
+            (r#"{ http = { method = "get" } }"#, "bad HTTP method"),
+            (r#"{ http = { path = "primary" } }"#, "bad HTTP path"),
+            (r#"{ http = { expect_body = "" } }"#, "empty expect_body"),
+            (r#"{ exec = [] }"#, "empty exec check"),
+            (r#"{ panic_threshold = 0 }"#, "from 1 to 100"),
+            (r#"{ on_down = "drop" }"#, "use keep or close"),
+            (r#"{ agent_port = 0 }"#, "from 1 to 65535"),
+        ] {
+            let e = parse_err(&listener(health));
+            assert!(e.to_string().contains(says), "{health}: {e}");
+            assert!(e.position.is_some(), "{health}: {e}");
+        }
+        let e = parse_err(&format!("max_ejection_percent = 101\n{}", listener("{}")));
+        assert!(
+            e.to_string().contains("unknown field") || e.to_string().contains("from 0 to 100"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1480,8 +1976,10 @@ health = { interval = "1s", expect = "OK" }
         assert_eq!((web.retries, web.strategy), (7, StrategyKind::PowerOfTwo));
         assert_eq!(web.access.rate_per_ip, Some(2.5));
         assert_eq!(web.health.interval, Duration::from_secs(4));
-        assert_eq!(web.health.send.as_deref(), Some(&b"HI"[..]));
-        assert_eq!(web.health.expect, None);
+        assert_eq!(
+            web.health.check,
+            CheckConfig::Steps(vec![Step::Send(b"HI".to_vec())])
+        );
         assert_eq!(redis.backends, vec![backend("127.0.0.1:6379")]);
         assert_eq!(
             (redis.retries, redis.strategy),
@@ -1489,8 +1987,10 @@ health = { interval = "1s", expect = "OK" }
         );
         // health merges field by field: own interval, inherited send.
         assert_eq!(redis.health.interval, Duration::from_secs(1));
-        assert_eq!(redis.health.send.as_deref(), Some(&b"HI"[..]));
-        assert_eq!(redis.health.expect.as_deref(), Some(&b"OK"[..]));
+        assert_eq!(
+            redis.health.check,
+            CheckConfig::send_expect(Some(b"HI".to_vec()), Some(b"OK".to_vec()), Match::Prefix)
+        );
         assert_eq!(redis.health.timeout, Duration::from_secs(2));
     }
 
@@ -1959,6 +2459,25 @@ resolve_ttl_min = 3
             "alpn",
             "access_log",
             "access_log_format",
+            "max_ejection_percent",
+            "max_ejection_time",
+            "match",
+            "steps",
+            "send_hex",
+            "expect_hex",
+            "http",
+            "method",
+            "path",
+            "host",
+            "expect_status",
+            "expect_body",
+            "exec",
+            "agent_port",
+            "agent_send",
+            "agent_interval",
+            "on_down",
+            "on_backup_up",
+            "panic_threshold",
             "pid_file",
         ] {
             assert!(text.contains(key), "the example does not show {key}");

@@ -17,7 +17,13 @@ use ipnet::IpNet;
 
 pub mod cli;
 pub mod file;
+pub mod health;
 mod parse;
+
+pub use health::{
+    AGENT_INTERVAL, AgentConfig, CheckConfig, ExecCheck, Expect, HealthConfig, HttpCheck, Match,
+    OnHealthChange, StatusSet, Step,
+};
 
 pub use parse::{
     SRV_PREFIX, parse_backend, parse_backend_list, parse_balance_factor, parse_duration,
@@ -162,6 +168,18 @@ pub enum AdminState {
     Maintenance,
 }
 
+impl AdminState {
+    /// The state whose discriminant (`as u8`) is `x`, for states kept in
+    /// an atomic; an unknown value is `Ready`.
+    pub fn from_discriminant(x: u8) -> AdminState {
+        match x {
+            x if x == AdminState::Drain as u8 => AdminState::Drain,
+            x if x == AdminState::Maintenance as u8 => AdminState::Maintenance,
+            _ => AdminState::Ready,
+        }
+    }
+}
+
 impl FromStr for AdminState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -189,41 +207,6 @@ impl fmt::Display for AdminState {
 impl fmt::Display for BackendSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
-    }
-}
-
-/// How the prober decides a backend is alive. Defaults: every 10 s, 2 s
-/// timeout, rise 1, fall 1, a plain connect check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HealthConfig {
-    /// Time between two checks of one backend.
-    pub interval: Duration,
-    /// A check slower than this fails.
-    pub timeout: Duration,
-    /// Consecutive successes that bring a DOWN backend back.
-    pub rise: u32,
-    /// Consecutive failures that take an UP backend out.
-    pub fall: u32,
-    /// Bytes to send after connecting (e.g. `PING\r\n`); `None` is a plain connect check.
-    pub send: Option<Vec<u8>>,
-    /// Prefix the reply must start with (e.g. `+PONG`).
-    pub expect: Option<Vec<u8>>,
-    /// Check every backend on this port instead of its traffic port
-    /// (`--health-port`); a backend's own `check_port` wins.
-    pub port: Option<u16>,
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(2),
-            rise: 1,
-            fall: 1,
-            send: None,
-            expect: None,
-            port: None,
-        }
     }
 }
 
@@ -338,7 +321,8 @@ impl Default for AccessConfig {
 ///
 /// Defaults ([`ServiceConfig::new`]): backlog 1024, round-robin, connect
 /// timeout 3 s, 2 retries, HTTP failure answers, health as
-/// [`HealthConfig::default`], passive health off (fail timeout 10 s), no
+/// [`HealthConfig::default`], passive health off (fail timeout 10 s, at most 10% of the pool
+/// ejected at once, ejections growing to 300 s), no
 /// connection limit (queue timeout 5 s), no idle timeout, no PROXY
 /// protocol, everyone allowed, names looked up again as
 /// [`ResolveConfig::default`] says, no TLS routes (ClientHello timeout 5 s
@@ -366,8 +350,17 @@ pub struct ServiceConfig {
     /// Passive health: this many failed connects within `fail_timeout` take
     /// a backend out for `fail_timeout` (nginx's max_fails). 0 turns it off.
     pub max_fails: u32,
-    /// Window and penalty for `max_fails`.
+    /// Window for `max_fails`, and the first ejection's length; each
+    /// ejection in a row lasts one `fail_timeout` longer (Envoy's
+    /// `base_ejection_time` × ejections), up to `max_ejection_time`.
     pub fail_timeout: Duration,
+    /// Most of the pool passive health may eject at once, in percent of
+    /// its backends, but always at least one (Envoy's
+    /// `max_ejection_percent`, default 10).
+    pub max_ejection_percent: u8,
+    /// The longest an ejection lasts however often it repeats (Envoy's
+    /// `max_ejection_time`, default 300 s; never shorter than `fail_timeout`).
+    pub max_ejection_time: Duration,
     /// Most client connections this listener serves at once.
     pub max_conns: Option<u32>,
     /// How long a client over a connection limit waits for a slot.
@@ -553,6 +546,8 @@ impl ServiceConfig {
             health: HealthConfig::default(),
             max_fails: 0,
             fail_timeout: Duration::from_secs(10),
+            max_ejection_percent: 10,
+            max_ejection_time: Duration::from_secs(300),
             max_conns: None,
             queue_timeout: Duration::from_secs(5),
             idle_timeout: None,

@@ -4,9 +4,11 @@
 //!
 //! Two states are kept apart, as in pingora-load-balancing: the admin state
 //! ([`AdminState`], set by an operator) and the health ([`Health`], set by
-//! checks and failed connects). A backend is given new connections only when
-//! it is both ready and up, below its `maxconn`, and not ejected by passive
-//! health. Everything the data path reads is an atomic: no lock here.
+//! checks and failed connects). The backend's agent, when it has one, adds
+//! its own word to both ([`AgentState`]; the operator's word wins). A
+//! backend is given new connections only when it is both ready and up,
+//! below its `maxconn`, and not ejected by passive health. Everything the
+//! data path reads is an atomic: no lock here.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AdminState, BackendSpec};
+use crate::pool::health::agent::AgentState;
 use crate::pool::health::{Health, millis_since_epoch};
 use crate::stats::BackendStats;
 
@@ -29,7 +32,8 @@ pub struct Backend {
     /// The `HOST:PORT` text as configured: how logs and metrics name it.
     name: String,
     addr: SocketAddr,
-    /// Relative share of connections; changes in place on reload.
+    /// Relative share of connections as the operator set it (configured,
+    /// or through the API); changes in place on reload.
     weight: AtomicU32,
     /// Most connections open at once; 0 is unlimited.
     max_conns: AtomicU32,
@@ -56,6 +60,8 @@ pub struct Backend {
     source: Option<String>,
     /// What checks and failed connects say; never touched by the operator.
     pub health: Health,
+    /// What the backend's agent says (nothing, without an agent check).
+    pub agent: AgentState,
     pub stats: BackendStats,
 }
 
@@ -76,6 +82,7 @@ impl Backend {
             drain_deadline_ms: AtomicU64::new(0),
             source: spec.source.clone(),
             health: Health::default(),
+            agent: AgentState::default(),
             stats: BackendStats::default(),
         }
     }
@@ -140,6 +147,19 @@ impl Backend {
     /// current [`eviction`](Self::eviction) token).
     pub fn evict(&self) {
         self.evict.load().cancel();
+    }
+
+    /// Closes every connection open to this backend now, for a change of
+    /// health (`on_down`, `on_backup_up`): unlike an operator's drain
+    /// deadline, connections made from now on are not closed with them
+    /// (a backend back up, or picked under panic, keeps its new ones).
+    /// Returns how many were open.
+    pub fn close_connections(&self) -> u64 {
+        let open = self.active();
+        let old = self.evict.swap(Arc::new(CancellationToken::new()));
+        old.cancel();
+        self.stats.health_closes.fetch_add(open, Relaxed);
+        open
     }
 
     /// When an operator's drain of this backend closes what is left.
@@ -212,31 +232,62 @@ impl Backend {
         self.source.as_deref()
     }
 
+    /// The weight selection uses: the operator's, times the agent's share
+    /// (at least 1; a 0 % share takes the backend out instead, see
+    /// [`Self::state`]).
     pub fn weight(&self) -> u32 {
+        let configured = self.weight.load(Relaxed);
+        let percent = self.agent.weight_percent();
+        if percent == 100 {
+            return configured;
+        }
+        let scaled = u64::from(configured) * u64::from(percent) / 100;
+        u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// The weight the operator set (configured, or through the API).
+    pub fn configured_weight(&self) -> u32 {
         self.weight.load(Relaxed)
     }
 
-    /// The connection limit; `None` is unlimited.
+    /// The connection limit: the operator's, or the agent's `maxconn` when
+    /// lower; `None` is unlimited.
     pub fn max_conns(&self) -> Option<u32> {
-        Some(self.max_conns.load(Relaxed)).filter(|&n| n > 0)
-    }
-
-    pub fn admin_state(&self) -> AdminState {
-        match self.admin_state.load(Relaxed) {
-            x if x == AdminState::Drain as u8 => AdminState::Drain,
-            x if x == AdminState::Maintenance as u8 => AdminState::Maintenance,
-            _ => AdminState::Ready,
+        let own = Some(self.max_conns.load(Relaxed)).filter(|&n| n > 0);
+        match (own, self.agent.max_conns()) {
+            (Some(own), Some(agent)) => Some(own.min(agent)),
+            (own, agent) => own.or(agent),
         }
     }
 
-    /// The operator wants it in rotation.
-    pub fn is_ready(&self) -> bool {
-        self.admin_state() == AdminState::Ready
+    /// The operator's wish (configured, or through the API), apart from
+    /// what the agent says.
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_discriminant(self.admin_state.load(Relaxed))
     }
 
-    /// The checks say it is alive.
+    /// The state in force: the operator's `drain` or `maintenance` wins;
+    /// while the operator says ready, the agent's `drain` or `maint` (or a
+    /// 0 % weight, as HAProxy's drain) applies.
+    pub fn state(&self) -> AdminState {
+        match self.admin_state() {
+            AdminState::Ready if self.agent.weight_percent() == 0 => match self.agent.state() {
+                AdminState::Maintenance => AdminState::Maintenance,
+                _ => AdminState::Drain,
+            },
+            AdminState::Ready => self.agent.state(),
+            operator => operator,
+        }
+    }
+
+    /// The operator, and the agent if any, want it in rotation.
+    pub fn is_ready(&self) -> bool {
+        self.state() == AdminState::Ready
+    }
+
+    /// The checks say it is alive, and its agent does not say it is down.
     pub fn is_up(&self) -> bool {
-        self.health.is_up()
+        self.health.is_up() && !self.agent.says_down()
     }
 
     pub fn active(&self) -> u64 {

@@ -39,6 +39,8 @@ use crate::config::ServiceConfig;
 use crate::stats::{PoolStats, ResolutionStats};
 use backend::Backend;
 use discovery::{Found, Member, Static, Update};
+use health::panic::PanicState;
+use health::passive::Ejected;
 use selection::Selector;
 
 /// An immutable view of the pool: open connections keep the one they started with.
@@ -55,6 +57,13 @@ pub struct PoolState {
     /// Whether any member is a backup: most pools have none and skip the
     /// check for them.
     has_backups: bool,
+    /// The pool's panic state (shared by its snapshots) and its name for
+    /// the log lines of entering and leaving panic.
+    panic: Arc<PanicState>,
+    /// The pool's name, for log lines written from a snapshot.
+    name: Arc<str>,
+    /// The pool's counters (ejections are counted from a snapshot).
+    stats: Arc<PoolStats>,
 }
 
 /// Backends a slow-start pick may pass over before taking its first choice.
@@ -66,10 +75,17 @@ impl PoolState {
     /// Backups are chosen from only when no primary is usable. Under slow
     /// start, a ramping backend the selector chose is taken with the
     /// probability of its ramp, else the selector is asked again without it.
+    ///
+    /// Under panic (see [`health::panic`]) every ready primary below its
+    /// limit is eligible, whatever its health.
     pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
-        let backup = self.backup_tier(tried);
+        let panic = self.in_panic();
+        let backup = !panic && self.backup_tier(tried);
         let eligible = |i: usize| {
             let b = &self.backends[i];
+            if panic {
+                return !b.is_backup() && !tried.contains(&i) && b.is_ready() && !b.is_full();
+            }
             b.is_backup() == backup && !tried.contains(&i) && b.is_available()
         };
         let first = self.selector.pick(&self.backends, &eligible, client)?;
@@ -95,6 +111,54 @@ impl PoolState {
                 Some(next) => choice = next,
                 // Only ramping backends left: ramping is no reason to refuse.
                 None => return Some(first),
+            }
+        }
+    }
+
+    /// Whether the pool is in panic now (evaluated on each pick while a
+    /// threshold is set; no work at all without one).
+    fn in_panic(&self) -> bool {
+        let threshold = self.config.health.panic_threshold;
+        threshold.is_some() && self.panic.evaluate(&self.name, &self.backends, threshold)
+    }
+
+    /// A client's connect to backend `index` failed for `reason`: it
+    /// counts toward `fall` like a failed check (the change settled as a
+    /// check's, `on_down` included), and toward passive ejection, within
+    /// the pool's `max_ejection_percent` (at least one backend).
+    pub fn connect_failed(&self, index: usize, reason: &str) {
+        let Some(backend) = self.backends.get(index) else {
+            return;
+        };
+        let config = &self.config;
+        let was_up = backend.is_up();
+        backend.health.record_failure(config.health.fall);
+        health::policy::report_change(&self.backends, backend, was_up, reason, &config.health);
+        let ejected = self.backends.iter().filter(|b| b.is_failing()).count();
+        let cap = ejection_cap(self.backends.len(), config.max_ejection_percent);
+        match backend.health.ejection().record_connect_failure(
+            config.max_fails,
+            config.fail_timeout,
+            config.max_ejection_time,
+            ejected < cap,
+        ) {
+            Ejected::No => {}
+            Ejected::For(length) => {
+                self.stats.ejections.fetch_add(1, Relaxed);
+                info!(
+                    "backend {backend} out of rotation for {length:?} after {} failed connects",
+                    config.max_fails
+                );
+            }
+            Ejected::Capped => {
+                self.stats.ejections_capped.fetch_add(1, Relaxed);
+                log::debug!(
+                    "backend {backend} failed {} connects but stays in: {ejected} of {} \
+                     backends are ejected already (max_ejection_percent {})",
+                    config.max_fails,
+                    self.backends.len(),
+                    config.max_ejection_percent
+                );
             }
         }
     }
@@ -129,6 +193,12 @@ impl PoolState {
 #[derive(Debug)]
 pub struct QueueTimeout;
 
+/// How many of `members` backends passive health may eject at once under
+/// `percent`: rounded down, but always at least one (Envoy's rule).
+pub fn ejection_cap(members: usize, percent: u8) -> usize {
+    (members * usize::from(percent) / 100).max(1)
+}
+
 pub struct Pool {
     /// How log lines name this pool: the listener it serves.
     name: String,
@@ -139,8 +209,10 @@ pub struct Pool {
     writer: Mutex<()>,
     /// Woken when a connection to a backend with a `maxconn` ends.
     slot_freed: Notify,
-    /// Membership changes applied, by kind.
-    pub stats: PoolStats,
+    /// Membership changes and passive ejections, by kind.
+    pub stats: Arc<PoolStats>,
+    /// Whether the pool is in panic, shared by its snapshots.
+    panic: Arc<PanicState>,
     /// Lookups of each backend name discovery keeps current, by result;
     /// read by the admin endpoint only.
     resolutions: Mutex<BTreeMap<String, Arc<ResolutionStats>>>,
@@ -158,6 +230,9 @@ impl Pool {
     /// members in `found` (a lookup at start-up); the first members are
     /// not counted as changes.
     pub fn with_found(name: impl Into<String>, config: ServiceConfig, found: &Found) -> Self {
+        let name: String = name.into();
+        let stats = Arc::new(PoolStats::default());
+        let panic = Arc::new(PanicState::default());
         let empty = PoolState {
             selector: Arc::from(selection::build(
                 config.strategy,
@@ -168,13 +243,17 @@ impl Pool {
             config,
             backends: Vec::new(),
             has_backups: false,
+            panic: panic.clone(),
+            name: Arc::from(name.as_str()),
+            stats: stats.clone(),
         };
         let pool = Pool {
-            name: name.into(),
+            name,
             current: ArcSwap::from_pointee(empty),
             writer: Mutex::new(()),
             slot_freed: Notify::new(),
-            stats: PoolStats::default(),
+            stats,
+            panic,
             resolutions: Mutex::new(BTreeMap::new()),
         };
         let backends = pool.load().config.backends.clone();
@@ -390,8 +469,50 @@ impl Pool {
             config,
             has_backups: backends.iter().any(|b| b.is_backup()),
             backends,
+            panic: old.panic.clone(),
+            name: old.name.clone(),
+            stats: old.stats.clone(),
         };
         self.current.store(Arc::new(state));
+    }
+
+    /// Builds the selector again for the same members: their weights
+    /// changed in place (an agent's share). Logged at debug with `cause`.
+    pub fn refresh_selector(&self, cause: &str) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.load();
+        log::debug!("{}: weights changed ({cause}): selector rebuilt", self.name);
+        let state = PoolState {
+            selector: Arc::from(selection::build(
+                old.config.strategy,
+                &old.backends,
+                old.config.hash_balance_factor,
+            )),
+            admission: old.admission.clone(),
+            config: old.config.clone(),
+            backends: old.backends.clone(),
+            has_backups: old.has_backups,
+            panic: old.panic.clone(),
+            name: old.name.clone(),
+            stats: old.stats.clone(),
+        };
+        self.current.store(Arc::new(state));
+    }
+
+    /// Evaluates the panic threshold now, so entering and leaving panic
+    /// are logged when health changes, not only at the next pick.
+    pub fn evaluate_panic(&self) {
+        let state = self.load();
+        state.in_panic();
+        if state.config.health.panic_threshold.is_none() && self.panic.is_active() {
+            // Turned off by a reload: leave panic, once.
+            self.panic.evaluate(&self.name, &state.backends, None);
+        }
+    }
+
+    /// Whether the pool is in panic, and how often it entered it.
+    pub fn panic(&self) -> &PanicState {
+        &self.panic
     }
 
     /// Like [`PoolState::pick`], but when every ready, healthy backend left
@@ -610,7 +731,9 @@ mod tests {
                     }
                     "ejected" => {
                         let an_hour = std::time::Duration::from_secs(3600);
-                        a.health.ejection().record_connect_failure(1, an_hour);
+                        a.health
+                            .ejection()
+                            .record_connect_failure(1, an_hour, an_hour, true);
                     }
                     "slow start" => a.became_eligible(),
                     _ => {}
@@ -689,5 +812,204 @@ mod tests {
             "a new backend, fresh state"
         );
         assert_eq!(counts(&pool), [1, 1, 0]);
+    }
+
+    #[test]
+    fn panic_balances_over_every_ready_primary_and_is_counted_once() {
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"]);
+        c.backends[3].admin_state = AdminState::Drain;
+        c.health.panic_threshold = Some(50);
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        // One of three ready primaries up: 33% < 50%.
+        state.backends[0].health.record_failure(1);
+        state.backends[1].health.record_failure(1);
+        let mut seen = [0usize; 4];
+        for _ in 0..30 {
+            seen[state.pick(CLIENT, &[]).unwrap()] += 1;
+        }
+        assert_eq!(seen, [10, 10, 10, 0], "the drained one stays out");
+        assert!(pool.panic().is_active());
+        assert_eq!(pool.panic().entered(), 1, "entered once, not per pick");
+        state.backends[1].health.record_success(1);
+        assert_ne!(state.pick(CLIENT, &[]), Some(0), "2 of 3 up: no panic");
+        assert!(!pool.panic().is_active());
+        assert_eq!(pool.panic().entered(), 1);
+    }
+
+    #[test]
+    fn without_a_threshold_there_is_no_panic() {
+        let pool = Pool::new("test", config(&["127.0.0.1:1", "127.0.0.1:2"]));
+        let state = pool.load();
+        state.backends[0].health.record_failure(1);
+        for _ in 0..4 {
+            assert_eq!(state.pick(CLIENT, &[]), Some(1));
+        }
+        assert!(!pool.panic().is_active());
+    }
+
+    #[test]
+    fn the_ejection_cap_keeps_at_least_one_and_counts_refusals() {
+        assert_eq!(ejection_cap(3, 10), 1);
+        assert_eq!(ejection_cap(30, 10), 3);
+        assert_eq!(ejection_cap(4, 0), 1, "always one");
+        assert_eq!(ejection_cap(4, 100), 4);
+        let mut c = config(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]);
+        c.max_fails = 1;
+        c.fail_timeout = std::time::Duration::from_secs(3600);
+        let pool = Pool::new("test", c);
+        let state = pool.load();
+        state.connect_failed(0, "refused");
+        state.connect_failed(1, "refused");
+        assert!(state.backends[0].is_failing());
+        assert!(!state.backends[1].is_failing(), "10% of 3: one at most");
+        assert_eq!(pool.stats.ejections.load(Relaxed), 1);
+        assert_eq!(pool.stats.ejections_capped.load(Relaxed), 1);
+    }
+
+    mod properties {
+        use std::collections::BTreeSet;
+        use std::time::Duration;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// One backend of a generated pool.
+        #[derive(Clone, Debug)]
+        struct Member {
+            up: bool,
+            ejected: bool,
+            state: AdminState,
+            backup: bool,
+        }
+
+        fn member() -> impl Strategy<Value = Member> {
+            (
+                any::<bool>(),
+                prop::bool::weighted(0.2),
+                prop_oneof![
+                    4 => Just(AdminState::Ready),
+                    1 => Just(AdminState::Drain),
+                    1 => Just(AdminState::Maintenance),
+                ],
+                prop::bool::weighted(0.2),
+            )
+                .prop_map(|(up, ejected, state, backup)| Member {
+                    up,
+                    ejected,
+                    state,
+                    backup,
+                })
+        }
+
+        fn pool_of(size: usize) -> ServiceConfig {
+            let addrs: Vec<String> = (0..size).map(|i| format!("127.0.0.1:{}", i + 1)).collect();
+            let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+            config(&refs)
+        }
+
+        fn build(members: &[Member], threshold: Option<u8>) -> Pool {
+            let mut c = pool_of(members.len());
+            for (spec, m) in c.backends.iter_mut().zip(members) {
+                spec.admin_state = m.state;
+                spec.backup = m.backup;
+            }
+            c.health.panic_threshold = threshold;
+            let pool = Pool::new("prop", c);
+            for (b, m) in pool.load().backends.iter().zip(members) {
+                if !m.up {
+                    b.health.record_failure(1);
+                }
+                if m.ejected {
+                    let hour = Duration::from_secs(3600);
+                    b.health
+                        .ejection()
+                        .record_connect_failure(1, hour, hour, true);
+                }
+            }
+            pool
+        }
+
+        proptest! {
+            /// Whatever the pool, a pick is a ready primary under panic
+            /// (and every ready primary gets picks), and otherwise a
+            /// usable backend of the right tier; panic is exactly when
+            /// fewer than the threshold's share of the ready primaries are
+            /// usable and no backup could take over.
+            #[test]
+            fn the_pick_under_panic(
+                members in prop::collection::vec(member(), 1..8),
+                threshold in prop::option::of(1u8..=100),
+            ) {
+                let pool = build(&members, threshold);
+                let state = pool.load();
+                let ready_primaries: Vec<usize> = (0..members.len())
+                    .filter(|&i| !members[i].backup && members[i].state == AdminState::Ready)
+                    .collect();
+                let usable = |i: usize| {
+                    members[i].state == AdminState::Ready && members[i].up && !members[i].ejected
+                };
+                let usable_primaries = ready_primaries.iter().filter(|&&i| usable(i)).count();
+                let usable_backups = (0..members.len())
+                    .filter(|&i| members[i].backup && usable(i))
+                    .count();
+                let expect_panic = threshold.is_some_and(|t| {
+                    let backups_serve = usable_primaries == 0 && usable_backups > 0;
+                    !ready_primaries.is_empty()
+                        && !backups_serve
+                        && usable_primaries * 100 < usize::from(t) * ready_primaries.len()
+                });
+                let picks: Vec<Option<usize>> =
+                    (0..2 * members.len()).map(|_| state.pick(CLIENT, &[])).collect();
+                prop_assert_eq!(pool.panic().is_active(), expect_panic);
+                if expect_panic {
+                    for pick in &picks {
+                        let i = pick.expect("a ready primary is always there under panic");
+                        prop_assert!(ready_primaries.contains(&i), "picked {} of {:?}", i, members);
+                    }
+                    for i in &ready_primaries {
+                        prop_assert!(picks.contains(&Some(*i)), "{} never picked: {:?}", i, picks);
+                    }
+                } else {
+                    let tier_backup = usable_primaries == 0;
+                    for pick in picks.iter().flatten() {
+                        prop_assert!(usable(*pick), "picked unusable {}", pick);
+                        prop_assert_eq!(members[*pick].backup, tier_backup);
+                    }
+                    let any = (0..members.len())
+                        .any(|i| usable(i) && members[i].backup == tier_backup);
+                    prop_assert_eq!(picks.iter().all(Option::is_some), any);
+                }
+            }
+
+            /// However connects fail, passive health never has more than
+            /// `max_ejection_percent` of the pool out, and ejects up to
+            /// that many (at least one).
+            #[test]
+            fn the_ejection_cap_holds(
+                size in 1usize..12,
+                percent in 0u8..=100,
+                failures in prop::collection::vec(0usize..12, 1..60),
+            ) {
+                let mut c = pool_of(size);
+                c.max_fails = 1;
+                c.fail_timeout = Duration::from_secs(3600);
+                c.max_ejection_percent = percent;
+                let pool = Pool::new("prop", c);
+                let state = pool.load();
+                let cap = ejection_cap(size, percent);
+                let failing: Vec<usize> = failures.iter().map(|f| f % size).collect();
+                for &index in &failing {
+                    state.connect_failed(index, "refused");
+                    let out = state.backends.iter().filter(|b| b.is_failing()).count();
+                    prop_assert!(out <= cap, "{} ejected, cap {}", out, cap);
+                    prop_assert!(out >= 1, "the first failure always ejects");
+                }
+                let distinct = failing.iter().collect::<BTreeSet<_>>().len();
+                let made = pool.stats.ejections.load(Relaxed) as usize;
+                prop_assert_eq!(made, cap.min(distinct));
+            }
+        }
     }
 }

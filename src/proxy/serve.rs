@@ -353,9 +353,7 @@ async fn reach_backend(
                     break;
                 }
                 backend.stats.connect_failures.fetch_add(1, Relaxed);
-                backend
-                    .health
-                    .record_connect_failure(backend, config, &reason);
+                state.connect_failed(index, &reason);
                 let cause = match e.kind() {
                     std::io::ErrorKind::TimedOut => Cause::ConnectTimeout,
                     std::io::ErrorKind::ConnectionRefused => Cause::ConnectRefused,

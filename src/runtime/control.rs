@@ -514,7 +514,9 @@ fn spawn_watcher(
                 // Replaced by a newer watcher, which owns the entry now.
                 _ = stop.cancelled() => return,
                 () = at_deadline => {
-                    if backend.is_ready() {
+                    // The operator's own word: an agent's drain is no
+                    // reason to close what the operator let stay open.
+                    if backend.admin_state() == AdminState::Ready {
                         break;
                     }
                     info!(

@@ -1019,7 +1019,8 @@ fn log_service(local_addr: SocketAddr, pool: &Pool) {
     let c = &state.config;
     info!(
         "listening on {} -> [{}] strategy={} retries={} connect-timeout={:?} \
-         health-interval={:?} health-timeout={:?} rise={} fall={} on-failure={}",
+         health-interval={:?} health-timeout={:?} rise={} fall={} on-failure={} \
+         health-check={} on-down={}",
         local_addr,
         backend_names(pool).join(", "),
         c.strategy,
@@ -1030,5 +1031,7 @@ fn log_service(local_addr: SocketAddr, pool: &Pool) {
         c.health.rise,
         c.health.fall,
         c.on_failure,
+        c.health.check.kind(),
+        c.health.on_down,
     );
 }

@@ -768,3 +768,134 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+// ---------------------------------------------------------------------------
+// Real servers (redis-server, postgres, mariadbd) for the health checks
+
+/// The user and group real servers run as: `nobody` (postgres refuses to
+/// run as root, and none of them needs more).
+pub const NOBODY: u32 = 65534;
+
+/// A Debian server program: on the PATH, in /usr/sbin, or for PostgreSQL
+/// under /usr/lib/postgresql/*/bin. Missing fails the test with the
+/// package to install (scripts/test.sh installs it).
+pub fn server_program(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut candidates: Vec<PathBuf> = std::env::split_paths(&path).map(|d| d.join(name)).collect();
+    candidates.push(PathBuf::from("/usr/sbin").join(name));
+    if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut dirs: Vec<PathBuf> = versions.flatten().map(|v| v.path().join("bin")).collect();
+        dirs.sort();
+        candidates.extend(dirs.into_iter().rev().map(|d| d.join(name)));
+    }
+    candidates
+        .into_iter()
+        .find(|c| c.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test runs a real {name} and found none: install Debian's `{package}` \
+                 (scripts/test.sh does)"
+            )
+        })
+}
+
+/// A [`TempDir`] owned by [`NOBODY`], for a real server's data.
+pub fn unprivileged_dir(name: &str) -> TempDir {
+    let dir = TempDir::new(name);
+    std::os::unix::fs::chown(&dir.0, Some(NOBODY), Some(NOBODY)).expect("chown the server dir");
+    dir
+}
+
+/// Runs `program args` as [`NOBODY`]: the server itself is the child (no
+/// wrapper in between), so dropping the [`Process`] kills it by PID.
+pub fn spawn_unprivileged(program: &std::path::Path, args: &[&str]) -> Process {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(program);
+    command.args(args).uid(NOBODY).gid(NOBODY).current_dir("/");
+    spawn_process(command)
+}
+
+/// Waits (up to [`PATIENCE`]) until `addr` accepts connections; fails with
+/// the server's stderr if it exits first.
+pub async fn wait_accepting(addr: SocketAddr, process: &mut Process) {
+    let deadline = Instant::now() + PATIENCE;
+    while TcpStream::connect(addr).await.is_err() {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!("the server exited ({status}):\n{}", process.stderr_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never accepted on {addr}:\n{}",
+            process.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /status` on an admin endpoint, parsed.
+pub async fn status_json(admin: SocketAddr) -> serde_json::Value {
+    let text = raw_exchange(admin, "GET /status HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let (_, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    serde_json::from_str(body).expect("JSON")
+}
+
+/// Backend `name`'s entry in the first listener's pool of `status`.
+pub fn backend_status(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["listeners"][0]["backends"]
+        .as_array()
+        .and_then(|all| all.iter().find(|b| b["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend {name} in {status}"))
+}
+
+/// Polls `/status` until `condition` holds for it (up to `timeout`);
+/// returns the last status seen and whether it held.
+pub async fn wait_status(
+    admin: SocketAddr,
+    timeout: Duration,
+    mut condition: impl FnMut(&serde_json::Value) -> bool,
+) -> (serde_json::Value, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = status_json(admin).await;
+        if condition(&status) {
+            return (status, true);
+        }
+        if Instant::now() > deadline {
+            return (status, false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small servers on the test's own runtime (health endpoints, agents)
+
+/// Listens on `ip`:0 and serves each connection with `handle` on a task
+/// of its own, on the test's runtime (so it can share state with the
+/// test); returns the address.
+pub async fn serve_each<F, Fut>(ip: &str, handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(format!("{ip}:0")).await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    addr
+}
+
+/// Reads an HTTP request head (up to the empty line) from `stream`.
+pub async fn read_head(stream: &mut tokio::io::BufReader<TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let (mut head, mut line) = (String::new(), String::new());
+    while matches!(stream.read_line(&mut line).await, Ok(n) if n > 2) {
+        head.push_str(&line);
+        line.clear();
+    }
+    head
+}

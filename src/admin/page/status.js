@@ -9,6 +9,9 @@
 
 const REFRESH_MS = 2000;
 const SAMPLES = 900; // 15 minutes of one point a second, as the server keeps
+// The shortest time axis: a fresh process's few seconds still make a line,
+// not a dot, and the axis grows with the data up to SAMPLES.
+const MIN_SPAN = 10;
 const SVG = "http://www.w3.org/2000/svg";
 
 let token = "";
@@ -99,14 +102,45 @@ function mergeHistory(h) {
   lastSample = h.samples;
 }
 
-// A chart of `lines` ([{values, from, cls, label}]) over the last 15
-// minutes, the newest point at the right edge (sample number `newest`).
+// The samples the charts span: from the oldest point held (up to 15
+// minutes back) to the newest, at least MIN_SPAN, so the axis fits the data
+// there is instead of always spanning 15 minutes. One span for every chart
+// of the page, so their time axes line up.
+function chartSpan(newest) {
+  let oldest = newest;
+  for (const held of history.values()) {
+    const all = [held.series, ...held.backends.values()];
+    for (const route of held.routes.values()) all.push(...route.values());
+    for (const series of all) if (series && series.rate.length) oldest = Math.min(oldest, series.from);
+  }
+  return Math.min(SAMPLES - 1, Math.max(MIN_SPAN, newest - oldest));
+}
+
+// "42 s", "5 min", "3 h", "2 d": a span of seconds, short.
+function span(secs) {
+  if (secs < 90) return `${Math.max(0, Math.round(secs))} s`;
+  if (secs < 90 * 60) return `${Math.round(secs / 60)} min`;
+  if (secs < 36 * 3600) return `${Math.round(secs / 3600)} h`;
+  return `${Math.round(secs / 86400)} d`;
+}
+
+// How long ago an RFC 3339 time was, as `span` writes it.
+function ago(at) {
+  const then = Date.parse(at);
+  return Number.isNaN(then) ? "?" : span((Date.now() - then) / 1000);
+}
+
+let axis = MIN_SPAN;
+
+// A chart of `lines` ([{values, from, cls, label}]) over the page's time
+// axis (`axis` samples), the newest point at the right edge (sample number
+// `newest`).
 function chart(lines, newest, width, height, withScale) {
   const box = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart" });
   box.append(svg("rect", { x: 0, y: 0, width, height, class: "chart-bg" }));
   let top = 1;
   for (const line of lines) for (const v of line.values) top = Math.max(top, v);
-  const x = (sample) => width - ((newest - sample) * width) / (SAMPLES - 1);
+  const x = (sample) => Math.max(0, width - ((newest - sample) * width) / axis);
   const y = (v) => height - 2 - (v / top) * (height - 4);
   for (const line of lines) {
     if (!line.values.length) continue;
@@ -123,7 +157,7 @@ function chart(lines, newest, width, height, withScale) {
     label.textContent = `max ${perSecond(top)}`;
     box.append(label);
     const ago = svg("text", { x: 3, y: height - 4, class: "scale" });
-    ago.textContent = "15 min ago";
+    ago.textContent = `${span(axis)} ago`;
     box.append(ago);
   }
   return box;
@@ -169,10 +203,31 @@ function backendRow(pool, b, series, newest) {
   if (b.backup) name.append(el("span", { class: "tag" }, "backup"));
   // The address only when the name does not say it (DNS names).
   if (b.address !== b.name) name.append(el("span", { class: "address muted" }, b.address));
+  // The operator's state, and the agent's when it is the one in force.
+  const state = el("td", { class: "state" }, b.admin_state);
+  if (b.state && b.state !== b.admin_state) state.append(el("span", { class: "tag agent" }, `agent: ${b.state}`));
+  // Health, since when, and why (the reason of the last change).
+  const health = el("td", { class: "health" }, b.health, b.ejected ? el("span", { class: "tag" }, "ejected") : "");
+  if (b.health_since) {
+    health.append(el("span", { class: "since muted" }, `for ${ago(b.health_since)}`));
+    health.title = `${b.health} since ${b.health_since}: ${b.health_reason}`;
+  }
+  // The last check: its result and what it saw; the agent's answer below.
+  const check = el("td", { class: `check${b.check ? ` check-${b.check.result}` : ""}` });
+  if (b.check) {
+    check.append(el("span", { class: "result" }, b.check.result), el("span", { class: "why" }, b.check.reason));
+    check.title = `${b.check.type} check at ${b.check.at}, ${seconds(b.check.seconds)}`;
+  } else {
+    check.append(el("span", { class: "muted" }, "not checked yet"));
+  }
+  if (b.agent) {
+    check.append(el("span", { class: "why agent muted" }, `agent: ${b.agent.reason}`));
+  }
   row.append(
     name,
-    el("td", { class: "state" }, b.admin_state),
-    el("td", { class: "health" }, b.health, b.ejected ? el("span", { class: "tag" }, "ejected") : ""),
+    state,
+    health,
+    check,
     el("td", { class: "num weight" }, weight),
     el("td", { class: "num active" }, b.active),
     el("td", { class: "num rate" }, perSecond(rate)),
@@ -241,7 +296,7 @@ function listenerSection(l, newest) {
     ["502", l.failures["502"], l.failures["502"] ? "bad" : ""],
     ["503", l.failures["503"], l.failures["503"] ? "bad" : "", listed(reasons)],
     ["503 over limits", overload, overload ? "bad" : "", listed(limits)],
-  ]) {
+  ].concat(l.panic && l.panic.active ? [["panic", "all ready primaries", "bad", ""]] : [])) {
     const attrs = { class: cls, "data-figure": term };
     if (title) attrs.title = title;
     figures.append(el("div", attrs, el("dt", {}, term), el("dd", {}, value)));
@@ -302,8 +357,8 @@ function listenerSection(l, newest) {
 function backendTable(pool, backends, heldBackends, newest) {
   const head = el("tr");
   for (const title of [
-    "backend", "state", "health", "weight", "active", "conn/s", "total",
-    "errors", "connect p50", "p99", "last 15 min",
+    "backend", "state", "health", "last check", "weight", "active", "conn/s", "total",
+    "errors", "connect p50", "p99", `last ${span(axis)}`,
   ]) {
     head.append(el("th", {}, title));
   }
@@ -318,6 +373,7 @@ function backendTable(pool, backends, heldBackends, newest) {
 function render(status) {
   writeAccess = Boolean(status.write_access);
   $("auth").hidden = !writeAccess;
+  axis = chartSpan(lastSample);
   const sections = status.listeners.map((l) => listenerSection(l, lastSample));
   $("listeners").replaceChildren(...sections);
   $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

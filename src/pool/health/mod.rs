@@ -1,24 +1,46 @@
-//! Health: whether a backend is alive, as checks and connects find it.
+//! Health: whether a backend is alive, as checks, its agent and connects
+//! find it.
 //!
-//! Two sources feed it, each in its own module: [`active`] probes every
-//! backend on an interval (rise/fall), and [`passive`] ejects a backend after
-//! too many failed connects in a window (nginx's `max_fails`). Both only
-//! *report*: they move a backend's [`Health`] and return the [`Transition`]
-//! for their caller to log; they never reach into the data path. The
-//! operator's wishes (drain, maintenance) are not health: see
-//! [`AdminState`](crate::config::AdminState).
+//! Each source and each kind of check has a module of its own:
+//!
+//! - [`active`] schedules the checks of a pool's backends (rise/fall) and
+//!   its agent checks, each on its own interval;
+//! - [`check`] is the small trait every kind of check implements, and the
+//!   transport a check connects with; one module per kind: [`connect`],
+//!   [`steps`] (send/expect sequences), [`http`] (hyper's client) and
+//!   [`exec`] (a program, no shell);
+//! - [`agent`] is HAProxy's agent protocol: the backend's own word on its
+//!   weight, state and health, kept apart from the operator's;
+//! - [`passive`] ejects a backend after too many failed connects in a
+//!   window (nginx's `max_fails`), capped and growing as Envoy's outlier
+//!   detection;
+//! - [`policy`] is what a change of health does to open connections
+//!   (`on_down`, `on_backup_up`), and [`panic`] the panic threshold.
+//!
+//! Checks only *report*: they move a backend's [`Health`] and their caller
+//! logs the [`Transition`] and applies the policies; they never reach into
+//! the data path. The operator's wishes (drain, maintenance) are not
+//! health: see [`AdminState`](crate::config::AdminState).
 
 pub mod active;
+pub mod agent;
+pub mod check;
+pub mod connect;
+pub mod exec;
+pub mod http;
+pub mod panic;
 pub mod passive;
+pub mod policy;
+pub mod steps;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use log::info;
+use serde::Serialize;
 
-use crate::config::ServiceConfig;
 use passive::Ejection;
 
 /// A change of health worth logging.
@@ -35,14 +57,56 @@ struct Streak {
     successes: u32,
 }
 
-/// One backend's health. `up` is read on every pick; the streak lock is
-/// taken only when a check or a failed connect reports in.
+/// What the last check of a backend found, for `/status`, the API and
+/// the page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Passed, failed, or not run to a verdict.
+    pub result: CheckResult,
+    /// What it saw: `HTTP 200`, `connection refused`, `exit 1: no
+    /// response`, `expected "+PONG", got "-ERR"`.
+    pub reason: String,
+    /// When it ended.
+    pub at: SystemTime,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// A check's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    Passed,
+    Failed,
+    /// We could not run it (out of descriptors): no verdict on the backend.
+    Skipped,
+}
+
+/// What a backend's health is and has been: the last check and the last
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The last active check; `None` before the first one ends.
+    pub last_check: Option<CheckReport>,
+    /// When the backend's health (checks and agent together) last changed,
+    /// or it joined the pool.
+    pub since: SystemTime,
+    /// Why it is as it is since then: the failure that took it down, or
+    /// what brought it up (`joined the pool`, `check passed`).
+    pub why: String,
+}
+
+/// One backend's health from checks and connects. `up` is read on every
+/// pick; the locks are taken only when a check or a failed connect
+/// reports in, or the admin endpoint reads the report.
 #[derive(Debug)]
 pub struct Health {
     up: AtomicBool,
     streak: Mutex<Streak>,
     /// Passive health: out for a while after too many failed connects.
     ejection: Ejection,
+    /// The last check and the last change, for reporting.
+    report: Mutex<HealthReport>,
 }
 
 impl Default for Health {
@@ -53,11 +117,18 @@ impl Default for Health {
             up: AtomicBool::new(true),
             streak: Mutex::new(Streak::default()),
             ejection: Ejection::default(),
+            report: Mutex::new(HealthReport {
+                last_check: None,
+                since: SystemTime::now(),
+                why: "joined the pool".into(),
+            }),
         }
     }
 }
 
 impl Health {
+    /// The checks' (and failed connects') verdict; the agent's word is
+    /// added by [`Backend::is_up`](crate::pool::backend::Backend::is_up).
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
@@ -98,32 +169,30 @@ impl Health {
         None
     }
 
-    /// The passive side: see [`passive::Ejection::record_connect_failure`].
+    /// The passive side: see [`passive::Ejection`].
     pub fn ejection(&self) -> &Ejection {
         &self.ejection
     }
 
-    /// A client's connect to `backend` failed: it counts toward `fall` like
-    /// a failed check, and toward passive ejection. Each resulting change
-    /// is logged once, here.
-    pub fn record_connect_failure(
-        &self,
-        backend: &impl fmt::Display,
-        config: &ServiceConfig,
-        reason: &str,
-    ) {
-        if let Some(t) = self.record_failure(config.health.fall) {
-            log_transition(backend, t, reason);
-        }
-        if self
-            .ejection
-            .record_connect_failure(config.max_fails, config.fail_timeout)
-        {
-            info!(
-                "backend {backend} out of rotation for {:?} after {} failed connects",
-                config.fail_timeout, config.max_fails
-            );
-        }
+    /// Keeps `check` as the last check's report.
+    pub fn record_check(&self, check: CheckReport) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        report.last_check = Some(check);
+    }
+
+    /// Notes that the backend's health changed now, and why.
+    pub fn record_change(&self, why: &str) {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        report.since = SystemTime::now();
+        report.why = why.to_string();
+    }
+
+    /// The last check and the last change.
+    pub fn report(&self) -> HealthReport {
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -143,7 +212,7 @@ pub fn millis_since_epoch(at: Instant) -> u64 {
 pub fn log_transition(backend: &impl fmt::Display, transition: Transition, reason: &str) {
     match transition {
         Transition::Down => info!("backend {backend} is DOWN ({reason})"),
-        Transition::Up => info!("backend {backend} is UP"),
+        Transition::Up => info!("backend {backend} is UP ({reason})"),
     }
 }
 
@@ -179,12 +248,36 @@ mod tests {
     }
 
     #[test]
+    fn the_report_keeps_the_last_check_and_the_last_change() {
+        let h = Health::default();
+        let joined = h.report();
+        assert_eq!(
+            (joined.last_check, joined.why.as_str()),
+            (None, "joined the pool")
+        );
+        let check = CheckReport {
+            result: CheckResult::Failed,
+            reason: "connection refused".into(),
+            at: SystemTime::now(),
+            took: Duration::from_millis(1),
+        };
+        h.record_check(check.clone());
+        std::thread::sleep(Duration::from_millis(2));
+        h.record_change("connection refused");
+        let report = h.report();
+        assert_eq!(report.last_check, Some(check));
+        assert_eq!(report.why, "connection refused");
+        assert!(report.since > joined.since);
+    }
+
+    #[test]
     fn ejection_leaves_the_prober_verdict_alone() {
         let health = Health::default();
+        let window = Duration::from_secs(3600);
         for _ in 0..2 {
             health
                 .ejection()
-                .record_connect_failure(2, Duration::from_secs(3600));
+                .record_connect_failure(2, window, window, true);
         }
         assert!(health.is_ejected());
         assert!(
