@@ -261,16 +261,20 @@ fn commands() -> Roff {
                 "It checks the file's syntax, keys and values, then what it points at: \
                  listen and admin addresses can be bound, backend names resolve, the token \
                  file reads, the state file's, pid file's and admin socket's directories \
-                 take new files. It prints a summary and exits 0, or lists every problem \
+                 take new files, TLS certificates and keys read and match (a certificate \
+                 expiring within 14 days is a warning). It prints a summary and exits 0, or lists every problem \
                  with its file and line and exits 1 (2 for bad flags). It takes the same \
                  flags as tcplb, so a unit's exact command line can be checked."
             }
             "ctl" => {
                 "The control API's client: list pools, backends and open connections; \
                  drain, maintenance, ready, weights; add and remove backends; close one \
-                 connection or all of a backend's. Exit 0 on success, 1 on an error from \
-                 the server or the connection, 2 on bad arguments. See CTL OPTIONS and \
-                 CTL COMMANDS."
+                 connection or all of a backend's; turn the instance's readiness off and \
+                 on (ready off, ready on). Repeat --admin (or give --admin-file) to apply \
+                 a command to several instances at once: each result is reported, and the \
+                 exit code is 0 only if all succeeded. Exit 0 on success, 1 on an error \
+                 from the server or the connection, 2 on bad arguments. See CTL OPTIONS \
+                 and CTL COMMANDS."
             }
             _ => continue,
         };
@@ -424,8 +428,11 @@ fn fixed_sections() -> Roff {
             ),
             (
                 "SIGTERM, SIGINT",
-                "Stop accepting, let open connections finish for up to the drain timeout, \
-                 exit.",
+                "GET /ready answers 503 and systemd is told STOPPING=1 at once; the \
+                 listeners go on accepting for the shutdown delay (--shutdown-delay, 0 by \
+                 default); then stop accepting, let open connections finish for up to the \
+                 drain timeout (those still open in its last tenth, at most 10 s, are \
+                 closed one after another over it), exit.",
             ),
         ],
     );
@@ -489,7 +496,8 @@ fn fixed_sections() -> Roff {
             (
                 "/usr/share/doc/tcplb/",
                 "README.md and docs/: the configuration reference, health checks, runtime \
-                 control, observability, TLS, upgrades, benchmarks, design, testing.",
+                 control, observability, TLS, upgrades, running more than one instance \
+                 (fleet), benchmarks, design, testing.",
             ),
         ],
     );

@@ -3,13 +3,15 @@
 //! and every `tcplb` command line in the README's shell blocks passes
 //! `tcplb check` with the same arguments, so a documented example never
 //! goes stale; and every relative link of the README and docs/ leads to a
-//! file and a heading that exist.
+//! file and a heading that exist. The TLS quick start's `tcplb.pem` and
+//! `tcplb.key` (which the README makes with openssl) are made by the test,
+//! with a test CA, in the directory the checks run in.
 
 mod common;
 
 use std::path::Path;
 
-use common::{TempDir, tcplb_output, tcplb_output_in};
+use common::{tcplb_output, tcplb_output_in};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -24,6 +26,18 @@ fn examples() -> Vec<String> {
     names
 }
 
+/// A directory to run the checks in, as a user who followed the README
+/// would: the TLS quick start's `tcplb.pem` and `tcplb.key`, and
+/// `examples/` (a link to the repository's) for the paths the README's
+/// command lines name. The CA owns the directory.
+fn quick_start_dir(name: &str) -> common::pki::Ca {
+    let mut ca = common::pki::Ca::new(name);
+    ca.server("tcplb", &["localhost"], common::pki::Key::Ecdsa);
+    std::os::unix::fs::symlink(Path::new(ROOT).join("examples"), ca.dir.path("examples"))
+        .expect("link examples/");
+    ca
+}
+
 /// `tcplb check ARGS` run in `dir` (relative paths in a file land there).
 fn check_in(dir: &Path, args: &[String]) -> (i32, String, String) {
     let args: Vec<&str> = std::iter::once("check")
@@ -36,9 +50,9 @@ fn check_in(dir: &Path, args: &[String]) -> (i32, String, String) {
 fn every_example_configuration_passes_tcplb_check() {
     let names = examples();
     assert!(names.len() >= 5, "{names:?}");
-    // Relative paths in an example (a state file, an admin socket) are
-    // checked in a directory of the test's own.
-    let dir = TempDir::new("examples");
+    // Relative paths in an example (a state file, an admin socket, TLS
+    // files) are checked in a directory of the test's own.
+    let dir = quick_start_dir("examples").dir;
     let mut failed = Vec::new();
     for name in &names {
         let path = Path::new(ROOT).join("examples/configs").join(name);
@@ -156,8 +170,9 @@ fn every_tcplb_command_line_in_the_readme_passes_tcplb_check() {
     let lines = readme_command_lines(&readme);
     assert!(lines.len() >= 3, "{lines:?}");
     let mut failed = Vec::new();
+    let dir = quick_start_dir("readme-lines");
     for args in &lines {
-        let (code, out, err) = check_in(Path::new(ROOT), args);
+        let (code, out, err) = check_in(&dir.dir.0, args);
         if code != 0 {
             failed.push(format!(
                 "tcplb {} (exit {code}):\n{out}{err}",

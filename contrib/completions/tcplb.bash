@@ -167,7 +167,7 @@ _tcplb() {
 
     case "${cmd}" in
         tcplb)
-            opts="-b -h -V --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --admin --admin-token-file --admin-socket --state-file --config --drain-timeout --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
+            opts="-b -h -V --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -369,6 +369,18 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --admin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -390,6 +402,10 @@ _tcplb() {
                     return 0
                     ;;
                 --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-delay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -425,7 +441,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__check)
-            opts="-b -h --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --admin --admin-token-file --admin-socket --state-file --config --drain-timeout --workers --splice --resolver --access-log --access-log-format --pid-file --help"
+            opts="-b -h --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --workers --splice --resolver --access-log --access-log-format --pid-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -627,6 +643,18 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --admin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -648,6 +676,10 @@ _tcplb() {
                     return 0
                     ;;
                 --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-delay)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -697,13 +729,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl)
-            opts="-h -V --admin --token-file --json --help --version pools backends health drain maintenance ready weight add connections close close-connections remove help"
+            opts="-h -V --admin --admin-file --token-file --json --help --version pools backends health drain maintenance ready weight add connections close close-connections remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -719,7 +755,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__add)
-            opts="-h --weight --maxconn --backup --admin --token-file --json --help"
+            opts="-h --weight --maxconn --backup --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -737,6 +773,10 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --admin-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -749,13 +789,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__backends)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -771,13 +815,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__close)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -793,13 +841,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__close__subcmd__connections)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -815,7 +867,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__connections)
-            opts="-h --listener --backend --limit --after --all --admin --token-file --json --help"
+            opts="-h --listener --backend --limit --after --all --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -841,6 +893,10 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --admin-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -853,7 +909,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__drain)
-            opts="-h --deadline --admin --token-file --json --help"
+            opts="-h --deadline --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -864,6 +920,10 @@ _tcplb() {
                     return 0
                     ;;
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -879,13 +939,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__health)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1097,13 +1161,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__maintenance)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1119,13 +1187,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__pools)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1141,13 +1213,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__ready)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1163,7 +1239,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__remove)
-            opts="-h --deadline --admin --token-file --json --help"
+            opts="-h --deadline --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1174,6 +1250,10 @@ _tcplb() {
                     return 0
                     ;;
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1189,13 +1269,17 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__ctl__subcmd__weight)
-            opts="-h --admin --token-file --json --help"
+            opts="-h --admin --admin-file --token-file --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --admin-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
