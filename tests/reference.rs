@@ -35,10 +35,14 @@
 //!   without it is rejected;
 //! - Reload: a running balancer given the example by a reload
 //!   (`ReloadHandle::apply`, what SIGHUP calls) says "NOT applied" exactly
-//!   for the entries whose Reload says no.
+//!   for the entries whose Reload says no. The TLS files the examples name
+//!   (`site.pem`, `ca.pem`, ...) are made for it (a test PKI) and the
+//!   examples point at them, since a reload reads them.
 //!
 //! `docs/control.md` must show every `tcplb ctl` command's synopsis as the
 //! man page sets it, and its global options with their defaults.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -439,6 +443,60 @@ fn home(places: &BTreeSet<Place>) -> Option<Place> {
         .find(|p| places.contains(p))
 }
 
+/// The files the TLS examples name, made in a directory of the test's
+/// own: certificates and keys of a test CA, the CA, a CRL, ticket keys.
+/// Kept alive (the directory goes with it) while the examples are used.
+struct TlsFiles {
+    ca: common::pki::Ca,
+}
+
+impl TlsFiles {
+    /// The names, each as the examples write it (`"site.pem"`).
+    const NAMES: [&str; 13] = [
+        "site.pem",
+        "site.key",
+        "a.pem",
+        "a.key",
+        "b.pem",
+        "b.key",
+        "lb.pem",
+        "lb.key",
+        "ca.pem",
+        "clients-ca.pem",
+        "internal-ca.pem",
+        "clients.crl.pem",
+        "tickets.keys",
+    ];
+
+    fn new() -> TlsFiles {
+        use common::pki::{Ca, Key};
+        let mut ca = Ca::new("reference-tls");
+        for name in ["site", "a", "b", "lb"] {
+            ca.server(name, &["localhost"], Key::Ecdsa);
+        }
+        for name in ["ca.pem", "clients-ca.pem", "internal-ca.pem"] {
+            std::fs::copy(&ca.cert, ca.dir.path(name)).expect("copy the CA");
+        }
+        ca.crl("clients", &[]);
+        std::fs::write(
+            ca.dir.path("tickets.keys"),
+            format!("{}\n", "ab".repeat(48)),
+        )
+        .expect("write ticket keys");
+        TlsFiles { ca }
+    }
+
+    /// `example` with every file it names made absolute, in here.
+    fn point(&self, example: &str) -> String {
+        let mut text = example.to_string();
+        for name in Self::NAMES {
+            let path = self.ca.dir.arg(name);
+            text = text.replace(&format!("\"{name}\""), &format!("\"{path}\""));
+        }
+        text
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The checks
 
@@ -798,6 +856,7 @@ async fn reload_does_exactly_what_the_reference_says() {
     let reload = balancer.reload_handle();
     let shutdown = balancer.shutdown_token();
     tokio::spawn(balancer.run());
+    let files = TlsFiles::new();
     let mut problems = Vec::new();
     for entry in &entries {
         let id = &entry.id;
@@ -817,6 +876,7 @@ async fn reload_does_exactly_what_the_reference_says() {
         let Some(place) = home(&places(entry.row("Where").unwrap_or_default())) else {
             continue;
         };
+        let example = &files.point(example);
         let Ok(config) = parse(&file_with(place, example, true)) else {
             continue; // Reported by the examples' test.
         };
