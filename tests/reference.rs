@@ -79,6 +79,12 @@ impl Entry {
     fn row(&self, label: &str) -> Option<&str> {
         self.rows.get(label).map(String::as_str)
     }
+
+    /// The example's TOML: the Example row's first code span.
+    fn example(&self) -> Option<&str> {
+        self.row("Example")
+            .and_then(|r| code_spans(r).first().copied())
+    }
 }
 
 /// The code spans of a line of markdown, in order.
@@ -742,10 +748,7 @@ fn every_example_reads_where_the_reference_says_and_changes_something() {
     let entries = entries(&read(REFERENCE));
     let mut problems = Vec::new();
     for entry in &entries {
-        let Some(example) = entry
-            .row("Example")
-            .and_then(|r| code_spans(r).first().copied())
-        else {
+        let Some(example) = entry.example() else {
             continue;
         };
         let id = &entry.id;
@@ -791,12 +794,7 @@ fn every_default_is_the_codes_default() {
     let mut problems = Vec::new();
     for entry in &entries {
         let id = &entry.id;
-        let (Some(example), Some(default_row)) = (
-            entry
-                .row("Example")
-                .and_then(|r| code_spans(r).first().copied()),
-            entry.row("Default"),
-        ) else {
+        let (Some(example), Some(default_row)) = (entry.example(), entry.row("Default")) else {
             continue;
         };
         let where_row = entry.row("Where").unwrap_or_default();
@@ -860,12 +858,7 @@ async fn reload_does_exactly_what_the_reference_says() {
     let mut problems = Vec::new();
     for entry in &entries {
         let id = &entry.id;
-        let (Some(example), Some(reload_row)) = (
-            entry
-                .row("Example")
-                .and_then(|r| code_spans(r).first().copied()),
-            entry.row("Reload"),
-        ) else {
+        let (Some(example), Some(reload_row)) = (entry.example(), entry.row("Reload")) else {
             continue;
         };
         // A new listen address is a new listener, bound at once: the
