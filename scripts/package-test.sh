@@ -25,9 +25,11 @@ if dpkg -s tcplb >/dev/null 2>&1; then
     echo "tcplb is already installed; not touching it" >&2
     exit 1
 fi
+workdir=$(mktemp -d)
 cleanup() {
     echo "== removing the package"
     dpkg --purge tcplb >/dev/null || true
+    rm -rf "$workdir"
 }
 trap cleanup EXIT
 
@@ -49,8 +51,14 @@ grep -q '^/etc/tcplb/tcplb.toml$' /var/lib/dpkg/info/tcplb.conffiles
 
 echo "== tcplb check on the shipped configuration and examples"
 /usr/bin/tcplb check --config /etc/tcplb/tcplb.toml
+# Relative paths in the examples (a state file, an admin socket, the TLS
+# quick start's tcplb.pem and tcplb.key, made as the README makes them)
+# land in a directory of this script's own.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$workdir/tcplb.key" -out "$workdir/tcplb.pem" 2>/dev/null
 for example in /usr/share/doc/tcplb/examples/*.toml; do
-    /usr/bin/tcplb check --config "$example" >/dev/null
+    (cd "$workdir" && /usr/bin/tcplb check --config "$example" >/dev/null)
 done
 
 if command -v systemd-analyze >/dev/null; then
