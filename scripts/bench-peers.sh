@@ -60,8 +60,9 @@
 # client) prefers X25519MLKEM768, which OpenSSL 3.0 (HAProxy, nginx) does
 # not have, so by default tcplb's handshakes do more key exchange work
 # than the peers'; x25519 compares them on the same work.
-# TLS_PROXY_ONLY=1 runs the client and backends on the last core and the
-# proxy under test on the others (taskset): the rate is then the proxy's,
+# TLS_PROXY_ONLY=1, for the TLS workloads, runs the TLS client, the TLS
+# backend and the echo backends on the last core and the proxy under test
+# on the others (taskset): the rate is then the proxy's,
 # not the machine's, as long as the client keeps up (its CPU per handshake
 # is shown; on 2 cores the proxy gets 1).
 #
@@ -171,7 +172,7 @@ spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni tls-term}"
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni tls-term tls-resume tls-term-rsa tls-bulk}"
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
@@ -409,7 +410,7 @@ start_tcplb() {
         "127.0.0.1:$IPERF" "127.0.0.1:$TLS1,127.0.0.1:$TLS2"; do
         i=$((i + 1))
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn "$TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
+        RUST_LOG=warn spawn $PROXY_CPUS "$TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
             --backend "$backends" --health-interval 60s --on-failure close $TCPLB_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
@@ -429,7 +430,7 @@ start_tcplb() {
     done
     if [ "$TCPLB_ROUTES" = 1 ]; then
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS
+        RUST_LOG=warn spawn $PROXY_CPUS "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     fi
 }
