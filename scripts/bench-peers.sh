@@ -530,8 +530,8 @@ run_workload() { # workload system
         bulk-32) run_bulk "${front[2]}" 32 ;;
         conn/s) run_conn "${front[0]}" ;;
         http-ka) run_http "${front[1]}" ;;
-        tls-hs) run_tls "${front[3]}" ;;
-        tls-sni) run_tls "${front[4]}" ;;
+        tls-hs) run_tls "${front[3]}" cert ;;
+        tls-sni) run_tls "${front[4]}" cert ;;
         tls-term) run_tls "${front[5]}" cert ;;
         tls-resume) run_tls "${front[5]}" cert --resume ;;
         tls-term-rsa) run_tls "${front[6]}" rsa-cert ;;
