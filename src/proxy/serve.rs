@@ -11,9 +11,7 @@
 //! and collects the access log's record (queue wait, connect time,
 //! retries, pool, backend, server name, cause), handed over when it drops.
 
-use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -25,7 +23,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::config::{KeepaliveConfig, OnFailure, ServiceConfig};
-use crate::pool::backend::Backend;
+use crate::pool::backend::{ActiveConnection, Backend};
 use crate::pool::connect::{connect, describe, is_local_exhaustion};
 use crate::pool::{Pool, PoolState};
 use crate::proxy::Service;
@@ -36,7 +34,7 @@ use crate::proxy::failure::{self, Failure};
 use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Side};
 use crate::proxy::proxy_protocol::Received;
 use crate::proxy::route::Routes;
-use crate::proxy::{access, proxy_protocol};
+use crate::proxy::{access, moving, proxy_protocol};
 use crate::stats::{ListenerStats, Unavailable};
 
 /// Serves `client` for `service` until the connection is over.
@@ -54,21 +52,35 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
         return;
     };
     let connection = log.connection().clone();
-    let live = &connection.live;
     let backend = &*link.backend;
     let active = backend.open_connection();
     debug!("{}: connected to {backend}", connection.client);
-    let mut stopped = pin!(live.stopped());
-    let end = poll_fn(|cx| {
-        link.pipe
-            .poll_pipe(cx, &backend.stats, live, stopped.as_mut())
-    })
-    .await;
-    // Both sockets close before the backend counts as free again.
+    // On a binary upgrade it may move to the new process instead of ending.
+    let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
     let Link { pipe, pool, .. } = link;
+    match piped {
+        Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
+        None => moving::moved_away(pipe, active, log, &pool, backend),
+    }
+}
+
+/// The end of a piped connection: both sockets close before the backend
+/// counts as free again; then the access log's cause and the listener's
+/// byte counts.
+pub(crate) fn finish(
+    end: PipeEnd,
+    pipe: Pipe,
+    active: ActiveConnection<'_>,
+    log: &mut ConnectionLog,
+    service: &Service,
+    pool: &Pool,
+    backend: &Backend,
+) {
     drop(pipe);
+    let connection = log.connection().clone();
     log.record.cause = log_end(connection.client, backend, end);
     drop(active);
+    let live = &connection.live;
     service.stats.record_bytes(live.sent(), live.received());
     pool.connection_closed(backend);
 }
