@@ -27,6 +27,7 @@ pub mod ids;
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
@@ -61,6 +62,9 @@ pub struct Connection {
     pub live: Live,
     /// Where it is in a binary upgrade's move of connections.
     pub moving: MoveState,
+    /// The stop request came from the end of a drain, not an operator: the
+    /// access log says `shutdown`.
+    stopped_at_shutdown: AtomicBool,
 }
 
 impl Connection {
@@ -93,7 +97,19 @@ impl Connection {
             backend: OnceLock::new(),
             live,
             moving: MoveState::default(),
+            stopped_at_shutdown: AtomicBool::new(false),
         }
+    }
+
+    /// Stops it for the end of a drain (see [`Live::stop`]).
+    pub fn stop_at_shutdown(&self) {
+        self.stopped_at_shutdown.store(true, Relaxed);
+        self.live.stop();
+    }
+
+    /// Whether a stop request came from the end of a drain.
+    pub fn was_stopped_at_shutdown(&self) -> bool {
+        self.stopped_at_shutdown.load(Relaxed)
     }
 
     /// The pool it is served from, once known.

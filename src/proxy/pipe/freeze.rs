@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Live, Pipe, Side, Way, splice_mode};
+use super::{Guards, Live, Pipe, Side, Way, splice_mode};
 use crate::config::SpliceMode;
 
 /// A pipe's directions while it is stopped.
@@ -66,8 +66,9 @@ impl Pipe {
     pub fn freeze(&mut self) -> Result<Frozen, (Side, io::Error)> {
         let mut frozen = Frozen {
             ways: Default::default(),
-            idle: self.idle.as_ref().map(|(limit, _)| *limit),
+            idle: self.guards.idle.as_ref().map(|(limit, _)| *limit),
             age_left: self
+                .guards
                 .age
                 .as_ref()
                 .map(|age| age.deadline().saturating_duration_since(Instant::now())),
@@ -114,14 +115,16 @@ impl Pipe {
             ended: false,
             ways,
             mode,
-            idle: frozen.idle.map(|limit| {
-                let deadline = live.last() + limit;
-                (limit, Box::pin(tokio::time::sleep_until(deadline)))
-            }),
-            age: frozen
-                .age_left
-                .map(|left| Box::pin(tokio::time::sleep_until(now + left))),
-            evicted: evict.map(|token| Box::pin(token.cancelled_owned())),
+            guards: Guards {
+                idle: frozen.idle.map(|limit| {
+                    let deadline = live.last() + limit;
+                    (limit, Box::pin(tokio::time::sleep_until(deadline)))
+                }),
+                age: frozen
+                    .age_left
+                    .map(|left| Box::pin(tokio::time::sleep_until(now + left))),
+                evicted: evict.map(|token| Box::pin(token.cancelled_owned())),
+            },
         }
     }
 
