@@ -355,6 +355,9 @@ pub enum NotMoved {
     /// Its TLS state lives in this process (terminated or originated
     /// TLS): it drains here.
     Tls,
+    /// It was still connecting or in setup when the move went round (it
+    /// offers itself once it pipes, and may move then).
+    Setup,
     /// The new process refused it (it has no such listener or route, or it
     /// is shutting down); see its `tcplb_upgrade_connections_refused_total`.
     Refused,
@@ -364,12 +367,18 @@ pub enum NotMoved {
 }
 
 impl NotMoved {
-    pub const ALL: [NotMoved; 3] = [NotMoved::Tls, NotMoved::Refused, NotMoved::Failed];
+    pub const ALL: [NotMoved; 4] = [
+        NotMoved::Tls,
+        NotMoved::Setup,
+        NotMoved::Refused,
+        NotMoved::Failed,
+    ];
 
     /// The label value.
     pub fn name(self) -> &'static str {
         match self {
             NotMoved::Tls => "tls",
+            NotMoved::Setup => "setup",
             NotMoved::Refused => "refused",
             NotMoved::Failed => "failed",
         }
@@ -385,6 +394,8 @@ pub enum Refusal {
     UnknownListener,
     /// The new configuration has no such TLS route on that listener.
     UnknownRoute,
+    /// Its pool no longer has its backend (by name and address).
+    UnknownBackend,
     /// This process is shutting down (or handing over itself).
     ShuttingDown,
     /// Its description or its sockets did not arrive whole.
@@ -392,9 +403,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::UnknownListener,
         Refusal::UnknownRoute,
+        Refusal::UnknownBackend,
         Refusal::ShuttingDown,
         Refusal::Malformed,
     ];
@@ -404,6 +416,7 @@ impl Refusal {
         match self {
             Refusal::UnknownListener => "unknown_listener",
             Refusal::UnknownRoute => "unknown_route",
+            Refusal::UnknownBackend => "unknown_backend",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Malformed => "malformed",
         }
@@ -435,6 +448,8 @@ pub struct DrainStats {
     /// Connections still open when the drain's last window began, closed
     /// one after another over that window.
     pub spread_closed: AtomicU64,
+    /// Connections moved on an upgrade, out and in, and those not moved.
+    pub moves: Arc<MoveStats>,
 }
 
 /// How connections spread over the worker threads: each worker's open

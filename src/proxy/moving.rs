@@ -65,12 +65,19 @@ pub struct Mover {
 
 impl Default for Mover {
     fn default() -> Self {
+        Mover::counting_into(Arc::default())
+    }
+}
+
+impl Mover {
+    /// A mover counting into `stats` (which `/metrics` reads).
+    pub fn counting_into(stats: Arc<MoveStats>) -> Self {
         let (offers, inbox) = mpsc::unbounded_channel();
         Mover {
             on: AtomicBool::new(false),
             offers,
             inbox: Mutex::new(Some(inbox)),
-            stats: Arc::default(),
+            stats,
         }
     }
 }
@@ -171,6 +178,22 @@ impl MoveState {
     /// It stays here.
     fn stay(&self) {
         self.0.store(STAYS, SeqCst);
+    }
+
+    /// It can never move (its TLS state lives in this process): never
+    /// asked, counted as not moved when a move goes round.
+    pub fn never_moves(&self) {
+        self.stay();
+    }
+
+    /// Whether it has not started piping yet.
+    pub fn in_setup(&self) -> bool {
+        self.0.load(SeqCst) == SETUP
+    }
+
+    /// Whether it stays in this process for good.
+    pub fn stays(&self) -> bool {
+        self.0.load(SeqCst) == STAYS
     }
 
     fn swap(&self, from: u8, to: u8) -> bool {

@@ -104,6 +104,7 @@ pub(crate) fn finish<P>(
 async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
     let mut link = *link;
     let connection = log.connection().clone();
+    connection.moving.never_moves();
     let live = &connection.live;
     let backend = &*link.backend;
     let active = backend.open_connection();
