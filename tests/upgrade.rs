@@ -604,7 +604,8 @@ impl Stream {
 /// One connection through the echo backend until `stop`, sequence-numbered
 /// both ways: the writer sends the seed's pattern, the reader checks every
 /// byte that comes back, in order; after `stop` the writer closes its half
-/// and the reader reads to the echo's EOF. `Ok`: bytes sent (all came back).
+/// and the reader reads to the echo's EOF. `Ok`: the client's port and
+/// the bytes sent (all came back).
 /// `ready` is counted once the first bytes came back.
 async fn stream(
     addr: SocketAddr,
@@ -612,11 +613,12 @@ async fn stream(
     kind: Stream,
     stop: Arc<AtomicBool>,
     ready: Arc<AtomicU64>,
-) -> Result<u64, String> {
+) -> Result<(u16, u64), String> {
     let deadline = Instant::now() + Duration::from_secs(240);
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let port = stream.local_addr().map_err(|e| e.to_string())?.port();
     let (mut read, mut write) = stream.into_split();
     let writing_stop = stop.clone();
     let writer = tokio::spawn(async move {
@@ -687,7 +689,7 @@ async fn stream(
             "{kind:?} {seed}: sent {sent}, {received} came back"
         ));
     }
-    Ok(sent)
+    Ok((port, sent))
 }
 
 /// How many connections `pid`'s log says its upgrade moved, from the
@@ -711,7 +713,7 @@ fn streams(
     addr: SocketAddr,
     stop: &Arc<AtomicBool>,
     ready: &Arc<AtomicU64>,
-) -> Vec<tokio::task::JoinHandle<Result<u64, String>>> {
+) -> Vec<tokio::task::JoinHandle<Result<(u16, u64), String>>> {
     (0..300u64)
         .map(|i| {
             tokio::spawn(stream(
@@ -741,9 +743,12 @@ async fn wait_ready(ready: &AtomicU64, n: u64) {
 async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
     let backend = TestBackend::echo().await;
     let file = ConfigFile::new("move", &config(backend.addr, ""));
+    let dir = common::TempDir::new("move-log");
+    let access_log = dir.arg("access.log");
     let first = wait_listening(spawn_process({
         let mut c = Command::new(tcplb_bin());
         c.args(["--config", file.arg(), "--workers", "2", "--splice", "auto"]);
+        c.args(["--access-log", &access_log, "--access-log-format", "json"]);
         c
     }));
     let addr = first.addr;
@@ -779,9 +784,13 @@ async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
     stop.store(true, Relaxed);
     let mut failures = Vec::new();
     let mut bytes = 0;
+    let mut sent_by_port = std::collections::HashMap::new();
     for task in tasks {
         match task.await.unwrap() {
-            Ok(sent) => bytes += sent,
+            Ok((port, sent)) => {
+                bytes += sent;
+                sent_by_port.insert(port, sent);
+            }
             Err(e) => failures.push(e),
         }
     }
@@ -805,6 +814,26 @@ async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
     );
     signal(last, "-TERM");
     wait_exited(last).await;
+    // One access log record per connection, from the process that ended
+    // it, with the whole connection's bytes and duration.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&access_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 300, "{records:?}");
+    let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "ids repeat");
+    for record in &records {
+        let client: SocketAddr = record["client"].as_str().unwrap().parse().unwrap();
+        let sent = sent_by_port[&client.port()];
+        assert_eq!(record["sent"].as_u64(), Some(sent), "{record}");
+        assert_eq!(record["received"].as_u64(), Some(sent), "{record}");
+        // Accepted before the first upgrade, ended after the last.
+        assert!(record["duration_ms"].as_f64().unwrap() > 1000.0, "{record}");
+    }
 }
 
 /// The new process dies on receiving the first batch, before it answers
