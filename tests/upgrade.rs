@@ -199,7 +199,11 @@ async fn long_transfer(addr: SocketAddr, seed: u64, chunks: usize) -> Result<(),
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_upgrades_under_load_lose_nothing() {
     let backend = TestBackend::echo().await;
-    let file = ConfigFile::new("five", &config(backend.addr, ""));
+    // The old processes drain (moving connections is tested below).
+    let file = ConfigFile::new(
+        "five",
+        &config(backend.addr, "upgrade_move_connections = false\n"),
+    );
     let first = wait_listening(spawn_process({
         let mut c = Command::new(tcplb_bin());
         c.args(["--config", file.arg(), "--workers", "2"]);
@@ -523,7 +527,11 @@ async fn the_pid_file_names_the_serving_process_through_upgrades() {
     let backend = TestBackend::echo().await;
     let dir = common::TempDir::new("upgrade-pid");
     let pid_path = dir.path("tcplb.pid");
-    let extra = format!("pid_file = \"{}\"\n", pid_path.display());
+    // The first process drains a held connection (it does not move it).
+    let extra = format!(
+        "pid_file = \"{}\"\nupgrade_move_connections = false\n",
+        pid_path.display()
+    );
     let file = ConfigFile::new("pid", &config(backend.addr, &extra));
     let first = start_on(&file);
     let named = || {
