@@ -39,6 +39,7 @@ use super::upgrade::{memfd, recv_with_fds, send_with_fds};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::proxy::Service;
+use crate::proxy::client_hello::ClientHello;
 use crate::proxy::connections::{Connections, Filter};
 use crate::proxy::moving::{Adopted, Details, Moved, Mover, Offer, Outcome};
 use crate::proxy::pipe::{Frozen, FrozenWay};
@@ -81,6 +82,8 @@ struct Entry {
     retries: u32,
     queue: Option<Duration>,
     connect: Option<Duration>,
+    /// What its ClientHello asked for (TLS passthrough routes).
+    hello: Option<ClientHello>,
     /// Per direction: held bytes, EOF passed on, bulk.
     ways: [(usize, bool, bool); 2],
     idle_limit: Option<Duration>,
@@ -292,6 +295,7 @@ fn entry(offer: &Offer) -> Entry {
         retries: offer.details.retries,
         queue: offer.details.queue,
         connect: offer.details.connect,
+        hello: offer.details.hello.as_deref().cloned(),
         ways: [way(&offer.frozen.ways[0]), way(&offer.frozen.ways[1])],
         idle_limit: offer.frozen.idle,
         age_left: offer.frozen.age_left,
@@ -420,7 +424,7 @@ fn take_batch(shared: &Shared, count: usize, fds: Vec<OwnedFd>) -> Vec<Result<Ad
                     retries: entry.retries,
                     queue: entry.queue,
                     connect: entry.connect,
-                    hello: None,
+                    hello: entry.hello.map(Box::new),
                 },
                 frozen: Frozen {
                     ways,
