@@ -61,12 +61,14 @@ active() {
     curl -s --max-time 5 "http://127.0.0.1:$ADMIN/metrics" \
         | awk '/^tcplb_listener_active_connections/ { s += $2 } END { print s + 0 }'
 }
-deadline=$(($(date +%s) + 60))
+deadline=$(($(date +%s) + 30))
 while [ "$(active)" -lt "$CONNS" ]; do
-    [ "$(date +%s)" -lt "$deadline" ] || { echo "only $(active) of $CONNS open" >&2; exit 1; }
+    # A few may fail to open (backlog overflow under the burst): measure what opened.
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "only $(active) of $CONNS open" >&2; break; }
     sleep 0.2
 done
 sleep 1
+open=$(active)
 
 began=$(date +%s.%N)
 kill -USR2 "$OLD_PID"
@@ -87,7 +89,7 @@ quantile() { # q
         END { total = c[n - 1]; for (i = 0; i < n; i++) if (c[i] >= q * total) { print le[i] "s"; exit } }'
 }
 taken=$(echo "$metrics" | awk '/^tcplb_upgrade_connections_taken_over_total/ { print $2 }')
-echo "$CONNS idle connections; $(uname -sr); $(nproc) cores; $("$TCPLB" --version)"
+echo "$CONNS idle connections asked for, $open open; $(uname -sr); $(nproc) cores; $("$TCPLB" --version)"
 echo "  $moved"
 echo "  SIGUSR2 to the old process's exit: ${gone}s"
 echo "  taken over by the new process: $taken; pause p50 <= $(quantile 0.5), p99 <= $(quantile 0.99)"
