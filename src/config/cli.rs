@@ -1525,6 +1525,7 @@ mod tests {
                     "--config",
                     "--drain-timeout",
                     "--shutdown-delay",
+                    "--upgrade-move-connections",
                     "--workers",
                     "--splice",
                     "--resolver",
