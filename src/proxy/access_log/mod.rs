@@ -103,7 +103,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// Every cause, in the order the README lists them.
+    /// Every cause, in the order docs/observability.md lists them.
     pub const ALL: [Cause; 22] = [
         Cause::Completed,
         Cause::ClientReset,
