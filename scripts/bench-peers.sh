@@ -144,11 +144,9 @@ read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka t
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
-
 # The TLS backend (see "TLS" above): one nginx, its own temp prefix, not
-# counted as any proxy's CPU.
-# The certificate is made even without a TLS workload: every system's
-# tls-term frontend needs it to start.
+# counted as any proxy's CPU. The certificate is made even without a TLS
+# workload: every system's tls-term frontend needs it to start.
 TLS_BACKEND_PIDS=()
 mkdir -p "$TMP/tls"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
