@@ -129,9 +129,7 @@ BASE=$((20000 + (RANDOM % 100) * 100))
 port() { echo $((BASE + $1)); }
 ECHO1=$(port 1) ECHO2=$(port 2) HTTP1=$(port 3) HTTP2=$(port 4) IPERF=$(port 5)
 TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8) TLS_PLAIN=$(port 9)
-for p in $(seq "$BASE" $((BASE + 40))); do
-    [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
-done
+ports_free "$BASE" $((BASE + 40))
 
 spawn "$BACKEND" --echo "$ECHO1"
 spawn "$BACKEND" --echo "$ECHO2"
@@ -530,7 +528,7 @@ if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
     echo "tls: $TLS_WORKERS concurrent full handshakes (rustls, no resumption), SNI $TLS_SNI;" \
         "backend: nginx stream ssl, ECDSA P-256; tls-sni: $(wc -l <<<"$ROUTES")-name route table"
 fi
-[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
+[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-10s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
     workload system value unit spread "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" \
     "tcplb-rss"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -548,7 +546,7 @@ for workload in "${WORKLOADS[@]}"; do
             cpu="${CPU[$workload]}s" rss="$((RSS[$workload] / 1024))MiB"
         fi
         cost=${COST[$workload,$system]:--}; [ "$cost" = - ] || cost="$cost$per"
-        printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
+        printf '%-10s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
             "$unit" "${SPREAD[$workload,$system]:--}" "$(ratio "$v" "$direct")" \
             "$(ratio "$v" "$best")" "$lat" "$cost" "$cpu" "$rss"
     done

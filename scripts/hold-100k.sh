@@ -94,9 +94,7 @@ cleanup_more() {
 }
 
 BASE=$((20000 + (RANDOM % 100) * 100))
-for p in $(seq "$BASE" $((BASE + PROCS + 3))); do
-    [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
-done
+ports_free "$BASE" $((BASE + PROCS + 3))
 FRONT=$BASE ADMIN=$((BASE + 1))
 backends=()
 for i in $(seq "$PROCS"); do

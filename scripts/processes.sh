@@ -30,6 +30,15 @@ stop() {
     wait "$1" 2>/dev/null || true
 }
 
+# Exits unless nothing listens on ports $1 to $2 (a random range was
+# taken: the next run picks another).
+ports_free() {
+    local p
+    for p in $(seq "$1" "$2"); do
+        [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
+    done
+}
+
 # Waits up to 5 s for a listener on 127.0.0.1's port $1, else exits.
 wait_listening() {
     for _ in $(seq 100); do

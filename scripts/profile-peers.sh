@@ -34,8 +34,10 @@ TCPLB=${TCPLB_BIN:-$BIN/tcplb}
 # shellcheck source=scripts/processes.sh
 source scripts/processes.sh tcplb-profile-run
 
-BASE=$((30000 + (RANDOM % 100) * 100))
+# Free loopback ports below the ephemeral range (32768 and up).
+BASE=$((20000 + (RANDOM % 100) * 100))
 B1=$((BASE + 1)) B2=$((BASE + 2)) FRONT=$((BASE + 10))
+ports_free "$BASE" "$FRONT"
 flag=""; [ "$MODE" = conn ] && flag=--echo
 spawn "$BIN/backend" $flag "$B1"
 spawn "$BIN/backend" $flag "$B2"
