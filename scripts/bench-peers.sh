@@ -7,6 +7,9 @@
 #   bulk-32    32 parallel connections, iperf3 -P 32, Gbit/s
 #   conn/s     a new TCP connection per 64-byte request/response
 #              (examples/loadgen.rs, $CONN_WORKERS workers), connections/s
+#   http-close a new connection per HTTP request with `Connection: close`
+#              (examples/loadgen.rs close, $CONN_WORKERS workers): the
+#              backend closes first; connections/s, p50/p99 latency
 #   http-ka    keep-alive HTTP requests/s with wrk -c64, p50/p99 latency
 #   tls-hs     full TLS handshakes/s passed through without looking
 #              (examples/loadgen.rs tls, $TLS_WORKERS concurrent), p50/p99
@@ -17,7 +20,10 @@
 #              ssl`, the backend's ECDSA P-256 certificate), the plaintext
 #              "hit" from a plain port of the backend nginx; direct: the
 #              backend nginx terminating itself
-# Systems: direct (no proxy), tcplb (release build), haproxy, nginx.
+# Systems: direct (no proxy), tcplb (release build), haproxy, nginx, and
+# tcplb-b: a second tcplb for A/B runs, taking turns with the first
+# (TCPLB_B_BIN, TCPLB_B_ARGS and TCPLB_B_ENV, environment assignments such
+# as "RUST_LOG=info", say how it differs; on tcplb's ports).
 # Rounds are interleaved: run 1 of every system, then run 2, ..., so a
 # machine that gets busier mid-way weighs on every system alike.
 # Besides each rate: the proxy's CPU per unit of work (proxy-cpu; the
@@ -49,6 +55,21 @@
 # on a 2-core machine all three share them, so the rate is the machine's,
 # and proxy-cpu is the figure that compares proxies.
 #
+# At equal offered load (after the memory part; FIXED=none skips it): for
+# each of $FIXED (http-close conn/s http-ka), every system of
+# $FIXED_SYSTEMS is first driven flat out $FIXED_PROBES times (closed
+# loop, the loadgen as above; http-ka with loadgen http, 64 connections),
+# each system's best run counts and the slowest system's is the maximum.
+# Then all of them are driven open-loop at $FIXED_LOADS percent of it
+# (examples/loadgen.rs --rate: arrivals on a fixed schedule, see its doc
+# for how latency is timed), $FIXED_RUNS rounds, the systems taking turns
+# and the first of each round rotating. Per system: the rate achieved,
+# arrivals missed (all 256 in flight), the proxy's CPU per connection or
+# request split into user and kernel (utime and stime of all its
+# processes and threads from /proc, over the whole run divided by the
+# units done in it), and p50/p99 latency, each the median of the rounds;
+# spread is that of the total CPU per unit.
+#
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
 #        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
@@ -56,6 +77,10 @@
 #        WORKLOADS=none (only the memory part)
 #        IDLE_CONNS=9000 (0 skips the memory-per-idle-connection part)
 #        MEM_RUNS=$RUNS MEM_SYSTEMS="tcplb haproxy nginx" (memory part: rounds, systems)
+#        FIXED="http-close conn/s http-ka" (none: skip) FIXED_RUNS=5 FIXED_PROBES=2
+#        FIXED_LOADS="50 80" FIXED_SYSTEMS="tcplb haproxy nginx"
+#        FIXED_MAX="http-close=9000 conn/s=9000 http-ka=40000" (skip probing)
+#        TCPLB_B_BIN=path TCPLB_B_ARGS="..." TCPLB_B_ENV="VAR=value ..." (tcplb-b)
 #        CARGO_TARGET_DIR is honoured (the binaries are looked up there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,48 +118,18 @@ cargo build --release -q --bin tcplb --bin backend --example loadgen
 BIN=$(cargo metadata --format-version 1 --no-deps \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 TCPLB=${TCPLB_BIN:-$BIN/tcplb} BACKEND=$BIN/backend LOADGEN=$BIN/examples/loadgen
+TCPLB_B=${TCPLB_B_BIN:-$TCPLB} TCPLB_B_ARGS=${TCPLB_B_ARGS:-$TCPLB_ARGS} TCPLB_B_ENV=${TCPLB_B_ENV:-}
 
 # ------------------------------------------------------------ processes
-TMP=$(mktemp -d /tmp/tcplb-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Starts a command in the background and records its PID in $LAST_PID.
-spawn() {
-    "$@" >>"$TMP/log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-wait_listening() {
-    for _ in $(seq 100); do
-        [ -n "$(ss -Hltn "sport = :$1")" ] && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1; log:" >&2
-    tail -20 "$TMP/log" >&2
-    exit 1
-}
+# shellcheck source=scripts/processes.sh
+source scripts/processes.sh tcplb-bench
 
 # Free loopback ports below the ephemeral range.
 BASE=$((20000 + (RANDOM % 100) * 100))
 port() { echo $((BASE + $1)); }
 ECHO1=$(port 1) ECHO2=$(port 2) HTTP1=$(port 3) HTTP2=$(port 4) IPERF=$(port 5)
 TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8) TLS_PLAIN=$(port 9)
-for p in $(seq "$BASE" $((BASE + 40))); do
-    [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
-done
+ports_free "$BASE" $((BASE + 40))
 
 spawn "$BACKEND" --echo "$ECHO1"
 spawn "$BACKEND" --echo "$ECHO2"
@@ -143,32 +138,23 @@ spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni tls-term}"
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka tls-hs tls-sni tls-term}"
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
-stream_module=""
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] \
-    && stream_module="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
-
 # The TLS backend (see "TLS" above): one nginx, its own temp prefix, not
-# counted as any proxy's CPU.
+# counted as any proxy's CPU. The certificate is made even without a TLS
+# workload: every system's tls-term frontend needs it to start.
 TLS_BACKEND_PIDS=()
+mkdir -p "$TMP/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
+    -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
+# HAProxy's `crt` takes the chain and key in one file.
+cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
 if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
-    mkdir -p "$TMP/tls"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
-        -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
-    # HAProxy's `crt` takes the chain and key in one file.
-    cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
     cat >"$TMP/tls/nginx.conf" <<EOF
-$stream_module
-worker_processes $CORES;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $TMP/tls/nginx.pid;
-error_log $TMP/tls/error.log error;
-events { worker_connections 20000; }
+$(nginx_head "$TMP/tls")
 stream {
     ssl_certificate $TMP/tls/cert.pem;
     ssl_certificate_key $TMP/tls/key.pem;
@@ -182,7 +168,7 @@ stream {
     server { listen 127.0.0.1:$TLS_PLAIN; return "hit"; }
 }
 EOF
-    spawn nginx -p "$TMP/tls" -e "$TMP/tls/error.log" -c "$TMP/tls/nginx.conf"
+    spawn nginx -p "$TMP/tls" -e "$TMP/tls/nginx-error.log" -c "$TMP/tls/nginx.conf"
     TLS_BACKEND_PIDS=("$LAST_PID")
     for p in $TLS1 $TLS2 $TLS_MISS $TLS_PLAIN; do wait_listening "$p"; done
 fi
@@ -263,13 +249,7 @@ listen tls_term
 EOF
 
 cat >"$TMP/nginx.conf" <<EOF
-$stream_module
-worker_processes $CORES;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log error;
-events { worker_connections 20000; }
+$(nginx_head "$TMP")
 stream {
     access_log off;
     upstream echo { server 127.0.0.1:$ECHO1; server 127.0.0.1:$ECHO2; }
@@ -339,8 +319,10 @@ if [[ " ${WORKLOADS[*]} " == *" tls-sni "* && " ${SYSTEMS[*]} " == *" tcplb "* ]
     fi
 fi
 [ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16)"
+FRONT[tcplb-b]=${FRONT[tcplb]}
 
-# tcplb serves one listener per process: one process per frontend.
+# tcplb serves one listener per process: one process per frontend. The
+# binary, flags and environment: tcplb's or tcplb-b's (start_system).
 start_tcplb() {
     TCPLB_PIDS=()
     local i=0 backends
@@ -348,19 +330,19 @@ start_tcplb() {
         "127.0.0.1:$IPERF" "127.0.0.1:$TLS1,127.0.0.1:$TLS2"; do
         i=$((i + 1))
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn "$TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
-            --backend "$backends" --health-interval 60s --on-failure close $TCPLB_ARGS
+        RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
+            --backend "$backends" --health-interval 60s --on-failure close $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
     # tls-term: terminating with the backend's certificate.
     # shellcheck disable=SC2086
-    RUST_LOG=warn spawn "$TCPLB" --listen "127.0.0.1:$(port 16)" --backend "127.0.0.1:$TLS_PLAIN" \
-        --tls-cert "$TMP/tls/cert.pem" --tls-key "$TMP/tls/key.pem" --health-interval 60s \
-        --on-failure close $TCPLB_ARGS
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port 16)" \
+        --backend "127.0.0.1:$TLS_PLAIN" --tls-cert "$TMP/tls/cert.pem" \
+        --tls-key "$TMP/tls/key.pem" --health-interval 60s --on-failure close $RUN_ARGS
     TCPLB_PIDS+=("$LAST_PID")
     if [ "$TCPLB_ROUTES" = 1 ]; then
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS
+        RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --config "$TMP/tcplb-sni.toml" $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     fi
 }
@@ -369,7 +351,10 @@ start_system() {
     SYSTEM_PIDS=()
     case $1 in
         direct) return ;; # its ports are the backends', waited for at their start
-        tcplb) start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
+        tcplb) RUN_TCPLB=$TCPLB RUN_ARGS=$TCPLB_ARGS RUN_ENV=""
+            start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
+        tcplb-b) RUN_TCPLB=$TCPLB_B RUN_ARGS=$TCPLB_B_ARGS RUN_ENV=$TCPLB_B_ENV
+            start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
         haproxy) spawn haproxy -db -f "$TMP/haproxy.cfg"; SYSTEM_PIDS=("$LAST_PID") ;;
         nginx) spawn nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"
             SYSTEM_PIDS=("$LAST_PID") ;;
@@ -389,9 +374,9 @@ run_bulk() { # port parallel
     iperf3 -c 127.0.0.1 -p "$1" -P "$2" -t $((DUR + 1)) -O 1 -f g 2>>"$TMP/log" | gbits
 }
 
-run_conn() {
-    "$LOADGEN" conn "127.0.0.1:$1" --workers "$CONN_WORKERS" --seconds "$DUR" --warmup 1 \
-        | sed -n 's/.*conn_per_s=\([0-9]*\).*/\1/p'
+run_conn() { # port [mode]: "conn/s p50_us p99_us"
+    "$LOADGEN" "${2:-conn}" "127.0.0.1:$1" --workers "$CONN_WORKERS" --seconds "$DUR" --warmup 1 \
+        | sed -n 's/.*conn_per_s=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'
 }
 
 to_us() { # wrk latency such as 812.00us, 1.20ms, 1.01s
@@ -433,6 +418,7 @@ run_workload() { # workload system
         bulk-1) run_bulk "${front[2]}" 1 ;;
         bulk-32) run_bulk "${front[2]}" 32 ;;
         conn/s) run_conn "${front[0]}" ;;
+        http-close) run_conn "${front[1]}" close ;;
         http-ka) run_http "${front[1]}" ;;
         tls-hs) run_tls "${front[3]}" ;;
         tls-sni) run_tls "${front[4]}" ;;
@@ -446,7 +432,7 @@ unsupported() { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 
 # The tcplb process serving a workload, for its CPU time and peak RSS.
 tcplb_pid_for() {
     case $1 in bulk-*) echo "${TCPLB_PIDS[2]}" ;; conn/s) echo "${TCPLB_PIDS[0]}" ;;
-        http-ka) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
+        http-*) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
         tls-term) echo "${TCPLB_PIDS[4]}" ;; tls-sni) echo "${TCPLB_PIDS[5]}" ;; esac
 }
 cpu_seconds() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
@@ -542,12 +528,12 @@ if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
     echo "tls: $TLS_WORKERS concurrent full handshakes (rustls, no resumption), SNI $TLS_SNI;" \
         "backend: nginx stream ssl, ECDSA P-256; tls-sni: $(wc -l <<<"$ROUTES")-name route table"
 fi
-[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
+[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-10s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
     workload system value unit spread "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" \
     "tcplb-rss"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 for workload in "${WORKLOADS[@]}"; do
-    case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s) unit=conn/s per=us/conn ;;
+    case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s | http-close) unit=conn/s per=us/conn ;;
         http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;; esac
     direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
     ha=${RESULT[$workload,haproxy]:-0} ng=${RESULT[$workload,nginx]:-0}
@@ -560,7 +546,7 @@ for workload in "${WORKLOADS[@]}"; do
             cpu="${CPU[$workload]}s" rss="$((RSS[$workload] / 1024))MiB"
         fi
         cost=${COST[$workload,$system]:--}; [ "$cost" = - ] || cost="$cost$per"
-        printf '%-8s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
+        printf '%-10s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
             "$unit" "${SPREAD[$workload,$system]:--}" "$(ratio "$v" "$direct")" \
             "$(ratio "$v" "$best")" "$lat" "$cost" "$cpu" "$rss"
     done
@@ -596,7 +582,7 @@ fi
 # interleaved within each round. N is bounded by the fd limit: the proxy
 # needs two descriptors per connection.
 IDLE_CONNS=${IDLE_CONNS:-9000}
-[ "$IDLE_CONNS" -gt 0 ] || exit 0
+memory_part() {
 MEM_RUNS=${MEM_RUNS:-$RUNS}
 read -r -a MEM_SYSTEMS <<<"${MEM_SYSTEMS:-tcplb haproxy nginx}"
 limit=$(ulimit -n)
@@ -649,4 +635,110 @@ for system in "${MEM_SYSTEMS[@]}"; do
     silent=$(tr ' ' '\n' <<<"${MEM[$system,0]}" | grep -v -e '^$' -e '^-$' | median)
     echoed=$(tr ' ' '\n' <<<"${MEM[$system,64]}" | grep -v -e '^$' -e '^-$' | median)
     printf '%-8s %16s %24s   %s /%s\n' "$system" "$silent" "$echoed" "${MEM[$system,0]# }" "${MEM[$system,64]}"
+done
+}
+[ "$IDLE_CONNS" -le 0 ] || memory_part
+
+# ------------------------------------------------ at equal offered load
+read -r -a FIXED <<<"${FIXED:-http-close conn/s http-ka}"
+[ "${FIXED[*]}" != none ] || exit 0
+FIXED_RUNS=${FIXED_RUNS:-5}
+FIXED_PROBES=${FIXED_PROBES:-2}
+read -r -a FIXED_LOADS <<<"${FIXED_LOADS:-50 80}"
+read -r -a FIXED_SYSTEMS <<<"${FIXED_SYSTEMS:-tcplb haproxy nginx}"
+declare -A FIXED_MAXES=()
+for given in ${FIXED_MAX:-}; do FIXED_MAXES[${given%%=*}]=${given#*=}; done
+
+# user and system ticks so far of the given processes and their children
+tree_ticks_split() {
+    local u=0 s=0 pid line
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
+        line=$(awk '{ print $14, $15 }' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
+        u=$((u + ${line% *})) s=$((s + ${line#* }))
+    done
+    echo "$u $s"
+}
+
+# One loadgen run at `rate` (0: flat out) through the system's frontend
+# for `workload`; prints "achieved p50 p99 missed errors all".
+fixed_loadgen() { # workload system rate
+    local front mode port workers=256
+    read -r -a front <<<"${FRONT[$2]}"
+    case $1 in
+        conn/s) mode=conn port=${front[0]} ;;
+        http-close) mode=close port=${front[1]} ;;
+        http-ka) mode=http port=${front[1]} workers=64 ;;
+    esac
+    [ "$3" != 0 ] || [ "$mode" = http ] || workers=$CONN_WORKERS
+    "$LOADGEN" "$mode" "127.0.0.1:$port" --workers "$workers" --rate "$3" --seconds "$DUR" \
+        --warmup 1 2>>"$TMP/log" | awk '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        r = (f["conn_per_s"] != "") ? f["conn_per_s"] : f["req_per_s"]
+        print r, f["p50_us"], f["p99_us"], f["missed"], f["errors"], f["all"] }'
+}
+
+declare -A FIXED_ROWS=() RATES=()
+echo
+echo "at equal offered load: open loop at ${FIXED_LOADS[*]} % of the slowest system's maximum," \
+    "$FIXED_RUNS rounds of ${DUR}s (after 1 s of warm-up), medians; CPU = the proxy's utime" \
+    "+ stime per unit"
+for workload in "${FIXED[@]}"; do
+    max=${FIXED_MAXES[$workload]:-}
+    if [ -z "$max" ]; then
+        probes=""
+        for system in "${FIXED_SYSTEMS[@]}"; do
+            best=0
+            for _ in $(seq "$FIXED_PROBES"); do
+                start_system "$system"
+                echo "  fixed $workload: $system flat out..." >&2
+                r=$(fixed_loadgen "$workload" "$system" 0)
+                stop_system
+                [ "${r%% *}" -le "$best" ] || best=${r%% *}
+            done
+            probes+="$system=$best "
+            if [ -z "$max" ] || [ "$best" -lt "$max" ]; then max=$best; fi
+        done
+        echo "$workload flat out (best of $FIXED_PROBES each): $probes-> maximum $max/s"
+    fi
+    for load in "${FIXED_LOADS[@]}"; do
+        rate=$((max * load / 100))
+        RATES[$workload,$load]=$rate
+        for round in $(seq "$FIXED_RUNS"); do
+            # The first system of a round rotates, so none always goes first.
+            order=("${FIXED_SYSTEMS[@]:$(((round - 1) % ${#FIXED_SYSTEMS[@]}))}"
+                "${FIXED_SYSTEMS[@]:0:$(((round - 1) % ${#FIXED_SYSTEMS[@]}))}")
+            for system in "${order[@]}"; do
+                start_system "$system"
+                echo "  fixed $workload $load% ($rate/s) round $round $system..." >&2
+                before=$(tree_ticks_split "${SYSTEM_PIDS[@]}")
+                r=$(fixed_loadgen "$workload" "$system" "$rate")
+                after=$(tree_ticks_split "${SYSTEM_PIDS[@]}")
+                stop_system
+                FIXED_ROWS[$workload,$load,$system]+=$(awk -v b="$before" -v a="$after" \
+                    -v r="$r" -v hz="$TICK" 'BEGIN {
+                    split(b, bb, " "); split(a, aa, " "); split(r, f, " ")
+                    n = f[6] > 0 ? f[6] : 1
+                    u = (aa[1] - bb[1]) / hz * 1e6 / n; k = (aa[2] - bb[2]) / hz * 1e6 / n
+                    printf "%s %.1f %.1f %.1f %s %s %s %s\n", f[1], u, k, u + k, f[2], f[3], f[4], f[5] }')$'\n'
+            done
+        done
+    done
+done
+printf '%-10s %5s %7s %-8s %8s %8s %8s %8s %6s %8s %8s %7s\n' workload load rate system achieved \
+    user-us kernel-us cpu-us spread p50-us p99-us missed
+col() { awk -v c="$1" '{ print $c }' | median; }
+for workload in "${FIXED[@]}"; do
+    for load in "${FIXED_LOADS[@]}"; do
+        for system in "${FIXED_SYSTEMS[@]}"; do
+            rows=${FIXED_ROWS[$workload,$load,$system]:-}
+            [ -n "$rows" ] || continue
+            rows=${rows%$'\n'}
+            spread=$(awk '{ x = $4 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
+                END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }' <<<"$rows")
+            printf '%-10s %4s%% %7s %-8s %8s %8s %8s %8s %6s %8s %8s %7s\n' "$workload" "$load" \
+                "${RATES[$workload,$load]}" "$system" "$(col 1 <<<"$rows")" \
+                "$(col 2 <<<"$rows")" "$(col 3 <<<"$rows")" "$(col 4 <<<"$rows")" "$spread" \
+                "$(col 5 <<<"$rows")" "$(col 6 <<<"$rows")" "$(col 7 <<<"$rows")"
+        done
+    done
 done
