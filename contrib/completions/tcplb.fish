@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tcplb_global_optspecs
-    string join \n listen= backlog= accept-proxy name= b/backend= strategy= connect-timeout= retries= on-failure= send-proxy= backup= slow-start= hash-balance-factor= resolve-interval= resolve-ttl-min= health-interval= health-timeout= rise= fall= health-send= health-expect= health-expect-match= health-http= health-http-host= health-expect-status= health-expect-body= health-exec= agent-port= agent-send= agent-interval= on-down= on-backup-up= panic-threshold= max-fails= fail-timeout= max-ejection-percent= max-ejection-time= health-port= max-conns= queue-timeout= idle-timeout= allow= deny= max-conns-per-ip= rate-per-ip= per-ip-ipv6-prefix= max-connection-age= tcp-keepalive= tcp-user-timeout= tls-cert= tls-key= backend-tls backend-ca= admin= admin-token-file= admin-socket= state-file= ready-requires-backends config= drain-timeout= shutdown-delay= workers= splice= resolver= access-log= access-log-format= pid-file= h/help V/version
+    string join \n listen= backlog= accept-proxy name= b/backend= strategy= connect-timeout= retries= on-failure= send-proxy= backup= slow-start= hash-balance-factor= resolve-interval= resolve-ttl-min= health-interval= health-timeout= rise= fall= health-send= health-expect= health-expect-match= health-http= health-http-host= health-expect-status= health-expect-body= health-exec= agent-port= agent-send= agent-interval= on-down= on-backup-up= panic-threshold= max-fails= fail-timeout= max-ejection-percent= max-ejection-time= health-port= max-conns= queue-timeout= idle-timeout= allow= deny= max-conns-per-ip= rate-per-ip= per-ip-ipv6-prefix= max-connection-age= tcp-keepalive= tcp-user-timeout= tls-cert= tls-key= backend-tls backend-ca= admin= admin-token-file= admin-socket= state-file= ready-requires-backends config= drain-timeout= shutdown-delay= upgrade-move-connections= workers= splice= resolver= access-log= access-log-format= pid-file= h/help V/version
 end
 
 function __fish_tcplb_needs_command
@@ -88,6 +88,8 @@ complete -c tcplb -n "__fish_tcplb_needs_command" -l state-file -d 'Keep changes
 complete -c tcplb -n "__fish_tcplb_needs_command" -l config -d 'Read listeners and backends from this TOML file; flags given on the command line override it. SIGHUP re-reads it. [default: none: the flags alone]' -r -F
 complete -c tcplb -n "__fish_tcplb_needs_command" -l drain-timeout -d 'On SIGINT/SIGTERM, let open connections finish for up to this long' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l shutdown-delay -d 'On SIGINT/SIGTERM, answer 503 on /ready at once but go on accepting for this long before the drain starts, so that keepalived, a BGP speaker or a Kubernetes probe takes this instance out first' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l upgrade-move-connections -d 'On SIGUSR2, once the new process serves, hand it the established passthrough connections (sockets, held bytes, counters) instead of draining them here; `false` drains them as on SIGTERM' -r -f -a "true\t''
+false\t''"
 complete -c tcplb -n "__fish_tcplb_needs_command" -l workers -d 'Worker threads serving connections, each with its own listening socket (SO_REUSEPORT); a busier worker hands new connections to a less loaded one. [default: one per core]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l splice -d 'Move bulk data with splice(2), zero-copy (Linux): `auto` once a connection shows bulk traffic, `on` always, `off` never' -r -f -a "off\t''
 on\t''
@@ -171,6 +173,8 @@ complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l state-file -d 'Kee
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l config -d 'Read listeners and backends from this TOML file; flags given on the command line override it. SIGHUP re-reads it. [default: none: the flags alone]' -r -F
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l drain-timeout -d 'On SIGINT/SIGTERM, let open connections finish for up to this long' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l shutdown-delay -d 'On SIGINT/SIGTERM, answer 503 on /ready at once but go on accepting for this long before the drain starts, so that keepalived, a BGP speaker or a Kubernetes probe takes this instance out first' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l upgrade-move-connections -d 'On SIGUSR2, once the new process serves, hand it the established passthrough connections (sockets, held bytes, counters) instead of draining them here; `false` drains them as on SIGTERM' -r -f -a "true\t''
+false\t''"
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l workers -d 'Worker threads serving connections, each with its own listening socket (SO_REUSEPORT); a busier worker hands new connections to a less loaded one. [default: one per core]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l splice -d 'Move bulk data with splice(2), zero-copy (Linux): `auto` once a connection shows bulk traffic, `on` always, `off` never' -r -f -a "off\t''
 on\t''

@@ -59,6 +59,11 @@
 //! | `tcplb_ready` | gauge | 1 while `GET /ready` answers 200, 0 while 503 |
 //! | `tcplb_not_ready` | gauge | 1 for each reason `/ready` answers 503 now; label `reason` = `starting`, `shutting_down`, `operator` or `no_usable_backend` |
 //! | `tcplb_drain_spread_closed_total` | counter | connections still open when the drain's last window began, closed one after another over it |
+//! | `tcplb_upgrade_connections_moved_total` | counter | established connections handed to the new process of an upgrade |
+//! | `tcplb_upgrade_connections_not_moved_total` | counter | connections that stayed during an upgrade's move; label `reason` = `tls`, `setup`, `refused` or `failed` |
+//! | `tcplb_upgrade_connections_taken_over_total` | counter | established connections taken over from the old process |
+//! | `tcplb_upgrade_connections_refused_total` | counter | offered connections this process refused; label `reason` = `unknown_listener`, `unknown_route`, `unknown_backend`, `shutting_down` or `malformed` |
+//! | `tcplb_upgrade_move_pause_seconds` | histogram | how long each connection taken over was paused while it moved |
 //!
 //! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //! | `tcplb_route_connections_total` | counter | clients whose TLS ClientHello chose the route; labels `listener`, `route` |
@@ -91,7 +96,10 @@ use super::view::{
 use crate::config::AdminState;
 use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, DrainStats, WorkerStats};
+use crate::stats::{
+    AccessLogStats, AdminConnectionStats, ControlStats, DrainStats, MoveStats, NotMoved, Refusal,
+    WorkerStats,
+};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -617,7 +625,67 @@ pub fn render_drain(stats: &DrainStats) -> String {
         "Connections still open when the drain's last window began, closed one after another over it.",
     );
     let _ = writeln!(out, "{name} {}", stats.spread_closed.load(Relaxed));
+    render_moves(&mut out, &stats.moves);
     out
+}
+
+/// Connections moved on binary upgrades: handed to the new process, not
+/// moved by why, taken over, refused by why, and the pause each saw.
+fn render_moves(out: &mut String, moves: &MoveStats) {
+    let name = "tcplb_upgrade_connections_moved_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Established connections handed to the new process of an upgrade (it acknowledged them).",
+    );
+    let _ = writeln!(out, "{name} {}", moves.moved_out.load(Relaxed));
+    let name = "tcplb_upgrade_connections_not_moved_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Connections that stayed in this process during an upgrade's move, by reason.",
+    );
+    for why in NotMoved::ALL {
+        let count = moves.not_moved[why as usize].load(Relaxed);
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", why.name());
+    }
+    let name = "tcplb_upgrade_connections_taken_over_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Established connections taken over from the old process of an upgrade.",
+    );
+    let _ = writeln!(out, "{name} {}", moves.moved_in.load(Relaxed));
+    let name = "tcplb_upgrade_connections_refused_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Connections the old process of an upgrade offered that this one refused, by reason.",
+    );
+    for why in Refusal::ALL {
+        let count = moves.refused[why as usize].load(Relaxed);
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", why.name());
+    }
+    let name = "tcplb_upgrade_move_pause_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "How long each connection taken over was paused: from the old process stopping it to this one piping it.",
+    );
+    let h = moves.pause.snapshot();
+    for (bound, count) in h.cumulative() {
+        let _ = match bound {
+            Some(le) => writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}"),
+            None => writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}"),
+        };
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum_in_units());
+    let _ = writeln!(out, "{name}_count {}", h.count());
 }
 
 /// What `/ready` says now: 1 or 0, and each reason it would give.

@@ -523,6 +523,12 @@ pub struct RuntimeFlags {
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DUR")]
     pub shutdown_delay: Duration,
 
+    /// On SIGUSR2, once the new process serves, hand it the established
+    /// passthrough connections (sockets, held bytes, counters) instead of
+    /// draining them here; `false` drains them as on SIGTERM.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub upgrade_move_connections: bool,
+
     /// Worker threads serving connections, each with its own listening
     /// socket (SO_REUSEPORT); a busier worker hands new connections to a
     /// less loaded one. [default: one per core]
@@ -759,6 +765,9 @@ fn apply_overrides(
             "listen" | "name" if listeners > 1 => {}
             "drain_timeout" => config.drain_timeout = given.drain_timeout,
             "shutdown_delay" => config.shutdown_delay = given.shutdown_delay,
+            "upgrade_move_connections" => {
+                config.upgrade_move_connections = given.upgrade_move_connections
+            }
             "ready_requires_backends" => {
                 config.ready_requires_backends = given.ready_requires_backends
             }
@@ -966,6 +975,7 @@ impl Cli {
             services: vec![service],
             drain_timeout: runtime.drain_timeout,
             shutdown_delay: runtime.shutdown_delay,
+            upgrade_move_connections: runtime.upgrade_move_connections,
             ready_requires_backends: admin.ready_requires_backends,
             admin: admin.admin,
             admin_token_file: admin.admin_token_file,
@@ -1515,6 +1525,7 @@ mod tests {
                     "--config",
                     "--drain-timeout",
                     "--shutdown-delay",
+                    "--upgrade-move-connections",
                     "--workers",
                     "--splice",
                     "--resolver",
@@ -1740,6 +1751,7 @@ mod tests {
         let process_wide = [
             "drain_timeout",
             "shutdown_delay",
+            "upgrade_move_connections",
             "ready_requires_backends",
             "admin",
             "admin_token_file",

@@ -360,6 +360,7 @@ struct Problem {
 struct RawFile {
     drain_timeout: Option<Dur>,
     shutdown_delay: Option<Dur>,
+    upgrade_move_connections: Option<bool>,
     ready_requires_backends: Option<bool>,
     admin: Option<Listen>,
     admin_token_file: Option<PathBuf>,
@@ -915,6 +916,10 @@ impl RawFile {
         set(
             &mut config.ready_requires_backends,
             self.ready_requires_backends,
+        );
+        set(
+            &mut config.upgrade_move_connections,
+            self.upgrade_move_connections,
         );
         config.admin = self.admin.map(|a| a.0);
         config.admin_token_file = self.admin_token_file;
@@ -2458,6 +2463,7 @@ resolve_ttl_min = 3
         for key in [
             "drain_timeout",
             "shutdown_delay",
+            "upgrade_move_connections",
             "ready_requires_backends",
             "admin",
             "[defaults]",

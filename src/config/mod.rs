@@ -595,6 +595,10 @@ pub struct Config {
     /// Whether `/ready` also answers 503 while no listener has a usable
     /// backend (ready, up and not ejected). Default off.
     pub ready_requires_backends: bool,
+    /// Whether a binary upgrade (SIGUSR2) moves established passthrough
+    /// connections to the new process instead of draining them here.
+    /// Default on.
+    pub upgrade_move_connections: bool,
     /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
     pub admin: Option<SocketAddr>,
     /// A file holding the bearer token that gives the TCP admin endpoint
@@ -630,6 +634,7 @@ impl Config {
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             ready_requires_backends: false,
+            upgrade_move_connections: true,
             admin: None,
             admin_token_file: None,
             admin_socket: None,

@@ -317,11 +317,20 @@ impl Backend {
 
     /// Counts a connection for as long as the returned guard lives.
     pub fn open_connection(&self) -> ActiveConnection<'_> {
-        self.stats.active.fetch_add(1, Relaxed);
         self.stats.total.fetch_add(1, Relaxed);
+        self.adopt_connection(Duration::ZERO)
+    }
+
+    /// Counts a connection made `age` ago by another process (it moved
+    /// here with a binary upgrade) for as long as the returned guard
+    /// lives: open against this backend's limit, not a new one in
+    /// `total`, its duration the whole connection's.
+    pub fn adopt_connection(&self, age: Duration) -> ActiveConnection<'_> {
+        self.stats.active.fetch_add(1, Relaxed);
+        let now = Instant::now();
         ActiveConnection {
             backend: self,
-            opened: Instant::now(),
+            opened: now.checked_sub(age).unwrap_or(now),
         }
     }
 }
@@ -356,6 +365,15 @@ pub struct ActiveConnection<'a> {
     backend: &'a Backend,
     /// When it was made: its duration is measured from here.
     opened: Instant,
+}
+
+impl ActiveConnection<'_> {
+    /// The connection moved to another process, which goes on counting
+    /// it (and records its duration when it ends): uncounted here only.
+    pub fn moved(self) {
+        self.backend.stats.active.fetch_sub(1, Relaxed);
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for ActiveConnection<'_> {

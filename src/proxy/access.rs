@@ -120,7 +120,26 @@ struct ClientEntry {
     refilled: Instant,
 }
 
+/// The per-IP rate `config` sets; NaN, negative or zero rates never
+/// refill, so they are "no rate" (0).
+fn rate_of(config: &AccessConfig) -> f64 {
+    config
+        .rate_per_ip
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .unwrap_or(0.0)
+}
+
 impl ClientEntry {
+    /// A client first seen `now`, with a full bucket for `rate`.
+    fn new(rate: f64, now: Instant) -> Self {
+        ClientEntry {
+            open: 0,
+            tokens: rate.max(1.0),
+            rate,
+            refilled: now,
+        }
+    }
+
     fn capacity(&self) -> f64 {
         // burst = rate, but at least one connection must be possible.
         self.rate.max(1.0)
@@ -204,11 +223,7 @@ impl ClientTable {
             return Ok(ClientSlot { table: None, ip });
         }
         let ip = client_key(ip, config.per_ip_ipv6_prefix);
-        // NaN, negative or zero rates never refill: treat them as "no rate".
-        let rate = config
-            .rate_per_ip
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .unwrap_or(0.0);
+        let rate = rate_of(config);
         let mut table = self.lock();
         if now.saturating_duration_since(table.last_sweep) >= SWEEP_EVERY {
             table.clients.retain(|_, entry| !entry.is_idle(now));
@@ -218,12 +233,7 @@ impl ClientTable {
         let entry = match table.clients.entry(ip) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(_) if tracked >= self.cap => return Err(Refusal::TableFull),
-            Entry::Vacant(v) => v.insert(ClientEntry {
-                open: 0,
-                tokens: rate.max(1.0),
-                rate,
-                refilled: now,
-            }),
+            Entry::Vacant(v) => v.insert(ClientEntry::new(rate, now)),
         };
         if entry.rate != rate {
             // A reload changed the rate: keep the tokens, clamp to the new burst.
@@ -246,6 +256,28 @@ impl ClientTable {
             table: Some(self),
             ip,
         })
+    }
+
+    /// Counts a connection from `ip` that moved here with a binary upgrade
+    /// (it was admitted by the old process): it holds a slot against the
+    /// per-IP connection limit like any other, but no limit refuses it and
+    /// it takes no token from the rate (it is not a new connection).
+    pub fn adopt(&self, ip: IpAddr, config: &AccessConfig) -> ClientSlot<'_> {
+        if config.max_conns_per_ip.is_none() && config.rate_per_ip.is_none() {
+            return ClientSlot { table: None, ip };
+        }
+        let ip = client_key(ip, config.per_ip_ipv6_prefix);
+        let rate = rate_of(config);
+        let mut table = self.lock();
+        let entry = table
+            .clients
+            .entry(ip)
+            .or_insert_with(|| ClientEntry::new(rate, Instant::now()));
+        entry.open += 1;
+        ClientSlot {
+            table: Some(self),
+            ip,
+        }
     }
 
     fn release(&self, ip: IpAddr) {

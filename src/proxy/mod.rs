@@ -17,7 +17,9 @@
 //! - [`failure`]: the exact 502/503 answer (or close) when no backend can take it;
 //! - [`connections`]: the registry of open connections (listed and closed by
 //!   operators);
-//! - [`access_log`]: one record per connection, handed to a writer thread.
+//! - [`access_log`]: one record per connection, handed to a writer thread;
+//! - [`moving`]: a binary upgrade's move of established connections to the
+//!   new process (freezing a pipe at a safe point, adopting one).
 //!
 //! Nothing here keeps state of its own beyond a connection's life except the
 //! per-IP table and the open connections' registry; the counters it writes
@@ -30,6 +32,7 @@ pub mod client_hello;
 pub mod connections;
 pub mod failure;
 pub mod listener;
+pub mod moving;
 pub mod pipe;
 pub mod proxy_protocol;
 pub mod route;
@@ -47,6 +50,7 @@ use crate::stats::ListenerStats;
 use access::ClientTable;
 use access_log::AccessLog;
 use connections::Connections;
+use moving::Mover;
 use route::Routes;
 
 /// One service as the data path sees it: what every connection accepted on
@@ -71,6 +75,9 @@ pub struct Service {
     pub connections: Arc<Connections>,
     /// Where this listener's finished connections are logged. Default: off.
     pub access_log: AccessLog,
+    /// The whole balancer's move of connections on a binary upgrade.
+    /// Default: one of its own, which never moves.
+    pub mover: Arc<Mover>,
 }
 
 impl Service {
@@ -84,6 +91,7 @@ impl Service {
             listen,
             connections: Arc::default(),
             access_log: AccessLog::default(),
+            mover: Arc::default(),
         }
     }
 }

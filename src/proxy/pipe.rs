@@ -40,6 +40,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::config::SpliceMode;
 use crate::stats::BackendStats;
 
+mod freeze;
+pub use freeze::{Frozen, FrozenWay};
+
 /// The per-thread scratch buffer's size: the most one read moves, and the
 /// most a direction keeps of its own while the other side cannot take it.
 pub const COPY_BUFFER: usize = 64 * 1024;
@@ -143,6 +146,19 @@ impl Live {
             last_ms: AtomicU64::new(0),
             stop: Notify::new(),
         }
+    }
+
+    /// Counters of a connection accepted at `start` elsewhere (it moved
+    /// here with a binary upgrade): `sent` and `received` bytes so far,
+    /// nothing moved for `idle`.
+    pub fn resumed(start: Instant, sent: u64, received: u64, idle: Duration) -> Self {
+        let live = Live::new(start);
+        live.sent.store(sent, Relaxed);
+        live.received.store(received, Relaxed);
+        let last = start.elapsed().saturating_sub(idle);
+        let ms = u64::try_from(last.as_millis()).unwrap_or(u64::MAX);
+        live.last_ms.store(ms, Relaxed);
+        live
     }
 
     /// When the connection was accepted.
@@ -915,6 +931,33 @@ mod splice {
                 splice(self.read.as_raw_fd(), to.as_raw_fd(), pending)
             })
         }
+
+        /// Reads the `pending` bytes the pipe holds into `out`, emptying
+        /// it (a pipe being frozen: its bytes travel as plain bytes).
+        pub fn read_into(&self, pending: usize, out: &mut Vec<u8>) -> io::Result<()> {
+            out.reserve_exact(pending);
+            while out.len() < pending {
+                let want = pending - out.len();
+                let spare = out.spare_capacity_mut();
+                // SAFETY: read writes at most `want` bytes into the spare
+                // capacity, which is that large and ours.
+                let n =
+                    unsafe { libc::read(self.read.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                // SAFETY: read initialised n more bytes.
+                unsafe { out.set_len(out.len() + n as usize) };
+            }
+            Ok(())
+        }
     }
 }
 
@@ -925,7 +968,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A connected loopback pair: (the end we drive, the end the pipe gets).
-    async fn socket_pair() -> (TcpStream, TcpStream) {
+    pub(super) async fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -1024,7 +1067,7 @@ mod tests {
     }
 
     /// Polls `pipe` while `traffic` runs; fails if the pipe ends first.
-    async fn drive(
+    pub(super) async fn drive(
         pipe: &mut Pipe,
         stats: &BackendStats,
         live: &Live,
@@ -1261,7 +1304,7 @@ mod tests {
         let _ = task.await.unwrap();
     }
 
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
     }
 
@@ -1290,10 +1333,10 @@ mod tests {
     /// Tests set the process-wide mode; this lock keeps them from mixing.
     static MODE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    struct ModeGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+    pub(super) struct ModeGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
 
     impl ModeGuard {
-        fn set(mode: SpliceMode) -> Self {
+        pub(super) fn set(mode: SpliceMode) -> Self {
             let guard = MODE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             set_splice_mode(mode);
             ModeGuard(guard)

@@ -37,6 +37,8 @@ use crate::pool::overlay::Overlay;
 use crate::proxy::access_log::writer::{Reopen, Writer};
 use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
+use crate::proxy::connections::ids::IdSequence;
+use crate::proxy::moving::Mover;
 use crate::proxy::spread::Spread;
 use crate::proxy::tls::{Terminator, Terminators};
 use crate::proxy::{Service, listener};
@@ -50,6 +52,7 @@ use workers::Workers;
 pub mod check;
 mod control;
 pub mod drain;
+mod handover;
 mod pid_file;
 mod routes;
 pub mod signals;
@@ -99,6 +102,9 @@ struct State {
     drain_timeout: Duration,
     /// From the latest configuration: a reload may change it.
     shutdown_delay: Duration,
+    /// From the latest configuration: whether an upgrade moves the
+    /// established connections; a reload may change it.
+    upgrade_move_connections: bool,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
     /// Token file, admin socket, state file and pid file as started with;
@@ -155,6 +161,8 @@ struct Shared {
     handed_over: AtomicBool,
     /// Every listener's open connections, for the control API.
     registry: Arc<Connections>,
+    /// Moves established connections on an upgrade, both ways.
+    mover: Arc<Mover>,
     /// Where every listener's finished connections are logged (off by
     /// default); fixed at start.
     access_log: AccessLog,
@@ -263,6 +271,7 @@ impl Shared {
             listen: local_addr,
             connections: self.registry.clone(),
             access_log: self.access_log.clone(),
+            mover: self.mover.clone(),
             ..Service::new(pool)
         };
         let tls = self
@@ -304,10 +313,15 @@ impl Shared {
             (Some(listen), Some(fd)) => Some((*listen, fd.try_clone()?)),
             _ => None,
         };
+        let ids = match self.registry.ids().handoff() {
+            Some(fd) => Some(fd.try_clone_to_owned()?),
+            None => None,
+        };
         Ok(Handoff {
             listeners,
             admin,
             overlay: self.control.snapshot(),
+            ids,
         })
     }
 }
@@ -391,6 +405,15 @@ impl Balancer {
             .map(control::read_token)
             .transpose()?;
         let upgrade = inherited.is_upgrade();
+        // Ids go on from the old process's, from one shared counter.
+        let ids = match inherited.ids.take().map(IdSequence::adopt) {
+            Some(Ok(ids)) => ids,
+            Some(Err(e)) => {
+                warn!("upgrade: cannot share the old process's connection ids: {e}");
+                IdSequence::new()
+            }
+            None => IdSequence::new(),
+        };
         let overlay = match (inherited.overlay.take(), &config.state_file) {
             (Some(handed), _) => handed,
             (None, Some(path)) => state_file::load(path),
@@ -408,11 +431,13 @@ impl Balancer {
             );
         }
         let workers = Workers::start(workers).context("cannot start the worker threads")?;
+        let drain_stats: Arc<DrainStats> = Arc::default();
         let shared = Shared {
             state: Mutex::new(State {
                 services: Vec::new(),
                 drain_timeout: config.drain_timeout,
                 shutdown_delay: config.shutdown_delay,
+                upgrade_move_connections: config.upgrade_move_connections,
                 admin: config.admin,
                 control_paths: control_paths(&config),
                 running: false,
@@ -422,7 +447,7 @@ impl Balancer {
             readiness: Arc::new(readiness(&config, &overlay, upgrade)),
             admin_stop: CancellationToken::new(),
             admin_tasks: TaskTracker::new(),
-            drain_stats: Arc::default(),
+            drain_stats: drain_stats.clone(),
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
             spread: Arc::new(Spread::new(
@@ -436,7 +461,8 @@ impl Balancer {
             first_probes: TaskTracker::new(),
             upgrading: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
-            registry: Arc::default(),
+            registry: Arc::new(Connections::with_ids(ids)),
+            mover: Arc::new(Mover::counting_into(drain_stats.moves.clone())),
             access_log,
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
@@ -733,6 +759,14 @@ async fn announce_ready(
         && channel.report_ready()
     {
         info!("upgrade: took over from the old process; it stops accepting and drains");
+        // Its established connections follow, until it closes the channel.
+        let fd = channel.into_fd();
+        let spawned = std::thread::Builder::new()
+            .name("tcplb-move-in".into())
+            .spawn(move || handover::move_in(fd, shared));
+        if let Err(e) = spawned {
+            warn!("upgrade: cannot take the old process's connections over: {e}");
+        }
     }
 }
 
@@ -921,6 +955,7 @@ impl ReloadHandle {
         }
         state.services = services;
         state.drain_timeout = config.drain_timeout;
+        state.upgrade_move_connections = config.upgrade_move_connections;
         state.shutdown_delay = config.shutdown_delay;
         shared
             .readiness
@@ -983,10 +1018,19 @@ impl ReloadHandle {
             Err(e) => Err(format!("cannot duplicate the listening sockets: {e}")),
         }
         .map_err(NotUpgraded::Failed);
-        if outcome.is_ok() {
+        let outcome = outcome.map(|(pid, successor)| {
             shared.handed_over.store(true, Ordering::Relaxed);
             shared.shutdown.cancel();
-        }
+            // Dropping the channel tells the new process nothing follows.
+            if shared.state().upgrade_move_connections {
+                tokio::spawn(handover::move_out(
+                    successor,
+                    shared.mover.clone(),
+                    shared.registry.clone(),
+                ));
+            }
+            pid
+        });
         shared.upgrading.store(false, Ordering::Release);
         outcome
     }

@@ -279,6 +279,8 @@ pub struct ConnectionLog {
     /// Whether the connection is in the registry (it joins once its client
     /// address is final, after a PROXY header).
     registered: bool,
+    /// The connection moved to another process, which logs it.
+    moved: bool,
 }
 
 impl ConnectionLog {
@@ -288,7 +290,30 @@ impl ConnectionLog {
         ConnectionLog {
             record: Record::new(Arc::new(Connection::new(id, peer, service))),
             registered: false,
+            moved: false,
         }
+    }
+
+    /// A connection that moved here with a binary upgrade, listed among
+    /// the open ones at once; `fill` sets what the old process knew of
+    /// it (retries, queue and connect times, the ClientHello). This
+    /// process writes its one record, for the whole connection.
+    pub fn adopted(connection: Arc<Connection>, fill: impl FnOnce(&mut Record)) -> Self {
+        let mut log = ConnectionLog {
+            record: Record::new(connection),
+            registered: false,
+            moved: false,
+        };
+        fill(&mut log.record);
+        log.register();
+        log
+    }
+
+    /// The connection moved to another process (a binary upgrade), which
+    /// logs it when it ends: it leaves the registry, and no record is
+    /// written here.
+    pub fn moved(mut self) {
+        self.moved = true;
     }
 
     /// The registry entry: id, client, live counters, stop request.
@@ -319,7 +344,7 @@ impl Drop for ConnectionLog {
             connection.service.connections.remove(connection.id);
         }
         let log = &connection.service.access_log;
-        if !log.is_on() {
+        if !log.is_on() || self.moved {
             return;
         }
         // Taken whole, so a field added to `Record` needs nothing here.
