@@ -482,7 +482,7 @@ impl PoolFigures {
     fn read(pool: &Pool) -> Self {
         let state = pool.load();
         let changes = &pool.stats;
-        let kind = state.config.health.check.kind();
+        let kind = state.config.active_check().kind();
         let with_agent = state.config.health.agent.is_some();
         let mut backends: Vec<BackendView> = Vec::new();
         for b in &state.backends {

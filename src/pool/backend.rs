@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -316,13 +317,15 @@ impl Backend {
     }
 
     /// Counts a connection for as long as the returned guard lives.
-    pub fn open_connection(&self) -> ActiveConnection<'_> {
-        self.stats.active.fetch_add(1, Relaxed);
-        self.stats.total.fetch_add(1, Relaxed);
-        ActiveConnection {
-            backend: self,
-            opened: Instant::now(),
-        }
+    pub fn open_connection(&self) -> ActiveConnection<&Backend> {
+        ActiveConnection::open(self)
+    }
+
+    /// Counts a UDP session (a connection to the pool: `active`, least-conn
+    /// and `maxconn` count sessions) for as long as the returned guard
+    /// lives; it holds the backend, as a session outlives any borrow.
+    pub fn open_session(self: &Arc<Self>) -> ActiveConnection<Arc<Backend>> {
+        ActiveConnection::open(self.clone())
     }
 }
 
@@ -351,14 +354,25 @@ impl fmt::Display for Backend {
 
 /// Keeps `active` right however a connection ends, panics and
 /// cancellation included, and records how long it lasted.
-pub struct ActiveConnection<'a> {
+pub struct ActiveConnection<B: Deref<Target = Backend>> {
     /// Whose connection it is.
-    backend: &'a Backend,
+    backend: B,
     /// When it was made: its duration is measured from here.
     opened: Instant,
 }
 
-impl Drop for ActiveConnection<'_> {
+impl<B: Deref<Target = Backend>> ActiveConnection<B> {
+    fn open(backend: B) -> Self {
+        backend.stats.active.fetch_add(1, Relaxed);
+        backend.stats.total.fetch_add(1, Relaxed);
+        ActiveConnection {
+            backend,
+            opened: Instant::now(),
+        }
+    }
+}
+
+impl<B: Deref<Target = Backend>> Drop for ActiveConnection<B> {
     fn drop(&mut self) {
         self.backend.stats.active.fetch_sub(1, Relaxed);
         self.backend.stats.duration.record(self.opened.elapsed());

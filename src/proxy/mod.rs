@@ -32,6 +32,7 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod serve;
 pub mod spread;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +58,8 @@ pub struct Service {
     /// The listener's counters; shared with the admin endpoint.
     pub stats: Arc<ListenerStats>,
     /// Per-client-IP limits; kept across reloads so a reload resets no one.
-    pub clients: ClientTable,
+    /// Shared: a UDP session holds a slot of it in its own table.
+    pub clients: Arc<ClientTable>,
     /// Where the listener is bound (port 0 resolved): how the access log
     /// and the connection listing name it beside the pool's name. Default:
     /// the configured listen address.
@@ -76,7 +78,7 @@ impl Service {
             pool,
             routes: ArcSwap::default(),
             stats: Arc::default(),
-            clients: ClientTable::default(),
+            clients: Arc::default(),
             listen,
             connections: Arc::default(),
             access_log: AccessLog::default(),

@@ -172,6 +172,16 @@ impl Live {
         self.sent.fetch_add(n, Relaxed);
     }
 
+    /// Counts bytes a UDP session moved since it last counted (its
+    /// datagrams are counted in batches), the last of them at `at`.
+    pub fn add_moved(&self, sent: u64, received: u64, at: Instant) {
+        self.sent.fetch_add(sent, Relaxed);
+        self.received.fetch_add(received, Relaxed);
+        let ms = at.saturating_duration_since(self.start).as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
     /// Asks the connection to stop: its pipe ends with
     /// [`EndReason::Stopped`] (at once, or as soon as it starts).
     pub fn stop(&self) {

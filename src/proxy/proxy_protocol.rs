@@ -164,18 +164,39 @@ pub fn encode_v2_with_authority(
     dst: SocketAddr,
     authority: Option<&str>,
 ) -> Vec<u8> {
+    encode_v2_for(src, dst, authority, STREAM)
+}
+
+/// A version 2 PROXY-command header for a UDP datagram from `src` to
+/// `dst` (UDP over IPv4 or IPv6, the spec's DGRAM transport, no TLVs): a
+/// UDP listener's `send_proxy = "v2"` puts one before every datagram.
+pub fn encode_v2_datagram(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    encode_v2_for(src, dst, None, DGRAM)
+}
+
+/// The transport nibble of the v2 family byte: TCP.
+const STREAM: u8 = 0x1;
+/// The transport nibble of the v2 family byte: UDP.
+const DGRAM: u8 = 0x2;
+
+fn encode_v2_for(
+    src: SocketAddr,
+    dst: SocketAddr,
+    authority: Option<&str>,
+    transport: u8,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(V2_FIXED_LEN + V2_INET6_LEN);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, PROXY
     match pair(src.ip(), dst.ip()) {
         Pair::V4(s, d) => {
-            out.push(0x11); // AF_INET, STREAM
+            out.push(0x10 | transport); // AF_INET
             out.extend_from_slice(&(V2_INET_LEN as u16).to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
         }
         Pair::V6(s, d) => {
-            out.push(0x21); // AF_INET6, STREAM
+            out.push(0x20 | transport); // AF_INET6
             out.extend_from_slice(&(V2_INET6_LEN as u16).to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());

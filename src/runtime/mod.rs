@@ -1031,7 +1031,7 @@ fn log_service(local_addr: SocketAddr, pool: &Pool) {
         c.health.rise,
         c.health.fall,
         c.on_failure,
-        c.health.check.kind(),
+        c.active_check().kind(),
         c.health.on_down,
     );
 }

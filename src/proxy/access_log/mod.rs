@@ -1,5 +1,5 @@
-//! The access log: one [`Record`] per client connection, written when it
-//! ends (`--access-log`, off by default), in the spirit of HAProxy's
+//! The access log: one [`Record`] per client connection (per UDP
+//! session), written when it ends (`--access-log`, off by default), in the spirit of HAProxy's
 //! `option tcplog`, nginx's stream `log_format` and Envoy's access log.
 //!
 //! It is kept off the data path. A connection fills in its record as it
@@ -88,11 +88,15 @@ pub enum Cause {
     /// On a listener with TLS routes: the ClientHello matched no route and
     /// there is no default; the client got an `unrecognized_name` alert.
     NoRoute,
+    /// A UDP session whose backend went down, was ejected or answered
+    /// with an ICMP port unreachable: the client's next datagram started
+    /// a session with another backend.
+    BackendDown,
 }
 
 impl Cause {
     /// Every cause, in the order the README lists them.
-    pub const ALL: [Cause; 19] = [
+    pub const ALL: [Cause; 20] = [
         Cause::Completed,
         Cause::ClientReset,
         Cause::BackendReset,
@@ -112,6 +116,7 @@ impl Cause {
         Cause::BadProxyHeader,
         Cause::BadClientHello,
         Cause::NoRoute,
+        Cause::BackendDown,
     ];
 
     /// The stable short name written in the log.
@@ -136,6 +141,7 @@ impl Cause {
             Cause::BadProxyHeader => "bad_proxy_header",
             Cause::BadClientHello => "bad_client_hello",
             Cause::NoRoute => "no_route",
+            Cause::BackendDown => "backend_down",
         }
     }
 }
