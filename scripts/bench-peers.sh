@@ -12,6 +12,11 @@
 #              (examples/loadgen.rs tls, $TLS_WORKERS concurrent), p50/p99
 #   tls-sni    the same handshakes routed by SNI over a 16-name table: the
 #              cost of peeking at the ClientHello (see "TLS" below)
+#   tls-term   the same full TLS 1.3 handshakes terminated by the proxy
+#              (tcplb --tls-cert, HAProxy `bind ... ssl crt`, nginx `listen
+#              ssl`, the backend's ECDSA P-256 certificate), the plaintext
+#              "hit" from a plain port of the backend nginx; direct: the
+#              backend nginx terminating itself
 # Systems: direct (no proxy), tcplb (release build), haproxy, nginx.
 # Rounds are interleaved: run 1 of every system, then run 2, ..., so a
 # machine that gets busier mid-way weighs on every system alike.
@@ -126,7 +131,7 @@ wait_listening() {
 BASE=$((20000 + (RANDOM % 100) * 100))
 port() { echo $((BASE + $1)); }
 ECHO1=$(port 1) ECHO2=$(port 2) HTTP1=$(port 3) HTTP2=$(port 4) IPERF=$(port 5)
-TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8)
+TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8) TLS_PLAIN=$(port 9)
 for p in $(seq "$BASE" $((BASE + 40))); do
     [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
 done
@@ -138,7 +143,7 @@ spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni}"
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni tls-term}"
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
@@ -154,6 +159,8 @@ if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
         -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
         -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
+    # HAProxy's `crt` takes the chain and key in one file.
+    cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
     cat >"$TMP/tls/nginx.conf" <<EOF
 $stream_module
 worker_processes $CORES;
@@ -171,11 +178,13 @@ stream {
     server { listen 127.0.0.1:$TLS1 ssl; return "hit"; }
     server { listen 127.0.0.1:$TLS2 ssl; return "hit"; }
     server { listen 127.0.0.1:$TLS_MISS ssl; return "miss"; }
+    # tls-term's backend: the same answer in the clear.
+    server { listen 127.0.0.1:$TLS_PLAIN; return "hit"; }
 }
 EOF
     spawn nginx -p "$TMP/tls" -e "$TMP/tls/error.log" -c "$TMP/tls/nginx.conf"
     TLS_BACKEND_PIDS=("$LAST_PID")
-    for p in $TLS1 $TLS2 $TLS_MISS; do wait_listening "$p"; done
+    for p in $TLS1 $TLS2 $TLS_MISS $TLS_PLAIN; do wait_listening "$p"; done
 fi
 
 # The route table, the same for every system: "name target", target "hit"
@@ -198,12 +207,13 @@ shop.test miss
 vault.test miss
 *.wild.test hit"
 
-# Frontend ports per system: echo, http, iperf, tls (no routes), tls-sni.
+# Frontend ports per system: echo, http, iperf, tls (no routes), tls-sni,
+# tls-term.
 declare -A FRONT=(
-    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1"
-    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15)"
-    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25)"
-    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35)"
+    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1"
+    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16)"
+    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26)"
+    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36)"
 )
 
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -247,6 +257,9 @@ backend tls_hit
     server t2 127.0.0.1:$TLS2
 backend tls_miss
     server t3 127.0.0.1:$TLS_MISS
+listen tls_term
+    bind 127.0.0.1:$(port 26) ssl crt $TMP/tls/combined.pem
+    server p1 127.0.0.1:$TLS_PLAIN
 EOF
 
 cat >"$TMP/nginx.conf" <<EOF
@@ -274,6 +287,12 @@ $(while read -r name target; do echo "        $name tls_$target;"; done <<<"$ROU
     server { listen 127.0.0.1:$(port 33); proxy_pass iperf; }
     server { listen 127.0.0.1:$(port 34); proxy_pass tls_hit; }
     server { listen 127.0.0.1:$(port 35); ssl_preread on; proxy_pass \$tls_upstream; }
+    server {
+        listen 127.0.0.1:$(port 36) ssl;
+        ssl_certificate $TMP/tls/cert.pem;
+        ssl_certificate_key $TMP/tls/key.pem;
+        proxy_pass 127.0.0.1:$TLS_PLAIN;
+    }
 }
 EOF
 
@@ -319,7 +338,7 @@ if [[ " ${WORKLOADS[*]} " == *" tls-sni "* && " ${SYSTEMS[*]} " == *" tcplb "* ]
         head -3 "$TMP/probe.err" >&2
     fi
 fi
-[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) -"
+[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16)"
 
 # tcplb serves one listener per process: one process per frontend.
 start_tcplb() {
@@ -333,6 +352,12 @@ start_tcplb() {
             --backend "$backends" --health-interval 60s --on-failure close $TCPLB_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
+    # tls-term: terminating with the backend's certificate.
+    # shellcheck disable=SC2086
+    RUST_LOG=warn spawn "$TCPLB" --listen "127.0.0.1:$(port 16)" --backend "127.0.0.1:$TLS_PLAIN" \
+        --tls-cert "$TMP/tls/cert.pem" --tls-key "$TMP/tls/key.pem" --health-interval 60s \
+        --on-failure close $TCPLB_ARGS
+    TCPLB_PIDS+=("$LAST_PID")
     if [ "$TCPLB_ROUTES" = 1 ]; then
         # shellcheck disable=SC2086
         RUST_LOG=warn spawn "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS
@@ -411,6 +436,7 @@ run_workload() { # workload system
         http-ka) run_http "${front[1]}" ;;
         tls-hs) run_tls "${front[3]}" ;;
         tls-sni) run_tls "${front[4]}" ;;
+        tls-term) run_tls "${front[5]}" ;;
     esac
 }
 
@@ -421,7 +447,7 @@ unsupported() { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 
 tcplb_pid_for() {
     case $1 in bulk-*) echo "${TCPLB_PIDS[2]}" ;; conn/s) echo "${TCPLB_PIDS[0]}" ;;
         http-ka) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
-        tls-sni) echo "${TCPLB_PIDS[4]}" ;; esac
+        tls-term) echo "${TCPLB_PIDS[4]}" ;; tls-sni) echo "${TCPLB_PIDS[5]}" ;; esac
 }
 cpu_seconds() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }

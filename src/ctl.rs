@@ -1,6 +1,7 @@
 //! `tcplb ctl`: the command-line client of the control API, so operators
-//! drain, re-weight, add and remove backends, and list and close open
-//! connections, without writing HTTP by hand.
+//! drain, re-weight, add and remove backends, list and close open
+//! connections, and turn an instance's readiness off and on, without
+//! writing HTTP by hand.
 //!
 //! It parses its own arguments (a separate clap command, reached when the
 //! first argument is `ctl`), sends one request with hyper's HTTP/1 client
@@ -9,6 +10,17 @@
 //! `--json`. Any failure (bad arguments, connection refused, a 4xx with the
 //! server's error text) is one line on stderr and a non-zero exit: 2 for
 //! bad arguments (as clap), 1 for the rest.
+//!
+//! A fleet is one command: with several `--admin` (or `--admin-file`) the
+//! same request goes to every instance at once, each within its own
+//! [`TIMEOUT`], and every instance's outcome is reported, in the order
+//! given: a table gets an `INSTANCE` column, a line is prefixed with the
+//! instance, a failure is that instance's line on stderr, and `--json` is
+//! `{"instances":[{"admin":..,"ok":..,"answer"|"error":..}]}`. The exit
+//! code is 0 only when every instance succeeded. Nothing is rolled back
+//! where one failed: each instance applies a change whole or not at all,
+//! and running the command again is what completes it (a drain, weight or
+//! readiness already in place is "no change").
 //!
 //! It sits on top, beside `main`: it uses only [`crate::config`] (to check
 //! durations as the server will) and talks to the server over the wire.
@@ -42,14 +54,17 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
     max_term_width = 100
 )]
 pub struct CtlCli {
-    /// The admin endpoint: HOST:PORT, or unix:PATH for the admin socket.
-    #[arg(
-        long,
-        global = true,
-        default_value = "127.0.0.1:9090",
-        value_name = "ADDR"
-    )]
-    pub admin: String,
+    /// An admin endpoint: HOST:PORT, or unix:PATH for the admin socket.
+    /// Repeat it to address several instances at once. [default:
+    /// 127.0.0.1:9090]
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub admin: Vec<String>,
+
+    /// Address every instance listed in this file too: one admin endpoint
+    /// a line (HOST:PORT or unix:PATH); blank lines and `#` comments are
+    /// skipped.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub admin_file: Option<PathBuf>,
 
     /// Send the bearer token in this file (the server's --admin-token-file).
     #[arg(long, global = true, value_name = "PATH")]
@@ -98,12 +113,15 @@ pub enum Command {
         /// The backend's name (HOST:PORT as configured).
         backend: String,
     },
-    /// Put BACKEND back in rotation.
+    /// `ready POOL BACKEND`: put BACKEND back in rotation. `ready on|off`:
+    /// this instance's GET /ready (off: 503 until on, so keepalived, BGP or
+    /// a probe sends clients elsewhere). `ready`: show it.
     Ready {
-        /// The pool's name.
-        pool: String,
+        /// The pool's name; or `on` / `off` alone, for the instance.
+        #[arg(value_name = "POOL|on|off")]
+        pool: Option<String>,
         /// The backend's name (HOST:PORT as configured).
-        backend: String,
+        backend: Option<String>,
     },
     /// Set BACKEND's weight (1 to 10000).
     Weight {
@@ -197,7 +215,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         // "tcplb ctl ..." parses as the command "tcplb ctl".
         args.remove(1);
     }
-    let cli = match CtlCli::try_parse_from(args) {
+    let cli = match CtlCli::from_args(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -215,16 +233,111 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(run(&cli)) {
-        Ok(text) => {
-            print!("{text}");
-            0
+    let report = runtime.block_on(run(&cli));
+    print!("{}", report.stdout);
+    eprint!("{}", report.stderr);
+    if report.ok { 0 } else { 1 }
+}
+
+impl CtlCli {
+    /// Parses `tcplb ctl`'s arguments (`args` starts with the program
+    /// name). Every `--admin` counts, before and after the command: clap
+    /// keeps only one side's values of a global flag, so they are taken
+    /// from the arguments themselves, in order.
+    pub fn from_args(args: Vec<OsString>) -> Result<CtlCli, clap::Error> {
+        let mut cli = CtlCli::try_parse_from(&args)?;
+        let mut admins = Vec::new();
+        let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+        while let Some(word) = words.next() {
+            if word == "--" {
+                break;
+            }
+            if word == "--admin" {
+                admins.extend(words.next().map(|a| a.into_owned()));
+            } else if let Some(value) = word.strip_prefix("--admin=") {
+                admins.push(value.to_string());
+            }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
+        cli.admin = admins;
+        cli.checked()
+    }
+
+    /// What clap cannot check on its own: the forms of `ready`.
+    fn checked(self) -> Result<CtlCli, clap::Error> {
+        use clap::CommandFactory;
+        if let Command::Ready {
+            pool: Some(word),
+            backend: None,
+        } = &self.command
+            && word != "on"
+            && word != "off"
+        {
+            let message = format!(
+                "`ready {word}`: give `on` or `off` for this instance, or POOL BACKEND \
+                 for a backend"
+            );
+            return Err(CtlCli::command().error(clap::error::ErrorKind::InvalidValue, message));
+        }
+        Ok(self)
+    }
+
+    /// Every instance addressed: `--admin` in order, then `--admin-file`'s
+    /// lines; 127.0.0.1:9090 when neither is given.
+    pub fn instances(&self) -> Result<Vec<String>, String> {
+        let mut all = self.admin.clone();
+        if let Some(path) = &self.admin_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the admin file {}: {e}", path.display()))?;
+            all.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or_default().trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+            if all.is_empty() {
+                return Err(format!(
+                    "the admin file {} lists no admin endpoint",
+                    path.display()
+                ));
+            }
+        }
+        if all.is_empty() {
+            all.push(DEFAULT_ADMIN.to_string());
+        }
+        Ok(all)
+    }
+}
+
+/// The admin endpoint addressed when none is given.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+
+/// What a run prints, and whether every instance succeeded (exit 0).
+pub struct Report {
+    /// Tables, lines or JSON.
+    pub stdout: String,
+    /// One `error:` line per failure.
+    pub stderr: String,
+    /// Every instance succeeded.
+    pub ok: bool,
+}
+
+impl Report {
+    fn failed(error: String) -> Report {
+        Report {
+            stdout: String::new(),
+            stderr: format!("error: {error}\n"),
+            ok: false,
         }
     }
+}
+
+/// One instance's answer: decoded, and as JSON text (the server's bytes,
+/// fields in its order, for `--json`).
+struct Answer {
+    /// The decoded answer.
+    value: Value,
+    /// What `--json` prints of it.
+    json: String,
 }
 
 /// One request: method, path, optional JSON body.
@@ -237,40 +350,140 @@ struct Call {
     body: Option<Value>,
 }
 
-/// Runs the command and returns what to print.
-pub async fn run(cli: &CtlCli) -> Result<String, String> {
+/// Runs the command against every instance addressed, at once, and
+/// reports each one's outcome in the order given.
+pub async fn run(cli: &CtlCli) -> Report {
     let token = match &cli.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
-                .trim_end()
-                .to_string(),
-        ),
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) => Some(token.trim_end().to_string()),
+            Err(e) => {
+                return Report::failed(format!(
+                    "cannot read the token file {}: {e}",
+                    path.display()
+                ));
+            }
+        },
         None => None,
     };
-    if let Command::Connections { all: true, .. } = &cli.command {
-        return every_connection(cli, token.as_deref()).await;
+    let instances = match cli.instances() {
+        Ok(instances) => instances,
+        Err(e) => return Report::failed(e),
+    };
+    let asked: Vec<_> = instances
+        .iter()
+        .map(|admin| {
+            let (command, admin, token) = (cli.command.clone(), admin.clone(), token.clone());
+            tokio::spawn(async move { ask(&command, &admin, token.as_deref()).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for (admin, task) in instances.into_iter().zip(asked) {
+        let outcome = task
+            .await
+            .unwrap_or_else(|_| Err("the request task failed".into()));
+        outcomes.push((admin, outcome));
     }
-    let call = call_for(&cli.command);
-    let (value, body) = request(cli, token.as_deref(), &call).await?;
-    if cli.json {
-        // The server's bytes, fields in its order.
-        let text = String::from_utf8_lossy(&body);
-        return Ok(format!("{}\n", text.trim_end()));
-    }
-    Ok(render(&cli.command, &value))
+    report(cli, &outcomes)
 }
 
-/// Sends `call`; the decoded answer and its bytes, or the server's error.
-async fn request(cli: &CtlCli, token: Option<&str>, call: &Call) -> Result<(Value, Bytes), String> {
-    let (status, body) = tokio::time::timeout(TIMEOUT, send(&cli.admin, token, call))
+/// Asks one instance; the answer or the one-line reason it failed.
+async fn ask(command: &Command, admin: &str, token: Option<&str>) -> Result<Answer, String> {
+    if let Command::Connections { all: true, .. } = command {
+        let merged = every_connection(command, admin, token).await?;
+        return Ok(Answer {
+            json: merged.to_string(),
+            value: merged,
+        });
+    }
+    let (value, body) = request(admin, token, &call_for(command)).await?;
+    let json = String::from_utf8_lossy(&body).trim_end().to_string();
+    Ok(Answer { value, json })
+}
+
+/// What to print: one instance's answer as it always was; several
+/// instances' in one table (an `INSTANCE` column), or a line each
+/// prefixed with the instance, or one JSON object.
+fn report(cli: &CtlCli, outcomes: &[(String, Result<Answer, String>)]) -> Report {
+    let ok = outcomes.iter().all(|(_, o)| o.is_ok());
+    let fleet = outcomes.len() > 1;
+    let mut stderr = String::new();
+    for (admin, outcome) in outcomes {
+        if let Err(e) = outcome {
+            match fleet {
+                true => stderr.push_str(&format!("error: {admin}: {e}\n")),
+                false => stderr.push_str(&format!("error: {e}\n")),
+            }
+        }
+    }
+    if fleet && !ok {
+        let failed = outcomes.iter().filter(|(_, o)| o.is_err()).count();
+        stderr.push_str(&format!(
+            "error: {failed} of {} instances failed\n",
+            outcomes.len()
+        ));
+    }
+    let answered = outcomes
+        .iter()
+        .filter_map(|(admin, o)| o.as_ref().ok().map(|a| (admin.as_str(), a)));
+    let stdout = if cli.json && fleet {
+        let items: Vec<String> = outcomes
+            .iter()
+            .map(|(admin, outcome)| match outcome {
+                Ok(answer) => format!(
+                    "{{\"admin\":{},\"ok\":true,\"answer\":{}}}",
+                    json!(admin),
+                    answer.json
+                ),
+                Err(e) => format!(
+                    "{{\"admin\":{},\"ok\":false,\"error\":{}}}",
+                    json!(admin),
+                    json!(e)
+                ),
+            })
+            .collect();
+        format!("{{\"instances\":[{}]}}\n", items.join(","))
+    } else if cli.json {
+        answered.map(|(_, a)| format!("{}\n", a.json)).collect()
+    } else if !fleet {
+        answered
+            .map(|(_, a)| render(&cli.command, &a.value))
+            .collect()
+    } else if let Some(rows) = rows_of(&cli.command, &Value::Null) {
+        // A table: every instance's rows under one header.
+        let header = rows[0].clone();
+        let mut all = vec![[vec!["INSTANCE".to_string()], header].concat()];
+        let mut footers = String::new();
+        for (admin, answer) in answered {
+            let rows = rows_of(&cli.command, &answer.value).unwrap_or_default();
+            for row in rows.into_iter().skip(1) {
+                all.push([vec![admin.to_string()], row].concat());
+            }
+            if let Command::Connections { .. } = cli.command {
+                footers.push_str(&format!("{admin}: {}", connections_footer(&answer.value)));
+            }
+        }
+        table(&all) + &footers
+    } else {
+        answered
+            .map(|(admin, a)| {
+                let text = render(&cli.command, &a.value);
+                text.lines()
+                    .map(|l| format!("{admin}: {l}\n"))
+                    .collect::<String>()
+            })
+            .collect()
+    };
+    Report { stdout, stderr, ok }
+}
+
+/// Sends `call` to `admin`; the decoded answer and its bytes, or the
+/// server's error.
+async fn request(admin: &str, token: Option<&str>, call: &Call) -> Result<(Value, Bytes), String> {
+    let (status, body) = tokio::time::timeout(TIMEOUT, send(admin, token, call))
         .await
-        .map_err(|_| format!("no answer from {} within {TIMEOUT:?}", cli.admin))??;
+        .map_err(|_| format!("no answer from {admin} within {TIMEOUT:?}"))??;
     let value: Value = serde_json::from_slice(&body).map_err(|_| {
-        format!(
-            "{status}: not a control API answer (is {} a tcplb admin endpoint?)",
-            cli.admin
-        )
+        format!("{status}: not a control API answer (is {admin} a tcplb admin endpoint?)")
     })?;
     if !status.is_success() {
         let message = value["error"].as_str().unwrap_or("(no error text)");
@@ -279,12 +492,16 @@ async fn request(cli: &CtlCli, token: Option<&str>, call: &Call) -> Result<(Valu
     Ok((value, body))
 }
 
-/// `connections --all`: every page, one table (or one JSON object).
-async fn every_connection(cli: &CtlCli, token: Option<&str>) -> Result<String, String> {
-    let mut command = cli.command.clone();
+/// `connections --all`: every page of one instance, as one answer.
+async fn every_connection(
+    command: &Command,
+    admin: &str,
+    token: Option<&str>,
+) -> Result<Value, String> {
+    let mut command = command.clone();
     let mut all: Vec<Value> = Vec::new();
     let open = loop {
-        let (value, _) = request(cli, token, &call_for(&command)).await?;
+        let (value, _) = request(admin, token, &call_for(&command)).await?;
         all.extend(array(&value["connections"]).iter().cloned());
         let (Some(next), Command::Connections { after, .. }) =
             (value["next"].as_u64(), &mut command)
@@ -293,11 +510,7 @@ async fn every_connection(cli: &CtlCli, token: Option<&str>) -> Result<String, S
         };
         *after = Some(next);
     };
-    let merged = json!({ "open": open, "connections": all, "next": null });
-    if cli.json {
-        return Ok(format!("{merged}\n"));
-    }
-    Ok(render(&command, &merged))
+    Ok(json!({ "open": open, "connections": all, "next": null }))
 }
 
 fn call_for(command: &Command) -> Call {
@@ -337,9 +550,25 @@ fn call_for(command: &Command) -> Call {
             path: format!("{}/maintenance", backend_path(pool, backend)),
             body: None,
         },
-        Command::Ready { pool, backend } => Call {
+        Command::Ready {
+            pool: Some(pool),
+            backend: Some(backend),
+        } => Call {
             method: Method::POST,
             path: format!("{}/ready", backend_path(pool, backend)),
+            body: None,
+        },
+        Command::Ready {
+            pool: Some(word),
+            backend: None,
+        } => Call {
+            method: Method::PUT,
+            path: "/api/v1/ready".into(),
+            body: Some(json!({ "ready": word == "on" })),
+        },
+        Command::Ready { pool: None, .. } => Call {
+            method: Method::GET,
+            path: "/api/v1/ready".into(),
             body: None,
         },
         Command::Weight {
@@ -488,9 +717,45 @@ where
 
 /// The human form of an answer.
 fn render(command: &Command, value: &Value) -> String {
+    if let Some(rows) = rows_of(command, value) {
+        let mut out = table(&rows);
+        if let Command::Connections { .. } = command {
+            out.push_str(&connections_footer(value));
+        }
+        return out;
+    }
+    match command {
+        Command::Close { .. } => {
+            let c = &value["connection"];
+            format!(
+                "connection {} ({} on {} to {}): {}\n",
+                text(&c["id"]),
+                text(&c["client"]),
+                text(&c["listener"]),
+                text(&c["backend"]),
+                text(&value["change"])
+            )
+        }
+        Command::Ready { backend: None, .. } => match &value["change"] {
+            Value::Null => format!("{}\n", text(&value["says"])),
+            change => format!("{}: {}\n", text(change), text(&value["says"])),
+        },
+        _ => format!(
+            "{} {}: {}\n",
+            text(&value["pool"]),
+            text(&value["backend"]),
+            text(&value["change"])
+        ),
+    }
+}
+
+/// The rows (header first) of an answer shown as a table; `None` for the
+/// commands answered in a line. With a null `value`, the header alone.
+fn rows_of(command: &Command, value: &Value) -> Option<Vec<Vec<String>>> {
+    let mut rows = Vec::new();
     match command {
         Command::Pools => {
-            let mut rows = vec![row(&["NAME", "LISTEN", "STRATEGY", "BACKENDS"])];
+            rows.push(row(&["NAME", "LISTEN", "STRATEGY", "BACKENDS"]));
             for pool in array(&value["pools"]) {
                 let backends = array(&pool["backends"]);
                 let ready = backends
@@ -504,10 +769,9 @@ fn render(command: &Command, value: &Value) -> String {
                     format!("{} ({ready} ready and up)", backends.len()),
                 ]);
             }
-            table(&rows)
         }
         Command::Backends { pool } => {
-            let mut rows = vec![row(&[
+            rows.push(row(&[
                 "POOL",
                 "BACKEND",
                 "ADDRESS",
@@ -518,7 +782,7 @@ fn render(command: &Command, value: &Value) -> String {
                 "ACTIVE",
                 "BACKUP",
                 "DEADLINE",
-            ])];
+            ]));
             for (name, pool) in pools_of(pool.as_deref(), value) {
                 for b in array(&pool["backends"]) {
                     rows.push(vec![
@@ -538,12 +802,11 @@ fn render(command: &Command, value: &Value) -> String {
                     ]);
                 }
             }
-            table(&rows)
         }
         Command::Health { pool } => {
-            let mut rows = vec![row(&[
+            rows.push(row(&[
                 "POOL", "BACKEND", "STATE", "HEALTH", "SINCE", "CHECK", "AGENT", "REASON",
-            ])];
+            ]));
             for (name, pool) in pools_of(pool.as_deref(), value) {
                 for b in array(&pool["backends"]) {
                     rows.push(vec![
@@ -561,12 +824,11 @@ fn render(command: &Command, value: &Value) -> String {
                     ]);
                 }
             }
-            table(&rows)
         }
         Command::Connections { .. } => {
-            let mut rows = vec![row(&[
+            rows.push(row(&[
                 "ID", "CLIENT", "LISTENER", "BACKEND", "AGE", "IDLE", "SENT", "RECEIVED",
-            ])];
+            ]));
             for c in array(&value["connections"]) {
                 rows.push(vec![
                     text(&c["id"]),
@@ -579,40 +841,28 @@ fn render(command: &Command, value: &Value) -> String {
                     text(&c["received"]),
                 ]);
             }
-            let mut out = table(&rows);
-            let shown = array(&value["connections"]).len();
-            out.push_str(&format!("{shown} shown, {} open", text(&value["open"])));
-            if let Some(next) = value["next"].as_u64() {
-                out.push_str(&format!("; more with --after {next}"));
-            }
-            out.push('\n');
-            out
         }
-        Command::Close { .. } => {
-            let c = &value["connection"];
-            format!(
-                "connection {} ({} on {} to {}): {}\n",
-                text(&c["id"]),
-                text(&c["client"]),
-                text(&c["listener"]),
-                text(&c["backend"]),
-                text(&value["change"])
-            )
-        }
-        _ => format!(
-            "{} {}: {}\n",
-            text(&value["pool"]),
-            text(&value["backend"]),
-            text(&value["change"])
-        ),
+        _ => return None,
     }
+    Some(rows)
+}
+
+/// "3 shown, 7 open; more with --after 41".
+fn connections_footer(value: &Value) -> String {
+    let shown = array(&value["connections"]).len();
+    let mut out = format!("{shown} shown, {} open", text(&value["open"]));
+    if let Some(next) = value["next"].as_u64() {
+        out.push_str(&format!("; more with --after {next}"));
+    }
+    out.push('\n');
+    out
 }
 
 /// The pools in an answer: the one pool asked for, or every pool.
 fn pools_of<'a>(pool: Option<&str>, value: &'a Value) -> Vec<(String, &'a Value)> {
     match pool {
-        Some(_) => vec![(text(&value["pool"]), value)],
-        None => array(&value["pools"])
+        Some(_) if !value.is_null() => vec![(text(&value["pool"]), value)],
+        _ => array(&value["pools"])
             .iter()
             .map(|p| (text(&p["name"]), p))
             .collect(),
@@ -740,7 +990,8 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<CtlCli, clap::Error> {
-        CtlCli::try_parse_from(std::iter::once("tcplb ctl").chain(args.iter().copied()))
+        let args = std::iter::once("tcplb ctl").chain(args.iter().copied());
+        CtlCli::from_args(args.map(OsString::from).collect())
     }
 
     #[test]
@@ -816,7 +1067,140 @@ mod tests {
         );
         let cli = parse(&["--json", "pools", "--admin", "unix:/tmp/x"]).unwrap();
         assert!(cli.json);
-        assert_eq!(cli.admin, "unix:/tmp/x");
+        assert_eq!(cli.instances().unwrap(), ["unix:/tmp/x"]);
+        assert_eq!(
+            call(&["ready", "web", "127.0.0.1:9"]),
+            (
+                "POST".into(),
+                "/api/v1/pools/web/backends/127.0.0.1%3A9/ready".into(),
+                None
+            )
+        );
+        assert_eq!(
+            call(&["ready", "off"]),
+            (
+                "PUT".into(),
+                "/api/v1/ready".into(),
+                Some(r#"{"ready":false}"#.into())
+            )
+        );
+        assert_eq!(call(&["ready", "on"]).2, Some(r#"{"ready":true}"#.into()));
+        assert_eq!(
+            call(&["ready"]),
+            ("GET".into(), "/api/v1/ready".into(), None)
+        );
+    }
+
+    #[test]
+    fn instances_come_from_every_admin_flag_then_the_file() {
+        assert_eq!(
+            parse(&["pools"]).unwrap().instances().unwrap(),
+            [DEFAULT_ADMIN]
+        );
+        let path = std::env::temp_dir().join(format!("tcplb-ctl-admins-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "# the fleet\n10.0.0.1:9090\n\n  10.0.0.2:9090  # b\nunix:/run/x\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cli = parse(&[
+            "--admin",
+            "a:1",
+            "pools",
+            "--admin",
+            "b:2",
+            "--admin-file",
+            file,
+        ]);
+        assert_eq!(
+            cli.unwrap().instances().unwrap(),
+            [
+                "a:1",
+                "b:2",
+                "10.0.0.1:9090",
+                "10.0.0.2:9090",
+                "unix:/run/x"
+            ]
+        );
+        std::fs::write(&path, "# nobody\n").unwrap();
+        let cli = parse(&["--admin-file", file, "pools"]).unwrap();
+        assert!(
+            cli.instances()
+                .unwrap_err()
+                .contains("lists no admin endpoint")
+        );
+        std::fs::remove_file(&path).unwrap();
+        let cli = parse(&["--admin-file", file, "pools"]).unwrap();
+        assert!(
+            cli.instances()
+                .unwrap_err()
+                .contains("cannot read the admin file")
+        );
+    }
+
+    #[test]
+    fn a_fleet_reports_each_instance_and_fails_if_one_did() {
+        let cli = parse(&["--admin", "a:1", "--admin", "b:2", "drain", "web", "x:1"]).unwrap();
+        let done = |change: &str| {
+            let value =
+                json!({"pool": "web", "backend": "x:1", "action": "drain", "change": change});
+            Ok(Answer {
+                json: value.to_string(),
+                value,
+            })
+        };
+        let outcomes = vec![
+            ("a:1".to_string(), done("state ready -> drain")),
+            (
+                "b:2".to_string(),
+                Err("404 Not Found: no pool web".to_string()),
+            ),
+        ];
+        let report = report(&cli, &outcomes);
+        assert!(!report.ok);
+        assert_eq!(report.stdout, "a:1: web x:1: state ready -> drain\n");
+        assert_eq!(
+            report.stderr,
+            "error: b:2: 404 Not Found: no pool web\nerror: 1 of 2 instances failed\n"
+        );
+        let both = vec![
+            ("a:1".to_string(), done("no change")),
+            ("b:2".to_string(), done("state ready -> drain")),
+        ];
+        assert!(super::report(&cli, &both).ok);
+
+        // A table gets an INSTANCE column; --json one object.
+        let cli = parse(&["--admin", "a:1", "--admin", "b:2", "pools"]).unwrap();
+        let pools = |name: &str| {
+            let value = json!({"pools": [{"name": name, "listen": "1.2.3.4:80",
+                "strategy": "maglev", "backends": []}]});
+            Ok(Answer {
+                json: value.to_string(),
+                value,
+            })
+        };
+        let outcomes = vec![
+            ("a:1".to_string(), pools("web")),
+            ("b:2".to_string(), pools("web")),
+        ];
+        let report = super::report(&cli, &outcomes);
+        assert_eq!(
+            report.stdout,
+            "INSTANCE  NAME  LISTEN      STRATEGY  BACKENDS\n\
+             a:1       web   1.2.3.4:80  maglev    0 (0 ready and up)\n\
+             b:2       web   1.2.3.4:80  maglev    0 (0 ready and up)\n"
+        );
+        let cli = parse(&["--json", "--admin", "a:1", "--admin", "b:2", "pools"]).unwrap();
+        let outcomes = vec![
+            ("a:1".to_string(), pools("web")),
+            ("b:2".to_string(), Err("no answer".to_string())),
+        ];
+        let out: Value = serde_json::from_str(&super::report(&cli, &outcomes).stdout).unwrap();
+        assert_eq!(out["instances"][0]["admin"], "a:1");
+        assert_eq!(out["instances"][0]["answer"]["pools"][0]["name"], "web");
+        assert_eq!(out["instances"][1]["ok"], false);
+        assert_eq!(out["instances"][1]["error"], "no answer");
     }
 
     #[test]
@@ -836,6 +1220,9 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
+        // `ready WORD` takes on or off only.
+        assert!(parse(&["ready", "of"]).is_err());
+        assert!(parse(&["ready", "off"]).is_ok());
     }
 
     #[test]

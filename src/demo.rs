@@ -1,5 +1,6 @@
-//! The demo backend: a tiny HTTP/1.1 server that says which port answered,
-//! and an echo server for non-HTTP traffic and benchmarks.
+//! The demo backend: a tiny HTTP/1.1 server that says which port answered
+//! (and, asked to, who connected: with balancers in front, which one), and
+//! an echo server for non-HTTP traffic and benchmarks.
 //!
 //! It lives in the library so integration tests can run it in-process.
 
@@ -14,12 +15,22 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// Answers every HTTP request with `Hello from backend :PORT`.
 pub async fn serve_http(listener: TcpListener) -> io::Result<()> {
+    serve_http_saying(listener, false).await
+}
+
+/// Answers every HTTP request with `Hello from backend :PORT to IP`, IP
+/// the address that connected: behind a fleet of balancers, the one that
+/// served the client.
+pub async fn serve_http_naming_peer(listener: TcpListener) -> io::Result<()> {
+    serve_http_saying(listener, true).await
+}
+
+async fn serve_http_saying(listener: TcpListener, name_peer: bool) -> io::Result<()> {
     let port = listener.local_addr()?.port();
     let body = format!("Hello from backend :{port}\n");
-    let keep_alive = response(&body, true);
-    let close = response(&body, false);
+    let answers = (response(&body, true), response(&body, false));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 debug!("accept: {e}");
@@ -27,7 +38,13 @@ pub async fn serve_http(listener: TcpListener) -> io::Result<()> {
                 continue;
             }
         };
-        let (keep_alive, close) = (keep_alive.clone(), close.clone());
+        let (keep_alive, close) = match name_peer {
+            true => {
+                let body = format!("Hello from backend :{port} to {}\n", peer.ip());
+                (response(&body, true), response(&body, false))
+            }
+            false => answers.clone(),
+        };
         tokio::spawn(async move {
             if let Err(e) = http_connection(stream, &keep_alive, &close).await {
                 debug!("http connection: {e}");

@@ -14,6 +14,7 @@
 //! counters.
 
 pub mod histogram;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -50,6 +51,9 @@ pub struct ListenerStats {
     /// On a listener with TLS routes: clients that matched no route and
     /// went to the listener's own backends.
     pub tls_default_route: AtomicU64,
+    /// When the listener terminates TLS for its own backends: its
+    /// handshakes (a route's are the route's).
+    pub tls: Arc<tls::TlsStats>,
     /// Bytes from the client to the backend per connection that reached a
     /// backend, recorded when it closes.
     pub sent_bytes: SizeHistogram,
@@ -291,6 +295,8 @@ pub struct BackendStats {
 pub struct RouteStats {
     /// Clients whose ClientHello chose this route.
     pub connections: AtomicU64,
+    /// When the route terminates TLS: its handshakes.
+    pub tls: Arc<tls::TlsStats>,
 }
 
 /// Changes to one pool's member set, by kind: each change that discovery
@@ -308,6 +314,8 @@ pub struct PoolStats {
     /// Passive ejections refused because `max_ejection_percent` of the
     /// pool was out already.
     pub ejections_capped: AtomicU64,
+    /// With `backend_tls`: handshakes to the pool's backends.
+    pub backend_tls: Arc<tls::TlsStats>,
 }
 
 /// The control API's counters: requests that changed something, by
@@ -317,7 +325,7 @@ pub struct PoolStats {
 #[derive(Debug, Default)]
 pub struct ControlStats {
     /// Changes applied, indexed like [`ControlStats::ACTIONS`].
-    pub changes: [AtomicU64; 7],
+    pub changes: [AtomicU64; 9],
     /// Requests refused, indexed like [`ControlStats::REASONS`].
     pub rejected: [AtomicU64; 8],
     /// State-file writes that failed (the change still applied in memory).
@@ -328,7 +336,7 @@ pub struct ControlStats {
 
 impl ControlStats {
     /// The `action` label values.
-    pub const ACTIONS: [&'static str; 7] = [
+    pub const ACTIONS: [&'static str; 9] = [
         "drain",
         "maintenance",
         "ready",
@@ -336,6 +344,8 @@ impl ControlStats {
         "add",
         "remove",
         "close",
+        "ready_on",
+        "ready_off",
     ];
     /// The `reason` label values.
     pub const REASONS: [&'static str; 8] = [
@@ -374,13 +384,18 @@ pub struct AdminConnectionStats {
     pub active: AtomicU64,
     /// Connections closed unanswered, indexed like [`Self::REASONS`].
     pub dropped: [AtomicU64; 4],
+    /// Connections that found every main slot answering a request and were
+    /// given one of the probe lane's (`/ready` and `/live` only).
+    pub probe_lane: AtomicU64,
 }
 
 impl AdminConnectionStats {
-    /// The `reason` label values: refused at accept because every slot was
-    /// answering a request; closed while still silent to make room for a
-    /// newer connection; no complete request head in time; the whole
-    /// connection (body, answer) not done in time.
+    /// The `reason` label values: refused because every slot was answering
+    /// a request (closed at accept when the probe lane is full too, or
+    /// answered 503 on the probe lane for a path other than `/ready` and
+    /// `/live`); closed while still silent to make room for a newer
+    /// connection; no complete request head in time; the whole connection
+    /// (body, answer) not done in time.
     pub const REASONS: [&'static str; 4] = ["over_limit", "evicted", "head_timeout", "timeout"];
 
     /// Counts one connection closed unanswered for `reason` (one of
@@ -402,6 +417,16 @@ pub struct AccessLogStats {
     /// Records missing from the destination because writing them failed
     /// (a line the disk cut short is cut off, so counted here too).
     pub write_errors: AtomicU64,
+}
+
+/// The end of a drain at shutdown: `tcplb_drain_spread_closed_total`.
+/// Written by the runtime's drain, read by `/metrics` (which answers until
+/// the drain is over).
+#[derive(Debug, Default)]
+pub struct DrainStats {
+    /// Connections still open when the drain's last window began, closed
+    /// one after another over that window.
+    pub spread_closed: AtomicU64,
 }
 
 /// How connections spread over the worker threads: each worker's open

@@ -110,7 +110,9 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
     match format {
         AccessLogFormat::Text => {
             let f: Vec<&str> = line.split(' ').collect();
-            assert_eq!(f.len(), 13, "{line}");
+            assert_eq!(f.len(), 19, "{line}");
+            // No TLS terminated here: its six fields are all "none".
+            assert_eq!(f[13..], ["-"; 6], "{line}");
             let times: Vec<&str> = f[6].split('/').collect();
             let bytes: Vec<&str> = f[8].split('/').collect();
             assert_eq!((times.len(), bytes.len()), (3, 2), "{line}");
@@ -136,7 +138,16 @@ fn parse(line: &str, format: AccessLogFormat) -> Line {
         AccessLogFormat::Json => {
             let v: Value = serde_json::from_str(line).expect("a JSON line");
             let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-            assert_eq!(keys.len(), 16, "{line}");
+            assert_eq!(keys.len(), 24, "{line}");
+            for key in [
+                "tls_version",
+                "tls_cipher",
+                "tls_alpn",
+                "tls_resumed",
+                "tls_handshake_ms",
+            ] {
+                assert_eq!(v[key], Value::Null, "{line}");
+            }
             let text = |k: &str| v[k].as_str().map(str::to_string);
             Line {
                 time: humantime::parse_rfc3339(v["time"].as_str().unwrap()).unwrap(),
@@ -567,11 +578,12 @@ async fn a_connection_cut_at_the_end_of_the_drain_is_logged_as_shutdown() {
         let (mut client, me) = lb.client().await;
         echo(&mut client, b"still here").await;
         lb.shutdown.cancel();
-        // The drain timeout is 1 s; then the connection is dropped.
+        // The drain timeout is 1 s; its last tenth is the spread, in which
+        // the one connection left is the first closed: at 900 ms.
         assert!(read_all(&mut client).await.is_empty());
         let expect = Expect::piped(backend.addr, "shutdown", 10);
         let line = lb.checked(me, expect, started).await;
-        assert!(line.duration_ms >= 1000.0, "{line:?}");
+        assert!(line.duration_ms >= 900.0, "{line:?}");
     }
 }
 

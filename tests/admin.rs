@@ -514,6 +514,9 @@ async fn silent_connections_cannot_delay_metrics_and_are_closed() {
         took < Duration::from_secs(1),
         "/metrics took {took:?} with {SILENT} silent connections open"
     );
+    // The probes too, each in a slot a silent connection gave up.
+    assert_eq!(get(lb.admin, "/live").await.0, "HTTP/1.1 200 OK");
+    assert!(ready_within(lb.admin, Duration::from_secs(1)).await);
     // More silent connections than slots: the oldest made room at once.
     assert!(dropped(&metrics, "evicted") >= (SILENT - MAX_ADMIN_CONNECTIONS) as u64);
 
@@ -543,15 +546,18 @@ async fn silent_connections_cannot_delay_metrics_and_are_closed() {
         "{metrics}"
     );
     assert_eq!(dropped(&metrics, "over_limit"), 0);
-    assert_eq!(
-        sample(&metrics, "tcplb_admin_connections_total", ""),
-        (SILENT + 2).to_string(),
-        "the silent ones and two scrapes"
-    );
+    let probes: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tcplb_admin_connections_total "))
+        .and_then(|n| n.parse().ok())
+        .expect("tcplb_admin_connections_total");
+    // The silent ones, two scrapes, /live, and /ready until it said 200.
+    assert!(probes >= SILENT + 4, "{probes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answers() {
+async fn when_every_slot_answers_probes_are_still_answered_and_the_rest_gets_a_503() {
+    const SILENT: usize = 100;
     let backend = TestBackend::echo().await;
     let token = std::env::temp_dir().join(format!("tcplb-admin-token-{}", std::process::id()));
     std::fs::write(&token, "t0k").unwrap();
@@ -559,6 +565,7 @@ async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answe
     config.admin_token_file = Some(token.clone());
     let lb = start_config(config);
     let _ = std::fs::remove_file(&token);
+    assert!(ready_within(lb.admin, PATIENCE).await, "never ready");
     // Clients whose heads are in and whose bodies never come: each holds
     // a slot while it is being answered, up to the body timeout.
     let mut busy = Vec::new();
@@ -573,9 +580,10 @@ async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answe
             .expect("send a head");
         busy.push(stream);
     }
-    // Once every head is in, a scrape finds no silent connection to evict
-    // and is refused at once. (A scrape that comes earlier takes the slot
-    // of a client whose head was still on its way: counted below.)
+    // Once every head is in, a scrape finds no silent connection to evict:
+    // it gets the probe lane, which answers it 503 at once. (A scrape that
+    // comes earlier takes the slot of a client whose head was still on its
+    // way: counted below.)
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -584,19 +592,41 @@ async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answe
         let reply = read_until_closed(stream, PATIENCE)
             .await
             .unwrap_or_default();
-        if reply.is_empty() {
+        if reply.starts_with(b"HTTP/1.1 503 Service Unavailable") {
+            assert!(String::from_utf8_lossy(&reply).contains("the admin endpoint is busy"));
             break;
         }
         assert!(reply.starts_with(b"HTTP/1.1 200 OK"));
-        assert!(tokio::time::Instant::now() < deadline, "never refused");
+        assert!(tokio::time::Instant::now() < deadline, "never busy");
     }
+    // Silent connections on top: they crowd the probe lane, and each gives
+    // its place to a newer one.
+    let mut silent = Vec::new();
+    for _ in 0..SILENT {
+        silent.push(TcpStream::connect(lb.admin).await.expect("connect admin"));
+    }
+    // Probes are answered at once all the same; nothing else is.
     let started = tokio::time::Instant::now();
-    let mut extra = TcpStream::connect(lb.admin).await.expect("connect admin");
-    let _ = extra.write_all(b"GET /status HTTP/1.1\r\n\r\n").await;
-    let reply = read_until_closed(extra, tcplb::admin::api::BODY_TIMEOUT / 2)
+    let (status, _, body) = get(lb.admin, "/ready").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ready\n")
+    );
+    let (status, _, body) = get(lb.admin, "/live").await;
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "live\n")
+    );
+    let mut head = TcpStream::connect(lb.admin).await.expect("connect admin");
+    head.write_all(b"HEAD /ready HTTP/1.1\r\n\r\n")
         .await
-        .expect("the extra client is closed at once, not after a timeout");
-    assert!(reply.is_empty(), "got {reply:?}");
+        .unwrap();
+    let reply = read_until_closed(head, PATIENCE).await.unwrap_or_default();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\n"), "HEAD has no body: {reply}");
+    let (status, _, _) = get(lb.admin, "/status").await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
     assert!(started.elapsed() < tcplb::admin::api::BODY_TIMEOUT / 2);
 
     // The slow bodies get 408 at the body timeout, and their slots come back.
@@ -612,22 +642,35 @@ async fn connections_beyond_the_limit_are_closed_on_accept_when_every_slot_answe
             timed_out += 1;
         }
     }
+    drop(silent);
     let (status, _, metrics) = get(lb.admin, "/metrics").await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(
         dropped(&metrics, "over_limit"),
         2,
-        "the last scrape and the extra client"
+        "the last scrape and /status, answered 503 on the probe lane"
     );
-    assert_eq!(
-        timed_out + dropped(&metrics, "evicted"),
-        MAX_ADMIN_CONNECTIONS as u64
-    );
+    let lane: usize = sample(&metrics, "tcplb_admin_connections_probe_lane_total", "")
+        .parse()
+        .unwrap();
+    assert!(lane >= SILENT + 5, "{lane}");
     assert!(timed_out > 0);
     assert_eq!(
         sample(&metrics, "tcplb_admin_rejected_total", "reason=\"timeout\""),
         timed_out.to_string()
     );
+}
+
+/// Polls `/ready` until it answers 200 (true) or `within` passes.
+async fn ready_within(admin: SocketAddr, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if get(admin, "/ready").await.0 == "HTTP/1.1 200 OK" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -699,4 +742,42 @@ async fn a_named_listener_is_its_name_everywhere_with_its_address_beside_it() {
         (&"web".into(), &listen.into()),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_can_require_a_usable_backend() {
+    let mut backend = TestBackend::echo().await;
+    let mut listener = service(&[backend.addr]);
+    listener.health.interval = Duration::from_millis(100);
+    let mut config = Config::single(listener);
+    config.ready_requires_backends = true;
+    let lb = start_config(config);
+    assert!(ready_within(lb.admin, PATIENCE).await, "never ready");
+
+    // Its only backend down: this instance has nothing to offer.
+    backend.kill().await;
+    assert!(poll_until(PATIENCE, || !lb.service.pool.load().backends[0].is_up()).await);
+    let (status, _, body) = get(lb.admin, "/ready").await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(body, "not ready: no listener has a usable backend\n");
+    let (_, _, metrics) = get(lb.admin, "/metrics").await;
+    assert_eq!(sample(&metrics, "tcplb_ready", ""), "0");
+    assert_eq!(
+        sample(&metrics, "tcplb_not_ready", "reason=\"no_usable_backend\""),
+        "1"
+    );
+    // /live does not care.
+    assert_eq!(get(lb.admin, "/live").await.0, "HTTP/1.1 200 OK");
+
+    // Back up: ready again.
+    backend.revive().await;
+    assert!(ready_within(lb.admin, PATIENCE).await, "not ready again");
+    // A reload that drops the setting: ready whatever the backends say.
+    backend.kill().await;
+    assert!(poll_until(PATIENCE, || !lb.service.pool.load().backends[0].is_up()).await);
+    let mut without = Config::single(lb.service.pool.load().config.clone());
+    without.admin = Some(lb.admin);
+    without.drain_timeout = Duration::from_secs(1);
+    lb.reload.apply(without).expect("reload");
+    assert_eq!(get(lb.admin, "/ready").await.2, "ready\n");
 }

@@ -856,6 +856,34 @@ async fn bad_input_gets_its_4xx_and_changes_nothing() {
             "no API route",
         ),
         ("POST", "/api/v1/pools".into(), "".into(), 405, "use GET"),
+        (
+            "PUT",
+            "/api/v1/ready".into(),
+            "".into(),
+            400,
+            "a JSON body is required",
+        ),
+        (
+            "PUT",
+            "/api/v1/ready".into(),
+            r#"{"ready":"no"}"#.into(),
+            400,
+            "bad JSON body",
+        ),
+        (
+            "PUT",
+            "/api/v1/ready".into(),
+            r#"{"ready":false,"why":"x"}"#.into(),
+            400,
+            "unknown field `why`",
+        ),
+        (
+            "POST",
+            "/api/v1/ready".into(),
+            r#"{"ready":false}"#.into(),
+            405,
+            "use GET, PUT",
+        ),
     ];
     for (method, path, body, code, says) in &cases {
         let (got, answer) = lb.unix(method, path, body).await;
@@ -873,14 +901,15 @@ async fn bad_input_gets_its_4xx_and_changes_nothing() {
             before,
             "{method} {path} changed something"
         );
+        assert_eq!(lb.get("/api/v1/ready").await["operator"], "on");
     }
     let metrics = lb.metrics().await;
     for (reason, n) in [
-        ("bad_request", 16),
+        ("bad_request", 19),
         ("not_found", 4),
         ("conflict", 1),
         ("too_large", 1),
-        ("method_not_allowed", 3),
+        ("method_not_allowed", 4),
     ] {
         has_line(
             &metrics,
@@ -888,6 +917,10 @@ async fn bad_input_gets_its_4xx_and_changes_nothing() {
         );
     }
     has_line(&metrics, "tcplb_admin_changes_total{action=\"add\"} 0");
+    has_line(
+        &metrics,
+        "tcplb_admin_changes_total{action=\"ready_off\"} 0",
+    );
 }
 
 /// Writes a one-listener config named "web" with `backends` (TOML array items).

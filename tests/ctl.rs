@@ -1,6 +1,7 @@
 //! `tcplb ctl` against the real binary: human tables and lines, `--json`,
 //! exit codes and one-line errors; runtime changes survive a restart with
-//! `--state-file`; a bad token file stops tcplb at start.
+//! `--state-file`; a bad token file stops tcplb at start; one command
+//! changes and reads a fleet of instances, readiness included.
 
 mod common;
 
@@ -328,6 +329,165 @@ fn runtime_changes_survive_a_restart_with_the_state_file() {
             .contains("runtime changes for 1 pool(s) restored"),
         "{}",
         tcplb.process.stderr_text()
+    );
+}
+
+/// `GET /ready` on `admin`: the status line and the body.
+fn ready(admin: SocketAddr) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"GET /ready HTTP/1.1\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// Waits (up to PATIENCE) for `/ready` on `admin` to answer `status`.
+fn wait_ready(admin: SocketAddr, status: &str) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (line, body) = ready(admin);
+        if line.contains(status) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{line}: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fleet_is_one_command_and_readiness_is_kept_across_a_restart() {
+    let (_listening, a, b, _) = backends();
+    let dirs = [TempDir::new("fleet-a"), TempDir::new("fleet-b")];
+    let configs: Vec<String> = dirs.iter().map(|d| write_config(d, a, b)).collect();
+    let mut fleet: Vec<(TcplbProcess, SocketAddr)> = configs.iter().map(|c| start(c)).collect();
+    let socks: Vec<String> = dirs.iter().map(socket).collect();
+    for (_, admin) in &fleet {
+        assert_eq!(wait_ready(*admin, "200 OK"), "ready\n");
+    }
+    let both = ["--admin", &socks[0], "--admin", &socks[1]];
+    fn with<'a>(both: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
+        [both, rest].concat()
+    }
+
+    // One change, every instance, a line each in the order given.
+    let an = a.to_string();
+    let lines = ok(&with(&both, &["drain", "web", &an]));
+    assert_eq!(
+        lines,
+        format!(
+            "{}: web {an}: state ready -> drain\n{}: web {an}: state ready -> drain\n",
+            socks[0], socks[1]
+        )
+    );
+    // Reads show every instance, in one table.
+    let table = ok(&with(&both, &["backends", "web"]));
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..3], ["INSTANCE", "POOL", "BACKEND"]);
+    assert_eq!(rows.len(), 5, "{table}");
+    for (row, sock) in rows[1..]
+        .iter()
+        .zip([&socks[0], &socks[0], &socks[1], &socks[1]])
+    {
+        assert_eq!(row[0], sock.as_str(), "{table}");
+    }
+    assert_eq!((rows[1][2], rows[1][4]), (an.as_str(), "drain"));
+
+    // Readiness off for the fleet: /ready turns 503 on each, with the reason.
+    let lines = ok(&with(&both, &["ready", "off"]));
+    for (line, sock) in lines.lines().zip(&socks) {
+        assert_eq!(
+            line,
+            format!(
+                "{sock}: ready on -> off: not ready: turned off by an operator (tcplb ctl ready on)"
+            )
+        );
+    }
+    for (_, admin) in &fleet {
+        let (status, body) = ready(*admin);
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(
+            body,
+            "not ready: turned off by an operator (tcplb ctl ready on)\n"
+        );
+    }
+    // Again: no change, still a success.
+    assert!(ok(&with(&both, &["ready", "off"])).contains(": no change: not ready"));
+    // Over TCP without the token, a read works and a change is refused.
+    let tcp: Vec<String> = fleet.iter().map(|(_, admin)| admin.to_string()).collect();
+    let shown = ok(&["--admin", &tcp[0], "ready"]);
+    assert_eq!(
+        shown,
+        "not ready: turned off by an operator (tcplb ctl ready on)\n"
+    );
+    let out = ctl(&["--admin", &tcp[0], "ready", "on"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("403 Forbidden"), "{}", stderr(&out));
+
+    // One instance unreachable: the others are changed, each outcome is
+    // reported, and the exit code says it failed.
+    let refused = refusing_addr().to_string();
+    let out = ctl(&[
+        "--admin", &socks[0], "--admin", &refused, "weight", "web", &an, "5",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        format!("{}: web {an}: weight 1 -> 5\n", socks[0])
+    );
+    let text = stderr(&out);
+    assert!(
+        text.starts_with(&format!("error: {refused}: cannot connect to {refused}")),
+        "{text}"
+    );
+    assert!(text.ends_with("error: 1 of 2 instances failed\n"), "{text}");
+    // Addresses from a file, with --json: one object, every instance.
+    let list = dirs[0].path("fleet.txt");
+    std::fs::write(&list, format!("# the fleet\n{}\n{}\n", socks[0], socks[1])).unwrap();
+    let raw = ok(&["--admin-file", list.to_str().unwrap(), "--json", "ready"]);
+    let json: Value = serde_json::from_str(&raw).unwrap();
+    let instances = json["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2);
+    for (instance, sock) in instances.iter().zip(&socks) {
+        assert_eq!(instance["admin"], sock.as_str());
+        assert_eq!(instance["answer"]["ready"], false);
+        assert_eq!(instance["answer"]["reasons"][0], "operator");
+    }
+
+    // Restarted with its state file, an instance is still off: taken out
+    // for maintenance, it does not come back by itself.
+    let (first, _) = &mut fleet[0];
+    first.process.sigterm();
+    assert!(first.process.wait_exit(PATIENCE).expect("exits").success());
+    fleet[0] = start(&configs[0]);
+    let admin = fleet[0].1;
+    let body = wait_ready(admin, "503");
+    assert!(body.contains("turned off by an operator"), "{body}");
+    ok(&with(&both, &["ready", "on"]));
+    for (_, admin) in &fleet {
+        assert_eq!(wait_ready(*admin, "200 OK"), "ready\n");
+    }
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(admin).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(metrics.contains("\ntcplb_ready 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("tcplb_admin_changes_total{action=\"ready_on\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tcplb_not_ready{reason=\"operator\"} 0\n"),
+        "{metrics}"
     );
 }
 

@@ -7,66 +7,13 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
+use common::notify::Notifications;
 use common::{PATIENCE, TestBackend, spawn_process};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The notification socket, removed on drop.
-struct Notifications {
-    socket: UnixDatagram,
-    path: std::path::PathBuf,
-    /// Every message so far.
-    seen: Vec<String>,
-}
-
-impl Notifications {
-    fn new() -> Notifications {
-        let path = std::env::temp_dir().join(format!("tcplb-notify-{}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        Notifications {
-            socket,
-            path,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (up to PATIENCE) for a message satisfying `wanted`; returns it.
-    fn wait_for(&mut self, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(found) = self.seen.iter().find(|m| wanted(m)) {
-                let found = found.clone();
-                self.seen.retain(|m| *m != found);
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "notification not received; got {:?}",
-                self.seen
-            );
-            if let Ok(n) = self.socket.recv(&mut buf) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-    }
-}
-
-impl Drop for Notifications {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
 
 async fn echo_once(addr: std::net::SocketAddr) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -94,7 +41,7 @@ async fn socket_activation_and_every_notification() {
         backend.addr
     );
     std::fs::write(&config, &text).unwrap();
-    let mut notifications = Notifications::new();
+    let mut notifications = Notifications::new("activation");
 
     // `sh` learns its PID for LISTEN_PID, then execs tcplb in its place.
     let mut command = Command::new("sh");

@@ -336,8 +336,9 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap()
     };
-    // A runtime change, with no state file: the hand-over carries it.
+    // Runtime changes, with no state file: the hand-over carries them.
     ctl(&["weight", "echo", &backend.addr.to_string(), "7"]);
+    ctl(&["ready", "off"]);
 
     // A bad configuration: the new process says why and exits; the old
     // one keeps serving on the very same sockets.
@@ -364,6 +365,11 @@ async fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     }
     let listed = ctl(&["--json", "backends", "echo"]);
     assert!(listed.contains("\"weight\":7"), "{listed}");
+    // The new process is ready but for the operator's word, handed over.
+    assert_eq!(
+        ctl(&["ready"]),
+        "not ready: turned off by an operator (tcplb ctl ready on)\n"
+    );
     signal(new, "-TERM");
     wait_exited(new).await;
     let _ = std::fs::remove_dir_all(&dir);

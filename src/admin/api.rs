@@ -25,6 +25,13 @@
 //! | `/api/v1/pools/{pool}/backends/{backend}/close-connections` | POST | none or `{}` |
 //! | `/api/v1/connections?limit=N&after=ID&listener=POOL&backend=NAME` | GET | |
 //! | `/api/v1/connections/{id}` | DELETE | none or `{}` |
+//! | `/api/v1/ready` | GET, PUT | `{"ready":bool}` (PUT) |
+//!
+//! `/api/v1/ready` is this instance's readiness as `/ready` reports it:
+//! GET shows it (`ready`, the operator's word `operator`, every reason for
+//! a 503 in `reasons`); PUT with `{"ready":false}` makes `/ready` answer
+//! 503 until `{"ready":true}` (`tcplb ctl ready off|on`). It changes no
+//! pool: it asks the layer in front of the fleet to send clients elsewhere.
 //!
 //! `{pool}` and `{backend}` are names, percent-decoded (`%5B%3A%3A1%5D%3A80`
 //! is `[::1]:80`). The connection list is paginated by id: `limit` (1 to
@@ -49,12 +56,12 @@ use serde::{Deserialize, Serialize};
 use super::auth::{self, Origin};
 use super::control::{Action, Change, ConnectionInfo, ConnectionQuery, Control, MAX_WEIGHT};
 use super::view::{HealthDetail, Watched};
-use super::{WatchList, answer};
+use super::{Readiness, WatchList, answer};
 use crate::config::{AdminState, ServiceConfig, parse_duration, resolve};
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::overlay::{NewBackend, Refused};
-use crate::stats::{AccessLogStats, ControlStats, WorkerStats};
+use crate::stats::{AccessLogStats, ControlStats, DrainStats, WorkerStats};
 
 /// Largest request body accepted (default 64 KiB; 413 beyond it).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -83,6 +90,10 @@ pub struct Api {
     pub access_log: Arc<AccessLogStats>,
     /// Open connections per worker thread and hand-overs, for /metrics.
     pub workers: Arc<WorkerStats>,
+    /// What `GET /ready` says; the runtime sets it.
+    pub readiness: Arc<Readiness>,
+    /// How the end of a drain went, for /metrics.
+    pub drain: Arc<DrainStats>,
 }
 
 /// A pool in `GET /api/v1/pools`.
@@ -184,6 +195,8 @@ enum Route {
         /// The connection's id.
         id: u64,
     },
+    /// `ready`: GET, PUT (the operator's word on this instance's readiness).
+    Ready,
     /// `pools/{pool}/backends/{backend}/{verb}`.
     Verb {
         /// The pool's name.
@@ -260,6 +273,7 @@ async fn route_and_apply(
     let method = request.method().clone();
     let allowed: &'static str = match &route {
         Route::Pools | Route::Connections => "GET",
+        Route::Ready => "GET, PUT",
         Route::Backends { .. } => "GET, POST",
         Route::Backend { .. } | Route::Connection { .. } => "DELETE",
         Route::Verb {
@@ -289,6 +303,7 @@ async fn route_and_apply(
         .await
         .map_err(|f| (f, None))?;
     match route {
+        Route::Ready => set_ready(&body, api, origin),
         Route::Connection { id } => close_connection(id, &body, api, origin),
         Route::Verb {
             pool,
@@ -319,6 +334,7 @@ fn parse_route(path: &str) -> Result<Route, Failure> {
     };
     Ok(match parts[..] {
         ["pools"] => Route::Pools,
+        ["ready"] => Route::Ready,
         ["connections"] => Route::Connections,
         ["connections", id] => Route::Connection {
             id: connection_id(id)?,
@@ -364,6 +380,9 @@ fn connection_id(segment: &str) -> Result<u64, Failure> {
 fn read(route: &Route, api: &Api, query: Option<&str>) -> Result<Response<Full<Bytes>>, Failure> {
     if let Route::Connections = route {
         return list_connections(api, query);
+    }
+    if let Route::Ready = route {
+        return Ok(readiness(api, None));
     }
     let watched = (api.watched)();
     match route {
@@ -486,6 +505,14 @@ struct DeadlineBody {
     deadline: Option<String>,
 }
 
+/// `{"ready":bool}`, for this instance's readiness.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadyBody {
+    /// `false`: `/ready` answers 503 until `true`.
+    ready: bool,
+}
+
 /// `{}`, for maintenance and ready.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -580,7 +607,7 @@ async fn decode_change(route: Route, body: &[u8], origin: &Origin) -> Result<Cha
             let new = new_backend(body).await?;
             (pool, new.spec.name.clone(), Action::Add(new))
         }
-        Route::Pools | Route::Connections | Route::Connection { .. } => {
+        Route::Pools | Route::Connections | Route::Connection { .. } | Route::Ready => {
             return Err(Failure::bad("nothing to change here"));
         }
     };
@@ -831,6 +858,51 @@ fn close_backend_connections(
             change: &format!("closing {closed} connection(s)"),
         },
     ))
+}
+
+/// `GET /api/v1/ready`, and the answer to a PUT (with what changed).
+fn readiness(api: &Api, change: Option<&str>) -> Response<Full<Bytes>> {
+    /// `{"ready":..,"operator":..,"reasons":[..]}`.
+    #[derive(Serialize)]
+    struct Readiness<'a> {
+        /// Whether `GET /ready` answers 200 now.
+        ready: bool,
+        /// The operator's word: "on", or "off" after `ready off`.
+        operator: &'static str,
+        /// Why `/ready` answers 503 (`starting`, `shutting_down`,
+        /// `operator`, `no_usable_backend`); empty when it answers 200.
+        reasons: Vec<&'static str>,
+        /// `/ready`'s body, one line.
+        says: String,
+        /// What a PUT changed, in one line; left out of a GET.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        change: Option<&'a str>,
+    }
+    let reasons = api.readiness.reasons();
+    json(
+        StatusCode::OK,
+        &Readiness {
+            ready: reasons.is_empty(),
+            operator: if api.readiness.is_operator_off() {
+                "off"
+            } else {
+                "on"
+            },
+            reasons: reasons.iter().map(|r| r.label()).collect(),
+            says: super::ready::body(&reasons).trim_end().to_string(),
+            change,
+        },
+    )
+}
+
+/// `PUT /api/v1/ready`: the runtime records the operator's word (logged,
+/// kept with the other runtime changes) and `/ready` follows it.
+fn set_ready(body: &[u8], api: &Api, origin: &Origin) -> Result<Response<Full<Bytes>>, Failure> {
+    let ReadyBody { ready } = decode(body, None)?;
+    let change = control(api)?.set_ready(ready, &origin.who());
+    api.stats
+        .count_change(if ready { "ready_on" } else { "ready_off" });
+    Ok(readiness(api, Some(&change)))
 }
 
 /// The answer to a change.

@@ -38,6 +38,12 @@ pub trait Control: Send + Sync {
         backend: &str,
         who: &str,
     ) -> Result<usize, Refused>;
+
+    /// The operator's word on this instance's readiness (`ready` false:
+    /// `/ready` answers 503 until it is true again), kept with the other
+    /// runtime changes; `who` asked, for the log. Returns what changed in
+    /// one line ("ready on -> off", "no change").
+    fn set_ready(&self, ready: bool, who: &str) -> String;
 }
 
 /// Which open connections to list.

@@ -49,12 +49,16 @@
 //! | `tcplb_pool_panic` | gauge | 1 while the pool is in panic (`panic_threshold`): balancing over every ready primary |
 //! | `tcplb_pool_panics_total` | counter | times the pool entered panic |
 //! | `tcplb_pool_ejections_total` | counter | passive ejections; label `result` = `ejected`, or `capped` (refused: `max_ejection_percent` of the pool was out) |
-//! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add` or `remove` |
+//! | `tcplb_admin_changes_total` | counter | control API requests that were applied; label `action` = `drain`, `maintenance`, `ready`, `weight`, `add`, `remove`, `close`, `ready_on` or `ready_off` |
 //! | `tcplb_admin_rejected_total` | counter | control API requests refused, nothing changed; label `reason` = `forbidden` (403), `bad_request` (400), `not_found` (404), `method_not_allowed` (405), `conflict` (409), `too_large` (413), `unavailable` or `timeout` (408, a body not complete in time) |
 //! | `tcplb_state_file_write_failures_total` | counter | state-file writes that failed (`--state-file`); the change still applied in memory |
 //! | `tcplb_admin_connections_total` | counter | connections accepted by the admin endpoint (TCP and Unix socket), refused ones included |
 //! | `tcplb_admin_connections_active` | gauge | admin endpoint connections open now |
-//! | `tcplb_admin_connections_dropped_total` | counter | admin connections closed unanswered; label `reason` = `over_limit` (every slot answering), `evicted` (silent, made room for a newer one), `head_timeout`, `timeout` (whole connection) |
+//! | `tcplb_admin_connections_dropped_total` | counter | admin connections closed unanswered; label `reason` = `over_limit` (every slot answering; on the probe lane, a path other than `/ready` and `/live` answered 503), `evicted` (silent, made room for a newer one), `head_timeout`, `timeout` (whole connection) |
+//! | `tcplb_admin_connections_probe_lane_total` | counter | admin connections that found every slot answering and were served `/ready` and `/live` only |
+//! | `tcplb_ready` | gauge | 1 while `GET /ready` answers 200, 0 while 503 |
+//! | `tcplb_not_ready` | gauge | 1 for each reason `/ready` answers 503 now; label `reason` = `starting`, `shutting_down`, `operator` or `no_usable_backend` |
+//! | `tcplb_drain_spread_closed_total` | counter | connections still open when the drain's last window began, closed one after another over it |
 //!
 //! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //! | `tcplb_route_connections_total` | counter | clients whose TLS ClientHello chose the route; labels `listener`, `route` |
@@ -74,17 +78,20 @@
 //! bytes with buckets of powers of 4 from 64 B to 1 GiB (see
 //! [`crate::stats::histogram`]).
 
+pub mod tls;
+
 use std::fmt::Write as _;
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::ready::NotReady;
 use super::view::{
     BackendChanges, BackendView, DnsView, EjectionView, ListenerView, PanicView, TlsView,
 };
 use crate::config::AdminState;
 use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, WorkerStats};
+use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, DrainStats, WorkerStats};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -587,6 +594,53 @@ pub fn render_control(stats: &ControlStats) -> String {
         .zip(&connections.dropped)
     {
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", count.load(Relaxed));
+    }
+    let name = "tcplb_admin_connections_probe_lane_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Admin connections that found every slot answering and were served /ready and /live only.",
+    );
+    let _ = writeln!(out, "{name} {}", connections.probe_lane.load(Relaxed));
+    out
+}
+
+/// The end of a drain: connections closed in its spread.
+pub fn render_drain(stats: &DrainStats) -> String {
+    let mut out = String::new();
+    let name = "tcplb_drain_spread_closed_total";
+    family(
+        &mut out,
+        name,
+        "counter",
+        "Connections still open when the drain's last window began, closed one after another over it.",
+    );
+    let _ = writeln!(out, "{name} {}", stats.spread_closed.load(Relaxed));
+    out
+}
+
+/// What `/ready` says now: 1 or 0, and each reason it would give.
+pub fn render_readiness(reasons: &[NotReady]) -> String {
+    let mut out = String::new();
+    let name = "tcplb_ready";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "1 while GET /ready answers 200, 0 while it answers 503.",
+    );
+    let _ = writeln!(out, "{name} {}", u8::from(reasons.is_empty()));
+    let name = "tcplb_not_ready";
+    family(
+        &mut out,
+        name,
+        "gauge",
+        "1 for each reason GET /ready answers 503 now, by reason.",
+    );
+    for reason in NotReady::ALL {
+        let holds = u8::from(reasons.contains(&reason));
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {holds}", reason.label());
     }
     out
 }

@@ -9,6 +9,8 @@
 //! comes next needs methods, bodies and auth, and request parsing is where
 //! a hand-written server goes wrong.
 //!
+//! - `GET /ready` and `GET /live`: for the layer in front of a fleet
+//!   (keepalived, BGP, Kubernetes probes), unauthenticated ([`ready`]).
 //! - `GET /metrics`: Prometheus text exposition format 0.0.4 ([`metrics`]).
 //! - `GET /status`: the same picture as JSON ([`status`]).
 //! - `GET /status/history`: the last 15 minutes, a point a second ([`history`]).
@@ -26,9 +28,15 @@
 //! [`CONNECTION_TIMEOUT`]. At most [`MAX_ADMIN_CONNECTIONS`] are open at
 //! once per endpoint; when all are taken, the oldest one that has not sent
 //! its request head yet is closed to make room (so silent connections can
-//! never lock a scraper out), and only when every slot is answering a
-//! request is the new one closed at once. Each of these is counted
-//! (`tcplb_admin_connections_dropped_total{reason}`).
+//! never lock a scraper out). When every slot is answering a request, the
+//! new connection goes to the probe lane: [`PROBE_SLOTS`] more slots, with
+//! the same rule, that answer `/ready` and `/live` and give every other
+//! path a 503, so that no admin traffic, however slow, keeps a probe from
+//! its answer (a probe's answer is a few bytes: it never holds a slot for
+//! longer than its request head takes). Only when the probe lane is full
+//! of answering connections too is the new one closed at once. Each of
+//! these is counted (`tcplb_admin_connections_dropped_total{reason}`,
+//! `tcplb_admin_connections_probe_lane_total`).
 //!
 //! Every request reads the counters once ([`view::snapshot`]) and renders
 //! that snapshot; nothing here runs on the data path.
@@ -60,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pool::connect::is_local_exhaustion;
 use crate::proxy::listener;
-use crate::stats::{AccessLogStats, ControlStats, WorkerStats};
+use crate::stats::{AccessLogStats, ControlStats, DrainStats, WorkerStats};
 
 pub mod api;
 pub mod auth;
@@ -68,6 +76,7 @@ pub mod control;
 pub mod history;
 pub mod metrics;
 pub mod page;
+pub mod ready;
 pub mod status;
 pub mod view;
 
@@ -75,6 +84,7 @@ pub use api::Api;
 pub use auth::Origin;
 pub use control::{Action, Change, Control};
 pub use history::History;
+pub use ready::{NotReady, Readiness};
 pub use view::{WatchList, Watched, WatchedRoute};
 
 /// Largest request head (request line and headers) accepted.
@@ -91,6 +101,9 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection is closed to make room; a new one is refused only when every
 /// slot is answering a request.
 pub const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// The probe lane's slots on one endpoint (default 16): connections that
+/// found every main slot answering, served `/ready` and `/live` only.
+pub const PROBE_SLOTS: usize = 16;
 /// Deep enough that a burst of connections waits in the kernel for the
 /// accept loop rather than in SYN retransmits.
 const BACKLOG: u32 = 256;
@@ -139,6 +152,8 @@ pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: Cancella
         history: Arc::default(),
         access_log: Arc::default(),
         workers: Arc::default(),
+        readiness: Arc::default(),
+        drain: Arc::default(),
     };
     serve_api(listener, Arc::new(api), shutdown).await
 }
@@ -146,7 +161,7 @@ pub async fn serve(listener: TcpListener, watched: WatchList, shutdown: Cancella
 /// Answers admin requests on the TCP endpoint until `shutdown`, with the
 /// control API; write access needs the bearer token.
 pub async fn serve_api(listener: TcpListener, api: Arc<Api>, shutdown: CancellationToken) {
-    let slots = Slots::new(MAX_ADMIN_CONNECTIONS, api.stats.clone());
+    let lanes = Lanes::new(api.stats.clone());
     let http = http();
     loop {
         let accepted = tokio::select! {
@@ -155,7 +170,7 @@ pub async fn serve_api(listener: TcpListener, api: Arc<Api>, shutdown: Cancellat
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Some(slot) = slots.admit() else {
+                let Some(slot) = lanes.admit() else {
                     debug!("admin {peer}: every admin slot is answering a request; closing");
                     continue;
                 };
@@ -182,7 +197,7 @@ pub async fn serve_unix(
             .ok()
     };
     let ours = identity(&path);
-    let slots = Slots::new(MAX_ADMIN_CONNECTIONS, api.stats.clone());
+    let lanes = Lanes::new(api.stats.clone());
     let http = http();
     loop {
         let accepted = tokio::select! {
@@ -191,7 +206,7 @@ pub async fn serve_unix(
         };
         match accepted {
             Ok((stream, _)) => {
-                let Some(slot) = slots.admit() else {
+                let Some(slot) = lanes.admit() else {
                     debug!("admin unix socket: every admin slot is answering a request; closing");
                     continue;
                 };
@@ -224,11 +239,63 @@ async fn accept_failed(e: &std::io::Error, shutdown: &CancellationToken) {
     }
 }
 
-/// One endpoint's connection slots: who holds them, and the rule that
-/// gives a silent connection's slot to a newer one.
+/// Which slots a connection holds, and so what it is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    /// The main slots: every route.
+    Main,
+    /// The probe lane: `/ready` and `/live`, 503 for anything else.
+    Probes,
+}
+
+/// One endpoint's slots: the main ones, and the probe lane a connection
+/// gets when every main slot is answering a request.
+struct Lanes {
+    /// [`MAX_ADMIN_CONNECTIONS`] slots for every route.
+    main: Arc<Slots>,
+    /// [`PROBE_SLOTS`] slots for `/ready` and `/live`.
+    probes: Arc<Slots>,
+    /// Where admissions and refusals are counted.
+    stats: Arc<ControlStats>,
+}
+
+impl Lanes {
+    fn new(stats: Arc<ControlStats>) -> Lanes {
+        Lanes::with(MAX_ADMIN_CONNECTIONS, PROBE_SLOTS, stats)
+    }
+
+    fn with(main: usize, probes: usize, stats: Arc<ControlStats>) -> Lanes {
+        Lanes {
+            main: Slots::new(main, Lane::Main, stats.clone()),
+            probes: Slots::new(probes, Lane::Probes, stats.clone()),
+            stats,
+        }
+    }
+
+    /// A slot for a connection just accepted: a main one if it can have
+    /// one (see [`Slots::take`]), else one of the probe lane's, else none.
+    fn admit(&self) -> Option<Arc<Slot>> {
+        let counts = &self.stats.connections;
+        counts.accepted.fetch_add(1, Relaxed);
+        if let Some(slot) = self.main.take() {
+            return Some(slot);
+        }
+        if let Some(slot) = self.probes.take() {
+            counts.probe_lane.fetch_add(1, Relaxed);
+            return Some(slot);
+        }
+        counts.count_dropped("over_limit");
+        None
+    }
+}
+
+/// One lane's connection slots: who holds them, and the rule that gives a
+/// silent connection's slot to a newer one.
 struct Slots {
     /// Connections open at once, at most.
     max: usize,
+    /// Which lane these slots are.
+    lane: Lane,
     /// The holders. A std mutex held for a few instructions at accept, at
     /// a request head and at close; never across an await, never by the
     /// data path.
@@ -250,25 +317,22 @@ struct Held {
 }
 
 impl Slots {
-    fn new(max: usize, stats: Arc<ControlStats>) -> Arc<Slots> {
+    fn new(max: usize, lane: Lane, stats: Arc<ControlStats>) -> Arc<Slots> {
         Arc::new(Slots {
             max,
+            lane,
             held: Mutex::default(),
             stats,
         })
     }
 
-    /// A slot for a connection just accepted: a free one, else the oldest
-    /// silent connection's (which is closed), else none.
-    fn admit(self: &Arc<Self>) -> Option<Arc<Slot>> {
+    /// A free slot, else the oldest silent connection's (which is closed),
+    /// else none: every slot is answering a request.
+    fn take(self: &Arc<Self>) -> Option<Arc<Slot>> {
         let counts = &self.stats.connections;
-        counts.accepted.fetch_add(1, Relaxed);
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         if held.answering + held.silent.len() >= self.max {
-            let Some((_, oldest)) = held.silent.pop_first() else {
-                counts.count_dropped("over_limit");
-                return None;
-            };
+            let (_, oldest) = held.silent.pop_first()?;
             oldest.cancel();
             counts.count_dropped("evicted");
         }
@@ -350,11 +414,12 @@ fn serve_connection<S>(
     let api = api.clone();
     let counts = api.stats.clone();
     let held = slot.clone();
+    let lane = slot.slots.lane;
     let service = service_fn(move |request: Request<Incoming>| {
         held.answering();
         let api = api.clone();
         let origin = origin.clone();
-        async move { Ok::<_, Infallible>(route(request, &api, &origin).await) }
+        async move { Ok::<_, Infallible>(route(request, &api, &origin, lane).await) }
     });
     let connection = http.serve_connection(TokioIo::new(stream), service);
     tokio::spawn(async move {
@@ -383,14 +448,35 @@ fn serve_connection<S>(
     });
 }
 
-/// The control API under `/api/`, the reports elsewhere.
-async fn route(request: Request<Incoming>, api: &Api, origin: &Origin) -> Response<Full<Bytes>> {
+/// `/ready` and `/live` first, in either lane; then, in the main lane only,
+/// the control API under `/api/` and the reports elsewhere.
+async fn route(
+    request: Request<Incoming>,
+    api: &Api,
+    origin: &Origin,
+    lane: Lane,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path();
+    if let Some(response) = probe(request.method(), path, api) {
+        return response;
+    }
+    if lane == Lane::Probes {
+        api.stats.connections.count_dropped("over_limit");
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the admin endpoint is busy: every connection slot is answering a request; \
+             only /ready and /live are answered now\n"
+                .into(),
+        );
+    }
     if path == "/api" || path.starts_with("/api/") {
         return api::handle(request, api, origin).await;
     }
     let reports = Reports {
         control: Some(&api.stats),
+        readiness: Some(&api.readiness),
+        drain: Some(&api.drain),
         access_log: Some(&api.access_log),
         workers: Some(&api.workers),
         history: Some(&api.history),
@@ -403,11 +489,50 @@ async fn route(request: Request<Incoming>, api: &Api, origin: &Origin) -> Respon
     respond_with(request.method(), path, query, &*api.watched, reports)
 }
 
+/// The 405 for a method other than GET and HEAD; `None` for those two.
+fn only_get_and_head(method: &Method) -> Option<Response<Full<Bytes>>> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut response = answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        "only GET and HEAD are allowed\n".into(),
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(response)
+}
+
+/// The answer to `/ready` or `/live`; `None` for any other path.
+fn probe(method: &Method, path: &str, api: &Api) -> Option<Response<Full<Bytes>>> {
+    if path != "/ready" && path != "/live" {
+        return None;
+    }
+    if let Some(refused) = only_get_and_head(method) {
+        return Some(refused);
+    }
+    if path == "/live" {
+        return Some(answer(StatusCode::OK, "text/plain", "live\n".into()));
+    }
+    let reasons = api.readiness.reasons();
+    let status = match reasons.is_empty() {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Some(answer(status, "text/plain", ready::body(&reasons)))
+}
+
 /// What the reporting routes show besides the listeners.
 #[derive(Clone, Copy, Default)]
 struct Reports<'a> {
     /// The control API's and the endpoint's counters, for `/metrics`.
     control: Option<&'a ControlStats>,
+    /// What `/ready` would say, for `/metrics`.
+    readiness: Option<&'a Readiness>,
+    /// The end of a drain, for `/metrics`.
+    drain: Option<&'a DrainStats>,
     /// The access log's losses, for `/metrics`.
     access_log: Option<&'a AccessLogStats>,
     /// Connections per worker thread, for `/metrics`.
@@ -453,16 +578,8 @@ fn respond_with(
     watched: &dyn Fn() -> Vec<Watched>,
     reports: Reports,
 ) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = answer(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET and HEAD are allowed\n".into(),
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+    if let Some(refused) = only_get_and_head(method) {
+        return refused;
     }
     if let Some((content_type, body)) = page::asset(path) {
         let mut response = answer(StatusCode::OK, content_type, String::new());
@@ -475,9 +592,17 @@ fn respond_with(
     }
     match path {
         "/metrics" => {
-            let mut text = metrics::render_metrics(&view::snapshot(&watched()));
+            let listeners = watched();
+            let mut text = metrics::render_metrics(&view::snapshot(&listeners));
+            text.push_str(&metrics::tls::render(&listeners));
             if let Some(stats) = reports.control {
                 text.push_str(&metrics::render_control(stats));
+            }
+            if let Some(readiness) = reports.readiness {
+                text.push_str(&metrics::render_readiness(&readiness.reasons()));
+            }
+            if let Some(stats) = reports.drain {
+                text.push_str(&metrics::render_drain(stats));
             }
             if let Some(stats) = reports.access_log {
                 text.push_str(&metrics::render_access_log(stats));
@@ -584,9 +709,9 @@ mod tests {
     }
 
     #[test]
-    fn a_full_endpoint_evicts_its_oldest_silent_connection_and_refuses_only_when_all_answer() {
+    fn a_full_endpoint_evicts_its_oldest_silent_connection_then_opens_the_probe_lane() {
         let stats = Arc::new(ControlStats::default());
-        let slots = Slots::new(3, stats.clone());
+        let lanes = Lanes::with(3, 1, stats.clone());
         let dropped = |reason: &str| {
             let i = crate::stats::AdminConnectionStats::REASONS
                 .iter()
@@ -594,12 +719,14 @@ mod tests {
                 .unwrap();
             stats.connections.dropped[i].load(Relaxed)
         };
-        let first = slots.admit().expect("a free slot");
-        let second = slots.admit().expect("a free slot");
-        let third = slots.admit().expect("a free slot");
+        let lane = |slot: &Arc<Slot>| slot.slots.lane;
+        let first = lanes.admit().expect("a free slot");
+        let second = lanes.admit().expect("a free slot");
+        let third = lanes.admit().expect("a free slot");
         second.answering();
         // Full: the oldest silent one (first) makes room, not the answering one.
-        let fourth = slots.admit().expect("the oldest silent connection's slot");
+        let fourth = lanes.admit().expect("the oldest silent connection's slot");
+        assert_eq!(lane(&fourth), Lane::Main);
         assert!(first.close.is_cancelled());
         assert!(!second.close.is_cancelled() && !third.close.is_cancelled());
         assert_eq!(dropped("evicted"), 1);
@@ -609,16 +736,33 @@ mod tests {
         drop(first);
         third.answering();
         fourth.answering();
-        assert!(slots.admit().is_none(), "every slot is answering");
+        // Every main slot answers: the probe lane takes the next one, and a
+        // silent probe gives its place to a newer one.
+        let probe = lanes.admit().expect("the probe lane");
+        assert_eq!(lane(&probe), Lane::Probes);
+        let newer = lanes.admit().expect("the silent probe's place");
+        assert!(probe.close.is_cancelled());
+        assert_eq!(dropped("evicted"), 2);
+        assert_eq!(stats.connections.probe_lane.load(Relaxed), 2);
+        newer.answering();
+        assert!(
+            lanes.admit().is_none(),
+            "every slot of both lanes is answering"
+        );
         assert_eq!(dropped("over_limit"), 1);
-        assert_eq!(stats.connections.active.load(Relaxed), 3);
+        // The evicted probe counts until its task lets the slot go.
+        assert_eq!(stats.connections.active.load(Relaxed), 5);
+        drop((probe, newer));
         drop(third);
-        let fifth = slots.admit().expect("a slot given back");
-        assert_eq!(stats.connections.accepted.load(Relaxed), 6);
+        let fifth = lanes.admit().expect("a slot given back");
+        assert_eq!(lane(&fifth), Lane::Main);
+        assert_eq!(stats.connections.accepted.load(Relaxed), 8);
         drop((second, fourth, fifth));
         assert_eq!(stats.connections.active.load(Relaxed), 0);
-        let held = slots.held.lock().unwrap();
-        assert_eq!((held.answering, held.silent.len()), (0, 0));
+        for slots in [&lanes.main, &lanes.probes] {
+            let held = slots.held.lock().unwrap();
+            assert_eq!((held.answering, held.silent.len()), (0, 0));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `backend`: the demo backend. `backend 8081` serves HTTP saying
-//! "Hello from backend :8081"; `backend --echo 9000` echoes bytes back.
+//! "Hello from backend :8081" (with `--name-peer`, "... to IP", IP who
+//! connected); `backend --echo 9000` echoes bytes back.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -18,6 +19,10 @@ struct Args {
     /// Echo bytes back instead of answering HTTP.
     #[arg(long)]
     echo: bool,
+    /// Also say who connected ("Hello from backend :8081 to 10.0.0.5"):
+    /// behind several balancers, which one served.
+    #[arg(long, conflicts_with = "echo")]
+    name_peer: bool,
 }
 
 #[tokio::main]
@@ -36,6 +41,8 @@ async fn main() {
     log::info!("demo backend ({mode}) listening on {addr}");
     let result = if args.echo {
         tcplb::demo::serve_echo(listener).await
+    } else if args.name_peer {
+        tcplb::demo::serve_http_naming_peer(listener).await
     } else {
         tcplb::demo::serve_http(listener).await
     };

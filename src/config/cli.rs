@@ -14,10 +14,10 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 
 use crate::config::{
     self, AccessConfig, AccessLogConfig, AccessLogFormat, AccessLogTarget, AgentConfig,
-    BackendSpec, CheckConfig, Config, DEFAULT_BACKENDS, ExecCheck, HealthConfig, HttpCheck,
-    KeepaliveConfig, Match, Network, OnFailure, OnHealthChange, Protocol, ProxyVersion,
-    ResolveConfig, ServiceConfig, SpliceMode, StatusSet, StrategyKind, UdpConfig,
-    file as config_file, parse_duration,
+    BackendSpec, BackendTlsConfig, CertificatePaths, CheckConfig, Config, DEFAULT_BACKENDS,
+    ExecCheck, HealthConfig, HttpCheck, KeepaliveConfig, Match, Network, OnFailure, OnHealthChange,
+    Protocol, ProxyVersion, ResolveConfig, ServiceConfig, SpliceMode, StatusSet, StrategyKind,
+    TlsConfig, TrustAnchors, UdpConfig, file as config_file, parse_duration,
 };
 
 use crate::config::file::Readable;
@@ -114,6 +114,9 @@ pub struct Cli {
     /// What only a UDP listener has.
     #[command(flatten)]
     pub udp: UdpFlags,
+    /// TLS termination and origination.
+    #[command(flatten)]
+    pub tls: TlsFlags,
     /// The admin endpoint.
     #[command(flatten)]
     pub admin: AdminFlags,
@@ -214,6 +217,59 @@ pub struct BackendFlags {
     /// its TTL (Consul answers with TTL 0).
     #[arg(long, default_value = "1s", value_parser = positive_duration, value_name = "DUR")]
     pub resolve_ttl_min: Duration,
+}
+
+/// TLS: terminating on the listener, originating to the backends. The
+/// file has every other key (`[listener.tls]`, `backend_tls`).
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "TLS")]
+#[group(skip)]
+pub struct TlsFlags {
+    /// Terminate TLS with this certificate chain (PEM, leaf first); repeat
+    /// with --tls-key pairwise for more certificates (chosen by SNI, the
+    /// first is the default). [default: pass TLS through]
+    #[arg(long, requires = "tls_key", value_name = "PATH")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// The private key (PEM) of the --tls-cert at the same position.
+    #[arg(long, requires = "tls_cert", value_name = "PATH")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Speak TLS to the backends, verifying their certificates against the
+    /// system's trust store (or --backend-ca) and the backend's host name.
+    #[arg(long)]
+    pub backend_tls: bool,
+
+    /// Verify backends' certificates against the CAs in this PEM file
+    /// instead of the system's; implies --backend-tls.
+    #[arg(long, value_name = "PATH")]
+    pub backend_ca: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// Termination as the flags ask for it; `None` without --tls-cert.
+    fn terminate(&self) -> Option<TlsConfig> {
+        if self.tls_cert.is_empty() {
+            return None;
+        }
+        let pairs = self.tls_cert.iter().zip(&self.tls_key);
+        let certificates = pairs
+            .map(|(cert, key)| CertificatePaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        Some(TlsConfig::new(certificates))
+    }
+
+    /// Origination as the flags ask for it.
+    fn originate(&self) -> Option<BackendTlsConfig> {
+        match &self.backend_ca {
+            Some(path) => Some(BackendTlsConfig::new(TrustAnchors::File(path.clone()))),
+            None if self.backend_tls => Some(BackendTlsConfig::new(TrustAnchors::System)),
+            None => None,
+        }
+    }
 }
 
 /// Health: the active prober and passive failure counting.
@@ -485,6 +541,11 @@ pub struct AdminFlags {
     /// survive restarts. [default: in memory only]
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
+
+    /// Make GET /ready answer 503 also while no listener has a usable
+    /// backend (ready, up and not ejected). [default: off]
+    #[arg(long)]
+    pub ready_requires_backends: bool,
 }
 
 /// Runtime: process-wide settings, none of them per listener.
@@ -500,6 +561,12 @@ pub struct RuntimeFlags {
     /// On SIGINT/SIGTERM, let open connections finish for up to this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DUR")]
     pub drain_timeout: Duration,
+
+    /// On SIGINT/SIGTERM, answer 503 on /ready at once but go on accepting
+    /// for this long before the drain starts, so that keepalived, a BGP
+    /// speaker or a Kubernetes probe takes this instance out first.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DUR")]
+    pub shutdown_delay: Duration,
 
     /// Worker threads serving connections, each with its own listening
     /// socket (SO_REUSEPORT); a busier worker hands new connections to a
@@ -608,6 +675,11 @@ impl Startup {
             .try_get_matches_from(args)
             .map_err(StartupError::Flags)?;
         let cli = Cli::from_arg_matches(&matches).map_err(StartupError::Flags)?;
+        if cli.tls.tls_cert.len() != cli.tls.tls_key.len() {
+            let message = "--tls-cert and --tls-key go in pairs: give one --tls-key per --tls-cert";
+            let error = Cli::command().error(clap::error::ErrorKind::WrongNumberOfValues, message);
+            return Err(StartupError::Flags(error));
+        }
         let (workers, splice) = (cli.runtime.workers, cli.runtime.splice);
         let Some(path) = cli.runtime.config.clone() else {
             let limits = &cli.limits;
@@ -772,6 +844,10 @@ fn apply_overrides(
             "listen" | "name" if listeners > 1 => {}
             "protocol" => {}
             "drain_timeout" => config.drain_timeout = given.drain_timeout,
+            "shutdown_delay" => config.shutdown_delay = given.shutdown_delay,
+            "ready_requires_backends" => {
+                config.ready_requires_backends = given.ready_requires_backends
+            }
             "admin" => config.admin = given.admin,
             "admin_token_file" => config.admin_token_file = given.admin_token_file.clone(),
             "admin_socket" => config.admin_socket = given.admin_socket.clone(),
@@ -881,6 +957,8 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "max_sessions_per_ip" => s.udp.max_sessions_per_ip = from.udp.max_sessions_per_ip,
         "datagram_rate_per_ip" => s.udp.datagram_rate_per_ip = from.udp.datagram_rate_per_ip,
         "max_datagram_size" => s.udp.max_datagram_size = from.udp.max_datagram_size,
+        "tls_cert" | "tls_key" => s.tls = from.tls.clone(),
+        "backend_tls" | "backend_ca" => s.backend_tls = from.backend_tls.clone(),
         _ => return false,
     }
     true
@@ -900,6 +978,7 @@ impl Cli {
             health: h,
             limits,
             udp,
+            tls,
             admin,
             runtime,
         } = self;
@@ -992,10 +1071,14 @@ impl Cli {
             // TLS routes are configured in the file only.
             routes: Vec::new(),
             tls_inspect_timeout: config::TLS_INSPECT_TIMEOUT,
+            tls: tls.terminate(),
+            backend_tls: tls.originate(),
         };
         Config {
             services: vec![service],
             drain_timeout: runtime.drain_timeout,
+            shutdown_delay: runtime.shutdown_delay,
+            ready_requires_backends: admin.ready_requires_backends,
             admin: admin.admin,
             admin_token_file: admin.admin_token_file,
             admin_socket: admin.admin_socket,
@@ -1222,11 +1305,16 @@ mod tests {
             "127.0.0.1:9999=2",
             "--drain-timeout",
             "1s",
+            "--shutdown-delay",
+            "3s",
+            "--ready-requires-backends",
             "--accept-proxy",
         ])
         .unwrap();
         let c = &startup.config;
         assert_eq!(c.drain_timeout, Duration::from_secs(1));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(3));
+        assert!(c.ready_requires_backends);
         assert_eq!(c.services.len(), 2);
         for s in &c.services {
             assert_eq!(s.retries, 0);
@@ -1423,7 +1511,7 @@ mod tests {
 
     #[test]
     fn help_reads_in_sections_with_every_flag_once() {
-        let sections: [(&str, &[&str]); 7] = [
+        let sections: [(&str, &[&str]); 8] = [
             (
                 "Listener",
                 &[
@@ -1507,12 +1595,17 @@ mod tests {
                 ],
             ),
             (
+                "TLS",
+                &["--tls-cert", "--tls-key", "--backend-tls", "--backend-ca"],
+            ),
+            (
                 "Admin",
                 &[
                     "--admin",
                     "--admin-token-file",
                     "--admin-socket",
                     "--state-file",
+                    "--ready-requires-backends",
                 ],
             ),
             (
@@ -1520,6 +1613,7 @@ mod tests {
                 &[
                     "--config",
                     "--drain-timeout",
+                    "--shutdown-delay",
                     "--workers",
                     "--splice",
                     "--resolver",
@@ -1681,6 +1775,47 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_terminate_and_originate() {
+        let args = [
+            "tcplb",
+            "--tls-cert",
+            "a.pem",
+            "--tls-key",
+            "a.key",
+            "--tls-cert",
+            "b.pem",
+            "--tls-key",
+            "b.key",
+            "--backend-ca",
+            "ca.pem",
+        ];
+        let config = Startup::try_from_args(args).unwrap().config;
+        let s = &config.services[0];
+        let tls = s.tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 2);
+        assert_eq!(tls.certificates[1].cert, PathBuf::from("b.pem"));
+        let origin = s.backend_tls.as_ref().unwrap();
+        assert_eq!(origin.ca, TrustAnchors::File("ca.pem".into()));
+        let config = Startup::try_from_args(["tcplb", "--backend-tls"])
+            .unwrap()
+            .config;
+        let origin = config.services[0].backend_tls.as_ref().unwrap();
+        assert_eq!(origin.ca, TrustAnchors::System);
+        assert!(config.services[0].tls.is_none());
+        let unpaired = [
+            "tcplb",
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "a",
+            "--tls-cert",
+            "b",
+        ];
+        assert!(Startup::try_from_args(unpaired).is_err());
+        assert!(Startup::try_from_args(["tcplb", "--tls-cert", "a"]).is_err());
+    }
+
+    #[test]
     fn only_flags_typed_count_as_given() {
         let args = [
             "tcplb",
@@ -1703,6 +1838,8 @@ mod tests {
     fn every_listener_flag_can_override_the_file() {
         let process_wide = [
             "drain_timeout",
+            "shutdown_delay",
+            "ready_requires_backends",
             "admin",
             "admin_token_file",
             "admin_socket",

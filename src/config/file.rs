@@ -28,6 +28,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use toml::Spanned;
 
+mod tls;
+use tls::{RawBackendTls, RawTls};
+
 use crate::config::{
     self, AGENT_INTERVAL, AccessLogFormat, AccessLogTarget, AdminState, AgentConfig, BackendSpec,
     CheckConfig, Config, ExecCheck, Expect, HealthConfig, HttpCheck, KeepaliveConfig, Match,
@@ -356,6 +359,8 @@ struct Problem {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     drain_timeout: Option<Dur>,
+    shutdown_delay: Option<Dur>,
+    ready_requires_backends: Option<bool>,
     admin: Option<Listen>,
     admin_token_file: Option<PathBuf>,
     admin_socket: Option<PathBuf>,
@@ -418,6 +423,10 @@ struct RawService {
     server_names: Option<Vec<Spanned<String>>>,
     /// Only in a route.
     alpn: Option<Spanned<Vec<String>>>,
+    /// `[listener.tls]` / `[listener.route.tls]`: terminate TLS.
+    tls: Option<Spanned<RawTls>>,
+    /// `backend_tls = { ... }`: speak TLS to the backends.
+    backend_tls: Option<Spanned<RawBackendTls>>,
 }
 
 /// `tcp_keepalive = { idle = "60s", interval = "10s", count = 6,
@@ -937,6 +946,13 @@ impl RawFile {
         if let Some(d) = self.drain_timeout {
             config.drain_timeout = d.0;
         }
+        if let Some(d) = self.shutdown_delay {
+            config.shutdown_delay = d.0;
+        }
+        set(
+            &mut config.ready_requires_backends,
+            self.ready_requires_backends,
+        );
         config.admin = self.admin.map(|a| a.0);
         config.admin_token_file = self.admin_token_file;
         config.admin_socket = self.admin_socket;
@@ -1045,7 +1061,7 @@ fn check_route_names(
 
 /// `listener.KEY`, for a problem with one of a listener's keys.
 fn listener_key(key: &'static str) -> &'static str {
-    const KEYS: [(&str, &str); 20] = [
+    const KEYS: [(&str, &str); 22] = [
         ("backlog", "listener.backlog"),
         ("connect_timeout", "listener.connect_timeout"),
         ("on_failure", "listener.on_failure"),
@@ -1058,6 +1074,8 @@ fn listener_key(key: &'static str) -> &'static str {
         ("max_connection_age", "listener.max_connection_age"),
         ("tls_inspect_timeout", "listener.tls_inspect_timeout"),
         ("route", "listener.route"),
+        ("tls", "listener.tls"),
+        ("backend_tls", "listener.backend_tls"),
         ("send_proxy", "listener.send_proxy"),
         ("health", "listener.health"),
         ("responses", "listener.responses"),
@@ -1128,6 +1146,8 @@ impl RawService {
             max_sessions_per_ip: self.max_sessions_per_ip.or(d.max_sessions_per_ip),
             datagram_rate_per_ip: self.datagram_rate_per_ip.or(d.datagram_rate_per_ip),
             max_datagram_size: self.max_datagram_size.or(d.max_datagram_size),
+            tls: self.tls.or(d.tls),
+            backend_tls: self.backend_tls.or(d.backend_tls),
             // Routes and what they match are never inherited.
             route: self.route,
             server_names: self.server_names,
@@ -1282,20 +1302,11 @@ impl RawService {
         let mut alpn = Vec::new();
         if let Some(list) = &self.alpn {
             for protocol in list.get_ref() {
-                if protocol.is_empty()
-                    || protocol.len() > 255
-                    || !protocol.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    problems.push(problem(
-                        list.span(),
-                        "listener.route.alpn",
-                        format!(
-                            "bad ALPN protocol {protocol:?}: expected 1 to 255 printable \
-                             ASCII characters, e.g. \"h2\" or \"acme-tls/1\""
-                        ),
-                    ));
-                } else {
-                    alpn.push(protocol.clone());
+                match config::tls::check_alpn(protocol) {
+                    Ok(()) => alpn.push(protocol.clone()),
+                    Err(message) => {
+                        problems.push(problem(list.span(), "listener.route.alpn", message))
+                    }
                 }
             }
         }
@@ -1315,9 +1326,12 @@ impl RawService {
                 ),
             ));
         }
+        // A listener's `tls` terminates its own connections: a route
+        // terminates only with a `tls` table of its own.
         let base = RawService {
             backends: None,
             route: None,
+            tls: None,
             ..listener.clone()
         };
         // A nested route is a problem said above, not a pool to build.
@@ -1424,10 +1438,24 @@ impl RawService {
                 }
             }
         };
+        let tls = read_table(
+            self.tls.take(),
+            "listener.tls",
+            &mut problems,
+            RawTls::into_config,
+        );
+        let backend_tls = read_table(
+            self.backend_tls.take(),
+            "listener.backend_tls",
+            &mut problems,
+            RawBackendTls::into_config,
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
         let mut s = ServiceConfig::new(listen, backends);
+        s.tls = tls;
+        s.backend_tls = backend_tls;
         s.name = self.name.map(Spanned::into_inner);
         set(&mut s.backlog, self.backlog.map(|n| n.0));
         set(&mut s.strategy, self.strategy.map(|t| t.0));
@@ -1533,6 +1561,27 @@ fn check_route_overlap(
         }
     }
     Ok(())
+}
+
+/// A sub-table read into the model: `None` (its problems pushed under
+/// `key`) when it is unusable or absent.
+fn read_table<R, T>(
+    raw: Option<Spanned<R>>,
+    key: &'static str,
+    problems: &mut Vec<Problem>,
+    into_config: impl FnOnce(R) -> Result<T, Vec<String>>,
+) -> Option<T> {
+    let raw = raw?;
+    let span = raw.span();
+    into_config(raw.into_inner())
+        .map_err(|found| {
+            problems.extend(found.into_iter().map(|message| Problem {
+                span: span.clone(),
+                key,
+                message,
+            }))
+        })
+        .ok()
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -1847,6 +1896,8 @@ mod tests {
         );
         assert_eq!(c.services, vec![expected]);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_delay, Duration::ZERO);
+        assert!(!c.ready_requires_backends);
         assert_eq!(c.admin, None);
     }
 
@@ -1855,6 +1906,8 @@ mod tests {
         let c = parse_ok(
             r#"
 drain_timeout = "45s"
+shutdown_delay = "4s"
+ready_requires_backends = true
 admin = "127.0.0.1:9090"
 
 [[listener]]
@@ -1898,6 +1951,8 @@ port = 8558
 "#,
         );
         assert_eq!(c.drain_timeout, Duration::from_secs(45));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(4));
+        assert!(c.ready_requires_backends);
         assert_eq!(c.admin, Some("127.0.0.1:9090".parse().unwrap()));
         let s = &c.services[0];
         assert_eq!(s.listen, "[::1]:6380".parse().unwrap());
@@ -2577,6 +2632,8 @@ resolve_ttl_min = 3
         // Every key of a listener and of [health] appears in the example.
         for key in [
             "drain_timeout",
+            "shutdown_delay",
+            "ready_requires_backends",
             "admin",
             "[defaults]",
             "[[listener]]",

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod file;
 pub mod health;
 mod parse;
+pub mod tls;
 pub mod udp;
 
 pub use health::{
@@ -31,6 +32,10 @@ pub use parse::{
     SRV_PREFIX, parse_backend, parse_backend_list, parse_balance_factor, parse_duration,
     parse_escaped, parse_keepalive, parse_listen, parse_rate, parse_resolver, parse_user_timeout,
     resolve,
+};
+pub use tls::{
+    BackendTlsConfig, CertificatePaths, ClientAllowList, ClientAuthConfig, ClientAuthMode,
+    TlsConfig, TlsVersion, TrustAnchors,
 };
 
 /// Checks a listener's `name` (`--name`, the file's `name` key): the
@@ -410,6 +415,14 @@ pub struct ServiceConfig {
     /// With routes: how long a client may take to send its whole
     /// ClientHello before it is closed.
     pub tls_inspect_timeout: Duration,
+    /// Terminate TLS (`[listener.tls]`, `--tls-cert`): on a listener, for
+    /// the connections its own backends serve (all of them without routes,
+    /// the default route with routes); in a route's pool, for that route.
+    /// Never inherited by routes. `None`: bytes pass through untouched.
+    pub tls: Option<TlsConfig>,
+    /// Speak TLS to the backends (`backend_tls`, `--backend-tls`); `None`:
+    /// plain TCP.
+    pub backend_tls: Option<BackendTlsConfig>,
 }
 
 /// One route of a listener: TLS connections whose ClientHello matches go
@@ -576,6 +589,8 @@ impl ServiceConfig {
             resolve: ResolveConfig::default(),
             routes: Vec::new(),
             tls_inspect_timeout: TLS_INSPECT_TIMEOUT,
+            tls: None,
+            backend_tls: None,
         }
     }
 }
@@ -587,6 +602,14 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// How long open connections may keep going after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
+    /// How long the listeners go on accepting after SIGINT/SIGTERM, with
+    /// `/ready` already answering 503, before the drain starts: time for
+    /// keepalived, a BGP speaker or a Kubernetes probe to take this
+    /// instance out of rotation first. Default 0: the drain starts at once.
+    pub shutdown_delay: Duration,
+    /// Whether `/ready` also answers 503 while no listener has a usable
+    /// backend (ready, up and not ejected). Default off.
+    pub ready_requires_backends: bool,
     /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
     pub admin: Option<SocketAddr>,
     /// A file holding the bearer token that gives the TCP admin endpoint
@@ -613,13 +636,15 @@ impl Config {
         Config::with_services(vec![service])
     }
 
-    /// `services` with the process-wide defaults: a 30 s drain, the rest
-    /// off. A usable configuration has at least one service; what
+    /// `services` with the process-wide defaults: a 30 s drain, no
+    /// shutdown delay, the rest off. A usable configuration has at least one service; what
     /// `tcplb check` reads around a file's problems may have none.
     pub fn with_services(services: Vec<ServiceConfig>) -> Self {
         Config {
             services,
             drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            ready_requires_backends: false,
             admin: None,
             admin_token_file: None,
             admin_socket: None,

@@ -260,6 +260,20 @@ pub fn value_problems(config: &ServiceConfig) -> Vec<(&'static str, String)> {
                         .to_string(),
                 ));
             }
+            if config.tls.is_some() {
+                found.push((
+                    "tls",
+                    "`tls` is for TCP listeners: tcplb terminates TLS, not DTLS".to_string(),
+                ));
+            }
+            if config.backend_tls.is_some() {
+                found.push((
+                    "backend_tls",
+                    "`backend_tls` is for TCP listeners: tcplb speaks TLS to backends, not \
+                     DTLS"
+                        .to_string(),
+                ));
+            }
             if config.send_proxy == Some(ProxyVersion::V1) {
                 found.push((
                     "send_proxy",

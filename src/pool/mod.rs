@@ -30,14 +30,15 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use log::{info, warn};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::ServiceConfig;
+use crate::config::{BackendTlsConfig, ServiceConfig};
 use crate::stats::{PoolStats, ResolutionStats};
 use backend::Backend;
+use connect::tls::Originator;
 use discovery::{Found, Member, Static, Update};
 use health::panic::PanicState;
 use health::passive::Ejected;
@@ -216,6 +217,9 @@ pub struct Pool {
     /// Lookups of each backend name discovery keeps current, by result;
     /// read by the admin endpoint only.
     resolutions: Mutex<BTreeMap<String, Arc<ResolutionStats>>>,
+    /// With `backend_tls`: the TLS every connection and health check to
+    /// the backends completes. Set by [`Self::configure_backend_tls`].
+    pub backend_tls: ArcSwapOption<Originator>,
 }
 
 impl Pool {
@@ -255,6 +259,7 @@ impl Pool {
             stats,
             panic,
             resolutions: Mutex::new(BTreeMap::new()),
+            backend_tls: ArcSwapOption::empty(),
         };
         let backends = pool.load().config.backends.clone();
         pool.publish(
@@ -265,6 +270,34 @@ impl Pool {
             None,
         );
         pool
+    }
+
+    /// Speaks TLS to the backends as `config` says (`None`: plain TCP).
+    /// A pool already speaking TLS takes the new settings, or keeps its
+    /// own when a new file is bad (said in a warning); `Err` only when
+    /// there is nothing to keep.
+    pub fn configure_backend_tls(&self, config: Option<&BackendTlsConfig>) -> Result<(), String> {
+        let Some(config) = config else {
+            self.backend_tls.store(None);
+            return Ok(());
+        };
+        match self.backend_tls.load_full() {
+            Some(running) => running.update(config, false, &self.name),
+            None => {
+                let originator = Originator::new(config, self.stats.backend_tls.clone())
+                    .map_err(|e| format!("pool {}: backend_tls: {e}", self.name))?;
+                self.backend_tls.store(Some(Arc::new(originator)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the backend TLS files again: all when `force` (SIGHUP), else
+    /// those that changed.
+    pub fn reload_backend_tls(&self, force: bool) {
+        if let Some(running) = self.backend_tls.load_full() {
+            running.update(&running.config(), force, &self.name);
+        }
     }
 
     /// How log lines name this pool: the listener it serves.

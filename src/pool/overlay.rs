@@ -22,6 +22,15 @@
 //!   configuration no longer lists it, or it is added again (which brings
 //!   back the configuration's entry).
 //! - A pool that is no longer in the configuration loses its overlay.
+//!
+//! Beside the pools it keeps one word about the whole instance: whether an
+//! operator took it out of rotation (`tcplb ctl ready off`), which
+//! `/ready` follows. It lives here so that it travels as the pools'
+//! changes do: handed to the new process of an upgrade, and kept in the
+//! state file across restarts (a box taken out for maintenance must not
+//! come back into a VIP or an ECMP group behind the operator's back when
+//! systemd restarts it). A state file without it is an instance that is
+//! ready, as before it existed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -41,6 +50,10 @@ pub struct Overlay {
     /// Pool name to what the operator changed in it.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolOverlay>,
+    /// An operator turned this instance's readiness off (`tcplb ctl ready
+    /// off`): `/ready` answers 503 until `ready on`. Written only when set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_ready: bool,
 }
 
 fn format_version() -> u32 {
@@ -52,6 +65,7 @@ impl Default for Overlay {
         Overlay {
             version: format_version(),
             pools: BTreeMap::new(),
+            not_ready: false,
         }
     }
 }
@@ -651,5 +665,20 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn readiness_off_is_written_only_when_set_and_survives_a_reconcile() {
+        let mut all = Overlay::default();
+        assert_eq!(
+            serde_json::to_string(&all).unwrap(),
+            r#"{"version":1,"pools":{}}"#
+        );
+        all.not_ready = true;
+        let json = serde_json::to_string(&all).unwrap();
+        assert_eq!(json, r#"{"version":1,"pools":{},"not_ready":true}"#);
+        assert_eq!(serde_json::from_str::<Overlay>(&json).unwrap(), all);
+        assert!(!all.reconcile(&[]), "no pool's change to forget");
+        assert!(all.not_ready);
     }
 }

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
@@ -54,6 +54,9 @@ pub struct Connection {
     backend: OnceLock<Arc<Backend>>,
     /// Bytes and activity as they move, and the stop request.
     pub live: Live,
+    /// The stop request came from the end of a drain, not an operator: the
+    /// access log says `shutdown`.
+    stopped_at_shutdown: AtomicBool,
 }
 
 impl Connection {
@@ -67,7 +70,19 @@ impl Connection {
             pool: OnceLock::new(),
             backend: OnceLock::new(),
             live: Live::new(Instant::now()),
+            stopped_at_shutdown: AtomicBool::new(false),
         }
+    }
+
+    /// Stops it for the end of a drain (see [`Live::stop`]).
+    pub fn stop_at_shutdown(&self) {
+        self.stopped_at_shutdown.store(true, Relaxed);
+        self.live.stop();
+    }
+
+    /// Whether a stop request came from the end of a drain.
+    pub fn was_stopped_at_shutdown(&self) -> bool {
+        self.stopped_at_shutdown.load(Relaxed)
     }
 
     /// The pool it is served from, once known.

@@ -9,6 +9,9 @@
 //! - [`client_hello`]: reading a TLS ClientHello's server name and ALPN
 //!   without terminating TLS, for routing;
 //! - [`route`]: which TLS route (and so which pool) a ClientHello picks;
+//! - [`tls`]: terminating TLS on a listener or route (certificates by SNI,
+//!   client certificates, tickets, reloads), and the pipe for connections
+//!   with TLS on either side;
 //! - [`serve`]: one connection: pick a backend, connect (retrying others), pipe;
 //! - [`pipe`]: moving the bytes both ways (copy or splice), with the idle timeout;
 //! - [`failure`]: the exact 502/503 answer (or close) when no backend can take it;
@@ -32,6 +35,7 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod serve;
 pub mod spread;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;

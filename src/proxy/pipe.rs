@@ -195,6 +195,18 @@ impl Live {
         self.stop.notified()
     }
 
+    /// Counts `n` bytes delivered, client to backend (`to_backend`) or
+    /// back, into `stats` and here, and marks the connection active.
+    pub fn delivered(&self, stats: &BackendStats, to_backend: bool, n: usize) {
+        let (stat, total) = match to_backend {
+            true => (&stats.bytes_in, &self.sent),
+            false => (&stats.bytes_out, &self.received),
+        };
+        stat.fetch_add(n as u64, Relaxed);
+        total.fetch_add(n as u64, Relaxed);
+        self.touch();
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Relaxed);
@@ -246,6 +258,34 @@ pub async fn pipe_evictable(
     poll_fn(|cx| pipe.poll_pipe(cx, stats, live, stopped.as_mut())).await
 }
 
+/// A pipe a connection's task polls until it ends: [`Pipe`], or a
+/// terminated connection's `proxy::tls::pipe::TlsPipe`.
+pub trait Piping {
+    /// Moves what can be moved now; `Ready` with how the pipe ended once
+    /// it has. Counts into `stats` and `live` as bytes are delivered.
+    /// `stopped` is `live.stopped()`, kept by the caller (it borrows
+    /// `live`): when it completes the pipe ends with [`EndReason::Stopped`].
+    fn poll_pipe(
+        &mut self,
+        cx: &mut Context<'_>,
+        stats: &BackendStats,
+        live: &Live,
+        stopped: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<PipeEnd>;
+}
+
+impl Piping for Pipe {
+    fn poll_pipe(
+        &mut self,
+        cx: &mut Context<'_>,
+        stats: &BackendStats,
+        live: &Live,
+        stopped: Pin<&mut impl Future<Output = ()>>,
+    ) -> Poll<PipeEnd> {
+        Pipe::poll_pipe(self, cx, stats, live, stopped)
+    }
+}
+
 /// A connection being piped: both sockets and where each direction is.
 ///
 /// A plain state machine rather than an `async fn`: it lives as long as
@@ -265,6 +305,14 @@ pub struct Pipe {
     mode: SpliceMode,
     /// One direction has passed its EOF on (see [`pass_eof`]).
     ended: bool,
+    /// What ends the pipe although both sides are still there.
+    guards: Guards,
+}
+
+/// What ends a pipe although both sides are still there: the [`Limits`],
+/// an operator's drain deadline and stop request. Every pipe (plain, and
+/// terminated TLS in `proxy::tls`) checks the same ones the same way.
+pub struct Guards {
     /// The idle timeout, and its timer (on the heap: most connections have
     /// none). The timer fires at the last activity + the timeout as of when
     /// it was set, and is moved on when bytes moved since.
@@ -274,6 +322,71 @@ pub struct Pipe {
     /// Completes when the operator's drain deadline passes (on the heap:
     /// the wait must stay pinned while the pipe moves).
     evicted: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl Guards {
+    /// The guards of a pipe starting now under `limits`; cancelling `evict`
+    /// ends it. The idle timeout and the maximum age count from here.
+    pub fn new(limits: Limits, evict: Option<CancellationToken>, live: &Live) -> Guards {
+        live.touch();
+        let start = Instant::now();
+        Guards {
+            idle: limits
+                .idle
+                .map(|limit| (limit, Box::pin(tokio::time::sleep_until(start + limit)))),
+            age: limits
+                .max_age
+                .map(|age| Box::pin(tokio::time::sleep_until(start + age))),
+            evicted: evict.map(|token| Box::pin(token.cancelled_owned())),
+        }
+    }
+
+    /// Checked before moving bytes: an operator's stop (`stopped`, which is
+    /// `live.stopped()`) or drain deadline (counted into `stats.evicted`).
+    pub fn poll_stop(
+        &mut self,
+        cx: &mut Context<'_>,
+        stats: &BackendStats,
+        stopped: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<EndReason> {
+        if stopped.poll(cx).is_ready() {
+            return Some(EndReason::Stopped);
+        }
+        if let Some(evicted) = &mut self.evicted
+            && evicted.as_mut().poll(cx).is_ready()
+        {
+            stats.evicted.fetch_add(1, Relaxed);
+            return Some(EndReason::Evicted);
+        }
+        None
+    }
+
+    /// Checked after moving bytes: the idle timeout and the maximum age,
+    /// counted into `stats`.
+    pub fn poll_limits(
+        &mut self,
+        cx: &mut Context<'_>,
+        stats: &BackendStats,
+        live: &Live,
+    ) -> Option<EndReason> {
+        if let Some((limit, timer)) = &mut self.idle {
+            while timer.as_mut().poll(cx).is_ready() {
+                let deadline = live.last() + *limit;
+                if Instant::now() >= deadline {
+                    stats.idle_timeouts.fetch_add(1, Relaxed);
+                    return Some(EndReason::IdleTimeout);
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+        if let Some(age) = &mut self.age
+            && age.as_mut().poll(cx).is_ready()
+        {
+            stats.max_age_closes.fetch_add(1, Relaxed);
+            return Some(EndReason::MaxAge);
+        }
+        None
+    }
 }
 
 /// Where one direction is.
@@ -322,8 +435,6 @@ impl Pipe {
         evict: Option<CancellationToken>,
         live: &Live,
     ) -> Self {
-        live.touch();
-        let start = Instant::now();
         let mode = splice_mode();
         // `on`: every direction splices from its first byte.
         let on = mode == SpliceMode::On;
@@ -333,13 +444,7 @@ impl Pipe {
             ways: [Way::bulk_if(on), Way::bulk_if(on)],
             mode,
             ended: false,
-            idle: limits
-                .idle
-                .map(|limit| (limit, Box::pin(tokio::time::sleep_until(start + limit)))),
-            age: limits
-                .max_age
-                .map(|age| Box::pin(tokio::time::sleep_until(start + age))),
-            evicted: evict.map(|token| Box::pin(token.cancelled_owned())),
+            guards: Guards::new(limits, evict, live),
         }
     }
 
@@ -354,14 +459,8 @@ impl Pipe {
         live: &Live,
         stopped: Pin<&mut impl Future<Output = ()>>,
     ) -> Poll<PipeEnd> {
-        if stopped.poll(cx).is_ready() {
-            return Poll::Ready(end(live, EndReason::Stopped));
-        }
-        if let Some(evicted) = &mut self.evicted
-            && evicted.as_mut().poll(cx).is_ready()
-        {
-            stats.evicted.fetch_add(1, Relaxed);
-            return Poll::Ready(end(live, EndReason::Evicted));
+        if let Some(reason) = self.guards.poll_stop(cx, stats, stopped) {
+            return Poll::Ready(end(live, reason));
         }
         for way in 0..2 {
             if let Poll::Ready(Err((side, e))) = self.poll_way(way, cx, stats, live) {
@@ -371,23 +470,10 @@ impl Pipe {
         if self.ways.iter().all(|way| matches!(way, Way::Done)) {
             return Poll::Ready(end(live, EndReason::Closed));
         }
-        if let Some((limit, timer)) = &mut self.idle {
-            while timer.as_mut().poll(cx).is_ready() {
-                let deadline = live.last() + *limit;
-                if Instant::now() >= deadline {
-                    stats.idle_timeouts.fetch_add(1, Relaxed);
-                    return Poll::Ready(end(live, EndReason::IdleTimeout));
-                }
-                timer.as_mut().reset(deadline);
-            }
+        match self.guards.poll_limits(cx, stats, live) {
+            Some(reason) => Poll::Ready(end(live, reason)),
+            None => Poll::Pending,
         }
-        if let Some(age) = &mut self.age
-            && age.as_mut().poll(cx).is_ready()
-        {
-            stats.max_age_closes.fetch_add(1, Relaxed);
-            return Poll::Ready(end(live, EndReason::MaxAge));
-        }
-        Poll::Pending
     }
 
     /// Moves direction `way` along until it must wait (`Pending`), has
@@ -428,18 +514,13 @@ impl Pipe {
             match state {
                 Way::Done => return Poll::Ready(Ok(())),
                 Way::Writing { rest, at } => {
-                    ready!(to.poll_write_ready(cx)).map_err(on_to)?;
-                    match to.try_write(&rest[*at..]) {
-                        Ok(0) => return Poll::Ready(Err(on_to(io::ErrorKind::WriteZero.into()))),
-                        Ok(n) => {
-                            *at += n;
-                            count(n);
-                            if *at == rest.len() {
-                                *state = Way::Reading;
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(on_to(e))),
+                    let n = ready!(poll_write_rest(to, cx, &rest[*at..])).map_err(on_to)?;
+                    if n > 0 {
+                        *at += n;
+                        count(n);
+                    }
+                    if *at == rest.len() {
+                        *state = Way::Reading;
                     }
                 }
                 #[cfg(target_os = "linux")]
@@ -524,7 +605,7 @@ impl Pipe {
 }
 
 /// How the pipe ended, with the byte counts `live` has.
-fn end(live: &Live, reason: EndReason) -> PipeEnd {
+pub fn end(live: &Live, reason: EndReason) -> PipeEnd {
     PipeEnd {
         sent: live.sent(),
         received: live.received(),
@@ -581,16 +662,22 @@ enum CopyError {
 /// Reads what `from` has into this thread's scratch buffer and writes as
 /// much of it to `to` as `to` takes at once. Never waits.
 fn copy(from: &TcpStream, to: &TcpStream) -> Result<Copied, CopyError> {
+    with_scratch(|buffer| copy_through(from, to, buffer))
+}
+
+/// Runs `f` with this thread's scratch buffer, empty, of [`COPY_BUFFER`]
+/// capacity; `f` must not wait while it holds it.
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     // Taken out and put back, so no borrow is held; a thread whose local
     // is gone (exiting) uses a buffer of its own.
     let mut buffer = SCRATCH.try_with(Cell::take).unwrap_or_default();
     if buffer.capacity() < COPY_BUFFER {
         buffer.reserve_exact(COPY_BUFFER);
     }
-    let copied = copy_through(from, to, &mut buffer);
+    let result = f(&mut buffer);
     buffer.clear();
     let _ = SCRATCH.try_with(|scratch| scratch.set(buffer));
-    copied
+    result
 }
 
 fn copy_through(
@@ -616,7 +703,7 @@ fn copy_through(
 /// A short read means the receive queue was just emptied, so readiness is
 /// cleared at once instead of by a second recv that only says EAGAIN;
 /// tokio keeps any readiness event newer than the one this read used.
-fn read_some(from: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
+pub(crate) fn read_some(from: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     buffer.clear();
     let capacity = buffer.capacity();
@@ -651,8 +738,24 @@ fn read_some(from: &TcpStream, buffer: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Writes some of `data` (not empty) to `to` once it is writable: how
+/// many bytes went, possibly 0 on a stale readiness.
+pub(crate) fn poll_write_rest(
+    to: &TcpStream,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    ready!(to.poll_write_ready(cx))?;
+    Poll::Ready(match to.try_write(data) {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
+    })
+}
+
 /// Writes as much of `data` as `to` takes without waiting.
-fn write_now(to: &TcpStream, data: &[u8]) -> io::Result<usize> {
+pub(crate) fn write_now(to: &TcpStream, data: &[u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < data.len() {
         match to.try_write(&data[done..]) {
@@ -669,7 +772,7 @@ fn write_now(to: &TcpStream, data: &[u8]) -> io::Result<usize> {
 /// The direction that ends second skips the shutdown: both sockets close
 /// right after, and the close sends the same FIN (`to` has nothing unread,
 /// its own EOF was read). One syscall fewer per connection.
-fn pass_eof(to: &TcpStream, ended: &mut bool) -> io::Result<()> {
+pub(crate) fn pass_eof(to: &TcpStream, ended: &mut bool) -> io::Result<()> {
     if std::mem::replace(ended, true) {
         return Ok(());
     }

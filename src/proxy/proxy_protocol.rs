@@ -164,39 +164,78 @@ pub fn encode_v2_with_authority(
     dst: SocketAddr,
     authority: Option<&str>,
 ) -> Vec<u8> {
-    encode_v2_for(src, dst, authority, STREAM)
+    encode_v2_with(src, dst, authority, None)
 }
 
 /// A version 2 PROXY-command header for a UDP datagram from `src` to
 /// `dst` (UDP over IPv4 or IPv6, the spec's DGRAM transport, no TLVs): a
 /// UDP listener's `send_proxy = "v2"` puts one before every datagram.
 pub fn encode_v2_datagram(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    encode_v2_for(src, dst, None, DGRAM)
+    let mut out = encode_v2_with(src, dst, None, None);
+    // The family byte's low nibble is the transport: 0x2 is DGRAM.
+    out[13] = (out[13] & 0xf0) | 0x2;
+    out
 }
 
-/// The transport nibble of the v2 family byte: TCP.
-const STREAM: u8 = 0x1;
-/// The transport nibble of the v2 family byte: UDP.
-const DGRAM: u8 = 0x2;
+/// What a terminated TLS connection tells its backend in v2 TLVs, as
+/// HAProxy and ghostunnel send them: the negotiated ALPN
+/// (`PP2_TYPE_ALPN`) and `PP2_TYPE_SSL` with the version, the cipher and
+/// the client certificate's CN.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SslTlv<'a> {
+    /// `TLSv1.3` or `TLSv1.2` (`PP2_SUBTYPE_SSL_VERSION`).
+    pub version: &'a str,
+    /// The cipher suite's IANA name (`PP2_SUBTYPE_SSL_CIPHER`).
+    pub cipher: &'a str,
+    /// The ALPN protocol negotiated, if any.
+    pub alpn: Option<&'a str>,
+    /// Whether the client presented a certificate (verified: tcplb refuses
+    /// any other), and its CN (`PP2_SUBTYPE_SSL_CN`).
+    pub client_cert: bool,
+    pub client_cn: Option<&'a str>,
+}
 
-fn encode_v2_for(
+const PP2_TYPE_ALPN: u8 = 0x01;
+const PP2_TYPE_SSL: u8 = 0x20;
+const PP2_SUBTYPE_SSL_VERSION: u8 = 0x21;
+const PP2_SUBTYPE_SSL_CN: u8 = 0x22;
+const PP2_SUBTYPE_SSL_CIPHER: u8 = 0x23;
+/// `client` bits of the SSL TLV: over TLS, with a certificate on this
+/// connection, with a certificate on this session.
+const PP2_CLIENT_SSL: u8 = 0x01;
+const PP2_CLIENT_CERT_CONN: u8 = 0x02;
+const PP2_CLIENT_CERT_SESS: u8 = 0x04;
+
+/// Appends one TLV; values over 65,535 bytes are never written (none of
+/// ours come near).
+fn push_tlv(out: &mut Vec<u8>, kind: u8, value: &[u8]) {
+    if let Ok(len) = u16::try_from(value.len()) {
+        out.push(kind);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(value);
+    }
+}
+
+/// A v2 header with the authority and, for a terminated connection, the
+/// ALPN and SSL TLVs.
+pub fn encode_v2_with(
     src: SocketAddr,
     dst: SocketAddr,
     authority: Option<&str>,
-    transport: u8,
+    ssl: Option<&SslTlv<'_>>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(V2_FIXED_LEN + V2_INET6_LEN);
     out.extend_from_slice(&V2_SIGNATURE);
     out.push(0x21); // version 2, PROXY
     match pair(src.ip(), dst.ip()) {
         Pair::V4(s, d) => {
-            out.push(0x10 | transport); // AF_INET
+            out.push(0x11); // AF_INET, STREAM
             out.extend_from_slice(&(V2_INET_LEN as u16).to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
         }
         Pair::V6(s, d) => {
-            out.push(0x20 | transport); // AF_INET6
+            out.push(0x21); // AF_INET6, STREAM
             out.extend_from_slice(&(V2_INET6_LEN as u16).to_be_bytes());
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
@@ -204,11 +243,29 @@ fn encode_v2_for(
     }
     out.extend_from_slice(&src.port().to_be_bytes());
     out.extend_from_slice(&dst.port().to_be_bytes());
+    let plain = out.len();
     if let Some(name) = authority.filter(|n| !n.is_empty() && n.len() <= 255) {
-        out.push(PP2_TYPE_AUTHORITY);
-        out.extend_from_slice(&(name.len() as u16).to_be_bytes());
-        out.extend_from_slice(name.as_bytes());
-        let body_len = (out.len() - V2_FIXED_LEN) as u16;
+        push_tlv(&mut out, PP2_TYPE_AUTHORITY, name.as_bytes());
+    }
+    if let Some(ssl) = ssl {
+        if let Some(alpn) = ssl.alpn {
+            push_tlv(&mut out, PP2_TYPE_ALPN, alpn.as_bytes());
+        }
+        let mut client = PP2_CLIENT_SSL;
+        if ssl.client_cert {
+            client |= PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS;
+        }
+        // client, then verify (0: the certificate verified, or none sent).
+        let mut value = vec![client, 0, 0, 0, 0];
+        push_tlv(&mut value, PP2_SUBTYPE_SSL_VERSION, ssl.version.as_bytes());
+        push_tlv(&mut value, PP2_SUBTYPE_SSL_CIPHER, ssl.cipher.as_bytes());
+        if let Some(cn) = ssl.client_cn {
+            push_tlv(&mut value, PP2_SUBTYPE_SSL_CN, cn.as_bytes());
+        }
+        push_tlv(&mut out, PP2_TYPE_SSL, &value);
+    }
+    if out.len() > plain {
+        let body_len = u16::try_from(out.len() - V2_FIXED_LEN).unwrap_or(u16::MAX);
         out[14..16].copy_from_slice(&body_len.to_be_bytes());
     }
     out
@@ -572,6 +629,7 @@ pub fn greeting(
     received: &Received,
     version: Option<ProxyVersion>,
     server_name: Option<&str>,
+    ssl: Option<&SslTlv<'_>>,
 ) -> std::io::Result<Vec<u8>> {
     let Some(version) = version else {
         return Ok(Vec::new());
@@ -584,7 +642,7 @@ pub fn greeting(
         ProxyVersion::V1 => encode_v1(source, destination),
         ProxyVersion::V2 => {
             let authority = server_name.or(received.authority.as_deref());
-            encode_v2_with_authority(source, destination, authority)
+            encode_v2_with(source, destination, authority, ssl)
         }
     })
 }

@@ -36,16 +36,21 @@ use std::sync::Arc;
 use crate::config::{RouteConfig, ServerName};
 use crate::pool::Pool;
 use crate::proxy::client_hello::ClientHello;
+use crate::proxy::tls::Terminator;
 use crate::stats::RouteStats;
 
 /// A listener's routes with their pools: what connections read through
-/// an `ArcSwap`, swapped whole on reload.
+/// an `ArcSwap`, swapped whole on reload. Everything a ClientHello
+/// decides is here, the listener's own TLS termination included.
 #[derive(Default)]
 pub struct Routes {
     /// Finds the route for a ClientHello.
     pub table: RouteTable,
     /// The routes, in configuration order (the table's indices).
     pub routes: Vec<Route>,
+    /// When the listener terminates TLS for its own backends (no routes,
+    /// or the default route): its terminator.
+    pub terminate: Option<Arc<Terminator>>,
 }
 
 /// One route as connections use it.
@@ -56,12 +61,15 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// Its counters; kept across reloads while the route keeps its name.
     pub stats: Arc<RouteStats>,
+    /// When the route terminates TLS: its terminator. `None`: TLS passes
+    /// through to the pool.
+    pub tls: Option<Arc<Terminator>>,
 }
 
 impl Routes {
-    /// Whether the listener routes at all (and so reads ClientHellos).
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+    /// Whether the listener reads ClientHellos: it routes, or terminates.
+    pub fn reads_hello(&self) -> bool {
+        !self.routes.is_empty() || self.terminate.is_some()
     }
 }
 

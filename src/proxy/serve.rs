@@ -23,21 +23,28 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use crate::config::{KeepaliveConfig, OnFailure, ServiceConfig};
 use crate::pool::backend::Backend;
+use crate::pool::connect::tls::HandshakeError;
 use crate::pool::connect::{connect, describe, is_local_exhaustion};
 use crate::pool::{Pool, PoolState};
 use crate::proxy::Service;
 use crate::proxy::access::ClientSlot;
-use crate::proxy::access_log::{Cause, ConnectionLog, Record};
+use crate::proxy::access_log::{Cause, ConnectionLog, Record, TlsRecord};
 use crate::proxy::client_hello::{self, Rejected, UNRECOGNIZED_NAME_ALERT};
+use crate::proxy::connections::Connection;
 use crate::proxy::failure::{self, Failure};
-use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Side};
-use crate::proxy::proxy_protocol::Received;
+use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Piping, Side};
+use crate::proxy::proxy_protocol::{Received, SslTlv};
 use crate::proxy::route::Routes;
+use crate::proxy::tls::Terminator;
+use crate::proxy::tls::pipe::{BackendSide, TlsPipe};
 use crate::proxy::{access, proxy_protocol};
-use crate::stats::{ListenerStats, Unavailable};
+use crate::stats::tls::TlsStats;
+use crate::stats::{ListenerStats, RateLimit, Unavailable};
+use tokio_util::either::Either;
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -53,31 +60,54 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     let Some(mut link) = Box::pin(open(client, peer, &service, &mut log)).await else {
         return;
     };
-    let connection = log.connection().clone();
-    let live = &connection.live;
-    let backend = &*link.backend;
-    let active = backend.open_connection();
-    debug!("{}: connected to {backend}", connection.client);
-    let mut stopped = pin!(live.stopped());
-    let end = poll_fn(|cx| {
-        link.pipe
-            .poll_pipe(cx, &backend.stats, live, stopped.as_mut())
-    })
-    .await;
-    // Both sockets close before the backend counts as free again.
-    let Link { pipe, pool, .. } = link;
-    drop(pipe);
-    log.record.cause = log_end(connection.client, backend, end);
-    drop(active);
-    service.stats.record_bytes(live.sent(), live.received());
-    pool.connection_closed(backend);
+    pipe_to_end!(link, log, service);
+}
+
+/// Pipes the connected `$link` until the connection is over, then counts
+/// it closed. A macro rather than an `async fn`: expanded into `serve`'s
+/// own future it costs a plain connection's task nothing, where a generic
+/// `async fn` holding the link by reference made it 944 bytes, not 632.
+macro_rules! pipe_to_end {
+    ($link:ident, $log:ident, $service:ident) => {{
+        let connection = $log.connection().clone();
+        let live = &connection.live;
+        let backend = &*$link.backend;
+        let active = backend.open_connection();
+        debug!("{}: connected to {backend}", connection.client);
+        let mut stopped = pin!(live.stopped());
+        let end = poll_fn(|cx| {
+            $link
+                .pipe
+                .poll_pipe(cx, &backend.stats, live, stopped.as_mut())
+        })
+        .await;
+        // Both sockets close before the backend counts as free again.
+        let Link { pipe, pool, .. } = $link;
+        drop(pipe);
+        $log.record.cause = match log_end(connection.client, backend, end) {
+            Cause::OperatorClose => stopped_cause(&connection),
+            cause => cause,
+        };
+        drop(active);
+        $service.stats.record_bytes(live.sent(), live.received());
+        pool.connection_closed(backend);
+    }};
+}
+use pipe_to_end;
+
+/// The end of [`serve`] for a terminated connection: run from [`open`]'s
+/// future, on the heap with its link, so that plain connections' tasks
+/// stay as small as they were.
+async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
+    let mut link = *link;
+    pipe_to_end!(link, log, service);
 }
 
 /// A client connected to its backend: the pipe, and the slots held until
 /// the connection ends.
-struct Link<'a> {
+struct Link<'a, P> {
     /// Both sockets, the backend's greeting already sent.
-    pipe: Pipe,
+    pipe: P,
     /// The pool the backend was picked from, told when the connection ends.
     pool: Arc<Pool>,
     /// The backend connected to.
@@ -88,15 +118,48 @@ struct Link<'a> {
     _slot: Option<OwnedSemaphorePermit>,
 }
 
+/// The client's side once routed: its socket, or its TLS stream when the
+/// route terminates.
+enum Client {
+    Plain(TcpStream),
+    /// With its terminator's counters.
+    Tls(Box<TlsStream<TcpStream>>, Arc<TlsStats>),
+}
+
+impl Client {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Client::Plain(socket) => socket,
+            Client::Tls(stream, _) => stream.get_ref().0,
+        }
+    }
+
+    /// What a client no backend can take hears: the failure answer, or,
+    /// over TLS, a `close_notify` (written without waiting).
+    async fn answer(self, failure: Failure, on_failure: OnFailure) {
+        match self {
+            Client::Plain(socket) => failure::answer(socket, failure, on_failure).await,
+            Client::Tls(mut stream, _) => {
+                let (socket, connection) = stream.get_mut();
+                connection.send_close_notify();
+                let mut bytes = Vec::new();
+                let _ = connection.write_tls(&mut bytes);
+                let _ = socket.try_write(&bytes);
+            }
+        }
+    }
+}
+
 /// Everything before the pipe: `Some` once `client` is connected to a
 /// backend; `None` when the connection was closed or answered instead,
-/// with the access log's cause in `log`.
+/// with the access log's cause in `log`, or when it was terminated TLS,
+/// piped here to its end (see [`run_tls`]).
 async fn open<'a>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: &'a Service,
     log: &mut ConnectionLog,
-) -> Option<Link<'a>> {
+) -> Option<Link<'a, Pipe>> {
     let listener = service.pool.load();
     let config = &listener.config;
     // Nagle is already off: accepted sockets inherit TCP_NODELAY from the
@@ -144,7 +207,7 @@ async fn open<'a>(
         }
     };
     // With TLS routes, the ClientHello picks the pool.
-    let routed = if service.routes.load().is_empty() {
+    let routed = if !service.routes.load().reads_hello() {
         Routed::default()
     } else {
         let routes = service.routes.load_full();
@@ -181,15 +244,56 @@ async fn open<'a>(
     };
     let connection = log.connection().clone();
     connection.set_pool(&pool);
+    // A terminating route completes the handshake before any backend is
+    // tried, as nginx and HAProxy do: a client that fails it costs no
+    // backend connection.
+    let (client, session) = match routed.terminator {
+        None => (Client::Plain(client), None),
+        Some(terminator) => {
+            let accepted = tokio::select! {
+                () = connection.live.stopped() => None,
+                accepted = terminator.accept(client, peer, &routed.hello) => Some(accepted),
+            };
+            match accepted {
+                None => {
+                    log.record.cause = Cause::OperatorClose;
+                    return None;
+                }
+                Some(Ok((stream, session))) => {
+                    let stats = terminator.stats.clone();
+                    (Client::Tls(Box::new(stream), stats), Some(session))
+                }
+                Some(Err(refused)) => {
+                    log.record.cause = match refused.failure.is_certificate() {
+                        true => Cause::ClientCertRejected,
+                        false => Cause::TlsHandshakeFailed,
+                    };
+                    log.record.tls = Some(Box::new(TlsRecord::Refused {
+                        failure: refused.failure,
+                        alert: refused.alert,
+                    }));
+                    return None;
+                }
+            }
+        }
+    };
     let config = &state.config;
-    // What the backend hears first: the PROXY header, then every byte of
-    // the ClientHello exactly as the client sent it.
+    // What the backend hears first: the PROXY header, then (passing TLS
+    // through) every byte of the ClientHello exactly as the client sent it.
+    let ssl = session.as_ref().map(|s| SslTlv {
+        version: s.protocol_name(),
+        cipher: s.cipher,
+        alpn: s.alpn.as_deref(),
+        client_cert: s.client_subject.is_some(),
+        client_cn: s.client_cn.as_deref(),
+    });
     let mut greeting = match proxy_protocol::greeting(
-        &client,
+        client.socket(),
         peer,
         &received,
         config.send_proxy,
         log.record.server_name(),
+        ssl.as_ref(),
     ) {
         Ok(greeting) => greeting,
         Err(e) => {
@@ -198,7 +302,14 @@ async fn open<'a>(
             return None;
         }
     };
-    greeting.extend_from_slice(&routed.hello);
+    let passed_through = match &client {
+        Client::Plain(_) => routed.hello.len(),
+        Client::Tls(..) => 0,
+    };
+    greeting.extend_from_slice(&routed.hello[..passed_through]);
+    if let Some(session) = session {
+        log.record.tls = Some(Box::new(TlsRecord::Established(session)));
+    }
 
     // Waiting for a slot and connecting; an operator's close ends it there
     // too, at once.
@@ -207,8 +318,8 @@ async fn open<'a>(
         reached = reach_backend(&pool, &state, peer, &greeting, &mut log.record) => Some(reached),
     };
     let Some(reached) = reached else {
-        debug!("{peer}: closed by an operator before reaching a backend");
-        log.record.cause = Cause::OperatorClose;
+        debug!("{peer}: stopped before reaching a backend");
+        log.record.cause = stopped_cause(&connection);
         return None;
     };
     match reached {
@@ -219,25 +330,58 @@ async fn open<'a>(
         }) => {
             let backend = &state.backends[index];
             if let Some(keepalive) = &config.keepalive {
-                set_keepalive(&upstream, keepalive);
+                let socket = match &upstream {
+                    Either::Left(socket) => socket,
+                    Either::Right(tls) => tls.get_ref().0,
+                };
+                set_keepalive(socket, keepalive);
             }
             connection.set_backend(backend);
             // The ClientHello went with the greeting: client bytes too.
-            connection.live.add_sent(routed.hello.len() as u64);
+            connection.live.add_sent(passed_through as u64);
             let limits = Limits {
                 idle: config.idle_timeout,
                 max_age: config.max_connection_age,
             };
             // Taken once: an operator's drain deadline closes this
             // connection.
-            let evict = backend.eviction();
-            Some(Link {
-                pipe: Pipe::new(client, upstream, limits, Some(evict), &connection.live),
+            let evict = Some(backend.eviction());
+            let (pool, backend) = (pool, backend.clone());
+            let live = &connection.live;
+            // Plain on both sides: the plain pipe (splice and all).
+            let sides = match (client, upstream) {
+                (Client::Plain(client), Either::Left(upstream)) => Err((client, upstream)),
+                (Client::Plain(client), upstream) => Ok((Either::Left(client), None, upstream)),
+                (Client::Tls(client, tls), upstream) => {
+                    Ok((Either::Right(*client), Some(tls), upstream))
+                }
+            };
+            let (client, client_tls, upstream) = match sides {
+                Ok(sides) => sides,
+                Err((client, upstream)) => {
+                    return Some(Link {
+                        pipe: Pipe::new(client, upstream, limits, evict, live),
+                        pool,
+                        backend,
+                        _client_slot: client_slot,
+                        _slot: slot,
+                    });
+                }
+            };
+            let backend_tls = match &upstream {
+                Either::Left(_) => None,
+                Either::Right(_) => Some(pool.stats.backend_tls.clone()),
+            };
+            let counters = [client_tls, backend_tls];
+            let link = Box::new(Link {
+                pipe: TlsPipe::new(client, upstream, limits, evict, live, counters),
                 pool,
-                backend: backend.clone(),
+                backend,
                 _client_slot: client_slot,
                 _slot: slot,
-            })
+            });
+            Box::pin(run_tls(link, log, service)).await;
+            None
         }
         Err(Unserved::QueueTimeout) => {
             debug!("{peer}: no free slot under max-conns within the queue timeout");
@@ -245,14 +389,14 @@ async fn open<'a>(
             service.stats.count_rejected();
             let failure = Failure::Unavailable(Unavailable::QueueTimeout);
             failure.count(&service.stats);
-            Box::pin(failure::answer(client, failure, on_failure)).await;
+            Box::pin(client.answer(failure, on_failure)).await;
             None
         }
         Err(Unserved::Failed(failure, cause)) => {
             debug!("{peer}: {failure}");
             log.record.cause = cause;
             failure.count(&service.stats);
-            Box::pin(failure::answer(client, failure, on_failure)).await;
+            Box::pin(client.answer(failure, on_failure)).await;
             None
         }
     }
@@ -264,8 +408,9 @@ struct Connected {
     slot: Option<OwnedSemaphorePermit>,
     /// The backend's place in the snapshot.
     index: usize,
-    /// Connected, with the PROXY header (if any) already sent.
-    upstream: TcpStream,
+    /// Connected (and through TLS with `backend_tls`), with the PROXY
+    /// header (if any) already sent.
+    upstream: BackendSide,
 }
 
 /// Why no backend connection came of it.
@@ -295,6 +440,7 @@ async fn reach_backend(
         return Err(Unserved::QueueTimeout);
     };
     let queue_deadline = admitted + config.queue_timeout;
+    let origin = pool.backend_tls.load_full();
     let mut tried: Vec<usize> = Vec::new();
     let mut unserved = (
         Failure::Unavailable(Unavailable::NoBackend),
@@ -321,11 +467,37 @@ async fn reach_backend(
         let backend = &state.backends[index];
         let started = Instant::now();
         let connected = match connect(backend.addr(), config.connect_timeout).await {
-            // The greeting goes out before any other client byte.
+            // The greeting goes out before any other client byte (the
+            // PROXY header in the clear, before TLS, as HAProxy sends it).
             Ok(mut upstream) if !greeting.is_empty() => {
                 upstream.write_all(greeting).await.map(|()| upstream)
             }
             connected => connected,
+        };
+        let connected = match (connected, &origin) {
+            (Err(e), _) => Err(e),
+            (Ok(upstream), None) => Ok(Either::Left(upstream)),
+            (Ok(upstream), Some(origin)) => {
+                let deadline = started + config.connect_timeout;
+                let name = backend.name();
+                match origin
+                    .handshake(upstream, name, backend.addr(), deadline)
+                    .await
+                {
+                    Ok(tls) => Ok(Either::Right(tls)),
+                    Err(e) => {
+                        warn_backend_tls(peer, backend, &e);
+                        backend.stats.connect_failures.fetch_add(1, Relaxed);
+                        state.connect_failed(index, &e.to_string());
+                        connecting += started.elapsed();
+                        record.connect = Some(connecting);
+                        record.retries = attempt;
+                        unserved = (Failure::BadGateway, Cause::BackendTlsFailed);
+                        tried.push(index);
+                        continue;
+                    }
+                }
+            }
         };
         connecting += started.elapsed();
         record.connect = Some(connecting);
@@ -367,6 +539,19 @@ async fn reach_backend(
     Err(Unserved::Failed(unserved.0, unserved.1))
 }
 
+/// At most one warning a second about backends whose TLS handshake
+/// failed, for the whole process.
+static BACKEND_TLS_WARNINGS: std::sync::Mutex<RateLimit> =
+    std::sync::Mutex::new(RateLimit::new(Duration::from_secs(1)));
+
+fn warn_backend_tls(peer: SocketAddr, backend: &Backend, e: &HandshakeError) {
+    debug!("{peer}: {backend}: {e}");
+    let allowed = BACKEND_TLS_WARNINGS.lock().ok().and_then(|mut w| w.allow());
+    if let Some(held) = allowed {
+        log::warn!("backend {backend}: {e} ({held} more since the last warning)");
+    }
+}
+
 /// Where a connection goes, and what was read from it on the way.
 #[derive(Default)]
 struct Routed {
@@ -374,6 +559,8 @@ struct Routed {
     pool: Option<Arc<Pool>>,
     /// Every byte read from the client to route it, for the backend.
     hello: Vec<u8>,
+    /// When the route (or the listener's own backends) terminates TLS.
+    terminator: Option<Arc<Terminator>>,
 }
 
 /// Reads `client`'s ClientHello and picks its pool from `routes`, falling
@@ -401,7 +588,7 @@ async fn route(
     };
     let picked = routes.table.pick(&hello);
     let hello = &**record.hello.insert(Box::new(hello));
-    let pool = match picked {
+    let (pool, terminator) = match picked {
         Some(index) => {
             let route = &routes.routes[index];
             debug!(
@@ -409,12 +596,14 @@ async fn route(
                 hello.server_name, route.name
             );
             route.stats.connections.fetch_add(1, Relaxed);
-            Some(route.pool.clone())
+            (Some(route.pool.clone()), route.tls.clone())
         }
         None if !listener.backends.is_empty() => {
             debug!("{peer}: server name {:?}: default route", hello.server_name);
-            stats.tls_default_route.fetch_add(1, Relaxed);
-            None
+            if !routes.routes.is_empty() {
+                stats.tls_default_route.fetch_add(1, Relaxed);
+            }
+            (None, routes.terminate.clone())
         }
         None => {
             debug!(
@@ -428,11 +617,24 @@ async fn route(
             return Err(Cause::NoRoute);
         }
     };
-    Ok(Routed { pool, hello: bytes })
+    Ok(Routed {
+        pool,
+        hello: bytes,
+        terminator,
+    })
 }
 
 /// Logs how a piped connection ended, at debug level; returns the access
 /// log's cause.
+/// Why a stop request ended a connection: an operator's close, unless the
+/// end of a drain asked for it.
+fn stopped_cause(connection: &Connection) -> Cause {
+    match connection.was_stopped_at_shutdown() {
+        true => Cause::Shutdown,
+        false => Cause::OperatorClose,
+    }
+}
+
 fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
     let (sent, received) = (end.sent, end.received);
     match end.reason {
@@ -460,7 +662,7 @@ fn log_end(peer: SocketAddr, backend: &Backend, end: PipeEnd) -> Cause {
         }
         EndReason::Stopped => {
             debug!(
-                "{peer}: closed by an operator ({sent} bytes to {backend}, {received} bytes back)"
+                "{peer}: stopped by an operator or the end of a drain ({sent} bytes to {backend}, {received} bytes back)"
             );
             Cause::OperatorClose
         }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::certs;
 use crate::config::cli::{Startup, StartupError};
 use crate::config::file::Readable;
 use crate::config::{AccessLogTarget, Config, ServiceConfig, file as config_file};
@@ -166,8 +167,17 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
     {
         found.push(Finding::error((None, "pid_file"), e));
     }
+    check_readiness(config, &mut found);
     if mode == Mode::Reload {
+        // A reload that finds a bad TLS file keeps the old one serving
+        // (see `proxy::tls`): not a reason to refuse the rest.
         return found;
+    }
+    for (&i, service) in positions.iter().zip(&config.services) {
+        check_tls(i, service, &mut found);
+        for route in &service.routes {
+            check_tls(i, &route.pool, &mut found);
+        }
     }
     for (&i, service) in positions.iter().zip(&config.services) {
         if let Some(finding) = check_bind(service.listen, (Some(i), "listen")) {
@@ -192,6 +202,91 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
         }
     }
     found
+}
+
+/// The readiness settings need `/ready` to be seen: without an admin
+/// endpoint (TCP or Unix socket) nothing can follow it.
+fn check_readiness(config: &Config, found: &mut Vec<Finding>) {
+    if config.admin.is_some() || config.admin_socket.is_some() {
+        return;
+    }
+    if !config.shutdown_delay.is_zero() {
+        found.push(Finding::warning(
+            (None, "shutdown_delay"),
+            "without an admin endpoint nothing can see /ready turn red: the delay only \
+             keeps the listeners open longer (give --admin)"
+                .into(),
+        ));
+    }
+    if config.ready_requires_backends {
+        found.push(Finding::warning(
+            (None, "ready_requires_backends"),
+            "without an admin endpoint there is no /ready to answer 503 (give --admin)".into(),
+        ));
+    }
+}
+
+/// A certificate expiring within this many days is a warning.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// What `service` (a listener's or a route's pool) reads for TLS: each
+/// certificate loads and matches its key (else an error), expiring within
+/// [`EXPIRY_WARNING_DAYS`] is a warning; CAs, CRLs and ticket keys read.
+fn check_tls(i: usize, service: &ServiceConfig, found: &mut Vec<Finding>) {
+    if let Some(tls) = &service.tls {
+        for pair in &tls.certificates {
+            found.extend(check_certificate(i, pair, "tls"));
+        }
+        if let Some(path) = &tls.ticket_key_file
+            && let Err(e) = crate::proxy::tls::tickets::SharedKeys::read(path, "check")
+        {
+            found.push(Finding::error((Some(i), "tls"), e));
+        }
+        if let Some(auth) = &tls.client_auth {
+            let read = certs::read_roots(&auth.ca).and_then(|_| certs::read_crls(&auth.crls));
+            if let Err(e) = read {
+                found.push(Finding::error((Some(i), "tls"), e));
+            }
+        }
+    }
+    if let Some(backend_tls) = &service.backend_tls {
+        if let (Some(cert), Some(key)) = (&backend_tls.client_cert, &backend_tls.client_key) {
+            let paths = crate::config::CertificatePaths {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            found.extend(check_certificate(i, &paths, "backend_tls"));
+        }
+        if let crate::config::TrustAnchors::File(path) = &backend_tls.ca
+            && let Err(e) = certs::read_roots(path)
+        {
+            found.push(Finding::error((Some(i), "backend_tls"), e));
+        }
+    }
+}
+
+/// One certificate and key: an error when they do not load or match, a
+/// warning when the certificate expires soon.
+fn check_certificate(
+    i: usize,
+    paths: &crate::config::CertificatePaths,
+    key: &'static str,
+) -> Option<Finding> {
+    let loaded = match certs::load_certificate(paths) {
+        Err(e) => return Some(Finding::error((Some(i), key), e)),
+        Ok(loaded) => loaded,
+    };
+    let left = (loaded.leaf.not_after - certs::now_unix()) / 86_400;
+    (left < EXPIRY_WARNING_DAYS).then(|| {
+        Finding::warning(
+            (Some(i), key),
+            format!(
+                "{}: the certificate expires in {left} days ({}); renew it",
+                paths.cert.display(),
+                certs::format_time(loaded.leaf.not_after)
+            ),
+        )
+    })
 }
 
 /// The state file's directory takes new files (it is replaced by
@@ -462,12 +557,13 @@ fn process_section(config: &Config, out: &mut String) {
     let _ = writeln!(
         out,
         "\nprocess:\n  admin {admin}, admin socket {}, token file {}\n  state file {}, \
-         pid file {}, drain timeout {:?}, resolver {}\n  access log {} ({})",
+         pid file {}, drain timeout {:?}, shutdown delay {:?}, resolver {}\n  access log {} ({})",
         show(&config.admin_socket),
         show(&config.admin_token_file),
         show(&config.state_file),
         show(&config.pid_file),
         config.drain_timeout,
+        config.shutdown_delay,
         config
             .resolver
             .map_or("/etc/resolv.conf".to_string(), |r| r.to_string()),
@@ -505,6 +601,25 @@ mod tests {
         config.access_log.target = AccessLogTarget::File(missing.clone());
         assert_eq!(problems(&config, Mode::Start), []);
         assert!(!missing.exists());
+    }
+
+    #[test]
+    fn readiness_settings_without_an_admin_endpoint_are_warned_about() {
+        let mut config = config();
+        config.shutdown_delay = std::time::Duration::from_secs(5);
+        config.ready_requires_backends = true;
+        let found = problems(&config, Mode::Reload);
+        let keys: Vec<_> = found.iter().map(|f| (f.at, f.fatal)).collect();
+        assert_eq!(
+            keys,
+            [
+                (Some((None, "shutdown_delay")), false),
+                (Some((None, "ready_requires_backends")), false)
+            ]
+        );
+        config.admin = Some("127.0.0.1:0".parse().unwrap());
+        assert_eq!(problems(&config, Mode::Reload), []);
+        assert!(summary(&config, None).contains("shutdown delay 5s"));
     }
 
     #[test]

@@ -236,6 +236,32 @@ impl admin::Control for ReloadHandle {
         );
         Ok(open.len())
     }
+
+    fn set_ready(&self, ready: bool, who: &str) -> String {
+        let shared = &self.shared;
+        let word = |ready: bool| if ready { "on" } else { "off" };
+        // Under the overlay's lock, so that the state file and /ready
+        // agree whichever of two operators asks last.
+        let mut overlay = shared.control.overlay();
+        let was_off = shared.readiness.set_operator_off(!ready);
+        // Off before and asked off, or on before and asked on.
+        if was_off != ready {
+            debug!("admin {who}: ready {} asked, no change", word(ready));
+            return "no change".into();
+        }
+        overlay.not_ready = !ready;
+        shared.control.persist(&overlay);
+        drop(overlay);
+        match ready {
+            true => info!(
+                "readiness on by admin {who}: /ready answers 200 again (unless it has another reason not to)"
+            ),
+            false => {
+                info!("readiness off by admin {who}: /ready answers 503 until `tcplb ctl ready on`")
+            }
+        }
+        format!("ready {} -> {}", word(!was_off), word(ready))
+    }
 }
 
 /// Each listener's service and pool name now; the lock is held for the copy.

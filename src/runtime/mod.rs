@@ -1,6 +1,7 @@
 //! The runtime: builds every listener with its pool and prober from a
 //! [`Config`], runs them on the [`workers`], applies live reloads, and on
-//! shutdown stops accepting and drains open connections. [`signals`] turns
+//! shutdown stops accepting and drains open connections ([`drain`]: the
+//! shutdown delay first, the drain's end spread). [`signals`] turns
 //! SIGHUP, SIGINT and SIGTERM into reloads and shutdown, and SIGUSR2 into
 //! a binary [`upgrade`]; a start may take its sockets over from an old
 //! process or from [`systemd`] instead of binding. [`check`] is `tcplb
@@ -10,7 +11,9 @@
 //! surface before anything is served, and so tests can learn the port.
 //! A reload binds every new listener before it changes anything, so a
 //! failed reload leaves the old configuration untouched. Shutdown arrives
-//! as a future ([`Balancer::run_until`]), so tests pass their own.
+//! as a future ([`Balancer::run_until`]), so tests pass their own; that
+//! future (SIGTERM) runs the shutdown delay, the shutdown token alone (an
+//! upgrade's hand-over, an embedding) does not.
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -35,8 +38,9 @@ use crate::proxy::access_log::writer::{Reopen, Writer};
 use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
 use crate::proxy::spread::Spread;
+use crate::proxy::tls::{Terminator, Terminators};
 use crate::proxy::{Service, listener};
-use crate::stats::WorkerStats;
+use crate::stats::{DrainStats, WorkerStats};
 use control::Controller;
 use pid_file::PidFile;
 use routes::{RoutePlan, RunningRoute, published};
@@ -45,11 +49,13 @@ use workers::Workers;
 
 pub mod check;
 mod control;
+pub mod drain;
 mod pid_file;
 mod routes;
 pub mod signals;
 pub mod state_file;
 pub mod systemd;
+mod tls;
 pub mod upgrade;
 pub mod workers;
 
@@ -81,6 +87,8 @@ struct Running {
     dns: Watching,
     /// Its TLS routes, each with its own pool, in configuration order.
     routes: Vec<RunningRoute>,
+    /// When it terminates TLS for its own backends.
+    tls: Option<Arc<Terminator>>,
 }
 
 /// What can change while running; the lock is never held across `.await`.
@@ -89,6 +97,8 @@ struct State {
     services: Vec<Running>,
     /// From the latest configuration: a reload may change it.
     drain_timeout: Duration,
+    /// From the latest configuration: a reload may change it.
+    shutdown_delay: Duration,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
     /// Token file, admin socket, state file and pid file as started with;
@@ -105,6 +115,19 @@ struct Shared {
     state: Mutex<State>,
     /// Cancelled once, to stop accepting and start draining.
     shutdown: CancellationToken,
+    /// What `/ready` says: starting, shutting down, the operator's word,
+    /// `--ready-requires-backends`.
+    readiness: Arc<admin::Readiness>,
+    /// Stops the admin endpoint (TCP, Unix socket, history sampler): at
+    /// once on an upgrade's hand-over (the new process serves it), after
+    /// the drain otherwise, so that `/ready`, `/metrics` and the control
+    /// API answer while connections drain.
+    admin_stop: CancellationToken,
+    /// The admin endpoint's accept loops and sampler, waited for after
+    /// `admin_stop`.
+    admin_tasks: TaskTracker,
+    /// How the end of the drain went, for `/metrics`.
+    drain_stats: Arc<DrainStats>,
     /// Client connections, from every listener past and present.
     connections: TaskTracker,
     /// Accept loops and probers.
@@ -142,6 +165,8 @@ struct Shared {
     /// Where this process keeps its PID while it serves (`--pid-file`);
     /// fixed at start.
     pid_file: Option<PidFile>,
+    /// Every terminating listener's and route's TLS, kept across reloads.
+    terminators: Terminators,
 }
 
 impl Shared {
@@ -225,6 +250,8 @@ impl Shared {
             .map_err(anyhow::Error::msg)?;
         let pool = Arc::new(Pool::with_found(name.clone(), merged, &first.found));
         first.count_into(&pool);
+        pool.configure_backend_tls(config.backend_tls.as_ref())
+            .map_err(anyhow::Error::msg)?;
         let stop = self.shutdown.child_token();
         let routes = config
             .routes
@@ -238,7 +265,12 @@ impl Shared {
             access_log: self.access_log.clone(),
             ..Service::new(pool)
         };
-        service.routes.store(Arc::new(published(&routes)));
+        let tls = self
+            .listener_terminator(&name, &config, &service.stats.tls)
+            .map_err(anyhow::Error::msg)?;
+        service
+            .routes
+            .store(Arc::new(published(&routes, tls.clone())));
         Ok(Running {
             listen,
             backlog,
@@ -251,6 +283,7 @@ impl Shared {
             handoff,
             dns: Watching::default(),
             routes,
+            tls,
         })
     }
 
@@ -277,6 +310,20 @@ impl Shared {
             overlay: self.control.snapshot(),
         })
     }
+}
+
+/// `/ready`'s state at start: starting until the first health checks are
+/// over (not on an upgrade, whose old process serves meanwhile), off if
+/// the operator's word handed over or restored says so.
+fn readiness(config: &Config, overlay: &Overlay, upgrade: bool) -> admin::Readiness {
+    let readiness = admin::Readiness::default();
+    readiness.set_starting(!upgrade);
+    readiness.set_operator_off(overlay.not_ready);
+    readiness.set_requires_backends(config.ready_requires_backends);
+    if overlay.not_ready {
+        warn!("readiness is off (tcplb ctl ready off, kept): /ready answers 503 until `ready on`");
+    }
+    readiness
 }
 
 /// Takes inherited sockets over: non-blocking for tokio, and the
@@ -365,12 +412,17 @@ impl Balancer {
             state: Mutex::new(State {
                 services: Vec::new(),
                 drain_timeout: config.drain_timeout,
+                shutdown_delay: config.shutdown_delay,
                 admin: config.admin,
                 control_paths: control_paths(&config),
                 running: false,
                 admin_handoff: None,
             }),
             shutdown: CancellationToken::new(),
+            readiness: Arc::new(readiness(&config, &overlay, upgrade)),
+            admin_stop: CancellationToken::new(),
+            admin_tasks: TaskTracker::new(),
+            drain_stats: Arc::default(),
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
             spread: Arc::new(Spread::new(
@@ -389,12 +441,14 @@ impl Balancer {
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
             pid_file: config.pid_file.as_deref().map(PidFile::new),
+            terminators: Terminators::default(),
         };
         let mut services = Vec::new();
         for service in config.services {
             services.push(shared.bind_service(service)?);
         }
         shared.control.reconcile(&bases(&services));
+        shared.readiness.set_pools(every_pool(&services));
         shared.state().services = services;
         let admin = match config.admin {
             Some(addr) => Some(match shared.inherited().take_admin(addr) {
@@ -513,22 +567,26 @@ impl Balancer {
             history: Arc::default(),
             access_log: shared.access_log.stats.clone(),
             workers: shared.spread.stats().clone(),
+            readiness: shared.readiness.clone(),
+            drain: shared.drain_stats.clone(),
         });
         if self.admin.is_some() || self.admin_unix.is_some() {
-            shared.tasks.spawn(admin::history::sample_every_second(
-                api.watched.clone(),
-                api.history.clone(),
-                shared.shutdown.clone(),
-            ));
+            shared
+                .admin_tasks
+                .spawn(admin::history::sample_every_second(
+                    api.watched.clone(),
+                    api.history.clone(),
+                    shared.admin_stop.clone(),
+                ));
         }
         if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
                 info!("admin endpoint on http://{addr}/metrics and /status");
             }
-            shared.tasks.spawn(admin::serve_api(
+            shared.admin_tasks.spawn(admin::serve_api(
                 listener,
                 api.clone(),
-                shared.shutdown.clone(),
+                shared.admin_stop.clone(),
             ));
         }
         {
@@ -538,6 +596,7 @@ impl Balancer {
                 shared.start(service);
             }
         }
+        shared.watch_tls_files();
         shared.first_probes.close();
         shared.tasks.spawn(announce_ready(
             shared.clone(),
@@ -547,12 +606,24 @@ impl Balancer {
         ));
         systemd::keep_watchdog(shared.shutdown.clone());
 
-        tokio::select! {
-            _ = shutdown => shared.shutdown.cancel(),
-            _ = shared.shutdown.cancelled() => {}
-        }
+        let signalled = tokio::select! {
+            _ = shutdown => true,
+            _ = shared.shutdown.cancelled() => false,
+        };
         if !shared.handed_over.load(Ordering::Relaxed) {
+            shared.readiness.set_stopping();
             systemd::stopping();
+        }
+        if signalled {
+            let delay = shared.state().shutdown_delay;
+            drain::delay(delay, &shared.shutdown).await;
+            shared.shutdown.cancel();
+        }
+        if shared.handed_over.load(Ordering::Relaxed) {
+            // A new process took over (also one whose upgrade was under way
+            // when the signal came): it answers on the admin socket now.
+            shared.admin_stop.cancel();
+        } else {
             // Nobody takes these sockets over: they must close with the
             // accept loops, so new clients are refused rather than left
             // waiting in a backlog nobody reads.
@@ -566,16 +637,17 @@ impl Balancer {
         shared.tasks.close();
         shared.tasks.wait().await;
         shared.connections.close();
-        let open = shared.connections.len();
         let drain_timeout = shared.state().drain_timeout;
-        info!("stopped accepting; draining {open} open connection(s) for up to {drain_timeout:?}");
-        match tokio::time::timeout(drain_timeout, shared.connections.wait()).await {
-            Ok(()) => info!("all connections finished; exiting"),
-            Err(_) => warn!(
-                "drain timeout: closing {} connection(s) still open",
-                shared.connections.len()
-            ),
-        }
+        drain::drain(
+            &shared.connections,
+            &shared.registry,
+            drain_timeout,
+            &shared.drain_stats,
+        )
+        .await;
+        shared.admin_stop.cancel();
+        shared.admin_tasks.close();
+        shared.admin_tasks.wait().await;
         shared.workers.shut_down().await;
         // Every connection has ended (and handed over its record): write
         // the last lines.
@@ -646,13 +718,14 @@ async fn announce_ready(
             "admin endpoint with write access on unix:{}",
             path.display()
         );
-        shared.tasks.spawn(admin::serve_unix(
+        shared.admin_tasks.spawn(admin::serve_unix(
             listener,
             path,
             api,
-            shared.shutdown.clone(),
+            shared.admin_stop.clone(),
         ));
     }
+    shared.readiness.set_starting(false);
     // systemd hears of the new main process before the old one may exit:
     // the old one's exit must not read as the service's.
     systemd::ready(takeover.is_some());
@@ -705,7 +778,17 @@ impl ReloadHandle {
         let mut bound: Vec<Option<Running>> = Vec::new();
         let mut lookups = Vec::new();
         let mut route_plans: Vec<Vec<RoutePlan>> = Vec::new();
+        let mut listener_tls = Vec::new();
         for (new, kept) in config.services.iter().zip(&kept_index) {
+            listener_tls.push(match kept {
+                Some(i) => {
+                    let running = &state.services[*i];
+                    let name = control::pool_name(new, running.local_addr);
+                    let stats = &running.service.stats.tls;
+                    shared.listener_terminator(&name, new, stats)?
+                }
+                None => None,
+            });
             lookups.push(match kept {
                 Some(i) => {
                     let running = &state.services[*i];
@@ -742,8 +825,12 @@ impl ReloadHandle {
         // Settings a reload cannot apply in place: named in the summary.
         let mut not_applied: Vec<String> = Vec::new();
         let mut services = Vec::new();
-        let plan = plan.zip(bound).zip(lookups).zip(route_plans);
-        for ((((new, kept), fresh), first), route_plan) in plan {
+        let plan = plan
+            .zip(bound)
+            .zip(lookups)
+            .zip(route_plans)
+            .zip(listener_tls);
+        for (((((new, kept), fresh), first), route_plan), tls) in plan {
             match (kept, fresh) {
                 (Some(mut service), _) => {
                     let pool = &service.service.pool;
@@ -763,6 +850,9 @@ impl ReloadHandle {
                     let name = control::pool_name(&new, service.local_addr);
                     let first = first.unwrap_or_default();
                     pool.reconfigure_with(shared.control.merged(&name, &new), &first.found);
+                    if let Err(e) = pool.configure_backend_tls(new.backend_tls.as_ref()) {
+                        warn!("{e}; its backends are reached without the new TLS settings");
+                    }
                     first.count_into(pool);
                     if state.running {
                         let pool = &service.service.pool;
@@ -779,8 +869,12 @@ impl ReloadHandle {
                         route_plan,
                         state.running,
                     );
-                    service.service.routes.store(Arc::new(published(&routes)));
+                    service
+                        .service
+                        .routes
+                        .store(Arc::new(published(&routes, tls.clone())));
                     service.routes = routes;
+                    service.tls = tls;
                     let pool = &service.service.pool;
                     let mut change = describe_kept(service.local_addr, &before, pool);
                     if settings_changed {
@@ -818,8 +912,19 @@ impl ReloadHandle {
             ));
         }
         shared.control.reconcile(&bases(&services));
+        shared.readiness.set_pools(every_pool(&services));
+        shared.forget_terminators(&services);
+        // SIGHUP reads every certificate file again, changed or not.
+        shared.terminators.reload_files(true);
+        for pool in every_pool(&services) {
+            pool.reload_backend_tls(true);
+        }
         state.services = services;
         state.drain_timeout = config.drain_timeout;
+        state.shutdown_delay = config.shutdown_delay;
+        shared
+            .readiness
+            .set_requires_backends(config.ready_requires_backends);
         if config.admin != state.admin {
             let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
             not_applied.push(format!(
@@ -862,7 +967,7 @@ impl ReloadHandle {
     /// process did not take over.
     pub async fn upgrade(&self, relaunch: &Relaunch) -> Result<u32, NotUpgraded> {
         let shared = &self.shared;
-        if shared.shutdown.is_cancelled() {
+        if shared.shutdown.is_cancelled() || shared.readiness.is_stopping() {
             return Err(NotUpgraded::ShuttingDown);
         }
         if shared.upgrading.swap(true, Ordering::AcqRel) {
@@ -936,6 +1041,16 @@ impl ReloadHandle {
             .map(|s| s.service.clone())
             .collect()
     }
+}
+
+/// Every pool, listeners' and routes' (for `/ready`, and TLS reloads).
+fn every_pool(services: &[Running]) -> Vec<Arc<Pool>> {
+    let mut pools = Vec::new();
+    for s in services {
+        pools.push(s.service.pool.clone());
+        pools.extend(s.routes.iter().map(|r| r.pool.clone()));
+    }
+    pools
 }
 
 /// Every pool's name and configuration (listeners' and routes'), for the

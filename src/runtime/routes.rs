@@ -13,6 +13,7 @@ use crate::pool::Pool;
 use crate::pool::discovery::dns::{FirstLookups, Watching};
 use crate::pool::health::active::Prober;
 use crate::proxy::route::{Route, RouteTable, Routes};
+use crate::proxy::tls::Terminator;
 use crate::stats::RouteStats;
 
 /// One route and its pool.
@@ -28,6 +29,8 @@ pub(super) struct RunningRoute {
     pub(super) stop: CancellationToken,
     /// The tasks that keep its backend names current.
     pub(super) dns: Watching,
+    /// When it terminates TLS.
+    pub(super) tls: Option<Arc<Terminator>>,
 }
 
 impl RunningRoute {
@@ -43,8 +46,9 @@ impl RunningRoute {
 
 /// What a reload does to one route, decided before anything changes.
 pub(super) enum RoutePlan {
-    /// The route of this index keeps running, with these fresh lookups.
-    Keep(usize, FirstLookups),
+    /// The route of this index keeps running, with these fresh lookups
+    /// and its TLS termination (when it has one) updated.
+    Keep(usize, FirstLookups, Option<Arc<Terminator>>),
     /// A new route, built but not started.
     New(Box<RunningRoute>),
 }
@@ -61,12 +65,16 @@ impl Shared {
         let first = self.discovery.first_answers(&config.name, &merged, None)?;
         let pool = Arc::new(Pool::with_found(config.name.clone(), merged, &first.found));
         first.count_into(&pool);
+        pool.configure_backend_tls(config.pool.backend_tls.as_ref())?;
+        let stats = Arc::<RouteStats>::default();
+        let tls = self.route_terminator(&config, &stats.tls)?;
         Ok(RunningRoute {
             config,
             pool,
-            stats: Arc::default(),
+            stats,
             stop: listener_stop.child_token(),
             dns: Watching::default(),
+            tls,
         })
     }
 
@@ -98,7 +106,8 @@ impl Shared {
                         let first =
                             self.discovery
                                 .first_answers(&config.name, &config.pool, Some(pool))?;
-                        Ok(RoutePlan::Keep(index, first))
+                        let tls = self.route_terminator(config, &running[index].stats.tls)?;
+                        Ok(RoutePlan::Keep(index, first, tls))
                     }
                     None => Ok(RoutePlan::New(Box::new(
                         self.build_route(config.clone(), listener_stop)?,
@@ -125,7 +134,7 @@ impl Shared {
         let mut changes = Vec::new();
         for (config, plan) in new.into_iter().zip(plans) {
             match plan {
-                RoutePlan::Keep(index, first) => {
+                RoutePlan::Keep(index, first, tls) => {
                     let Some(mut route) = old[index].take() else {
                         continue;
                     };
@@ -134,8 +143,15 @@ impl Shared {
                         changes.push(format!("route {} changed", config.name));
                     }
                     route.pool.reconfigure_with(merged, &first.found);
+                    if let Err(e) = route
+                        .pool
+                        .configure_backend_tls(config.pool.backend_tls.as_ref())
+                    {
+                        log::warn!("{e}; its backends are reached without the new TLS settings");
+                    }
                     first.count_into(&route.pool);
                     route.config = config;
+                    route.tls = tls;
                     if running {
                         self.discovery
                             .watch(&route.pool, &mut route.dns, &route.stop, &self.tasks);
@@ -159,8 +175,9 @@ impl Shared {
     }
 }
 
-/// What the data path reads: the table and each route's pool.
-pub(super) fn published(routes: &[RunningRoute]) -> Routes {
+/// What the data path reads: the table, each route's pool and TLS, and
+/// the listener's own TLS termination (`terminate`).
+pub(super) fn published(routes: &[RunningRoute], terminate: Option<Arc<Terminator>>) -> Routes {
     let configs: Vec<RouteConfig> = routes.iter().map(|r| r.config.clone()).collect();
     Routes {
         table: RouteTable::new(&configs),
@@ -170,7 +187,9 @@ pub(super) fn published(routes: &[RunningRoute]) -> Routes {
                 name: r.name().to_string(),
                 pool: r.pool.clone(),
                 stats: r.stats.clone(),
+                tls: r.tls.clone(),
             })
             .collect(),
+        terminate,
     }
 }

@@ -8,6 +8,8 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 pub mod netns;
+pub mod notify;
+pub mod pki;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -164,6 +166,14 @@ impl TestBackend {
     pub fn echo_on(listener: std::net::TcpListener) -> TestBackend {
         Self::on(listener, |l| async move {
             let _ = tcplb::demo::serve_echo(l).await;
+        })
+    }
+
+    /// The demo HTTP backend on `listener`, naming who connected to it
+    /// (with a balancer in between: which balancer); see [`BackendReply`].
+    pub fn naming_peer_on(listener: std::net::TcpListener) -> TestBackend {
+        Self::on(listener, |l| async move {
+            let _ = tcplb::demo::serve_http_naming_peer(l).await;
         })
     }
 
@@ -590,6 +600,28 @@ pub fn hello_port(reply: &str) -> u16 {
         .nth(1)
         .and_then(|rest| rest.trim().parse().ok());
     port.unwrap_or_else(|| panic!("not a demo backend reply: {reply:?}"))
+}
+
+/// What a [`TestBackend::naming_peer_on`] backend answered (`Hello from
+/// backend :PORT to IP`): its port and the address that connected to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendReply {
+    /// The backend's port.
+    pub backend: u16,
+    /// Who connected to the backend: the balancer that served the client.
+    pub via: std::net::IpAddr,
+}
+
+impl BackendReply {
+    /// Reads `backend :PORT to IP` out of a whole HTTP reply.
+    pub fn parse(reply: &str) -> Option<BackendReply> {
+        let rest = reply.split("Hello from backend :").nth(1)?;
+        let (port, rest) = rest.split_once(" to ")?;
+        Some(BackendReply {
+            backend: port.parse().ok()?,
+            via: rest.trim().parse().ok()?,
+        })
+    }
 }
 
 /// GET through `addr` and return the answering backend's port.

@@ -1,7 +1,9 @@
 //! Active health checks: every interval, the pool's check (see
 //! [`check::build`](super::check::build)) of every backend, feeding each
 //! backend's rise/fall state; and, with an agent configured, the agent
-//! check of every backend on its own interval.
+//! check of every backend on its own interval. A pool with `backend_tls`
+//! checks over a verified TLS handshake ([`check::Tls`]), as its
+//! connections do; the agent stays plain TCP, as in HAProxy.
 //!
 //! Rounds are scheduled from their start, as HAProxy's `inter`: a round
 //! begins one interval after the previous began, or at once when that one
@@ -83,15 +85,16 @@ impl Prober {
     /// the operator's maintenance are skipped: the operator is working on
     /// them, and their failures would only be noise.
     async fn round(&self, state: &Arc<PoolState>, check: Arc<dyn Check>) {
-        // The pool's transport: TLS when it speaks TLS to its backends.
-        let transport = check::transport_for(&state.config);
+        // TLS when the pool speaks TLS to its backends.
+        let tls = self.pool.backend_tls.load_full();
         let mut probes = JoinSet::new();
         for backend in &state.backends {
             if backend.admin_state() == AdminState::Maintenance {
                 continue;
             }
+            let timeout = state.config.health.timeout;
+            let transport = check::transport_for(tls.as_ref(), backend, timeout);
             let (backend, state, check) = (backend.clone(), state.clone(), check.clone());
-            let transport = transport.clone();
             probes.spawn(async move {
                 let health = &state.config.health;
                 let outcome = probe(&backend, health, &*check, &*transport).await;

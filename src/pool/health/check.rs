@@ -3,9 +3,9 @@
 //! check reports.
 //!
 //! The transport is handed to the check rather than chosen by it, so a
-//! pool that speaks TLS to its backends hands its checks a TLS transport
-//! and the HTTP check goes over TLS without knowing it ([`PlainTcp`] is
-//! the only transport until backend TLS lands in `pool::connect`).
+//! pool that speaks TLS to its backends hands its checks a [`Tls`]
+//! transport and the connect, steps and HTTP checks go over TLS without
+//! knowing it.
 
 use std::future::Future;
 use std::io;
@@ -18,7 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::config::{CheckConfig, ServiceConfig};
+use crate::config::CheckConfig;
+use crate::pool::backend::Backend;
+use crate::pool::connect::tls::Originator;
 use crate::pool::connect::{describe, is_local_exhaustion};
 
 /// A boxed future, for the object-safe traits below.
@@ -89,13 +91,51 @@ impl From<io::Error> for Failure {
     }
 }
 
-/// What the checks of a pool with `config` connect with: plain TCP. When
-/// the pool speaks TLS to its backends, this returns a transport that
-/// completes the pool's handshake (`pool::connect`'s) after the connect,
-/// so the connect, steps and HTTP checks go over TLS. Asked every round:
-/// a reload may turn TLS on or off.
-pub fn transport_for(_config: &ServiceConfig) -> Arc<dyn Transport> {
-    Arc::new(PlainTcp)
+/// TLS over TCP: the pool's own handshake ([`Originator::handshake`], as
+/// connections complete it: verified, the same server name), so a backend
+/// whose certificate does not verify fails its check, the reason in the
+/// DOWN line and `/status`.
+pub struct Tls {
+    /// The pool's `backend_tls`, as loaded when the round began.
+    originator: Arc<Originator>,
+    /// The backend's name: its host names the server (SNI, verification).
+    name: String,
+    /// The check's timeout: the handshake must end within it.
+    timeout: Duration,
+}
+
+impl Transport for Tls {
+    fn connect(&self, target: SocketAddr) -> BoxFuture<'_, io::Result<Box<dyn CheckStream>>> {
+        Box::pin(async move {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            let stream = TcpStream::connect(target).await?;
+            stream.set_nodelay(true)?;
+            let stream = self
+                .originator
+                .handshake(stream, &self.name, target, deadline)
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            Ok(Box::new(stream) as Box<dyn CheckStream>)
+        })
+    }
+}
+
+/// What the checks of `backend` connect with: plain TCP, or with the
+/// pool's `backend_tls` (`tls`, loaded once per round: a reload may turn
+/// it on or off) a verified TLS handshake after the connect.
+pub fn transport_for(
+    tls: Option<&Arc<Originator>>,
+    backend: &Backend,
+    timeout: Duration,
+) -> Arc<dyn Transport> {
+    match tls {
+        None => Arc::new(PlainTcp),
+        Some(originator) => Arc::new(Tls {
+            originator: originator.clone(),
+            name: backend.name().to_string(),
+            timeout,
+        }),
+    }
 }
 
 /// The check `config` describes, built once per configuration (a regular

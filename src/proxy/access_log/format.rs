@@ -5,9 +5,17 @@
 //! Text, one line per connection, fields never empty (`-` for "none"):
 //!
 //! ```text
-//! 2026-11-25T10:15:02.123Z 42 127.0.0.1:51234 web 127.0.0.1:8080 127.0.0.1:8081 0.012/0.201/5.317 0 64/1024 completed a.test tls h2,http/1.1
-//! time                     id client          listener listen    backend        queue/connect/duration retries sent/received cause sni route alpn
+//! 2026-11-25T10:15:02.123Z 42 127.0.0.1:51234 web 127.0.0.1:8080 127.0.0.1:8081 0.012/0.201/5.317 0 64/1024 completed a.test tls h2,http/1.1 1.3/TLS13_AES_128_GCM_SHA256 h2 full 1.204 - -
+//! time                     id client          listener listen    backend        queue/connect/duration retries sent/received cause sni route alpn tls tls_alpn resumed handshake client_subject alert
 //! ```
+//!
+//! The TLS fields are set on a terminating listener or route: `tls` is
+//! `VERSION/CIPHER` (`1.3/TLS13_AES_128_GCM_SHA256`), `tls_alpn` the
+//! protocol negotiated (`alpn` is what the ClientHello offered), `resumed` is
+//! `resumed` or `full`, `handshake` the handshake's time in ms,
+//! `client_subject` the client certificate's subject, `alert` the alert of
+//! a failed handshake (`AccessDenied`), with its reason as `tls` when
+//! the handshake failed (`failed:not_allowed`).
 //!
 //! Times are milliseconds with microsecond precision. Names that come from
 //! outside (listener names, backend names, the SNI, ALPN protocols) are
@@ -22,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-use super::Record;
+use super::{Record, TlsRecord};
 use crate::config::AccessLogFormat;
 
 /// Appends `record` as one line (with its newline) to `out`.
@@ -75,7 +83,65 @@ fn text(r: &Record, out: &mut Vec<u8>) {
             }
         }
     }
+    let tls = TlsFields::of(r);
+    out.push(b' ');
+    match (tls.version, tls.cipher) {
+        (Some(version), Some(cipher)) => {
+            let _ = write!(out, "{version}/{cipher}");
+        }
+        _ => match tls.failure {
+            Some(failure) => {
+                let _ = write!(out, "failed:{failure}");
+            }
+            None => out.push(b'-'),
+        },
+    }
+    out.push(b' ');
+    token(out, tls.alpn);
+    out.push(b' ');
+    token(out, tls.resumed.map(|r| if r { "resumed" } else { "full" }));
+    out.push(b' ');
+    millis(out, tls.handshake);
+    out.push(b' ');
+    token(out, tls.client_subject);
+    out.push(b' ');
+    token(out, tls.alert);
     out.push(b'\n');
+}
+
+/// The TLS fields of a record, each `None` when not known.
+#[derive(Default)]
+struct TlsFields<'a> {
+    version: Option<&'static str>,
+    cipher: Option<&'static str>,
+    alpn: Option<&'a str>,
+    resumed: Option<bool>,
+    handshake: Option<Duration>,
+    client_subject: Option<&'a str>,
+    failure: Option<&'static str>,
+    alert: Option<&'a str>,
+}
+
+impl<'a> TlsFields<'a> {
+    fn of(r: &'a Record) -> TlsFields<'a> {
+        match r.tls.as_deref() {
+            None => TlsFields::default(),
+            Some(TlsRecord::Established(s)) => TlsFields {
+                version: Some(s.version),
+                cipher: Some(s.cipher),
+                alpn: s.alpn.as_deref(),
+                resumed: Some(s.resumed),
+                handshake: Some(s.handshake),
+                client_subject: s.client_subject.as_deref(),
+                ..TlsFields::default()
+            },
+            Some(TlsRecord::Refused { failure, alert }) => TlsFields {
+                failure: Some(failure.label()),
+                alert: alert.as_deref(),
+                ..TlsFields::default()
+            },
+        }
+    }
 }
 
 /// One ALPN protocol name, escaped like a text field, and its commas too
@@ -170,8 +236,24 @@ struct Line<'a> {
     sni: Option<&'a str>,
     /// The route, or null.
     route: Option<&'a str>,
-    /// The ALPN protocols offered, or null.
+    /// The ALPN protocols the ClientHello offered, or null.
     alpn: Option<Protocols<'a>>,
+    /// Terminated TLS: the version (`1.3`), or null.
+    tls_version: Option<&'static str>,
+    /// The cipher suite, or null.
+    tls_cipher: Option<&'static str>,
+    /// The ALPN protocol negotiated, or null.
+    tls_alpn: Option<&'a str>,
+    /// Whether the session was resumed, or null.
+    tls_resumed: Option<bool>,
+    /// The handshake's time in ms, or null.
+    tls_handshake_ms: Option<f64>,
+    /// The client certificate's subject, or null.
+    client_subject: Option<&'a str>,
+    /// Why the handshake failed (a `reason` label), or null.
+    tls_failure: Option<&'static str>,
+    /// The alert of a failed handshake, or null.
+    tls_alert: Option<&'a str>,
 }
 
 /// A value serialised through its `Display`, without a temporary string.
@@ -190,6 +272,7 @@ fn ms(d: Duration) -> f64 {
 
 fn json(r: &Record, out: &mut Vec<u8>) {
     let c = &r.connection;
+    let tls = TlsFields::of(r);
     let line = Line {
         time: Shown(humantime::format_rfc3339_millis(r.end)),
         id: c.id,
@@ -207,6 +290,14 @@ fn json(r: &Record, out: &mut Vec<u8>) {
         sni: r.server_name(),
         route: c.route(),
         alpn: Some(r.alpn()).filter(|p| !p.is_empty()).map(Protocols),
+        tls_version: tls.version,
+        tls_cipher: tls.cipher,
+        tls_alpn: tls.alpn,
+        tls_resumed: tls.resumed,
+        tls_handshake_ms: tls.handshake.map(ms),
+        client_subject: tls.client_subject,
+        tls_failure: tls.failure,
+        tls_alert: tls.alert,
     };
     // Plain strings and numbers always serialise; a failure would leave a
     // partial line, so it is cut off.
@@ -265,7 +356,7 @@ mod tests {
             line(&r, AccessLogFormat::Text),
             format!(
                 "2025-11-25T10:15:02.123Z {id} 127.0.0.1:51234 web 127.0.0.1:8080 \
-                 127.0.0.1:8081 0.012/0.201/5.317 0 0/0 completed - - -\n"
+                 127.0.0.1:8081 0.012/0.201/5.317 0 0/0 completed - - - - - - - - -\n"
             )
         );
         let mut r = record("my pool\n\"x\"", false);
@@ -277,13 +368,13 @@ mod tests {
         let text = line(&r, AccessLogFormat::Text);
         assert!(
             text.ends_with(
-                " -/-/5.317 0 0/0 no_backend \\xc3\\xa9vil\\x20host - h2,a\\x2cb\\x20c\\x5c\n"
+                " -/-/5.317 0 0/0 no_backend \\xc3\\xa9vil\\x20host - h2,a\\x2cb\\x20c\\x5c - - - - - -\n"
             ),
             "{text}"
         );
         assert!(text.contains(" my\\x20pool\\x0a\\x22x\\x22 "), "{text}");
         assert_eq!(text.lines().count(), 1);
-        assert_eq!(text.split(' ').count(), 13, "{text}");
+        assert_eq!(text.split(' ').count(), 19, "{text}");
     }
 
     #[test]
@@ -304,7 +395,8 @@ mod tests {
                  \"listener\":\"web\",\"listen\":\"127.0.0.1:8080\",\"backend\":\"127.0.0.1:8081\",\
                  \"queue_ms\":0.012,\"connect_ms\":0.201,\"duration_ms\":5.317,\"retries\":1,\
                  \"sent\":0,\"received\":0,\"cause\":\"backend_reset\",\"sni\":null,\"route\":\"api\",\
-                 \"alpn\":null}}\n"
+                 \"alpn\":null,\"tls_version\":null,\"tls_cipher\":null,\"tls_alpn\":null,\"tls_resumed\":null,\
+                 \"tls_handshake_ms\":null,\"client_subject\":null,\"tls_failure\":null,\"tls_alert\":null}}\n"
             )
         );
         r.hello = Some(Box::new(ClientHello {
@@ -324,6 +416,44 @@ mod tests {
         assert_eq!(value["listener"], "we\"ird");
         assert_eq!(value["backend"], serde_json::Value::Null);
         assert_eq!(value["cause"], "shutdown");
+    }
+
+    #[test]
+    fn terminated_connections_carry_their_tls_fields() {
+        let mut r = record("web", true);
+        r.cause = Cause::Completed;
+        r.tls = Some(Box::new(TlsRecord::Established(
+            crate::proxy::tls::Session {
+                version: "1.3",
+                cipher: "TLS13_AES_128_GCM_SHA256",
+                alpn: Some("h2".into()),
+                resumed: true,
+                handshake: Duration::from_micros(1250),
+                client_subject: Some("CN=api client".into()),
+                client_cn: Some("api client".into()),
+            },
+        )));
+        let text = line(&r, AccessLogFormat::Text);
+        assert!(
+            text.ends_with(" 1.3/TLS13_AES_128_GCM_SHA256 h2 resumed 1.250 CN=api\\x20client -\n"),
+            "{text}"
+        );
+        let value: serde_json::Value =
+            serde_json::from_str(&line(&r, AccessLogFormat::Json)).unwrap();
+        assert_eq!(value["tls_resumed"], true);
+        assert_eq!(value["tls_handshake_ms"], 1.25);
+        assert_eq!(value["tls_alpn"], "h2");
+        assert_eq!(value["alpn"], serde_json::Value::Null);
+        r.cause = Cause::ClientCertRejected;
+        r.tls = Some(Box::new(TlsRecord::Refused {
+            failure: crate::stats::tls::TlsFailure::NotAllowed,
+            alert: Some("AccessDenied".into()),
+        }));
+        let text = line(&r, AccessLogFormat::Text);
+        assert!(
+            text.ends_with(" client_cert_rejected - - - failed:not_allowed - - - - AccessDenied\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 use crate::proxy::Service;
 use crate::proxy::client_hello::ClientHello;
 use crate::proxy::connections::Connection;
+use crate::proxy::tls::Session;
 use crate::stats::AccessLogStats;
+use crate::stats::tls::TlsFailure;
 
 pub mod format;
 pub mod writer;
@@ -88,6 +90,16 @@ pub enum Cause {
     /// On a listener with TLS routes: the ClientHello matched no route and
     /// there is no default; the client got an `unrecognized_name` alert.
     NoRoute,
+    /// Terminating: the TLS handshake failed (no shared version or cipher,
+    /// bytes that are no TLS, too slow, the client gone); the alert is in
+    /// the `tls` fields.
+    TlsHandshakeFailed,
+    /// Terminating with client certificates: the client's certificate was
+    /// missing, from another CA, revoked, expired or on no allow-list.
+    ClientCertRejected,
+    /// Originating: the TLS handshake with the backend failed (its
+    /// certificate did not verify, or no shared version or cipher).
+    BackendTlsFailed,
     /// A UDP session whose backend went down, was ejected or answered
     /// with an ICMP port unreachable: the client's next datagram started
     /// a session with another backend.
@@ -96,7 +108,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order the README lists them.
-    pub const ALL: [Cause; 20] = [
+    pub const ALL: [Cause; 23] = [
         Cause::Completed,
         Cause::ClientReset,
         Cause::BackendReset,
@@ -116,6 +128,9 @@ impl Cause {
         Cause::BadProxyHeader,
         Cause::BadClientHello,
         Cause::NoRoute,
+        Cause::TlsHandshakeFailed,
+        Cause::ClientCertRejected,
+        Cause::BackendTlsFailed,
         Cause::BackendDown,
     ];
 
@@ -141,6 +156,9 @@ impl Cause {
             Cause::BadProxyHeader => "bad_proxy_header",
             Cause::BadClientHello => "bad_client_hello",
             Cause::NoRoute => "no_route",
+            Cause::TlsHandshakeFailed => "tls_handshake_failed",
+            Cause::ClientCertRejected => "client_cert_rejected",
+            Cause::BackendTlsFailed => "backend_tls_failed",
             Cause::BackendDown => "backend_down",
         }
     }
@@ -178,6 +196,22 @@ pub struct Record {
     /// none, and every open connection holds a record. (The route it
     /// picked is the connection's pool: [`Connection::route`].)
     pub hello: Option<Box<ClientHello>>,
+    /// On a terminating listener or route: the handshake, or why it
+    /// failed (on the heap: most connections have none).
+    pub tls: Option<Box<TlsRecord>>,
+}
+
+/// What the access log says of a terminated connection's TLS.
+#[derive(Clone, Debug)]
+pub enum TlsRecord {
+    /// The handshake completed.
+    Established(Session),
+    /// It did not.
+    Refused {
+        failure: TlsFailure,
+        /// The alert sent or received, by its RFC name.
+        alert: Option<String>,
+    },
 }
 
 impl Record {
@@ -202,6 +236,7 @@ impl Record {
             connect: None,
             cause: Cause::Shutdown,
             hello: None,
+            tls: None,
         }
     }
 }

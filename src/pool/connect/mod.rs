@@ -1,9 +1,12 @@
 //! Opening a connection to a backend, for the data path and the health
-//! checks alike, and telling whose fault a failure is.
+//! checks alike, and telling whose fault a failure is; [`tls`] completes a
+//! verified TLS handshake on it for pools with `backend_tls`.
 //!
 //! A failure is the backend's (refused, timed out, reset) unless the process
 //! itself ran out of descriptors or memory: then every backend would fail the
 //! same way, so it must never count against one.
+
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
