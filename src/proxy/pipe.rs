@@ -27,7 +27,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -125,6 +125,9 @@ pub struct Live {
     /// Notified once to stop the connection; its permit waits for a pipe
     /// that has not started yet.
     stop: Notify,
+    /// Set with the stop request, for a UDP session, which is not a task
+    /// to wake: its worker looks at it on every sweep.
+    stop_asked: AtomicBool,
 }
 
 impl Default for Live {
@@ -142,6 +145,7 @@ impl Live {
             received: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             stop: Notify::new(),
+            stop_asked: AtomicBool::new(false),
         }
     }
 
@@ -185,7 +189,13 @@ impl Live {
     /// Asks the connection to stop: its pipe ends with
     /// [`EndReason::Stopped`] (at once, or as soon as it starts).
     pub fn stop(&self) {
+        self.stop_asked.store(true, Relaxed);
         self.stop.notify_one();
+    }
+
+    /// Whether [`Live::stop`] was called.
+    pub fn is_stop_asked(&self) -> bool {
+        self.stop_asked.load(Relaxed)
     }
 
     /// Completes once [`Live::stop`] was called. The future itself (not an

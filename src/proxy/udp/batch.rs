@@ -45,6 +45,12 @@ pub struct Datagrams {
     headers: Vec<libc::mmsghdr>,
 }
 
+// SAFETY: the raw pointers in `headers` and `iovecs` point only into the
+// set's own buffers, are rewritten before every system call, and are never
+// read otherwise: moving the set to another thread moves what they point
+// at with it.
+unsafe impl Send for Datagrams {}
+
 /// What is known of the datagram in one slot.
 #[derive(Clone, Copy, Debug)]
 pub struct Meta {

@@ -8,9 +8,12 @@
 //! - [`batch`]: `recvmmsg`/`sendmmsg` over fixed slots, with local
 //!   addresses;
 //! - [`readiness`]: one epoll set per worker for every session socket;
-//! - [`session`]: a session, its links to backends, and the table of them.
+//! - [`session`]: a session, its links to backends, and the table of them;
+//! - [`worker`]: one listener socket served on one worker: forwarding,
+//!   replies, limits, the sweep that ends idle sessions, the drain.
 
 pub mod batch;
 pub mod readiness;
 pub mod session;
 pub mod socket;
+pub mod worker;

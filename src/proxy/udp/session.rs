@@ -118,6 +118,9 @@ pub struct Session {
     pub received: u64,
     /// Why it ended, once it has; [`Cause::Shutdown`] until then.
     pub cause: Cause,
+    /// No datagram forwarded yet: the first took its token of the
+    /// address's datagram rate when the session was admitted.
+    pub fresh: bool,
 }
 
 impl Session {
