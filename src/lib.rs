@@ -6,6 +6,8 @@
 //!
 //! - [`ctl`]: `tcplb ctl`, the control API's command-line client; it talks
 //!   to a running tcplb over the wire and uses only [`config`] here.
+//! - [`manual`]: `tcplb man` and `tcplb completions`, generated from the
+//!   clap definitions of [`config::cli`] and [`ctl`].
 //! - [`runtime`]: builds everything from a [`config::Config`] and runs it:
 //!   worker threads, signals (SIGHUP reload, SIGTERM drain, SIGUSR2 binary
 //!   upgrade with the listening sockets handed over), the shutdown delay and
@@ -43,6 +45,7 @@ pub mod certs;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod manual;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;

@@ -1,7 +1,9 @@
 //! The `tcplb` executable: parse flags (and the config file), start logging,
 //! build the runtime, run the balancer. `tcplb ctl ...` is the control
 //! API's client instead ([`tcplb::ctl`]); `tcplb check ...` validates a
-//! configuration without starting ([`tcplb::runtime::check`]).
+//! configuration without starting ([`tcplb::runtime::check`]); `tcplb man`
+//! and `tcplb completions SHELL` print the man page and shell completions
+//! ([`tcplb::manual`]).
 
 use tcplb::config::cli::{Startup, StartupError};
 use tcplb::proxy::pipe;
@@ -13,6 +15,12 @@ fn main() {
     // as they are, and `ctl` is never mistaken for one of them.
     if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
         std::process::exit(tcplb::ctl::main(std::env::args_os()));
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "man" || a == "completions")
+    {
+        std::process::exit(tcplb::manual::main(std::env::args_os()));
     }
     if std::env::args_os().nth(1).is_some_and(|a| a == "check") {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();

@@ -2,23 +2,14 @@
 //! every problem with its line, and prints a summary of a valid one.
 
 mod common;
+use common::{TempFile, tcplb_output};
 
-use std::process::Command;
-
-use common::{TempFile, tcplb_bin};
-
-/// A config file in the temp directory, removed on drop.
+/// `tcplb check ARGS`: its exit code, stdout and stderr.
 fn check(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(tcplb_bin())
-        .arg("check")
-        .args(args)
-        .output()
-        .expect("run tcplb check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(args.iter().copied())
+        .collect();
+    tcplb_output(&args)
 }
 
 #[test]

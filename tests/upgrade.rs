@@ -531,7 +531,7 @@ async fn the_pid_file_names_the_serving_process_through_upgrades() {
         text.trim().parse::<u32>().ok()
     };
     assert_eq!(named(), Some(first.pid()));
-    // The README's command, as an operator types it.
+    // docs/upgrades.md's command, as an operator types it.
     let usr2 = || {
         let status = Command::new("sh")
             .args(["-c", r#"kill -USR2 "$(cat "$1")""#, "sh"])

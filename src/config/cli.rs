@@ -96,7 +96,9 @@ fn backup_list(text: &str) -> Result<BackendList, String> {
     version,
     about,
     max_term_width = 100,
-    after_help = "Change a running tcplb's backends with `tcplb ctl` (see `tcplb ctl --help`)."
+    after_help = "Commands: `tcplb check` validates a configuration without starting; `tcplb ctl` \
+                  changes a running tcplb's backends (see `tcplb ctl --help`); `tcplb man` prints \
+                  the man page; `tcplb completions bash|zsh|fish` the shell completions."
 )]
 pub struct Cli {
     /// Where clients connect.
@@ -183,11 +185,12 @@ pub struct BackendFlags {
 
     /// What a client gets when no backend can take it: `http` (a minimal
     /// 502/503 response) or `close` (just close, for non-HTTP protocols).
-    #[arg(long, default_value = "http", value_name = "MODE")]
+    #[arg(long, value_enum, default_value_t, value_name = "MODE")]
     pub on_failure: OnFailure,
 
-    /// Send a PROXY protocol header (v1 or v2) to backends, so they see the client's address.
-    #[arg(long, value_name = "VERSION")]
+    /// Send a PROXY protocol header (v1 or v2) to backends, so they see the
+    /// client's address. [default: off]
+    #[arg(long, value_enum, value_name = "VERSION")]
     pub send_proxy: Option<ProxyVersion>,
 
     /// A backup backend, same syntax as --backend: it gets connections only
@@ -232,6 +235,7 @@ pub struct TlsFlags {
     pub tls_cert: Vec<PathBuf>,
 
     /// The private key (PEM) of the --tls-cert at the same position.
+    /// [default: pass TLS through]
     #[arg(long, requires = "tls_cert", value_name = "PATH")]
     pub tls_key: Vec<PathBuf>,
 
@@ -241,7 +245,8 @@ pub struct TlsFlags {
     pub backend_tls: bool,
 
     /// Verify backends' certificates against the CAs in this PEM file
-    /// instead of the system's; implies --backend-tls.
+    /// instead of the system's; implies --backend-tls. [default: the system's
+    /// store]
     #[arg(long, value_name = "PATH")]
     pub backend_ca: Option<PathBuf>,
 }
@@ -294,12 +299,12 @@ pub struct HealthFlags {
     pub fall: u32,
 
     /// Bytes a health check sends after connecting; escapes \r \n \t \\ \xNN.
-    /// Example: 'PING\r\n'.
+    /// Example: 'PING\r\n'. [default: none: a plain connect check]
     #[arg(long, value_parser = escaped, value_name = "STR")]
     pub health_send: Option<Escaped>,
 
     /// What the health check reply must hold (see --health-expect-match),
-    /// e.g. '+PONG'.
+    /// e.g. '+PONG'. [default: none]
     #[arg(long, value_parser = escaped, value_name = "STR")]
     pub health_expect: Option<Escaped>,
 
@@ -314,7 +319,7 @@ pub struct HealthFlags {
     pub health_expect_match: Match,
 
     /// An HTTP/1.1 check instead: `PATH` or `METHOD PATH`, e.g. 'OPTIONS
-    /// /primary' (Patroni's API, with --health-port 8008).
+    /// /primary' (Patroni's API, with --health-port 8008). [default: off]
     #[arg(long, value_parser = http_request, value_name = "[METHOD] PATH",
           conflicts_with_all = ["health_send", "health_expect", "health_exec"])]
     pub health_http: Option<HttpCheck>,
@@ -342,7 +347,8 @@ pub struct HealthFlags {
 
     /// Run a program as the check, e.g. '/usr/bin/pg_isready -h {host} -p
     /// {port}': words split on spaces, no shell; exit 0 is up; killed at
-    /// --health-timeout; its first line of output is the reason.
+    /// --health-timeout; its first line of output is the reason. [default:
+    /// off]
     #[arg(long, value_name = "CMD", conflicts_with_all = ["health_send", "health_expect"])]
     pub health_exec: Option<ExecCheck>,
 
@@ -426,7 +432,8 @@ pub struct LimitFlags {
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<Network>,
 
-    /// Refuse clients in this network (CIDR, repeatable); checked before --allow.
+    /// Refuse clients in this network (CIDR, repeatable); checked before
+    /// --allow. [default: nobody]
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<Network>,
 
@@ -554,7 +561,8 @@ pub struct AdminFlags {
 #[group(skip)]
 pub struct RuntimeFlags {
     /// Read listeners and backends from this TOML file; flags given on the
-    /// command line override it. SIGHUP re-reads it.
+    /// command line override it. SIGHUP re-reads it. [default: none: the
+    /// flags alone]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -576,11 +584,11 @@ pub struct RuntimeFlags {
 
     /// Move bulk data with splice(2), zero-copy (Linux): `auto` once a
     /// connection shows bulk traffic, `on` always, `off` never.
-    #[arg(long, default_value = "auto", value_name = "MODE")]
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub splice: SpliceMode,
 
     /// Resolve backend names with this DNS server, IP[:PORT] (port 53 by
-    /// default), instead of the nameservers in /etc/resolv.conf.
+    /// default). [default: the nameservers in /etc/resolv.conf]
     #[arg(long, value_parser = config::parse_resolver, value_name = "ADDR")]
     pub resolver: Option<SocketAddr>,
 
@@ -591,7 +599,7 @@ pub struct RuntimeFlags {
 
     /// Access log lines as `text` (HAProxy tcplog-like fields) or `json`
     /// (JSON Lines).
-    #[arg(long, default_value = "text", value_name = "FORMAT")]
+    #[arg(long, value_enum, default_value_t, value_name = "FORMAT")]
     pub access_log_format: AccessLogFormat,
 
     /// Keep the serving process's PID in this file (written atomically,
@@ -1115,6 +1123,37 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn flags_list_every_name_their_value_may_take() {
+        let mut command = Cli::command();
+        command.build();
+        let names = |long: &str| -> Vec<String> {
+            let arg = command.get_arguments().find(|a| a.get_long() == Some(long));
+            let values = arg.map(|a| a.get_possible_values()).unwrap_or_default();
+            values.iter().map(|v| v.get_name().to_string()).collect()
+        };
+        assert_eq!(
+            names("strategy"),
+            ["round-robin", "least-conn", "p2c", "hash", "maglev"]
+        );
+        assert_eq!(names("on-failure"), ["http", "close"]);
+        assert_eq!(names("send-proxy"), ["v1", "v2"]);
+        assert_eq!(names("splice"), ["off", "on", "auto"]);
+        assert_eq!(names("access-log-format"), ["text", "json"]);
+        let err = Cli::try_parse_from(["tcplb", "--on-failure", "maybe"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--on-failure") && text.contains("close"),
+            "{text}"
+        );
+        let cli = Cli::try_parse_from(["tcplb", "--send-proxy", "2"]).unwrap();
+        assert_eq!(
+            cli.backends.send_proxy,
+            Some(ProxyVersion::V2),
+            "the alias 2"
+        );
     }
 
     #[test]

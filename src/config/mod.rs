@@ -218,22 +218,19 @@ impl fmt::Display for BackendSpec {
 }
 
 /// PROXY protocol version (HAProxy's spec): v1 is text, v2 binary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Its names are clap's (`ValueEnum`), as for [`StrategyKind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProxyVersion {
+    #[value(name = "v1", alias = "1")]
     V1,
+    #[value(name = "v2", alias = "2")]
     V2,
 }
 
 impl FromStr for ProxyVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "v1" | "1" => Ok(ProxyVersion::V1),
-            "v2" | "2" => Ok(ProxyVersion::V2),
-            other => Err(format!(
-                "unknown PROXY protocol version {other:?}: use v1 or v2"
-            )),
-        }
+        parse_named(s, "PROXY protocol version")
     }
 }
 
@@ -703,36 +700,28 @@ impl fmt::Display for AccessLogTarget {
     }
 }
 
-/// How access log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How access log lines are written. Its names are clap's (`ValueEnum`),
+/// as for [`StrategyKind`] (hence `//` comments on the variants).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccessLogFormat {
-    /// Space-separated fields in a fixed order, in the spirit of HAProxy's
-    /// `option tcplog` (the default).
+    // Space-separated fields in a fixed order, in the spirit of HAProxy's
+    // `option tcplog` (the default).
     #[default]
     Text,
-    /// One JSON object per line (JSON Lines).
+    // One JSON object per line (JSON Lines).
     Json,
 }
 
 impl FromStr for AccessLogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(AccessLogFormat::Text),
-            "json" => Ok(AccessLogFormat::Json),
-            other => Err(format!(
-                "unknown access log format {other:?}: use text or json"
-            )),
-        }
+        parse_named(s, "access log format")
     }
 }
 
 impl fmt::Display for AccessLogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            AccessLogFormat::Text => "text",
-            AccessLogFormat::Json => "json",
-        })
+        write_name(self, f)
     }
 }
 
@@ -763,95 +752,90 @@ pub enum StrategyKind {
 impl FromStr for StrategyKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        use clap::ValueEnum;
-        <Self as ValueEnum>::from_str(s, false).map_err(|_| {
-            let names: Vec<String> = Self::value_variants()
-                .iter()
-                .map(|k| k.to_string())
-                .collect();
-            let (last, rest) = names
-                .split_last()
-                .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
-            format!("unknown strategy {s:?}: use {} or {last}", rest.join(", "))
-        })
+        parse_named(s, "strategy")
     }
 }
 
 impl fmt::Display for StrategyKind {
     /// The name `--strategy` and the file's `strategy` key take.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use clap::ValueEnum;
-        match self.to_possible_value() {
-            Some(value) => f.write_str(value.get_name()),
-            None => Ok(()),
-        }
+        write_name(self, f)
     }
 }
 
-/// The `--on-failure` setting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Parses one of a [`clap::ValueEnum`]'s names or aliases, as its flag
+/// does, so the file and the command line take the same names; else an
+/// error naming them all: `unknown WHAT "x": use a, b or c`.
+fn parse_named<T: clap::ValueEnum>(s: &str, what: &str) -> Result<T, String> {
+    T::from_str(s, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(T::to_possible_value)
+            .map(|v| v.get_name().to_string())
+            .collect();
+        let (last, rest) = names
+            .split_last()
+            .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+        format!("unknown {what} {s:?}: use {} or {last}", rest.join(", "))
+    })
+}
+
+/// Writes a [`clap::ValueEnum`]'s name: the one its flag and key take.
+fn write_name<T: clap::ValueEnum>(value: &T, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match value.to_possible_value() {
+        Some(name) => f.write_str(name.get_name()),
+        None => Ok(()),
+    }
+}
+
+/// The `--on-failure` setting. Its names are clap's (`ValueEnum`), as for
+/// [`StrategyKind`] (hence `//` comments on the variants).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnFailure {
-    /// Answer with a minimal HTTP 502/503, then close.
+    // Answer with a minimal HTTP 502/503, then close.
     #[default]
     Http,
-    /// Close without a byte, for protocols that are not HTTP.
+    // Close without a byte, for protocols that are not HTTP.
     Close,
 }
 
 impl FromStr for OnFailure {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "http" => Ok(OnFailure::Http),
-            "close" => Ok(OnFailure::Close),
-            other => Err(format!("unknown failure mode {other:?}: use http or close")),
-        }
+        parse_named(s, "failure mode")
     }
 }
 
 impl fmt::Display for OnFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OnFailure::Http => "http",
-            OnFailure::Close => "close",
-        })
+        write_name(self, f)
     }
 }
 
 /// When to move bytes with `splice(2)` instead of copying them through a
-/// user-space buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// user-space buffer. Its names are clap's (`ValueEnum`), as for
+/// [`StrategyKind`] (hence `//` comments on the variants).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SpliceMode {
-    /// Never; the portable copy everywhere.
+    // Never; the portable copy everywhere.
     Off,
-    /// From a direction's first byte (Linux only; elsewhere like `Off`).
+    // From a direction's first byte (Linux only; elsewhere like `Off`).
     On,
-    /// Once a direction shows bulk traffic (a read fills the whole copy
-    /// buffer); short request/response traffic stays on the cheaper copy.
+    // Once a direction shows bulk traffic (a read fills the whole copy
+    // buffer); short request/response traffic stays on the cheaper copy.
     Auto,
 }
 
 impl std::str::FromStr for SpliceMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" => Ok(SpliceMode::Off),
-            "on" => Ok(SpliceMode::On),
-            "auto" => Ok(SpliceMode::Auto),
-            other => Err(format!(
-                "unknown splice mode {other:?}: use auto, on or off"
-            )),
-        }
+        parse_named(s, "splice mode")
     }
 }
 
 impl std::fmt::Display for SpliceMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SpliceMode::Off => "off",
-            SpliceMode::On => "on",
-            SpliceMode::Auto => "auto",
-        })
+        write_name(self, f)
     }
 }
 

@@ -3,7 +3,7 @@
 //! SO_REUSEPORT hashes each new connection to one worker's listening socket
 //! by its addresses, blind to how busy the workers are: the four streams of
 //! `iperf3 -P 4` all landed on one worker, the other idle, one run in three
-//! (measured on this 2-core machine; see the README). So each accept
+//! (measured on this 2-core machine; see docs/benchmarks.md). So each accept
 //! compares its own worker's open connections with one other worker's
 //! (the next in turn: the power of two choices, one choice being itself)
 //! and hands the connection over when it is ahead by more than

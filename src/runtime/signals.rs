@@ -74,7 +74,7 @@ pub fn upgrade_on_sigusr2(handle: ReloadHandle, relaunch: Relaunch, shutdown: Ca
                     info!("upgrade: process {pid} serves now; this one stops accepting and drains")
                 }
                 // Only a new process that did not take over is a failure:
-                // the README names this line as the sign of one.
+                // docs/upgrades.md names this line as the sign of one.
                 Err(NotUpgraded::Failed(e)) => {
                     error!("upgrade failed, this process keeps serving: {e}")
                 }

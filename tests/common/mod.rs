@@ -407,6 +407,30 @@ pub fn tcplb_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tcplb")
 }
 
+/// Runs `tcplb ARGS` to completion (a command that exits by itself:
+/// `check`, `man`, `completions`); its exit code, stdout and stderr.
+pub fn tcplb_output(args: &[&str]) -> (i32, String, String) {
+    tcplb_output_in(std::path::Path::new("."), args)
+}
+
+/// [`tcplb_output`] run in the directory `dir` (relative paths in its
+/// arguments and files are taken from there).
+pub fn tcplb_output_in<S: AsRef<std::ffi::OsStr>>(
+    dir: &std::path::Path,
+    args: &[S],
+) -> (i32, String, String) {
+    let out = Command::new(tcplb_bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run tcplb");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Spawns `command` with stderr captured line by line.
 pub fn spawn_process(mut command: Command) -> Process {
     command

@@ -1,6 +1,6 @@
 //! How a [`Record`] is written: `text` (space-separated fields in a fixed
 //! order, in the spirit of HAProxy's tcplog) or `json` (one object per
-//! line). Both carry the same fields; the README documents each.
+//! line). Both carry the same fields; docs/observability.md documents each.
 //!
 //! Text, one line per connection, fields never empty (`-` for "none"):
 //!

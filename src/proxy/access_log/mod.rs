@@ -107,7 +107,7 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// Every cause, in the order the README lists them.
+    /// Every cause, in the order docs/observability.md lists them.
     pub const ALL: [Cause; 23] = [
         Cause::Completed,
         Cause::ClientReset,
