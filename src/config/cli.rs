@@ -327,7 +327,8 @@ pub struct HealthFlags {
     /// A UDP check (UDP listeners): send this datagram (escapes as
     /// --health-send; may be empty); with --health-expect the reply must
     /// match, else any reply or silence passes and an ICMP port
-    /// unreachable fails. [default on UDP listeners: an empty datagram]
+    /// unreachable fails. [default: an empty datagram, on a UDP listener
+    /// without a check of its own]
     #[arg(long, value_parser = escaped, value_name = "STR",
           conflicts_with_all = ["health_send", "health_http", "health_exec"])]
     pub health_udp: Option<Escaped>,
@@ -477,7 +478,7 @@ pub struct LimitFlags {
 pub struct UdpFlags {
     /// End a session once the backend sent N replies for every datagram
     /// the client sent (1 for DNS); 0 ends it once the datagram is
-    /// forwarded. [default: only --idle-timeout ends it, 60s by default]
+    /// forwarded. [default: none: only the idle timeout ends it]
     #[arg(long, value_name = "N")]
     pub responses: Option<u32>,
 
