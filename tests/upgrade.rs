@@ -576,3 +576,84 @@ async fn the_pid_file_names_the_serving_process_through_upgrades() {
     wait_exited(third).await;
     assert!(!pid_path.exists(), "the last process removes its pid file");
 }
+
+/// A UDP listener through an upgrade: a reply still on its way to a
+/// session of the old process reaches its client (the old process relays
+/// it from the handed-over socket), the client's next datagram is served
+/// by the new process, and the old one exits once its sessions idled out.
+#[tokio::test]
+async fn a_udp_upgrade_hands_the_socket_over_and_live_sessions_get_their_replies() {
+    // Answers "slow" after 1.5 s, anything else at once.
+    let backend = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let backend = Arc::new(backend);
+    let serving = backend.clone();
+    let echo = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = serving.recv_from(&mut buf).await {
+            let datagram = buf[..n].to_vec();
+            let socket = serving.clone();
+            tokio::spawn(async move {
+                if datagram == b"slow" {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                let _ = socket.send_to(&datagram, from).await;
+            });
+        }
+    });
+    let file = ConfigFile::new(
+        "udp",
+        &format!(
+            "drain_timeout = \"30s\"\n[[listener]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\n\
+             protocol = \"udp\"\nidle_timeout = \"2s\"\nbackends = [\"{backend_addr}\"]\n\
+             health = {{ interval = \"1s\" }}\n"
+        ),
+    );
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2"]);
+        c
+    }));
+    let mut successors = Successors::default();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(first.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    client.send(b"hello").await.unwrap();
+    let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&buf[..n], b"hello");
+
+    // The slow reply is due after the hand-over.
+    client.send(b"slow").await.unwrap();
+    let new = upgrade(&first.process, first.pid(), 1).await;
+    successors.0.push(new);
+    let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+        .await
+        .expect("the reply due to the old process's session")
+        .unwrap();
+    assert_eq!(&buf[..n], b"slow");
+    // The new process serves the same client and others.
+    for _ in 0..3 {
+        client.send(b"after").await.unwrap();
+        let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+            .await
+            .expect("an answer after the upgrade")
+            .unwrap();
+        assert_eq!(&buf[..n], b"after");
+    }
+    let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.connect(first.addr).await.unwrap();
+    other.send(b"new").await.unwrap();
+    let n = tokio::time::timeout(PATIENCE, other.recv(&mut buf))
+        .await
+        .expect("a new client answered")
+        .unwrap();
+    assert_eq!(&buf[..n], b"new");
+    // The old process's session idles out, and it exits.
+    wait_exited(first.pid()).await;
+    signal(new, "-TERM");
+    wait_exited(new).await;
+    echo.abort();
+}

@@ -224,8 +224,9 @@ impl Worker {
         let len = payload.len();
         let mut tried: Vec<usize> = Vec::new();
         // A datagram refused by its backend (an ICMP error already
-        // pending) tries another, as many times as there are backends.
-        for _ in 0..state.backends.len().max(1) {
+        // pending), or whose session's backend went away, tries another:
+        // at most once per backend, and once more for a new session.
+        for _ in 0..=state.backends.len() {
             let id = match self.sessions.find(&key) {
                 Some(id) => id,
                 None => match self.start_session(key, state, now, &tried) {
