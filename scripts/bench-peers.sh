@@ -179,13 +179,15 @@ stream_module=""
 # The TLS backend (see "TLS" above): one nginx, its own temp prefix, not
 # counted as any proxy's CPU.
 TLS_BACKEND_PIDS=()
+# The certificate always: every system's tls-term frontend starts with it,
+# whichever workloads run.
+mkdir -p "$TMP/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
+    -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
+# HAProxy's `crt` takes the chain and key in one file.
+cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
 if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
-    mkdir -p "$TMP/tls"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
-        -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
-    # HAProxy's `crt` takes the chain and key in one file.
-    cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
     cat >"$TMP/tls/nginx.conf" <<EOF
 $stream_module
 worker_processes $CORES;
