@@ -679,3 +679,28 @@ async fn logger_lines_reach_a_udp_collector_through_tcplb() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_operator_closes_a_session_and_a_drain_deadline_evicts_one() {
+    let echo = Echo::start("").await;
+    let lb = start(udp_service(&[echo.addr]));
+    let c = client(lb.addr).await;
+    assert_eq!(ask(&c, b"x").await, b"x");
+    // What the control API's close does: the registry lists the session
+    // and its stop request ends it.
+    let registry = &lb.balancer_service.connections;
+    let open = registry.matching(&tcplb::proxy::connections::Filter::default());
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].client, c.local_addr().unwrap());
+    open[0].live.stop();
+    assert!(poll_until(PATIENCE, || lb.active() == 0).await, "closed");
+    assert!(registry.is_empty());
+    // The client's next datagram is a new session; an operator's drain
+    // deadline (evict) ends it too.
+    assert_eq!(ask(&c, b"y").await, b"y");
+    assert_eq!(lb.active(), 1);
+    let backend = lb.balancer_service.pool.load().backends[0].clone();
+    backend.evict();
+    assert!(poll_until(PATIENCE, || lb.active() == 0).await, "evicted");
+    assert_eq!(backend.stats.evicted.load(Relaxed), 1);
+}
