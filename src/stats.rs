@@ -59,6 +59,103 @@ pub struct ListenerStats {
     pub sent_bytes: SizeHistogram,
     /// Bytes from the backend to the client per connection, likewise.
     pub received_bytes: SizeHistogram,
+    /// On a UDP listener, its datagrams (where `accepted` and `active`
+    /// count sessions, and `rejected` datagrams refused by access control
+    /// or a limit).
+    pub udp: UdpStats,
+}
+
+/// What a UDP listener moved and dropped; all zero on a TCP listener.
+/// Written once per batch of datagrams, not per datagram.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    /// Datagrams from clients forwarded to backends.
+    pub datagrams_sent: AtomicU64,
+    /// Datagrams from backends forwarded to clients.
+    pub datagrams_received: AtomicU64,
+    /// Bytes of the datagrams forwarded to backends (payload, without a
+    /// PROXY header).
+    pub bytes_sent: AtomicU64,
+    /// Bytes of the datagrams forwarded to clients.
+    pub bytes_received: AtomicU64,
+    /// Datagrams dropped, by why (indexed by [`Dropped`]).
+    pub dropped: [AtomicU64; Dropped::ALL.len()],
+}
+
+/// Why a UDP listener dropped a datagram: the `reason` label of
+/// `tcplb_udp_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// From a client outside `allow` or inside `deny`.
+    Denied,
+    /// It would start a session over `max_sessions_per_ip`.
+    PerIpSessions,
+    /// Over the client's `datagram_rate_per_ip`.
+    PerIpRate,
+    /// From a new address while the per-IP table is full.
+    PerIpTable,
+    /// It would start a session over the listener's `max_sessions`.
+    MaxSessions,
+    /// Larger than `max_datagram_size` (or, with its PROXY header, than
+    /// a datagram can be).
+    TooLarge,
+    /// No backend ready and up to send it to.
+    NoBackend,
+    /// Every backend tried refused it (ICMP port unreachable).
+    Unreachable,
+    /// The kernel would not send it to the backend now (its socket buffer
+    /// full, or another error).
+    SendFailed,
+    /// A reply the kernel would not send to the client.
+    ReplyFailed,
+    /// Out of file descriptors for a new session's socket.
+    OutOfDescriptors,
+}
+
+impl Dropped {
+    /// Every reason, in the order they are reported.
+    pub const ALL: [Dropped; 11] = [
+        Dropped::Denied,
+        Dropped::PerIpSessions,
+        Dropped::PerIpRate,
+        Dropped::PerIpTable,
+        Dropped::MaxSessions,
+        Dropped::TooLarge,
+        Dropped::NoBackend,
+        Dropped::Unreachable,
+        Dropped::SendFailed,
+        Dropped::ReplyFailed,
+        Dropped::OutOfDescriptors,
+    ];
+
+    /// The `reason` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dropped::Denied => "denied",
+            Dropped::PerIpSessions => "per_ip_sessions",
+            Dropped::PerIpRate => "per_ip_rate",
+            Dropped::PerIpTable => "per_ip_table_full",
+            Dropped::MaxSessions => "max_sessions",
+            Dropped::TooLarge => "too_large",
+            Dropped::NoBackend => "no_backend",
+            Dropped::Unreachable => "backend_unreachable",
+            Dropped::SendFailed => "send_failed",
+            Dropped::ReplyFailed => "reply_failed",
+            Dropped::OutOfDescriptors => "out_of_descriptors",
+        }
+    }
+
+    /// Access control or a limit refused it (it also counts as `rejected`).
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            Dropped::Denied
+                | Dropped::PerIpSessions
+                | Dropped::PerIpRate
+                | Dropped::PerIpTable
+                | Dropped::MaxSessions
+        )
+    }
 }
 
 impl ListenerStats {

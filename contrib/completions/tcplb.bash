@@ -167,7 +167,7 @@ _tcplb() {
 
     case "${cmd}" in
         tcplb)
-            opts="-b -h -V --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --upgrade-move-connections --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
+            opts="-b -h -V --listen --backlog --accept-proxy --protocol --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-udp --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --responses --per-datagram --max-sessions --max-sessions-per-ip --datagram-rate-per-ip --max-datagram-size --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --upgrade-move-connections --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,6 +179,10 @@ _tcplb() {
                     ;;
                 --backlog)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "tcp udp" -- "${cur}"))
                     return 0
                     ;;
                 --name)
@@ -262,6 +266,10 @@ _tcplb() {
                     return 0
                     ;;
                 --health-http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-udp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -366,6 +374,26 @@ _tcplb() {
                     return 0
                     ;;
                 --tcp-user-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --responses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --datagram-rate-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-datagram-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -445,7 +473,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__check)
-            opts="-b -h --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --upgrade-move-connections --workers --splice --resolver --access-log --access-log-format --pid-file --help"
+            opts="-b -h --listen --backlog --accept-proxy --protocol --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-udp --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --responses --per-datagram --max-sessions --max-sessions-per-ip --datagram-rate-per-ip --max-datagram-size --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --upgrade-move-connections --workers --splice --resolver --access-log --access-log-format --pid-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -457,6 +485,10 @@ _tcplb() {
                     ;;
                 --backlog)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "tcp udp" -- "${cur}"))
                     return 0
                     ;;
                 --name)
@@ -540,6 +572,10 @@ _tcplb() {
                     return 0
                     ;;
                 --health-http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-udp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -644,6 +680,26 @@ _tcplb() {
                     return 0
                     ;;
                 --tcp-user-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --responses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --datagram-rate-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-datagram-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -70,6 +70,9 @@
 //! | `tcplb_listener_tls_rejected_total` | counter | clients of a listener with routes closed without a valid ClientHello; label `reason` = `not_tls`, `malformed`, `too_large`, `timeout` or `closed` |
 //! | `tcplb_listener_tls_default_route_total` | counter | ClientHellos no route took, sent to the listener's own backends |
 //! | `tcplb_listener_tls_unmatched_total` | counter | ClientHellos no route took, on a listener without default: answered `unrecognized_name` |
+//! | `tcplb_udp_datagrams_total` | counter | datagrams a UDP listener forwarded; label `direction` = `to_backend` or `to_client` |
+//! | `tcplb_udp_bytes_total` | counter | payload bytes of those datagrams; label `direction` |
+//! | `tcplb_udp_dropped_total` | counter | datagrams a UDP listener dropped; label `reason` = `denied`, `per_ip_sessions`, `per_ip_rate`, `per_ip_table_full`, `max_sessions`, `too_large`, `no_backend`, `backend_unreachable`, `send_failed`, `reply_failed` or `out_of_descriptors` |
 //! | `tcplb_worker_connections` | gauge | client connections open on each worker thread; label `worker` |
 //! | `tcplb_worker_handoffs_total` | counter | clients handed from the worker that accepted them to a less loaded one |
 //!
@@ -91,7 +94,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::ready::NotReady;
 use super::view::{
-    BackendChanges, BackendView, DnsView, EjectionView, ListenerView, PanicView, TlsView,
+    BackendChanges, BackendView, DnsView, EjectionView, ListenerView, PanicView, TlsView, UdpView,
 };
 use crate::config::AdminState;
 use crate::pool::health::CheckResult;
@@ -373,6 +376,8 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         }
     }
 
+    udp_families(&mut out, listeners);
+
     let name = "tcplb_pool_backend_changes_total";
     family(
         &mut out,
@@ -536,6 +541,66 @@ fn render_routes(out: &mut String, listeners: &[ListenerView]) {
         family(out, name, "counter", help);
         for (l, tls) in routing() {
             let _ = writeln!(out, "{name}{{{}}} {}", listener_labels(l), value(tls));
+        }
+    }
+}
+
+/// A UDP listener's datagrams, bytes and drops (no series for TCP ones).
+fn udp_families(out: &mut String, listeners: &[ListenerView]) {
+    let udp = || {
+        listeners
+            .iter()
+            .filter_map(|l| l.udp.as_ref().map(|u| (l, u)))
+    };
+    type Each = fn(&UdpView) -> [(&'static str, u64); 2];
+    let families: [(&str, &str, Each); 2] = [
+        (
+            "tcplb_udp_datagrams_total",
+            "Datagrams a UDP listener forwarded, by direction.",
+            |u| {
+                [
+                    ("to_backend", u.datagrams_to_backends),
+                    ("to_client", u.datagrams_to_clients),
+                ]
+            },
+        ),
+        (
+            "tcplb_udp_bytes_total",
+            "Payload bytes of the datagrams a UDP listener forwarded, by direction.",
+            |u| {
+                [
+                    ("to_backend", u.bytes_to_backends),
+                    ("to_client", u.bytes_to_clients),
+                ]
+            },
+        ),
+    ];
+    for (name, help, each) in families {
+        family(out, name, "counter", help);
+        for (l, u) in udp() {
+            for (direction, n) in each(u) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},direction=\"{direction}\"}} {n}",
+                    listener_labels(l)
+                );
+            }
+        }
+    }
+    let name = "tcplb_udp_dropped_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Datagrams a UDP listener dropped, by reason.",
+    );
+    for (l, u) in udp() {
+        for (reason, n) in &u.dropped {
+            let _ = writeln!(
+                out,
+                "{name}{{{},reason=\"{reason}\"}} {n}",
+                listener_labels(l)
+            );
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod route;
 pub mod serve;
 pub mod spread;
 pub mod tls;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +66,8 @@ pub struct Service {
     /// The listener's counters; shared with the admin endpoint.
     pub stats: Arc<ListenerStats>,
     /// Per-client-IP limits; kept across reloads so a reload resets no one.
-    pub clients: ClientTable,
+    /// Shared: a UDP session holds a slot of it in its own table.
+    pub clients: Arc<ClientTable>,
     /// Where the listener is bound (port 0 resolved): how the access log
     /// and the connection listing name it beside the pool's name. Default:
     /// the configured listen address.
@@ -87,7 +89,7 @@ impl Service {
             pool,
             routes: ArcSwap::default(),
             stats: Arc::default(),
-            clients: ClientTable::default(),
+            clients: Arc::default(),
             listen,
             connections: Arc::default(),
             access_log: AccessLog::default(),

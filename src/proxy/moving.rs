@@ -391,7 +391,7 @@ pub async fn offer(
 /// no record is written here (the new process writes it).
 pub fn moved_away(
     pipe: Pipe,
-    active: ActiveConnection<'_>,
+    active: ActiveConnection<&'_ Backend>,
     log: ConnectionLog,
     pool: &Pool,
     backend: &Backend,

@@ -27,7 +27,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -128,6 +128,9 @@ pub struct Live {
     /// Notified once to stop the connection; its permit waits for a pipe
     /// that has not started yet.
     stop: Notify,
+    /// Set with the stop request, for a UDP session, which is not a task
+    /// to wake: its worker looks at it on every sweep.
+    stop_asked: AtomicBool,
 }
 
 impl Default for Live {
@@ -145,6 +148,7 @@ impl Live {
             received: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             stop: Notify::new(),
+            stop_asked: AtomicBool::new(false),
         }
     }
 
@@ -188,10 +192,26 @@ impl Live {
         self.sent.fetch_add(n, Relaxed);
     }
 
+    /// Counts bytes a UDP session moved since it last counted (its
+    /// datagrams are counted in batches), the last of them at `at`.
+    pub fn add_moved(&self, sent: u64, received: u64, at: Instant) {
+        self.sent.fetch_add(sent, Relaxed);
+        self.received.fetch_add(received, Relaxed);
+        let ms = at.saturating_duration_since(self.start).as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
     /// Asks the connection to stop: its pipe ends with
     /// [`EndReason::Stopped`] (at once, or as soon as it starts).
     pub fn stop(&self) {
+        self.stop_asked.store(true, Relaxed);
         self.stop.notify_one();
+    }
+
+    /// Whether [`Live::stop`] was called.
+    pub fn is_stop_asked(&self) -> bool {
+        self.stop_asked.load(Relaxed)
     }
 
     /// Completes once [`Live::stop`] was called. The future itself (not an

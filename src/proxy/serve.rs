@@ -79,7 +79,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
 pub(crate) fn finish<P>(
     end: PipeEnd,
     pipe: P,
-    active: ActiveConnection<'_>,
+    active: ActiveConnection<&'_ Backend>,
     log: &mut ConnectionLog,
     service: &Service,
     pool: &Pool,

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::config::{AccessLogConfig, Config, ServiceConfig};
+use crate::config::{AccessLogConfig, Config, Protocol, ServiceConfig};
 use crate::pool::Pool;
 use crate::pool::discovery::dns::{Discovery, Watching};
 use crate::pool::health::active::Prober;
@@ -41,7 +41,7 @@ use crate::proxy::connections::ids::IdSequence;
 use crate::proxy::moving::Mover;
 use crate::proxy::spread::Spread;
 use crate::proxy::tls::{Terminator, Terminators};
-use crate::proxy::{Service, listener};
+use crate::proxy::{Service, listener, udp};
 use crate::stats::{DrainStats, WorkerStats};
 use control::Controller;
 use pid_file::PidFile;
@@ -83,6 +83,8 @@ struct Running {
     /// One socket per worker, bound but not accepting yet (between `bind`
     /// and `run`); inherited ones may be fewer or more than the workers.
     listeners: Vec<std::net::TcpListener>,
+    /// A UDP listener's sockets instead (one per worker, likewise).
+    datagram_sockets: Vec<std::net::UdpSocket>,
     /// A duplicate of each listening socket, kept to hand over to a new
     /// process on upgrade (they stay open until this process exits).
     handoff: Vec<OwnedFd>,
@@ -189,7 +191,7 @@ impl Shared {
     /// Starts accepting on `service` (an accept loop per worker) and
     /// probing its backends.
     fn start(&self, service: &mut Running) {
-        if service.listeners.is_empty() {
+        if service.listeners.is_empty() && service.datagram_sockets.is_empty() {
             return;
         }
         log_service(service.local_addr, &service.service.pool);
@@ -203,6 +205,22 @@ impl Shared {
             .watch(pool, &mut service.dns, &service.stop, &self.tasks);
         for route in &mut service.routes {
             self.start_route(route);
+        }
+        // A UDP socket is served by one worker only: the kernel keeps a
+        // client's datagrams on one socket, and so its session on one
+        // worker's table. More sockets than workers share workers.
+        for (i, socket) in service.datagram_sockets.drain(..).enumerate() {
+            let worker = i % self.workers.len();
+            let serve = udp::worker::serve(
+                socket,
+                service.service.clone(),
+                service.stop.clone(),
+                self.connections.clone(),
+            );
+            self.workers.spawn(worker, self.tasks.track_future(serve));
+        }
+        if service.listeners.is_empty() {
+            return;
         }
         // Every socket gets an accept loop, and every worker one at least:
         // an inherited socket serves several workers through duplicates
@@ -237,16 +255,38 @@ impl Shared {
 
     fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Running> {
         let inherited = self.inherited().take_listener(&config);
-        let listeners = match inherited {
-            Some((local, fds)) => adopt(local, fds, config.backlog)?,
-            None => listener::bind_group(config.listen, config.backlog, self.workers.len())?,
+        let (listeners, datagram_sockets) = match (config.protocol, inherited) {
+            (Protocol::Tcp, Some((local, fds))) => (adopt(local, fds, config.backlog)?, Vec::new()),
+            (Protocol::Tcp, None) => (
+                listener::bind_group(config.listen, config.backlog, self.workers.len())?,
+                Vec::new(),
+            ),
+            (Protocol::Udp, Some((_, fds))) => (
+                Vec::new(),
+                fds.into_iter().map(std::net::UdpSocket::from).collect(),
+            ),
+            (Protocol::Udp, None) => (
+                Vec::new(),
+                udp::socket::bind_group(config.listen, self.workers.len())?,
+            ),
         };
         let handoff = listeners
             .iter()
             .map(|l| l.try_clone().map(OwnedFd::from))
+            .chain(
+                datagram_sockets
+                    .iter()
+                    .map(|s| s.try_clone().map(OwnedFd::from)),
+            )
             .collect::<std::io::Result<Vec<_>>>()
             .context("cannot keep the listening sockets for an upgrade")?;
-        let local_addr = listeners[0].local_addr()?;
+        let local_addr = match listeners.first() {
+            Some(listener) => listener.local_addr()?,
+            None => datagram_sockets
+                .first()
+                .context("no socket for a UDP listener")?
+                .local_addr()?,
+        };
         let name = control::pool_name(&config, local_addr);
         let merged = self.control.merged(&name, &config);
         let listen = config.listen;
@@ -290,6 +330,7 @@ impl Shared {
             stop,
             listeners,
             handoff,
+            datagram_sockets,
             dns: Watching::default(),
             routes,
             tls,
@@ -799,8 +840,10 @@ impl ReloadHandle {
         let mut claimed = vec![false; state.services.len()];
         let mut kept_index: Vec<Option<usize>> = Vec::new();
         for new in &config.services {
-            let found = (0..state.services.len())
-                .find(|&i| !claimed[i] && state.services[i].listen == new.listen);
+            let found = (0..state.services.len()).find(|&i| {
+                let old = &state.services[i];
+                !claimed[i] && old.listen == new.listen && old.base.protocol == new.protocol
+            });
             if let Some(i) = found {
                 claimed[i] = true;
             }
@@ -1190,7 +1233,7 @@ fn log_service(local_addr: SocketAddr, pool: &Pool) {
         c.health.rise,
         c.health.fall,
         c.on_failure,
-        c.health.check.kind(),
+        c.active_check().kind(),
         c.health.on_down,
     );
 }

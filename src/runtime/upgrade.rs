@@ -225,11 +225,14 @@ impl Inherited {
         &mut self,
         config: &ServiceConfig,
     ) -> Option<(SocketAddr, Vec<OwnedFd>)> {
-        let found = self.listeners.iter().position(|l| match &l.by {
-            Match::Configured(listen) => *listen == config.listen,
-            Match::Passed(name, local) => {
-                (name.is_some() && *name == config.name) || *local == config.listen
-            }
+        let found = self.listeners.iter().position(|l| {
+            let by = match &l.by {
+                Match::Configured(listen) => *listen == config.listen,
+                Match::Passed(name, local) => {
+                    (name.is_some() && *name == config.name) || *local == config.listen
+                }
+            };
+            by && speaks(&l.fds, config.protocol)
         })?;
         let listener = self.listeners.remove(found);
         Some((listener.local, listener.fds))
@@ -632,6 +635,21 @@ pub(super) fn recv_with_fds(
         return Err(io::Error::other("descriptors were cut off in transit"));
     }
     Ok((n as usize, fds))
+}
+
+/// Whether the inherited sockets `fds` are of `protocol`'s kind (datagram
+/// sockets for UDP), so a TCP and a UDP listener on one address each take
+/// their own.
+fn speaks(fds: &[OwnedFd], protocol: crate::config::Protocol) -> bool {
+    let wanted = match protocol {
+        crate::config::Protocol::Tcp => socket2::Type::STREAM,
+        crate::config::Protocol::Udp => socket2::Type::DGRAM,
+    };
+    fds.first().is_some_and(|fd| {
+        socket2::SockRef::from(fd)
+            .r#type()
+            .is_ok_and(|t| t == wanted)
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The access log: one [`Record`] per client connection, written when it
-//! ends (`--access-log`, off by default), in the spirit of HAProxy's
+//! The access log: one [`Record`] per client connection (per UDP
+//! session), written when it ends (`--access-log`, off by default), in the spirit of HAProxy's
 //! `option tcplog`, nginx's stream `log_format` and Envoy's access log.
 //!
 //! It is kept off the data path. A connection fills in its record as it
@@ -100,11 +100,15 @@ pub enum Cause {
     /// Originating: the TLS handshake with the backend failed (its
     /// certificate did not verify, or no shared version or cipher).
     BackendTlsFailed,
+    /// A UDP session whose backend went down, was ejected or answered
+    /// with an ICMP port unreachable: the client's next datagram started
+    /// a session with another backend.
+    BackendDown,
 }
 
 impl Cause {
     /// Every cause, in the order docs/observability.md lists them.
-    pub const ALL: [Cause; 22] = [
+    pub const ALL: [Cause; 23] = [
         Cause::Completed,
         Cause::ClientReset,
         Cause::BackendReset,
@@ -127,6 +131,7 @@ impl Cause {
         Cause::TlsHandshakeFailed,
         Cause::ClientCertRejected,
         Cause::BackendTlsFailed,
+        Cause::BackendDown,
     ];
 
     /// The stable short name written in the log.
@@ -154,6 +159,7 @@ impl Cause {
             Cause::TlsHandshakeFailed => "tls_handshake_failed",
             Cause::ClientCertRejected => "client_cert_rejected",
             Cause::BackendTlsFailed => "backend_tls_failed",
+            Cause::BackendDown => "backend_down",
         }
     }
 }
