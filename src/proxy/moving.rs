@@ -112,7 +112,7 @@ impl Mover {
     /// then there is nothing to wait for from it now.
     pub fn ask(&self, connection: &Connection) -> bool {
         if connection.moving.ask() {
-            connection.live.stop();
+            connection.live.wake_to_move();
             true
         } else {
             false
@@ -328,9 +328,13 @@ pub fn offers_at_once(connection: &Connection) -> bool {
 }
 
 /// Whether the pipe that ended with `end` was stopped to offer itself
-/// (else the stop is an operator's close, or it ended by itself).
+/// (else the stop is an operator's close or a drain's end, which wins
+/// over a move asked at the same moment: both wake the pipe through one
+/// notification, but only they mark it stopped; or it ended by itself).
 pub fn was_asked(end: &PipeEnd, connection: &Connection) -> bool {
-    matches!(end.reason, EndReason::Stopped) && connection.moving.take_request()
+    matches!(end.reason, EndReason::Stopped)
+        && !connection.live.is_stop_asked()
+        && connection.moving.take_request()
 }
 
 /// Stops `pipe`, offers the connection and waits for the answer; a
@@ -532,5 +536,50 @@ impl Registered {
             return;
         };
         crate::proxy::serve::finish(end, pipe, active, &mut log, &service, &pool, backend);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServiceConfig, parse_backend};
+
+    fn piping() -> Connection {
+        let backends = vec![parse_backend("127.0.0.1:1").unwrap()];
+        let config = ServiceConfig::new("127.0.0.1:0".parse().unwrap(), backends);
+        let service = Arc::new(Service::new(Arc::new(Pool::new("web", config))));
+        let connection = Connection::new(1, "127.0.0.1:5000".parse().unwrap(), service);
+        assert!(!offers_at_once(&connection), "no move under way");
+        connection
+    }
+
+    fn stopped() -> PipeEnd {
+        PipeEnd {
+            sent: 0,
+            received: 0,
+            reason: EndReason::Stopped,
+        }
+    }
+
+    #[test]
+    fn a_stop_asked_by_a_move_offers_the_connection() {
+        let connection = piping();
+        assert!(Mover::default().ask(&connection));
+        assert!(was_asked(&stopped(), &connection));
+    }
+
+    #[test]
+    fn an_operators_close_at_the_moment_of_a_move_closes_it() {
+        // Asked to move, then closed before its pipe woke: one wake-up for
+        // both, and the close wins.
+        let connection = piping();
+        assert!(Mover::default().ask(&connection));
+        connection.live.stop();
+        assert!(!was_asked(&stopped(), &connection));
+        // Closed, then asked to move: the same.
+        let connection = piping();
+        connection.live.stop();
+        assert!(Mover::default().ask(&connection));
+        assert!(!was_asked(&stopped(), &connection));
     }
 }

@@ -209,6 +209,13 @@ impl Live {
         self.stop.notify_one();
     }
 
+    /// Wakes the pipe as [`Live::stop`] does, but not as a stop: a binary
+    /// upgrade asks it to offer itself (see `moving`). An operator's stop
+    /// that arrives meanwhile still tells apart, and wins.
+    pub fn wake_to_move(&self) {
+        self.stop.notify_one();
+    }
+
     /// Whether [`Live::stop`] was called.
     pub fn is_stop_asked(&self) -> bool {
         self.stop_asked.load(Relaxed)
