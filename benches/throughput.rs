@@ -7,11 +7,17 @@
 //!   back, close) from 8 concurrent clients; one element is one connection.
 //!
 //! After the groups it prints through/direct ratios computed from its own
-//! timed runs (criterion does not print ratios). Loopback only; the whole
-//! run takes about a minute.
+//! timed runs (criterion does not print ratios), and how many heap
+//! allocations tcplb makes per short connection: the global allocator here
+//! counts every allocation of the process, so the figure is (allocations
+//! through tcplb - allocations direct) / connections, the client's and the
+//! echo backend's own allocations being the same both ways. Loopback only;
+//! the whole run takes about a minute.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
@@ -25,6 +31,57 @@ const BULK_BYTES: u64 = 256 << 20;
 const CHUNK: usize = 64 * 1024;
 const MESSAGE: usize = 64;
 const CLIENTS: u64 = 8;
+
+/// The system allocator, counting allocations (and reallocations, which
+/// may move) and the bytes asked for.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        ALLOCATED_BYTES.fetch_add(layout.size() as u64, Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        ALLOCATED_BYTES.fetch_add(new_size as u64, Relaxed);
+        // SAFETY: the caller's contract is System's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations and bytes per connection over `count` short connections
+/// from CLIENTS concurrent clients.
+fn allocations_per_connection(client: &Runtime, addr: SocketAddr, count: u64) -> (f64, f64) {
+    let (calls, bytes) = (ALLOCATIONS.load(Relaxed), ALLOCATED_BYTES.load(Relaxed));
+    client.block_on(async {
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(short_connections(addr, count / CLIENTS)))
+            .collect();
+        for task in tasks {
+            task.await.expect("client");
+        }
+    });
+    let done = (count / CLIENTS * CLIENTS) as f64;
+    (
+        (ALLOCATIONS.load(Relaxed) - calls) as f64 / done,
+        (ALLOCATED_BYTES.load(Relaxed) - bytes) as f64 / done,
+    )
+}
 
 /// Runs the echo backend and the balancer on their own runtime, so the
 /// client load generator does not share their worker threads.
@@ -200,4 +257,14 @@ fn main() {
             t / d
         );
     }
+
+    // Warmed up by the groups above: thread-local buffers and pools exist.
+    let (direct, direct_bytes) = allocations_per_connection(&client, servers.direct, 4000);
+    let (through, through_bytes) = allocations_per_connection(&client, servers.through, 4000);
+    println!(
+        "  heap allocations per short connection in tcplb: {:.1} ({:.0} bytes) \
+         (process-wide {through:.1} through, {direct:.1} direct)",
+        through - direct,
+        through_bytes - direct_bytes
+    );
 }

@@ -4,6 +4,11 @@
 //! - `conn`: each of N workers opens a new TCP connection, sends a small
 //!   request, reads the same number of bytes back and closes, in a loop;
 //!   reports connections per second and p50/p99 connection latency.
+//! - `close`: the same with HTTP: each connection sends one `GET` with
+//!   `Connection: close` and reads the answer until the server closes
+//!   (the server closes first, unlike `conn`).
+//! - `http`: N keep-alive connections, one HTTP/1.1 `GET` at a time on
+//!   each; reports requests per second and p50/p99 request latency.
 //! - `bulk`: N connections each stream bytes to the echo backend while
 //!   reading them back; reports the echoed (received) rate in Gbit/s.
 //! - `hold`: opens N connections (at most `--concurrency` connecting at
@@ -31,9 +36,34 @@
 //! - `hold --tls`: the held connections complete a TLS handshake first
 //!   (and echo `--size` bytes over it), for memory per idle terminated
 //!   connection.
+//! - `udp`: each of N workers is one UDP session (a socket connected to
+//!   the target) sending `--size` bytes and waiting for them back, in a
+//!   loop (a datagram not back within 200 ms counts as lost and the next
+//!   one goes); reports round trips per second (each is two datagrams
+//!   through a proxy), p50/p99 latency, the losses and this client's CPU
+//!   per round trip.
+//! - `udp-hold`: N UDP sessions each send `--size` bytes (at least 1) and
+//!   wait for them back, then stay silent; prints `held=N` once all were
+//!   answered and holds them for `--seconds`: memory per idle session.
+//!
+//! Fixed rate (`--rate R`, conn, close and http): open loop, as a
+//! production load arrives. `conn`/`close` start a new connection every
+//! 1/R s whether or not earlier ones have finished (at most `--workers` in
+//! flight: an arrival that finds them all busy is counted as `missed`, not
+//! sent); `http` sends R requests per second spread over the `--workers`
+//! connections, each on its own schedule. A new connection's latency runs
+//! from when it was started (arrivals never wait for answers); a request
+//! that is due while its connection still waits for the previous answer is
+//! timed from when it was due, so a system that falls behind shows it in
+//! p99 (no coordinated omission). A request sent on time is timed from the
+//! moment it went out: the timer's 1 ms granularity is the client's, not
+//! the server's.
+//! Besides the rate, every mode prints `all=N`: the units done in the whole
+//! run, warm-up included, to divide a server's CPU time by.
 //!
 //! Every run is bounded: a warm-up, then `--seconds` of measurement, then
-//! it stops. Build: `cargo build --release --example loadgen`.
+//! it stops (at a fixed rate that is also at most R x (warm-up + seconds)
+//! connections or requests). Build: `cargo build --release --example loadgen`.
 //! Example: `loadgen conn 127.0.0.1:9000 --workers 64 --seconds 5`,
 //! `loadgen tls 127.0.0.1:8443 --sni a.test --pin cert.pem --expect hit`.
 
@@ -60,10 +90,14 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Mode {
     Conn,
+    Close,
+    Http,
     Bulk,
     Hold,
     Tls,
     TlsBulk,
+    Udp,
+    UdpHold,
 }
 
 #[derive(Parser, Debug)]
@@ -71,9 +105,14 @@ enum Mode {
 struct Args {
     mode: Mode,
     target: SocketAddr,
-    /// Concurrent workers (conn) or connections (bulk).
+    /// Concurrent workers (conn, close), connections (http, bulk); at a
+    /// fixed rate, the most connections in flight (conn, close).
     #[arg(long, default_value_t = 32)]
     workers: usize,
+    /// Offered connections (conn, close) or requests (http) per second,
+    /// open loop; 0: as fast as the workers go (closed loop).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -128,7 +167,13 @@ struct Run {
     /// Counted handshakes that were TLS 1.3 (tls mode): a server that
     /// settles on 1.2 does other work.
     tls13: AtomicU64,
+    /// Units done in the whole run, warm-up included.
+    all: AtomicU64,
     errors: AtomicU64,
+    /// Fixed-rate arrivals not sent because `--workers` were in flight.
+    missed: AtomicU64,
+    /// Latencies (us) of the fixed-rate connections, pushed as each ends.
+    latencies: std::sync::Mutex<Vec<u32>>,
     /// The first error, printed at the end: why a run has errors.
     first_error: OnceLock<String>,
     /// Held connections wait on this instead of polling `stop`: 100,000
@@ -168,7 +213,10 @@ async fn run(args: Args) {
         units: AtomicU64::new(0),
         resumed: AtomicU64::new(0),
         tls13: AtomicU64::new(0),
+        all: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        missed: AtomicU64::new(0),
+        latencies: std::sync::Mutex::new(Vec::new()),
         first_error: OnceLock::new(),
         released: CancellationToken::new(),
         opening: Semaphore::new(args.concurrency.max(1)),
@@ -184,12 +232,36 @@ async fn run(args: Args) {
         _ => None,
     };
     let mut tasks = Vec::new();
+    let paced_conns = matches!(args.mode, Mode::Conn | Mode::Close) && args.rate > 0.0;
+    if paced_conns {
+        let exchange = Exchange::of(args.mode, args.size);
+        tasks.push(tokio::spawn(paced_conn_arrivals(
+            args.target,
+            exchange,
+            args.rate,
+            args.workers,
+            run.clone(),
+        )));
+    }
     for i in 0..args.workers {
+        if paced_conns {
+            break;
+        }
         let run = run.clone();
         let (target, size) = (args.target, args.size);
         let source = (!args.sources.is_empty()).then(|| args.sources[i % args.sources.len()]);
         tasks.push(match args.mode {
-            Mode::Conn => tokio::spawn(conn_worker(target, size, run)),
+            Mode::Conn | Mode::Close => {
+                tokio::spawn(conn_worker(target, Exchange::of(args.mode, size), run))
+            }
+            Mode::Http => {
+                // Worker i's requests are due at (i + k x workers) / rate.
+                let pace = (args.rate > 0.0).then(|| {
+                    let every = Duration::from_secs_f64(args.workers as f64 / args.rate);
+                    (every.mul_f64(i as f64 / args.workers as f64), every)
+                });
+                tokio::spawn(http_worker(target, pace, run))
+            }
             Mode::Bulk => tokio::spawn(bulk_worker(target, None, run)),
             Mode::Hold => tokio::spawn(hold_worker(target, source, size, tls.clone(), run)),
             Mode::Tls => {
@@ -197,9 +269,11 @@ async fn run(args: Args) {
                 tokio::spawn(tls_worker(target, tls, run))
             }
             Mode::TlsBulk => tokio::spawn(bulk_worker(target, tls.clone(), run)),
+            Mode::Udp => tokio::spawn(udp_worker(target, size, run)),
+            Mode::UdpHold => tokio::spawn(udp_hold_worker(target, size.max(1), run)),
         });
     }
-    if let Mode::Hold = args.mode {
+    if let Mode::Hold | Mode::UdpHold = args.mode {
         return hold(args, run, tasks).await;
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
@@ -218,12 +292,14 @@ async fn run(args: Args) {
             latencies.append(&mut l);
         }
     }
+    latencies.append(&mut run.latencies.lock().unwrap_or_else(|e| e.into_inner()));
     let errors = run.errors.load(Relaxed);
+    let (all, missed) = (run.all.load(Relaxed), run.missed.load(Relaxed));
     if let Some(e) = run.first_error.get() {
         eprintln!("first error: {e}");
     }
     match args.mode {
-        Mode::Conn | Mode::Tls => {
+        Mode::Conn | Mode::Close | Mode::Http | Mode::Tls | Mode::Udp => {
             latencies.sort_unstable();
             let pct = |p: f64| {
                 latencies
@@ -236,13 +312,26 @@ async fn run(args: Args) {
             };
             let rate = units as f64 / elapsed;
             let (p50, p99) = (pct(0.50), pct(0.99));
-            if let Mode::Conn = args.mode {
-                println!("conn_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors}");
-            } else {
-                let cpu_per = match units {
-                    0 => "-".to_string(),
-                    n => format!("{:.1}", cpu.as_secs_f64() * 1e6 / n as f64),
+            let cpu_per = match units {
+                0 => "-".to_string(),
+                n => format!("{:.2}", cpu.as_secs_f64() * 1e6 / n as f64),
+            };
+            if let Mode::Conn | Mode::Close | Mode::Http = args.mode {
+                let unit = if let Mode::Http = args.mode {
+                    "req"
+                } else {
+                    "conn"
                 };
+                println!(
+                    "{unit}_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors} \
+                     missed={missed} all={all}"
+                );
+            } else if let Mode::Udp = args.mode {
+                println!(
+                    "rtt_per_s={rate:.0} p50_us={p50} p99_us={p99} lost={errors} \
+                     client_cpu_us_per_rtt={cpu_per}"
+                );
+            } else {
                 let pct = |counted: &AtomicU64| match units {
                     0 => "-".to_string(),
                     n => format!("{:.0}", counted.load(Relaxed) as f64 * 100.0 / n as f64),
@@ -265,33 +354,74 @@ async fn run(args: Args) {
                 units as f64 * 8.0 / elapsed / 1e9
             )
         }
-        Mode::Hold => {}
+        Mode::Hold | Mode::UdpHold => {}
     }
 }
 
-/// New connection per request until told to stop; returns the measured
+/// What one short connection does between connect and close.
+#[derive(Clone)]
+enum Exchange {
+    /// Sends these bytes, reads as many back, closes first (conn).
+    Echo(Arc<[u8]>),
+    /// Sends an HTTP request with `Connection: close` and reads the answer
+    /// until the server closes (close).
+    HttpClose,
+}
+
+const HTTP_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+const HTTP_KEEP_ALIVE: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+
+impl Exchange {
+    fn of(mode: Mode, size: usize) -> Exchange {
+        match mode {
+            Mode::Close => Exchange::HttpClose,
+            _ => Exchange::Echo(vec![0xa5_u8; size].into()),
+        }
+    }
+
+    /// One connection: connect, exchange, close.
+    async fn once(&self, target: SocketAddr, buf: &mut Vec<u8>) -> io::Result<()> {
+        let mut stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        match self {
+            Exchange::Echo(request) => {
+                stream.write_all(request).await?;
+                buf.resize(request.len(), 0);
+                stream.read_exact(buf).await?;
+            }
+            Exchange::HttpClose => {
+                stream.write_all(HTTP_CLOSE).await?;
+                buf.clear();
+                stream.read_to_end(buf).await?;
+                if !buf.starts_with(b"HTTP/1.1 200") {
+                    return Err(io::Error::other("not a 200 answer"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts a unit that ended well, `started` being when it began (or was
+/// due), if it began in the measured window and ended before the stop.
+fn done(run: &Run, counted: bool, started: Instant) -> Option<u32> {
+    run.all.fetch_add(1, Relaxed);
+    (counted && !run.stop.load(Relaxed)).then(|| {
+        run.units.fetch_add(1, Relaxed);
+        u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX)
+    })
+}
+
+/// New connection per exchange until told to stop; returns the measured
 /// latencies in microseconds.
-async fn conn_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
-    let request = vec![0xa5_u8; size];
-    let mut reply = vec![0u8; size];
+async fn conn_worker(target: SocketAddr, exchange: Exchange, run: Arc<Run>) -> Vec<u32> {
+    let mut buf = Vec::new();
     let mut latencies = Vec::new();
     while !run.stop.load(Relaxed) {
         let start = Instant::now();
-        let ok = async {
-            let mut stream = TcpStream::connect(target).await?;
-            stream.set_nodelay(true)?;
-            stream.write_all(&request).await?;
-            stream.read_exact(&mut reply).await?;
-            std::io::Result::Ok(())
-        };
         let counted = run.counting.load(Relaxed);
-        match tokio::time::timeout(Duration::from_secs(5), ok).await {
-            Ok(Ok(())) if counted && !run.stop.load(Relaxed) => {
-                run.units.fetch_add(1, Relaxed);
-                let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
-                latencies.push(us);
-            }
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(Duration::from_secs(5), exchange.once(target, &mut buf)).await {
+            Ok(Ok(())) => latencies.extend(done(&run, counted, start)),
             _ => {
                 run.errors.fetch_add(1, Relaxed);
                 // Back off a little so a refused target is not hammered.
@@ -300,6 +430,221 @@ async fn conn_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32>
         }
     }
     latencies
+}
+
+/// Fixed-rate connections: one due every 1/rate s, each on its own task,
+/// at most `in_flight` at once; an arrival that finds them all busy is
+/// missed (counted, not sent), so the offered load stays the same.
+async fn paced_conn_arrivals(
+    target: SocketAddr,
+    exchange: Exchange,
+    rate: f64,
+    in_flight: usize,
+    run: Arc<Run>,
+) -> Vec<u32> {
+    let slots = Arc::new(Semaphore::new(in_flight.max(1)));
+    let start = Instant::now();
+    let mut arrivals = Vec::new();
+    for i in 0u64.. {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if run.stop.load(Relaxed) {
+            break;
+        }
+        let counted = run.counting.load(Relaxed);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if counted {
+                run.missed.fetch_add(1, Relaxed);
+            }
+            continue;
+        };
+        let (run, exchange) = (run.clone(), exchange.clone());
+        arrivals.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut buf = Vec::new();
+            let once = exchange.once(target, &mut buf);
+            match tokio::time::timeout(Duration::from_secs(5), once).await {
+                Ok(Ok(())) => {
+                    if let Some(us) = done(&run, counted, started) {
+                        run.latencies
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(us);
+                    }
+                }
+                Ok(Err(e)) => run.error(e),
+                Err(_) => run.error("timed out after 5s"),
+            }
+            drop(slot);
+        }));
+        // Finished arrivals need not be kept until the end.
+        if arrivals.len() >= 4096 {
+            arrivals.retain(|a| !a.is_finished());
+        }
+    }
+    for arrival in arrivals {
+        let _ = arrival.await;
+    }
+    Vec::new()
+}
+
+/// Keep-alive HTTP requests on one connection, one at a time, until told
+/// to stop; `pace` (first due after, then every) for a fixed rate. Returns
+/// the latencies in microseconds (from when each request was due).
+async fn http_worker(
+    target: SocketAddr,
+    pace: Option<(Duration, Duration)>,
+    run: Arc<Run>,
+) -> Vec<u32> {
+    let mut latencies = Vec::new();
+    let mut stream = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            run.error(e);
+            return latencies;
+        }
+    };
+    if let Err(e) = stream.set_nodelay(true) {
+        run.error(e);
+        return latencies;
+    }
+    let mut buf = Vec::with_capacity(4096);
+    let start = Instant::now();
+    for k in 0u32.. {
+        let mut due = Instant::now();
+        if let Some((first, every)) = pace {
+            due = start + first + every * k;
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+                due = Instant::now();
+            }
+        }
+        if run.stop.load(Relaxed) {
+            break;
+        }
+        let counted = run.counting.load(Relaxed);
+        let request = http_request(&mut stream, &mut buf);
+        match tokio::time::timeout(Duration::from_secs(5), request).await {
+            Ok(Ok(())) => latencies.extend(done(&run, counted, due)),
+            Ok(Err(e)) => {
+                run.error(e);
+                break;
+            }
+            Err(_) => {
+                run.error("timed out after 5s");
+                break;
+            }
+        }
+    }
+    latencies
+}
+
+/// One request and its whole answer (head, then `Content-Length` bytes).
+async fn http_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+    stream.write_all(HTTP_KEEP_ALIVE).await?;
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(head) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&buf[..head]);
+            if !text.starts_with("HTTP/1.1 200") {
+                return Err(io::Error::other("not a 200 answer"));
+            }
+            let length = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| io::Error::other("no Content-Length"))?;
+            if buf.len() >= head + 4 + length {
+                return Ok(());
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(io::Error::other("answer longer than 64 KiB"));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed mid-answer",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One UDP session: a datagram out, the same back, until told to stop;
+/// returns the measured round trips in microseconds.
+async fn udp_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
+    let bind: SocketAddr = match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+    };
+    let socket = match tokio::net::UdpSocket::bind(bind).await {
+        Ok(s) if s.connect(target).await.is_ok() => s,
+        _ => {
+            run.error("cannot open a UDP socket");
+            return Vec::new();
+        }
+    };
+    let request = vec![0xa5_u8; size];
+    let mut reply = vec![0u8; 65_536];
+    let mut latencies = Vec::new();
+    while !run.stop.load(Relaxed) {
+        let start = Instant::now();
+        let counted = run.counting.load(Relaxed);
+        let round = async {
+            socket.send(&request).await?;
+            socket.recv(&mut reply).await
+        };
+        match tokio::time::timeout(Duration::from_millis(200), round).await {
+            Ok(Ok(n)) if n == size => {
+                if counted && !run.stop.load(Relaxed) {
+                    run.units.fetch_add(1, Relaxed);
+                    let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    latencies.push(us);
+                }
+            }
+            Ok(Ok(n)) => run.error(format!("a reply of {n} bytes, not {size}")),
+            Ok(Err(e)) => {
+                run.error(e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) if counted => run.error("a datagram not back within 200 ms"),
+            Err(_) => {}
+        }
+    }
+    latencies
+}
+
+/// One UDP session that is answered once, then stays silent until the
+/// hold is released.
+async fn udp_hold_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
+    let answered = async {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(target).await?;
+        let mut reply = vec![0u8; 65_536];
+        for _ in 0..10 {
+            socket.send(&vec![0x5a_u8; size]).await?;
+            let wait = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut reply));
+            if let Ok(Ok(_)) = wait.await {
+                return Ok(socket);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "no reply"))
+    };
+    match answered.await {
+        Ok(socket) => {
+            run.units.fetch_add(1, Relaxed);
+            run.released.cancelled().await;
+            drop(socket);
+        }
+        Err(e) => run.error(e),
+    }
+    Vec::new()
 }
 
 async fn hold(args: Args, run: Arc<Run>, tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>) {

@@ -7,6 +7,9 @@
 #   bulk-32    32 parallel connections, iperf3 -P 32, Gbit/s
 #   conn/s     a new TCP connection per 64-byte request/response
 #              (examples/loadgen.rs, $CONN_WORKERS workers), connections/s
+#   http-close a new connection per HTTP request with `Connection: close`
+#              (examples/loadgen.rs close, $CONN_WORKERS workers): the
+#              backend closes first; connections/s, p50/p99 latency
 #   http-ka    keep-alive HTTP requests/s with wrk -c64, p50/p99 latency
 #   tls-hs     full TLS handshakes/s passed through without looking
 #              (examples/loadgen.rs tls, $TLS_WORKERS concurrent), p50/p99
@@ -25,7 +28,19 @@
 #   tls-bulk   one terminated TLS connection streaming to the plain echo
 #              backend and reading it back (examples/loadgen.rs tls-bulk):
 #              echoed Gbit/s, the proxy's (and client's) CPU per echoed GB
-# Systems: direct (no proxy), tcplb (release build), haproxy, nginx.
+#   udp-64     UDP datagram echo, 64 bytes: $UDP_WORKERS sessions each
+#   udp-1400   sending one datagram and waiting for it back (loadgen udp),
+#              round trips/s (two datagrams through the proxy each); the
+#              backend is `backend --echo --udp`. nginx: `listen ... udp`,
+#              sessions kept (no proxy_responses), as tcplb's
+#   dns        dnsperf (one socket, $DNS_CLIENTS in flight per client) against a
+#              real dnsmasq answering from its configuration; tcplb
+#              --responses 1, nginx proxy_responses 1: a session per query
+#   (HAProxy has no UDP: its rows are left out of the UDP workloads.)
+# Systems: direct (no proxy), tcplb (release build), haproxy, nginx, and
+# tcplb-b: a second tcplb for A/B runs, taking turns with the first
+# (TCPLB_B_BIN, TCPLB_B_ARGS and TCPLB_B_ENV, environment assignments such
+# as "RUST_LOG=info", say how it differs; on tcplb's ports).
 # Rounds are interleaved: run 1 of every system, then run 2, ..., so a
 # machine that gets busier mid-way weighs on every system alike.
 # Besides each rate: the proxy's CPU per unit of work (proxy-cpu; the
@@ -66,6 +81,21 @@
 # not the machine's, as long as the client keeps up (its CPU per handshake
 # is shown; on 2 cores the proxy gets 1).
 #
+# At equal offered load (after the memory part; FIXED=none skips it): for
+# each of $FIXED (http-close conn/s http-ka), every system of
+# $FIXED_SYSTEMS is first driven flat out $FIXED_PROBES times (closed
+# loop, the loadgen as above; http-ka with loadgen http, 64 connections),
+# each system's best run counts and the slowest system's is the maximum.
+# Then all of them are driven open-loop at $FIXED_LOADS percent of it
+# (examples/loadgen.rs --rate: arrivals on a fixed schedule, see its doc
+# for how latency is timed), $FIXED_RUNS rounds, the systems taking turns
+# and the first of each round rotating. Per system: the rate achieved,
+# arrivals missed (all 256 in flight), the proxy's CPU per connection or
+# request split into user and kernel (utime and stime of all its
+# processes and threads from /proc, over the whole run divided by the
+# units done in it), and p50/p99 latency, each the median of the rounds;
+# spread is that of the total CPU per unit.
+#
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
 #        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
@@ -75,6 +105,10 @@
 #        MEM_RUNS=$RUNS MEM_SYSTEMS="tcplb haproxy nginx" (memory part: rounds, systems)
 #        MEM_KINDS="0 64 tls" (memory part: silent, after a 64-byte echo,
 #          terminated TLS after a 64-byte echo over it)
+#        FIXED="http-close conn/s http-ka" (none: skip) FIXED_RUNS=5 FIXED_PROBES=2
+#        FIXED_LOADS="50 80" FIXED_SYSTEMS="tcplb haproxy nginx"
+#        FIXED_MAX="http-close=9000 conn/s=9000 http-ka=40000" (skip probing)
+#        TCPLB_B_BIN=path TCPLB_B_ARGS="..." TCPLB_B_ENV="VAR=value ..." (tcplb-b)
 #        CARGO_TARGET_DIR is honoured (the binaries are looked up there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,6 +120,8 @@ TLS_WORKERS=${TLS_WORKERS:-32}
 TLS_SNI=${TLS_SNI:-a.test}
 TLS_KX=${TLS_KX:-default}
 TLS_PROXY_ONLY=${TLS_PROXY_ONLY:-}
+UDP_WORKERS=${UDP_WORKERS:-32}
+DNS_CLIENTS=${DNS_CLIENTS:-32}
 TCPLB_ARGS=${TCPLB_ARGS:-}
 CORES=$(nproc)
 TICK=$(getconf CLK_TCK)
@@ -100,6 +136,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ss >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ] && [ -z "${SKIP_APT:-}" ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     echo "installing: ${need[*]}" >&2
@@ -114,36 +152,18 @@ cargo build --release -q --bin tcplb --bin backend --example loadgen
 BIN=$(cargo metadata --format-version 1 --no-deps \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release
 TCPLB=${TCPLB_BIN:-$BIN/tcplb} BACKEND=$BIN/backend LOADGEN=$BIN/examples/loadgen
+TCPLB_B=${TCPLB_B_BIN:-$TCPLB} TCPLB_B_ARGS=${TCPLB_B_ARGS:-$TCPLB_ARGS} TCPLB_B_ENV=${TCPLB_B_ENV:-}
 
 # ------------------------------------------------------------ processes
-TMP=$(mktemp -d /tmp/tcplb-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/processes.sh
+source scripts/processes.sh tcplb-bench
 
-# Starts a command in the background and records its PID in $LAST_PID.
-spawn() {
-    "$@" >>"$TMP/log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-wait_listening() {
+wait_udp() {
     for _ in $(seq 100); do
-        [ -n "$(ss -Hltn "sport = :$1")" ] && return 0
+        [ -n "$(ss -Hlun "sport = :$1")" ] && return 0
         sleep 0.05
     done
-    echo "nothing listens on port $1; log:" >&2
+    echo "nothing listens on UDP port $1; log:" >&2
     tail -20 "$TMP/log" >&2
     exit 1
 }
@@ -153,8 +173,10 @@ BASE=$((20000 + (RANDOM % 100) * 100))
 port() { echo $((BASE + $1)); }
 ECHO1=$(port 1) ECHO2=$(port 2) HTTP1=$(port 3) HTTP2=$(port 4) IPERF=$(port 5)
 TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8) TLS_PLAIN=$(port 9)
-for p in $(seq "$BASE" $((BASE + 40))); do
-    [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
+UECHO1=$(port 41) UECHO2=$(port 42) DNS=$(port 43)
+ports_free "$BASE" $((BASE + 50))
+for p in $(seq "$BASE" $((BASE + 50))); do
+    [ -z "$(ss -Hlun "sport = :$p")" ] || { echo "UDP port $p is busy; run again" >&2; exit 1; }
 done
 
 # TLS_PROXY_ONLY: everything but the proxy under test on the last core.
@@ -172,13 +194,9 @@ spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-ka tls-hs tls-sni tls-term tls-resume tls-term-rsa tls-bulk}"
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka tls-hs tls-sni tls-term tls-resume tls-term-rsa tls-bulk udp-64 udp-1400 dns}"
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
-
-stream_module=""
-[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] \
-    && stream_module="load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
 
 # The certificates every terminating proxy serves (made even when no TLS
 # workload runs: HAProxy's configuration names them): ECDSA P-256 (cert.pem,
@@ -199,13 +217,7 @@ cat "$TMP/tls/rsa-cert.pem" "$TMP/tls/rsa-key.pem" >"$TMP/tls/combined-rsa.pem"
 TLS_BACKEND_PIDS=()
 if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
     cat >"$TMP/tls/nginx.conf" <<EOF
-$stream_module
-worker_processes $CORES;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $TMP/tls/nginx.pid;
-error_log $TMP/tls/error.log error;
-events { worker_connections 20000; }
+$(nginx_head "$TMP/tls")
 stream {
     ssl_certificate $TMP/tls/cert.pem;
     ssl_certificate_key $TMP/tls/key.pem;
@@ -220,9 +232,22 @@ stream {
 }
 EOF
     # shellcheck disable=SC2086
-    spawn $PEER_CPUS nginx -p "$TMP/tls" -e "$TMP/tls/error.log" -c "$TMP/tls/nginx.conf"
+    spawn $PEER_CPUS nginx -p "$TMP/tls" -e "$TMP/tls/nginx-error.log" -c "$TMP/tls/nginx.conf"
     TLS_BACKEND_PIDS=("$LAST_PID")
     for p in $TLS1 $TLS2 $TLS_MISS $TLS_PLAIN; do wait_listening "$p"; done
+fi
+
+# The UDP backends: two datagram echoes, and a real DNS server answering
+# every query for bench.test from its configuration (no upstream).
+if [[ " ${WORKLOADS[*]} " == *" udp-"* || " ${WORKLOADS[*]} " == *" dns "* ]]; then
+    spawn "$BACKEND" --echo --udp "$UECHO1"
+    spawn "$BACKEND" --echo --udp "$UECHO2"
+    spawn dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+        --bind-interfaces --listen-address=127.0.0.1 --port="$DNS" --pid-file= --user=nobody --group=nogroup \
+        --address=/bench.test/192.0.2.1 --cache-size=0 --dns-forward-max=10000
+    UDP_BACKEND_PIDS=("$LAST_PID")
+    for p in $UECHO1 $UECHO2 $DNS; do wait_udp "$p"; done
+    for _ in $(seq 2000); do echo "bench.test A"; done >"$TMP/queries"
 fi
 
 # The route table, the same for every system: "name target", target "hit"
@@ -247,12 +272,12 @@ vault.test miss
 
 # Frontend ports per system: echo, http, iperf, tls (no routes), tls-sni,
 # tls-term, tls-term-rsa, tls-echo (terminated TLS to the echo backends;
-# tls-bulk and the memory part). "-": none.
+# tls-bulk and the memory part), udp echo, dns. "-": none.
 declare -A FRONT=(
-    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1 - -"
-    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16) $(port 17) $(port 18)"
-    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26) $(port 27) $(port 28)"
-    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36) $(port 37) $(port 38)"
+    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1 - - $UECHO1 $DNS"
+    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16) $(port 17) $(port 18) $(port 19) $(port 20)"
+    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26) $(port 27) $(port 28) - -"
+    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36) $(port 37) $(port 38) $(port 39) $(port 40)"
 )
 
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -309,13 +334,7 @@ listen tls_echo
 EOF
 
 cat >"$TMP/nginx.conf" <<EOF
-$stream_module
-worker_processes $CORES;
-worker_rlimit_nofile 20000;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log error;
-events { worker_connections 20000; }
+$(nginx_head "$TMP")
 stream {
     access_log off;
     # nginx 1.22's default is TLSv1 to TLSv1.2: the workloads compare
@@ -336,6 +355,9 @@ $(while read -r name target; do echo "        $name tls_$target;"; done <<<"$ROU
     server { listen 127.0.0.1:$(port 33); proxy_pass iperf; }
     server { listen 127.0.0.1:$(port 34); proxy_pass tls_hit; }
     server { listen 127.0.0.1:$(port 35); ssl_preread on; proxy_pass \$tls_upstream; }
+    upstream uecho { server 127.0.0.1:$UECHO1; server 127.0.0.1:$UECHO2; }
+    server { listen 127.0.0.1:$(port 39) udp reuseport; proxy_pass uecho; }
+    server { listen 127.0.0.1:$(port 40) udp reuseport; proxy_responses 1; proxy_pass 127.0.0.1:$DNS; }
     server {
         listen 127.0.0.1:$(port 36) ssl;
         ssl_certificate $TMP/tls/cert.pem;
@@ -399,10 +421,12 @@ if [[ " ${WORKLOADS[*]} " == *" tls-sni "* && " ${SYSTEMS[*]} " == *" tcplb "* ]
         head -3 "$TMP/probe.err" >&2
     fi
 fi
-[ "$TCPLB_ROUTES" = 1 ] \
-    || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16) $(port 17) $(port 18)"
+[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16) \
+$(port 17) $(port 18) $(port 19) $(port 20)"
+FRONT[tcplb-b]=${FRONT[tcplb]}
 
-# tcplb serves one listener per process: one process per frontend.
+# tcplb serves one listener per process: one process per frontend. The
+# binary, flags and environment: tcplb's or tcplb-b's (start_system).
 start_tcplb() {
     TCPLB_PIDS=()
     local i=0 backends
@@ -410,8 +434,8 @@ start_tcplb() {
         "127.0.0.1:$IPERF" "127.0.0.1:$TLS1,127.0.0.1:$TLS2"; do
         i=$((i + 1))
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn $PROXY_CPUS "$TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
-            --backend "$backends" --health-interval 60s --on-failure close $TCPLB_ARGS
+        RUST_LOG=warn spawn $PROXY_CPUS env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
+            --backend "$backends" --health-interval 60s --on-failure close $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
     # tls-term, tls-term-rsa, tls-echo: terminating with the backend's
@@ -422,31 +446,49 @@ start_tcplb() {
         [ "$i" = 7 ] && cert=rsa-cert
         [ "$i" = 8 ] && backends=127.0.0.1:$ECHO1,127.0.0.1:$ECHO2
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn $PROXY_CPUS "$TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
+        RUST_LOG=warn spawn $PROXY_CPUS env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
             --backend "$backends" --tls-cert "$TMP/tls/$cert.pem" \
             --tls-key "$TMP/tls/${cert%cert}key.pem" --health-interval 60s --on-failure close \
-            $TCPLB_ARGS
+            $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
     if [ "$TCPLB_ROUTES" = 1 ]; then
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn $PROXY_CPUS "$TCPLB" --config "$TMP/tcplb-sni.toml" $TCPLB_ARGS
+        RUST_LOG=warn spawn $PROXY_CPUS env $RUN_ENV "$RUN_TCPLB" --config "$TMP/tcplb-sni.toml" $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     fi
+    # udp-*: the datagram echoes; dns: dnsmasq, a session per query.
+    # shellcheck disable=SC2086
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 19)" \
+        --backend "127.0.0.1:$UECHO1,127.0.0.1:$UECHO2" --health-interval 60s $RUN_ARGS
+    TCPLB_PIDS+=("$LAST_PID")
+    # shellcheck disable=SC2086
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 20)" \
+        --backend "127.0.0.1:$DNS" --responses 1 --health-interval 60s $RUN_ARGS
+    TCPLB_PIDS+=("$LAST_PID")
 }
 
 start_system() {
     SYSTEM_PIDS=()
     case $1 in
         direct) return ;; # its ports are the backends', waited for at their start
-        tcplb) start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
+        tcplb) RUN_TCPLB=$TCPLB RUN_ARGS=$TCPLB_ARGS RUN_ENV=""
+            start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
+        tcplb-b) RUN_TCPLB=$TCPLB_B RUN_ARGS=$TCPLB_B_ARGS RUN_ENV=$TCPLB_B_ENV
+            start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
         # shellcheck disable=SC2086
         haproxy) spawn $PROXY_CPUS haproxy -db -f "$TMP/haproxy.cfg"; SYSTEM_PIDS=("$LAST_PID") ;;
         # shellcheck disable=SC2086
         nginx) spawn $PROXY_CPUS nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"
             SYSTEM_PIDS=("$LAST_PID") ;;
     esac
-    for p in ${FRONT[$1]}; do [ "$p" = - ] || wait_listening "$p"; done
+    local front i=0
+    read -r -a front <<<"${FRONT[$1]}"
+    for p in "${front[@]}"; do
+        i=$((i + 1))
+        [ "$p" = - ] && continue
+        if [ "$i" -le 8 ]; then wait_listening "$p"; else wait_udp "$p"; fi
+    done
 }
 
 stop_system() {
@@ -461,9 +503,9 @@ run_bulk() { # port parallel
     iperf3 -c 127.0.0.1 -p "$1" -P "$2" -t $((DUR + 1)) -O 1 -f g 2>>"$TMP/log" | gbits
 }
 
-run_conn() {
-    "$LOADGEN" conn "127.0.0.1:$1" --workers "$CONN_WORKERS" --seconds "$DUR" --warmup 1 \
-        | sed -n 's/.*conn_per_s=\([0-9]*\).*/\1/p'
+run_conn() { # port [mode]: "conn/s p50_us p99_us"
+    "$LOADGEN" "${2:-conn}" "127.0.0.1:$1" --workers "$CONN_WORKERS" --seconds "$DUR" --warmup 1 \
+        | sed -n 's/.*conn_per_s=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'
 }
 
 to_us() { # wrk latency such as 812.00us, 1.20ms, 1.01s
@@ -522,6 +564,18 @@ run_tls_bulk() { # port
     field gbit_per_s
 }
 
+run_udp() { # port size
+    "$LOADGEN" udp "127.0.0.1:$1" --workers "$UDP_WORKERS" --size "$2" --seconds "$DUR" \
+        --warmup 1 | sed -n 's/.*rtt_per_s=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'
+}
+
+run_dns() { # port
+    dnsperf -s 127.0.0.1 -p "$1" -d "$TMP/queries" -l 1 -c 1 -q "$DNS_CLIENTS" \
+        >/dev/null 2>&1 || true # warm-up
+    dnsperf -s 127.0.0.1 -p "$1" -d "$TMP/queries" -l "$DUR" -c 1 -q "$DNS_CLIENTS" \
+        2>>"$TMP/log" | awk '/Queries per second:/ { printf "%.0f", $4 }'
+}
+
 run_workload() { # workload system
     local front
     read -r -a front <<<"${FRONT[$2]}"
@@ -529,6 +583,7 @@ run_workload() { # workload system
         bulk-1) run_bulk "${front[2]}" 1 ;;
         bulk-32) run_bulk "${front[2]}" 32 ;;
         conn/s) run_conn "${front[0]}" ;;
+        http-close) run_conn "${front[1]}" close ;;
         http-ka) run_http "${front[1]}" ;;
         tls-hs) run_tls "${front[3]}" cert ;;
         tls-sni) run_tls "${front[4]}" cert ;;
@@ -536,23 +591,28 @@ run_workload() { # workload system
         tls-resume) run_tls "${front[5]}" cert --resume ;;
         tls-term-rsa) run_tls "${front[6]}" rsa-cert ;;
         tls-bulk) run_tls_bulk "${front[7]}" ;;
+        udp-64) run_udp "${front[8]}" 64 ;;
+        udp-1400) run_udp "${front[8]}" 1400 ;;
+        dns) run_dns "${front[9]}" ;;
     esac
 }
 
 # A system that cannot run a workload: a tcplb without routes (tls-sni);
 # direct where the backend does not terminate like the proxies do (it has
-# no tickets, no RSA certificate, no TLS echo).
+# no tickets, no RSA certificate, no TLS echo); HAProxy for UDP (it has none).
 unsupported() {
     { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 ]; } \
-        || { [ "$2" = direct ] && [[ " tls-resume tls-term-rsa tls-bulk " == *" $1 "* ]]; }
+        || { [ "$2" = direct ] && [[ " tls-resume tls-term-rsa tls-bulk " == *" $1 "* ]]; } \
+        || { [[ $1 == udp-* || $1 == dns ]] && [ "$2" = haproxy ]; }
 }
 
 # The tcplb process serving a workload, for its CPU time and peak RSS.
 tcplb_pid_for() {
     case $1 in bulk-*) echo "${TCPLB_PIDS[2]}" ;; conn/s) echo "${TCPLB_PIDS[0]}" ;;
-        http-ka) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
+        http-*) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
         tls-term | tls-resume) echo "${TCPLB_PIDS[4]}" ;; tls-term-rsa) echo "${TCPLB_PIDS[5]}" ;;
-        tls-bulk) echo "${TCPLB_PIDS[6]}" ;; tls-sni) echo "${TCPLB_PIDS[7]}" ;; esac
+        tls-bulk) echo "${TCPLB_PIDS[6]}" ;; tls-sni) echo "${TCPLB_PIDS[7]}" ;;
+        udp-*) echo "${TCPLB_PIDS[-2]}" ;; dns) echo "${TCPLB_PIDS[-1]}" ;; esac
 }
 cpu_seconds() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
@@ -657,8 +717,9 @@ fi
     "tcplb-rss"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 for workload in "${WORKLOADS[@]}"; do
-    case $workload in bulk-* | tls-bulk) unit=Gbit/s per=ms/GB ;; conn/s) unit=conn/s per=us/conn ;;
-        http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;; esac
+    case $workload in bulk-* | tls-bulk) unit=Gbit/s per=ms/GB ;; conn/s | http-close) unit=conn/s per=us/conn ;;
+        http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;;
+        udp-*) unit=rtt/s per=us/rtt ;; dns) unit=q/s per=us/q ;; esac
     direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
     ha=${RESULT[$workload,haproxy]:-0} ng=${RESULT[$workload,nginx]:-0}
     best=$(printf '%s\n' "${ha%% *}" "${ng%% *}" | sort -g | tail -1)
@@ -705,6 +766,46 @@ if [ ${#CLIENT[@]} -gt 0 ]; then
     done
 fi
 
+# ---------------------------------------------- memory per idle UDP session
+# RSS of the proxy with N idle UDP sessions (each answered once, then
+# silent: loadgen udp-hold) minus RSS before, divided by N, once per system.
+IDLE_SESSIONS=${IDLE_SESSIONS:-5000}
+if [ "$IDLE_SESSIONS" -gt 0 ] && [[ " ${WORKLOADS[*]} " == *" udp-"* ]]; then
+    udp_rss_kb() {
+        local total=0 pid child
+        for pid in "$@"; do
+            for child in "$pid" $(pgrep -P "$pid" || true); do
+                total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" 2>/dev/null || echo 0)))
+            done
+        done
+        echo "$total"
+    }
+    echo
+    echo "memory per idle UDP session: $IDLE_SESSIONS sessions held through each proxy (RSS delta / N)"
+    for system in tcplb nginx; do
+        [[ " ${SYSTEMS[*]} " == *" $system "* ]] || continue
+        start_system "$system"
+        sleep 0.3
+        read -r -a front <<<"${FRONT[$system]}"
+        pids=("${SYSTEM_PIDS[@]}")
+        [ "$system" = tcplb ] && pids=("${TCPLB_PIDS[-2]}")
+        before=$(udp_rss_kb "${pids[@]}")
+        "$LOADGEN" udp-hold "127.0.0.1:${front[8]}" --workers "$IDLE_SESSIONS" --size 64 \
+            --seconds 3 >"$TMP/udp-hold.out" 2>>"$TMP/log" &
+        holder=$!
+        PIDS+=("$holder")
+        for _ in $(seq 600); do grep -q held= "$TMP/udp-hold.out" && break; sleep 0.1; done
+        sleep 1
+        after=$(udp_rss_kb "${pids[@]}")
+        held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/udp-hold.out")
+        wait "$holder" 2>/dev/null || true
+        stop_system
+        awk -v s="$system" -v a="$after" -v b="$before" -v n="${held:-0}" 'BEGIN {
+            if (n > 0) printf "%-8s %8.0f bytes per session (%d held)\n", s, (a - b) * 1024 / n, n
+            else printf "%-8s -\n", s }'
+    done
+fi
+
 # ------------------------------------------- memory per idle connection
 # RSS of the proxy's processes with N idle connections held through it,
 # minus RSS before, divided by N; the median of $MEM_RUNS rounds, systems
@@ -714,7 +815,7 @@ fi
 # bounded by the fd limit (the proxy needs two descriptors per connection)
 # and by HAProxy's maxconn (9900).
 IDLE_CONNS=${IDLE_CONNS:-9000}
-[ "$IDLE_CONNS" -gt 0 ] || exit 0
+memory_part() {
 MEM_RUNS=${MEM_RUNS:-$RUNS}
 read -r -a MEM_SYSTEMS <<<"${MEM_SYSTEMS:-tcplb haproxy nginx}"
 read -r -a MEM_KINDS <<<"${MEM_KINDS:-0 64 tls}"
@@ -780,4 +881,110 @@ for system in "${MEM_SYSTEMS[@]}"; do
         rounds+=" $kind:${MEM[$system,$kind]# }"
     done
     printf '  %s\n' "$rounds"
+done
+}
+[ "$IDLE_CONNS" -le 0 ] || memory_part
+
+# ------------------------------------------------ at equal offered load
+read -r -a FIXED <<<"${FIXED:-http-close conn/s http-ka}"
+[ "${FIXED[*]}" != none ] || exit 0
+FIXED_RUNS=${FIXED_RUNS:-5}
+FIXED_PROBES=${FIXED_PROBES:-2}
+read -r -a FIXED_LOADS <<<"${FIXED_LOADS:-50 80}"
+read -r -a FIXED_SYSTEMS <<<"${FIXED_SYSTEMS:-tcplb haproxy nginx}"
+declare -A FIXED_MAXES=()
+for given in ${FIXED_MAX:-}; do FIXED_MAXES[${given%%=*}]=${given#*=}; done
+
+# user and system ticks so far of the given processes and their children
+tree_ticks_split() {
+    local u=0 s=0 pid line
+    for pid in "$@" $(for p in "$@"; do pgrep -P "$p"; done); do
+        line=$(awk '{ print $14, $15 }' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
+        u=$((u + ${line% *})) s=$((s + ${line#* }))
+    done
+    echo "$u $s"
+}
+
+# One loadgen run at `rate` (0: flat out) through the system's frontend
+# for `workload`; prints "achieved p50 p99 missed errors all".
+fixed_loadgen() { # workload system rate
+    local front mode port workers=256
+    read -r -a front <<<"${FRONT[$2]}"
+    case $1 in
+        conn/s) mode=conn port=${front[0]} ;;
+        http-close) mode=close port=${front[1]} ;;
+        http-ka) mode=http port=${front[1]} workers=64 ;;
+    esac
+    [ "$3" != 0 ] || [ "$mode" = http ] || workers=$CONN_WORKERS
+    "$LOADGEN" "$mode" "127.0.0.1:$port" --workers "$workers" --rate "$3" --seconds "$DUR" \
+        --warmup 1 2>>"$TMP/log" | awk '{
+        for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        r = (f["conn_per_s"] != "") ? f["conn_per_s"] : f["req_per_s"]
+        print r, f["p50_us"], f["p99_us"], f["missed"], f["errors"], f["all"] }'
+}
+
+declare -A FIXED_ROWS=() RATES=()
+echo
+echo "at equal offered load: open loop at ${FIXED_LOADS[*]} % of the slowest system's maximum," \
+    "$FIXED_RUNS rounds of ${DUR}s (after 1 s of warm-up), medians; CPU = the proxy's utime" \
+    "+ stime per unit"
+for workload in "${FIXED[@]}"; do
+    max=${FIXED_MAXES[$workload]:-}
+    if [ -z "$max" ]; then
+        probes=""
+        for system in "${FIXED_SYSTEMS[@]}"; do
+            best=0
+            for _ in $(seq "$FIXED_PROBES"); do
+                start_system "$system"
+                echo "  fixed $workload: $system flat out..." >&2
+                r=$(fixed_loadgen "$workload" "$system" 0)
+                stop_system
+                [ "${r%% *}" -le "$best" ] || best=${r%% *}
+            done
+            probes+="$system=$best "
+            if [ -z "$max" ] || [ "$best" -lt "$max" ]; then max=$best; fi
+        done
+        echo "$workload flat out (best of $FIXED_PROBES each): $probes-> maximum $max/s"
+    fi
+    for load in "${FIXED_LOADS[@]}"; do
+        rate=$((max * load / 100))
+        RATES[$workload,$load]=$rate
+        for round in $(seq "$FIXED_RUNS"); do
+            # The first system of a round rotates, so none always goes first.
+            order=("${FIXED_SYSTEMS[@]:$(((round - 1) % ${#FIXED_SYSTEMS[@]}))}"
+                "${FIXED_SYSTEMS[@]:0:$(((round - 1) % ${#FIXED_SYSTEMS[@]}))}")
+            for system in "${order[@]}"; do
+                start_system "$system"
+                echo "  fixed $workload $load% ($rate/s) round $round $system..." >&2
+                before=$(tree_ticks_split "${SYSTEM_PIDS[@]}")
+                r=$(fixed_loadgen "$workload" "$system" "$rate")
+                after=$(tree_ticks_split "${SYSTEM_PIDS[@]}")
+                stop_system
+                FIXED_ROWS[$workload,$load,$system]+=$(awk -v b="$before" -v a="$after" \
+                    -v r="$r" -v hz="$TICK" 'BEGIN {
+                    split(b, bb, " "); split(a, aa, " "); split(r, f, " ")
+                    n = f[6] > 0 ? f[6] : 1
+                    u = (aa[1] - bb[1]) / hz * 1e6 / n; k = (aa[2] - bb[2]) / hz * 1e6 / n
+                    printf "%s %.1f %.1f %.1f %s %s %s %s\n", f[1], u, k, u + k, f[2], f[3], f[4], f[5] }')$'\n'
+            done
+        done
+    done
+done
+printf '%-10s %5s %7s %-8s %8s %8s %8s %8s %6s %8s %8s %7s\n' workload load rate system achieved \
+    user-us kernel-us cpu-us spread p50-us p99-us missed
+col() { awk -v c="$1" '{ print $c }' | median; }
+for workload in "${FIXED[@]}"; do
+    for load in "${FIXED_LOADS[@]}"; do
+        for system in "${FIXED_SYSTEMS[@]}"; do
+            rows=${FIXED_ROWS[$workload,$load,$system]:-}
+            [ -n "$rows" ] || continue
+            rows=${rows%$'\n'}
+            spread=$(awk '{ x = $4 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
+                END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }' <<<"$rows")
+            printf '%-10s %4s%% %7s %-8s %8s %8s %8s %8s %6s %8s %8s %7s\n' "$workload" "$load" \
+                "${RATES[$workload,$load]}" "$system" "$(col 1 <<<"$rows")" \
+                "$(col 2 <<<"$rows")" "$(col 3 <<<"$rows")" "$(col 4 <<<"$rows")" "$spread" \
+                "$(col 5 <<<"$rows")" "$(col 6 <<<"$rows")" "$(col 7 <<<"$rows")"
+        done
+    done
 done

@@ -83,51 +83,28 @@ fi
 raise_sysctl /proc/sys/net/core/somaxconn 4096
 
 # -------------------------------------------------------------- processes
-TMP=$(mktemp -d /tmp/tcplb-hold.XXXXXX)
-PIDS=() HOLDERS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+# shellcheck source=scripts/processes.sh
+source scripts/processes.sh tcplb-hold
+HOLDERS=()
+cleanup_more() {
     local i
     for ((i = 0; i < ${#RESTORE[@]}; i += 2)); do
         echo "${RESTORE[i + 1]}" >"${RESTORE[i]}" || true
     done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-spawn() { # log command...
-    local log=$1
-    shift
-    "$@" >"$TMP/$log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-
-wait_listening() {
-    for _ in $(seq 100); do
-        [ -n "$(ss -Hltn "sport = :$1")" ] && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    exit 1
 }
 
 BASE=$((20000 + (RANDOM % 100) * 100))
-for p in $(seq "$BASE" $((BASE + PROCS + 3))); do
-    [ -z "$(ss -Hltn "sport = :$p")" ] || { echo "port $p is busy; run again" >&2; exit 1; }
-done
+ports_free "$BASE" $((BASE + PROCS + 3))
 FRONT=$BASE ADMIN=$((BASE + 1))
 backends=()
 for i in $(seq "$PROCS"); do
     port=$((BASE + 2 + i))
-    spawn "backend-$i.log" "$BACKEND" --echo "$port"
+    spawn_to "backend-$i.log" "$BACKEND" --echo "$port"
     backends+=("127.0.0.1:$port")
 done
 for b in "${backends[@]}"; do wait_listening "${b##*:}"; done
 # shellcheck disable=SC2086
-RUST_LOG=warn spawn tcplb.log "$TCPLB" --listen "127.0.0.1:$FRONT" --admin "127.0.0.1:$ADMIN" \
+RUST_LOG=warn spawn_to tcplb.log "$TCPLB" --listen "127.0.0.1:$FRONT" --admin "127.0.0.1:$ADMIN" \
     --backend "$(IFS=,; echo "${backends[*]}")" --backlog 4096 --health-interval 60s \
     --on-failure close $TCPLB_ARGS
 TCPLB_PID=$LAST_PID
@@ -152,7 +129,7 @@ remaining=$CONNS
 for i in $(seq "$PROCS"); do
     n=$((remaining < PER_PROCESS ? remaining : PER_PROCESS))
     remaining=$((remaining - n))
-    spawn "hold-$i.out" "$LOADGEN" hold "127.0.0.1:$FRONT" --workers "$n" --size 0 \
+    spawn_to "hold-$i.out" "$LOADGEN" hold "127.0.0.1:$FRONT" --workers "$n" --size 0 \
         --seconds "$hold_seconds" --sources "127.0.0.$((1 + i))" --concurrency 256 --threads 1
     HOLDERS+=("$LAST_PID")
 done

@@ -987,7 +987,7 @@ fn a_log_file_that_cannot_be_opened_stops_the_start_naming_it() {
     ]);
     let mut process = spawn_process(command);
     let status = process.wait_exit(PATIENCE).expect("tcplb did not exit");
-    std::thread::sleep(Duration::from_millis(50));
+    process.wait_stderr_read();
     let stderr = process.stderr_text();
     assert!(!status.success(), "{stderr}");
     assert!(

@@ -311,6 +311,7 @@ fn keepalived_moves_the_vip_off_a_stopping_tcplb_without_failing_new_connections
 
     // A drains what is left and exits cleanly within its drain.
     let status = a.1.process.wait_exit(PATIENCE).expect("A exits");
+    a.1.process.wait_stderr_read();
     assert!(status.success(), "{status}");
 
     let after_move: Vec<&Attempt> = attempts.iter().filter(|t| t.at >= moved).collect();
@@ -636,6 +637,7 @@ fn ecmp_over_bird_keeps_each_client_on_its_backend_whichever_instance_it_reaches
     );
     // The withdrawn instance drains cleanly: nothing left to cut.
     let status = tcplb2.process.wait_exit(PATIENCE).expect("exits");
+    tcplb2.process.wait_stderr_read();
     assert!(status.success(), "{status}");
     let text = tcplb2.process.stderr_text();
     assert!(text.contains("all connections finished"), "{text}");

@@ -93,6 +93,7 @@ async fn a_shutdown_delay_turns_ready_red_and_keeps_accepting_then_drains() {
     assert_eq!(&back, b"pong");
     drop(held);
     let status = tcplb.process.wait_exit(PATIENCE).expect("exits");
+    tcplb.process.wait_stderr_read();
     assert!(status.success(), "{status}");
     assert!(
         tcplb
