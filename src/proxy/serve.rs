@@ -57,19 +57,31 @@ use tokio_util::either::Either;
 pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     let _counted = service.stats.open_connection();
     let mut log = ConnectionLog::accept(service.clone(), peer);
-    let Some(mut link) = Box::pin(open(client, peer, &service, &mut log)).await else {
+    let mut tls = None;
+    // The plain pipe in a block of its own, so that nothing of it takes
+    // room in this future while a TLS link is piped, and the reverse.
+    'plain: {
+        let Some(mut link) = Box::pin(open(client, peer, &service, &mut log, &mut tls)).await
+        else {
+            break 'plain;
+        };
+        let connection = log.connection().clone();
+        let backend = &*link.backend;
+        let active = backend.open_connection();
+        debug!("{}: connected to {backend}", connection.client);
+        // On a binary upgrade it may move to the new process instead of ending.
+        let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
+        let Link { pipe, pool, .. } = link;
+        match piped {
+            Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
+            None => moving::moved_away(pipe, active, log, &pool, backend),
+        }
         return;
-    };
-    let connection = log.connection().clone();
-    let backend = &*link.backend;
-    let active = backend.open_connection();
-    debug!("{}: connected to {backend}", connection.client);
-    // On a binary upgrade it may move to the new process instead of ending.
-    let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
-    let Link { pipe, pool, .. } = link;
-    match piped {
-        Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
-        None => moving::moved_away(pipe, active, log, &pool, backend),
+    }
+    // Its own box, after [`open`]'s future (with the handshake's states) is
+    // freed: a plain connection's task stays small.
+    if let Some(tls) = tls {
+        Box::pin(run_tls(tls, &mut log, &service)).await;
     }
 }
 
@@ -97,10 +109,11 @@ pub(crate) fn finish<P>(
     pool.connection_closed(backend);
 }
 
-/// The end of [`serve`] for a terminated connection (its TLS state lives
-/// in this process: it never moves): run from [`open`]'s future, on the
-/// heap with its link, so that plain connections' tasks stay as small as
-/// they were.
+/// The end of [`serve`] for a connection with TLS on a side (its TLS state
+/// lives in this process: it never moves): on the heap with its link, so
+/// that plain connections' tasks stay as small as they were. Not run from
+/// [`open`]'s future, which would then live (with the handshake's states,
+/// some 2 KB) as long as the connection.
 async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
     let mut link = *link;
     let connection = log.connection().clone();
@@ -167,14 +180,15 @@ impl Client {
 }
 
 /// Everything before the pipe: `Some` once `client` is connected to a
-/// backend; `None` when the connection was closed or answered instead,
-/// with the access log's cause in `log`, or when it was terminated TLS,
-/// piped here to its end (see [`run_tls`]).
+/// backend with a plain pipe; `None` when the connection was closed or
+/// answered instead, with the access log's cause in `log`, or when it has
+/// TLS on a side: its link is then in `tls`.
 async fn open<'a>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: &'a Service,
     log: &mut ConnectionLog,
+    tls: &mut Option<Box<Link<'a, TlsPipe>>>,
 ) -> Option<Link<'a, Pipe>> {
     let listener = service.pool.load();
     let config = &listener.config;
@@ -389,14 +403,13 @@ async fn open<'a>(
                 Either::Right(_) => Some(pool.stats.backend_tls.clone()),
             };
             let counters = [client_tls, backend_tls];
-            let link = Box::new(Link {
+            *tls = Some(Box::new(Link {
                 pipe: TlsPipe::new(client, upstream, limits, evict, live, counters),
                 pool,
                 backend,
                 _client_slot: client_slot,
                 _slot: slot,
-            });
-            Box::pin(run_tls(link, log, service)).await;
+            }));
             None
         }
         Err(Unserved::QueueTimeout) => {
