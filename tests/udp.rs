@@ -704,3 +704,162 @@ async fn an_operator_closes_a_session_and_a_drain_deadline_evicts_one() {
     assert!(poll_until(PATIENCE, || lb.active() == 0).await, "evicted");
     assert_eq!(backend.stats.evicted.load(Relaxed), 1);
 }
+
+/// A real `tcplb --protocol udp` on `listen`, with `args`, its admin
+/// socket in `dir` (no token needed there); waits for the socket.
+async fn udp_tcplb(dir: &TempDir, listen: &str, args: &[&str]) -> common::TcplbProcess {
+    let mut command = Command::new(common::tcplb_bin());
+    command
+        .args(["--listen", listen, "--protocol", "udp"])
+        .args(["--admin-socket", &dir.arg("admin.sock")])
+        .args(args);
+    let tcplb = common::wait_listening(common::spawn_process(command));
+    let socket = dir.path("admin.sock");
+    assert!(
+        poll_until(PATIENCE, || socket.exists()).await,
+        "no admin socket:\n{}",
+        tcplb.process.stderr_text()
+    );
+    tcplb
+}
+
+/// Runs `tcplb ctl --admin unix:SOCKET ARGS` and wants it to succeed.
+async fn ctl_ok(dir: &TempDir, args: &[&str]) -> String {
+    let mut all = vec!["--admin".to_string(), format!("unix:{}", dir.arg("admin.sock"))];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = common::ctl(all).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ctl {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn an_ipv6_wildcard_listener_replies_from_loopback_and_to_ipv4_clients() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: this machine has no ::1");
+        return;
+    }
+    let echo = Echo::start("").await;
+    let dir = TempDir::new("udp-v6");
+    let tcplb = udp_tcplb(&dir, "[::]:0", &["--backend", &echo.addr.to_string()]).await;
+    assert!(tcplb.addr.ip().is_unspecified() && tcplb.addr.is_ipv6());
+    let port = tcplb.addr.port();
+    // Connected to [::1]: a reply from any other source is not heard.
+    let six = client_on("[::1]:0", format!("[::1]:{port}").parse().unwrap()).await;
+    for i in 0..3 {
+        let data = format!("six {i}");
+        assert_eq!(ask(&six, data.as_bytes()).await, data.as_bytes());
+    }
+    // `[::]` is dual-stack where the host's default is (Linux's
+    // net.ipv6.bindv6only = 0): IPv4 clients are answered from the IPv4
+    // address they sent to, the second loopback address as the first.
+    let v6only = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").unwrap_or_default();
+    if v6only.trim() != "0" {
+        eprintln!("SKIPPED the IPv4 half: net.ipv6.bindv6only = {v6only}");
+        return;
+    }
+    for local in ["127.0.0.1", "127.0.0.2"] {
+        let four = client(format!("{local}:{port}").parse().unwrap()).await;
+        assert_eq!(ask(&four, local.as_bytes()).await, local.as_bytes());
+    }
+    assert_eq!(echo.got.lock().unwrap().iter().filter(|d| !d.is_empty()).count(), 5);
+}
+
+/// Two tagged echo backends behind a real tcplb whose pool is `dns`,
+/// idle sessions ending after `idle`.
+async fn two_backend_tcplb(
+    dir: &TempDir,
+    idle: &str,
+    extra: &[&str],
+) -> (Echo, Echo, common::TcplbProcess) {
+    let (a, b) = (Echo::start("a:").await, Echo::start("b:").await);
+    let backends = format!("{},{}", a.addr, b.addr);
+    let mut args = vec!["--name", "dns", "--backend", &backends];
+    args.extend(["--idle-timeout", idle, "--health-interval", "1h"]);
+    args.extend(extra);
+    let tcplb = udp_tcplb(dir, "127.0.0.1:0", &args).await;
+    (a, b, tcplb)
+}
+
+/// The backend (its tag, `a` or `b`) a new session from a new client
+/// port lands on; the client, to keep its session open.
+async fn new_session(lb: SocketAddr) -> (u8, UdpSocket) {
+    let c = client(lb).await;
+    let answer = ask(&c, b"x").await;
+    (answer[0], c)
+}
+
+#[tokio::test]
+async fn ctl_drain_on_a_udp_pool_keeps_the_live_session_and_sends_new_ones_elsewhere() {
+    let dir = TempDir::new("udp-drain");
+    let (a, b, tcplb) = two_backend_tcplb(&dir, "3s", &[]).await;
+    let live = client(tcplb.addr).await;
+    let first = ask(&live, b"0").await;
+    let (kept, other, drained) = match first[0] {
+        b'a' => (b'a', b'b', a.addr),
+        _ => (b'b', b'a', b.addr),
+    };
+    ctl_ok(&dir, &["drain", "dns", &drained.to_string()]).await;
+    for i in 1..6 {
+        let n = format!("{i}");
+        assert_eq!(ask(&live, n.as_bytes()).await[0], kept, "the live session stays");
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let (tag, c) = new_session(tcplb.addr).await;
+        assert_eq!(tag, other, "a new session avoids the draining backend");
+        sessions.push(c);
+    }
+    // The live session ends at its idle timeout: the drained backend has
+    // no session left, and the client's next datagram goes elsewhere.
+    let active_on_drained = || {
+        let dir = dir.arg("admin.sock");
+        let drained = drained.to_string();
+        async move {
+            let out = common::ctl(
+                ["--admin", &format!("unix:{dir}"), "--json", "backends", "dns"]
+                    .map(String::from)
+                    .to_vec(),
+            )
+            .await;
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let backends = json["backends"].as_array().unwrap().clone();
+            let b = backends.iter().find(|b| b["name"] == drained.as_str()).unwrap();
+            assert_eq!(b["admin_state"], "drain");
+            b["active"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(active_on_drained().await, 1);
+    let mut ended = false;
+    for _ in 0..100 {
+        if active_on_drained().await == 0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the live session ended at its idle timeout");
+    assert_eq!(ask(&live, b"after").await[0], other);
+}
+
+#[tokio::test]
+async fn ctl_weight_on_a_udp_pool_moves_the_share_of_new_sessions() {
+    let dir = TempDir::new("udp-weight");
+    let (a, _b, tcplb) = two_backend_tcplb(&dir, "60s", &[]).await;
+    let count_a = |n: usize| async move {
+        let mut on_a = 0;
+        let mut open = Vec::new();
+        for _ in 0..n {
+            let (tag, c) = new_session(tcplb.addr).await;
+            on_a += usize::from(tag == b'a');
+            open.push(c);
+        }
+        on_a
+    };
+    let even = count_a(40).await;
+    assert!((17..=23).contains(&even), "1:1 gives a about 20 of 40: {even}");
+    let changed = ctl_ok(&dir, &["weight", "dns", &a.addr.to_string(), "3"]).await;
+    assert!(changed.contains("weight 1 -> 3"), "{changed}");
+    let weighted = count_a(40).await;
+    assert!((27..=33).contains(&weighted), "3:1 gives a about 30 of 40: {weighted}");
+}
