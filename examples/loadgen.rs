@@ -23,6 +23,15 @@
 //!   run shows whether the client was the bottleneck). The server must
 //!   present the certificate in `--pin` and send `--expect`: a handshake
 //!   that reached the wrong backend counts as an error, not a handshake.
+//! - `udp`: each of N workers is one UDP session (a socket connected to
+//!   the target) sending `--size` bytes and waiting for them back, in a
+//!   loop (a datagram not back within 200 ms counts as lost and the next
+//!   one goes); reports round trips per second (each is two datagrams
+//!   through a proxy), p50/p99 latency, the losses and this client's CPU
+//!   per round trip.
+//! - `udp-hold`: N UDP sessions each send `--size` bytes (at least 1) and
+//!   wait for them back, then stay silent; prints `held=N` once all were
+//!   answered and holds them for `--seconds`: memory per idle session.
 //!
 //! Fixed rate (`--rate R`, conn, close and http): open loop, as a
 //! production load arrives. `conn`/`close` start a new connection every
@@ -71,6 +80,8 @@ enum Mode {
     Bulk,
     Hold,
     Tls,
+    Udp,
+    UdpHold,
 }
 
 #[derive(Parser, Debug)]
@@ -223,9 +234,11 @@ async fn run(args: Args) {
                 let tls = tls.clone().expect("tls mode builds its target above");
                 tokio::spawn(tls_worker(target, tls, run))
             }
+            Mode::Udp => tokio::spawn(udp_worker(target, size, run)),
+            Mode::UdpHold => tokio::spawn(udp_hold_worker(target, size.max(1), run)),
         });
     }
-    if let Mode::Hold = args.mode {
+    if let Mode::Hold | Mode::UdpHold = args.mode {
         return hold(args, run, tasks).await;
     }
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
@@ -251,7 +264,7 @@ async fn run(args: Args) {
         eprintln!("first error: {e}");
     }
     match args.mode {
-        Mode::Conn | Mode::Close | Mode::Http | Mode::Tls => {
+        Mode::Conn | Mode::Close | Mode::Http | Mode::Tls | Mode::Udp => {
             latencies.sort_unstable();
             let pct = |p: f64| {
                 latencies
@@ -264,6 +277,10 @@ async fn run(args: Args) {
             };
             let rate = units as f64 / elapsed;
             let (p50, p99) = (pct(0.50), pct(0.99));
+            let cpu_per = match units {
+                0 => "-".to_string(),
+                n => format!("{:.2}", cpu.as_secs_f64() * 1e6 / n as f64),
+            };
             if let Mode::Conn | Mode::Close | Mode::Http = args.mode {
                 let unit = if let Mode::Http = args.mode {
                     "req"
@@ -274,11 +291,12 @@ async fn run(args: Args) {
                     "{unit}_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors} \
                      missed={missed} all={all}"
                 );
+            } else if let Mode::Udp = args.mode {
+                println!(
+                    "rtt_per_s={rate:.0} p50_us={p50} p99_us={p99} lost={errors} \
+                     client_cpu_us_per_rtt={cpu_per}"
+                );
             } else {
-                let cpu_per = match units {
-                    0 => "-".to_string(),
-                    n => format!("{:.1}", cpu.as_secs_f64() * 1e6 / n as f64),
-                };
                 println!(
                     "hs_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors} \
                      client_cpu_us_per_hs={cpu_per}"
@@ -289,7 +307,7 @@ async fn run(args: Args) {
             "gbit_per_s={:.3} errors={errors}",
             units as f64 * 8.0 / elapsed / 1e9
         ),
-        Mode::Hold => {}
+        Mode::Hold | Mode::UdpHold => {}
     }
 }
 
@@ -509,6 +527,77 @@ async fn http_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// One UDP session: a datagram out, the same back, until told to stop;
+/// returns the measured round trips in microseconds.
+async fn udp_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
+    let bind: SocketAddr = match target {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+    };
+    let socket = match tokio::net::UdpSocket::bind(bind).await {
+        Ok(s) if s.connect(target).await.is_ok() => s,
+        _ => {
+            run.error("cannot open a UDP socket");
+            return Vec::new();
+        }
+    };
+    let request = vec![0xa5_u8; size];
+    let mut reply = vec![0u8; 65_536];
+    let mut latencies = Vec::new();
+    while !run.stop.load(Relaxed) {
+        let start = Instant::now();
+        let counted = run.counting.load(Relaxed);
+        let round = async {
+            socket.send(&request).await?;
+            socket.recv(&mut reply).await
+        };
+        match tokio::time::timeout(Duration::from_millis(200), round).await {
+            Ok(Ok(n)) if n == size => {
+                if counted && !run.stop.load(Relaxed) {
+                    run.units.fetch_add(1, Relaxed);
+                    let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    latencies.push(us);
+                }
+            }
+            Ok(Ok(n)) => run.error(format!("a reply of {n} bytes, not {size}")),
+            Ok(Err(e)) => {
+                run.error(e);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) if counted => run.error("a datagram not back within 200 ms"),
+            Err(_) => {}
+        }
+    }
+    latencies
+}
+
+/// One UDP session that is answered once, then stays silent until the
+/// hold is released.
+async fn udp_hold_worker(target: SocketAddr, size: usize, run: Arc<Run>) -> Vec<u32> {
+    let answered = async {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(target).await?;
+        let mut reply = vec![0u8; 65_536];
+        for _ in 0..10 {
+            socket.send(&vec![0x5a_u8; size]).await?;
+            let wait = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut reply));
+            if let Ok(Ok(_)) = wait.await {
+                return Ok(socket);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "no reply"))
+    };
+    match answered.await {
+        Ok(socket) => {
+            run.units.fetch_add(1, Relaxed);
+            run.released.cancelled().await;
+            drop(socket);
+        }
+        Err(e) => run.error(e),
+    }
+    Vec::new()
 }
 
 async fn hold(args: Args, run: Arc<Run>, tasks: Vec<tokio::task::JoinHandle<Vec<u32>>>) {

@@ -20,6 +20,15 @@
 #              ssl`, the backend's ECDSA P-256 certificate), the plaintext
 #              "hit" from a plain port of the backend nginx; direct: the
 #              backend nginx terminating itself
+#   udp-64     UDP datagram echo, 64 bytes: $UDP_WORKERS sessions each
+#   udp-1400   sending one datagram and waiting for it back (loadgen udp),
+#              round trips/s (two datagrams through the proxy each); the
+#              backend is `backend --echo --udp`. nginx: `listen ... udp`,
+#              sessions kept (no proxy_responses), as tcplb's
+#   dns        dnsperf (one socket, $DNS_CLIENTS in flight per client) against a
+#              real dnsmasq answering from its configuration; tcplb
+#              --responses 1, nginx proxy_responses 1: a session per query
+#   (HAProxy has no UDP: its rows are left out of the UDP workloads.)
 # Systems: direct (no proxy), tcplb (release build), haproxy, nginx, and
 # tcplb-b: a second tcplb for A/B runs, taking turns with the first
 # (TCPLB_B_BIN, TCPLB_B_ARGS and TCPLB_B_ENV, environment assignments such
@@ -91,6 +100,8 @@ DUR=${SECONDS_PER_RUN:-3}
 CONN_WORKERS=${CONN_WORKERS:-32}
 TLS_WORKERS=${TLS_WORKERS:-32}
 TLS_SNI=${TLS_SNI:-a.test}
+UDP_WORKERS=${UDP_WORKERS:-32}
+DNS_CLIENTS=${DNS_CLIENTS:-32}
 TCPLB_ARGS=${TCPLB_ARGS:-}
 CORES=$(nproc)
 TICK=$(getconf CLK_TCK)
@@ -105,6 +116,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v iperf3 >/dev/null || need+=(iperf3)
 command -v ss >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+command -v dnsperf >/dev/null || need+=(dnsperf)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ] && [ -z "${SKIP_APT:-}" ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     echo "installing: ${need[*]}" >&2
@@ -125,12 +138,26 @@ TCPLB_B=${TCPLB_B_BIN:-$TCPLB} TCPLB_B_ARGS=${TCPLB_B_ARGS:-$TCPLB_ARGS} TCPLB_B
 # shellcheck source=scripts/processes.sh
 source scripts/processes.sh tcplb-bench
 
+wait_udp() {
+    for _ in $(seq 100); do
+        [ -n "$(ss -Hlun "sport = :$1")" ] && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on UDP port $1; log:" >&2
+    tail -20 "$TMP/log" >&2
+    exit 1
+}
+
 # Free loopback ports below the ephemeral range.
 BASE=$((20000 + (RANDOM % 100) * 100))
 port() { echo $((BASE + $1)); }
 ECHO1=$(port 1) ECHO2=$(port 2) HTTP1=$(port 3) HTTP2=$(port 4) IPERF=$(port 5)
 TLS1=$(port 6) TLS2=$(port 7) TLS_MISS=$(port 8) TLS_PLAIN=$(port 9)
-ports_free "$BASE" $((BASE + 40))
+UECHO1=$(port 41) UECHO2=$(port 42) DNS=$(port 43)
+ports_free "$BASE" $((BASE + 50))
+for p in $(seq "$BASE" $((BASE + 50))); do
+    [ -z "$(ss -Hlun "sport = :$p")" ] || { echo "UDP port $p is busy; run again" >&2; exit 1; }
+done
 
 spawn "$BACKEND" --echo "$ECHO1"
 spawn "$BACKEND" --echo "$ECHO2"
@@ -139,7 +166,7 @@ spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka tls-hs tls-sni tls-term}"
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka tls-hs tls-sni tls-term udp-64 udp-1400 dns}"
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
@@ -174,6 +201,19 @@ EOF
     for p in $TLS1 $TLS2 $TLS_MISS $TLS_PLAIN; do wait_listening "$p"; done
 fi
 
+# The UDP backends: two datagram echoes, and a real DNS server answering
+# every query for bench.test from its configuration (no upstream).
+if [[ " ${WORKLOADS[*]} " == *" udp-"* || " ${WORKLOADS[*]} " == *" dns "* ]]; then
+    spawn "$BACKEND" --echo --udp "$UECHO1"
+    spawn "$BACKEND" --echo --udp "$UECHO2"
+    spawn dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+        --bind-interfaces --listen-address=127.0.0.1 --port="$DNS" --pid-file= --user=nobody --group=nogroup \
+        --address=/bench.test/192.0.2.1 --cache-size=0 --dns-forward-max=10000
+    UDP_BACKEND_PIDS=("$LAST_PID")
+    for p in $UECHO1 $UECHO2 $DNS; do wait_udp "$p"; done
+    for _ in $(seq 2000); do echo "bench.test A"; done >"$TMP/queries"
+fi
+
 # The route table, the same for every system: "name target", target "hit"
 # (the two hit ports) or "miss" (the third). Exact names before the
 # wildcard, so HAProxy's rules, evaluated in order, keep their meaning.
@@ -195,12 +235,12 @@ vault.test miss
 *.wild.test hit"
 
 # Frontend ports per system: echo, http, iperf, tls (no routes), tls-sni,
-# tls-term.
+# tls-term, udp echo, dns ("-": none).
 declare -A FRONT=(
-    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1"
-    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16)"
-    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26)"
-    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36)"
+    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1 $UECHO1 $DNS"
+    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16) $(port 17) $(port 18)"
+    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26) - -"
+    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36) $(port 37) $(port 38)"
 )
 
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -268,6 +308,9 @@ $(while read -r name target; do echo "        $name tls_$target;"; done <<<"$ROU
     server { listen 127.0.0.1:$(port 33); proxy_pass iperf; }
     server { listen 127.0.0.1:$(port 34); proxy_pass tls_hit; }
     server { listen 127.0.0.1:$(port 35); ssl_preread on; proxy_pass \$tls_upstream; }
+    upstream uecho { server 127.0.0.1:$UECHO1; server 127.0.0.1:$UECHO2; }
+    server { listen 127.0.0.1:$(port 37) udp reuseport; proxy_pass uecho; }
+    server { listen 127.0.0.1:$(port 38) udp reuseport; proxy_responses 1; proxy_pass 127.0.0.1:$DNS; }
     server {
         listen 127.0.0.1:$(port 36) ssl;
         ssl_certificate $TMP/tls/cert.pem;
@@ -319,7 +362,7 @@ if [[ " ${WORKLOADS[*]} " == *" tls-sni "* && " ${SYSTEMS[*]} " == *" tcplb "* ]
         head -3 "$TMP/probe.err" >&2
     fi
 fi
-[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16)"
+[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16) $(port 17) $(port 18)"
 FRONT[tcplb-b]=${FRONT[tcplb]}
 
 # tcplb serves one listener per process: one process per frontend. The
@@ -346,6 +389,15 @@ start_tcplb() {
         RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --config "$TMP/tcplb-sni.toml" $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     fi
+    # udp-*: the datagram echoes; dns: dnsmasq, a session per query.
+    # shellcheck disable=SC2086
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 17)" \
+        --backend "127.0.0.1:$UECHO1,127.0.0.1:$UECHO2" --health-interval 60s $RUN_ARGS
+    TCPLB_PIDS+=("$LAST_PID")
+    # shellcheck disable=SC2086
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 18)" \
+        --backend "127.0.0.1:$DNS" --responses 1 --health-interval 60s $RUN_ARGS
+    TCPLB_PIDS+=("$LAST_PID")
 }
 
 start_system() {
@@ -360,7 +412,13 @@ start_system() {
         nginx) spawn nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"
             SYSTEM_PIDS=("$LAST_PID") ;;
     esac
-    for p in ${FRONT[$1]}; do [ "$p" = - ] || wait_listening "$p"; done
+    local front i=0
+    read -r -a front <<<"${FRONT[$1]}"
+    for p in "${front[@]}"; do
+        i=$((i + 1))
+        [ "$p" = - ] && continue
+        if [ "$i" -le 6 ]; then wait_listening "$p"; else wait_udp "$p"; fi
+    done
 }
 
 stop_system() {
@@ -412,6 +470,18 @@ run_tls() { # port
     echo "$(field hs_per_s) $(field p50_us) $(field p99_us)"
 }
 
+run_udp() { # port size
+    "$LOADGEN" udp "127.0.0.1:$1" --workers "$UDP_WORKERS" --size "$2" --seconds "$DUR" \
+        --warmup 1 | sed -n 's/.*rtt_per_s=\([0-9]*\) p50_us=\([0-9]*\) p99_us=\([0-9]*\).*/\1 \2 \3/p'
+}
+
+run_dns() { # port
+    dnsperf -s 127.0.0.1 -p "$1" -d "$TMP/queries" -l 1 -c 1 -q "$DNS_CLIENTS" \
+        >/dev/null 2>&1 || true # warm-up
+    dnsperf -s 127.0.0.1 -p "$1" -d "$TMP/queries" -l "$DUR" -c 1 -q "$DNS_CLIENTS" \
+        2>>"$TMP/log" | awk '/Queries per second:/ { printf "%.0f", $4 }'
+}
+
 run_workload() { # workload system
     local front
     read -r -a front <<<"${FRONT[$2]}"
@@ -424,17 +494,24 @@ run_workload() { # workload system
         tls-hs) run_tls "${front[3]}" ;;
         tls-sni) run_tls "${front[4]}" ;;
         tls-term) run_tls "${front[5]}" ;;
+        udp-64) run_udp "${front[6]}" 64 ;;
+        udp-1400) run_udp "${front[6]}" 1400 ;;
+        dns) run_dns "${front[7]}" ;;
     esac
 }
 
 # A system that cannot run a workload (a tcplb without routes, tls-sni).
-unsupported() { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 ]; }
+unsupported() {
+    { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 ]; } \
+        || { [[ $1 == udp-* || $1 == dns ]] && [ "$2" = haproxy ]; }
+}
 
 # The tcplb process serving a workload, for its CPU time and peak RSS.
 tcplb_pid_for() {
     case $1 in bulk-*) echo "${TCPLB_PIDS[2]}" ;; conn/s) echo "${TCPLB_PIDS[0]}" ;;
         http-*) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
-        tls-term) echo "${TCPLB_PIDS[4]}" ;; tls-sni) echo "${TCPLB_PIDS[5]}" ;; esac
+        tls-term) echo "${TCPLB_PIDS[4]}" ;; tls-sni) echo "${TCPLB_PIDS[5]}" ;;
+        udp-*) echo "${TCPLB_PIDS[-2]}" ;; dns) echo "${TCPLB_PIDS[-1]}" ;; esac
 }
 cpu_seconds() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
@@ -535,7 +612,8 @@ fi
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 for workload in "${WORKLOADS[@]}"; do
     case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s | http-close) unit=conn/s per=us/conn ;;
-        http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;; esac
+        http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;;
+        udp-*) unit=rtt/s per=us/rtt ;; dns) unit=q/s per=us/q ;; esac
     direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
     ha=${RESULT[$workload,haproxy]:-0} ng=${RESULT[$workload,nginx]:-0}
     best=$(printf '%s\n' "${ha%% *}" "${ng%% *}" | sort -g | tail -1)
@@ -574,6 +652,46 @@ if [ ${#CLIENT[@]} -gt 0 ]; then
                 printf "%-8s %-8s %8.1f %8.1f %8s %8.1f %5.0f%%\n", w, s, c, b,
                     (s == "direct" ? "-" : sprintf("%.1f", p)), t, t * r / 1e6 / n * 100 }'
         done
+    done
+fi
+
+# ---------------------------------------------- memory per idle UDP session
+# RSS of the proxy with N idle UDP sessions (each answered once, then
+# silent: loadgen udp-hold) minus RSS before, divided by N, once per system.
+IDLE_SESSIONS=${IDLE_SESSIONS:-5000}
+if [ "$IDLE_SESSIONS" -gt 0 ] && [[ " ${WORKLOADS[*]} " == *" udp-"* ]]; then
+    udp_rss_kb() {
+        local total=0 pid child
+        for pid in "$@"; do
+            for child in "$pid" $(pgrep -P "$pid" || true); do
+                total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" 2>/dev/null || echo 0)))
+            done
+        done
+        echo "$total"
+    }
+    echo
+    echo "memory per idle UDP session: $IDLE_SESSIONS sessions held through each proxy (RSS delta / N)"
+    for system in tcplb nginx; do
+        [[ " ${SYSTEMS[*]} " == *" $system "* ]] || continue
+        start_system "$system"
+        sleep 0.3
+        read -r -a front <<<"${FRONT[$system]}"
+        pids=("${SYSTEM_PIDS[@]}")
+        [ "$system" = tcplb ] && pids=("${TCPLB_PIDS[-2]}")
+        before=$(udp_rss_kb "${pids[@]}")
+        "$LOADGEN" udp-hold "127.0.0.1:${front[6]}" --workers "$IDLE_SESSIONS" --size 64 \
+            --seconds 3 >"$TMP/udp-hold.out" 2>>"$TMP/log" &
+        holder=$!
+        PIDS+=("$holder")
+        for _ in $(seq 600); do grep -q held= "$TMP/udp-hold.out" && break; sleep 0.1; done
+        sleep 1
+        after=$(udp_rss_kb "${pids[@]}")
+        held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/udp-hold.out")
+        wait "$holder" 2>/dev/null || true
+        stop_system
+        awk -v s="$system" -v a="$after" -v b="$before" -v n="${held:-0}" 'BEGIN {
+            if (n > 0) printf "%-8s %8.0f bytes per session (%d held)\n", s, (a - b) * 1024 / n, n
+            else printf "%-8s -\n", s }'
     done
 fi
 

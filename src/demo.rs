@@ -161,6 +161,18 @@ pub async fn serve_echo(listener: TcpListener) -> io::Result<()> {
     }
 }
 
+/// Sends every datagram back to whoever sent it (`backend --echo --udp`),
+/// for the UDP tests and benchmarks.
+pub async fn serve_udp_echo(socket: tokio::net::UdpSocket) -> io::Result<()> {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = socket.recv_from(&mut buf).await?;
+        if let Err(e) = socket.send_to(&buf[..n], from).await {
+            debug!("udp echo to {from}: {e}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

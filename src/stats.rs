@@ -59,6 +59,103 @@ pub struct ListenerStats {
     pub sent_bytes: SizeHistogram,
     /// Bytes from the backend to the client per connection, likewise.
     pub received_bytes: SizeHistogram,
+    /// On a UDP listener, its datagrams (where `accepted` and `active`
+    /// count sessions, and `rejected` datagrams refused by access control
+    /// or a limit).
+    pub udp: UdpStats,
+}
+
+/// What a UDP listener moved and dropped; all zero on a TCP listener.
+/// Written once per batch of datagrams, not per datagram.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    /// Datagrams from clients forwarded to backends.
+    pub datagrams_sent: AtomicU64,
+    /// Datagrams from backends forwarded to clients.
+    pub datagrams_received: AtomicU64,
+    /// Bytes of the datagrams forwarded to backends (payload, without a
+    /// PROXY header).
+    pub bytes_sent: AtomicU64,
+    /// Bytes of the datagrams forwarded to clients.
+    pub bytes_received: AtomicU64,
+    /// Datagrams dropped, by why (indexed by [`Dropped`]).
+    pub dropped: [AtomicU64; Dropped::ALL.len()],
+}
+
+/// Why a UDP listener dropped a datagram: the `reason` label of
+/// `tcplb_udp_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// From a client outside `allow` or inside `deny`.
+    Denied,
+    /// It would start a session over `max_sessions_per_ip`.
+    PerIpSessions,
+    /// Over the client's `datagram_rate_per_ip`.
+    PerIpRate,
+    /// From a new address while the per-IP table is full.
+    PerIpTable,
+    /// It would start a session over the listener's `max_sessions`.
+    MaxSessions,
+    /// Larger than `max_datagram_size` (or, with its PROXY header, than
+    /// a datagram can be).
+    TooLarge,
+    /// No backend ready and up to send it to.
+    NoBackend,
+    /// Every backend tried refused it (ICMP port unreachable).
+    Unreachable,
+    /// The kernel would not send it to the backend now (its socket buffer
+    /// full, or another error).
+    SendFailed,
+    /// A reply the kernel would not send to the client.
+    ReplyFailed,
+    /// Out of file descriptors for a new session's socket.
+    OutOfDescriptors,
+}
+
+impl Dropped {
+    /// Every reason, in the order they are reported.
+    pub const ALL: [Dropped; 11] = [
+        Dropped::Denied,
+        Dropped::PerIpSessions,
+        Dropped::PerIpRate,
+        Dropped::PerIpTable,
+        Dropped::MaxSessions,
+        Dropped::TooLarge,
+        Dropped::NoBackend,
+        Dropped::Unreachable,
+        Dropped::SendFailed,
+        Dropped::ReplyFailed,
+        Dropped::OutOfDescriptors,
+    ];
+
+    /// The `reason` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dropped::Denied => "denied",
+            Dropped::PerIpSessions => "per_ip_sessions",
+            Dropped::PerIpRate => "per_ip_rate",
+            Dropped::PerIpTable => "per_ip_table_full",
+            Dropped::MaxSessions => "max_sessions",
+            Dropped::TooLarge => "too_large",
+            Dropped::NoBackend => "no_backend",
+            Dropped::Unreachable => "backend_unreachable",
+            Dropped::SendFailed => "send_failed",
+            Dropped::ReplyFailed => "reply_failed",
+            Dropped::OutOfDescriptors => "out_of_descriptors",
+        }
+    }
+
+    /// Access control or a limit refused it (it also counts as `rejected`).
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            Dropped::Denied
+                | Dropped::PerIpSessions
+                | Dropped::PerIpRate
+                | Dropped::PerIpTable
+                | Dropped::MaxSessions
+        )
+    }
 }
 
 impl ListenerStats {
@@ -69,6 +166,13 @@ impl ListenerStats {
     /// Counts an accepted client for as long as the returned guard lives.
     pub fn open_connection(&self) -> ClientConnection<'_> {
         self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+        ClientConnection { stats: self }
+    }
+
+    /// Counts a connection moved here from the old process of an upgrade
+    /// (open, not accepted here) for as long as the returned guard lives.
+    pub fn adopt_connection(&self) -> ClientConnection<'_> {
         self.active.fetch_add(1, Relaxed);
         ClientConnection { stats: self }
     }
@@ -310,6 +414,117 @@ impl AdminConnectionStats {
     }
 }
 
+/// Connections moved between the processes of a binary upgrade: what this
+/// process handed to its successor, what stayed here and why, what it took
+/// over from its predecessor and how long each was paused. Written by the
+/// data path and the upgrade's channel, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct MoveStats {
+    /// Connections handed to the new process (it acknowledged them).
+    pub moved_out: AtomicU64,
+    /// Connections that stayed in this process while it moved its
+    /// connections, by why (indexed by [`NotMoved`]).
+    pub not_moved: [AtomicU64; NotMoved::ALL.len()],
+    /// Connections taken over from the old process.
+    pub moved_in: AtomicU64,
+    /// Connections the old process offered that this one refused, by why
+    /// (indexed by [`Refusal`]).
+    pub refused: [AtomicU64; Refusal::ALL.len()],
+    /// How long each connection taken over was paused: from when the old
+    /// process stopped piping it to when this one started.
+    pub pause: TimeHistogram,
+}
+
+impl MoveStats {
+    pub fn count_not_moved(&self, why: NotMoved) {
+        self.not_moved[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn count_refused(&self, why: Refusal) {
+        self.refused[why as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Why a connection stayed in the old process of an upgrade: the `reason`
+/// label of `tcplb_upgrade_connections_not_moved_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotMoved {
+    /// Its TLS state lives in this process (terminated or originated
+    /// TLS): it drains here.
+    Tls,
+    /// It was still connecting or in setup when the move went round (it
+    /// offers itself once it pipes, and may move then).
+    Setup,
+    /// The new process refused it (it has no such listener or route, or it
+    /// is shutting down); see its `tcplb_upgrade_connections_refused_total`.
+    Refused,
+    /// The new process did not acknowledge it: it died, or the channel to
+    /// it failed.
+    Failed,
+}
+
+impl NotMoved {
+    pub const ALL: [NotMoved; 4] = [
+        NotMoved::Tls,
+        NotMoved::Setup,
+        NotMoved::Refused,
+        NotMoved::Failed,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            NotMoved::Tls => "tls",
+            NotMoved::Setup => "setup",
+            NotMoved::Refused => "refused",
+            NotMoved::Failed => "failed",
+        }
+    }
+}
+
+/// Why the new process of an upgrade refused a connection the old one
+/// offered (it stays there): the `reason` label of
+/// `tcplb_upgrade_connections_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The new configuration has no listener bound where it came in.
+    UnknownListener,
+    /// The new configuration has no such TLS route on that listener.
+    UnknownRoute,
+    /// Its pool no longer has its backend (by name and address).
+    UnknownBackend,
+    /// This process is shutting down (or handing over itself).
+    ShuttingDown,
+    /// Its description or its sockets did not arrive whole.
+    Malformed,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 5] = [
+        Refusal::UnknownListener,
+        Refusal::UnknownRoute,
+        Refusal::UnknownBackend,
+        Refusal::ShuttingDown,
+        Refusal::Malformed,
+    ];
+
+    /// The label value, also what the channel says.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::UnknownListener => "unknown_listener",
+            Refusal::UnknownRoute => "unknown_route",
+            Refusal::UnknownBackend => "unknown_backend",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::Malformed => "malformed",
+        }
+    }
+
+    /// The refusal named `name`, as [`Refusal::name`] writes it.
+    pub fn from_name(name: &str) -> Option<Refusal> {
+        Refusal::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
 /// The access log's losses: `tcplb_access_log_dropped_total` and
 /// `tcplb_access_log_write_errors_total`. Written by the data path (a full
 /// queue) and the log's writer thread, read by `/metrics`.
@@ -330,6 +545,8 @@ pub struct DrainStats {
     /// Connections still open when the drain's last window began, closed
     /// one after another over that window.
     pub spread_closed: AtomicU64,
+    /// Connections moved on an upgrade, out and in, and those not moved.
+    pub moves: Arc<MoveStats>,
 }
 
 /// How connections spread over the worker threads: each worker's open

@@ -33,6 +33,8 @@
 //!   the example with the key set to it reads the same `Config` as the
 //!   example without the key; a key marked `(required)` is: the example
 //!   without it is rejected;
+//! - an entry's Needs row (`protocol = "udp"`) goes in the listener of
+//!   every file built for it: what the key needs its listener to be;
 //! - Reload: a running balancer given the example by a reload
 //!   (`ReloadHandle::apply`, what SIGHUP calls) says "NOT applied" exactly
 //!   for the entries whose Reload says no. The TLS files the examples name
@@ -78,6 +80,15 @@ struct Entry {
 impl Entry {
     fn row(&self, label: &str) -> Option<&str> {
         self.rows.get(label).map(String::as_str)
+    }
+
+    /// What the listener needs to be for the key to be read there (the
+    /// Needs row's first code span, e.g. `protocol = "udp"`); empty
+    /// without.
+    fn needs(&self) -> &str {
+        self.row("Needs")
+            .and_then(|r| code_spans(r).first().copied())
+            .unwrap_or_default()
     }
 
     /// The example's TOML: the Example row's first code span.
@@ -129,7 +140,11 @@ fn entries(reference: &str) -> Vec<Entry> {
         entry.text.push('\n');
         if let Some((label, value)) = line.strip_prefix("- ").and_then(|l| l.split_once(": ")) {
             let label = label.to_string();
-            if ["Flag", "Key", "Example", "Default", "Where", "Reload"].contains(&label.as_str()) {
+            if [
+                "Flag", "Key", "Example", "Needs", "Default", "Where", "Reload",
+            ]
+            .contains(&label.as_str())
+            {
                 entry.rows.entry(label).or_insert_with(|| value.to_string());
             }
         }
@@ -320,13 +335,15 @@ fn walk(path: &[Step], prefix: &str, keys: Vec<String>, found: &mut BTreeMap<Str
 /// A valid file with a listener (and a route when `route`, or when
 /// `place` is a route), `snippet` (one line of TOML `k = v` pairs) put in
 /// `place`; the base's own keys that the snippet sets are left out there.
-fn file_with(place: Place, snippet: &str, route: bool) -> String {
-    file_replacing(place, snippet, snippet, route)
+/// `needs` (an entry's Needs, or empty) goes in the listener whatever the
+/// place: what a key needs its listener to be (`protocol = "udp"`).
+fn file_with(place: Place, snippet: &str, route: bool, needs: &str) -> String {
+    file_replacing(place, snippet, snippet, route, needs)
 }
 
 /// [`file_with`], leaving out of `place` the base's keys that `example`
 /// sets (`snippet` may be the example less a key).
-fn file_replacing(place: Place, example: &str, snippet: &str, route: bool) -> String {
+fn file_replacing(place: Place, example: &str, snippet: &str, route: bool, needs: &str) -> String {
     let set: BTreeSet<String> = example
         .parse::<toml::Table>()
         .map(|t| t.keys().cloned().collect())
@@ -342,17 +359,22 @@ fn file_replacing(place: Place, example: &str, snippet: &str, route: bool) -> St
         }
         lines.join("\n")
     };
+    let mut listener = base(
+        Place::Listener,
+        &[
+            ("listen", "\"127.0.0.1:0\""),
+            ("backends", "[\"127.0.0.1:1\"]"),
+        ],
+    );
+    if !needs.is_empty() {
+        listener.push('\n');
+        listener.push_str(needs);
+    }
     let mut text = format!(
         "{}\n[defaults]\n{}\n[[listener]]\n{}\n",
         base(Place::Top, &[]),
         base(Place::Defaults, &[]),
-        base(
-            Place::Listener,
-            &[
-                ("listen", "\"127.0.0.1:0\""),
-                ("backends", "[\"127.0.0.1:1\"]")
-            ]
-        ),
+        listener,
     );
     if route || place == Place::Route {
         let pairs = [
@@ -761,10 +783,11 @@ fn every_example_reads_where_the_reference_says_and_changes_something() {
             continue;
         }
         for place in Place::ALL {
-            let read = parse(&file_with(place, example, false));
+            let read = parse(&file_with(place, example, false, entry.needs()));
             match (allowed.contains(&place), read) {
                 (true, Ok(config)) => {
-                    let base = parse(&file_with(place, "", false)).expect("the base file is valid");
+                    let base = parse(&file_with(place, "", false, entry.needs()))
+                        .expect("the base file is valid");
                     if Some(place) == home(&allowed) && config == base {
                         problems.push(format!(
                             "{id}: its example `{example}` reads the same configuration as a file \
@@ -807,7 +830,15 @@ fn every_default_is_the_codes_default() {
                 problems.push(format!("{id}: its example `{example}` does not set it"));
                 continue;
             };
-            if parse(&file_replacing(place, example, &without, false)).is_ok() {
+            if parse(&file_replacing(
+                place,
+                example,
+                &without,
+                false,
+                entry.needs(),
+            ))
+            .is_ok()
+            {
                 problems.push(format!(
                     "{id}: marked (required), but a file without it (`{without}`) is read: \
                      say what happens without it in its Default row and drop (required)"
@@ -824,8 +855,9 @@ fn every_default_is_the_codes_default() {
             problems.push(format!("{id}: its example `{example}` does not set it"));
             continue;
         };
-        let set_config = parse(&file_replacing(place, example, &set, false));
-        let without_config = parse(&file_replacing(place, example, &without, false));
+        let needs = entry.needs();
+        let set_config = parse(&file_replacing(place, example, &set, false, needs));
+        let without_config = parse(&file_replacing(place, example, &without, false, needs));
         match (set_config, without_config) {
             (Ok(a), Ok(b)) if a == b => {}
             (Ok(_), Ok(_)) => problems.push(format!(
@@ -849,7 +881,7 @@ fn every_default_is_the_codes_default() {
 #[tokio::test]
 async fn reload_does_exactly_what_the_reference_says() {
     let entries = entries(&read(REFERENCE));
-    let base = parse(&file_with(Place::Listener, "", true)).expect("the base file is valid");
+    let base = parse(&file_with(Place::Listener, "", true, "")).expect("the base file is valid");
     let balancer = Balancer::bind(base.clone()).expect("bind the base configuration");
     let reload = balancer.reload_handle();
     let shutdown = balancer.shutdown_token();
@@ -870,7 +902,7 @@ async fn reload_does_exactly_what_the_reference_says() {
             continue;
         };
         let example = &files.point(example);
-        let Ok(config) = parse(&file_with(place, example, true)) else {
+        let Ok(config) = parse(&file_with(place, example, true, entry.needs())) else {
             continue; // Reported by the examples' test.
         };
         let summary = reload.apply(config);

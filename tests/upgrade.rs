@@ -199,7 +199,11 @@ async fn long_transfer(addr: SocketAddr, seed: u64, chunks: usize) -> Result<(),
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_upgrades_under_load_lose_nothing() {
     let backend = TestBackend::echo().await;
-    let file = ConfigFile::new("five", &config(backend.addr, ""));
+    // The old processes drain (moving connections is tested below).
+    let file = ConfigFile::new(
+        "five",
+        &config(backend.addr, "upgrade_move_connections = false\n"),
+    );
     let first = wait_listening(spawn_process({
         let mut c = Command::new(tcplb_bin());
         c.args(["--config", file.arg(), "--workers", "2"]);
@@ -523,7 +527,11 @@ async fn the_pid_file_names_the_serving_process_through_upgrades() {
     let backend = TestBackend::echo().await;
     let dir = common::TempDir::new("upgrade-pid");
     let pid_path = dir.path("tcplb.pid");
-    let extra = format!("pid_file = \"{}\"\n", pid_path.display());
+    // The first process drains a held connection (it does not move it).
+    let extra = format!(
+        "pid_file = \"{}\"\nupgrade_move_connections = false\n",
+        pid_path.display()
+    );
     let file = ConfigFile::new("pid", &config(backend.addr, &extra));
     let first = start_on(&file);
     let named = || {
@@ -575,4 +583,404 @@ async fn the_pid_file_names_the_serving_process_through_upgrades() {
     signal(third, "-TERM");
     wait_exited(third).await;
     assert!(!pid_path.exists(), "the last process removes its pid file");
+}
+
+/// How a long-lived connection of the move tests behaves.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stream {
+    /// 64 KiB writes back to back (splice, with `--splice auto`).
+    Bulk,
+    /// 256 bytes every 50 ms.
+    Trickle,
+    /// One message, then nothing until the end.
+    Idle,
+    /// 64 KiB writes, read back slowly: bytes wait in tcplb.
+    SlowReader,
+}
+
+impl Stream {
+    fn of(i: u64) -> Stream {
+        match i % 5 {
+            0 => Stream::Bulk,
+            1 | 2 => Stream::Trickle,
+            3 => Stream::Idle,
+            _ => Stream::SlowReader,
+        }
+    }
+}
+
+/// One connection through the echo backend until `stop`, sequence-numbered
+/// both ways: the writer sends the seed's pattern, the reader checks every
+/// byte that comes back, in order; after `stop` the writer closes its half
+/// and the reader reads to the echo's EOF. `Ok`: the client's port and
+/// the bytes sent (all came back).
+/// `ready` is counted once the first bytes came back.
+async fn stream(
+    addr: SocketAddr,
+    seed: u64,
+    kind: Stream,
+    stop: Arc<AtomicBool>,
+    ready: Arc<AtomicU64>,
+) -> Result<(u16, u64), String> {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let port = stream.local_addr().map_err(|e| e.to_string())?.port();
+    let (mut read, mut write) = stream.into_split();
+    let writing_stop = stop.clone();
+    let writer = tokio::spawn(async move {
+        let mut pattern = Pattern::new(seed);
+        let size = match kind {
+            Stream::Bulk | Stream::SlowReader => 64 * 1024,
+            Stream::Trickle | Stream::Idle => 256,
+        };
+        let mut chunk = vec![0u8; size];
+        let mut sent = 0u64;
+        let mut first = true;
+        while first || !writing_stop.load(Relaxed) && Instant::now() < deadline {
+            if kind != Stream::Idle || first {
+                pattern.fill(&mut chunk);
+                write.write_all(&chunk).await?;
+                sent += size as u64;
+            }
+            first = false;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        write.shutdown().await?;
+        Ok::<_, std::io::Error>(sent)
+    });
+    let mut expected = Pattern::new(seed);
+    let mut want = vec![0u8; 64 * 1024];
+    let mut got = vec![0u8; 64 * 1024];
+    let mut received = 0u64;
+    let mut counted = false;
+    loop {
+        let slow = kind == Stream::SlowReader && !stop.load(Relaxed);
+        let room = if slow { 4096 } else { got.len() };
+        let n = read
+            .read(&mut got[..room])
+            .await
+            .map_err(|e| format!("{kind:?} {seed}: read after {received} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        let mut data = &got[..n];
+        while !data.is_empty() {
+            let at = (received % want.len() as u64) as usize;
+            if at == 0 {
+                expected.fill(&mut want);
+            }
+            let take = data.len().min(want.len() - at);
+            // The writer's chunks are shorter for small writes: compare
+            // against the same stream of pattern words.
+            if data[..take] != want[at..at + take] {
+                return Err(format!("{kind:?} {seed}: wrong bytes at {received}"));
+            }
+            received += take as u64;
+            data = &data[take..];
+        }
+        if !counted {
+            counted = true;
+            ready.fetch_add(1, Relaxed);
+        }
+        if slow {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let sent = writer
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{kind:?} {seed}: write: {e}"))?;
+    if sent != received {
+        return Err(format!(
+            "{kind:?} {seed}: sent {sent}, {received} came back"
+        ));
+    }
+    Ok((port, sent))
+}
+
+/// How many connections `pid`'s log says its upgrade moved, from the
+/// line "upgrade: moved N connections".
+fn moved_in_log(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|l| {
+            l.split("upgrade: moved ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// 300 connections of every kind, `stop` to end them; `ready` counts
+/// those that have carried bytes both ways.
+fn streams(
+    addr: SocketAddr,
+    stop: &Arc<AtomicBool>,
+    ready: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Result<(u16, u64), String>>> {
+    (0..300u64)
+        .map(|i| {
+            tokio::spawn(stream(
+                addr,
+                i + 1,
+                Stream::of(i),
+                stop.clone(),
+                ready.clone(),
+            ))
+        })
+        .collect()
+}
+
+async fn wait_ready(ready: &AtomicU64, n: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    while ready.load(Relaxed) < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} streams started",
+            ready.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
+    let backend = TestBackend::echo().await;
+    let file = ConfigFile::new("move", &config(backend.addr, ""));
+    let dir = common::TempDir::new("move-log");
+    let access_log = dir.arg("access.log");
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2", "--splice", "auto"]);
+        c.args(["--access-log", &access_log, "--access-log-format", "json"]);
+        c
+    }));
+    let addr = first.addr;
+    let mut successors = Successors::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU64::new(0));
+    let tasks = streams(addr, &stop, &ready);
+    wait_ready(&ready, 300).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds_before = common::socket_count(first.pid());
+    let mut pids = vec![first.pid()];
+    for nth in 1..=5 {
+        let current = *pids.last().unwrap();
+        let next = upgrade(&first.process, current, nth).await;
+        successors.0.push(next);
+        pids.push(next);
+        // Its connections moved: it is gone in seconds, not at the end
+        // of its 30 s drain.
+        let handed = Instant::now();
+        while !exited(current) {
+            assert!(
+                handed.elapsed() < Duration::from_secs(5),
+                "process {current} still there 5 s after upgrade {nth}:\n{}",
+                first.process.stderr_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The streams go on meanwhile (no assertion on speed).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let last = *pids.last().unwrap();
+    let fds_after = common::socket_count(last);
+    stop.store(true, Relaxed);
+    let mut failures = Vec::new();
+    let mut bytes = 0;
+    let mut sent_by_port = std::collections::HashMap::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok((port, sent)) => {
+                bytes += sent;
+                sent_by_port.insert(port, sent);
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    let log = first.process.stderr_text();
+    let moved = moved_in_log(&log);
+    eprintln!(
+        "5 upgrades moved {moved:?} connections; {bytes} bytes each way; fds {fds_before} -> {fds_after}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}\n{log}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(moved, vec![300; 5], "{log}");
+    // The last process holds the 300 connections' 600 sockets, as the
+    // first did: none leaked on the way (sockets only: splice pipes come
+    // and go with the bytes in flight).
+    assert!(
+        (600..=fds_before + 10).contains(&fds_after),
+        "{fds_before} -> {fds_after} sockets"
+    );
+    signal(last, "-TERM");
+    wait_exited(last).await;
+    // One access log record per connection, from the process that ended
+    // it, with the whole connection's bytes and duration.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&access_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 300, "{records:?}");
+    let mut ids: Vec<u64> = records.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "ids repeat");
+    for record in &records {
+        let client: SocketAddr = record["client"].as_str().unwrap().parse().unwrap();
+        let sent = sent_by_port[&client.port()];
+        assert_eq!(record["sent"].as_u64(), Some(sent), "{record}");
+        assert_eq!(record["received"].as_u64(), Some(sent), "{record}");
+        // Accepted before the first upgrade, ended after the last.
+        assert!(record["duration_ms"].as_f64().unwrap() > 1000.0, "{record}");
+    }
+}
+
+/// The new process dies on receiving the first batch, before it answers
+/// (the test hook): every connection stays in the old process and goes on
+/// byte-exact, and its descriptors are what they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_killed_in_the_middle_of_a_move_leaves_every_connection_served() {
+    let backend = TestBackend::echo().await;
+    let file = ConfigFile::new(
+        "move-die",
+        &config(backend.addr, "drain_timeout = \"120s\"\n").replacen(
+            "drain_timeout = \"30s\"\n",
+            "",
+            1,
+        ),
+    );
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2", "--splice", "auto"]);
+        c.env("TCPLB_TEST_DIE_AT_MOVE_BATCH", "1");
+        c
+    }));
+    let addr = first.addr;
+    let mut successors = Successors::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU64::new(0));
+    let tasks = streams(addr, &stop, &ready);
+    wait_ready(&ready, 300).await;
+    let pid = first.pid();
+    let fds_before = common::socket_count(pid);
+    let next = upgrade(&first.process, pid, 1).await;
+    successors.0.push(next);
+    first.process.line_with("did not take").await;
+    wait_exited(next).await;
+    // Served on by the old process for a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!exited(pid), "the old process exited");
+    let fds_after = common::socket_count(pid);
+    stop.store(true, Relaxed);
+    let mut failures = Vec::new();
+    for task in tasks {
+        if let Err(e) = task.await.unwrap() {
+            failures.push(e);
+        }
+    }
+    let log = first.process.stderr_text();
+    assert!(
+        failures.is_empty(),
+        "{} failed, e.g. {:?}\n{log}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(moved_in_log(&log), vec![0], "{log}");
+    assert!(
+        fds_after <= fds_before + 4,
+        "{fds_before} -> {fds_after} sockets in the old process"
+    );
+    // It exits once its connections are over.
+    wait_exited(pid).await;
+}
+
+/// A UDP listener through an upgrade: a reply still on its way to a
+/// session of the old process reaches its client (the old process relays
+/// it from the handed-over socket), the client's next datagram is served
+/// by the new process, and the old one exits once its sessions idled out.
+#[tokio::test]
+async fn a_udp_upgrade_hands_the_socket_over_and_live_sessions_get_their_replies() {
+    // Answers "slow" after 1.5 s, anything else at once.
+    let backend = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let backend = Arc::new(backend);
+    let serving = backend.clone();
+    let echo = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = serving.recv_from(&mut buf).await {
+            let datagram = buf[..n].to_vec();
+            let socket = serving.clone();
+            tokio::spawn(async move {
+                if datagram == b"slow" {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                }
+                let _ = socket.send_to(&datagram, from).await;
+            });
+        }
+    });
+    let file = ConfigFile::new(
+        "udp",
+        &format!(
+            "drain_timeout = \"30s\"\n[[listener]]\nname = \"dns\"\nlisten = \"127.0.0.1:0\"\n\
+             protocol = \"udp\"\nidle_timeout = \"2s\"\nbackends = [\"{backend_addr}\"]\n\
+             health = {{ interval = \"1s\" }}\n"
+        ),
+    );
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2"]);
+        c
+    }));
+    let mut successors = Successors::default();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(first.addr).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    client.send(b"hello").await.unwrap();
+    let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&buf[..n], b"hello");
+
+    // The slow reply is due after the hand-over.
+    client.send(b"slow").await.unwrap();
+    let new = upgrade(&first.process, first.pid(), 1).await;
+    successors.0.push(new);
+    let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+        .await
+        .expect("the reply due to the old process's session")
+        .unwrap();
+    assert_eq!(&buf[..n], b"slow");
+    // The new process serves the same client and others.
+    for _ in 0..3 {
+        client.send(b"after").await.unwrap();
+        let n = tokio::time::timeout(PATIENCE, client.recv(&mut buf))
+            .await
+            .expect("an answer after the upgrade")
+            .unwrap();
+        assert_eq!(&buf[..n], b"after");
+    }
+    let other = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.connect(first.addr).await.unwrap();
+    other.send(b"new").await.unwrap();
+    let n = tokio::time::timeout(PATIENCE, other.recv(&mut buf))
+        .await
+        .expect("a new client answered")
+        .unwrap();
+    assert_eq!(&buf[..n], b"new");
+    // The old process's session idles out, and it exits.
+    wait_exited(first.pid()).await;
+    signal(new, "-TERM");
+    wait_exited(new).await;
+    echo.abort();
 }

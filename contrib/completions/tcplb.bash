@@ -167,7 +167,7 @@ _tcplb() {
 
     case "${cmd}" in
         tcplb)
-            opts="-b -h -V --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
+            opts="-b -h -V --listen --backlog --accept-proxy --protocol --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-udp --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --responses --per-datagram --max-sessions --max-sessions-per-ip --datagram-rate-per-ip --max-datagram-size --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --upgrade-move-connections --workers --splice --resolver --access-log --access-log-format --pid-file --help --version check ctl man completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,6 +179,10 @@ _tcplb() {
                     ;;
                 --backlog)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "tcp udp" -- "${cur}"))
                     return 0
                     ;;
                 --name)
@@ -262,6 +266,10 @@ _tcplb() {
                     return 0
                     ;;
                 --health-http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-udp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -369,6 +377,26 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --responses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --datagram-rate-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-datagram-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --tls-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -407,6 +435,10 @@ _tcplb() {
                     ;;
                 --shutdown-delay)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upgrade-move-connections)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --workers)
@@ -441,7 +473,7 @@ _tcplb() {
             return 0
             ;;
         tcplb__subcmd__check)
-            opts="-b -h --listen --backlog --accept-proxy --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --workers --splice --resolver --access-log --access-log-format --pid-file --help"
+            opts="-b -h --listen --backlog --accept-proxy --protocol --name --backend --strategy --connect-timeout --retries --on-failure --send-proxy --backup --slow-start --hash-balance-factor --resolve-interval --resolve-ttl-min --health-interval --health-timeout --rise --fall --health-send --health-expect --health-expect-match --health-http --health-udp --health-http-host --health-expect-status --health-expect-body --health-exec --agent-port --agent-send --agent-interval --on-down --on-backup-up --panic-threshold --max-fails --fail-timeout --max-ejection-percent --max-ejection-time --health-port --max-conns --queue-timeout --idle-timeout --allow --deny --max-conns-per-ip --rate-per-ip --per-ip-ipv6-prefix --max-connection-age --tcp-keepalive --tcp-user-timeout --responses --per-datagram --max-sessions --max-sessions-per-ip --datagram-rate-per-ip --max-datagram-size --tls-cert --tls-key --backend-tls --backend-ca --admin --admin-token-file --admin-socket --state-file --ready-requires-backends --config --drain-timeout --shutdown-delay --upgrade-move-connections --workers --splice --resolver --access-log --access-log-format --pid-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -453,6 +485,10 @@ _tcplb() {
                     ;;
                 --backlog)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "tcp udp" -- "${cur}"))
                     return 0
                     ;;
                 --name)
@@ -536,6 +572,10 @@ _tcplb() {
                     return 0
                     ;;
                 --health-http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-udp)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -643,6 +683,26 @@ _tcplb() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --responses)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-sessions-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --datagram-rate-per-ip)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-datagram-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --tls-cert)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -681,6 +741,10 @@ _tcplb() {
                     ;;
                 --shutdown-delay)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upgrade-move-connections)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --workers)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_tcplb_global_optspecs
-    string join \n listen= backlog= accept-proxy name= b/backend= strategy= connect-timeout= retries= on-failure= send-proxy= backup= slow-start= hash-balance-factor= resolve-interval= resolve-ttl-min= health-interval= health-timeout= rise= fall= health-send= health-expect= health-expect-match= health-http= health-http-host= health-expect-status= health-expect-body= health-exec= agent-port= agent-send= agent-interval= on-down= on-backup-up= panic-threshold= max-fails= fail-timeout= max-ejection-percent= max-ejection-time= health-port= max-conns= queue-timeout= idle-timeout= allow= deny= max-conns-per-ip= rate-per-ip= per-ip-ipv6-prefix= max-connection-age= tcp-keepalive= tcp-user-timeout= tls-cert= tls-key= backend-tls backend-ca= admin= admin-token-file= admin-socket= state-file= ready-requires-backends config= drain-timeout= shutdown-delay= workers= splice= resolver= access-log= access-log-format= pid-file= h/help V/version
+    string join \n listen= backlog= accept-proxy protocol= name= b/backend= strategy= connect-timeout= retries= on-failure= send-proxy= backup= slow-start= hash-balance-factor= resolve-interval= resolve-ttl-min= health-interval= health-timeout= rise= fall= health-send= health-expect= health-expect-match= health-http= health-udp= health-http-host= health-expect-status= health-expect-body= health-exec= agent-port= agent-send= agent-interval= on-down= on-backup-up= panic-threshold= max-fails= fail-timeout= max-ejection-percent= max-ejection-time= health-port= max-conns= queue-timeout= idle-timeout= allow= deny= max-conns-per-ip= rate-per-ip= per-ip-ipv6-prefix= max-connection-age= tcp-keepalive= tcp-user-timeout= responses= per-datagram max-sessions= max-sessions-per-ip= datagram-rate-per-ip= max-datagram-size= tls-cert= tls-key= backend-tls backend-ca= admin= admin-token-file= admin-socket= state-file= ready-requires-backends config= drain-timeout= shutdown-delay= upgrade-move-connections= workers= splice= resolver= access-log= access-log-format= pid-file= h/help V/version
 end
 
 function __fish_tcplb_needs_command
@@ -26,6 +26,8 @@ end
 
 complete -c tcplb -n "__fish_tcplb_needs_command" -l listen -d 'Address to accept clients on: ADDR:PORT, [IPv6]:PORT, or a bare PORT' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l backlog -d 'Listen backlog: connections the kernel queues before we accept them' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l protocol -d '`tcp` (connections) or `udp` (datagrams, in sessions; see the UDP section)' -r -f -a "tcp\t''
+udp\t''"
 complete -c tcplb -n "__fish_tcplb_needs_command" -l name -d 'The pool\'s name in the control API (/api/v1/pools/NAME). [default: the bound listen address]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -s b -l backend -d 'Backend HOST:PORT[=WEIGHT][,maxconn=N]; repeat the flag or separate backends with commas. A HOST that is a name is looked up again (A, or AAAA without A) and every address is a backend; srv:NAME takes ports and weights from SRV records. [default: 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l strategy -d 'How to choose a backend' -r -f -a "round-robin\t''
@@ -52,6 +54,7 @@ complete -c tcplb -n "__fish_tcplb_needs_command" -l health-send -d 'Bytes a hea
 complete -c tcplb -n "__fish_tcplb_needs_command" -l health-expect -d 'What the health check reply must hold (see --health-expect-match), e.g. \'+PONG\'. [default: none]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l health-expect-match -d 'How --health-expect matches what arrived: `prefix`, `contains` (anywhere in it, e.g. role:master) or `regex`' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l health-http -d 'An HTTP/1.1 check instead: `PATH` or `METHOD PATH`, e.g. \'OPTIONS /primary\' (Patroni\'s API, with --health-port 8008). [default: off]' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l health-udp -d 'A UDP check (UDP listeners): send this datagram (escapes as --health-send; may be empty); with --health-expect the reply must match, else any reply or silence passes and an ICMP port unreachable fails. [default: an empty datagram, on a UDP listener without a check of its own]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l health-http-host -d 'The Host header of --health-http. [default: the check target\'s IP:PORT]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l health-expect-status -d 'The statuses that pass --health-http: codes and classes, comma-separated, e.g. 200 or 200,3xx. [default: 2xx,3xx]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l health-expect-body -d 'Text the --health-http response body must contain. [default: any body]' -r
@@ -78,6 +81,11 @@ complete -c tcplb -n "__fish_tcplb_needs_command" -l per-ip-ipv6-prefix -d 'The 
 complete -c tcplb -n "__fish_tcplb_needs_command" -l max-connection-age -d 'Close connections older than this, so long sessions move to new backends after a scale-up. [default: no limit]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l tcp-keepalive -d 'TCP keepalive on client and backend sockets: IDLE[,INTERVAL,COUNT], e.g. 60s or 60s,10s,6 (INTERVAL defaults to IDLE/6, COUNT to 6). [default: off]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l tcp-user-timeout -d 'With --tcp-keepalive: close a connection whose sent bytes stay unacknowledged this long (TCP_USER_TIMEOUT; Linux sends no keepalive probes while bytes are unacknowledged); 0 or off for the kernel\'s retransmission limit (about 15 minutes). [default: IDLE + INTERVAL × COUNT]' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l responses -d 'End a session once the backend sent N replies for every datagram the client sent (1 for DNS); 0 ends it once the datagram is forwarded. [default: none: only the idle timeout ends it]' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l max-sessions -d 'Most sessions held at once; datagrams that would start another are dropped. [default: unlimited]' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l max-sessions-per-ip -d 'Most sessions one client IP holds at once. [default: unlimited]' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l datagram-rate-per-ip -d 'Datagrams per second one client IP may send, e.g. 100/s (burst of the same size); the rest are dropped. [default: unlimited]' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l max-datagram-size -d 'Drop client datagrams larger than this many bytes (never cut them short)' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l tls-cert -d 'Terminate TLS with this certificate chain (PEM, leaf first); repeat with --tls-key pairwise for more certificates (chosen by SNI, the first is the default). [default: pass TLS through]' -r -F
 complete -c tcplb -n "__fish_tcplb_needs_command" -l tls-key -d 'The private key (PEM) of the --tls-cert at the same position. [default: pass TLS through]' -r -F
 complete -c tcplb -n "__fish_tcplb_needs_command" -l backend-ca -d 'Verify backends\' certificates against the CAs in this PEM file instead of the system\'s; implies --backend-tls. [default: the system\'s store]' -r -F
@@ -88,6 +96,8 @@ complete -c tcplb -n "__fish_tcplb_needs_command" -l state-file -d 'Keep changes
 complete -c tcplb -n "__fish_tcplb_needs_command" -l config -d 'Read listeners and backends from this TOML file; flags given on the command line override it. SIGHUP re-reads it. [default: none: the flags alone]' -r -F
 complete -c tcplb -n "__fish_tcplb_needs_command" -l drain-timeout -d 'On SIGINT/SIGTERM, let open connections finish for up to this long' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l shutdown-delay -d 'On SIGINT/SIGTERM, answer 503 on /ready at once but go on accepting for this long before the drain starts, so that keepalived, a BGP speaker or a Kubernetes probe takes this instance out first' -r
+complete -c tcplb -n "__fish_tcplb_needs_command" -l upgrade-move-connections -d 'On SIGUSR2, once the new process serves, hand it the established passthrough connections (sockets, held bytes, counters) instead of draining them here; `false` drains them as on SIGTERM' -r -f -a "true\t''
+false\t''"
 complete -c tcplb -n "__fish_tcplb_needs_command" -l workers -d 'Worker threads serving connections, each with its own listening socket (SO_REUSEPORT); a busier worker hands new connections to a less loaded one. [default: one per core]' -r
 complete -c tcplb -n "__fish_tcplb_needs_command" -l splice -d 'Move bulk data with splice(2), zero-copy (Linux): `auto` once a connection shows bulk traffic, `on` always, `off` never' -r -f -a "off\t''
 on\t''
@@ -98,6 +108,7 @@ complete -c tcplb -n "__fish_tcplb_needs_command" -l access-log-format -d 'Acces
 json\t''"
 complete -c tcplb -n "__fish_tcplb_needs_command" -l pid-file -d 'Keep the serving process\'s PID in this file (written atomically, taken over by the new process of an upgrade, removed at exit), for `kill -USR2 "$(cat PATH)"`. [default: none]' -r -F
 complete -c tcplb -n "__fish_tcplb_needs_command" -l accept-proxy -d 'Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer)'
+complete -c tcplb -n "__fish_tcplb_needs_command" -l per-datagram -d 'Pick a backend for every datagram rather than once per session, for stateless protocols (DNS, syslog)'
 complete -c tcplb -n "__fish_tcplb_needs_command" -l backend-tls -d 'Speak TLS to the backends, verifying their certificates against the system\'s trust store (or --backend-ca) and the backend\'s host name'
 complete -c tcplb -n "__fish_tcplb_needs_command" -l ready-requires-backends -d 'Make GET /ready answer 503 also while no listener has a usable backend (ready, up and not ejected). [default: off]'
 complete -c tcplb -n "__fish_tcplb_needs_command" -s h -l help -d 'Print help'
@@ -109,6 +120,8 @@ complete -c tcplb -n "__fish_tcplb_needs_command" -f -a "completions" -d 'Print 
 complete -c tcplb -n "__fish_tcplb_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l listen -d 'Address to accept clients on: ADDR:PORT, [IPv6]:PORT, or a bare PORT' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l backlog -d 'Listen backlog: connections the kernel queues before we accept them' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l protocol -d '`tcp` (connections) or `udp` (datagrams, in sessions; see the UDP section)' -r -f -a "tcp\t''
+udp\t''"
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l name -d 'The pool\'s name in the control API (/api/v1/pools/NAME). [default: the bound listen address]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -s b -l backend -d 'Backend HOST:PORT[=WEIGHT][,maxconn=N]; repeat the flag or separate backends with commas. A HOST that is a name is looked up again (A, or AAAA without A) and every address is a backend; srv:NAME takes ports and weights from SRV records. [default: 127.0.0.1:8081,127.0.0.1:8082,127.0.0.1:8083]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l strategy -d 'How to choose a backend' -r -f -a "round-robin\t''
@@ -135,6 +148,7 @@ complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-send -d 'By
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-expect -d 'What the health check reply must hold (see --health-expect-match), e.g. \'+PONG\'. [default: none]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-expect-match -d 'How --health-expect matches what arrived: `prefix`, `contains` (anywhere in it, e.g. role:master) or `regex`' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-http -d 'An HTTP/1.1 check instead: `PATH` or `METHOD PATH`, e.g. \'OPTIONS /primary\' (Patroni\'s API, with --health-port 8008). [default: off]' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-udp -d 'A UDP check (UDP listeners): send this datagram (escapes as --health-send; may be empty); with --health-expect the reply must match, else any reply or silence passes and an ICMP port unreachable fails. [default: an empty datagram, on a UDP listener without a check of its own]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-http-host -d 'The Host header of --health-http. [default: the check target\'s IP:PORT]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-expect-status -d 'The statuses that pass --health-http: codes and classes, comma-separated, e.g. 200 or 200,3xx. [default: 2xx,3xx]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l health-expect-body -d 'Text the --health-http response body must contain. [default: any body]' -r
@@ -161,6 +175,11 @@ complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l per-ip-ipv6-prefix
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l max-connection-age -d 'Close connections older than this, so long sessions move to new backends after a scale-up. [default: no limit]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l tcp-keepalive -d 'TCP keepalive on client and backend sockets: IDLE[,INTERVAL,COUNT], e.g. 60s or 60s,10s,6 (INTERVAL defaults to IDLE/6, COUNT to 6). [default: off]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l tcp-user-timeout -d 'With --tcp-keepalive: close a connection whose sent bytes stay unacknowledged this long (TCP_USER_TIMEOUT; Linux sends no keepalive probes while bytes are unacknowledged); 0 or off for the kernel\'s retransmission limit (about 15 minutes). [default: IDLE + INTERVAL × COUNT]' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l responses -d 'End a session once the backend sent N replies for every datagram the client sent (1 for DNS); 0 ends it once the datagram is forwarded. [default: none: only the idle timeout ends it]' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l max-sessions -d 'Most sessions held at once; datagrams that would start another are dropped. [default: unlimited]' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l max-sessions-per-ip -d 'Most sessions one client IP holds at once. [default: unlimited]' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l datagram-rate-per-ip -d 'Datagrams per second one client IP may send, e.g. 100/s (burst of the same size); the rest are dropped. [default: unlimited]' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l max-datagram-size -d 'Drop client datagrams larger than this many bytes (never cut them short)' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l tls-cert -d 'Terminate TLS with this certificate chain (PEM, leaf first); repeat with --tls-key pairwise for more certificates (chosen by SNI, the first is the default). [default: pass TLS through]' -r -F
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l tls-key -d 'The private key (PEM) of the --tls-cert at the same position. [default: pass TLS through]' -r -F
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l backend-ca -d 'Verify backends\' certificates against the CAs in this PEM file instead of the system\'s; implies --backend-tls. [default: the system\'s store]' -r -F
@@ -171,6 +190,8 @@ complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l state-file -d 'Kee
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l config -d 'Read listeners and backends from this TOML file; flags given on the command line override it. SIGHUP re-reads it. [default: none: the flags alone]' -r -F
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l drain-timeout -d 'On SIGINT/SIGTERM, let open connections finish for up to this long' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l shutdown-delay -d 'On SIGINT/SIGTERM, answer 503 on /ready at once but go on accepting for this long before the drain starts, so that keepalived, a BGP speaker or a Kubernetes probe takes this instance out first' -r
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l upgrade-move-connections -d 'On SIGUSR2, once the new process serves, hand it the established passthrough connections (sockets, held bytes, counters) instead of draining them here; `false` drains them as on SIGTERM' -r -f -a "true\t''
+false\t''"
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l workers -d 'Worker threads serving connections, each with its own listening socket (SO_REUSEPORT); a busier worker hands new connections to a less loaded one. [default: one per core]' -r
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l splice -d 'Move bulk data with splice(2), zero-copy (Linux): `auto` once a connection shows bulk traffic, `on` always, `off` never' -r -f -a "off\t''
 on\t''
@@ -181,6 +202,7 @@ complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l access-log-format 
 json\t''"
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l pid-file -d 'Keep the serving process\'s PID in this file (written atomically, taken over by the new process of an upgrade, removed at exit), for `kill -USR2 "$(cat PATH)"`. [default: none]' -r -F
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l accept-proxy -d 'Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer)'
+complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l per-datagram -d 'Pick a backend for every datagram rather than once per session, for stateless protocols (DNS, syslog)'
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l backend-tls -d 'Speak TLS to the backends, verifying their certificates against the system\'s trust store (or --backend-ca) and the backend\'s host name'
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -l ready-requires-backends -d 'Make GET /ready answer 503 also while no listener has a usable backend (ready, up and not ejected). [default: off]'
 complete -c tcplb -n "__fish_tcplb_using_subcommand check" -s h -l help -d 'Print help'

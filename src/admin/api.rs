@@ -470,7 +470,11 @@ fn backend_item(b: &Backend, config: &ServiceConfig) -> BackendItem {
         drain_deadline: b
             .drain_deadline()
             .map(|d| humantime::format_rfc3339_seconds(d).to_string()),
-        detail: HealthDetail::read(b, config.health.check.kind(), config.health.agent.is_some()),
+        detail: HealthDetail::read(
+            b,
+            config.active_check().kind(),
+            config.health.agent.is_some(),
+        ),
     }
 }
 

@@ -59,12 +59,20 @@
 //! | `tcplb_ready` | gauge | 1 while `GET /ready` answers 200, 0 while 503 |
 //! | `tcplb_not_ready` | gauge | 1 for each reason `/ready` answers 503 now; label `reason` = `starting`, `shutting_down`, `operator` or `no_usable_backend` |
 //! | `tcplb_drain_spread_closed_total` | counter | connections still open when the drain's last window began, closed one after another over it |
+//! | `tcplb_upgrade_connections_moved_total` | counter | established connections handed to the new process of an upgrade |
+//! | `tcplb_upgrade_connections_not_moved_total` | counter | connections that stayed during an upgrade's move; label `reason` = `tls`, `setup`, `refused` or `failed` |
+//! | `tcplb_upgrade_connections_taken_over_total` | counter | established connections taken over from the old process |
+//! | `tcplb_upgrade_connections_refused_total` | counter | offered connections this process refused; label `reason` = `unknown_listener`, `unknown_route`, `unknown_backend`, `shutting_down` or `malformed` |
+//! | `tcplb_upgrade_move_pause_seconds` | histogram | how long each connection taken over was paused while it moved |
 //!
 //! | `tcplb_dns_resolutions_total` | counter | lookups of a backend name DNS discovery keeps current; labels `name` (as configured) and `result` = `ok`, `nxdomain`, `servfail`, `empty`, `timeout` or `error` |
 //! | `tcplb_route_connections_total` | counter | clients whose TLS ClientHello chose the route; labels `listener`, `route` |
 //! | `tcplb_listener_tls_rejected_total` | counter | clients of a listener with routes closed without a valid ClientHello; label `reason` = `not_tls`, `malformed`, `too_large`, `timeout` or `closed` |
 //! | `tcplb_listener_tls_default_route_total` | counter | ClientHellos no route took, sent to the listener's own backends |
 //! | `tcplb_listener_tls_unmatched_total` | counter | ClientHellos no route took, on a listener without default: answered `unrecognized_name` |
+//! | `tcplb_udp_datagrams_total` | counter | datagrams a UDP listener forwarded; label `direction` = `to_backend` or `to_client` |
+//! | `tcplb_udp_bytes_total` | counter | payload bytes of those datagrams; label `direction` |
+//! | `tcplb_udp_dropped_total` | counter | datagrams a UDP listener dropped; label `reason` = `denied`, `per_ip_sessions`, `per_ip_rate`, `per_ip_table_full`, `max_sessions`, `too_large`, `no_backend`, `backend_unreachable`, `send_failed`, `reply_failed` or `out_of_descriptors` |
 //! | `tcplb_worker_connections` | gauge | client connections open on each worker thread; label `worker` |
 //! | `tcplb_worker_handoffs_total` | counter | clients handed from the worker that accepted them to a less loaded one |
 //!
@@ -86,12 +94,15 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::ready::NotReady;
 use super::view::{
-    BackendChanges, BackendView, DnsView, EjectionView, ListenerView, PanicView, TlsView,
+    BackendChanges, BackendView, DnsView, EjectionView, ListenerView, PanicView, TlsView, UdpView,
 };
 use crate::config::AdminState;
 use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{AccessLogStats, AdminConnectionStats, ControlStats, DrainStats, WorkerStats};
+use crate::stats::{
+    AccessLogStats, AdminConnectionStats, ControlStats, DrainStats, MoveStats, NotMoved, Refusal,
+    WorkerStats,
+};
 
 /// Every admin state, in the order their series are written.
 const ADMIN_STATES: [AdminState; 3] = [
@@ -365,6 +376,8 @@ pub fn render_metrics(listeners: &[ListenerView]) -> String {
         }
     }
 
+    udp_families(&mut out, listeners);
+
     let name = "tcplb_pool_backend_changes_total";
     family(
         &mut out,
@@ -532,6 +545,66 @@ fn render_routes(out: &mut String, listeners: &[ListenerView]) {
     }
 }
 
+/// A UDP listener's datagrams, bytes and drops (no series for TCP ones).
+fn udp_families(out: &mut String, listeners: &[ListenerView]) {
+    let udp = || {
+        listeners
+            .iter()
+            .filter_map(|l| l.udp.as_ref().map(|u| (l, u)))
+    };
+    type Each = fn(&UdpView) -> [(&'static str, u64); 2];
+    let families: [(&str, &str, Each); 2] = [
+        (
+            "tcplb_udp_datagrams_total",
+            "Datagrams a UDP listener forwarded, by direction.",
+            |u| {
+                [
+                    ("to_backend", u.datagrams_to_backends),
+                    ("to_client", u.datagrams_to_clients),
+                ]
+            },
+        ),
+        (
+            "tcplb_udp_bytes_total",
+            "Payload bytes of the datagrams a UDP listener forwarded, by direction.",
+            |u| {
+                [
+                    ("to_backend", u.bytes_to_backends),
+                    ("to_client", u.bytes_to_clients),
+                ]
+            },
+        ),
+    ];
+    for (name, help, each) in families {
+        family(out, name, "counter", help);
+        for (l, u) in udp() {
+            for (direction, n) in each(u) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{},direction=\"{direction}\"}} {n}",
+                    listener_labels(l)
+                );
+            }
+        }
+    }
+    let name = "tcplb_udp_dropped_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Datagrams a UDP listener dropped, by reason.",
+    );
+    for (l, u) in udp() {
+        for (reason, n) in &u.dropped {
+            let _ = writeln!(
+                out,
+                "{name}{{{},reason=\"{reason}\"}} {n}",
+                listener_labels(l)
+            );
+        }
+    }
+}
+
 /// The control API's families: changes by action, refusals by reason,
 /// failed state-file writes.
 pub fn render_control(stats: &ControlStats) -> String {
@@ -617,7 +690,67 @@ pub fn render_drain(stats: &DrainStats) -> String {
         "Connections still open when the drain's last window began, closed one after another over it.",
     );
     let _ = writeln!(out, "{name} {}", stats.spread_closed.load(Relaxed));
+    render_moves(&mut out, &stats.moves);
     out
+}
+
+/// Connections moved on binary upgrades: handed to the new process, not
+/// moved by why, taken over, refused by why, and the pause each saw.
+fn render_moves(out: &mut String, moves: &MoveStats) {
+    let name = "tcplb_upgrade_connections_moved_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Established connections handed to the new process of an upgrade (it acknowledged them).",
+    );
+    let _ = writeln!(out, "{name} {}", moves.moved_out.load(Relaxed));
+    let name = "tcplb_upgrade_connections_not_moved_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Connections that stayed in this process during an upgrade's move, by reason.",
+    );
+    for why in NotMoved::ALL {
+        let count = moves.not_moved[why as usize].load(Relaxed);
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", why.name());
+    }
+    let name = "tcplb_upgrade_connections_taken_over_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Established connections taken over from the old process of an upgrade.",
+    );
+    let _ = writeln!(out, "{name} {}", moves.moved_in.load(Relaxed));
+    let name = "tcplb_upgrade_connections_refused_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Connections the old process of an upgrade offered that this one refused, by reason.",
+    );
+    for why in Refusal::ALL {
+        let count = moves.refused[why as usize].load(Relaxed);
+        let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", why.name());
+    }
+    let name = "tcplb_upgrade_move_pause_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "How long each connection taken over was paused: from the old process stopping it to this one piping it.",
+    );
+    let h = moves.pause.snapshot();
+    for (bound, count) in h.cumulative() {
+        let _ = match bound {
+            Some(le) => writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}"),
+            None => writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}"),
+        };
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum_in_units());
+    let _ = writeln!(out, "{name}_count {}", h.count());
 }
 
 /// What `/ready` says now: 1 or 0, and each reason it would give.

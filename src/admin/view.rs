@@ -14,12 +14,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde::{Serialize, Serializer};
 
 use crate::config::AdminState;
+use crate::config::Protocol;
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::pool::discovery::is_group;
 use crate::pool::health::CheckResult;
 use crate::stats::histogram::HistogramSnapshot;
-use crate::stats::{ListenerStats, RouteStats, Unavailable};
+use crate::stats::{Dropped, ListenerStats, RouteStats, UdpStats, Unavailable};
 
 /// One listener as the admin endpoint sees it.
 #[derive(Clone)]
@@ -100,6 +101,39 @@ pub struct ListenerView {
     /// Its TLS routes, in configuration order; left out without routes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteView>,
+    /// On a UDP listener (where `accepted` and `active` count sessions):
+    /// its datagrams; left out on a TCP listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpView>,
+}
+
+/// A UDP listener's datagrams and drops.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UdpView {
+    /// Datagrams from clients forwarded to backends, and their bytes.
+    pub datagrams_to_backends: u64,
+    pub bytes_to_backends: u64,
+    /// Datagrams from backends forwarded to clients, and their bytes.
+    pub datagrams_to_clients: u64,
+    pub bytes_to_clients: u64,
+    /// Datagrams dropped, by reason (every reason, zeros included).
+    pub dropped: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl UdpView {
+    fn read(stats: &UdpStats) -> UdpView {
+        UdpView {
+            datagrams_to_backends: stats.datagrams_sent.load(Relaxed),
+            bytes_to_backends: stats.bytes_sent.load(Relaxed),
+            datagrams_to_clients: stats.datagrams_received.load(Relaxed),
+            bytes_to_clients: stats.bytes_received.load(Relaxed),
+            dropped: Dropped::ALL
+                .iter()
+                .zip(&stats.dropped)
+                .map(|(why, n)| (why.name(), n.load(Relaxed)))
+                .collect(),
+        }
+    }
 }
 
 /// A routing listener's ClientHello outcomes that no route counts.
@@ -416,6 +450,8 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
         .iter()
         .map(|w| {
             let stats = &w.stats;
+            let udp =
+                (w.pool.load().config.protocol == Protocol::Udp).then(|| UdpView::read(&stats.udp));
             let pool = PoolFigures::read(&w.pool);
             let tls = (!w.routes.is_empty()).then(|| TlsView {
                 rejected: ListenerStats::TLS_REJECT_REASONS
@@ -463,6 +499,7 @@ pub fn snapshot(watched: &[Watched]) -> Vec<ListenerView> {
                 dns: pool.dns,
                 tls,
                 routes,
+                udp,
             }
         })
         .collect()
@@ -482,7 +519,7 @@ impl PoolFigures {
     fn read(pool: &Pool) -> Self {
         let state = pool.load();
         let changes = &pool.stats;
-        let kind = state.config.health.check.kind();
+        let kind = state.config.active_check().kind();
         let with_agent = state.config.health.agent.is_some();
         let mut backends: Vec<BackendView> = Vec::new();
         for b in &state.backends {
@@ -693,6 +730,7 @@ pub(crate) mod tests {
             }],
             tls: None,
             routes: Vec::new(),
+            udp: None,
         }]
     }
 

@@ -1,6 +1,7 @@
 //! `backend`: the demo backend. `backend 8081` serves HTTP saying
 //! "Hello from backend :8081" (with `--name-peer`, "... to IP", IP who
-//! connected); `backend --echo 9000` echoes bytes back.
+//! connected); `backend --echo 9000` echoes bytes back, `backend --echo
+//! --udp 9000` datagrams.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -19,6 +20,9 @@ struct Args {
     /// Echo bytes back instead of answering HTTP.
     #[arg(long)]
     echo: bool,
+    /// With --echo: echo UDP datagrams instead of TCP bytes.
+    #[arg(long, requires = "echo")]
+    udp: bool,
     /// Also say who connected ("Hello from backend :8081 to 10.0.0.5"):
     /// behind several balancers, which one served.
     #[arg(long, conflicts_with = "echo")]
@@ -30,6 +34,19 @@ async fn main() {
     let args = Args::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = SocketAddr::new(args.bind, args.port);
+    if args.udp {
+        let result = match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => {
+                log::info!("demo backend (udp echo) on {addr}");
+                tcplb::demo::serve_udp_echo(socket).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            eprintln!("error: udp {addr}: {e}");
+        }
+        std::process::exit(1);
+    }
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -16,8 +16,8 @@ use crate::config::{
     self, AccessConfig, AccessLogConfig, AccessLogFormat, AccessLogTarget, AgentConfig,
     BackendSpec, BackendTlsConfig, CertificatePaths, CheckConfig, Config, DEFAULT_BACKENDS,
     ExecCheck, HealthConfig, HttpCheck, KeepaliveConfig, Match, Network, OnFailure, OnHealthChange,
-    ProxyVersion, ResolveConfig, ServiceConfig, SpliceMode, StatusSet, StrategyKind, TlsConfig,
-    TrustAnchors, file as config_file, parse_duration,
+    Protocol, ProxyVersion, ResolveConfig, ServiceConfig, SpliceMode, StatusSet, StrategyKind,
+    TlsConfig, TrustAnchors, UdpConfig, file as config_file, parse_duration,
 };
 
 use crate::config::file::Readable;
@@ -113,6 +113,9 @@ pub struct Cli {
     /// Connection limits, timeouts and per-client access control.
     #[command(flatten)]
     pub limits: LimitFlags,
+    /// What only a UDP listener has.
+    #[command(flatten)]
+    pub udp: UdpFlags,
     /// TLS termination and origination.
     #[command(flatten)]
     pub tls: TlsFlags,
@@ -144,6 +147,11 @@ pub struct ListenerFlags {
     /// Require a PROXY protocol header (v1 or v2) from clients (tcplb behind another balancer).
     #[arg(long)]
     pub accept_proxy: bool,
+
+    /// `tcp` (connections) or `udp` (datagrams, in sessions; see the UDP
+    /// section).
+    #[arg(long, value_enum, default_value_t, value_name = "PROTO")]
+    pub protocol: Protocol,
 
     /// The pool's name in the control API (/api/v1/pools/NAME). [default:
     /// the bound listen address]
@@ -316,6 +324,15 @@ pub struct HealthFlags {
           conflicts_with_all = ["health_send", "health_expect", "health_exec"])]
     pub health_http: Option<HttpCheck>,
 
+    /// A UDP check (UDP listeners): send this datagram (escapes as
+    /// --health-send; may be empty); with --health-expect the reply must
+    /// match, else any reply or silence passes and an ICMP port
+    /// unreachable fails. [default: an empty datagram, on a UDP listener
+    /// without a check of its own]
+    #[arg(long, value_parser = escaped, value_name = "STR",
+          conflicts_with_all = ["health_send", "health_http", "health_exec"])]
+    pub health_udp: Option<Escaped>,
+
     /// The Host header of --health-http. [default: the check target's IP:PORT]
     #[arg(long, value_parser = http_host, requires = "health_http", value_name = "HOST")]
     pub health_http_host: Option<String>,
@@ -454,6 +471,43 @@ pub struct LimitFlags {
     pub tcp_user_timeout: Option<UserTimeout>,
 }
 
+/// UDP: sessions, replies and limits of a `--protocol udp` listener.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "UDP")]
+#[group(skip)]
+pub struct UdpFlags {
+    /// End a session once the backend sent N replies for every datagram
+    /// the client sent (1 for DNS); 0 ends it once the datagram is
+    /// forwarded. [default: none: only the idle timeout ends it]
+    #[arg(long, value_name = "N")]
+    pub responses: Option<u32>,
+
+    /// Pick a backend for every datagram rather than once per session,
+    /// for stateless protocols (DNS, syslog).
+    #[arg(long)]
+    pub per_datagram: bool,
+
+    /// Most sessions held at once; datagrams that would start another are
+    /// dropped. [default: unlimited]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_sessions: Option<u32>,
+
+    /// Most sessions one client IP holds at once. [default: unlimited]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub max_sessions_per_ip: Option<u32>,
+
+    /// Datagrams per second one client IP may send, e.g. 100/s (burst of
+    /// the same size); the rest are dropped. [default: unlimited]
+    #[arg(long, value_parser = config::parse_rate, value_name = "N/s")]
+    pub datagram_rate_per_ip: Option<f64>,
+
+    /// Drop client datagrams larger than this many bytes (never cut them
+    /// short).
+    #[arg(long, default_value_t = config::udp::MAX_IPV4_DATAGRAM,
+          value_parser = config::udp::parse_datagram_size, value_name = "BYTES")]
+    pub max_datagram_size: u32,
+}
+
 /// A `--tcp-user-timeout` value; `None` is off. (A newtype: clap reads an
 /// `Option<Option<_>>` field as a flag whose value may be left out.)
 #[derive(Clone, Copy, Debug)]
@@ -522,6 +576,12 @@ pub struct RuntimeFlags {
     /// speaker or a Kubernetes probe takes this instance out first.
     #[arg(long, default_value = "0s", value_parser = parse_duration, value_name = "DUR")]
     pub shutdown_delay: Duration,
+
+    /// On SIGUSR2, once the new process serves, hand it the established
+    /// passthrough connections (sockets, held bytes, counters) instead of
+    /// draining them here; `false` drains them as on SIGTERM.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub upgrade_move_connections: bool,
 
     /// Worker threads serving connections, each with its own listening
     /// socket (SO_REUSEPORT); a busier worker hands new connections to a
@@ -644,8 +704,20 @@ impl Startup {
                     Cli::command().error(clap::error::ErrorKind::MissingRequiredArgument, message),
                 ));
             }
+            let explicit = given_on_command_line(&matches);
+            let config = cli.into_config();
+            let service = &config.services[0];
+            let is_set = |key: &str| explicit.iter().any(|id| id == key);
+            let mut wrong =
+                config::udp::key_problems(service.protocol, &is_set, &config::udp::flag);
+            wrong.extend(config::udp::value_problems(service));
+            if let Some((_, message)) = wrong.into_iter().next() {
+                return Err(StartupError::Flags(
+                    Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message),
+                ));
+            }
             return Ok(Startup {
-                config: cli.into_config(),
+                config,
                 source: None,
                 workers,
                 splice,
@@ -754,11 +826,43 @@ fn apply_overrides(
             )
         })
         .collect();
+    // The protocol first: which listeners a flag of one protocol applies
+    // to depends on it.
+    if explicit.iter().any(|id| id == "protocol") {
+        for service in &mut config.services {
+            service.protocol = from.protocol;
+        }
+    }
     for id in explicit {
+        // A setting of one protocol applies to the listeners of that
+        // protocol; when the file has none, it is an error.
+        if let Some(protocol) = config::udp::only_for(id) {
+            if !config.services.iter().any(|s| s.protocol == protocol) {
+                let is_set = |key: &str| key == id;
+                let wrong =
+                    config::udp::key_problems(protocol.other(), &is_set, &config::udp::flag);
+                refused.extend(wrong.into_iter().map(|(_, message)| {
+                    format!("{message}, and the file has no {protocol} listener")
+                }));
+                continue;
+            }
+            for service in config
+                .services
+                .iter_mut()
+                .filter(|s| s.protocol == protocol)
+            {
+                override_service(service, from, id);
+            }
+            continue;
+        }
         match id.as_str() {
             "listen" | "name" if listeners > 1 => {}
+            "protocol" => {}
             "drain_timeout" => config.drain_timeout = given.drain_timeout,
             "shutdown_delay" => config.shutdown_delay = given.shutdown_delay,
+            "upgrade_move_connections" => {
+                config.upgrade_move_connections = given.upgrade_move_connections
+            }
             "ready_requires_backends" => {
                 config.ready_requires_backends = given.ready_requires_backends
             }
@@ -792,6 +896,13 @@ fn apply_overrides(
                         .unwrap_or_else(|| service.listen.to_string())
                 ))),
             }
+        }
+    }
+    for service in &config.services {
+        for (_, message) in config::udp::value_problems(service) {
+            let name = config::udp::default_pool_name(service.protocol, service.listen);
+            let name = service.name.clone().unwrap_or(name);
+            refused.push(format!("listener {name}: {message}"));
         }
     }
     if refused.is_empty() {
@@ -828,7 +939,8 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         | "health_http_host"
         | "health_expect_status"
         | "health_expect_body"
-        | "health_exec" => s.health.check = from.health.check.clone(),
+        | "health_exec"
+        | "health_udp" => s.health.check = from.health.check.clone(),
         "agent_port" | "agent_send" | "agent_interval" => {
             s.health.agent = from.health.agent.clone()
         }
@@ -856,6 +968,13 @@ fn override_service(s: &mut ServiceConfig, from: &ServiceConfig, id: &str) -> bo
         "tcp_keepalive" => s.keepalive = from.keepalive,
         "resolve_interval" => s.resolve.interval = from.resolve.interval,
         "resolve_ttl_min" => s.resolve.ttl_min = from.resolve.ttl_min,
+        "protocol" => s.protocol = from.protocol,
+        "responses" => s.udp.responses = from.udp.responses,
+        "per_datagram" => s.udp.per_datagram = from.udp.per_datagram,
+        "max_sessions" => s.udp.max_sessions = from.udp.max_sessions,
+        "max_sessions_per_ip" => s.udp.max_sessions_per_ip = from.udp.max_sessions_per_ip,
+        "datagram_rate_per_ip" => s.udp.datagram_rate_per_ip = from.udp.datagram_rate_per_ip,
+        "max_datagram_size" => s.udp.max_datagram_size = from.udp.max_datagram_size,
         "tls_cert" | "tls_key" => s.tls = from.tls.clone(),
         "backend_tls" | "backend_ca" => s.backend_tls = from.backend_tls.clone(),
         _ => return false,
@@ -876,6 +995,7 @@ impl Cli {
             backends: b,
             health: h,
             limits,
+            udp,
             tls,
             admin,
             runtime,
@@ -890,6 +1010,15 @@ impl Cli {
         backends.extend(b.backups.into_iter().flat_map(|l| l.0));
         let service = ServiceConfig {
             listen: l.listen,
+            protocol: l.protocol,
+            udp: UdpConfig {
+                responses: udp.responses,
+                per_datagram: udp.per_datagram,
+                max_sessions: udp.max_sessions,
+                max_sessions_per_ip: udp.max_sessions_per_ip,
+                datagram_rate_per_ip: udp.datagram_rate_per_ip,
+                max_datagram_size: udp.max_datagram_size,
+            },
             name: l.name,
             backlog: l.backlog,
             backends,
@@ -911,6 +1040,7 @@ impl Cli {
                     }),
                     h.health_exec,
                     None,
+                    h.health_udp.map(|b| b.0),
                     (
                         h.health_send.map(|b| b.0),
                         h.health_expect.map(|b| b.0),
@@ -966,6 +1096,7 @@ impl Cli {
             services: vec![service],
             drain_timeout: runtime.drain_timeout,
             shutdown_delay: runtime.shutdown_delay,
+            upgrade_move_connections: runtime.upgrade_move_connections,
             ready_requires_backends: admin.ready_requires_backends,
             admin: admin.admin,
             admin_token_file: admin.admin_token_file,
@@ -1430,10 +1561,16 @@ mod tests {
 
     #[test]
     fn help_reads_in_sections_with_every_flag_once() {
-        let sections: [(&str, &[&str]); 7] = [
+        let sections: [(&str, &[&str]); 8] = [
             (
                 "Listener",
-                &["--listen", "--backlog", "--accept-proxy", "--name"],
+                &[
+                    "--listen",
+                    "--backlog",
+                    "--accept-proxy",
+                    "--protocol",
+                    "--name",
+                ],
             ),
             (
                 "Backends",
@@ -1462,6 +1599,7 @@ mod tests {
                     "--health-expect",
                     "--health-expect-match",
                     "--health-http",
+                    "--health-udp",
                     "--health-http-host",
                     "--health-expect-status",
                     "--health-expect-body",
@@ -1496,6 +1634,17 @@ mod tests {
                 ],
             ),
             (
+                "UDP",
+                &[
+                    "--responses",
+                    "--per-datagram",
+                    "--max-sessions",
+                    "--max-sessions-per-ip",
+                    "--datagram-rate-per-ip",
+                    "--max-datagram-size",
+                ],
+            ),
+            (
                 "TLS",
                 &["--tls-cert", "--tls-key", "--backend-tls", "--backend-ca"],
             ),
@@ -1515,6 +1664,7 @@ mod tests {
                     "--config",
                     "--drain-timeout",
                     "--shutdown-delay",
+                    "--upgrade-move-connections",
                     "--workers",
                     "--splice",
                     "--resolver",
@@ -1740,6 +1890,7 @@ mod tests {
         let process_wide = [
             "drain_timeout",
             "shutdown_delay",
+            "upgrade_move_connections",
             "ready_requires_backends",
             "admin",
             "admin_token_file",

@@ -34,8 +34,8 @@ use tls::{RawBackendTls, RawTls};
 use crate::config::{
     self, AGENT_INTERVAL, AccessLogFormat, AccessLogTarget, AdminState, AgentConfig, BackendSpec,
     CheckConfig, Config, ExecCheck, Expect, HealthConfig, HttpCheck, KeepaliveConfig, Match,
-    Network, OnFailure, OnHealthChange, ProxyVersion, RouteConfig, ServerName, ServiceConfig,
-    StatusSet, Step, StrategyKind, parse_duration, parse_escaped,
+    Network, OnFailure, OnHealthChange, Protocol, ProxyVersion, RouteConfig, ServerName,
+    ServiceConfig, StatusSet, Step, StrategyKind, parse_duration, parse_escaped, udp,
 };
 
 /// A configuration file that cannot be used, and where it goes wrong.
@@ -360,6 +360,7 @@ struct Problem {
 struct RawFile {
     drain_timeout: Option<Dur>,
     shutdown_delay: Option<Dur>,
+    upgrade_move_connections: Option<bool>,
     ready_requires_backends: Option<bool>,
     admin: Option<Listen>,
     admin_token_file: Option<PathBuf>,
@@ -380,6 +381,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawService {
     listen: Option<Spanned<Listen>>,
+    protocol: Option<Text<Protocol>>,
     name: Option<Spanned<String>>,
     backlog: Option<AtLeastOne>,
     backends: Option<Spanned<Vec<BackendEntry>>>,
@@ -409,6 +411,12 @@ struct RawService {
     resolve_interval: Option<PositiveDur>,
     resolve_ttl_min: Option<PositiveDur>,
     tls_inspect_timeout: Option<PositiveDur>,
+    responses: Option<u32>,
+    per_datagram: Option<bool>,
+    max_sessions: Option<AtLeastOne>,
+    max_sessions_per_ip: Option<AtLeastOne>,
+    datagram_rate_per_ip: Option<Rate>,
+    max_datagram_size: Option<DatagramSize>,
     /// `[[listener.route]]` tables: the same keys as a listener's pool,
     /// plus `server_names` and `alpn`.
     route: Option<Vec<Spanned<RawService>>>,
@@ -483,6 +491,8 @@ struct RawHealth {
     steps: Option<Vec<Step>>,
     http: Option<HttpCheck>,
     exec: Option<ExecCheck>,
+    /// The datagram of a UDP check (whose reply `expect` judges).
+    udp: Option<Bytes>,
     port: Option<Port>,
     agent_port: Option<Port>,
     agent_send: Option<Bytes>,
@@ -507,6 +517,7 @@ struct RawHealthTable {
     steps: Option<Vec<StepEntry>>,
     http: Option<RawHttp>,
     exec: Option<Vec<String>>,
+    udp: Option<Bytes>,
     port: Option<Port>,
     agent_port: Option<Port>,
     agent_send: Option<Bytes>,
@@ -520,11 +531,14 @@ impl TryFrom<RawHealthTable> for RawHealth {
     type Error = String;
 
     fn try_from(t: RawHealthTable) -> Result<RawHealth, String> {
+        // With `udp`, `expect` judges the datagram's reply.
+        let short_form = t.send.is_some() || (t.expect.is_some() && t.udp.is_none());
         let kinds: Vec<&str> = [
-            (t.send.is_some() || t.expect.is_some(), "send/expect"),
+            (short_form, "send/expect"),
             (t.steps.is_some(), "steps"),
             (t.http.is_some(), "http"),
             (t.exec.is_some(), "exec"),
+            (t.udp.is_some(), "udp"),
         ]
         .into_iter()
         .filter_map(|(set, kind)| set.then_some(kind))
@@ -575,6 +589,7 @@ impl TryFrom<RawHealthTable> for RawHealth {
             steps,
             http: t.http.map(|h| h.0),
             exec,
+            udp: t.udp,
             port: t.port,
             agent_port: t.agent_port,
             agent_send: t.agent_send,
@@ -595,11 +610,12 @@ impl RawHealth {
             || self.steps.is_some()
             || self.http.is_some()
             || self.exec.is_some()
+            || self.udp.is_some()
     }
 
     /// The short form (`send`, `expect`), which merges key by key.
     fn is_send_expect(&self) -> bool {
-        self.send.is_some() || self.expect.is_some()
+        (self.send.is_some() || self.expect.is_some()) && self.udp.is_none()
     }
 
     /// `self` (a listener's or route's) over `base` (from [defaults]),
@@ -630,6 +646,7 @@ impl RawHealth {
             steps: check.steps,
             http: check.http,
             exec: check.exec,
+            udp: check.udp,
             port: self.port.or(base.port),
             agent_port: self.agent_port.or(base.agent_port),
             agent_send: self.agent_send.or(base.agent_send),
@@ -650,6 +667,7 @@ impl RawHealth {
             self.http,
             self.exec,
             self.steps,
+            self.udp.map(|b| b.0),
             (
                 self.send.map(|b| b.0),
                 self.expect.map(|b| b.0),
@@ -850,18 +868,37 @@ impl RawFile {
             }
             None => RawService::default(),
         };
-        problems.extend(check_names(&self.listener));
-        problems.extend(check_route_names(&self.listener));
+        let protocol_of = |raw: &RawService| {
+            raw.protocol
+                .as_ref()
+                .or(defaults.protocol.as_ref())
+                .map_or(Protocol::Tcp, |p| p.0)
+        };
+        problems.extend(check_names(&self.listener, &protocol_of));
+        problems.extend(check_route_names(&self.listener, &protocol_of));
         if self.listener.is_empty() {
             problems.push(no_listener());
         }
         let listeners = self.listener.len();
         let mut services = Vec::new();
         let mut positions = Vec::new();
-        let mut seen: HashSet<SocketAddr> = HashSet::new();
+        let mut seen: HashSet<(Protocol, SocketAddr)> = HashSet::new();
         for (position, table) in self.listener.into_iter().enumerate() {
             let span = table.span();
-            let raw = table.into_inner().inherit(&defaults);
+            let own = table.into_inner();
+            let protocol = protocol_of(&own);
+            // Only what the listener sets itself: [defaults] may hold
+            // settings for listeners of either protocol.
+            for (key, message) in
+                udp::key_problems(protocol, &|key| own.is_set(key), &udp::file_key)
+            {
+                problems.push(Problem {
+                    span: span.clone(),
+                    key: listener_key(key),
+                    message,
+                });
+            }
+            let raw = own.inherit(&defaults.for_protocol(protocol));
             let Some(listen) = raw.listen.clone() else {
                 problems.push(Problem {
                     span,
@@ -872,12 +909,13 @@ impl RawFile {
             };
             let addr = listen.get_ref().0;
             // Port 0 asks the kernel for a fresh port each time: never a clash.
-            if addr.port() != 0 && !seen.insert(addr) {
+            if addr.port() != 0 && !seen.insert((protocol, addr)) {
                 problems.push(Problem {
                     span: listen.span(),
                     key: "listener.listen",
                     message: format!(
-                        "duplicate listen address {addr}: each listener needs its own"
+                        "duplicate listen address {addr} ({protocol}): each listener needs its \
+                         own"
                     ),
                 });
             }
@@ -916,6 +954,10 @@ impl RawFile {
             &mut config.ready_requires_backends,
             self.ready_requires_backends,
         );
+        set(
+            &mut config.upgrade_move_connections,
+            self.upgrade_move_connections,
+        );
         config.admin = self.admin.map(|a| a.0);
         config.admin_token_file = self.admin_token_file;
         config.admin_socket = self.admin_socket;
@@ -939,7 +981,10 @@ impl RawFile {
 /// Listener names are valid and unique, and none is another listener's
 /// default name (its listen address), so the control API finds one pool
 /// by each. Returns every problem found.
-fn check_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
+fn check_names(
+    listeners: &[Spanned<RawService>],
+    protocol_of: &dyn Fn(&RawService) -> Protocol,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     for table in listeners {
@@ -965,7 +1010,7 @@ fn check_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
         let Some(listen) = raw.listen.as_ref().filter(|_| raw.name.is_none()) else {
             continue;
         };
-        let default_name = listen.get_ref().0.to_string();
+        let default_name = udp::default_pool_name(protocol_of(raw), listen.get_ref().0);
         if listen.get_ref().0.port() != 0 && seen.contains(default_name.as_str()) {
             problems.push(Problem {
                 span: listen.span(),
@@ -982,7 +1027,10 @@ fn check_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
 
 /// Route names are pool names too: unique among every listener's and
 /// route's pool, so the control API finds one pool by each.
-fn check_route_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
+fn check_route_names(
+    listeners: &[Spanned<RawService>],
+    protocol_of: &dyn Fn(&RawService) -> Protocol,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut seen: HashSet<String> = listeners
         .iter()
@@ -990,7 +1038,9 @@ fn check_route_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
             let raw = t.get_ref();
             match (&raw.name, &raw.listen) {
                 (Some(name), _) => Some(name.get_ref().clone()),
-                (None, Some(listen)) => Some(listen.get_ref().0.to_string()),
+                (None, Some(listen)) => {
+                    Some(udp::default_pool_name(protocol_of(raw), listen.get_ref().0))
+                }
                 (None, None) => None,
             }
         })
@@ -1014,6 +1064,37 @@ fn check_route_names(listeners: &[Spanned<RawService>]) -> Vec<Problem> {
     problems
 }
 
+/// `listener.KEY`, for a problem with one of a listener's keys.
+fn listener_key(key: &'static str) -> &'static str {
+    const KEYS: [(&str, &str); 22] = [
+        ("backlog", "listener.backlog"),
+        ("connect_timeout", "listener.connect_timeout"),
+        ("on_failure", "listener.on_failure"),
+        ("max_conns", "listener.max_conns"),
+        ("queue_timeout", "listener.queue_timeout"),
+        ("accept_proxy", "listener.accept_proxy"),
+        ("max_conns_per_ip", "listener.max_conns_per_ip"),
+        ("rate_per_ip", "listener.rate_per_ip"),
+        ("tcp_keepalive", "listener.tcp_keepalive"),
+        ("max_connection_age", "listener.max_connection_age"),
+        ("tls_inspect_timeout", "listener.tls_inspect_timeout"),
+        ("route", "listener.route"),
+        ("tls", "listener.tls"),
+        ("backend_tls", "listener.backend_tls"),
+        ("send_proxy", "listener.send_proxy"),
+        ("health", "listener.health"),
+        ("responses", "listener.responses"),
+        ("per_datagram", "listener.per_datagram"),
+        ("max_sessions", "listener.max_sessions"),
+        ("max_sessions_per_ip", "listener.max_sessions_per_ip"),
+        ("datagram_rate_per_ip", "listener.datagram_rate_per_ip"),
+        ("max_datagram_size", "listener.max_datagram_size"),
+    ];
+    KEYS.iter()
+        .find(|(k, _)| *k == key)
+        .map_or("listener", |(_, dotted)| dotted)
+}
+
 fn no_listener() -> Problem {
     Problem {
         span: 0..0,
@@ -1033,6 +1114,7 @@ impl RawService {
         };
         RawService {
             listen: self.listen,
+            protocol: self.protocol.or(d.protocol),
             // Names are never inherited: each must be unique.
             name: self.name,
             backlog: self.backlog.or(d.backlog),
@@ -1063,6 +1145,12 @@ impl RawService {
             resolve_interval: self.resolve_interval.or(d.resolve_interval),
             resolve_ttl_min: self.resolve_ttl_min.or(d.resolve_ttl_min),
             tls_inspect_timeout: self.tls_inspect_timeout.or(d.tls_inspect_timeout),
+            responses: self.responses.or(d.responses),
+            per_datagram: self.per_datagram.or(d.per_datagram),
+            max_sessions: self.max_sessions.or(d.max_sessions),
+            max_sessions_per_ip: self.max_sessions_per_ip.or(d.max_sessions_per_ip),
+            datagram_rate_per_ip: self.datagram_rate_per_ip.or(d.datagram_rate_per_ip),
+            max_datagram_size: self.max_datagram_size.or(d.max_datagram_size),
             tls: self.tls.or(d.tls),
             backend_tls: self.backend_tls.or(d.backend_tls),
             // Routes and what they match are never inherited.
@@ -1090,6 +1178,7 @@ impl RawService {
     fn listener_only_keys(&self) -> Vec<&'static str> {
         [
             (self.listen.is_some(), "listen"),
+            (self.protocol.is_some(), "protocol"),
             (self.backlog.is_some(), "backlog"),
             (self.accept_proxy.is_some(), "accept_proxy"),
             (self.allow.is_some(), "allow"),
@@ -1103,6 +1192,62 @@ impl RawService {
         .into_iter()
         .filter_map(|(set, key)| set.then_some(key))
         .collect()
+    }
+
+    /// Whether this table sets `key` (a key of [`udp::TCP_ONLY`] or
+    /// [`udp::UDP_ONLY`]) itself.
+    fn is_set(&self, key: &str) -> bool {
+        match key {
+            "backlog" => self.backlog.is_some(),
+            "connect_timeout" => self.connect_timeout.is_some(),
+            "on_failure" => self.on_failure.is_some(),
+            "max_conns" => self.max_conns.is_some(),
+            "queue_timeout" => self.queue_timeout.is_some(),
+            "accept_proxy" => self.accept_proxy.is_some(),
+            "max_conns_per_ip" => self.max_conns_per_ip.is_some(),
+            "rate_per_ip" => self.rate_per_ip.is_some(),
+            "tcp_keepalive" => self.tcp_keepalive.is_some(),
+            "max_connection_age" => self.max_connection_age.is_some(),
+            "tls_inspect_timeout" => self.tls_inspect_timeout.is_some(),
+            "responses" => self.responses.is_some(),
+            "per_datagram" => self.per_datagram.is_some(),
+            "max_sessions" => self.max_sessions.is_some(),
+            "max_sessions_per_ip" => self.max_sessions_per_ip.is_some(),
+            "datagram_rate_per_ip" => self.datagram_rate_per_ip.is_some(),
+            "max_datagram_size" => self.max_datagram_size.is_some(),
+            _ => false,
+        }
+    }
+
+    /// These [defaults] as a listener of `protocol` inherits them: without
+    /// the settings only the other protocol has, so one [defaults] table
+    /// serves TCP and UDP listeners alike.
+    fn for_protocol(&self, protocol: Protocol) -> RawService {
+        let mut d = self.clone();
+        match protocol {
+            Protocol::Udp => {
+                d.backlog = None;
+                d.connect_timeout = None;
+                d.on_failure = None;
+                d.max_conns = None;
+                d.queue_timeout = None;
+                d.accept_proxy = None;
+                d.max_conns_per_ip = None;
+                d.rate_per_ip = None;
+                d.tcp_keepalive = None;
+                d.max_connection_age = None;
+                d.tls_inspect_timeout = None;
+            }
+            Protocol::Tcp => {
+                d.responses = None;
+                d.per_datagram = None;
+                d.max_sessions = None;
+                d.max_sessions_per_ip = None;
+                d.datagram_rate_per_ip = None;
+                d.max_datagram_size = None;
+            }
+        }
+        d
     }
 
     /// The route this `[[listener.route]]` table describes; pool settings
@@ -1359,6 +1504,27 @@ impl RawService {
             self.tls_inspect_timeout.map(|d| d.0),
         );
         s.routes = routes;
+        set(&mut s.protocol, self.protocol.map(|p| p.0));
+        s.udp.responses = self.responses;
+        set(&mut s.udp.per_datagram, self.per_datagram);
+        s.udp.max_sessions = self.max_sessions.map(|n| n.0);
+        s.udp.max_sessions_per_ip = self.max_sessions_per_ip.map(|n| n.0);
+        s.udp.datagram_rate_per_ip = self.datagram_rate_per_ip.map(|r| r.0);
+        set(
+            &mut s.udp.max_datagram_size,
+            self.max_datagram_size.map(|n| n.0),
+        );
+        let wrong: Vec<Problem> = udp::value_problems(&s)
+            .into_iter()
+            .map(|(key, message)| Problem {
+                span: span.clone(),
+                key: listener_key(key),
+                message,
+            })
+            .collect();
+        if !wrong.is_empty() {
+            return Err(wrong);
+        }
         Ok(s)
     }
 }
@@ -1550,6 +1716,19 @@ impl<'de> Deserialize<'de> for AtLeastOne {
     }
 }
 
+/// A `max_datagram_size`: bytes from 1 to 65,527.
+#[derive(Clone, Copy)]
+struct DatagramSize(u32);
+
+impl<'de> Deserialize<'de> for DatagramSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        udp::parse_datagram_size(&n.to_string())
+            .map(DatagramSize)
+            .map_err(de::Error::custom)
+    }
+}
+
 /// A duration: a string such as `"10s"`, `"250ms"`, `"2m"`, `"1h 30m"`
 /// ([`parse_duration`]'s syntax), or a number of seconds.
 ///
@@ -1609,7 +1788,8 @@ impl<'de> Deserialize<'de> for PositiveDur {
     }
 }
 
-/// New connections per second: a number, or a string such as `"20/s"`.
+/// New connections (or datagrams) per second: a number, or a string such
+/// as `"20/s"`.
 #[derive(Clone, Copy)]
 struct Rate(f64);
 
@@ -1619,7 +1799,7 @@ impl<'de> Deserialize<'de> for Rate {
         impl Visitor<'_> for RateVisitor {
             type Value = Rate;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("connections per second, e.g. 20 or \"20/s\"")
+                f.write_str("a number per second, e.g. 20 or \"20/s\"")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Rate, E> {
                 config::parse_rate(v).map(Rate).map_err(E::custom)
@@ -2458,6 +2638,7 @@ resolve_ttl_min = 3
         for key in [
             "drain_timeout",
             "shutdown_delay",
+            "upgrade_move_connections",
             "ready_requires_backends",
             "admin",
             "[defaults]",

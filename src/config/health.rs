@@ -80,6 +80,23 @@ pub enum CheckConfig {
     Http(HttpCheck),
     /// Run a program: exit status 0 is up (keepalived's `MISC_CHECK`).
     Exec(ExecCheck),
+    /// Send a datagram; a reply (that matches) is up, an ICMP port
+    /// unreachable down. For UDP listeners.
+    Udp(UdpCheck),
+}
+
+/// A UDP check: one datagram out, and what must come back. Default: an
+/// empty datagram, and up unless an ICMP port unreachable comes back
+/// (what a UDP listener's backends get without a check of their own).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UdpCheck {
+    /// The datagram sent, e.g. a DNS query; sent again while no reply
+    /// came, so one lost datagram does not fail the check.
+    pub send: Vec<u8>,
+    /// What the reply must hold; `None`: any reply passes, and so does
+    /// silence (no ICMP error), since many UDP services never answer
+    /// (syslog).
+    pub expect: Option<Expect>,
 }
 
 impl CheckConfig {
@@ -90,22 +107,29 @@ impl CheckConfig {
             CheckConfig::Steps(_) => "steps",
             CheckConfig::Http(_) => "http",
             CheckConfig::Exec(_) => "exec",
+            CheckConfig::Udp(_) => "udp",
         }
     }
 
     /// The check whichever kind is given names (the command line and the
-    /// file each allow one): HTTP, exec, steps, else the short form's
-    /// send and expect, else a connect check.
+    /// file each allow one): HTTP, exec, steps, a UDP datagram (whose
+    /// reply the short form's expect judges), else the short form's send
+    /// and expect, else a connect check.
     pub fn from_kinds(
         http: Option<HttpCheck>,
         exec: Option<ExecCheck>,
         steps: Option<Vec<Step>>,
+        udp: Option<Vec<u8>>,
         (send, expect, how): (Option<Vec<u8>>, Option<Vec<u8>>, Match),
     ) -> Self {
-        match (http, exec, steps) {
-            (Some(http), _, _) => CheckConfig::Http(http),
-            (_, Some(exec), _) => CheckConfig::Exec(exec),
-            (_, _, Some(steps)) => CheckConfig::Steps(steps),
+        match (http, exec, steps, udp) {
+            (Some(http), ..) => CheckConfig::Http(http),
+            (_, Some(exec), ..) => CheckConfig::Exec(exec),
+            (_, _, Some(steps), _) => CheckConfig::Steps(steps),
+            (_, _, _, Some(send)) => CheckConfig::Udp(UdpCheck {
+                send,
+                expect: expect.map(|pattern| Expect { pattern, how }),
+            }),
             _ => CheckConfig::send_expect(send, expect, how),
         }
     }

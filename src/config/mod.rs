@@ -20,11 +20,13 @@ pub mod file;
 pub mod health;
 mod parse;
 pub mod tls;
+pub mod udp;
 
 pub use health::{
     AGENT_INTERVAL, AgentConfig, CheckConfig, ExecCheck, Expect, HealthConfig, HttpCheck, Match,
-    OnHealthChange, StatusSet, Step,
+    OnHealthChange, StatusSet, Step, UdpCheck,
 };
+pub use udp::{Protocol, UdpConfig};
 
 pub use parse::{
     SRV_PREFIX, parse_backend, parse_backend_list, parse_balance_factor, parse_duration,
@@ -331,10 +333,15 @@ impl Default for AccessConfig {
 /// connection limit (queue timeout 5 s), no idle timeout, no PROXY
 /// protocol, everyone allowed, names looked up again as
 /// [`ResolveConfig::default`] says, no TLS routes (ClientHello timeout 5 s
-/// when there are).
+/// when there are), TCP ([`UdpConfig::default`] for UDP).
 pub struct ServiceConfig {
-    /// Where clients connect; also how a reload recognises the listener.
+    /// Where clients connect; with `protocol`, also how a reload
+    /// recognises the listener.
     pub listen: SocketAddr,
+    /// TCP connections or UDP datagrams (see [`udp`]).
+    pub protocol: Protocol,
+    /// What only a UDP listener has; unused on a TCP one.
+    pub udp: UdpConfig,
     /// What the control API calls this listener's pool; `None`: its bound
     /// address as /status shows it (e.g. `127.0.0.1:8080`).
     pub name: Option<String>,
@@ -370,7 +377,10 @@ pub struct ServiceConfig {
     pub max_conns: Option<u32>,
     /// How long a client over a connection limit waits for a slot.
     pub queue_timeout: Duration,
-    /// Close a connection with no bytes either way for this long.
+    /// Close a connection with no bytes either way (end a UDP session
+    /// without a datagram either way) for this long. `None`: no limit for
+    /// TCP, [`udp::UDP_IDLE_TIMEOUT`] for UDP (see
+    /// [`ServiceConfig::idle_limit`]).
     pub idle_timeout: Option<Duration>,
     /// Write a PROXY protocol header to backends.
     pub send_proxy: Option<ProxyVersion>,
@@ -549,6 +559,8 @@ impl ServiceConfig {
     pub fn new(listen: SocketAddr, backends: Vec<BackendSpec>) -> Self {
         ServiceConfig {
             listen,
+            protocol: Protocol::Tcp,
+            udp: UdpConfig::default(),
             name: None,
             backlog: 1024,
             backends,
@@ -595,6 +607,10 @@ pub struct Config {
     /// Whether `/ready` also answers 503 while no listener has a usable
     /// backend (ready, up and not ejected). Default off.
     pub ready_requires_backends: bool,
+    /// Whether a binary upgrade (SIGUSR2) moves established passthrough
+    /// connections to the new process instead of draining them here.
+    /// Default on.
+    pub upgrade_move_connections: bool,
     /// Where the admin endpoint (/metrics, /status) listens; off when `None`.
     pub admin: Option<SocketAddr>,
     /// A file holding the bearer token that gives the TCP admin endpoint
@@ -630,6 +646,7 @@ impl Config {
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             ready_requires_backends: false,
+            upgrade_move_connections: true,
             admin: None,
             admin_token_file: None,
             admin_socket: None,

@@ -198,14 +198,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses a per-client rate: connections per second, `20` or `20/s`.
+/// Parses a per-client rate: connections (or datagrams) per second, `20`
+/// or `20/s`.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let number = text.strip_suffix("/s").unwrap_or(text);
     number
         .parse::<f64>()
         .ok()
         .filter(|r| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("bad rate {text:?}: expected connections per second, e.g. 20/s"))
+        .ok_or_else(|| format!("bad rate {text:?}: expected a number per second, e.g. 20/s"))
 }
 
 /// Parses a bounded-load factor: a number from 1 (every backend at most

@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -316,13 +317,25 @@ impl Backend {
     }
 
     /// Counts a connection for as long as the returned guard lives.
-    pub fn open_connection(&self) -> ActiveConnection<'_> {
-        self.stats.active.fetch_add(1, Relaxed);
+    pub fn open_connection(&self) -> ActiveConnection<&Backend> {
         self.stats.total.fetch_add(1, Relaxed);
-        ActiveConnection {
-            backend: self,
-            opened: Instant::now(),
-        }
+        self.adopt_connection(Duration::ZERO)
+    }
+
+    /// Counts a connection made `age` ago by another process (it moved
+    /// here with a binary upgrade) for as long as the returned guard
+    /// lives: open against this backend's limit, not a new one in
+    /// `total`, its duration the whole connection's.
+    pub fn adopt_connection(&self, age: Duration) -> ActiveConnection<&Backend> {
+        ActiveConnection::open(self, age)
+    }
+
+    /// Counts a UDP session (a connection to the pool: `active`, least-conn
+    /// and `maxconn` count sessions) for as long as the returned guard
+    /// lives; it holds the backend, as a session outlives any borrow.
+    pub fn open_session(self: &Arc<Self>) -> ActiveConnection<Arc<Backend>> {
+        self.stats.total.fetch_add(1, Relaxed);
+        ActiveConnection::open(self.clone(), Duration::ZERO)
     }
 }
 
@@ -351,14 +364,35 @@ impl fmt::Display for Backend {
 
 /// Keeps `active` right however a connection ends, panics and
 /// cancellation included, and records how long it lasted.
-pub struct ActiveConnection<'a> {
+pub struct ActiveConnection<B: Deref<Target = Backend>> {
     /// Whose connection it is.
-    backend: &'a Backend,
+    backend: B,
     /// When it was made: its duration is measured from here.
     opened: Instant,
 }
 
-impl Drop for ActiveConnection<'_> {
+impl<B: Deref<Target = Backend>> ActiveConnection<B> {
+    /// Counts `backend`'s connection (made `age` ago) as open.
+    fn open(backend: B, age: Duration) -> Self {
+        backend.stats.active.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        ActiveConnection {
+            backend,
+            opened: now.checked_sub(age).unwrap_or(now),
+        }
+    }
+}
+
+impl ActiveConnection<&Backend> {
+    /// The connection moved to another process, which goes on counting
+    /// it (and records its duration when it ends): uncounted here only.
+    pub fn moved(self) {
+        self.backend.stats.active.fetch_sub(1, Relaxed);
+        std::mem::forget(self);
+    }
+}
+
+impl<B: Deref<Target = Backend>> Drop for ActiveConnection<B> {
     fn drop(&mut self) {
         self.backend.stats.active.fetch_sub(1, Relaxed);
         self.backend.stats.duration.record(self.opened.elapsed());

@@ -176,6 +176,15 @@ impl PoolState {
                 .any(|(i, b)| !b.is_backup() && !tried.contains(&i) && b.is_usable())
     }
 
+    /// One of the listener's `max_conns` slots for a connection that moved
+    /// here with a binary upgrade, if one is free now. A moved connection
+    /// is never refused for the limit: it held a slot in the old process,
+    /// and both processes' connections together may pass the limit while
+    /// they both serve (as during any upgrade).
+    pub fn adopt_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.admission.as_ref()?.clone().try_acquire_owned().ok()
+    }
+
     /// Takes one of the listener's `max_conns` slots, waiting up to the
     /// queue timeout; `Err` when none came free. The slot is held for as
     /// long as the returned permit lives.

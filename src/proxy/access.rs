@@ -1,6 +1,7 @@
 //! Client access control: which networks may connect at all (`--allow`,
 //! `--deny`) and how much one client address may take (`--max-conns-per-ip`,
-//! `--rate-per-ip`).
+//! `--rate-per-ip`; on a UDP listener `--max-sessions-per-ip` and
+//! `--datagram-rate-per-ip`, see [`ClientTable::admit_session`]).
 //!
 //! The check runs right after accept, before any backend is chosen, so a
 //! refused client never costs a backend connection. Semantics:
@@ -26,7 +27,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -113,14 +115,38 @@ fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 /// What the table knows about one client address.
 #[derive(Debug)]
 struct ClientEntry {
+    /// Open connections (UDP sessions) from it.
     open: u32,
     /// Token bucket; meaningless when `rate` is 0 (no rate limit).
     tokens: f64,
     rate: f64,
     refilled: Instant,
+    /// On a UDP listener with `datagram_rate_per_ip`: the bucket every
+    /// datagram from it takes a token from, shared by its sessions.
+    datagrams: Option<Arc<DatagramBucket>>,
+}
+
+/// The per-IP rate `config` sets; NaN, negative or zero rates never
+/// refill, so they are "no rate" (0).
+fn rate_of(config: &AccessConfig) -> f64 {
+    config
+        .rate_per_ip
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .unwrap_or(0.0)
 }
 
 impl ClientEntry {
+    /// A client first seen `now`, with a full bucket for `rate`.
+    fn new(rate: f64, now: Instant) -> Self {
+        ClientEntry {
+            open: 0,
+            tokens: rate.max(1.0),
+            rate,
+            refilled: now,
+            datagrams: None,
+        }
+    }
+
     fn capacity(&self) -> f64 {
         // burst = rate, but at least one connection must be possible.
         self.rate.max(1.0)
@@ -134,6 +160,9 @@ impl ClientEntry {
 
     fn is_idle(&mut self, now: Instant) -> bool {
         if self.open > 0 {
+            return false;
+        }
+        if self.datagrams.as_ref().is_some_and(|b| !b.is_full(now)) {
             return false;
         }
         if self.rate <= 0.0 {
@@ -204,11 +233,7 @@ impl ClientTable {
             return Ok(ClientSlot { table: None, ip });
         }
         let ip = client_key(ip, config.per_ip_ipv6_prefix);
-        // NaN, negative or zero rates never refill: treat them as "no rate".
-        let rate = config
-            .rate_per_ip
-            .filter(|r| r.is_finite() && *r > 0.0)
-            .unwrap_or(0.0);
+        let rate = rate_of(config);
         let mut table = self.lock();
         if now.saturating_duration_since(table.last_sweep) >= SWEEP_EVERY {
             table.clients.retain(|_, entry| !entry.is_idle(now));
@@ -218,12 +243,7 @@ impl ClientTable {
         let entry = match table.clients.entry(ip) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(_) if tracked >= self.cap => return Err(Refusal::TableFull),
-            Entry::Vacant(v) => v.insert(ClientEntry {
-                open: 0,
-                tokens: rate.max(1.0),
-                rate,
-                refilled: now,
-            }),
+            Entry::Vacant(v) => v.insert(ClientEntry::new(rate, now)),
         };
         if entry.rate != rate {
             // A reload changed the rate: keep the tokens, clamp to the new burst.
@@ -248,15 +268,190 @@ impl ClientTable {
         })
     }
 
+    /// Counts a connection from `ip` that moved here with a binary upgrade
+    /// (it was admitted by the old process): it holds a slot against the
+    /// per-IP connection limit like any other, but no limit refuses it and
+    /// it takes no token from the rate (it is not a new connection).
+    pub fn adopt(&self, ip: IpAddr, config: &AccessConfig) -> ClientSlot<'_> {
+        if config.max_conns_per_ip.is_none() && config.rate_per_ip.is_none() {
+            return ClientSlot { table: None, ip };
+        }
+        let ip = client_key(ip, config.per_ip_ipv6_prefix);
+        let rate = rate_of(config);
+        let mut table = self.lock();
+        let entry = table
+            .clients
+            .entry(ip)
+            .or_insert_with(|| ClientEntry::new(rate, Instant::now()));
+        entry.open += 1;
+        ClientSlot {
+            table: Some(self),
+            ip,
+        }
+    }
+
+    /// Decides whether `ip` may start a UDP session now, with at most
+    /// `max_sessions` of them and `datagram_rate` datagrams a second (the
+    /// datagram that starts it takes the first token). The slot holds its
+    /// session count until dropped and carries the bucket the session's
+    /// later datagrams take their tokens from, without the table's lock.
+    pub fn admit_session(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        config: &AccessConfig,
+        max_sessions: Option<u32>,
+        datagram_rate: Option<f64>,
+        now: Instant,
+    ) -> Result<SessionSlot, Refusal> {
+        check_network(ip, config)?;
+        let rate = datagram_rate.filter(|r| r.is_finite() && *r > 0.0);
+        if max_sessions.is_none() && rate.is_none() {
+            return Ok(SessionSlot {
+                table: None,
+                key: ip,
+                bucket: None,
+            });
+        }
+        let key = client_key(ip, config.per_ip_ipv6_prefix);
+        let mut table = self.lock();
+        if now.saturating_duration_since(table.last_sweep) >= SWEEP_EVERY {
+            table.clients.retain(|_, entry| !entry.is_idle(now));
+            table.last_sweep = now;
+        }
+        let tracked = table.clients.len();
+        let entry = match table.clients.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(_) if tracked >= self.cap => return Err(Refusal::TableFull),
+            Entry::Vacant(v) => v.insert(ClientEntry {
+                open: 0,
+                tokens: 0.0,
+                rate: 0.0,
+                refilled: now,
+                datagrams: None,
+            }),
+        };
+        // A reload that changes the rate gives new sessions a new bucket.
+        let bucket = match (rate, &entry.datagrams) {
+            (None, _) => None,
+            (Some(rate), Some(b)) if b.rate == rate => Some(b.clone()),
+            (Some(rate), _) => Some(Arc::new(DatagramBucket::new(rate, now))),
+        };
+        entry.datagrams = bucket.clone();
+        if max_sessions.is_some_and(|max| entry.open >= max) {
+            return Err(Refusal::TooManyConnections);
+        }
+        if bucket.as_ref().is_some_and(|b| !b.allow(now)) {
+            return Err(Refusal::RateLimited);
+        }
+        entry.open += 1;
+        Ok(SessionSlot {
+            table: Some(self.clone()),
+            key,
+            bucket,
+        })
+    }
+
     fn release(&self, ip: IpAddr) {
         let mut table = self.lock();
         if let Some(entry) = table.clients.get_mut(&ip) {
             entry.open = entry.open.saturating_sub(1);
             // Without a rate limit nothing else is remembered: forget it now.
             // A bucket still refilling is left to the sweep.
-            if entry.open == 0 && entry.rate <= 0.0 {
+            if entry.open == 0 && entry.rate <= 0.0 && entry.datagrams.is_none() {
                 table.clients.remove(&ip);
             }
+        }
+    }
+}
+
+/// A token bucket in one atomic, for datagrams: `rate` a second with a
+/// burst of as many (at least one), as the connection rate's. The
+/// generic cell rate algorithm: it keeps when the next datagram is due at
+/// the rate, and a datagram is let through while that is at most a burst
+/// ahead of now. Lock-free, so the sessions of one address on several
+/// workers take from it at once.
+#[derive(Debug)]
+pub struct DatagramBucket {
+    /// The configured rate, so a reload that changes it is noticed.
+    rate: f64,
+    /// When the next datagram is due at the rate, in ns since `epoch`.
+    due_ns: AtomicU64,
+    /// Nanoseconds one datagram uses up: 1 s / rate.
+    interval_ns: u64,
+    /// How far ahead of now `due_ns` may run: the burst less one datagram.
+    burst_ns: u64,
+    /// What `due_ns` counts from.
+    epoch: Instant,
+}
+
+impl DatagramBucket {
+    /// A full bucket for `rate` datagrams a second (finite, above 0).
+    pub fn new(rate: f64, now: Instant) -> Self {
+        let interval_ns = (1e9 / rate).clamp(1.0, u64::MAX as f64 / 4.0) as u64;
+        let burst = rate.max(1.0).floor() as u64;
+        DatagramBucket {
+            rate,
+            due_ns: AtomicU64::new(0),
+            interval_ns,
+            burst_ns: interval_ns.saturating_mul(burst - 1),
+            epoch: now,
+        }
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes a token for one datagram arriving at `now`, if there is one.
+    pub fn allow(&self, now: Instant) -> bool {
+        let now = self.nanos(now);
+        let mut due = self.due_ns.load(Relaxed);
+        loop {
+            let from = due.max(now);
+            if from - now > self.burst_ns {
+                return false;
+            }
+            let next = from.saturating_add(self.interval_ns);
+            match self
+                .due_ns
+                .compare_exchange_weak(due, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return true,
+                Err(current) => due = current,
+            }
+        }
+    }
+
+    /// Whether it has refilled to its whole burst by `now`.
+    fn is_full(&self, now: Instant) -> bool {
+        self.due_ns.load(Relaxed) <= self.nanos(now)
+    }
+}
+
+/// One UDP session's share of its client address's limits: its session
+/// count (released when dropped) and the address's datagram bucket.
+/// Owns its table, since a session lives in a table of its own.
+pub struct SessionSlot {
+    /// Where the count is held; `None` without per-IP limits.
+    table: Option<Arc<ClientTable>>,
+    /// The address the limits count it under.
+    key: IpAddr,
+    /// The address's datagram bucket; `None` without a datagram rate.
+    bucket: Option<Arc<DatagramBucket>>,
+}
+
+impl SessionSlot {
+    /// Takes a token for one more datagram of the session at `now`;
+    /// `false`: over `datagram_rate_per_ip`, drop it.
+    pub fn allow_datagram(&self, now: Instant) -> bool {
+        self.bucket.as_ref().is_none_or(|b| b.allow(now))
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        if let Some(table) = &self.table {
+            table.release(self.key);
         }
     }
 }
@@ -493,6 +688,78 @@ mod tests {
         );
         assert_eq!(table.len(), 1);
         drop(held);
+    }
+
+    #[test]
+    fn a_datagram_bucket_lets_a_burst_through_then_the_rate() {
+        let start = Instant::now();
+        let bucket = DatagramBucket::new(4.0, start);
+        assert_eq!((0..6).filter(|_| bucket.allow(start)).count(), 4);
+        // 4/s: one datagram per 250 ms.
+        assert!(!bucket.allow(start + Duration::from_millis(249)));
+        assert!(bucket.allow(start + Duration::from_millis(251)));
+        assert!(!bucket.allow(start + Duration::from_millis(251)));
+        let later = start + Duration::from_secs(60);
+        assert!(bucket.is_full(later));
+        assert_eq!(
+            (0..6).filter(|_| bucket.allow(later)).count(),
+            4,
+            "no more than the burst"
+        );
+        let slow = DatagramBucket::new(0.5, start);
+        assert!(slow.allow(start) && !slow.allow(start));
+        assert!(slow.allow(start + Duration::from_millis(2001)));
+    }
+
+    #[test]
+    fn sessions_of_one_address_share_its_limits_and_free_them_on_drop() {
+        let table = Arc::new(ClientTable::default());
+        let config = AccessConfig::default();
+        let now = Instant::now();
+        let client = ip("192.0.2.9");
+        let first = table
+            .admit_session(client, &config, Some(2), Some(3.0), now)
+            .unwrap();
+        let second = table
+            .admit_session(client, &config, Some(2), Some(3.0), now)
+            .unwrap();
+        assert_eq!(
+            table
+                .admit_session(client, &config, Some(2), Some(3.0), now)
+                .err(),
+            Some(Refusal::TooManyConnections)
+        );
+        // Two tokens went to the sessions' first datagrams; one is left,
+        // shared by both sessions.
+        assert!(first.allow_datagram(now));
+        assert!(!second.allow_datagram(now));
+        drop(first);
+        let third = table.admit_session(client, &config, Some(2), Some(3.0), now);
+        assert_eq!(
+            third.err(),
+            Some(Refusal::RateLimited),
+            "a slot, but no token"
+        );
+        drop(second);
+        let much_later = now + Duration::from_secs(10);
+        let fourth = table.admit_session(client, &config, Some(2), Some(3.0), much_later);
+        assert!(fourth.is_ok());
+        drop(fourth);
+        // Denied before any of it.
+        let denied = AccessConfig {
+            deny: nets(&["192.0.2.0/24"]),
+            ..AccessConfig::default()
+        };
+        assert_eq!(
+            table.admit_session(client, &denied, None, None, now).err(),
+            Some(Refusal::Denied)
+        );
+        // Without limits nothing is tracked.
+        let free = Arc::new(ClientTable::default());
+        let _slot = free
+            .admit_session(client, &config, None, None, now)
+            .unwrap();
+        assert!(free.is_empty());
     }
 
     #[test]

@@ -44,8 +44,9 @@ const NAME_TYPE_HOST: u8 = 0;
 /// whose server name matches no route hears before the close.
 pub const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [21, 3, 3, 0, 2, 2, 112];
 
-/// What a ClientHello asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What a ClientHello asks for (serialisable: it travels with a
+/// connection moved on an upgrade, for its access log record).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClientHello {
     /// The server name (SNI), lower-cased and without a trailing dot;
     /// `None` when the client sent none.

@@ -20,10 +20,14 @@
 //!
 //! Ids start at 1 and only grow, so they are never reused within a run and
 //! pagination by "after this id" is stable while connections come and go.
+//! A binary upgrade's processes share one sequence ([`ids`]): a connection
+//! moved to the new process keeps its id, and no other connection gets it.
+
+pub mod ids;
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
 
@@ -32,7 +36,9 @@ use tokio::time::Instant;
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::proxy::Service;
+use crate::proxy::moving::MoveState;
 use crate::proxy::pipe::Live;
+use ids::IdSequence;
 
 /// How many independently locked maps the registry has.
 pub const SHARDS: usize = 64;
@@ -54,6 +60,8 @@ pub struct Connection {
     backend: OnceLock<Arc<Backend>>,
     /// Bytes and activity as they move, and the stop request.
     pub live: Live,
+    /// Where it is in a binary upgrade's move of connections.
+    pub moving: MoveState,
     /// The stop request came from the end of a drain, not an operator: the
     /// access log says `shutdown`.
     stopped_at_shutdown: AtomicBool,
@@ -62,14 +70,33 @@ pub struct Connection {
 impl Connection {
     /// A connection accepted just now from `client` on `service`.
     pub fn new(id: u64, client: SocketAddr, service: Arc<Service>) -> Self {
+        Self::moved(
+            id,
+            client,
+            service,
+            SystemTime::now(),
+            Live::new(Instant::now()),
+        )
+    }
+
+    /// A connection accepted at `started` by another process, moved here
+    /// with a binary upgrade, with its counters so far in `live`.
+    pub fn moved(
+        id: u64,
+        client: SocketAddr,
+        service: Arc<Service>,
+        started: SystemTime,
+        live: Live,
+    ) -> Self {
         Connection {
             id,
             client,
             service,
-            started: SystemTime::now(),
+            started,
             pool: OnceLock::new(),
             backend: OnceLock::new(),
-            live: Live::new(Instant::now()),
+            live,
+            moving: MoveState::default(),
             stopped_at_shutdown: AtomicBool::new(false),
         }
     }
@@ -145,23 +172,16 @@ impl Ord for ById {
 
 /// The open connections of every listener of one balancer.
 pub struct Connections {
-    /// The next id to hand out; on its own cache line (every accept
-    /// increments it).
-    next_id: PaddedCounter,
+    /// Where ids come from (every accept takes one).
+    ids: IdSequence,
     /// The connections, each in shard `id % SHARDS`.
     shards: Box<[Shard]>,
 }
 
-/// A counter alone on its cache line.
-#[repr(align(64))]
-struct PaddedCounter(AtomicU64);
-
 impl Default for Connections {
+    /// A registry whose ids are its own (not shared with an upgrade).
     fn default() -> Self {
-        Connections {
-            next_id: PaddedCounter(AtomicU64::new(1)),
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-        }
+        Connections::with_ids(IdSequence::local())
     }
 }
 
@@ -199,9 +219,22 @@ impl Filter {
 }
 
 impl Connections {
+    /// An empty registry taking ids from `ids`.
+    pub fn with_ids(ids: IdSequence) -> Self {
+        Connections {
+            ids,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+
     /// A fresh id for a connection being accepted.
     pub fn next_id(&self) -> u64 {
-        self.next_id.0.fetch_add(1, Relaxed)
+        self.ids.next()
+    }
+
+    /// The id sequence, to hand to an upgrade's new process.
+    pub fn ids(&self) -> &IdSequence {
+        &self.ids
     }
 
     fn shard(&self, id: u64) -> MutexGuard<'_, BTreeMap<u64, Arc<Connection>>> {
@@ -277,6 +310,7 @@ impl Connections {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
     use std::time::Duration;
 
     use super::*;

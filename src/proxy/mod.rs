@@ -17,7 +17,9 @@
 //! - [`failure`]: the exact 502/503 answer (or close) when no backend can take it;
 //! - [`connections`]: the registry of open connections (listed and closed by
 //!   operators);
-//! - [`access_log`]: one record per connection, handed to a writer thread.
+//! - [`access_log`]: one record per connection, handed to a writer thread;
+//! - [`moving`]: a binary upgrade's move of established connections to the
+//!   new process (freezing a pipe at a safe point, adopting one).
 //!
 //! Nothing here keeps state of its own beyond a connection's life except the
 //! per-IP table and the open connections' registry; the counters it writes
@@ -30,12 +32,14 @@ pub mod client_hello;
 pub mod connections;
 pub mod failure;
 pub mod listener;
+pub mod moving;
 pub mod pipe;
 pub mod proxy_protocol;
 pub mod route;
 pub mod serve;
 pub mod spread;
 pub mod tls;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +51,7 @@ use crate::stats::ListenerStats;
 use access::ClientTable;
 use access_log::AccessLog;
 use connections::Connections;
+use moving::Mover;
 use route::Routes;
 
 /// One service as the data path sees it: what every connection accepted on
@@ -61,7 +66,8 @@ pub struct Service {
     /// The listener's counters; shared with the admin endpoint.
     pub stats: Arc<ListenerStats>,
     /// Per-client-IP limits; kept across reloads so a reload resets no one.
-    pub clients: ClientTable,
+    /// Shared: a UDP session holds a slot of it in its own table.
+    pub clients: Arc<ClientTable>,
     /// Where the listener is bound (port 0 resolved): how the access log
     /// and the connection listing name it beside the pool's name. Default:
     /// the configured listen address.
@@ -71,6 +77,9 @@ pub struct Service {
     pub connections: Arc<Connections>,
     /// Where this listener's finished connections are logged. Default: off.
     pub access_log: AccessLog,
+    /// The whole balancer's move of connections on a binary upgrade.
+    /// Default: one of its own, which never moves.
+    pub mover: Arc<Mover>,
 }
 
 impl Service {
@@ -80,10 +89,11 @@ impl Service {
             pool,
             routes: ArcSwap::default(),
             stats: Arc::default(),
-            clients: ClientTable::default(),
+            clients: Arc::default(),
             listen,
             connections: Arc::default(),
             access_log: AccessLog::default(),
+            mover: Arc::default(),
         }
     }
 }

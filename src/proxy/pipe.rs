@@ -27,7 +27,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::config::SpliceMode;
 use crate::stats::BackendStats;
+
+mod freeze;
+pub use freeze::{Frozen, FrozenWay};
 
 /// The per-thread scratch buffer's size: the most one read moves, and the
 /// most a direction keeps of its own while the other side cannot take it.
@@ -125,6 +128,9 @@ pub struct Live {
     /// Notified once to stop the connection; its permit waits for a pipe
     /// that has not started yet.
     stop: Notify,
+    /// Set with the stop request, for a UDP session, which is not a task
+    /// to wake: its worker looks at it on every sweep.
+    stop_asked: AtomicBool,
 }
 
 impl Default for Live {
@@ -142,7 +148,21 @@ impl Live {
             received: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             stop: Notify::new(),
+            stop_asked: AtomicBool::new(false),
         }
+    }
+
+    /// Counters of a connection accepted at `start` elsewhere (it moved
+    /// here with a binary upgrade): `sent` and `received` bytes so far,
+    /// nothing moved for `idle`.
+    pub fn resumed(start: Instant, sent: u64, received: u64, idle: Duration) -> Self {
+        let live = Live::new(start);
+        live.sent.store(sent, Relaxed);
+        live.received.store(received, Relaxed);
+        let last = start.elapsed().saturating_sub(idle);
+        let ms = u64::try_from(last.as_millis()).unwrap_or(u64::MAX);
+        live.last_ms.store(ms, Relaxed);
+        live
     }
 
     /// When the connection was accepted.
@@ -172,10 +192,33 @@ impl Live {
         self.sent.fetch_add(n, Relaxed);
     }
 
+    /// Counts bytes a UDP session moved since it last counted (its
+    /// datagrams are counted in batches), the last of them at `at`.
+    pub fn add_moved(&self, sent: u64, received: u64, at: Instant) {
+        self.sent.fetch_add(sent, Relaxed);
+        self.received.fetch_add(received, Relaxed);
+        let ms = at.saturating_duration_since(self.start).as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
     /// Asks the connection to stop: its pipe ends with
     /// [`EndReason::Stopped`] (at once, or as soon as it starts).
     pub fn stop(&self) {
+        self.stop_asked.store(true, Relaxed);
         self.stop.notify_one();
+    }
+
+    /// Wakes the pipe as [`Live::stop`] does, but not as a stop: a binary
+    /// upgrade asks it to offer itself (see `moving`). An operator's stop
+    /// that arrives meanwhile still tells apart, and wins.
+    pub fn wake_to_move(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Whether [`Live::stop`] was called.
+    pub fn is_stop_asked(&self) -> bool {
+        self.stop_asked.load(Relaxed)
     }
 
     /// Completes once [`Live::stop`] was called. The future itself (not an
@@ -915,6 +958,33 @@ mod splice {
                 splice(self.read.as_raw_fd(), to.as_raw_fd(), pending)
             })
         }
+
+        /// Reads the `pending` bytes the pipe holds into `out`, emptying
+        /// it (a pipe being frozen: its bytes travel as plain bytes).
+        pub fn read_into(&self, pending: usize, out: &mut Vec<u8>) -> io::Result<()> {
+            out.reserve_exact(pending);
+            while out.len() < pending {
+                let want = pending - out.len();
+                let spare = out.spare_capacity_mut();
+                // SAFETY: read writes at most `want` bytes into the spare
+                // capacity, which is that large and ours.
+                let n =
+                    unsafe { libc::read(self.read.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+                if n < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                // SAFETY: read initialised n more bytes.
+                unsafe { out.set_len(out.len() + n as usize) };
+            }
+            Ok(())
+        }
     }
 }
 
@@ -925,7 +995,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A connected loopback pair: (the end we drive, the end the pipe gets).
-    async fn socket_pair() -> (TcpStream, TcpStream) {
+    pub(super) async fn socket_pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -1024,7 +1094,7 @@ mod tests {
     }
 
     /// Polls `pipe` while `traffic` runs; fails if the pipe ends first.
-    async fn drive(
+    pub(super) async fn drive(
         pipe: &mut Pipe,
         stats: &BackendStats,
         live: &Live,
@@ -1261,7 +1331,7 @@ mod tests {
         let _ = task.await.unwrap();
     }
 
-    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    pub(super) fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
     }
 
@@ -1290,10 +1360,10 @@ mod tests {
     /// Tests set the process-wide mode; this lock keeps them from mixing.
     static MODE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    struct ModeGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+    pub(super) struct ModeGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
 
     impl ModeGuard {
-        fn set(mode: SpliceMode) -> Self {
+        pub(super) fn set(mode: SpliceMode) -> Self {
             let guard = MODE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             set_splice_mode(mode);
             ModeGuard(guard)

@@ -167,6 +167,16 @@ pub fn encode_v2_with_authority(
     encode_v2_with(src, dst, authority, None)
 }
 
+/// A version 2 PROXY-command header for a UDP datagram from `src` to
+/// `dst` (UDP over IPv4 or IPv6, the spec's DGRAM transport, no TLVs): a
+/// UDP listener's `send_proxy = "v2"` puts one before every datagram.
+pub fn encode_v2_datagram(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut out = encode_v2_with(src, dst, None, None);
+    // The family byte's low nibble is the transport: 0x2 is DGRAM.
+    out[13] = (out[13] & 0xf0) | 0x2;
+    out
+}
+
 /// What a terminated TLS connection tells its backend in v2 TLVs, as
 /// HAProxy and ghostunnel send them: the negotiated ALPN
 /// (`PP2_TYPE_ALPN`) and `PP2_TYPE_SSL` with the version, the cipher and

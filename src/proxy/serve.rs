@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{KeepaliveConfig, OnFailure, ServiceConfig};
-use crate::pool::backend::Backend;
+use crate::pool::backend::{ActiveConnection, Backend};
 use crate::pool::connect::tls::HandshakeError;
 use crate::pool::connect::{connect, describe, is_local_exhaustion};
 use crate::pool::{Pool, PoolState};
@@ -41,7 +41,7 @@ use crate::proxy::proxy_protocol::{Received, SslTlv};
 use crate::proxy::route::Routes;
 use crate::proxy::tls::Terminator;
 use crate::proxy::tls::pipe::TlsPipe;
-use crate::proxy::{access, proxy_protocol};
+use crate::proxy::{access, moving, proxy_protocol};
 use crate::stats::tls::TlsStats;
 use crate::stats::{ListenerStats, RateLimit, Unavailable};
 use tokio_util::either::Either;
@@ -61,46 +61,62 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     let Some(mut link) = Box::pin(open(client, peer, &service, &mut log)).await else {
         return;
     };
-    pipe_to_end!(link, log, service);
+    let connection = log.connection().clone();
+    let backend = &*link.backend;
+    let active = backend.open_connection();
+    debug!("{}: connected to {backend}", connection.client);
+    // On a binary upgrade it may move to the new process instead of ending.
+    let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
+    let Link { pipe, pool, .. } = link;
+    match piped {
+        Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
+        None => moving::moved_away(pipe, active, log, &pool, backend),
+    }
 }
 
-/// Pipes the connected `$link` until the connection is over, then counts
-/// it closed. A macro rather than an `async fn`: expanded into `serve`'s
-/// own future it costs a plain connection's task nothing, where a generic
-/// `async fn` holding the link by reference made it 944 bytes, not 632.
-macro_rules! pipe_to_end {
-    ($link:ident, $log:ident, $service:ident) => {{
-        let connection = $log.connection().clone();
-        let live = &connection.live;
-        let backend = &*$link.backend;
-        let active = backend.open_connection();
-        debug!("{}: connected to {backend}", connection.client);
-        let mut stopped = pin!(live.stopped());
-        let end = poll_fn(|cx| {
-            $link
-                .pipe
-                .poll_pipe(cx, &backend.stats, live, stopped.as_mut())
-        })
-        .await;
-        // Both sockets close before the backend counts as free again.
-        let Link { pipe, pool, .. } = $link;
-        drop(pipe);
-        $log.record.cause = match log_end(connection.client, backend, end) {
-            Cause::OperatorClose => stopped_cause(&connection),
-            cause => cause,
-        };
-        drop(active);
-        $service.stats.record_bytes(live.sent(), live.received());
-        pool.connection_closed(backend);
-    }};
+/// The end of a piped connection: both sockets close before the backend
+/// counts as free again; then the access log's cause and the listener's
+/// byte counts.
+pub(crate) fn finish<P>(
+    end: PipeEnd,
+    pipe: P,
+    active: ActiveConnection<&'_ Backend>,
+    log: &mut ConnectionLog,
+    service: &Service,
+    pool: &Pool,
+    backend: &Backend,
+) {
+    drop(pipe);
+    let connection = log.connection().clone();
+    log.record.cause = match log_end(connection.client, backend, end) {
+        Cause::OperatorClose => stopped_cause(&connection),
+        cause => cause,
+    };
+    drop(active);
+    let live = &connection.live;
+    service.stats.record_bytes(live.sent(), live.received());
+    pool.connection_closed(backend);
 }
-use pipe_to_end;
 
-/// The end of [`serve`] for a terminated connection: run from [`open`]'s
-/// future, on the heap with its link, so that plain connections' tasks
-/// stay as small as they were.
+/// The end of [`serve`] for a terminated connection (its TLS state lives
+/// in this process: it never moves): run from [`open`]'s future, on the
+/// heap with its link, so that plain connections' tasks stay as small as
+/// they were.
 async fn run_tls(mut link: Link<'_, Box<TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
-    pipe_to_end!(link, log, service);
+    let connection = log.connection().clone();
+    connection.moving.never_moves();
+    let live = &connection.live;
+    let backend = &*link.backend;
+    let active = backend.open_connection();
+    debug!("{}: connected to {backend}", connection.client);
+    let mut stopped = pin!(live.stopped());
+    let end = poll_fn(|cx| {
+        link.pipe
+            .poll_pipe(cx, &backend.stats, live, stopped.as_mut())
+    })
+    .await;
+    let Link { pipe, pool, .. } = link;
+    finish(end, pipe, active, log, service, &pool, backend);
 }
 
 /// The pipe of a connection with TLS on either side, built on the heap:

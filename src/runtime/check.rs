@@ -180,12 +180,13 @@ fn problems_at(config: &Config, positions: &[usize], mode: Mode) -> Vec<Finding>
         }
     }
     for (&i, service) in positions.iter().zip(&config.services) {
-        if let Some(finding) = check_bind(service.listen, (Some(i), "listen")) {
+        let udp = service.protocol == crate::config::Protocol::Udp;
+        if let Some(finding) = check_bind(service.listen, udp, (Some(i), "listen")) {
             found.push(finding);
         }
     }
     if let Some(admin) = config.admin
-        && let Some(finding) = check_bind(admin, (None, "admin"))
+        && let Some(finding) = check_bind(admin, false, (None, "admin"))
     {
         found.push(finding);
     }
@@ -381,12 +382,16 @@ fn writable_dir(path: &Path) -> Result<(), String> {
 /// fails here as it would at start. A port in use is only a warning: the
 /// running tcplb (or systemd's socket unit) holds it, and an upgrade or
 /// socket activation takes that very socket over.
-fn check_bind(addr: SocketAddr, at: (Option<usize>, &'static str)) -> Option<Finding> {
-    let bound =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).and_then(|s| {
-            s.set_reuse_address(true)?;
-            s.bind(&addr.into())
-        });
+/// Whether `addr` can be listened on, for TCP or (`udp`) UDP.
+fn check_bind(addr: SocketAddr, udp: bool, at: (Option<usize>, &'static str)) -> Option<Finding> {
+    let (kind, protocol) = match udp {
+        false => (Type::STREAM, Protocol::TCP),
+        true => (Type::DGRAM, Protocol::UDP),
+    };
+    let bound = Socket::new(Domain::for_address(addr), kind, Some(protocol)).and_then(|s| {
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())
+    });
     let e = bound.err()?;
     match e.raw_os_error() {
         Some(libc::EADDRINUSE) => Some(Finding::warning(
@@ -411,12 +416,13 @@ fn check_bind(addr: SocketAddr, at: (Option<usize>, &'static str)) -> Option<Fin
     }
 }
 
-/// The pool name a listener gets (configured, else its address).
+/// The pool name a listener gets (configured, else its address, after
+/// `udp:` for a UDP listener).
 fn pool_name(service: &ServiceConfig) -> String {
     service
         .name
         .clone()
-        .unwrap_or_else(|| service.listen.to_string())
+        .unwrap_or_else(|| crate::config::udp::default_pool_name(service.protocol, service.listen))
 }
 
 /// The one-screen summary of a valid configuration.
@@ -447,6 +453,9 @@ fn listeners_section(config: &Config, out: &mut String) {
             service.listen.to_string(),
             pool_name(service)
         );
+        if service.protocol == crate::config::Protocol::Udp {
+            line.push_str(", udp");
+        }
         if service.accept_proxy {
             line.push_str(", accepts PROXY");
         }

@@ -138,7 +138,7 @@ pub(super) fn pool_name(config: &ServiceConfig, local_addr: SocketAddr) -> Strin
     config
         .name
         .clone()
-        .unwrap_or_else(|| local_addr.to_string())
+        .unwrap_or_else(|| crate::config::udp::default_pool_name(config.protocol, local_addr))
 }
 
 /// Reads the admin bearer token from `path` (trailing whitespace and

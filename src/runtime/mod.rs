@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin;
-use crate::config::{AccessLogConfig, Config, ServiceConfig};
+use crate::config::{AccessLogConfig, Config, Protocol, ServiceConfig};
 use crate::pool::Pool;
 use crate::pool::discovery::dns::{Discovery, Watching};
 use crate::pool::health::active::Prober;
@@ -37,9 +37,11 @@ use crate::pool::overlay::Overlay;
 use crate::proxy::access_log::writer::{Reopen, Writer};
 use crate::proxy::access_log::{self, AccessLog};
 use crate::proxy::connections::Connections;
+use crate::proxy::connections::ids::IdSequence;
+use crate::proxy::moving::Mover;
 use crate::proxy::spread::Spread;
 use crate::proxy::tls::{Terminator, Terminators};
-use crate::proxy::{Service, listener};
+use crate::proxy::{Service, listener, udp};
 use crate::stats::{DrainStats, WorkerStats};
 use control::Controller;
 use pid_file::PidFile;
@@ -50,6 +52,7 @@ use workers::Workers;
 pub mod check;
 mod control;
 pub mod drain;
+mod handover;
 mod pid_file;
 mod routes;
 pub mod signals;
@@ -80,6 +83,8 @@ struct Running {
     /// One socket per worker, bound but not accepting yet (between `bind`
     /// and `run`); inherited ones may be fewer or more than the workers.
     listeners: Vec<std::net::TcpListener>,
+    /// A UDP listener's sockets instead (one per worker, likewise).
+    datagram_sockets: Vec<std::net::UdpSocket>,
     /// A duplicate of each listening socket, kept to hand over to a new
     /// process on upgrade (they stay open until this process exits).
     handoff: Vec<OwnedFd>,
@@ -99,6 +104,9 @@ struct State {
     drain_timeout: Duration,
     /// From the latest configuration: a reload may change it.
     shutdown_delay: Duration,
+    /// From the latest configuration: whether an upgrade moves the
+    /// established connections; a reload may change it.
+    upgrade_move_connections: bool,
     /// The address the admin endpoint was bound to; a reload only warns.
     admin: Option<SocketAddr>,
     /// Token file, admin socket, state file and pid file as started with;
@@ -155,6 +163,8 @@ struct Shared {
     handed_over: AtomicBool,
     /// Every listener's open connections, for the control API.
     registry: Arc<Connections>,
+    /// Moves established connections on an upgrade, both ways.
+    mover: Arc<Mover>,
     /// Where every listener's finished connections are logged (off by
     /// default); fixed at start.
     access_log: AccessLog,
@@ -181,7 +191,7 @@ impl Shared {
     /// Starts accepting on `service` (an accept loop per worker) and
     /// probing its backends.
     fn start(&self, service: &mut Running) {
-        if service.listeners.is_empty() {
+        if service.listeners.is_empty() && service.datagram_sockets.is_empty() {
             return;
         }
         log_service(service.local_addr, &service.service.pool);
@@ -195,6 +205,22 @@ impl Shared {
             .watch(pool, &mut service.dns, &service.stop, &self.tasks);
         for route in &mut service.routes {
             self.start_route(route);
+        }
+        // A UDP socket is served by one worker only: the kernel keeps a
+        // client's datagrams on one socket, and so its session on one
+        // worker's table. More sockets than workers share workers.
+        for (i, socket) in service.datagram_sockets.drain(..).enumerate() {
+            let worker = i % self.workers.len();
+            let serve = udp::worker::serve(
+                socket,
+                service.service.clone(),
+                service.stop.clone(),
+                self.connections.clone(),
+            );
+            self.workers.spawn(worker, self.tasks.track_future(serve));
+        }
+        if service.listeners.is_empty() {
+            return;
         }
         // Every socket gets an accept loop, and every worker one at least:
         // an inherited socket serves several workers through duplicates
@@ -229,16 +255,38 @@ impl Shared {
 
     fn bind_service(&self, config: ServiceConfig) -> anyhow::Result<Running> {
         let inherited = self.inherited().take_listener(&config);
-        let listeners = match inherited {
-            Some((local, fds)) => adopt(local, fds, config.backlog)?,
-            None => listener::bind_group(config.listen, config.backlog, self.workers.len())?,
+        let (listeners, datagram_sockets) = match (config.protocol, inherited) {
+            (Protocol::Tcp, Some((local, fds))) => (adopt(local, fds, config.backlog)?, Vec::new()),
+            (Protocol::Tcp, None) => (
+                listener::bind_group(config.listen, config.backlog, self.workers.len())?,
+                Vec::new(),
+            ),
+            (Protocol::Udp, Some((_, fds))) => (
+                Vec::new(),
+                fds.into_iter().map(std::net::UdpSocket::from).collect(),
+            ),
+            (Protocol::Udp, None) => (
+                Vec::new(),
+                udp::socket::bind_group(config.listen, self.workers.len())?,
+            ),
         };
         let handoff = listeners
             .iter()
             .map(|l| l.try_clone().map(OwnedFd::from))
+            .chain(
+                datagram_sockets
+                    .iter()
+                    .map(|s| s.try_clone().map(OwnedFd::from)),
+            )
             .collect::<std::io::Result<Vec<_>>>()
             .context("cannot keep the listening sockets for an upgrade")?;
-        let local_addr = listeners[0].local_addr()?;
+        let local_addr = match listeners.first() {
+            Some(listener) => listener.local_addr()?,
+            None => datagram_sockets
+                .first()
+                .context("no socket for a UDP listener")?
+                .local_addr()?,
+        };
         let name = control::pool_name(&config, local_addr);
         let merged = self.control.merged(&name, &config);
         let listen = config.listen;
@@ -263,6 +311,7 @@ impl Shared {
             listen: local_addr,
             connections: self.registry.clone(),
             access_log: self.access_log.clone(),
+            mover: self.mover.clone(),
             ..Service::new(pool)
         };
         let tls = self
@@ -281,6 +330,7 @@ impl Shared {
             stop,
             listeners,
             handoff,
+            datagram_sockets,
             dns: Watching::default(),
             routes,
             tls,
@@ -304,10 +354,15 @@ impl Shared {
             (Some(listen), Some(fd)) => Some((*listen, fd.try_clone()?)),
             _ => None,
         };
+        let ids = match self.registry.ids().handoff() {
+            Some(fd) => Some(fd.try_clone_to_owned()?),
+            None => None,
+        };
         Ok(Handoff {
             listeners,
             admin,
             overlay: self.control.snapshot(),
+            ids,
         })
     }
 }
@@ -391,6 +446,15 @@ impl Balancer {
             .map(control::read_token)
             .transpose()?;
         let upgrade = inherited.is_upgrade();
+        // Ids go on from the old process's, from one shared counter.
+        let ids = match inherited.ids.take().map(IdSequence::adopt) {
+            Some(Ok(ids)) => ids,
+            Some(Err(e)) => {
+                warn!("upgrade: cannot share the old process's connection ids: {e}");
+                IdSequence::new()
+            }
+            None => IdSequence::new(),
+        };
         let overlay = match (inherited.overlay.take(), &config.state_file) {
             (Some(handed), _) => handed,
             (None, Some(path)) => state_file::load(path),
@@ -408,11 +472,13 @@ impl Balancer {
             );
         }
         let workers = Workers::start(workers).context("cannot start the worker threads")?;
+        let drain_stats: Arc<DrainStats> = Arc::default();
         let shared = Shared {
             state: Mutex::new(State {
                 services: Vec::new(),
                 drain_timeout: config.drain_timeout,
                 shutdown_delay: config.shutdown_delay,
+                upgrade_move_connections: config.upgrade_move_connections,
                 admin: config.admin,
                 control_paths: control_paths(&config),
                 running: false,
@@ -422,7 +488,7 @@ impl Balancer {
             readiness: Arc::new(readiness(&config, &overlay, upgrade)),
             admin_stop: CancellationToken::new(),
             admin_tasks: TaskTracker::new(),
-            drain_stats: Arc::default(),
+            drain_stats: drain_stats.clone(),
             connections: TaskTracker::new(),
             tasks: TaskTracker::new(),
             spread: Arc::new(Spread::new(
@@ -436,7 +502,8 @@ impl Balancer {
             first_probes: TaskTracker::new(),
             upgrading: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
-            registry: Arc::default(),
+            registry: Arc::new(Connections::with_ids(ids)),
+            mover: Arc::new(Mover::counting_into(drain_stats.moves.clone())),
             access_log,
             access_log_writer: Mutex::new(access_log_writer),
             access_log_config: config.access_log.clone(),
@@ -733,6 +800,14 @@ async fn announce_ready(
         && channel.report_ready()
     {
         info!("upgrade: took over from the old process; it stops accepting and drains");
+        // Its established connections follow, until it closes the channel.
+        let fd = channel.into_fd();
+        let spawned = std::thread::Builder::new()
+            .name("tcplb-move-in".into())
+            .spawn(move || handover::move_in(fd, shared));
+        if let Err(e) = spawned {
+            warn!("upgrade: cannot take the old process's connections over: {e}");
+        }
     }
 }
 
@@ -765,8 +840,10 @@ impl ReloadHandle {
         let mut claimed = vec![false; state.services.len()];
         let mut kept_index: Vec<Option<usize>> = Vec::new();
         for new in &config.services {
-            let found = (0..state.services.len())
-                .find(|&i| !claimed[i] && state.services[i].listen == new.listen);
+            let found = (0..state.services.len()).find(|&i| {
+                let old = &state.services[i];
+                !claimed[i] && old.listen == new.listen && old.base.protocol == new.protocol
+            });
             if let Some(i) = found {
                 claimed[i] = true;
             }
@@ -921,6 +998,7 @@ impl ReloadHandle {
         }
         state.services = services;
         state.drain_timeout = config.drain_timeout;
+        state.upgrade_move_connections = config.upgrade_move_connections;
         state.shutdown_delay = config.shutdown_delay;
         shared
             .readiness
@@ -983,10 +1061,19 @@ impl ReloadHandle {
             Err(e) => Err(format!("cannot duplicate the listening sockets: {e}")),
         }
         .map_err(NotUpgraded::Failed);
-        if outcome.is_ok() {
+        let outcome = outcome.map(|(pid, successor)| {
             shared.handed_over.store(true, Ordering::Relaxed);
             shared.shutdown.cancel();
-        }
+            // Dropping the channel tells the new process nothing follows.
+            if shared.state().upgrade_move_connections {
+                tokio::spawn(handover::move_out(
+                    successor,
+                    shared.mover.clone(),
+                    shared.registry.clone(),
+                ));
+            }
+            pid
+        });
         shared.upgrading.store(false, Ordering::Release);
         outcome
     }
@@ -1146,7 +1233,7 @@ fn log_service(local_addr: SocketAddr, pool: &Pool) {
         c.health.rise,
         c.health.fall,
         c.on_failure,
-        c.health.check.kind(),
+        c.active_check().kind(),
         c.health.on_down,
     );
 }

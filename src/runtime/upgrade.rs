@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ServiceConfig;
 use crate::pool::overlay::Overlay;
+use crate::runtime::handover::Successor;
 use crate::runtime::systemd::Passed;
 
 /// How long the new process has to take over (read its configuration,
@@ -92,6 +93,10 @@ struct Manifest {
     admin: Option<SocketAddr>,
     /// The operator's runtime changes (drains, weights, added backends).
     overlay: Overlay,
+    /// Whether the connection id sequence's memfd comes last, so that
+    /// both processes number connections from one counter.
+    #[serde(default)]
+    ids: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,6 +121,8 @@ pub struct Inherited {
     /// The overlay handed over by the old process (it wins over the state
     /// file: it is the newest).
     pub overlay: Option<Overlay>,
+    /// The connection id sequence shared with the old process.
+    pub ids: Option<OwnedFd>,
     /// The channel to the old process, when this start is an upgrade
     /// (until taken by [`Inherited::take_channel`]).
     channel: Option<Channel>,
@@ -141,8 +148,9 @@ impl Channel {
     }
 
     /// Tells the old process this one serves now: it stops accepting and
-    /// drains. Returns whether that was said.
-    pub fn report_ready(self) -> bool {
+    /// drains (and moves its connections here, see [`super::handover`]).
+    /// Returns whether that was said.
+    pub fn report_ready(&self) -> bool {
         match send_with_fds(&self.fd, b"READY", &[]) {
             Ok(()) => true,
             Err(e) => {
@@ -150,6 +158,11 @@ impl Channel {
                 false
             }
         }
+    }
+
+    /// The channel itself, for the connections that follow READY.
+    pub(super) fn into_fd(self) -> OwnedFd {
+        self.fd
     }
 
     /// Tells the old process this start failed, and why; it keeps serving.
@@ -212,11 +225,14 @@ impl Inherited {
         &mut self,
         config: &ServiceConfig,
     ) -> Option<(SocketAddr, Vec<OwnedFd>)> {
-        let found = self.listeners.iter().position(|l| match &l.by {
-            Match::Configured(listen) => *listen == config.listen,
-            Match::Passed(name, local) => {
-                (name.is_some() && *name == config.name) || *local == config.listen
-            }
+        let found = self.listeners.iter().position(|l| {
+            let by = match &l.by {
+                Match::Configured(listen) => *listen == config.listen,
+                Match::Passed(name, local) => {
+                    (name.is_some() && *name == config.name) || *local == config.listen
+                }
+            };
+            by && speaks(&l.fds, config.protocol)
         })?;
         let listener = self.listeners.remove(found);
         Some((listener.local, listener.fds))
@@ -329,9 +345,17 @@ fn read_handoff(channel: OwnedFd) -> io::Result<Inherited> {
         )),
         None => None,
     };
+    let ids = match manifest.ids {
+        true => Some(
+            fds.next()
+                .ok_or_else(|| io::Error::other("the id sequence is missing"))?,
+        ),
+        false => None,
+    };
     Ok(Inherited {
         listeners,
         admin,
+        ids,
         overlay: Some(manifest.overlay),
         channel: Some(Channel { fd: channel, since }),
         upgrade: true,
@@ -348,6 +372,8 @@ pub(super) struct Handoff {
     pub(super) admin: Option<(SocketAddr, OwnedFd)>,
     /// The operators' runtime changes.
     pub(super) overlay: Overlay,
+    /// The connection id sequence's memfd, when it is shared.
+    pub(super) ids: Option<OwnedFd>,
 }
 
 /// How to start the new binary: the path and arguments this process was
@@ -372,9 +398,10 @@ impl Relaunch {
 }
 
 /// Starts the new process, hands it `handoff` and waits (blocking, at most
-/// [`TAKEOVER_TIMEOUT`]) for its verdict. `Ok(pid)`: it serves now.
-/// `Err`: it did not take over (and is gone); the reason is in the error.
-pub(super) fn hand_over(relaunch: &Relaunch, handoff: Handoff) -> Result<u32, String> {
+/// [`TAKEOVER_TIMEOUT`]) for its verdict. `Ok`: it serves now (its pid,
+/// and the channel to it for moving connections). `Err`: it did not take
+/// over (and is gone); the reason is in the error.
+pub(super) fn hand_over(relaunch: &Relaunch, handoff: Handoff) -> Result<(u32, Successor), String> {
     let (ours, theirs) = socketpair().map_err(|e| format!("cannot create the channel: {e}"))?;
     let theirs_raw = theirs.as_raw_fd();
     let mut command = Command::new(&relaunch.exe);
@@ -407,7 +434,13 @@ pub(super) fn hand_over(relaunch: &Relaunch, handoff: Handoff) -> Result<u32, St
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     });
     let failure = match outcome {
-        Ok(answer) if answer == "READY" => return Ok(pid),
+        Ok(answer) if answer == "READY" => {
+            let successor = Successor {
+                channel: ours,
+                child,
+            };
+            return Ok((pid, successor));
+        }
         Ok(answer) if answer.is_empty() => "it exited before taking over".to_string(),
         Ok(answer) => answer
             .strip_prefix("FAILED ")
@@ -441,6 +474,7 @@ fn send_handoff(channel: &OwnedFd, handoff: Handoff) -> io::Result<()> {
             .collect(),
         admin: handoff.admin.as_ref().map(|(listen, _)| *listen),
         overlay: handoff.overlay,
+        ids: handoff.ids.is_some(),
     };
     let mut file = memfd()?;
     file.write_all(&serde_json::to_vec(&manifest).map_err(io::Error::other)?)?;
@@ -451,6 +485,9 @@ fn send_handoff(channel: &OwnedFd, handoff: Handoff) -> io::Result<()> {
     if let Some((_, admin)) = &handoff.admin {
         fds.push(admin.as_raw_fd());
     }
+    if let Some(ids) = &handoff.ids {
+        fds.push(ids.as_raw_fd());
+    }
     let hello = format!("{HELLO} {}", fds.len());
     let mut batches = fds.chunks(FDS_PER_MESSAGE);
     send_with_fds(channel, hello.as_bytes(), batches.next().unwrap_or(&[]))?;
@@ -460,7 +497,7 @@ fn send_handoff(channel: &OwnedFd, handoff: Handoff) -> io::Result<()> {
     Ok(())
 }
 
-fn memfd() -> io::Result<File> {
+pub(super) fn memfd() -> io::Result<File> {
     // SAFETY: memfd_create takes a NUL-terminated name and flags.
     let raw = unsafe { libc::memfd_create(c"tcplb-upgrade".as_ptr(), libc::MFD_CLOEXEC) };
     if raw < 0 {
@@ -491,7 +528,7 @@ fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Sends one message with `fds` attached (SCM_RIGHTS).
-fn send_with_fds(channel: &impl AsFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+pub(super) fn send_with_fds(channel: &impl AsFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let fd_bytes = std::mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
@@ -532,7 +569,7 @@ fn send_with_fds(channel: &impl AsFd, data: &[u8], fds: &[RawFd]) -> io::Result<
 
 /// Receives one message and the descriptors attached to it (close-on-exec),
 /// waiting at most `timeout`. An empty message is the peer closing.
-fn recv_with_fds(
+pub(super) fn recv_with_fds(
     channel: &impl AsFd,
     buf: &mut [u8],
     timeout: Duration,
@@ -600,6 +637,21 @@ fn recv_with_fds(
     Ok((n as usize, fds))
 }
 
+/// Whether the inherited sockets `fds` are of `protocol`'s kind (datagram
+/// sockets for UDP), so a TCP and a UDP listener on one address each take
+/// their own.
+fn speaks(fds: &[OwnedFd], protocol: crate::config::Protocol) -> bool {
+    let wanted = match protocol {
+        crate::config::Protocol::Tcp => socket2::Type::STREAM,
+        crate::config::Protocol::Udp => socket2::Type::DGRAM,
+    };
+    fds.first().is_some_and(|fd| {
+        socket2::SockRef::from(fd)
+            .r#type()
+            .is_ok_and(|t| t == wanted)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,6 +674,7 @@ mod tests {
             )],
             admin: None,
             overlay: Overlay::default(),
+            ids: None,
         };
         let sender = std::thread::spawn(move || send_handoff(&old, handoff));
         let mut inherited = read_handoff(new).unwrap();

@@ -296,7 +296,8 @@ function listenerSection(l, newest) {
     ["502", l.failures["502"], l.failures["502"] ? "bad" : ""],
     ["503", l.failures["503"], l.failures["503"] ? "bad" : "", listed(reasons)],
     ["503 over limits", overload, overload ? "bad" : "", listed(limits)],
-  ].concat(l.panic && l.panic.active ? [["panic", "all ready primaries", "bad", ""]] : [])) {
+  ].concat(l.panic && l.panic.active ? [["panic", "all ready primaries", "bad", ""]] : [])
+    .concat(l.udp ? udpFigures(l.udp, listed) : [])) {
     const attrs = { class: cls, "data-figure": term };
     if (title) attrs.title = title;
     figures.append(el("div", attrs, el("dt", {}, term), el("dd", {}, value)));
@@ -415,3 +416,15 @@ $("token").addEventListener("input", (event) => {
 });
 
 refresh();
+
+// A UDP listener's datagrams (its "active" and "accepted" are sessions),
+// and its drops with their reasons in the tooltip.
+function udpFigures(udp, listed) {
+  const drops = Object.entries(udp.dropped || {}).filter(([, n]) => n > 0);
+  const dropped = drops.reduce((sum, [, n]) => sum + n, 0);
+  return [
+    ["datagrams to backends", udp.datagrams_to_backends, ""],
+    ["datagrams to clients", udp.datagrams_to_clients, ""],
+    ["datagrams dropped", dropped, dropped ? "warn" : "", listed(drops)],
+  ];
+}

@@ -57,12 +57,12 @@ impl Prober {
         loop {
             let started = tokio::time::Instant::now();
             let state = self.pool.load();
-            let health = &state.config.health;
+            let wanted = state.config.active_check();
             let check = match &built {
-                Some((config, check)) if *config == health.check => check.clone(),
+                Some((config, check)) if *config == *wanted => check.clone(),
                 _ => {
-                    let check = check::build(&health.check);
-                    built = Some((health.check.clone(), check.clone()));
+                    let check = check::build(&wanted);
+                    built = Some((wanted.into_owned(), check.clone()));
                     check
                 }
             };
@@ -244,7 +244,10 @@ fn record(state: &PoolState, backend: &Backend, health: &HealthConfig, outcome: 
         }
     };
     let why = match result {
-        CheckResult::Passed => format!("{} check passed: {reason}", health.check.kind()),
+        CheckResult::Passed => format!(
+            "{} check passed: {reason}",
+            state.config.active_check().kind()
+        ),
         _ => reason.clone(),
     };
     backend.health.record_check(CheckReport {

@@ -146,6 +146,7 @@ pub fn build(config: &CheckConfig) -> Arc<dyn Check> {
         CheckConfig::Steps(steps) => Arc::new(super::steps::StepsCheck::new(steps)),
         CheckConfig::Http(http) => Arc::new(super::http::HttpProbe::new(http.clone())),
         CheckConfig::Exec(exec) => Arc::new(super::exec::ExecProbe::new(exec.clone())),
+        CheckConfig::Udp(udp) => Arc::new(super::udp::UdpProbe::new(udp)),
     }
 }
 

@@ -7,8 +7,9 @@
 //!   its agent checks, each on its own interval;
 //! - [`check`] is the small trait every kind of check implements, and the
 //!   transport a check connects with; one module per kind: [`connect`],
-//!   [`steps`] (send/expect sequences), [`http`] (hyper's client) and
-//!   [`exec`] (a program, no shell);
+//!   [`steps`] (send/expect sequences), [`http`] (hyper's client),
+//!   [`exec`] (a program, no shell) and [`udp`] (a datagram, for UDP
+//!   listeners);
 //! - [`agent`] is HAProxy's agent protocol: the backend's own word on its
 //!   weight, state and health, kept apart from the operator's;
 //! - [`passive`] ejects a backend after too many failed connects in a
@@ -32,6 +33,7 @@ pub mod panic;
 pub mod passive;
 pub mod policy;
 pub mod steps;
+pub mod udp;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};

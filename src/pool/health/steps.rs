@@ -19,7 +19,7 @@ use crate::config::{Expect, Match, Step};
 pub const READ_LIMIT: usize = 16 * 1024;
 
 /// How much of a reply a failure's reason quotes.
-const QUOTED: usize = 80;
+pub(super) const QUOTED: usize = 80;
 
 /// A step, its pattern ready to match.
 enum Compiled {
@@ -45,10 +45,7 @@ impl StepsCheck {
             .map(|step| match step {
                 Step::Send(bytes) => Compiled::Send(bytes.clone()),
                 Step::Expect(expect) => Compiled::Expect {
-                    regex: (expect.how == Match::Regex)
-                        .then(|| std::str::from_utf8(&expect.pattern).ok())
-                        .flatten()
-                        .and_then(|text| Regex::new(text).ok()),
+                    regex: compile(expect),
                     expect: expect.clone(),
                 },
             })
@@ -157,9 +154,19 @@ impl Expecting<'_> {
     }
 }
 
+/// The regular expression of a `regex` expect, compiled; `None` for the
+/// other matches (and for one that does not compile, which the
+/// configuration already refused).
+pub(super) fn compile(expect: &Expect) -> Option<Regex> {
+    (expect.how == Match::Regex)
+        .then(|| std::str::from_utf8(&expect.pattern).ok())
+        .flatten()
+        .and_then(|text| Regex::new(text).ok())
+}
+
 /// Whether `received` settles `expect`: `Some(true)` matched,
 /// `Some(false)` cannot match any more, `None` needs more bytes.
-fn verdict(received: &[u8], expect: &Expect, regex: Option<&Regex>) -> Option<bool> {
+pub(super) fn verdict(received: &[u8], expect: &Expect, regex: Option<&Regex>) -> Option<bool> {
     let pattern = &expect.pattern;
     match expect.how {
         Match::Prefix => {
@@ -180,7 +187,7 @@ fn verdict(received: &[u8], expect: &Expect, regex: Option<&Regex>) -> Option<bo
     }
 }
 
-fn mismatch(number: usize, expect: &Expect, received: &[u8], why: &str) -> Failure {
+pub(super) fn mismatch(number: usize, expect: &Expect, received: &[u8], why: &str) -> Failure {
     let wanted = match expect.how {
         Match::Prefix => "a reply starting with",
         Match::Contains => "a reply containing",

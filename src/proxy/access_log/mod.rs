@@ -1,5 +1,5 @@
-//! The access log: one [`Record`] per client connection, written when it
-//! ends (`--access-log`, off by default), in the spirit of HAProxy's
+//! The access log: one [`Record`] per client connection (per UDP
+//! session), written when it ends (`--access-log`, off by default), in the spirit of HAProxy's
 //! `option tcplog`, nginx's stream `log_format` and Envoy's access log.
 //!
 //! It is kept off the data path. A connection fills in its record as it
@@ -100,11 +100,15 @@ pub enum Cause {
     /// Originating: the TLS handshake with the backend failed (its
     /// certificate did not verify, or no shared version or cipher).
     BackendTlsFailed,
+    /// A UDP session whose backend went down, was ejected or answered
+    /// with an ICMP port unreachable: the client's next datagram started
+    /// a session with another backend.
+    BackendDown,
 }
 
 impl Cause {
     /// Every cause, in the order docs/observability.md lists them.
-    pub const ALL: [Cause; 22] = [
+    pub const ALL: [Cause; 23] = [
         Cause::Completed,
         Cause::ClientReset,
         Cause::BackendReset,
@@ -127,6 +131,7 @@ impl Cause {
         Cause::TlsHandshakeFailed,
         Cause::ClientCertRejected,
         Cause::BackendTlsFailed,
+        Cause::BackendDown,
     ];
 
     /// The stable short name written in the log.
@@ -154,6 +159,7 @@ impl Cause {
             Cause::TlsHandshakeFailed => "tls_handshake_failed",
             Cause::ClientCertRejected => "client_cert_rejected",
             Cause::BackendTlsFailed => "backend_tls_failed",
+            Cause::BackendDown => "backend_down",
         }
     }
 }
@@ -279,6 +285,8 @@ pub struct ConnectionLog {
     /// Whether the connection is in the registry (it joins once its client
     /// address is final, after a PROXY header).
     registered: bool,
+    /// The connection moved to another process, which logs it.
+    moved: bool,
 }
 
 impl ConnectionLog {
@@ -288,7 +296,30 @@ impl ConnectionLog {
         ConnectionLog {
             record: Record::new(Arc::new(Connection::new(id, peer, service))),
             registered: false,
+            moved: false,
         }
+    }
+
+    /// A connection that moved here with a binary upgrade, listed among
+    /// the open ones at once; `fill` sets what the old process knew of
+    /// it (retries, queue and connect times, the ClientHello). This
+    /// process writes its one record, for the whole connection.
+    pub fn adopted(connection: Arc<Connection>, fill: impl FnOnce(&mut Record)) -> Self {
+        let mut log = ConnectionLog {
+            record: Record::new(connection),
+            registered: false,
+            moved: false,
+        };
+        fill(&mut log.record);
+        log.register();
+        log
+    }
+
+    /// The connection moved to another process (a binary upgrade), which
+    /// logs it when it ends: it leaves the registry, and no record is
+    /// written here.
+    pub fn moved(mut self) {
+        self.moved = true;
     }
 
     /// The registry entry: id, client, live counters, stop request.
@@ -319,7 +350,7 @@ impl Drop for ConnectionLog {
             connection.service.connections.remove(connection.id);
         }
         let log = &connection.service.access_log;
-        if !log.is_on() {
+        if !log.is_on() || self.moved {
             return;
         }
         // Taken whole, so a field added to `Record` needs nothing here.
