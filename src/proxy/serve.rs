@@ -58,19 +58,31 @@ use tokio_util::sync::CancellationToken;
 pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     let _counted = service.stats.open_connection();
     let mut log = ConnectionLog::accept(service.clone(), peer);
-    let Some(mut link) = Box::pin(open(client, peer, &service, &mut log)).await else {
+    let mut tls = None;
+    // The plain pipe in a block of its own, so that nothing of it takes
+    // room in this future while a TLS link is piped, and the reverse.
+    'plain: {
+        let Some(mut link) = Box::pin(open(client, peer, &service, &mut log, &mut tls)).await
+        else {
+            break 'plain;
+        };
+        let connection = log.connection().clone();
+        let backend = &*link.backend;
+        let active = backend.open_connection();
+        debug!("{}: connected to {backend}", connection.client);
+        // On a binary upgrade it may move to the new process instead of ending.
+        let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
+        let Link { pipe, pool, .. } = link;
+        match piped {
+            Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
+            None => moving::moved_away(pipe, active, log, &pool, backend),
+        }
         return;
-    };
-    let connection = log.connection().clone();
-    let backend = &*link.backend;
-    let active = backend.open_connection();
-    debug!("{}: connected to {backend}", connection.client);
-    // On a binary upgrade it may move to the new process instead of ending.
-    let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
-    let Link { pipe, pool, .. } = link;
-    match piped {
-        Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
-        None => moving::moved_away(pipe, active, log, &pool, backend),
+    }
+    // Its own box, after [`open`]'s future (with the handshake's states) is
+    // freed: a plain connection's task stays small.
+    if let Some(tls) = tls {
+        Box::pin(run_tls(tls, &mut log, &service)).await;
     }
 }
 
@@ -98,11 +110,13 @@ pub(crate) fn finish<P>(
     pool.connection_closed(backend);
 }
 
-/// The end of [`serve`] for a terminated connection (its TLS state lives
-/// in this process: it never moves): run from [`open`]'s future, on the
-/// heap with its link, so that plain connections' tasks stay as small as
-/// they were.
-async fn run_tls(mut link: Link<'_, Box<TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
+/// The end of [`serve`] for a connection with TLS on a side (its TLS state
+/// lives in this process: it never moves): on the heap with its link, so
+/// that plain connections' tasks stay as small as they were. Not run from
+/// [`open`]'s future, which would then live (with the handshake's states,
+/// some 2 KB) as long as the connection.
+async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
+    let mut link = *link;
     let connection = log.connection().clone();
     connection.moving.never_moves();
     let live = &connection.live;
@@ -119,9 +133,9 @@ async fn run_tls(mut link: Link<'_, Box<TlsPipe>>, log: &mut ConnectionLog, serv
     finish(end, pipe, active, log, service, &pool, backend);
 }
 
-/// The pipe of a connection with TLS on either side, built on the heap:
-/// its streams stay out of every connection's setup future. The backend's
-/// side is counted in `backend_tls` when it is TLS.
+/// The pipe of a connection with TLS on either side, its streams taken
+/// out of their boxes (which kept them out of every connection's setup
+/// future). The backend's side is counted in `backend_tls` when it is TLS.
 fn tls_pipe(
     client: Client,
     upstream: Upstream,
@@ -129,7 +143,7 @@ fn tls_pipe(
     evict: Option<CancellationToken>,
     live: &Live,
     backend_tls: Arc<TlsStats>,
-) -> Box<TlsPipe> {
+) -> TlsPipe {
     let (client, client_tls) = match client {
         Client::Plain(socket) => (Either::Left(socket), None),
         Client::Tls(stream, stats) => (Either::Right(*stream), Some(stats)),
@@ -139,9 +153,7 @@ fn tls_pipe(
         Either::Right(stream) => (Either::Right(*stream), Some(backend_tls)),
     };
     let counters = [client_tls, backend_tls];
-    Box::new(TlsPipe::new(
-        client, upstream, limits, evict, live, counters,
-    ))
+    TlsPipe::new(client, upstream, limits, evict, live, counters)
 }
 
 /// A client connected to its backend: the pipe, and the slots held until
@@ -192,14 +204,15 @@ impl Client {
 }
 
 /// Everything before the pipe: `Some` once `client` is connected to a
-/// backend; `None` when the connection was closed or answered instead,
-/// with the access log's cause in `log`, or when it was terminated TLS,
-/// piped here to its end (see [`run_tls`]).
+/// backend with a plain pipe; `None` when the connection was closed or
+/// answered instead, with the access log's cause in `log`, or when it has
+/// TLS on a side: its link is then in `tls`.
 async fn open<'a>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: &'a Service,
     log: &mut ConnectionLog,
+    tls: &mut Option<Box<Link<'a, TlsPipe>>>,
 ) -> Option<Link<'a, Pipe>> {
     let listener = service.pool.load();
     let config = &listener.config;
@@ -415,15 +428,13 @@ async fn open<'a>(
                     _slot: slot,
                 }),
                 Either::Right(pipe) => {
-                    let link = Link {
+                    *tls = Some(Box::new(Link {
                         pipe,
                         pool,
                         backend,
                         _client_slot: client_slot,
                         _slot: slot,
-                    };
-                    let piping = Box::pin(run_tls(link, log, service));
-                    piping.await;
+                    }));
                     None
                 }
             }
@@ -791,11 +802,11 @@ mod tests {
     /// The most bytes [`open`]'s future may take: every connection
     /// allocates one, moved into its box whole. It was 7,688 (release
     /// 7,616) while it held the TLS handshakes' futures and streams inline,
-    /// 1,888 (debug) once they went to the heap.
+    /// 1,896 (debug) once they went to the heap.
     const OPEN_FUTURE_MAX: usize = 2048;
 
     /// The size of what `f` returns, without calling it.
-    fn output_size<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+    fn output_size<A, B, C, D, E, R>(_: impl FnOnce(A, B, C, D, E) -> R) -> usize {
         std::mem::size_of::<R>()
     }
 
