@@ -109,6 +109,7 @@
 #        FIXED_LOADS="50 80" FIXED_SYSTEMS="tcplb haproxy nginx"
 #        FIXED_MAX="http-close=9000 conn/s=9000 http-ka=40000" (skip probing)
 #        TCPLB_B_BIN=path TCPLB_B_ARGS="..." TCPLB_B_ENV="VAR=value ..." (tcplb-b)
+#        FIXED_RAW=file (append each round's row: workload load system and the columns)
 #        CARGO_TARGET_DIR is honoured (the binaries are looked up there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -979,6 +980,7 @@ for workload in "${FIXED[@]}"; do
             rows=${FIXED_ROWS[$workload,$load,$system]:-}
             [ -n "$rows" ] || continue
             rows=${rows%$'\n'}
+            [ -z "${FIXED_RAW:-}" ] || sed "s|^|$workload $load $system |" <<<"$rows" >>"$FIXED_RAW"
             spread=$(awk '{ x = $4 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
                 END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }' <<<"$rows")
             printf '%-10s %4s%% %7s %-8s %8s %8s %8s %8s %6s %8s %8s %7s\n' "$workload" "$load" \

@@ -36,15 +36,16 @@ use crate::proxy::access_log::{Cause, ConnectionLog, Record, TlsRecord};
 use crate::proxy::client_hello::{self, Rejected, UNRECOGNIZED_NAME_ALERT};
 use crate::proxy::connections::Connection;
 use crate::proxy::failure::{self, Failure};
-use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Piping, Side};
+use crate::proxy::pipe::{EndReason, Limits, Live, Pipe, PipeEnd, Piping, Side};
 use crate::proxy::proxy_protocol::{Received, SslTlv};
 use crate::proxy::route::Routes;
 use crate::proxy::tls::Terminator;
-use crate::proxy::tls::pipe::{BackendSide, TlsPipe};
+use crate::proxy::tls::pipe::TlsPipe;
 use crate::proxy::{access, moving, proxy_protocol};
 use crate::stats::tls::TlsStats;
 use crate::stats::{ListenerStats, RateLimit, Unavailable};
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -130,6 +131,29 @@ async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service:
     .await;
     let Link { pipe, pool, .. } = link;
     finish(end, pipe, active, log, service, &pool, backend);
+}
+
+/// The pipe of a connection with TLS on either side, its streams taken
+/// out of their boxes (which kept them out of every connection's setup
+/// future). The backend's side is counted in `backend_tls` when it is TLS.
+fn tls_pipe(
+    client: Client,
+    upstream: Upstream,
+    limits: Limits,
+    evict: Option<CancellationToken>,
+    live: &Live,
+    backend_tls: Arc<TlsStats>,
+) -> TlsPipe {
+    let (client, client_tls) = match client {
+        Client::Plain(socket) => (Either::Left(socket), None),
+        Client::Tls(stream, stats) => (Either::Right(*stream), Some(stats)),
+    };
+    let (upstream, backend_tls) = match upstream {
+        Either::Left(socket) => (Either::Left(socket), None),
+        Either::Right(stream) => (Either::Right(*stream), Some(backend_tls)),
+    };
+    let counters = [client_tls, backend_tls];
+    TlsPipe::new(client, upstream, limits, evict, live, counters)
 }
 
 /// A client connected to its backend: the pipe, and the slots held until
@@ -280,9 +304,16 @@ async fn open<'a>(
     let (client, session) = match routed.terminator {
         None => (Client::Plain(client), None),
         Some(terminator) => {
+            // On the heap, the handshake's future (3 KB) and the stream
+            // (1 KB): every connection's setup future, terminated or not,
+            // is sized for what it may hold.
+            let accepting = Box::pin(async {
+                let accepted = terminator.accept(client, peer, &routed.hello).await;
+                accepted.map(|(stream, session)| (Box::new(stream), session))
+            });
             let accepted = tokio::select! {
                 () = connection.live.stopped() => None,
-                accepted = terminator.accept(client, peer, &routed.hello) => Some(accepted),
+                accepted = accepting => Some(accepted),
             };
             match accepted {
                 None => {
@@ -291,7 +322,7 @@ async fn open<'a>(
                 }
                 Some(Ok((stream, session))) => {
                     let stats = terminator.stats.clone();
-                    (Client::Tls(Box::new(stream), stats), Some(session))
+                    (Client::Tls(stream, stats), Some(session))
                 }
                 Some(Err(refused)) => {
                     log.record.cause = match refused.failure.is_certificate() {
@@ -379,38 +410,34 @@ async fn open<'a>(
             let (pool, backend) = (pool, backend.clone());
             let live = &connection.live;
             // Plain on both sides: the plain pipe (splice and all).
-            let sides = match (client, upstream) {
-                (Client::Plain(client), Either::Left(upstream)) => Err((client, upstream)),
-                (Client::Plain(client), upstream) => Ok((Either::Left(client), None, upstream)),
-                (Client::Tls(client, tls), upstream) => {
-                    Ok((Either::Right(*client), Some(tls), upstream))
+            let pipe = match (client, upstream) {
+                (Client::Plain(client), Either::Left(upstream)) => {
+                    Either::Left(Pipe::new(client, upstream, limits, evict, live))
+                }
+                (client, upstream) => {
+                    let backend_tls = pool.stats.backend_tls.clone();
+                    Either::Right(tls_pipe(client, upstream, limits, evict, live, backend_tls))
                 }
             };
-            let (client, client_tls, upstream) = match sides {
-                Ok(sides) => sides,
-                Err((client, upstream)) => {
-                    return Some(Link {
-                        pipe: Pipe::new(client, upstream, limits, evict, live),
+            match pipe {
+                Either::Left(pipe) => Some(Link {
+                    pipe,
+                    pool,
+                    backend,
+                    _client_slot: client_slot,
+                    _slot: slot,
+                }),
+                Either::Right(pipe) => {
+                    *tls = Some(Box::new(Link {
+                        pipe,
                         pool,
                         backend,
                         _client_slot: client_slot,
                         _slot: slot,
-                    });
+                    }));
+                    None
                 }
-            };
-            let backend_tls = match &upstream {
-                Either::Left(_) => None,
-                Either::Right(_) => Some(pool.stats.backend_tls.clone()),
-            };
-            let counters = [client_tls, backend_tls];
-            *tls = Some(Box::new(Link {
-                pipe: TlsPipe::new(client, upstream, limits, evict, live, counters),
-                pool,
-                backend,
-                _client_slot: client_slot,
-                _slot: slot,
-            }));
-            None
+            }
         }
         Err(Unserved::QueueTimeout) => {
             debug!("{peer}: no free slot under max-conns within the queue timeout");
@@ -439,8 +466,12 @@ struct Connected {
     index: usize,
     /// Connected (and through TLS with `backend_tls`), with the PROXY
     /// header (if any) already sent.
-    upstream: BackendSide,
+    upstream: Upstream,
 }
+
+/// The backend's side as [`reach_backend`] returns it: its TLS stream on
+/// the heap, as in [`Client`].
+type Upstream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// Why no backend connection came of it.
 enum Unserved {
@@ -509,10 +540,13 @@ async fn reach_backend(
             (Ok(upstream), Some(origin)) => {
                 let deadline = started + config.connect_timeout;
                 let name = backend.name();
-                match origin
-                    .handshake(upstream, name, backend.addr(), deadline)
-                    .await
-                {
+                // On the heap, the handshake's future (1.4 KB) and the
+                // stream (1 KB): only TLS to the backends needs them.
+                let handshake = Box::pin(async {
+                    let tls = origin.handshake(upstream, name, backend.addr(), deadline);
+                    tls.await.map(Box::new)
+                });
+                match handshake.await {
                     Ok(tls) => Ok(Either::Right(tls)),
                     Err(e) => {
                         warn_backend_tls(peer, backend, &e);
@@ -762,6 +796,26 @@ mod tests {
         assert!(
             size <= SERVE_FUTURE_MAX,
             "serve's future is {size} bytes, over {SERVE_FUTURE_MAX}: box what is not needed while piping"
+        );
+    }
+
+    /// The most bytes [`open`]'s future may take: every connection
+    /// allocates one, moved into its box whole. It was 7,688 (release
+    /// 7,616) while it held the TLS handshakes' futures and streams inline,
+    /// 1,896 (debug) once they went to the heap.
+    const OPEN_FUTURE_MAX: usize = 2048;
+
+    /// The size of what `f` returns, without calling it.
+    fn output_size<A, B, C, D, E, R>(_: impl FnOnce(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_connections_setup_future_stays_small() {
+        let size = output_size(open);
+        assert!(
+            size <= OPEN_FUTURE_MAX,
+            "open's future is {size} bytes, over {OPEN_FUTURE_MAX}: box what only some connections need"
         );
     }
 
