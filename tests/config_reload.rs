@@ -544,11 +544,9 @@ async fn draining_a_backend_by_reload_spares_its_open_connection() {
 #[tokio::test]
 async fn a_backend_in_maintenance_is_not_checked() {
     let h1 = http_backend().await;
-    // Nothing listens on `dead`: every check of it would fail.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Nothing listens on `dead`, and its port stays taken (a released one
+    // could go to a parallel test's listener): every check of it fails.
+    let dead = common::refusing_addr();
     let checks = "[listener.health]\ninterval = \"50ms\"\ntimeout = \"1s\"\n";
     let text = |state: &str| {
         // `[listener.health]` must follow the listener's own keys.
