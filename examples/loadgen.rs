@@ -23,6 +23,19 @@
 //!   run shows whether the client was the bottleneck). The server must
 //!   present the certificate in `--pin` and send `--expect`: a handshake
 //!   that reached the wrong backend counts as an error, not a handshake.
+//!   With `--resume` each worker keeps its own session cache (rustls'
+//!   in-memory store, tickets), so every handshake after its first resumes
+//!   when the server allows; the report adds the share that did
+//!   (`resumed_pct`); every run reports the share of TLS 1.3 handshakes
+//!   (`tls13_pct`). `--kx x25519` offers only X25519 instead of rustls'
+//!   default (X25519MLKEM768 first, X25519 too), for comparing servers
+//!   that do not do post-quantum key exchange on equal work.
+//! - `tls-bulk`: like `bulk` over TLS (one handshake per connection, then
+//!   the echoed plaintext counted), for a TLS-terminating proxy in front of
+//!   a plain echo backend; adds this client's CPU per echoed GB.
+//! - `hold --tls`: the held connections complete a TLS handshake first
+//!   (and echo `--size` bytes over it), for memory per idle terminated
+//!   connection.
 //! - `udp`: each of N workers is one UDP session (a socket connected to
 //!   the target) sending `--size` bytes and waiting for them back, in a
 //!   loop (a datagram not back within 200 ms counts as lost and the next
@@ -66,7 +79,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, SignatureScheme,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -80,6 +95,7 @@ enum Mode {
     Bulk,
     Hold,
     Tls,
+    TlsBulk,
     Udp,
     UdpHold,
 }
@@ -118,6 +134,17 @@ struct Args {
     /// Bytes the TLS server must send before closing (tls mode) [any].
     #[arg(long)]
     expect: Option<String>,
+    /// Resume sessions (tls mode): a session cache per worker.
+    #[arg(long)]
+    resume: bool,
+    /// Key exchange groups offered (tls modes): `default` (rustls'),
+    /// `x25519` (only X25519).
+    #[arg(long, default_value = "default")]
+    kx: String,
+    /// Complete a TLS handshake on each held connection (hold mode); needs
+    /// `--pin`.
+    #[arg(long)]
+    tls: bool,
     /// Local addresses to connect from, in turn (hold mode), e.g.
     /// 127.0.0.2,127.0.0.3: each gives its own ephemeral port range.
     /// [default: the kernel's choice]
@@ -135,6 +162,11 @@ struct Run {
     counting: AtomicBool,
     stop: AtomicBool,
     units: AtomicU64,
+    /// Counted handshakes that resumed a session (tls mode).
+    resumed: AtomicU64,
+    /// Counted handshakes that were TLS 1.3 (tls mode): a server that
+    /// settles on 1.2 does other work.
+    tls13: AtomicU64,
     /// Units done in the whole run, warm-up included.
     all: AtomicU64,
     errors: AtomicU64,
@@ -179,6 +211,8 @@ async fn run(args: Args) {
         counting: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         units: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
+        tls13: AtomicU64::new(0),
         all: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         missed: AtomicU64::new(0),
@@ -187,8 +221,8 @@ async fn run(args: Args) {
         released: CancellationToken::new(),
         opening: Semaphore::new(args.concurrency.max(1)),
     });
-    let tls = match args.mode {
-        Mode::Tls => match TlsTarget::new(&args) {
+    let tls = match (args.mode, args.tls) {
+        (Mode::Tls | Mode::TlsBulk, _) | (Mode::Hold, true) => match TlsTarget::new(&args) {
             Ok(t) => Some(Arc::new(t)),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -228,12 +262,13 @@ async fn run(args: Args) {
                 });
                 tokio::spawn(http_worker(target, pace, run))
             }
-            Mode::Bulk => tokio::spawn(bulk_worker(target, run)),
-            Mode::Hold => tokio::spawn(hold_worker(target, source, size, run)),
+            Mode::Bulk => tokio::spawn(bulk_worker(target, None, run)),
+            Mode::Hold => tokio::spawn(hold_worker(target, source, size, tls.clone(), run)),
             Mode::Tls => {
                 let tls = tls.clone().expect("tls mode builds its target above");
                 tokio::spawn(tls_worker(target, tls, run))
             }
+            Mode::TlsBulk => tokio::spawn(bulk_worker(target, tls.clone(), run)),
             Mode::Udp => tokio::spawn(udp_worker(target, size, run)),
             Mode::UdpHold => tokio::spawn(udp_hold_worker(target, size.max(1), run)),
         });
@@ -297,16 +332,28 @@ async fn run(args: Args) {
                      client_cpu_us_per_rtt={cpu_per}"
                 );
             } else {
+                let pct = |counted: &AtomicU64| match units {
+                    0 => "-".to_string(),
+                    n => format!("{:.0}", counted.load(Relaxed) as f64 * 100.0 / n as f64),
+                };
                 println!(
                     "hs_per_s={rate:.0} p50_us={p50} p99_us={p99} errors={errors} \
-                     client_cpu_us_per_hs={cpu_per}"
+                     client_cpu_us_per_hs={cpu_per} resumed_pct={} tls13_pct={}",
+                    pct(&run.resumed),
+                    pct(&run.tls13)
                 );
             }
         }
-        Mode::Bulk => println!(
-            "gbit_per_s={:.3} errors={errors}",
-            units as f64 * 8.0 / elapsed / 1e9
-        ),
+        Mode::Bulk | Mode::TlsBulk => {
+            let cpu_per_gb = match units {
+                0 => "-".to_string(),
+                n => format!("{:.0}", cpu.as_secs_f64() * 1e3 / (n as f64 / 1e9)),
+            };
+            println!(
+                "gbit_per_s={:.3} errors={errors} client_cpu_ms_per_gb={cpu_per_gb}",
+                units as f64 * 8.0 / elapsed / 1e9
+            )
+        }
         Mode::Hold | Mode::UdpHold => {}
     }
 }
@@ -622,12 +669,13 @@ async fn hold(args: Args, run: Arc<Run>, tasks: Vec<tokio::task::JoinHandle<Vec<
     }
 }
 
-/// One connection (from `source` when given), one echo exchange, then idle
-/// until released.
+/// One connection (from `source` when given), a TLS handshake on it with
+/// `tls`, one echo exchange, then idle until released.
 async fn hold_worker(
     target: SocketAddr,
     source: Option<IpAddr>,
     size: usize,
+    tls: Option<Arc<TlsTarget>>,
     run: Arc<Run>,
 ) -> Vec<u32> {
     // The permit is taken before the timeout starts: the last of 100,000
@@ -636,7 +684,7 @@ async fn hold_worker(
         return Vec::new();
     };
     let open = async {
-        let mut stream = match source {
+        let stream = match source {
             Some(ip) => {
                 let socket = match ip {
                     IpAddr::V4(_) => TcpSocket::new_v4()?,
@@ -646,6 +694,10 @@ async fn hold_worker(
                 socket.connect(target).await?
             }
             None => TcpStream::connect(target).await?,
+        };
+        let mut stream = match &tls {
+            Some(tls) => Held::Tls(Box::new(tls.connect(stream).await?)),
+            None => Held::Plain(stream),
         };
         if size > 0 {
             let mut reply = vec![0u8; size];
@@ -676,13 +728,57 @@ async fn hold_worker(
     Vec::new()
 }
 
-/// One connection streaming to the echo backend and reading it back.
-async fn bulk_worker(target: SocketAddr, run: Arc<Run>) -> Vec<u32> {
-    let Ok(stream) = TcpStream::connect(target).await else {
-        run.errors.fetch_add(1, Relaxed);
-        return Vec::new();
+/// A connection as the bulk and hold modes use it: plain or TLS.
+enum Held {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Held {
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Held::Plain(s) => s.write_all(buf).await,
+            Held::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Held::Plain(s) => s.read_exact(buf).await.map(drop),
+            Held::Tls(s) => s.read_exact(buf).await.map(drop),
+        }
+    }
+}
+
+/// One connection streaming to the echo backend (over TLS with `tls`) and
+/// reading it back.
+async fn bulk_worker(target: SocketAddr, tls: Option<Arc<TlsTarget>>, run: Arc<Run>) -> Vec<u32> {
+    let stream = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(e) => {
+            run.error(e);
+            return Vec::new();
+        }
     };
-    let (mut reader, mut writer) = stream.into_split();
+    match tls {
+        None => echo_stream(stream, run).await,
+        Some(tls) => match tls.connect(stream).await {
+            Ok(s) => echo_stream(s, run).await,
+            Err(e) => run.error(e),
+        },
+    }
+    Vec::new()
+}
+
+/// Writes 64 KiB chunks until told to stop while counting what comes back.
+async fn echo_stream<S>(stream: S, run: Arc<Run>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_run = run.clone();
     let sender = tokio::spawn(async move {
         let chunk = vec![0x5a_u8; 64 * 1024];
@@ -702,14 +798,16 @@ async fn bulk_worker(target: SocketAddr, run: Arc<Run>) -> Vec<u32> {
                     run.units.fetch_add(n as u64, Relaxed);
                 }
             }
-            Err(_) => {
-                run.errors.fetch_add(1, Relaxed);
+            Err(e) => {
+                // The end of the run closes mid-stream: not an error then.
+                if !run.stop.load(Relaxed) {
+                    run.error(e);
+                }
                 break;
             }
         }
     }
     let _ = sender.await;
-    Vec::new()
 }
 
 /// This process's user + system CPU time so far.
@@ -723,10 +821,13 @@ fn cpu_time() -> Duration {
 }
 
 /// What every TLS worker shares: the client configuration (no session
-/// resumption, so every handshake is a full one), the name it sends and
-/// the reply it expects.
+/// resumption unless `--resume`, so every handshake is a full one), the
+/// name it sends and the reply it expects.
 struct TlsTarget {
     config: Arc<ClientConfig>,
+    /// `--resume`: each worker gets a copy of `config` with a cache of its
+    /// own, so its sessions are its own and none waits on another's ticket.
+    resume: bool,
     sni: ServerName<'static>,
     expect: Option<Vec<u8>>,
 }
@@ -737,7 +838,13 @@ impl TlsTarget {
         let pinned = CertificateDer::from_pem_file(path)
             .map_err(|e| format!("cannot read a certificate from {}: {e}", path.display()))?
             .into_owned();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        match args.kx.as_str() {
+            "default" => {}
+            "x25519" => provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+            other => return Err(format!("--kx {other:?}: expected default or x25519")),
+        }
+        let provider = Arc::new(provider);
         let verifier = Arc::new(Pinned {
             cert: pinned,
             algorithms: provider.signature_verification_algorithms,
@@ -753,9 +860,31 @@ impl TlsTarget {
             .map_err(|e| format!("--sni {:?}: {e}", args.sni))?;
         Ok(Self {
             config: Arc::new(config),
+            resume: args.resume,
             sni,
             expect: args.expect.as_ref().map(|e| e.as_bytes().to_vec()),
         })
+    }
+
+    /// The configuration one worker uses for all its connections.
+    fn worker_config(&self) -> Arc<ClientConfig> {
+        if !self.resume {
+            return self.config.clone();
+        }
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        Arc::new(config)
+    }
+
+    /// A TLS client connection over `stream` (bulk and hold modes).
+    async fn connect(
+        &self,
+        stream: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        stream.set_nodelay(true)?;
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.sni.clone(), stream)
+            .await
     }
 }
 
@@ -814,16 +943,20 @@ impl ServerCertVerifier for Pinned {
 /// measured latencies (connect to the server's close) in microseconds.
 async fn tls_worker(target: SocketAddr, tls: Arc<TlsTarget>, run: Arc<Run>) -> Vec<u32> {
     let mut latencies = Vec::new();
+    let config = tls.worker_config();
     while !run.stop.load(Relaxed) {
         let start = Instant::now();
         let counted = run.counting.load(Relaxed);
-        match tokio::time::timeout(Duration::from_secs(5), tls_once(target, &tls)).await {
-            Ok(Ok(())) if counted && !run.stop.load(Relaxed) => {
+        let once = tls_once(target, &tls, &config);
+        match tokio::time::timeout(Duration::from_secs(5), once).await {
+            Ok(Ok(done)) if counted && !run.stop.load(Relaxed) => {
                 run.units.fetch_add(1, Relaxed);
+                run.resumed.fetch_add(u64::from(done.resumed), Relaxed);
+                run.tls13.fetch_add(u64::from(done.tls13), Relaxed);
                 let us = u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
                 latencies.push(us);
             }
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 run.error(e);
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -834,13 +967,23 @@ async fn tls_worker(target: SocketAddr, tls: Arc<TlsTarget>, run: Arc<Run>) -> V
     latencies
 }
 
+/// What one handshake was.
+struct Handshake {
+    resumed: bool,
+    tls13: bool,
+}
+
 /// Connects, completes the handshake, reads the server's reply until it
 /// closes, and checks the reply.
-async fn tls_once(target: SocketAddr, tls: &TlsTarget) -> io::Result<()> {
+async fn tls_once(
+    target: SocketAddr,
+    tls: &TlsTarget,
+    config: &Arc<ClientConfig>,
+) -> io::Result<Handshake> {
     let mut stream = TcpStream::connect(target).await?;
     stream.set_nodelay(true)?;
     let mut conn =
-        ClientConnection::new(tls.config.clone(), tls.sni.clone()).map_err(io::Error::other)?;
+        ClientConnection::new(config.clone(), tls.sni.clone()).map_err(io::Error::other)?;
     let mut wire = vec![0u8; 16 * 1024];
     let mut out = Vec::new();
     let mut reply = Vec::new();
@@ -854,13 +997,17 @@ async fn tls_once(target: SocketAddr, tls: &TlsTarget) -> io::Result<()> {
         if !conn.is_handshaking() {
             // Whatever the server sent after its Finished, up to its close.
             loop {
+                let done = Handshake {
+                    resumed: conn.handshake_kind() == Some(HandshakeKind::Resumed),
+                    tls13: conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3),
+                };
                 match conn.reader().read(&mut plain) {
-                    Ok(0) => return check_reply(&reply, tls),
+                    Ok(0) => return check_reply(&reply, tls).map(|()| done),
                     Ok(n) => reply.extend_from_slice(&plain[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // Closed without close_notify: the reply still counts.
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return check_reply(&reply, tls);
+                        return check_reply(&reply, tls).map(|()| done);
                     }
                     Err(e) => return Err(e),
                 }

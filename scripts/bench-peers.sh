@@ -20,6 +20,14 @@
 #              ssl`, the backend's ECDSA P-256 certificate), the plaintext
 #              "hit" from a plain port of the backend nginx; direct: the
 #              backend nginx terminating itself
+#   tls-resume the same, each handshake resuming the session its client
+#              worker had before (rustls client, a session cache per worker,
+#              TLS 1.3 tickets; every proxy with its default tickets on):
+#              the share that did resume is shown (resumed%)
+#   tls-term-rsa  tls-term with an RSA 2048 certificate instead
+#   tls-bulk   one terminated TLS connection streaming to the plain echo
+#              backend and reading it back (examples/loadgen.rs tls-bulk):
+#              echoed Gbit/s, the proxy's (and client's) CPU per echoed GB
 #   udp-64     UDP datagram echo, 64 bytes: $UDP_WORKERS sessions each
 #   udp-1400   sending one datagram and waiting for it back (loadgen udp),
 #              round trips/s (two datagrams through the proxy each); the
@@ -63,6 +71,15 @@
 # per handshake of client, backend and proxy shows where the cores went:
 # on a 2-core machine all three share them, so the rate is the machine's,
 # and proxy-cpu is the figure that compares proxies.
+# TLS_KX=x25519 makes the client offer only X25519: rustls (tcplb, and the
+# client) prefers X25519MLKEM768, which OpenSSL 3.0 (HAProxy, nginx) does
+# not have, so by default tcplb's handshakes do more key exchange work
+# than the peers'; x25519 compares them on the same work.
+# TLS_PROXY_ONLY=1, for the TLS workloads, runs the TLS client, the TLS
+# backend and the echo backends on the last core and the proxy under test
+# on the others (taskset): the rate is then the proxy's,
+# not the machine's, as long as the client keeps up (its CPU per handshake
+# is shown; on 2 cores the proxy gets 1).
 #
 # At equal offered load (after the memory part; FIXED=none skips it): for
 # each of $FIXED (http-close conn/s http-ka), every system of
@@ -82,14 +99,17 @@
 # Usage: scripts/bench-peers.sh            (installs missing tools with apt)
 # Env:   RUNS=3 SECONDS_PER_RUN=3 CONN_WORKERS=32 TCPLB_ARGS="..." SKIP_APT=1
 #        SYSTEMS="direct tcplb" WORKLOADS="conn/s http-ka" TCPLB_BIN=path/to/tcplb
-#        TLS_WORKERS=32 TLS_SNI=a.test
+#        TLS_WORKERS=32 TLS_SNI=a.test TLS_KX=default|x25519 TLS_PROXY_ONLY=1
 #        WORKLOADS=none (only the memory part)
 #        IDLE_CONNS=9000 (0 skips the memory-per-idle-connection part)
 #        MEM_RUNS=$RUNS MEM_SYSTEMS="tcplb haproxy nginx" (memory part: rounds, systems)
+#        MEM_KINDS="0 64 tls" (memory part: silent, after a 64-byte echo,
+#          terminated TLS after a 64-byte echo over it)
 #        FIXED="http-close conn/s http-ka" (none: skip) FIXED_RUNS=5 FIXED_PROBES=2
 #        FIXED_LOADS="50 80" FIXED_SYSTEMS="tcplb haproxy nginx"
 #        FIXED_MAX="http-close=9000 conn/s=9000 http-ka=40000" (skip probing)
 #        TCPLB_B_BIN=path TCPLB_B_ARGS="..." TCPLB_B_ENV="VAR=value ..." (tcplb-b)
+#        FIXED_RAW=file (append each round's row: workload load system and the columns)
 #        CARGO_TARGET_DIR is honoured (the binaries are looked up there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,6 +119,8 @@ DUR=${SECONDS_PER_RUN:-3}
 CONN_WORKERS=${CONN_WORKERS:-32}
 TLS_WORKERS=${TLS_WORKERS:-32}
 TLS_SNI=${TLS_SNI:-a.test}
+TLS_KX=${TLS_KX:-default}
+TLS_PROXY_ONLY=${TLS_PROXY_ONLY:-}
 UDP_WORKERS=${UDP_WORKERS:-32}
 DNS_CLIENTS=${DNS_CLIENTS:-32}
 TCPLB_ARGS=${TCPLB_ARGS:-}
@@ -158,27 +180,42 @@ for p in $(seq "$BASE" $((BASE + 50))); do
     [ -z "$(ss -Hlun "sport = :$p")" ] || { echo "UDP port $p is busy; run again" >&2; exit 1; }
 done
 
-spawn "$BACKEND" --echo "$ECHO1"
-spawn "$BACKEND" --echo "$ECHO2"
+# TLS_PROXY_ONLY: everything but the proxy under test on the last core.
+PEER_CPUS="" PROXY_CPUS=""
+if [ -n "$TLS_PROXY_ONLY" ]; then
+    PEER_CPUS="taskset -c $((CORES - 1))"
+    PROXY_CPUS="taskset -c 0-$((CORES > 1 ? CORES - 2 : 0))"
+fi
+# shellcheck disable=SC2086
+spawn $PEER_CPUS "$BACKEND" --echo "$ECHO1"
+# shellcheck disable=SC2086
+spawn $PEER_CPUS "$BACKEND" --echo "$ECHO2"
 spawn "$BACKEND" "$HTTP1"
 spawn "$BACKEND" "$HTTP2"
 spawn iperf3 -s -B 127.0.0.1 -p "$IPERF"
 for p in $ECHO1 $ECHO2 $HTTP1 $HTTP2 $IPERF; do wait_listening "$p"; done
 
-read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka tls-hs tls-sni tls-term udp-64 udp-1400 dns}"
+read -r -a WORKLOADS <<<"${WORKLOADS:-bulk-1 bulk-32 conn/s http-close http-ka tls-hs tls-sni tls-term tls-resume tls-term-rsa tls-bulk udp-64 udp-1400 dns}"
 [ "${WORKLOADS[*]}" != none ] || WORKLOADS=()
 read -r -a SYSTEMS <<<"${SYSTEMS:-direct tcplb haproxy nginx}"
 
-# The TLS backend (see "TLS" above): one nginx, its own temp prefix, not
-# counted as any proxy's CPU. The certificate is made even without a TLS
-# workload: every system's tls-term frontend needs it to start.
-TLS_BACKEND_PIDS=()
+# The certificates every terminating proxy serves (made even when no TLS
+# workload runs: HAProxy's configuration names them): ECDSA P-256 (cert.pem,
+# also the TLS backend's) and RSA 2048 (rsa-cert.pem).
 mkdir -p "$TMP/tls"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -keyout "$TMP/tls/key.pem" -out "$TMP/tls/cert.pem" -subj /CN=a.test \
     -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
+    -keyout "$TMP/tls/rsa-key.pem" -out "$TMP/tls/rsa-cert.pem" -subj /CN=a.test \
+    -addext "subjectAltName=DNS:a.test,DNS:*.wild.test" 2>>"$TMP/log"
 # HAProxy's `crt` takes the chain and key in one file.
 cat "$TMP/tls/cert.pem" "$TMP/tls/key.pem" >"$TMP/tls/combined.pem"
+cat "$TMP/tls/rsa-cert.pem" "$TMP/tls/rsa-key.pem" >"$TMP/tls/combined-rsa.pem"
+
+# The TLS backend (see "TLS" above): one nginx, its own temp prefix, not
+# counted as any proxy's CPU.
+TLS_BACKEND_PIDS=()
 if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
     cat >"$TMP/tls/nginx.conf" <<EOF
 $(nginx_head "$TMP/tls")
@@ -195,7 +232,8 @@ stream {
     server { listen 127.0.0.1:$TLS_PLAIN; return "hit"; }
 }
 EOF
-    spawn nginx -p "$TMP/tls" -e "$TMP/tls/nginx-error.log" -c "$TMP/tls/nginx.conf"
+    # shellcheck disable=SC2086
+    spawn $PEER_CPUS nginx -p "$TMP/tls" -e "$TMP/tls/nginx-error.log" -c "$TMP/tls/nginx.conf"
     TLS_BACKEND_PIDS=("$LAST_PID")
     for p in $TLS1 $TLS2 $TLS_MISS $TLS_PLAIN; do wait_listening "$p"; done
 fi
@@ -234,12 +272,13 @@ vault.test miss
 *.wild.test hit"
 
 # Frontend ports per system: echo, http, iperf, tls (no routes), tls-sni,
-# tls-term, udp echo, dns ("-": none).
+# tls-term, tls-term-rsa, tls-echo (terminated TLS to the echo backends;
+# tls-bulk and the memory part), udp echo, dns. "-": none.
 declare -A FRONT=(
-    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1 $UECHO1 $DNS"
-    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16) $(port 17) $(port 18)"
-    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26) - -"
-    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36) $(port 37) $(port 38)"
+    [direct]="$ECHO1 $HTTP1 $IPERF $TLS1 $TLS1 $TLS1 - - $UECHO1 $DNS"
+    [tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) $(port 15) $(port 16) $(port 17) $(port 18) $(port 19) $(port 20)"
+    [haproxy]="$(port 21) $(port 22) $(port 23) $(port 24) $(port 25) $(port 26) $(port 27) $(port 28) - -"
+    [nginx]="$(port 31) $(port 32) $(port 33) $(port 34) $(port 35) $(port 36) $(port 37) $(port 38) $(port 39) $(port 40)"
 )
 
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -286,12 +325,22 @@ backend tls_miss
 listen tls_term
     bind 127.0.0.1:$(port 26) ssl crt $TMP/tls/combined.pem
     server p1 127.0.0.1:$TLS_PLAIN
+listen tls_term_rsa
+    bind 127.0.0.1:$(port 27) ssl crt $TMP/tls/combined-rsa.pem
+    server p1 127.0.0.1:$TLS_PLAIN
+listen tls_echo
+    bind 127.0.0.1:$(port 28) ssl crt $TMP/tls/combined.pem
+    server e1 127.0.0.1:$ECHO1
+    server e2 127.0.0.1:$ECHO2
 EOF
 
 cat >"$TMP/nginx.conf" <<EOF
 $(nginx_head "$TMP")
 stream {
     access_log off;
+    # nginx 1.22's default is TLSv1 to TLSv1.2: the workloads compare
+    # TLS 1.3 handshakes, as HAProxy and tcplb offer by default.
+    ssl_protocols TLSv1.2 TLSv1.3;
     upstream echo { server 127.0.0.1:$ECHO1; server 127.0.0.1:$ECHO2; }
     upstream http { server 127.0.0.1:$HTTP1; server 127.0.0.1:$HTTP2; }
     upstream iperf { server 127.0.0.1:$IPERF; }
@@ -308,13 +357,25 @@ $(while read -r name target; do echo "        $name tls_$target;"; done <<<"$ROU
     server { listen 127.0.0.1:$(port 34); proxy_pass tls_hit; }
     server { listen 127.0.0.1:$(port 35); ssl_preread on; proxy_pass \$tls_upstream; }
     upstream uecho { server 127.0.0.1:$UECHO1; server 127.0.0.1:$UECHO2; }
-    server { listen 127.0.0.1:$(port 37) udp reuseport; proxy_pass uecho; }
-    server { listen 127.0.0.1:$(port 38) udp reuseport; proxy_responses 1; proxy_pass 127.0.0.1:$DNS; }
+    server { listen 127.0.0.1:$(port 39) udp reuseport; proxy_pass uecho; }
+    server { listen 127.0.0.1:$(port 40) udp reuseport; proxy_responses 1; proxy_pass 127.0.0.1:$DNS; }
     server {
         listen 127.0.0.1:$(port 36) ssl;
         ssl_certificate $TMP/tls/cert.pem;
         ssl_certificate_key $TMP/tls/key.pem;
         proxy_pass 127.0.0.1:$TLS_PLAIN;
+    }
+    server {
+        listen 127.0.0.1:$(port 37) ssl;
+        ssl_certificate $TMP/tls/rsa-cert.pem;
+        ssl_certificate_key $TMP/tls/rsa-key.pem;
+        proxy_pass 127.0.0.1:$TLS_PLAIN;
+    }
+    server {
+        listen 127.0.0.1:$(port 38) ssl;
+        ssl_certificate $TMP/tls/cert.pem;
+        ssl_certificate_key $TMP/tls/key.pem;
+        proxy_pass echo;
     }
 }
 EOF
@@ -361,7 +422,8 @@ if [[ " ${WORKLOADS[*]} " == *" tls-sni "* && " ${SYSTEMS[*]} " == *" tcplb "* ]
         head -3 "$TMP/probe.err" >&2
     fi
 fi
-[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16) $(port 17) $(port 18)"
+[ "$TCPLB_ROUTES" = 1 ] || FRONT[tcplb]="$(port 11) $(port 12) $(port 13) $(port 14) - $(port 16) \
+$(port 17) $(port 18) $(port 19) $(port 20)"
 FRONT[tcplb-b]=${FRONT[tcplb]}
 
 # tcplb serves one listener per process: one process per frontend. The
@@ -373,28 +435,36 @@ start_tcplb() {
         "127.0.0.1:$IPERF" "127.0.0.1:$TLS1,127.0.0.1:$TLS2"; do
         i=$((i + 1))
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
+        RUST_LOG=warn spawn $PROXY_CPUS env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
             --backend "$backends" --health-interval 60s --on-failure close $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     done
-    # tls-term: terminating with the backend's certificate.
-    # shellcheck disable=SC2086
-    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port 16)" \
-        --backend "127.0.0.1:$TLS_PLAIN" --tls-cert "$TMP/tls/cert.pem" \
-        --tls-key "$TMP/tls/key.pem" --health-interval 60s --on-failure close $RUN_ARGS
-    TCPLB_PIDS+=("$LAST_PID")
+    # tls-term, tls-term-rsa, tls-echo: terminating with the backend's
+    # certificate (ECDSA), with the RSA one, and in front of the echoes.
+    local cert backends
+    for i in 6 7 8; do
+        cert=cert backends=127.0.0.1:$TLS_PLAIN
+        [ "$i" = 7 ] && cert=rsa-cert
+        [ "$i" = 8 ] && backends=127.0.0.1:$ECHO1,127.0.0.1:$ECHO2
+        # shellcheck disable=SC2086
+        RUST_LOG=warn spawn $PROXY_CPUS env $RUN_ENV "$RUN_TCPLB" --listen "127.0.0.1:$(port $((10 + i)))" \
+            --backend "$backends" --tls-cert "$TMP/tls/$cert.pem" \
+            --tls-key "$TMP/tls/${cert%cert}key.pem" --health-interval 60s --on-failure close \
+            $RUN_ARGS
+        TCPLB_PIDS+=("$LAST_PID")
+    done
     if [ "$TCPLB_ROUTES" = 1 ]; then
         # shellcheck disable=SC2086
-        RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --config "$TMP/tcplb-sni.toml" $RUN_ARGS
+        RUST_LOG=warn spawn $PROXY_CPUS env $RUN_ENV "$RUN_TCPLB" --config "$TMP/tcplb-sni.toml" $RUN_ARGS
         TCPLB_PIDS+=("$LAST_PID")
     fi
     # udp-*: the datagram echoes; dns: dnsmasq, a session per query.
     # shellcheck disable=SC2086
-    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 17)" \
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 19)" \
         --backend "127.0.0.1:$UECHO1,127.0.0.1:$UECHO2" --health-interval 60s $RUN_ARGS
     TCPLB_PIDS+=("$LAST_PID")
     # shellcheck disable=SC2086
-    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 18)" \
+    RUST_LOG=warn spawn env $RUN_ENV "$RUN_TCPLB" --protocol udp --listen "127.0.0.1:$(port 20)" \
         --backend "127.0.0.1:$DNS" --responses 1 --health-interval 60s $RUN_ARGS
     TCPLB_PIDS+=("$LAST_PID")
 }
@@ -407,8 +477,10 @@ start_system() {
             start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
         tcplb-b) RUN_TCPLB=$TCPLB_B RUN_ARGS=$TCPLB_B_ARGS RUN_ENV=$TCPLB_B_ENV
             start_tcplb; SYSTEM_PIDS=("${TCPLB_PIDS[@]}") ;;
-        haproxy) spawn haproxy -db -f "$TMP/haproxy.cfg"; SYSTEM_PIDS=("$LAST_PID") ;;
-        nginx) spawn nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"
+        # shellcheck disable=SC2086
+        haproxy) spawn $PROXY_CPUS haproxy -db -f "$TMP/haproxy.cfg"; SYSTEM_PIDS=("$LAST_PID") ;;
+        # shellcheck disable=SC2086
+        nginx) spawn $PROXY_CPUS nginx -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf"
             SYSTEM_PIDS=("$LAST_PID") ;;
     esac
     local front i=0
@@ -416,7 +488,7 @@ start_system() {
     for p in "${front[@]}"; do
         i=$((i + 1))
         [ "$p" = - ] && continue
-        if [ "$i" -le 6 ]; then wait_listening "$p"; else wait_udp "$p"; fi
+        if [ "$i" -le 8 ]; then wait_listening "$p"; else wait_udp "$p"; fi
     done
 }
 
@@ -455,18 +527,42 @@ run_http() {
     echo "$rps $p50 $p99"
 }
 
-# Full TLS handshakes through the given port; prints "hs/s p50_us p99_us"
-# and leaves the client's CPU per handshake in $TMP/client-cpu.
-run_tls() { # port
-    local out
-    out=$("$LOADGEN" tls "127.0.0.1:$1" --workers "$TLS_WORKERS" --seconds "$DUR" --warmup 1 \
-        --sni "$TLS_SNI" --pin "$TMP/tls/cert.pem" --expect hit 2>"$TMP/tls.err")
+# TLS handshakes through the given port, presenting the given certificate
+# (extra loadgen flags after it: --resume); prints "hs/s p50_us p99_us" and
+# leaves the client's CPU per handshake in $TMP/client-cpu, the share of
+# resumed handshakes in $TMP/resumed.
+run_tls() { # port cert [flags]
+    local out port=$1 cert=$2
+    shift 2
+    # shellcheck disable=SC2086
+    out=$($PEER_CPUS "$LOADGEN" tls "127.0.0.1:$port" --workers "$TLS_WORKERS" --seconds "$DUR" \
+        --warmup 1 --sni "$TLS_SNI" --pin "$TMP/tls/$cert.pem" --expect hit --kx "$TLS_KX" "$@" \
+        2>"$TMP/tls.err")
     field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$out"; }
     field client_cpu_us_per_hs >"$TMP/client-cpu"
+    field resumed_pct >"$TMP/resumed"
+    field tls13_pct >"$TMP/tls13"
     local errors
     errors=$(field errors)
     [ "${errors:-0}" = 0 ] || echo "    $errors failed handshakes; $(cat "$TMP/tls.err")" >&2
     echo "$(field hs_per_s) $(field p50_us) $(field p99_us)"
+}
+
+# One terminated TLS connection to the echo backends; prints Gbit/s and
+# leaves the client's CPU per echoed GB in $TMP/client-cpu.
+run_tls_bulk() { # port
+    local out
+    # shellcheck disable=SC2086
+    out=$($PEER_CPUS "$LOADGEN" tls-bulk "127.0.0.1:$1" --workers 1 --seconds "$DUR" --warmup 1 \
+        --sni "$TLS_SNI" --pin "$TMP/tls/cert.pem" --kx "$TLS_KX" 2>"$TMP/tls.err")
+    field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$out"; }
+    field client_cpu_ms_per_gb >"$TMP/client-cpu"
+    echo - >"$TMP/resumed"
+    echo - >"$TMP/tls13"
+    local errors
+    errors=$(field errors)
+    [ "${errors:-0}" = 0 ] || echo "    $errors errors; $(cat "$TMP/tls.err")" >&2
+    field gbit_per_s
 }
 
 run_udp() { # port size
@@ -490,18 +586,24 @@ run_workload() { # workload system
         conn/s) run_conn "${front[0]}" ;;
         http-close) run_conn "${front[1]}" close ;;
         http-ka) run_http "${front[1]}" ;;
-        tls-hs) run_tls "${front[3]}" ;;
-        tls-sni) run_tls "${front[4]}" ;;
-        tls-term) run_tls "${front[5]}" ;;
-        udp-64) run_udp "${front[6]}" 64 ;;
-        udp-1400) run_udp "${front[6]}" 1400 ;;
-        dns) run_dns "${front[7]}" ;;
+        tls-hs) run_tls "${front[3]}" cert ;;
+        tls-sni) run_tls "${front[4]}" cert ;;
+        tls-term) run_tls "${front[5]}" cert ;;
+        tls-resume) run_tls "${front[5]}" cert --resume ;;
+        tls-term-rsa) run_tls "${front[6]}" rsa-cert ;;
+        tls-bulk) run_tls_bulk "${front[7]}" ;;
+        udp-64) run_udp "${front[8]}" 64 ;;
+        udp-1400) run_udp "${front[8]}" 1400 ;;
+        dns) run_dns "${front[9]}" ;;
     esac
 }
 
-# A system that cannot run a workload (a tcplb without routes, tls-sni).
+# A system that cannot run a workload: a tcplb without routes (tls-sni);
+# direct where the backend does not terminate like the proxies do (it has
+# no tickets, no RSA certificate, no TLS echo); HAProxy for UDP (it has none).
 unsupported() {
     { [ "$1" = tls-sni ] && [ "$2" = tcplb ] && [ "$TCPLB_ROUTES" = 0 ]; } \
+        || { [ "$2" = direct ] && [[ " tls-resume tls-term-rsa tls-bulk " == *" $1 "* ]]; } \
         || { [[ $1 == udp-* || $1 == dns ]] && [ "$2" = haproxy ]; }
 }
 
@@ -509,7 +611,8 @@ unsupported() {
 tcplb_pid_for() {
     case $1 in bulk-*) echo "${TCPLB_PIDS[2]}" ;; conn/s) echo "${TCPLB_PIDS[0]}" ;;
         http-*) echo "${TCPLB_PIDS[1]}" ;; tls-hs) echo "${TCPLB_PIDS[3]}" ;;
-        tls-term) echo "${TCPLB_PIDS[4]}" ;; tls-sni) echo "${TCPLB_PIDS[5]}" ;;
+        tls-term | tls-resume) echo "${TCPLB_PIDS[4]}" ;; tls-term-rsa) echo "${TCPLB_PIDS[5]}" ;;
+        tls-bulk) echo "${TCPLB_PIDS[6]}" ;; tls-sni) echo "${TCPLB_PIDS[7]}" ;;
         udp-*) echo "${TCPLB_PIDS[-2]}" ;; dns) echo "${TCPLB_PIDS[-1]}" ;; esac
 }
 cpu_seconds() { awk -v t="$TICK" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
@@ -535,15 +638,15 @@ system_ticks() { tree_ticks "${SYSTEM_PIDS[@]}"; }
 # for every system.
 cpu_per_unit() { # workload value ticks seconds
     awk -v w="$1" -v v="$2" -v t="$3" -v s="$4" -v hz="$TICK" 'BEGIN {
-        work = v * s; if (w ~ /^bulk/) work /= 8
+        work = v * s; if (w ~ /bulk/) work /= 8
         if (work <= 0) { print "-"; exit }
         cpu = t / hz
-        if (w ~ /^bulk/) printf "%.0f", cpu * 1000 / work; else printf "%.1f", cpu * 1e6 / work }'
+        if (w ~ /bulk/) printf "%.0f", cpu * 1000 / work; else printf "%.1f", cpu * 1e6 / work }'
 }
 
 # Runs: per workload, round after round, each round every system in turn.
 # VALUES etc. hold one line per run.
-declare -A VALUES=() CPUS=() RSSS=() COSTS=() CLIENT=() BACKEND=()
+declare -A VALUES=() CPUS=() RSSS=() COSTS=() CLIENT=() BACKEND=() RESUMED=() TLS13=()
 declare -A RESULT CPU RSS SPREAD COST
 for workload in "${WORKLOADS[@]}"; do
     for run in $(seq "$RUNS"); do
@@ -563,6 +666,8 @@ for workload in "${WORKLOADS[@]}"; do
                 || COSTS[$key]+="$(cpu_per_unit "$workload" "${v%% *}" "$ticks" "$took")"$'\n'
             if [[ $workload == tls-* ]]; then
                 CLIENT[$key]+="$(cat "$TMP/client-cpu")"$'\n'
+                RESUMED[$key]+="$(cat "$TMP/resumed")"$'\n'
+                TLS13[$key]+="$(cat "$TMP/tls13")"$'\n'
                 BACKEND[$key]+="$(cpu_per_unit "$workload" "${v%% *}" "$backend" "$took")"$'\n'
             fi
             if [ "$system" = tcplb ]; then
@@ -586,6 +691,8 @@ for key in "${!VALUES[@]}"; do
     [ -z "${COSTS[$key]:-}" ] || COST[$key]=$(median <<<"${COSTS[$key]%$'\n'}")
     [ -z "${CLIENT[$key]:-}" ] || CLIENT[$key]=$(median <<<"${CLIENT[$key]%$'\n'}")
     [ -z "${BACKEND[$key]:-}" ] || BACKEND[$key]=$(median <<<"${BACKEND[$key]%$'\n'}")
+    [ -z "${RESUMED[$key]:-}" ] || RESUMED[$key]=$(median <<<"${RESUMED[$key]%$'\n'}")
+    [ -z "${TLS13[$key]:-}" ] || TLS13[$key]=$(median <<<"${TLS13[$key]%$'\n'}")
 done
 for workload in "${!CPUS[@]}"; do
     CPU[$workload]=$(median <<<"${CPUS[$workload]%$'\n'}")
@@ -602,15 +709,16 @@ echo "$(uname -sr); $("$TCPLB" --version); $(haproxy -v | head -1 | cut -d' ' -f
     "$(iperf3 -v | head -1 | cut -d' ' -f1-2); $(openssl version | cut -d' ' -f1-2)"
 if [ -n "$TCPLB_ARGS" ]; then echo "tcplb flags: $TCPLB_ARGS"; fi
 if [[ " ${WORKLOADS[*]} " == *" tls-"* ]]; then
-    echo "tls: $TLS_WORKERS concurrent full handshakes (rustls, no resumption), SNI $TLS_SNI;" \
-        "backend: nginx stream ssl, ECDSA P-256; tls-sni: $(wc -l <<<"$ROUTES")-name route table"
+    echo "tls: $TLS_WORKERS concurrent handshakes (rustls client, key exchange $TLS_KX," \
+        "resumption only in tls-resume), SNI $TLS_SNI; backend: nginx stream ssl, ECDSA P-256;" \
+        "tls-sni: $(wc -l <<<"$ROUTES")-name route table${TLS_PROXY_ONLY:+; proxy on cores $PROXY_CPUS}"
 fi
-[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-10s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
+[ ${#WORKLOADS[@]} -eq 0 ] || printf '%-12s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' \
     workload system value unit spread "/direct" "/bestpeer" "p50/p99us" "proxy-cpu" "tcplb-cpu" \
     "tcplb-rss"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 for workload in "${WORKLOADS[@]}"; do
-    case $workload in bulk-*) unit=Gbit/s per=ms/GB ;; conn/s | http-close) unit=conn/s per=us/conn ;;
+    case $workload in bulk-* | tls-bulk) unit=Gbit/s per=ms/GB ;; conn/s | http-close) unit=conn/s per=us/conn ;;
         http-ka) unit=req/s per=us/req ;; tls-*) unit=hs/s per=us/hs ;;
         udp-*) unit=rtt/s per=us/rtt ;; dns) unit=q/s per=us/q ;; esac
     direct=$(cut -d' ' -f1 <<<"${RESULT[$workload,direct]:-0}")
@@ -624,7 +732,7 @@ for workload in "${WORKLOADS[@]}"; do
             cpu="${CPU[$workload]}s" rss="$((RSS[$workload] / 1024))MiB"
         fi
         cost=${COST[$workload,$system]:--}; [ "$cost" = - ] || cost="$cost$per"
-        printf '%-10s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
+        printf '%-12s %-8s %12s %-8s %7s %9s %9s %11s %11s %9s %10s\n' "$workload" "$system" "$v" \
             "$unit" "${SPREAD[$workload,$system]:--}" "$(ratio "$v" "$direct")" \
             "$(ratio "$v" "$best")" "$lat" "$cost" "$cpu" "$rss"
     done
@@ -634,22 +742,27 @@ done
 # backend and proxy share the cores, the rate is bounded by their sum.
 if [ ${#CLIENT[@]} -gt 0 ]; then
     echo
-    echo "TLS: CPU per handshake (us, median), and the share of $CORES cores it kept busy"
-    printf '%-8s %-8s %8s %8s %8s %8s %6s\n' workload system client backend proxy total busy
+    echo "TLS: CPU per handshake (us, median; tls-bulk: ms per echoed GB), the share of" \
+        "$CORES cores it kept busy, resumed and TLS 1.3 handshakes"
+    printf '%-12s %-8s %8s %8s %8s %8s %6s %8s %8s\n' workload system client backend proxy total \
+        busy resumed% tls1.3%
     for workload in "${WORKLOADS[@]}"; do
         [[ $workload == tls-* ]] || continue
         for system in "${SYSTEMS[@]}"; do
             key=$workload,$system
             [ -n "${CLIENT[$key]:-}" ] || continue
             if [ "$(ratio "${RESULT[$key]%% *}" 1)" = - ]; then # no handshakes: nothing per one
-                printf '%-8s %-8s %8s %8s %8s %8s %6s\n' "$workload" "$system" - - - - -
+                printf '%-12s %-8s %8s %8s %8s %8s %6s %8s %8s\n' "$workload" "$system" - - - - - - -
                 continue
             fi
             awk -v w="$workload" -v s="$system" -v c="${CLIENT[$key]}" -v b="${BACKEND[$key]}" \
-                -v p="${COST[$key]:-0}" -v r="${RESULT[$key]%% *}" -v n="$CORES" 'BEGIN {
+                -v p="${COST[$key]:-0}" -v r="${RESULT[$key]%% *}" -v n="$CORES" \
+                -v x="${RESUMED[$key]:--}" -v v="${TLS13[$key]:--}" 'BEGIN {
                 t = c + b + p
-                printf "%-8s %-8s %8.1f %8.1f %8s %8.1f %5.0f%%\n", w, s, c, b,
-                    (s == "direct" ? "-" : sprintf("%.1f", p)), t, t * r / 1e6 / n * 100 }'
+                # Gbit/s x ms/GB, or hs/s x us/hs: busy core-seconds per second.
+                busy = (w ~ /bulk/) ? t * r / 8 / 1e3 : t * r / 1e6
+                printf "%-12s %-8s %8.1f %8.1f %8s %8.1f %5.0f%% %8s %8s\n", w, s, c, b,
+                    (s == "direct" ? "-" : sprintf("%.1f", p)), t, busy / n * 100, x, v }'
         done
     done
 fi
@@ -678,7 +791,7 @@ if [ "$IDLE_SESSIONS" -gt 0 ] && [[ " ${WORKLOADS[*]} " == *" udp-"* ]]; then
         pids=("${SYSTEM_PIDS[@]}")
         [ "$system" = tcplb ] && pids=("${TCPLB_PIDS[-2]}")
         before=$(udp_rss_kb "${pids[@]}")
-        "$LOADGEN" udp-hold "127.0.0.1:${front[6]}" --workers "$IDLE_SESSIONS" --size 64 \
+        "$LOADGEN" udp-hold "127.0.0.1:${front[8]}" --workers "$IDLE_SESSIONS" --size 64 \
             --seconds 3 >"$TMP/udp-hold.out" 2>>"$TMP/log" &
         holder=$!
         PIDS+=("$holder")
@@ -697,16 +810,21 @@ fi
 # ------------------------------------------- memory per idle connection
 # RSS of the proxy's processes with N idle connections held through it,
 # minus RSS before, divided by N; the median of $MEM_RUNS rounds, systems
-# interleaved within each round. N is bounded by the fd limit: the proxy
-# needs two descriptors per connection.
+# interleaved within each round. Kinds ($MEM_KINDS): 0, silent plain
+# connections; 64, after a 64-byte echo; tls, terminated by the proxy
+# (ECDSA, the tls-echo frontend), after a 64-byte echo over TLS. N is
+# bounded by the fd limit (the proxy needs two descriptors per connection)
+# and by HAProxy's maxconn (9900).
 IDLE_CONNS=${IDLE_CONNS:-9000}
 memory_part() {
 MEM_RUNS=${MEM_RUNS:-$RUNS}
 read -r -a MEM_SYSTEMS <<<"${MEM_SYSTEMS:-tcplb haproxy nginx}"
+read -r -a MEM_KINDS <<<"${MEM_KINDS:-0 64 tls}"
 limit=$(ulimit -n)
 if [ $((IDLE_CONNS * 2 + 100)) -gt "$limit" ]; then
     IDLE_CONNS=$(((limit - 100) / 2))
 fi
+[ "$IDLE_CONNS" -le 9900 ] || IDLE_CONNS=9900
 rss_kb() { # total VmRSS of the given PIDs and their children
     local total=0 pid child
     for pid in "$@"; do
@@ -716,17 +834,21 @@ rss_kb() { # total VmRSS of the given PIDs and their children
     done
     echo "$total"
 }
-hold_bytes() { # system size: bytes of proxy RSS per idle connection, or "-"
+hold_bytes() { # system kind: bytes of proxy RSS per idle connection, or "-"
     start_system "$1"
     sleep 0.3
-    local before after held front
+    local before after held front target flags
     read -r -a front <<<"${FRONT[$1]}"
+    case $2 in
+        tls) target=${front[7]} flags=(--size 64 --tls --sni "$TLS_SNI" --pin "$TMP/tls/cert.pem") ;;
+        *) target=${front[0]} flags=(--size "$2") ;;
+    esac
     before=$(rss_kb "${SYSTEM_PIDS[@]}")
-    "$LOADGEN" hold "127.0.0.1:${front[0]}" --workers "$IDLE_CONNS" --size "$2" --seconds 3 \
+    "$LOADGEN" hold "127.0.0.1:$target" --workers "$IDLE_CONNS" "${flags[@]}" --seconds 3 \
         >"$TMP/hold.out" 2>>"$TMP/log" &
     local holder=$!
     PIDS+=("$holder")
-    for _ in $(seq 600); do grep -q held= "$TMP/hold.out" && break; sleep 0.1; done
+    for _ in $(seq 1200); do grep -q held= "$TMP/hold.out" && break; sleep 0.1; done
     sleep 1
     after=$(rss_kb "${SYSTEM_PIDS[@]}")
     held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/hold.out")
@@ -739,20 +861,27 @@ hold_bytes() { # system size: bytes of proxy RSS per idle connection, or "-"
 declare -A MEM=()
 for round in $(seq "$MEM_RUNS"); do
     for system in "${MEM_SYSTEMS[@]}"; do
-        for size in 0 64; do
-            echo "  memory: $system size $size round $round..." >&2
-            MEM[$system,$size]="${MEM[$system,$size]:-} $(hold_bytes "$system" "$size")"
+        for kind in "${MEM_KINDS[@]}"; do
+            echo "  memory: $system $kind round $round..." >&2
+            MEM[$system,$kind]="${MEM[$system,$kind]:-} $(hold_bytes "$system" "$kind")"
         done
     done
 done
 echo
 echo "memory per idle connection: $IDLE_CONNS connections held through each proxy" \
-    "(RSS delta / N, median of $MEM_RUNS)"
-printf '%-8s %16s %24s   %s\n' system "silent (bytes)" "after 64-byte echo (bytes)" "rounds (silent / echo)"
+    "(RSS delta / N in bytes, median of $MEM_RUNS; 0: silent, 64: after a 64-byte echo," \
+    "tls: terminated, after a 64-byte echo over TLS)"
+printf '%-8s' system
+for kind in "${MEM_KINDS[@]}"; do printf ' %10s' "$kind"; done
+printf '   rounds\n'
 for system in "${MEM_SYSTEMS[@]}"; do
-    silent=$(tr ' ' '\n' <<<"${MEM[$system,0]}" | grep -v -e '^$' -e '^-$' | median)
-    echoed=$(tr ' ' '\n' <<<"${MEM[$system,64]}" | grep -v -e '^$' -e '^-$' | median)
-    printf '%-8s %16s %24s   %s /%s\n' "$system" "$silent" "$echoed" "${MEM[$system,0]# }" "${MEM[$system,64]}"
+    printf '%-8s' "$system"
+    rounds=""
+    for kind in "${MEM_KINDS[@]}"; do
+        printf ' %10s' "$(tr ' ' '\n' <<<"${MEM[$system,$kind]}" | grep -v -e '^$' -e '^-$' | median)"
+        rounds+=" $kind:${MEM[$system,$kind]# }"
+    done
+    printf '  %s\n' "$rounds"
 done
 }
 [ "$IDLE_CONNS" -le 0 ] || memory_part
@@ -851,6 +980,7 @@ for workload in "${FIXED[@]}"; do
             rows=${FIXED_ROWS[$workload,$load,$system]:-}
             [ -n "$rows" ] || continue
             rows=${rows%$'\n'}
+            [ -z "${FIXED_RAW:-}" ] || sed "s|^|$workload $load $system |" <<<"$rows" >>"$FIXED_RAW"
             spread=$(awk '{ x = $4 + 0; if (NR == 1 || x < lo) lo = x; if (NR == 1 || x > hi) hi = x }
                 END { if (hi > 0) printf "%.0f%%", (hi - lo) * 100 / hi }' <<<"$rows")
             printf '%-10s %4s%% %7s %-8s %8s %8s %8s %8s %6s %8s %8s %7s\n' "$workload" "$load" \

@@ -4,7 +4,9 @@
 //! client sent to, `responses`, idle expiry, many sessions byte-exact,
 //! backend failure and ICMP port unreachable, drain and reload with live
 //! sessions, PROXY v2 on datagrams, and bad input (empty, 65,507 bytes,
-//! too large, a flood against the per-IP limits).
+//! too large, a flood against the per-IP limits). Through a real tcplb
+//! and `tcplb ctl`: an IPv6 (and dual-stack) wildcard listener, drain and
+//! weights on a UDP pool, and SRV discovery against a real dnsmasq.
 
 mod common;
 
@@ -539,30 +541,59 @@ async fn one_access_log_record_per_session() {
 
 /// A real dnsmasq answering `example.test` on a loopback port.
 fn dnsmasq() -> (common::Process, SocketAddr) {
-    let program = common::server_program("dnsmasq", "dnsmasq");
-    let port = common::free_port();
-    let process = common::spawn_unprivileged(
-        &program,
-        &[
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            &format!("--port={port}"),
-            "--pid-file=",
-            "--user=nobody",
-            "--address=/example.test/192.0.2.53",
-            "--log-facility=-",
-        ],
-    );
+    let port = free_dns_port();
+    let process = dnsmasq_on(port, &["--address=/example.test/192.0.2.53"]);
     (process, format!("127.0.0.1:{port}").parse().unwrap())
 }
 
+/// A loopback port free right now for UDP and TCP both, for a DNS server
+/// to bind (`common::free_port` is free for TCP only, and this process
+/// holds many UDP ports).
+fn free_dns_port() -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP");
+}
+
+/// A real dnsmasq on 127.0.0.1:`port` answering with `records` (its
+/// `--address` and `--host-record` options), TTL 0.
+fn dnsmasq_on(port: u16, records: &[&str]) -> common::Process {
+    let program = common::server_program("dnsmasq", "dnsmasq");
+    let port = format!("--port={port}");
+    let mut args = vec![
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        &port,
+        "--pid-file=",
+        "--user=nobody",
+        "--log-facility=-",
+    ];
+    args.extend(records);
+    common::spawn_unprivileged(&program, &args)
+}
+
 fn dig(server: SocketAddr, name: &str) -> String {
+    dig_type(server, name, "A")
+}
+
+fn dig_srv(server: SocketAddr, name: &str) -> String {
+    dig_type(server, name, "SRV")
+}
+
+/// `dig +short` for `name`'s `rtype` records.
+fn dig_type(server: SocketAddr, name: &str, rtype: &str) -> String {
     let out = Command::new("dig")
         .args([
+            rtype,
             &format!("@{}", server.ip()),
             "-p",
             &server.port().to_string(),
@@ -703,4 +734,279 @@ async fn an_operator_closes_a_session_and_a_drain_deadline_evicts_one() {
     backend.evict();
     assert!(poll_until(PATIENCE, || lb.active() == 0).await, "evicted");
     assert_eq!(backend.stats.evicted.load(Relaxed), 1);
+}
+
+/// A real `tcplb --protocol udp` on `listen`, with `args`, its admin
+/// socket in `dir` (no token needed there); waits for the socket.
+async fn udp_tcplb(dir: &TempDir, listen: &str, args: &[&str]) -> common::TcplbProcess {
+    let mut command = Command::new(common::tcplb_bin());
+    command
+        .args(["--listen", listen, "--protocol", "udp"])
+        .args(["--admin-socket", &dir.arg("admin.sock")])
+        .args(args);
+    let tcplb = common::wait_listening(common::spawn_process(command));
+    let socket = dir.path("admin.sock");
+    assert!(
+        poll_until(PATIENCE, || socket.exists()).await,
+        "no admin socket:\n{}",
+        tcplb.process.stderr_text()
+    );
+    tcplb
+}
+
+/// Runs `tcplb ctl --admin unix:SOCKET ARGS` and wants it to succeed.
+async fn ctl_ok(dir: &TempDir, args: &[&str]) -> String {
+    let mut all = vec![
+        "--admin".to_string(),
+        format!("unix:{}", dir.arg("admin.sock")),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = common::ctl(all).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ctl {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn an_ipv6_wildcard_listener_replies_from_loopback_and_to_ipv4_clients() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: this machine has no ::1");
+        return;
+    }
+    let echo = Echo::start("").await;
+    let dir = TempDir::new("udp-v6");
+    let tcplb = udp_tcplb(&dir, "[::]:0", &["--backend", &echo.addr.to_string()]).await;
+    assert!(tcplb.addr.ip().is_unspecified() && tcplb.addr.is_ipv6());
+    let port = tcplb.addr.port();
+    // Connected to [::1]: a reply from any other source is not heard.
+    let six = client_on("[::1]:0", format!("[::1]:{port}").parse().unwrap()).await;
+    for i in 0..3 {
+        let data = format!("six {i}");
+        assert_eq!(ask(&six, data.as_bytes()).await, data.as_bytes());
+    }
+    // `[::]` is dual-stack where the host's default is (Linux's
+    // net.ipv6.bindv6only = 0): IPv4 clients are answered from the IPv4
+    // address they sent to, the second loopback address as the first.
+    let v6only = std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").unwrap_or_default();
+    if v6only.trim() != "0" {
+        eprintln!("SKIPPED the IPv4 half: net.ipv6.bindv6only = {v6only}");
+        return;
+    }
+    for local in ["127.0.0.1", "127.0.0.2"] {
+        let four = client(format!("{local}:{port}").parse().unwrap()).await;
+        assert_eq!(ask(&four, local.as_bytes()).await, local.as_bytes());
+    }
+    assert_eq!(
+        echo.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| !d.is_empty())
+            .count(),
+        5
+    );
+}
+
+/// Two tagged echo backends behind a real tcplb whose pool is `dns`,
+/// idle sessions ending after `idle`.
+async fn two_backend_tcplb(
+    dir: &TempDir,
+    idle: &str,
+    extra: &[&str],
+) -> (Echo, Echo, common::TcplbProcess) {
+    let (a, b) = (Echo::start("a:").await, Echo::start("b:").await);
+    let backends = format!("{},{}", a.addr, b.addr);
+    let mut args = vec!["--name", "dns", "--backend", &backends];
+    args.extend(["--idle-timeout", idle, "--health-interval", "1h"]);
+    args.extend(extra);
+    let tcplb = udp_tcplb(dir, "127.0.0.1:0", &args).await;
+    (a, b, tcplb)
+}
+
+/// The backend (its tag, `a` or `b`) a new session from a new client
+/// port lands on; the client, to keep its session open.
+async fn new_session(lb: SocketAddr) -> (u8, UdpSocket) {
+    let c = client(lb).await;
+    let answer = ask(&c, b"x").await;
+    (answer[0], c)
+}
+
+#[tokio::test]
+async fn ctl_drain_on_a_udp_pool_keeps_the_live_session_and_sends_new_ones_elsewhere() {
+    let dir = TempDir::new("udp-drain");
+    let (a, b, tcplb) = two_backend_tcplb(&dir, "3s", &[]).await;
+    let live = client(tcplb.addr).await;
+    let first = ask(&live, b"0").await;
+    let (kept, other, drained) = match first[0] {
+        b'a' => (b'a', b'b', a.addr),
+        _ => (b'b', b'a', b.addr),
+    };
+    ctl_ok(&dir, &["drain", "dns", &drained.to_string()]).await;
+    for i in 1..6 {
+        let n = format!("{i}");
+        assert_eq!(
+            ask(&live, n.as_bytes()).await[0],
+            kept,
+            "the live session stays"
+        );
+    }
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let (tag, c) = new_session(tcplb.addr).await;
+        assert_eq!(tag, other, "a new session avoids the draining backend");
+        sessions.push(c);
+    }
+    // The live session ends at its idle timeout: the drained backend has
+    // no session left, and the client's next datagram goes elsewhere.
+    let active_on_drained = || {
+        let dir = dir.arg("admin.sock");
+        let drained = drained.to_string();
+        async move {
+            let out = common::ctl(
+                [
+                    "--admin",
+                    &format!("unix:{dir}"),
+                    "--json",
+                    "backends",
+                    "dns",
+                ]
+                .map(String::from)
+                .to_vec(),
+            )
+            .await;
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let backends = json["backends"].as_array().unwrap().clone();
+            let b = backends
+                .iter()
+                .find(|b| b["name"] == drained.as_str())
+                .unwrap();
+            assert_eq!(b["admin_state"], "drain");
+            b["active"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(active_on_drained().await, 1);
+    let mut ended = false;
+    for _ in 0..100 {
+        if active_on_drained().await == 0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended, "the live session ended at its idle timeout");
+    assert_eq!(ask(&live, b"after").await[0], other);
+}
+
+#[tokio::test]
+async fn ctl_weight_on_a_udp_pool_moves_the_share_of_new_sessions() {
+    let dir = TempDir::new("udp-weight");
+    let (a, _b, tcplb) = two_backend_tcplb(&dir, "60s", &[]).await;
+    let count_a = |n: usize| async move {
+        let mut on_a = 0;
+        let mut open = Vec::new();
+        for _ in 0..n {
+            let (tag, c) = new_session(tcplb.addr).await;
+            on_a += usize::from(tag == b'a');
+            open.push(c);
+        }
+        on_a
+    };
+    let even = count_a(40).await;
+    assert!(
+        (17..=23).contains(&even),
+        "1:1 gives a about 20 of 40: {even}"
+    );
+    let changed = ctl_ok(&dir, &["weight", "dns", &a.addr.to_string(), "3"]).await;
+    assert!(changed.contains("weight 1 -> 3"), "{changed}");
+    let weighted = count_a(40).await;
+    assert!(
+        (27..=33).contains(&weighted),
+        "3:1 gives a about 30 of 40: {weighted}"
+    );
+}
+
+/// Waits (up to 10 s) until `dns` has `want` SRV records for the test's
+/// name.
+async fn srv_answers(dns: SocketAddr, want: usize) -> bool {
+    for _ in 0..100 {
+        if dig_srv(dns, "_echo._udp.pool.test").lines().count() == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_udp_pool_follows_an_srv_name_in_a_real_dnsmasq() {
+    let a = Echo::on("127.0.0.2:0", "a:").await;
+    let b = Echo::on("127.0.0.3:0", "b:").await;
+    let srv = |e: &Echo, host: &str| {
+        let port = e.addr.port();
+        [
+            format!("--srv-host=_echo._udp.pool.test,{host}.pool.test,{port},10,1"),
+            format!("--host-record={host}.pool.test,{}", e.addr.ip()),
+        ]
+    };
+    let records = [srv(&a, "a"), srv(&b, "b")].concat();
+    let records: Vec<&str> = records.iter().map(String::as_str).collect();
+    let dns_port = free_dns_port();
+    let dnsmasq = dnsmasq_on(dns_port, &records);
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    assert!(
+        srv_answers(dns, 2).await,
+        "dnsmasq did not answer: {}",
+        dnsmasq.stderr_text()
+    );
+    let dir = TempDir::new("udp-discovery");
+    let (name, resolver) = ("srv:_echo._udp.pool.test", dns.to_string());
+    let args = ["--name", "dns", "--backend", name, "--resolver", &resolver];
+    let more = ["--resolve-interval", "1s", "--health-interval", "1h"];
+    let tcplb = udp_tcplb(&dir, "127.0.0.1:0", &[&args[..], &more].concat()).await;
+
+    // Both targets are members: sessions go to each.
+    let mut seen = Vec::new();
+    let mut on_a = None;
+    for _ in 0..10 {
+        let (tag, c) = new_session(tcplb.addr).await;
+        if tag == b'a' && on_a.is_none() {
+            on_a = Some(c);
+        }
+        seen.push(tag);
+    }
+    assert!(seen.contains(&b'a') && seen.contains(&b'b'), "{seen:?}");
+    let live = on_a.unwrap();
+
+    // The name now has one member: a leaves the pool, draining.
+    drop(dnsmasq);
+    let _dnsmasq = dnsmasq_on(dns_port, &records[2..]);
+    assert!(srv_answers(dns, 1).await, "dnsmasq did not restart");
+    let gone = a.addr.to_string();
+    let mut left = false;
+    for _ in 0..100 {
+        let listed = ctl_ok(&dir, &["--json", "backends", "dns"]).await;
+        let json: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let names: Vec<&str> = json["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|b| b["name"].as_str())
+            .collect();
+        if !names.contains(&gone.as_str()) {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        left,
+        "{gone} is still a member:\n{}",
+        tcplb.process.stderr_text()
+    );
+    // New sessions go to the member that stays; the live session on the
+    // one that left keeps it (it drains) until it ends.
+    for _ in 0..6 {
+        assert_eq!(new_session(tcplb.addr).await.0, b'b');
+    }
+    assert_eq!(ask(&live, b"still").await, b"a:still");
 }

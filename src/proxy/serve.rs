@@ -36,15 +36,16 @@ use crate::proxy::access_log::{Cause, ConnectionLog, Record, TlsRecord};
 use crate::proxy::client_hello::{self, Rejected, UNRECOGNIZED_NAME_ALERT};
 use crate::proxy::connections::Connection;
 use crate::proxy::failure::{self, Failure};
-use crate::proxy::pipe::{EndReason, Limits, Pipe, PipeEnd, Piping, Side};
+use crate::proxy::pipe::{EndReason, Limits, Live, Pipe, PipeEnd, Piping, Side};
 use crate::proxy::proxy_protocol::{Received, SslTlv};
 use crate::proxy::route::Routes;
 use crate::proxy::tls::Terminator;
-use crate::proxy::tls::pipe::{BackendSide, TlsPipe};
+use crate::proxy::tls::pipe::TlsPipe;
 use crate::proxy::{access, moving, proxy_protocol};
 use crate::stats::tls::TlsStats;
 use crate::stats::{ListenerStats, RateLimit, Unavailable};
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 /// Serves `client` for `service` until the connection is over.
 ///
@@ -57,19 +58,31 @@ use tokio_util::either::Either;
 pub async fn serve(client: TcpStream, peer: SocketAddr, service: Arc<Service>) {
     let _counted = service.stats.open_connection();
     let mut log = ConnectionLog::accept(service.clone(), peer);
-    let Some(mut link) = Box::pin(open(client, peer, &service, &mut log)).await else {
+    let mut tls = None;
+    // The plain pipe in a block of its own, so that nothing of it takes
+    // room in this future while a TLS link is piped, and the reverse.
+    'plain: {
+        let Some(mut link) = Box::pin(open(client, peer, &service, &mut log, &mut tls)).await
+        else {
+            break 'plain;
+        };
+        let connection = log.connection().clone();
+        let backend = &*link.backend;
+        let active = backend.open_connection();
+        debug!("{}: connected to {backend}", connection.client);
+        // On a binary upgrade it may move to the new process instead of ending.
+        let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
+        let Link { pipe, pool, .. } = link;
+        match piped {
+            Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
+            None => moving::moved_away(pipe, active, log, &pool, backend),
+        }
         return;
-    };
-    let connection = log.connection().clone();
-    let backend = &*link.backend;
-    let active = backend.open_connection();
-    debug!("{}: connected to {backend}", connection.client);
-    // On a binary upgrade it may move to the new process instead of ending.
-    let piped = moving::pipe_or_move!(&mut link.pipe, &backend.stats, &connection, &log.record);
-    let Link { pipe, pool, .. } = link;
-    match piped {
-        Some(end) => finish(end, pipe, active, &mut log, &service, &pool, backend),
-        None => moving::moved_away(pipe, active, log, &pool, backend),
+    }
+    // Its own box, after [`open`]'s future (with the handshake's states) is
+    // freed: a plain connection's task stays small.
+    if let Some(tls) = tls {
+        Box::pin(run_tls(tls, &mut log, &service)).await;
     }
 }
 
@@ -97,10 +110,11 @@ pub(crate) fn finish<P>(
     pool.connection_closed(backend);
 }
 
-/// The end of [`serve`] for a terminated connection (its TLS state lives
-/// in this process: it never moves): run from [`open`]'s future, on the
-/// heap with its link, so that plain connections' tasks stay as small as
-/// they were.
+/// The end of [`serve`] for a connection with TLS on a side (its TLS state
+/// lives in this process: it never moves): on the heap with its link, so
+/// that plain connections' tasks stay as small as they were. Not run from
+/// [`open`]'s future, which would then live (with the handshake's states,
+/// some 2 KB) as long as the connection.
 async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service: &Service) {
     let mut link = *link;
     let connection = log.connection().clone();
@@ -117,6 +131,29 @@ async fn run_tls(link: Box<Link<'_, TlsPipe>>, log: &mut ConnectionLog, service:
     .await;
     let Link { pipe, pool, .. } = link;
     finish(end, pipe, active, log, service, &pool, backend);
+}
+
+/// The pipe of a connection with TLS on either side, its streams taken
+/// out of their boxes (which kept them out of every connection's setup
+/// future). The backend's side is counted in `backend_tls` when it is TLS.
+fn tls_pipe(
+    client: Client,
+    upstream: Upstream,
+    limits: Limits,
+    evict: Option<CancellationToken>,
+    live: &Live,
+    backend_tls: Arc<TlsStats>,
+) -> TlsPipe {
+    let (client, client_tls) = match client {
+        Client::Plain(socket) => (Either::Left(socket), None),
+        Client::Tls(stream, stats) => (Either::Right(*stream), Some(stats)),
+    };
+    let (upstream, backend_tls) = match upstream {
+        Either::Left(socket) => (Either::Left(socket), None),
+        Either::Right(stream) => (Either::Right(*stream), Some(backend_tls)),
+    };
+    let counters = [client_tls, backend_tls];
+    TlsPipe::new(client, upstream, limits, evict, live, counters)
 }
 
 /// A client connected to its backend: the pipe, and the slots held until
@@ -167,14 +204,15 @@ impl Client {
 }
 
 /// Everything before the pipe: `Some` once `client` is connected to a
-/// backend; `None` when the connection was closed or answered instead,
-/// with the access log's cause in `log`, or when it was terminated TLS,
-/// piped here to its end (see [`run_tls`]).
+/// backend with a plain pipe; `None` when the connection was closed or
+/// answered instead, with the access log's cause in `log`, or when it has
+/// TLS on a side: its link is then in `tls`.
 async fn open<'a>(
     mut client: TcpStream,
     peer: SocketAddr,
     service: &'a Service,
     log: &mut ConnectionLog,
+    tls: &mut Option<Box<Link<'a, TlsPipe>>>,
 ) -> Option<Link<'a, Pipe>> {
     let listener = service.pool.load();
     let config = &listener.config;
@@ -266,9 +304,16 @@ async fn open<'a>(
     let (client, session) = match routed.terminator {
         None => (Client::Plain(client), None),
         Some(terminator) => {
+            // On the heap, the handshake's future (3 KB) and the stream
+            // (1 KB): every connection's setup future, terminated or not,
+            // is sized for what it may hold.
+            let accepting = Box::pin(async {
+                let accepted = terminator.accept(client, peer, &routed.hello).await;
+                accepted.map(|(stream, session)| (Box::new(stream), session))
+            });
             let accepted = tokio::select! {
                 () = connection.live.stopped() => None,
-                accepted = terminator.accept(client, peer, &routed.hello) => Some(accepted),
+                accepted = accepting => Some(accepted),
             };
             match accepted {
                 None => {
@@ -277,7 +322,7 @@ async fn open<'a>(
                 }
                 Some(Ok((stream, session))) => {
                     let stats = terminator.stats.clone();
-                    (Client::Tls(Box::new(stream), stats), Some(session))
+                    (Client::Tls(stream, stats), Some(session))
                 }
                 Some(Err(refused)) => {
                     log.record.cause = match refused.failure.is_certificate() {
@@ -365,39 +410,34 @@ async fn open<'a>(
             let (pool, backend) = (pool, backend.clone());
             let live = &connection.live;
             // Plain on both sides: the plain pipe (splice and all).
-            let sides = match (client, upstream) {
-                (Client::Plain(client), Either::Left(upstream)) => Err((client, upstream)),
-                (Client::Plain(client), upstream) => Ok((Either::Left(client), None, upstream)),
-                (Client::Tls(client, tls), upstream) => {
-                    Ok((Either::Right(*client), Some(tls), upstream))
+            let pipe = match (client, upstream) {
+                (Client::Plain(client), Either::Left(upstream)) => {
+                    Either::Left(Pipe::new(client, upstream, limits, evict, live))
+                }
+                (client, upstream) => {
+                    let backend_tls = pool.stats.backend_tls.clone();
+                    Either::Right(tls_pipe(client, upstream, limits, evict, live, backend_tls))
                 }
             };
-            let (client, client_tls, upstream) = match sides {
-                Ok(sides) => sides,
-                Err((client, upstream)) => {
-                    return Some(Link {
-                        pipe: Pipe::new(client, upstream, limits, evict, live),
+            match pipe {
+                Either::Left(pipe) => Some(Link {
+                    pipe,
+                    pool,
+                    backend,
+                    _client_slot: client_slot,
+                    _slot: slot,
+                }),
+                Either::Right(pipe) => {
+                    *tls = Some(Box::new(Link {
+                        pipe,
                         pool,
                         backend,
                         _client_slot: client_slot,
                         _slot: slot,
-                    });
+                    }));
+                    None
                 }
-            };
-            let backend_tls = match &upstream {
-                Either::Left(_) => None,
-                Either::Right(_) => Some(pool.stats.backend_tls.clone()),
-            };
-            let counters = [client_tls, backend_tls];
-            let link = Box::new(Link {
-                pipe: TlsPipe::new(client, upstream, limits, evict, live, counters),
-                pool,
-                backend,
-                _client_slot: client_slot,
-                _slot: slot,
-            });
-            Box::pin(run_tls(link, log, service)).await;
-            None
+            }
         }
         Err(Unserved::QueueTimeout) => {
             debug!("{peer}: no free slot under max-conns within the queue timeout");
@@ -426,8 +466,12 @@ struct Connected {
     index: usize,
     /// Connected (and through TLS with `backend_tls`), with the PROXY
     /// header (if any) already sent.
-    upstream: BackendSide,
+    upstream: Upstream,
 }
+
+/// The backend's side as [`reach_backend`] returns it: its TLS stream on
+/// the heap, as in [`Client`].
+type Upstream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
 
 /// Why no backend connection came of it.
 enum Unserved {
@@ -496,10 +540,13 @@ async fn reach_backend(
             (Ok(upstream), Some(origin)) => {
                 let deadline = started + config.connect_timeout;
                 let name = backend.name();
-                match origin
-                    .handshake(upstream, name, backend.addr(), deadline)
-                    .await
-                {
+                // On the heap, the handshake's future (1.4 KB) and the
+                // stream (1 KB): only TLS to the backends needs them.
+                let handshake = Box::pin(async {
+                    let tls = origin.handshake(upstream, name, backend.addr(), deadline);
+                    tls.await.map(Box::new)
+                });
+                match handshake.await {
                     Ok(tls) => Ok(Either::Right(tls)),
                     Err(e) => {
                         warn_backend_tls(peer, backend, &e);
@@ -749,6 +796,26 @@ mod tests {
         assert!(
             size <= SERVE_FUTURE_MAX,
             "serve's future is {size} bytes, over {SERVE_FUTURE_MAX}: box what is not needed while piping"
+        );
+    }
+
+    /// The most bytes [`open`]'s future may take: every connection
+    /// allocates one, moved into its box whole. It was 7,688 (release
+    /// 7,616) while it held the TLS handshakes' futures and streams inline,
+    /// 1,896 (debug) once they went to the heap.
+    const OPEN_FUTURE_MAX: usize = 2048;
+
+    /// The size of what `f` returns, without calling it.
+    fn output_size<A, B, C, D, E, R>(_: impl FnOnce(A, B, C, D, E) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn a_connections_setup_future_stays_small() {
+        let size = output_size(open);
+        assert!(
+            size <= OPEN_FUTURE_MAX,
+            "open's future is {size} bytes, over {OPEN_FUTURE_MAX}: box what only some connections need"
         );
     }
 
