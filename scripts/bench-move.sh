@@ -80,6 +80,8 @@ done
 gone=$(awk -v b="$began" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - b }')
 NEW_PID=$(sed -n 's/.*upgrade: process \([0-9]*\) serves now.*/\1/p' "$TMP/tcplb.log" | head -1)
 moved=$(grep -o 'upgrade: moved .*' "$TMP/tcplb.log" || echo "no move line")
+# No move: say why (the log goes with $TMP).
+[ "$moved" != "no move line" ] || grep -E 'WARN|ERROR|upgrade' "$TMP/tcplb.log" | tail -8 >&2
 sleep 0.5
 metrics=$(curl -s --max-time 5 "http://127.0.0.1:$ADMIN/metrics")
 quantile() { # q

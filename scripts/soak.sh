@@ -4,6 +4,13 @@
 # backends, while one backend is restarted every few seconds.
 #
 # Usage: scripts/soak.sh [--duration SECONDS] [--restart-every SECONDS]
+#                        [--upgrade-every SECONDS]
+#
+# --upgrade-every N (default 0: off) also upgrades tcplb with SIGUSR2 every
+# N seconds (the established connections move to the new process, issue
+# 26), follows the serving process through its pid file, fails if an old
+# process is still there 5 s after its successor took over, and prints the
+# serving process's descriptors and RSS after each upgrade.
 #
 # Prints connections tried / succeeded / answered 502/503 / cut by a backend
 # restart / broken, bytes sent / received / verified, and tcplb's descriptor
@@ -18,16 +25,20 @@ set -euo pipefail
 
 DURATION=60
 RESTART_EVERY=4
+UPGRADE_EVERY=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
         --restart-every) RESTART_EVERY="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --upgrade-every) UPGRADE_EVERY="$2"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 5 && "$DURATION" -le 3600 ]] \
     || { echo "--duration must be 5-3600 seconds" >&2; exit 2; }
+[[ "$UPGRADE_EVERY" =~ ^[0-9]+$ ]] \
+    || { echo "--upgrade-every must be a number of seconds (0: off)" >&2; exit 2; }
 
 cd "$(dirname "$0")/.."
 WORK="$(mktemp -d /tmp/tcplb-soak.XXXXXX)"
@@ -38,7 +49,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # Stop the restart loop first so it cannot start a new backend.
-    for file in "$PIDS_DIR"/restarter "$PIDS_DIR"/loadgen "$PIDS_DIR"/tcplb "$PIDS_DIR"/backend.*; do
+    for file in "$PIDS_DIR"/restarter "$PIDS_DIR"/upgrader "$PIDS_DIR"/loadgen "$PIDS_DIR"/tcplb* "$PIDS_DIR"/backend.*; do
         [[ -f "$file" ]] || continue
         pid="$(cat "$file")"
         kill "$pid" 2>/dev/null || true
@@ -95,7 +106,7 @@ for i in 0 1 2; do wait_port "${PORTS[$i]}"; done
 
 BACKENDS="127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}"
 "$TCPLB" --listen 127.0.0.1:0 --backend "$BACKENDS" --health-interval 200ms \
-    2>"$WORK/tcplb.log" &
+    --pid-file "$WORK/tcplb.pid" 2>"$WORK/tcplb.log" &
 LB_PID=$!
 echo "$LB_PID" >"$PIDS_DIR/tcplb"
 LB_ADDR=""
@@ -108,8 +119,11 @@ done
 [[ -n "$LB_ADDR" ]] || { echo "tcplb did not start" >&2; cat "$WORK/tcplb.log" >&2; exit 1; }
 echo "tcplb (pid $LB_PID) on $LB_ADDR -> $BACKENDS; soaking for ${DURATION}s"
 
-fd_count() { ls "/proc/$LB_PID/fd" 2>/dev/null | wc -l; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$LB_PID/status" 2>/dev/null || echo 0; }
+# The serving process: the first one, then each upgrade's successor.
+serving() { cat "$WORK/tcplb.pid" 2>/dev/null || echo "$LB_PID"; }
+fd_count() { ls "/proc/$(serving)/fd" 2>/dev/null | wc -l; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$(serving)/status" 2>/dev/null || echo 0; }
+gone() { ! kill -0 "$1" 2>/dev/null || [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" == Z ]]; }
 
 sleep 1
 FD_BEFORE="$(fd_count)"
@@ -132,6 +146,37 @@ RSS_BEFORE="$(rss_kib)"
     done
 ) &
 echo $! >"$PIDS_DIR/restarter"
+
+# Upgrade every UPGRADE_EVERY seconds; one line per upgrade in
+# $WORK/upgrades: old pid, new pid, seconds until the old one exited (or
+# "stayed"), and the serving process's descriptors and RSS (KiB) then.
+if [[ "$UPGRADE_EVERY" -gt 0 ]]; then
+    (
+        n=0
+        while [[ ! -e "$WORK/stop" ]]; do
+            sleep "$UPGRADE_EVERY"
+            [[ -e "$WORK/stop" ]] && break
+            old="$(serving)"
+            kill -USR2 "$old" 2>/dev/null || break
+            for _ in $(seq 1 300); do
+                [[ "$(serving)" != "$old" ]] && break
+                sleep 0.1
+            done
+            new="$(serving)"
+            [[ "$new" != "$old" ]] || { echo "$old - failed" >>"$WORK/upgrades"; continue; }
+            n=$((n + 1))
+            echo "$new" >"$PIDS_DIR/tcplb.$n"
+            began=$(date +%s.%N)
+            exited=stayed
+            for _ in $(seq 1 50); do
+                gone "$old" && { exited=$(awk -v b="$began" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - b }'); break; }
+                sleep 0.1
+            done
+            echo "$old $new $exited $(fd_count) $(rss_kib)" >>"$WORK/upgrades"
+        done
+    ) &
+    echo $! >"$PIDS_DIR/upgrader"
+fi
 
 cat >"$WORK/loadgen.py" <<'PY'
 """Mixed load through an echo path; every byte is checked."""
@@ -273,6 +318,10 @@ rm -f "$PIDS_DIR/loadgen"
 touch "$WORK/stop"
 wait "$(cat "$PIDS_DIR/restarter")" 2>/dev/null || true
 rm -f "$PIDS_DIR/restarter"
+if [[ -f "$PIDS_DIR/upgrader" ]]; then
+    wait "$(cat "$PIDS_DIR/upgrader")" 2>/dev/null || true
+    rm -f "$PIDS_DIR/upgrader"
+fi
 for i in 0 1 2; do
     kill -0 "$(cat "$PIDS_DIR/backend.$i")" 2>/dev/null || start_backend "$i"
 done
@@ -285,16 +334,29 @@ for _ in $(seq 1 100); do
 done
 RSS_AFTER="$(rss_kib)"
 ALIVE=yes
-kill -0 "$LB_PID" 2>/dev/null || ALIVE=no
+kill -0 "$(serving)" 2>/dev/null || ALIVE=no
 
 echo "tcplb alive              $ALIVE"
 echo "tcplb fds before/after   $FD_BEFORE / $FD_AFTER"
 echo "tcplb RSS before/after   ${RSS_BEFORE} KiB / ${RSS_AFTER} KiB"
+LINGERED=0
+if [[ "$UPGRADE_EVERY" -gt 0 ]]; then
+    echo "upgrades                 $(grep -vc ' failed$' "$WORK/upgrades" 2>/dev/null || echo 0) (serving process after each: old pid, new pid, old gone after s, fds, RSS KiB)"
+    sed 's/^/  /' "$WORK/upgrades" 2>/dev/null || true
+    echo "moved per upgrade        $(grep -o 'upgrade: moved [0-9]*' "$WORK/tcplb.log" | awk '{ printf "%s ", $3 }')"
+    LINGERED=$(grep -c ' stayed \| failed$' "$WORK/upgrades" 2>/dev/null || true)
+fi
 echo "tcplb log lines          $(wc -l <"$WORK/tcplb.log") ($(grep -c 'is DOWN' "$WORK/tcplb.log" || true) DOWN, $(grep -c 'is UP' "$WORK/tcplb.log" || true) UP)"
 
 FAILED=0
 [[ "$LOAD_STATUS" -eq 0 ]] || { echo "FAIL: broken, hung or corrupted streams"; FAILED=1; }
-[[ "$FD_AFTER" -le "$FD_BEFORE" ]] || { echo "FAIL: descriptors leaked"; FAILED=1; }
+if [[ "$FD_AFTER" -gt "$FD_BEFORE" ]]; then
+    echo "FAIL: descriptors leaked; the serving process $(serving) holds:"
+    ls -l "/proc/$(serving)/fd" 2>/dev/null | awk 'NR > 1 { sub(/[0-9]+/, "", $NF); print $NF }' | sort | uniq -c
+    ss -Htnp 2>/dev/null | grep "pid=$(serving)," | awk '{ print "  " $1, $4, $5 }' | head -20
+    FAILED=1
+fi
 [[ "$ALIVE" == yes ]] || { echo "FAIL: tcplb died"; FAILED=1; }
+[[ "${LINGERED:-0}" -eq 0 ]] || { echo "FAIL: $LINGERED upgrades failed or left the old process running past 5 s"; FAILED=1; }
 [[ "$FAILED" -eq 0 ]] && echo "PASS"
 exit "$FAILED"

@@ -663,6 +663,11 @@ async fn stream(
             .await
             .map_err(|e| format!("{kind:?} {seed}: read after {received} bytes: {e}"))?;
         if n == 0 {
+            // The echo closes only after the writer's close, which
+            // follows `stop`: an earlier end is a cut connection.
+            if !stop.load(Relaxed) {
+                return Err(format!("{kind:?} {seed}: cut after {received} bytes"));
+            }
             break;
         }
         let mut data = &got[..n];
@@ -845,11 +850,23 @@ async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
     }
 }
 
-/// The new process dies on receiving the first batch, before it answers
-/// (the test hook): every connection stays in the old process and goes on
-/// byte-exact, and its descriptors are what they were.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_process_killed_in_the_middle_of_a_move_leaves_every_connection_served() {
+/// What a move whose new process died on a batch left behind.
+struct KilledMove {
+    /// The shared log of both processes.
+    log: String,
+    /// Each stream's result, as [`stream`] returns it.
+    results: Vec<Result<(u16, u64), String>>,
+    /// The old process's sockets before the upgrade and 2 s after the
+    /// new process died.
+    sockets: (usize, usize),
+    /// The access log's records (both processes write to it).
+    records: Vec<serde_json::Value>,
+}
+
+/// 300 streams through a process whose successor exits on receiving
+/// move batch `die_at` (the test hook), before it answers it; the streams
+/// go on for 2 s after its death, then end, and the old process exits.
+async fn kill_mid_move(die_at: usize) -> KilledMove {
     let backend = TestBackend::echo().await;
     let file = ConfigFile::new(
         "move-die",
@@ -859,10 +876,13 @@ async fn a_new_process_killed_in_the_middle_of_a_move_leaves_every_connection_se
             1,
         ),
     );
+    let dir = common::TempDir::new(&format!("move-die-{die_at}-log"));
+    let access_log = dir.arg("access.log");
     let first = wait_listening(spawn_process({
         let mut c = Command::new(tcplb_bin());
         c.args(["--config", file.arg(), "--workers", "2", "--splice", "auto"]);
-        c.env("TCPLB_TEST_DIE_AT_MOVE_BATCH", "1");
+        c.args(["--access-log", &access_log, "--access-log-format", "json"]);
+        c.env("TCPLB_TEST_DIE_AT_MOVE_BATCH", die_at.to_string());
         c
     }));
     let addr = first.addr;
@@ -872,7 +892,7 @@ async fn a_new_process_killed_in_the_middle_of_a_move_leaves_every_connection_se
     let tasks = streams(addr, &stop, &ready);
     wait_ready(&ready, 300).await;
     let pid = first.pid();
-    let fds_before = common::socket_count(pid);
+    let before = common::socket_count(pid);
     let next = upgrade(&first.process, pid, 1).await;
     successors.0.push(next);
     first.process.line_with("did not take").await;
@@ -880,28 +900,126 @@ async fn a_new_process_killed_in_the_middle_of_a_move_leaves_every_connection_se
     // Served on by the old process for a while.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!exited(pid), "the old process exited");
-    let fds_after = common::socket_count(pid);
+    let after = common::socket_count(pid);
     stop.store(true, Relaxed);
-    let mut failures = Vec::new();
+    let mut results = Vec::new();
     for task in tasks {
-        if let Err(e) = task.await.unwrap() {
-            failures.push(e);
-        }
+        results.push(task.await.unwrap());
     }
-    let log = first.process.stderr_text();
+    // It exits once its connections are over.
+    wait_exited(pid).await;
+    let records = std::fs::read_to_string(&access_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    KilledMove {
+        log: first.process.stderr_text(),
+        results,
+        sockets: (before, after),
+        records,
+    }
+}
+
+/// The numbers in the old process's upgrade line, "upgrade: moved N
+/// connections ... ; D drain here (...)": (N, D).
+fn move_round(log: &str) -> (u64, u64) {
+    let moved = moved_in_log(log);
+    assert_eq!(moved.len(), 1, "{log}");
+    let drain = log
+        .lines()
+        .find_map(|l| {
+            l.split_once(" drain here")?
+                .0
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no drain count in\n{log}"));
+    (moved[0], drain)
+}
+
+/// The new process dies on receiving the first batch, before it answers
+/// (the test hook): every connection stays in the old process and goes on
+/// byte-exact, and its descriptors are what they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_killed_in_the_middle_of_a_move_leaves_every_connection_served() {
+    let killed = kill_mid_move(1).await;
+    let log = &killed.log;
+    let failures: Vec<&String> = killed
+        .results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .collect();
     assert!(
         failures.is_empty(),
         "{} failed, e.g. {:?}\n{log}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert_eq!(moved_in_log(&log), vec![0], "{log}");
+    assert_eq!(moved_in_log(log), vec![0], "{log}");
+    let (before, after) = killed.sockets;
     assert!(
-        fds_after <= fds_before + 4,
-        "{fds_before} -> {fds_after} sockets in the old process"
+        after <= before + 4,
+        "{before} -> {after} sockets in the old process"
     );
-    // It exits once its connections are over.
-    wait_exited(pid).await;
+    assert_eq!(killed.records.len(), 300, "{:?}", killed.records);
+}
+
+/// The new process acknowledges the first batch and dies on the second,
+/// before it answers: the acknowledged connections were its own and end
+/// with it; every other one is still served, byte-exact, by the old
+/// process, and none by both (no byte comes twice). The old process's
+/// upgrade line counts both, and the access log has one record for each
+/// connection the old process ended (the killed process wrote none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_killed_after_acknowledging_a_batch_leaves_the_rest_served_by_the_old() {
+    let killed = kill_mid_move(2).await;
+    let log = &killed.log;
+    let (moved, drain) = move_round(log);
+    // More connections than one batch: the first batch moved, the rest not.
+    assert!((1..300).contains(&moved), "{moved} moved\n{log}");
+    let mut served = std::collections::HashMap::new();
+    let mut ended = Vec::new();
+    for result in &killed.results {
+        match result {
+            Ok((port, sent)) => {
+                served.insert(*port, *sent);
+            }
+            Err(e) => ended.push(e.clone()),
+        }
+    }
+    // Exactly the acknowledged ones ended (with the killed process): cut,
+    // never served wrong or twice.
+    assert_eq!(
+        ended.len() as u64,
+        moved,
+        "{} ended: {ended:?}\n{log}",
+        ended.len()
+    );
+    assert!(
+        ended.iter().all(|e| !e.contains("wrong bytes")),
+        "{ended:?}"
+    );
+    assert_eq!(served.len() as u64, 300 - moved, "{log}");
+    // The batch in flight, the offers waiting and the connections not
+    // offered yet all stay, and the line counts each.
+    assert_eq!(drain, 300 - moved, "{log}");
+    let (before, after) = killed.sockets;
+    assert!(
+        after + 2 * moved as usize <= before + 4,
+        "{before} -> {after} sockets in the old process, {moved} moved"
+    );
+    // One record per connection the old process ended, with the bytes
+    // its client sent and got back.
+    assert_eq!(killed.records.len(), served.len(), "{:?}", killed.records);
+    for record in &killed.records {
+        let client: SocketAddr = record["client"].as_str().unwrap().parse().unwrap();
+        let sent = served[&client.port()];
+        assert_eq!(record["sent"].as_u64(), Some(sent), "{record}");
+        assert_eq!(record["received"].as_u64(), Some(sent), "{record}");
+    }
 }
 
 /// A UDP listener through an upgrade: a reply still on its way to a

@@ -190,7 +190,9 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
                 }
             }
             Err(e) => {
-                round.failed += batch.len() as u64;
+                // This batch, the offers waiting and the connections not
+                // offered yet: every one asked and not answered stays.
+                round.failed = asked.saturating_sub(round.moved + round.refused);
                 warn!(
                     "upgrade: the new process did not take {} connections ({e}); they and \
                      every connection not moved yet stay in this process",
