@@ -767,20 +767,21 @@ if [ ${#CLIENT[@]} -gt 0 ]; then
     done
 fi
 
+rss_kb() { # total VmRSS of the given PIDs and their children
+    local total=0 pid child
+    for pid in "$@"; do
+        for child in "$pid" $(pgrep -P "$pid" || true); do
+            total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" 2>/dev/null || echo 0)))
+        done
+    done
+    echo "$total"
+}
+
 # ---------------------------------------------- memory per idle UDP session
 # RSS of the proxy with N idle UDP sessions (each answered once, then
 # silent: loadgen udp-hold) minus RSS before, divided by N, once per system.
 IDLE_SESSIONS=${IDLE_SESSIONS:-5000}
 if [ "$IDLE_SESSIONS" -gt 0 ] && [[ " ${WORKLOADS[*]} " == *" udp-"* ]]; then
-    udp_rss_kb() {
-        local total=0 pid child
-        for pid in "$@"; do
-            for child in "$pid" $(pgrep -P "$pid" || true); do
-                total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" 2>/dev/null || echo 0)))
-            done
-        done
-        echo "$total"
-    }
     echo
     echo "memory per idle UDP session: $IDLE_SESSIONS sessions held through each proxy (RSS delta / N)"
     for system in tcplb nginx; do
@@ -790,14 +791,14 @@ if [ "$IDLE_SESSIONS" -gt 0 ] && [[ " ${WORKLOADS[*]} " == *" udp-"* ]]; then
         read -r -a front <<<"${FRONT[$system]}"
         pids=("${SYSTEM_PIDS[@]}")
         [ "$system" = tcplb ] && pids=("${TCPLB_PIDS[-2]}")
-        before=$(udp_rss_kb "${pids[@]}")
+        before=$(rss_kb "${pids[@]}")
         "$LOADGEN" udp-hold "127.0.0.1:${front[8]}" --workers "$IDLE_SESSIONS" --size 64 \
             --seconds 3 >"$TMP/udp-hold.out" 2>>"$TMP/log" &
         holder=$!
         PIDS+=("$holder")
         for _ in $(seq 600); do grep -q held= "$TMP/udp-hold.out" && break; sleep 0.1; done
         sleep 1
-        after=$(udp_rss_kb "${pids[@]}")
+        after=$(rss_kb "${pids[@]}")
         held=$(sed -n 's/.*held=\([0-9]*\).*/\1/p' "$TMP/udp-hold.out")
         wait "$holder" 2>/dev/null || true
         stop_system
@@ -825,15 +826,6 @@ if [ $((IDLE_CONNS * 2 + 100)) -gt "$limit" ]; then
     IDLE_CONNS=$(((limit - 100) / 2))
 fi
 [ "$IDLE_CONNS" -le 9900 ] || IDLE_CONNS=9900
-rss_kb() { # total VmRSS of the given PIDs and their children
-    local total=0 pid child
-    for pid in "$@"; do
-        for child in "$pid" $(pgrep -P "$pid" || true); do
-            total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$child/status" 2>/dev/null || echo 0)))
-        done
-    done
-    echo "$total"
-}
 hold_bytes() { # system kind: bytes of proxy RSS per idle connection, or "-"
     start_system "$1"
     sleep 0.3
