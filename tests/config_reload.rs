@@ -28,8 +28,7 @@ struct ConfigFile(PathBuf);
 
 impl ConfigFile {
     fn new(name: &str, text: &str) -> ConfigFile {
-        let path =
-            std::env::temp_dir().join(format!("tcplb-reload-{}-{name}.toml", std::process::id()));
+        let path = common::unique_temp_path("tcplb-reload", &format!("{name}.toml"));
         let file = ConfigFile(path);
         file.write(text);
         file

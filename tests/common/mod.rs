@@ -317,13 +317,23 @@ pub fn blackhole() -> Blackhole {
 // ---------------------------------------------------------------------------
 // Files
 
+/// A path of its own under the system temp dir for `name`: the process id
+/// and a number no other call in this test binary gets, so two tests that
+/// pick the same name (or one test twice) never share a file. Two tests of
+/// issue 26 once did: one's new process read the other's config.
+pub fn unique_temp_path(prefix: &str, name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{prefix}-{}-{n}-{name}", std::process::id()))
+}
+
 /// A directory of the test's own under the system temp dir, emptied first
-/// and removed on drop. `name` must be unique within the test binary.
+/// and removed on drop.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tcplb-test-{}-{name}", std::process::id()));
+        let dir = unique_temp_path("tcplb-test", name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -346,12 +356,11 @@ impl Drop for TempDir {
 }
 
 /// A file holding `text` under the system temp dir, removed on drop.
-/// `name` must be unique within the test binary.
 pub struct TempFile(pub PathBuf);
 
 impl TempFile {
     pub fn new(name: &str, text: &str) -> TempFile {
-        let path = std::env::temp_dir().join(format!("tcplb-test-{}-{name}", std::process::id()));
+        let path = unique_temp_path("tcplb-test", name);
         std::fs::write(&path, text).unwrap();
         TempFile(path)
     }
@@ -437,7 +446,11 @@ pub fn spawn_process(mut command: Command) -> Process {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .env("RUST_LOG", "info");
+        // TCPLB_TEST_RUST_LOG turns a test's tcplb up (e.g. "tcplb=debug").
+        .env(
+            "RUST_LOG",
+            std::env::var("TCPLB_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
     let mut child = command.spawn().expect("spawn child process");
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let pipe = child.stderr.take().unwrap();

@@ -18,7 +18,7 @@ pub struct Notifications {
 impl Notifications {
     /// A socket named for this test process and `name`.
     pub fn new(name: &str) -> Notifications {
-        let path = std::env::temp_dir().join(format!("tcplb-notify-{}-{name}", std::process::id()));
+        let path = super::unique_temp_path("tcplb-notify", name);
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path).unwrap();
         socket
