@@ -16,7 +16,10 @@
 # restart / broken, bytes sent / received / verified, and tcplb's descriptor
 # count and RSS before and after. Exits non-zero if any stream was broken
 # (cut when no backend was restarting, or hung) or corrupted, or if tcplb's
-# descriptors did not return to their idle baseline.
+# descriptors did not return to their idle baseline. Kernel pipes are
+# counted apart: each worker keeps up to 16 empty splice pipes for its next
+# bulk direction (two descriptors each, the pool HAProxy also keeps), so
+# pipes may grow up to that bound; every other descriptor must return.
 #
 # Everything runs on 127.0.0.1 and everything started here is stopped by PID
 # on exit, interrupt or termination.
@@ -122,11 +125,17 @@ echo "tcplb (pid $LB_PID) on $LB_ADDR -> $BACKENDS; soaking for ${DURATION}s"
 # The serving process: the first one, then each upgrade's successor.
 serving() { cat "$WORK/tcplb.pid" 2>/dev/null || echo "$LB_PID"; }
 fd_count() { ls "/proc/$(serving)/fd" 2>/dev/null | wc -l; }
+# Descriptors other than kernel pipes, and kernel pipes (the splice pool).
+fd_kinds() { ls -l "/proc/$(serving)/fd" 2>/dev/null | awk 'NR > 1 { if ($NF ~ /^pipe:/) p++; else o++ } END { print o + 0, p + 0 }'; }
+# The splice pool's bound: 16 spare pipes per worker (tcplb's default
+# worker count is the CPU count), two descriptors each.
+PIPES_MAX=$((16 * 2 * $(nproc)))
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$(serving)/status" 2>/dev/null || echo 0; }
 gone() { ! kill -0 "$1" 2>/dev/null || [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" == Z ]]; }
 
 sleep 1
 FD_BEFORE="$(fd_count)"
+read -r OTHER_BEFORE PIPES_BEFORE <<<"$(fd_kinds)"
 RSS_BEFORE="$(rss_kib)"
 
 # Restart one backend at a time, in turn, logging when each was down.
@@ -329,7 +338,8 @@ done
 FD_AFTER="$(fd_count)"
 for _ in $(seq 1 100); do
     FD_AFTER="$(fd_count)"
-    [[ "$FD_AFTER" -le "$FD_BEFORE" ]] && break
+    read -r OTHER_AFTER PIPES_AFTER <<<"$(fd_kinds)"
+    [[ "$OTHER_AFTER" -le "$OTHER_BEFORE" ]] && break
     sleep 0.1
 done
 RSS_AFTER="$(rss_kib)"
@@ -337,7 +347,7 @@ ALIVE=yes
 kill -0 "$(serving)" 2>/dev/null || ALIVE=no
 
 echo "tcplb alive              $ALIVE"
-echo "tcplb fds before/after   $FD_BEFORE / $FD_AFTER"
+echo "tcplb fds before/after   $FD_BEFORE / $FD_AFTER ($OTHER_BEFORE / $OTHER_AFTER besides kernel pipes; pipes $PIPES_BEFORE / $PIPES_AFTER, the splice pool's bound $PIPES_MAX)"
 echo "tcplb RSS before/after   ${RSS_BEFORE} KiB / ${RSS_AFTER} KiB"
 LINGERED=0
 if [[ "$UPGRADE_EVERY" -gt 0 ]]; then
@@ -345,18 +355,23 @@ if [[ "$UPGRADE_EVERY" -gt 0 ]]; then
     sed 's/^/  /' "$WORK/upgrades" 2>/dev/null || true
     echo "moved per upgrade        $(grep -o 'upgrade: moved [0-9]*' "$WORK/tcplb.log" | awk '{ printf "%s ", $3 }')"
     LINGERED=$(grep -c ' stayed \| failed$' "$WORK/upgrades" 2>/dev/null || true)
+    # Every old process says what moved, however soon it exits.
+    UPGRADED=$(grep -vc ' failed$' "$WORK/upgrades" 2>/dev/null || true)
+    MOVE_LINES=$(grep -c 'upgrade: moved [0-9]*' "$WORK/tcplb.log" 2>/dev/null || true)
+    UNLOGGED=$(( ${UPGRADED:-0} - ${MOVE_LINES:-0} ))
 fi
 echo "tcplb log lines          $(wc -l <"$WORK/tcplb.log") ($(grep -c 'is DOWN' "$WORK/tcplb.log" || true) DOWN, $(grep -c 'is UP' "$WORK/tcplb.log" || true) UP)"
 
 FAILED=0
 [[ "$LOAD_STATUS" -eq 0 ]] || { echo "FAIL: broken, hung or corrupted streams"; FAILED=1; }
-if [[ "$FD_AFTER" -gt "$FD_BEFORE" ]]; then
+if [[ "$OTHER_AFTER" -gt "$OTHER_BEFORE" || "$PIPES_AFTER" -gt $((PIPES_BEFORE + PIPES_MAX)) ]]; then
     echo "FAIL: descriptors leaked; the serving process $(serving) holds:"
     ls -l "/proc/$(serving)/fd" 2>/dev/null | awk 'NR > 1 { sub(/[0-9]+/, "", $NF); print $NF }' | sort | uniq -c
     ss -Htnp 2>/dev/null | grep "pid=$(serving)," | awk '{ print "  " $1, $4, $5 }' | head -20
     FAILED=1
 fi
 [[ "$ALIVE" == yes ]] || { echo "FAIL: tcplb died"; FAILED=1; }
+[[ "${UNLOGGED:-0}" -eq 0 ]] || { echo "FAIL: $UNLOGGED upgrades wrote no move line"; FAILED=1; }
 [[ "${LINGERED:-0}" -eq 0 ]] || { echo "FAIL: $LINGERED upgrades failed or left the old process running past 5 s"; FAILED=1; }
 [[ "$FAILED" -eq 0 ]] && echo "PASS"
 exit "$FAILED"

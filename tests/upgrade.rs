@@ -849,6 +849,49 @@ async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
     }
 }
 
+/// An upgrade with nothing to move (no connection open, one that has
+/// ended, then one streaming): each old process writes its move line, with
+/// what moved, before it exits, however soon that is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_upgrade_writes_its_move_line_even_with_nothing_to_move() {
+    let backend = TestBackend::echo().await;
+    let file = ConfigFile::new("move-line", &config(backend.addr, ""));
+    let first = start_on(&file);
+    let mut successors = Successors::default();
+    let mut current = first.pid();
+    // Nothing open.
+    let next = upgrade(&first.process, current, 1).await;
+    successors.0.push(next);
+    wait_exited(current).await;
+    current = next;
+    // One connection that ended before the upgrade.
+    short_exchange(first.addr, 1).await.unwrap();
+    let next = upgrade(&first.process, current, 2).await;
+    successors.0.push(next);
+    wait_exited(current).await;
+    current = next;
+    // One streaming through it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(stream(
+        first.addr,
+        7,
+        Stream::Trickle,
+        stop.clone(),
+        ready.clone(),
+    ));
+    wait_ready(&ready, 1).await;
+    let next = upgrade(&first.process, current, 3).await;
+    successors.0.push(next);
+    wait_exited(current).await;
+    stop.store(true, Relaxed);
+    task.await.unwrap().unwrap();
+    let log = first.process.stderr_text();
+    assert_eq!(moved_in_log(&log), vec![0, 0, 1], "{log}");
+    signal(next, "-TERM");
+    wait_exited(next).await;
+}
+
 /// What a move whose new process died on a batch left behind.
 struct KilledMove {
     /// The shared log of both processes.

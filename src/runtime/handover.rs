@@ -3,9 +3,9 @@
 //! (its SCM_RIGHTS transport, reused). The data path's half (stopping a
 //! pipe, offering it, adopting one) is [`crate::proxy::moving`].
 //!
-//! After READY the old process asks every piping connection to stop at a
-//! safe point and offer itself, and sends the offers in batches:
-//! `CONNS n` with a memfd (the bookkeeping as JSON, then the held bytes)
+//! After READY the old process asks the piping connections, one batch's
+//! worth at a time, to stop at a safe point and offer itself, and sends
+//! each batch's offers: `CONNS n` with a memfd (the bookkeeping as JSON, then the held bytes)
 //! and each connection's two sockets, under the kernel's descriptor limit.
 //! The new process matches each to its listener, pool and backend, and
 //! answers `ACK` with a verdict per connection (moved, or refused and
@@ -17,11 +17,15 @@
 //! stays in the old process, and no other is offered: nothing is lost or
 //! served twice.
 //!
-//! Why batches wait for their answer one at a time: a connection is paused
-//! from its offer to its answer, and the next batch's connections go on
-//! piping until their own offer; one batch in flight keeps every pause one
-//! round trip long, and the channel's order is the only bookkeeping.
+//! Why a batch is asked only when its turn comes, and batches wait for
+//! their answer one at a time: a connection is paused from its offer to
+//! its answer, and the next batch's connections go on piping until they
+//! are asked; one batch in flight keeps every pause one round trip long
+//! whatever the number of connections, and the channel's order is the
+//! only bookkeeping. (Asking every connection at once, as the first
+//! version did, paused the 10,000th for all 81 round trips before it.)
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::net::SocketAddr;
@@ -102,36 +106,74 @@ pub(super) struct Successor {
 struct Round {
     moved: u64,
     refused: u64,
+    /// How many were refused for each reason, for the log line.
+    refusals: std::collections::BTreeMap<&'static str, u64>,
     failed: u64,
     tls: u64,
 }
 
-/// The old process's side: asks every piping connection to offer itself,
-/// sends the offers in batches and answers each with what came of it,
-/// until the process exits or the new one fails.
+/// The old process's side: asks the piping connections to offer
+/// themselves, a batch at a time, sends each batch and answers it with
+/// what came of it, until the process exits or the new one fails.
 pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: Arc<Connections>) {
     let Some(mut inbox) = mover.start() else {
         return;
     };
     let began = Instant::now();
     let mut round = Round::default();
-    let mut asked = 0;
+    // Asked only when their batch's turn comes: a connection pauses for
+    // one round trip, however many there are.
+    let mut waiting = VecDeque::new();
     for connection in registry.matching(&Filter::default()) {
-        if mover.ask(&connection) {
-            asked += 1;
-        } else if connection.moving.stays() {
+        if connection.moving.stays() {
             round.tls += 1;
             mover.stats.count_not_moved(NotMoved::Tls);
+        } else {
+            waiting.push_back(connection);
         }
     }
+    let mut asked = 0;
     let mut successor = Some(successor);
     let mut logged = false;
     loop {
-        let first = if logged {
-            inbox.recv().await
+        let mut wave = 0;
+        while wave < PER_BATCH {
+            let Some(connection) = waiting.pop_front() else {
+                break;
+            };
+            // False when it is still in setup (it offers itself once it
+            // pipes) or ended meanwhile.
+            if mover.ask(&connection) {
+                wave += 1;
+            }
+        }
+        asked += wave as u64;
+        // Every connection asked has answered (one that ended meanwhile
+        // never does: then the quiet time below ends the round). Written
+        // now, not after the quiet time: with nothing left to move the
+        // process may exit sooner.
+        if !logged && wave == 0 && round.moved + round.refused >= asked {
+            log_round(&round, &registry, &mover, began.elapsed());
+            logged = true;
+        }
+        let batch = if wave > 0 {
+            collect(&mut inbox, wave).await
+        } else if logged {
+            // Connections that were in setup, as they start piping.
+            let Some(first) = inbox.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            fill(&mut inbox, &mut batch);
+            batch
         } else {
             match tokio::time::timeout(QUIET, inbox.recv()).await {
-                Ok(offer) => offer,
+                Ok(Some(first)) => {
+                    let mut batch = vec![first];
+                    fill(&mut inbox, &mut batch);
+                    batch
+                }
+                Ok(None) => return,
                 Err(_) => {
                     log_round(&round, &registry, &mover, began.elapsed() - QUIET);
                     logged = true;
@@ -139,13 +181,8 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
                 }
             }
         };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        while batch.len() < PER_BATCH {
-            match inbox.try_recv() {
-                Ok(offer) => batch.push(offer),
-                Err(_) => break,
-            }
+        if batch.is_empty() {
+            continue;
         }
         let Some(mut theirs) = successor.take() else {
             return;
@@ -176,23 +213,22 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
                         Some(why) => {
                             round.refused += 1;
                             let why = Refusal::from_name(&why).unwrap_or(Refusal::Malformed);
+                            *round.refusals.entry(why.name()).or_default() += 1;
                             mover.stats.count_refused(why);
                             offer.answer(Outcome::Stays(NotMoved::Refused));
                         }
                     }
                 }
                 successor = Some(theirs);
-                // Every connection asked has answered (one that ended
-                // meanwhile never does: then the quiet time ends the round).
-                if !logged && round.moved + round.refused >= asked {
-                    log_round(&round, &registry, &mover, began.elapsed());
-                    logged = true;
-                }
             }
             Err(e) => {
                 // This batch, the offers waiting and the connections not
-                // offered yet: every one asked and not answered stays.
-                round.failed = asked.saturating_sub(round.moved + round.refused);
+                // asked yet (those still open): every one stays.
+                let not_asked = waiting
+                    .iter()
+                    .filter(|c| registry.get(c.id).is_some())
+                    .count() as u64;
+                round.failed = asked.saturating_sub(round.moved + round.refused) + not_asked;
                 warn!(
                     "upgrade: the new process did not take {} connections ({e}); they and \
                      every connection not moved yet stay in this process",
@@ -205,6 +241,36 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
                 }
                 return;
             }
+        }
+    }
+}
+
+/// How long a batch waits for the offers of the connections just asked
+/// (a busy worker may take a while to wake them): one that comes later
+/// goes with the next batch.
+const WAVE_WAIT: Duration = Duration::from_millis(100);
+
+/// The offers of a batch whose `wave` connections were just asked: until
+/// that many came (or a batch is full), for at most [`WAVE_WAIT`].
+async fn collect(inbox: &mut UnboundedReceiver<Offer>, wave: usize) -> Vec<Offer> {
+    let mut batch = Vec::with_capacity(wave);
+    let deadline = tokio::time::Instant::now() + WAVE_WAIT;
+    while batch.len() < wave {
+        match tokio::time::timeout_at(deadline, inbox.recv()).await {
+            Ok(Some(offer)) => batch.push(offer),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    fill(inbox, &mut batch);
+    batch
+}
+
+/// Adds the offers already waiting to `batch`, up to a full one.
+fn fill(inbox: &mut UnboundedReceiver<Offer>, batch: &mut Vec<Offer>) {
+    while batch.len() < PER_BATCH {
+        match inbox.try_recv() {
+            Ok(offer) => batch.push(offer),
+            Err(_) => break,
         }
     }
 }
@@ -229,9 +295,20 @@ fn log_round(round: &Round, registry: &Connections, mover: &Mover, took: Duratio
         mover.stats.count_not_moved(NotMoved::Setup);
     }
     let drain = round.refused + round.failed + round.tls + setup;
+    // Why the new process refused them, e.g. " (unknown_backend 124)": a
+    // config that differs from this process's.
+    let why: Vec<String> = round
+        .refusals
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    let why = match why.is_empty() {
+        true => String::new(),
+        false => format!(": {}", why.join(", ")),
+    };
     info!(
         "upgrade: moved {} connections to the new process in {took:?}; {drain} drain here \
-         ({} tls, {setup} in setup, {} refused, {} failed)",
+         ({} tls, {setup} in setup, {} refused{why}, {} failed)",
         round.moved, round.tls, round.refused, round.failed
     );
 }
