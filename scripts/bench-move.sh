@@ -73,7 +73,7 @@ open=$(active)
 began=$(date +%s.%N)
 kill -USR2 "$OLD_PID"
 deadline=$(($(date +%s) + 60))
-while kill -0 "$OLD_PID" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$OLD_PID/stat")" != Z ]; do
+while kill -0 "$OLD_PID" 2>/dev/null && [ "$(awk '{ print $3 }' "/proc/$OLD_PID/stat" 2>/dev/null)" != Z ]; do
     [ "$(date +%s)" -lt "$deadline" ] || { echo "the old process did not exit" >&2; break; }
     sleep 0.01
 done
