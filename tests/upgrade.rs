@@ -892,6 +892,58 @@ async fn every_upgrade_writes_its_move_line_even_with_nothing_to_move() {
     wait_exited(next).await;
 }
 
+/// An upgrade whose new configuration has another backend: the new
+/// process refuses every connection (it has no such backend to count them
+/// against), and each goes on byte-exact in the old process from where it
+/// stopped, which drains them as before; the move line says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_new_process_refuses_go_on_in_the_old_one() {
+    let old_backend = TestBackend::echo().await;
+    let new_backend = TestBackend::echo().await;
+    let file = ConfigFile::new("move-refused", &config(old_backend.addr, ""));
+    let first = wait_listening(spawn_process({
+        let mut c = Command::new(tcplb_bin());
+        c.args(["--config", file.arg(), "--workers", "2", "--splice", "auto"]);
+        c
+    }));
+    let mut successors = Successors::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..20u64)
+        .map(|i| {
+            tokio::spawn(stream(
+                first.addr,
+                i + 1,
+                Stream::of(i),
+                stop.clone(),
+                ready.clone(),
+            ))
+        })
+        .collect();
+    wait_ready(&ready, 20).await;
+    file.write(&config(new_backend.addr, ""));
+    let old = first.pid();
+    let next = upgrade(&first.process, old, 1).await;
+    successors.0.push(next);
+    first.process.line_with("upgrade: moved").await;
+    // Served on by the old process, which is still there for them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!exited(old), "the old process exited");
+    stop.store(true, Relaxed);
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    wait_exited(old).await;
+    let log = first.process.stderr_text();
+    assert_eq!(moved_in_log(&log), vec![0], "{log}");
+    assert!(
+        log.contains("20 drain here (0 tls, 0 in setup, 20 refused: unknown_backend 20, 0 failed)"),
+        "{log}"
+    );
+    signal(next, "-TERM");
+    wait_exited(next).await;
+}
+
 /// What a move whose new process died on a batch left behind.
 struct KilledMove {
     /// The shared log of both processes.
