@@ -944,6 +944,72 @@ async fn connections_the_new_process_refuses_go_on_in_the_old_one() {
     wait_exited(next).await;
 }
 
+/// Writes 64 pattern bytes of `seed` and reads them back.
+async fn echo_once(stream: &mut TcpStream, seed: u64) {
+    let payload = Pattern::bytes(seed, 64);
+    stream.write_all(&payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
+        .await
+        .expect("no echo")
+        .unwrap();
+    assert_eq!(back, payload);
+}
+
+/// A connection still in setup when the move goes round (its PROXY header
+/// has not come) drains in the old process at first, and moves by itself
+/// once it pipes: the old process then exits while it is still open, and it
+/// goes on echoing through the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_in_setup_during_the_move_moves_once_it_pipes() {
+    let backend = TestBackend::echo().await;
+    let text = config(backend.addr, "")
+        .replace("drain_timeout = \"30s\"", "drain_timeout = \"60s\"")
+        .replace(
+            "backends =",
+            "accept_proxy = true\nconnect_timeout = \"20s\"\nbackends =",
+        );
+    let file = ConfigFile::new("move-setup", &text);
+    let first = start_on(&file);
+    let mut successors = Successors::default();
+    let header = |port: u16| format!("PROXY TCP4 127.0.0.9 127.0.0.1 {port} 80\r\n");
+    let mut piping = TcpStream::connect(first.addr).await.unwrap();
+    piping.write_all(header(1001).as_bytes()).await.unwrap();
+    echo_once(&mut piping, 1).await;
+    // Accepted, waiting for its header.
+    let mut setup = TcpStream::connect(first.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old = first.pid();
+    let next = upgrade(&first.process, old, 1).await;
+    successors.0.push(next);
+    let line = first.process.line_with("upgrade: moved").await;
+    assert!(
+        line.contains("moved 1 connections") && line.contains("1 in setup"),
+        "{line}"
+    );
+    assert!(
+        !exited(old),
+        "the old process exited with a connection in setup"
+    );
+    setup.write_all(header(1002).as_bytes()).await.unwrap();
+    echo_once(&mut setup, 2).await;
+    // It moved: nothing keeps the old process, though both are open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !exited(old) {
+        assert!(
+            Instant::now() < deadline,
+            "the old process still there:\n{}",
+            first.process.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    echo_once(&mut setup, 3).await;
+    echo_once(&mut piping, 4).await;
+    signal(next, "-TERM");
+    drop((setup, piping));
+    wait_exited(next).await;
+}
+
 /// What a move whose new process died on a batch left behind.
 struct KilledMove {
     /// The shared log of both processes.

@@ -250,6 +250,9 @@ pub struct Offer {
     /// When it stopped, on the system's monotonic clock (which the new
     /// process reads too): the pause it sees runs from here.
     pub stopped_at: Duration,
+    /// Whether the runtime asked it (else it offered itself as it started
+    /// piping): the runtime's count of answers it waits for.
+    pub asked: bool,
     /// Where the answer goes (taken when answered).
     answer: Option<oneshot::Sender<(Outcome, Frozen)>>,
 }
@@ -301,7 +304,8 @@ macro_rules! pipe_or_move {
         let connection: &std::sync::Arc<$crate::proxy::connections::Connection> = $connection;
         let live = &connection.live;
         loop {
-            if !$crate::proxy::moving::offers_at_once(connection) {
+            let unasked = $crate::proxy::moving::offers_at_once(connection);
+            if !unasked {
                 let mut stopped = std::pin::pin!(live.stopped());
                 let end =
                     std::future::poll_fn(|cx| pipe.poll_pipe(cx, $stats, live, stopped.as_mut()))
@@ -310,7 +314,8 @@ macro_rules! pipe_or_move {
                     break Some(end);
                 }
             }
-            match Box::pin($crate::proxy::moving::offer(pipe, connection, $record)).await {
+            let offered = $crate::proxy::moving::offer(pipe, connection, $record, !unasked);
+            match Box::pin(offered).await {
                 Ok($crate::proxy::moving::Outcome::Moved) => break None,
                 Ok($crate::proxy::moving::Outcome::Stays(_)) => {}
                 Err(end) => break Some(end),
@@ -337,13 +342,14 @@ pub fn was_asked(end: &PipeEnd, connection: &Connection) -> bool {
         && connection.moving.take_request()
 }
 
-/// Stops `pipe`, offers the connection and waits for the answer; a
-/// connection that stays has its pipe resumed. `Err`: the pipe could not
-/// be stopped whole, and the connection ends so.
+/// Stops `pipe`, offers the connection (`asked`: the runtime asked it)
+/// and waits for the answer; a connection that stays has its pipe resumed.
+/// `Err`: the pipe could not be stopped whole, and the connection ends so.
 pub async fn offer(
     pipe: &mut Pipe,
     connection: &Arc<Connection>,
     record: &Record,
+    asked: bool,
 ) -> Result<Outcome, PipeEnd> {
     let mover = &connection.service.mover;
     let live = &connection.live;
@@ -360,6 +366,7 @@ pub async fn offer(
         fds: pipe.fds(),
         frozen,
         stopped_at: monotonic_now(),
+        asked,
         answer: Some(answer),
     };
     // Refused (nobody takes offers any more), the offer drops and answers

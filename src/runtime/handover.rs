@@ -37,9 +37,11 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::upgrade::{memfd, recv_with_fds, send_with_fds};
+use crate::config::Protocol;
 use crate::pool::Pool;
 use crate::pool::backend::Backend;
 use crate::proxy::Service;
@@ -101,9 +103,22 @@ pub(super) struct Successor {
     pub(super) child: Child,
 }
 
+/// What the old process moves its connections with.
+pub(super) struct Moving {
+    /// The connections it has (TCP ones and UDP sessions).
+    pub(super) registry: Arc<Connections>,
+    /// Its connections' tasks, registered or not yet.
+    pub(super) tracked: TaskTracker,
+    /// Where they offer themselves.
+    pub(super) mover: Arc<Mover>,
+}
+
 /// What the first round of the move came to, for its log line.
 #[derive(Default)]
 struct Round {
+    /// Offers of connections it asked that were answered (moved or
+    /// refused): the round is over when every one asked has.
+    answered: u64,
     moved: u64,
     refused: u64,
     /// How many were refused for each reason, for the log line.
@@ -115,7 +130,12 @@ struct Round {
 /// The old process's side: asks the piping connections to offer
 /// themselves, a batch at a time, sends each batch and answers it with
 /// what came of it, until the process exits or the new one fails.
-pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: Arc<Connections>) {
+pub(super) async fn move_out(successor: Successor, moving: Moving) {
+    let Moving {
+        registry,
+        mover,
+        tracked: _,
+    } = &moving;
     let Some(mut inbox) = mover.start() else {
         return;
     };
@@ -152,8 +172,8 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
         // never does: then the quiet time below ends the round). Written
         // now, not after the quiet time: with nothing left to move the
         // process may exit sooner.
-        if !logged && wave == 0 && round.moved + round.refused >= asked {
-            log_round(&round, &registry, &mover, began.elapsed());
+        if !logged && wave == 0 && round.answered >= asked {
+            log_round(&round, &moving, began.elapsed());
             logged = true;
         }
         let batch = if wave > 0 {
@@ -175,7 +195,7 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
                 }
                 Ok(None) => return,
                 Err(_) => {
-                    log_round(&round, &registry, &mover, began.elapsed() - QUIET);
+                    log_round(&round, &moving, began.elapsed() - QUIET);
                     logged = true;
                     continue;
                 }
@@ -205,6 +225,7 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
         match answer {
             Ok(verdicts) => {
                 for (offer, verdict) in batch.into_iter().zip(verdicts) {
+                    round.answered += u64::from(offer.asked);
                     match verdict {
                         None => {
                             round.moved += 1;
@@ -222,22 +243,25 @@ pub(super) async fn move_out(successor: Successor, mover: Arc<Mover>, registry: 
                 successor = Some(theirs);
             }
             Err(e) => {
-                // This batch, the offers waiting and the connections not
-                // asked yet (those still open): every one stays.
+                // Every connection asked and not answered (in this batch,
+                // waiting to be sent, or on its way), the ones that offered
+                // themselves unasked and were not answered either, and the
+                // ones not asked yet (those still open): every one stays.
                 let not_asked = waiting
                     .iter()
                     .filter(|c| registry.get(c.id).is_some())
                     .count() as u64;
-                round.failed = asked.saturating_sub(round.moved + round.refused) + not_asked;
+                let unasked = batch.iter().filter(|o| !o.asked).count() as u64;
                 warn!(
                     "upgrade: the new process did not take {} connections ({e}); they and \
                      every connection not moved yet stay in this process",
                     batch.len()
                 );
                 drop(batch);
-                give_up(&mover, inbox);
+                let unasked = unasked + give_up(&mover, inbox);
+                round.failed = asked.saturating_sub(round.answered) + unasked + not_asked;
                 if !logged {
-                    log_round(&round, &registry, &mover, began.elapsed());
+                    log_round(&round, &moving, began.elapsed());
                 }
                 return;
             }
@@ -277,20 +301,34 @@ fn fill(inbox: &mut UnboundedReceiver<Offer>, batch: &mut Vec<Offer>) {
 
 /// The new process failed: no connection offers itself any more, and the
 /// ones that did stay (dropped offers answer so).
-fn give_up(mover: &Mover, mut inbox: UnboundedReceiver<Offer>) {
+/// Returns how many of them offered themselves unasked.
+fn give_up(mover: &Mover, mut inbox: UnboundedReceiver<Offer>) -> u64 {
     mover.stop();
     inbox.close();
+    let mut unasked = 0;
     while let Ok(offer) = inbox.try_recv() {
+        unasked += u64::from(!offer.asked);
         drop(offer);
     }
+    unasked
 }
 
-fn log_round(round: &Round, registry: &Connections, mover: &Mover, took: Duration) {
-    let setup = registry
+fn log_round(round: &Round, moving: &Moving, took: Duration) {
+    let Moving {
+        registry,
+        tracked,
+        mover,
+    } = moving;
+    // In setup: TCP connections registered and not piping yet, and the
+    // connection tasks not registered yet (waiting for a PROXY header).
+    // UDP sessions are in the registry, never tasks: not counted.
+    let tcp: Vec<_> = registry
         .matching(&Filter::default())
-        .iter()
-        .filter(|c| c.moving.in_setup())
-        .count() as u64;
+        .into_iter()
+        .filter(|c| c.service.pool.load().config.protocol == Protocol::Tcp)
+        .collect();
+    let unregistered = tracked.len().saturating_sub(tcp.len());
+    let setup = (tcp.iter().filter(|c| c.moving.in_setup()).count() + unregistered) as u64;
     for _ in 0..setup {
         mover.stats.count_not_moved(NotMoved::Setup);
     }

@@ -1066,11 +1066,12 @@ impl ReloadHandle {
             shared.shutdown.cancel();
             // Dropping the channel tells the new process nothing follows.
             if shared.state().upgrade_move_connections {
-                tokio::spawn(handover::move_out(
-                    successor,
-                    shared.mover.clone(),
-                    shared.registry.clone(),
-                ));
+                let moving = handover::Moving {
+                    registry: shared.registry.clone(),
+                    tracked: shared.connections.clone(),
+                    mover: shared.mover.clone(),
+                };
+                tokio::spawn(handover::move_out(successor, moving));
             }
             pid
         });
