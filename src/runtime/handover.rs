@@ -258,7 +258,7 @@ pub(super) async fn move_out(successor: Successor, moving: Moving) {
                     batch.len()
                 );
                 drop(batch);
-                let unasked = unasked + give_up(&mover, inbox);
+                let unasked = unasked + give_up(mover, inbox);
                 round.failed = asked.saturating_sub(round.answered) + unasked + not_asked;
                 if !logged {
                     log_round(&round, &moving, began.elapsed());
