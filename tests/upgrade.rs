@@ -1010,6 +1010,97 @@ async fn a_connection_in_setup_during_the_move_moves_once_it_pipes() {
     wait_exited(next).await;
 }
 
+/// A terminated TLS connection cannot move (its TLS state is in this
+/// process's memory): beside a plain connection that moves, it stays,
+/// is counted so, goes on being served by the old process, and the old
+/// process exits once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_tls_connection_stays_in_the_old_process_and_drains_there() {
+    use common::pki::{Ca, Key};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let backend = TestBackend::echo().await;
+    let mut ca = Ca::new("move-tls");
+    let site = ca.server("site", &["tls.test"], Key::Ecdsa);
+    // The plain listener on 127.0.0.1, the terminating one on 127.0.0.2.
+    let text = format!(
+        "{}[[listener]]\nname = \"tls\"\nlisten = \"127.0.0.2:0\"\nbackends = [\"{}\"]\n\
+         [listener.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        config(backend.addr, ""),
+        backend.addr,
+        site.cert.display(),
+        site.key.display()
+    );
+    let file = ConfigFile::new("move-tls", &text);
+    let first = start_on(&file);
+    let mut successors = Successors::default();
+    let listening = |ip: [u8; 4]| {
+        let log = first.process.stderr_text();
+        log.lines()
+            .filter_map(|l| l.split("listening on ").nth(1)?.split(" ->").next())
+            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .find(|a| a.ip() == std::net::IpAddr::from(ip))
+    };
+    let deadline = Instant::now() + PATIENCE;
+    let tls_addr = loop {
+        if let Some(addr) = listening([127, 0, 0, 2]) {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no TLS listener");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let plain_addr = listening([127, 0, 0, 1]).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&ca.cert).unwrap())
+        .unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let mut tls = connector
+        .connect("tls.test".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let tls_echo = async |tls: &mut tokio_rustls::client::TlsStream<TcpStream>, seed: u64| {
+        let payload = Pattern::bytes(seed, 64);
+        tls.write_all(&payload).await.unwrap();
+        let mut back = vec![0u8; payload.len()];
+        tokio::time::timeout(PATIENCE, tls.read_exact(&mut back))
+            .await
+            .expect("no echo")
+            .unwrap();
+        assert_eq!(back, payload);
+    };
+    tls_echo(&mut tls, 1).await;
+    let mut plain = TcpStream::connect(plain_addr).await.unwrap();
+    echo_once(&mut plain, 2).await;
+    let old = first.pid();
+    let next = upgrade(&first.process, old, 1).await;
+    successors.0.push(next);
+    let line = first.process.line_with("upgrade: moved").await;
+    assert!(
+        line.contains("moved 1 connections") && line.contains("1 drain here (1 tls,"),
+        "{line}"
+    );
+    // Served on by the old process, which stays for it alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !exited(old),
+        "the old process exited with a TLS connection open"
+    );
+    tls_echo(&mut tls, 3).await;
+    echo_once(&mut plain, 4).await;
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    wait_exited(old).await;
+    echo_once(&mut plain, 5).await;
+    signal(next, "-TERM");
+    drop(plain);
+    wait_exited(next).await;
+}
+
 /// What a move whose new process died on a batch left behind.
 struct KilledMove {
     /// The shared log of both processes.
