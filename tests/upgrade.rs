@@ -944,8 +944,12 @@ async fn connections_the_new_process_refuses_go_on_in_the_old_one() {
     wait_exited(next).await;
 }
 
-/// Writes 64 pattern bytes of `seed` and reads them back.
-async fn echo_once(stream: &mut TcpStream, seed: u64) {
+/// Writes 64 pattern bytes of `seed` and reads them back (over TCP or
+/// TLS).
+async fn echo_once(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    seed: u64,
+) {
     let payload = Pattern::bytes(seed, 64);
     stream.write_all(&payload).await.unwrap();
     let mut back = vec![0u8; payload.len()];
@@ -1063,17 +1067,7 @@ async fn a_terminated_tls_connection_stays_in_the_old_process_and_drains_there()
         .connect("tls.test".try_into().unwrap(), tcp)
         .await
         .unwrap();
-    let tls_echo = async |tls: &mut tokio_rustls::client::TlsStream<TcpStream>, seed: u64| {
-        let payload = Pattern::bytes(seed, 64);
-        tls.write_all(&payload).await.unwrap();
-        let mut back = vec![0u8; payload.len()];
-        tokio::time::timeout(PATIENCE, tls.read_exact(&mut back))
-            .await
-            .expect("no echo")
-            .unwrap();
-        assert_eq!(back, payload);
-    };
-    tls_echo(&mut tls, 1).await;
+    echo_once(&mut tls, 1).await;
     let mut plain = TcpStream::connect(plain_addr).await.unwrap();
     echo_once(&mut plain, 2).await;
     let old = first.pid();
@@ -1090,7 +1084,7 @@ async fn a_terminated_tls_connection_stays_in_the_old_process_and_drains_there()
         !exited(old),
         "the old process exited with a TLS connection open"
     );
-    tls_echo(&mut tls, 3).await;
+    echo_once(&mut tls, 3).await;
     echo_once(&mut plain, 4).await;
     tls.shutdown().await.unwrap();
     drop(tls);
