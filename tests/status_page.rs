@@ -71,6 +71,9 @@ fn chromium_binary() -> PathBuf {
 
 /// A headless Chromium driven over `--remote-debugging-pipe`; closed (and
 /// if need be killed, its process group with it) on drop.
+/// How long a starting browser may take to answer its first commands.
+const STARTING_PATIENCE: Duration = Duration::from_secs(60);
+
 struct Browser {
     /// The browser process; its group is its own.
     child: Child,
@@ -82,6 +85,8 @@ struct Browser {
     events: Vec<Value>,
     /// The next command id.
     next_id: u64,
+    /// How long a command may wait for its answer.
+    patience: Duration,
     /// The page's DevTools session.
     session: String,
     /// Chromium's stderr, for a failure's message.
@@ -186,6 +191,10 @@ impl Browser {
             messages,
             events: Vec::new(),
             next_id: 1,
+            // A cold start on a loaded 2-core machine (a clean clone's CI,
+            // the whole suite beside it) once took longer than 20 s to
+            // answer the first command: the start alone may take a minute.
+            patience: STARTING_PATIENCE,
             session: String::new(),
             stderr,
             _profile: profile,
@@ -210,6 +219,7 @@ impl Browser {
             "Emulation.setDeviceMetricsOverride",
             json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
         );
+        browser.patience = PATIENCE;
         browser
     }
 
@@ -227,7 +237,7 @@ impl Browser {
         self.commands
             .write_all(&bytes)
             .unwrap_or_else(|e| panic!("{method}: the browser went away: {e}\n{}", self.log()));
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + self.patience;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.messages.recv_timeout(left) {
@@ -239,7 +249,11 @@ impl Browser {
                 }
                 Ok(event) => self.events.push(event),
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("{method}: no answer within {PATIENCE:?}\n{}", self.log())
+                    panic!(
+                        "{method}: no answer within {:?}\n{}",
+                        self.patience,
+                        self.log()
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     panic!("{method}: the browser closed its pipe\n{}", self.log())
