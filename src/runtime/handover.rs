@@ -5,8 +5,9 @@
 //!
 //! After READY the old process asks the piping connections, one batch's
 //! worth at a time, to stop at a safe point and offer itself, and sends
-//! each batch's offers: `CONNS n` with a memfd (the bookkeeping as JSON, then the held bytes)
-//! and each connection's two sockets, under the kernel's descriptor limit.
+//! each batch's offers: `CONNS n` with a memfd (the bookkeeping as JSON,
+//! then the held bytes) and each connection's two sockets, under the
+//! kernel's descriptor limit.
 //! The new process matches each to its listener, pool and backend, and
 //! answers `ACK` with a verdict per connection (moved, or refused and
 //! why) before it touches any socket; the old process then closes its
@@ -120,11 +121,16 @@ struct Round {
     /// refused): the round is over when every one asked has.
     answered: u64,
     moved: u64,
-    refused: u64,
-    /// How many were refused for each reason, for the log line.
+    /// How many the new process refused, by reason.
     refusals: std::collections::BTreeMap<&'static str, u64>,
     failed: u64,
     tls: u64,
+}
+
+impl Round {
+    fn refused(&self) -> u64 {
+        self.refusals.values().sum()
+    }
 }
 
 /// The old process's side: asks the piping connections to offer
@@ -178,28 +184,25 @@ pub(super) async fn move_out(successor: Successor, moving: Moving) {
         }
         let batch = if wave > 0 {
             collect(&mut inbox, wave).await
-        } else if logged {
-            // Connections that were in setup, as they start piping.
-            let Some(first) = inbox.recv().await else {
-                return;
+        } else {
+            // Late offers of the connections asked, or connections that
+            // were in setup, as they start piping.
+            let first = if logged {
+                inbox.recv().await
+            } else {
+                match tokio::time::timeout(QUIET, inbox.recv()).await {
+                    Ok(first) => first,
+                    Err(_) => {
+                        log_round(&round, &moving, began.elapsed() - QUIET);
+                        logged = true;
+                        continue;
+                    }
+                }
             };
+            let Some(first) = first else { return };
             let mut batch = vec![first];
             fill(&mut inbox, &mut batch);
             batch
-        } else {
-            match tokio::time::timeout(QUIET, inbox.recv()).await {
-                Ok(Some(first)) => {
-                    let mut batch = vec![first];
-                    fill(&mut inbox, &mut batch);
-                    batch
-                }
-                Ok(None) => return,
-                Err(_) => {
-                    log_round(&round, &moving, began.elapsed() - QUIET);
-                    logged = true;
-                    continue;
-                }
-            }
         };
         if batch.is_empty() {
             continue;
@@ -232,7 +235,6 @@ pub(super) async fn move_out(successor: Successor, moving: Moving) {
                             offer.answer(Outcome::Moved);
                         }
                         Some(why) => {
-                            round.refused += 1;
                             let why = Refusal::from_name(&why).unwrap_or(Refusal::Malformed);
                             *round.refusals.entry(why.name()).or_default() += 1;
                             mover.stats.count_refused(why);
@@ -332,9 +334,10 @@ fn log_round(round: &Round, moving: &Moving, took: Duration) {
     for _ in 0..setup {
         mover.stats.count_not_moved(NotMoved::Setup);
     }
-    let drain = round.refused + round.failed + round.tls + setup;
-    // Why the new process refused them, e.g. " (unknown_backend 124)": a
-    // config that differs from this process's.
+    let refused = round.refused();
+    let drain = refused + round.failed + round.tls + setup;
+    // Why the new process refused them, e.g. ": unknown_backend 124" (a
+    // config that differs from this process's).
     let why: Vec<String> = round
         .refusals
         .iter()
@@ -346,8 +349,8 @@ fn log_round(round: &Round, moving: &Moving, took: Duration) {
     };
     info!(
         "upgrade: moved {} connections to the new process in {took:?}; {drain} drain here \
-         ({} tls, {setup} in setup, {} refused{why}, {} failed)",
-        round.moved, round.tls, round.refused, round.failed
+         ({} tls, {setup} in setup, {refused} refused{why}, {} failed)",
+        round.moved, round.tls, round.failed
     );
 }
 
