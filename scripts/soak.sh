@@ -134,8 +134,8 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$(serving)/status" 2>/dev/null || e
 gone() { ! kill -0 "$1" 2>/dev/null || [[ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" == Z ]]; }
 
 sleep 1
-FD_BEFORE="$(fd_count)"
 read -r OTHER_BEFORE PIPES_BEFORE <<<"$(fd_kinds)"
+FD_BEFORE=$((OTHER_BEFORE + PIPES_BEFORE))
 RSS_BEFORE="$(rss_kib)"
 
 # Restart one backend at a time, in turn, logging when each was down.
@@ -335,13 +335,12 @@ for i in 0 1 2; do
     kill -0 "$(cat "$PIDS_DIR/backend.$i")" 2>/dev/null || start_backend "$i"
 done
 
-FD_AFTER="$(fd_count)"
 for _ in $(seq 1 100); do
-    FD_AFTER="$(fd_count)"
     read -r OTHER_AFTER PIPES_AFTER <<<"$(fd_kinds)"
     [[ "$OTHER_AFTER" -le "$OTHER_BEFORE" ]] && break
     sleep 0.1
 done
+FD_AFTER=$((OTHER_AFTER + PIPES_AFTER))
 RSS_AFTER="$(rss_kib)"
 ALIVE=yes
 kill -0 "$(serving)" 2>/dev/null || ALIVE=no
