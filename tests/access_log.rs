@@ -298,17 +298,6 @@ async fn read_all(stream: &mut TcpStream) -> Vec<u8> {
     got
 }
 
-/// Sends `data` and reads the echo back, leaving the connection open.
-async fn echo(stream: &mut TcpStream, data: &[u8]) {
-    stream.write_all(data).await.unwrap();
-    let mut back = vec![0u8; data.len()];
-    tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
-        .await
-        .expect("echo timed out")
-        .unwrap();
-    assert_eq!(back, data);
-}
-
 /// Closes `stream` with SO_LINGER 0, so the peer gets a reset.
 fn reset(stream: TcpStream) {
     let std = stream.into_std().unwrap();
@@ -430,7 +419,7 @@ async fn per_ip_and_queue_limits_are_logged_as_over_limit() {
         svc.access.max_conns_per_ip = Some(1);
         let lb = start(svc, format, "perip");
         let mut first = connect(lb.addr).await;
-        echo(&mut first, b"held").await;
+        echo_on(&mut first, b"held").await;
         let (mut second, me) = lb.client().await;
         let answer = read_all(&mut second).await;
         assert!(answer.starts_with(b"HTTP/1.1 503 "), "{answer:?}");
@@ -444,7 +433,7 @@ async fn per_ip_and_queue_limits_are_logged_as_over_limit() {
         svc.queue_timeout = Duration::from_millis(300);
         let lb = start(svc, format, "maxconns");
         let mut first = connect(lb.addr).await;
-        echo(&mut first, b"held").await;
+        echo_on(&mut first, b"held").await;
         let (mut second, me) = lb.client().await;
         let answer = read_all(&mut second).await;
         assert!(answer.starts_with(b"HTTP/1.1 503 "), "{answer:?}");
@@ -471,7 +460,7 @@ async fn idle_timeout_and_maximum_age_are_logged() {
             svc.max_connection_age = age;
             let lb = start(svc, format, cause);
             let (mut client, me) = lb.client().await;
-            echo(&mut client, b"ping").await;
+            echo_on(&mut client, b"ping").await;
             assert!(read_all(&mut client).await.is_empty());
             let expect = Expect::piped(backend.addr, cause, 4);
             let line = lb.checked(me, expect, started).await;
@@ -499,7 +488,7 @@ async fn resets_are_logged_on_the_side_they_came_from() {
         let started = SystemTime::now();
         let lb = start(service(&[echo_backend.addr]), format, "clientreset");
         let (mut client, me) = lb.client().await;
-        echo(&mut client, b"x").await;
+        echo_on(&mut client, b"x").await;
         reset(client);
         let expect = Expect::piped(echo_backend.addr, "client_reset", 1);
         lb.checked(me, expect, started).await;
@@ -552,7 +541,7 @@ async fn a_drain_deadline_is_logged_as_operator_drain() {
         let started = SystemTime::now();
         let lb = start(service(&[backend.addr]), format, "drain");
         let (mut client, me) = lb.client().await;
-        echo(&mut client, b"ping").await;
+        echo_on(&mut client, b"ping").await;
         lb.reload
             .change(Change {
                 pool: lb.addr.to_string(),
@@ -576,7 +565,7 @@ async fn a_connection_cut_at_the_end_of_the_drain_is_logged_as_shutdown() {
         let started = SystemTime::now();
         let lb = start(service(&[backend.addr]), format, "shutdown");
         let (mut client, me) = lb.client().await;
-        echo(&mut client, b"still here").await;
+        echo_on(&mut client, b"still here").await;
         lb.shutdown.cancel();
         // The drain timeout is 1 s; its last tenth is the spread, in which
         // the one connection left is the first closed: at 900 ms.

@@ -47,6 +47,16 @@ impl Drop for ConfigFile {
 #[derive(Default)]
 struct Successors(Vec<u32>);
 
+impl Successors {
+    /// [`upgrade`]s `pid` (the `nth` hand-over in `process`'s log) and
+    /// keeps the new process to kill on drop; returns its PID.
+    async fn upgrade(&mut self, process: &Process, pid: u32, nth: usize) -> u32 {
+        let next = upgrade(process, pid, nth).await;
+        self.0.push(next);
+        next
+    }
+}
+
 impl Drop for Successors {
     fn drop(&mut self) {
         for &pid in &self.0 {
@@ -256,8 +266,7 @@ async fn five_upgrades_under_load_lose_nothing() {
     for nth in 1..=5 {
         let current = *pids.last().unwrap();
         let before = done.load(Relaxed);
-        let next = upgrade(&first.process, current, nth).await;
-        successors.0.push(next);
+        let next = successors.upgrade(&first.process, current, nth).await;
         pids.push(next);
         // The old one drains (its long transfers finish) and exits.
         wait_exited(current).await;
@@ -774,8 +783,7 @@ async fn five_upgrades_move_300_streaming_connections_without_losing_a_byte() {
     let mut pids = vec![first.pid()];
     for nth in 1..=5 {
         let current = *pids.last().unwrap();
-        let next = upgrade(&first.process, current, nth).await;
-        successors.0.push(next);
+        let next = successors.upgrade(&first.process, current, nth).await;
         pids.push(next);
         // Its connections moved: it is gone in seconds, not at the end
         // of its 30 s drain.
@@ -860,14 +868,12 @@ async fn every_upgrade_writes_its_move_line_even_with_nothing_to_move() {
     let mut successors = Successors::default();
     let mut current = first.pid();
     // Nothing open.
-    let next = upgrade(&first.process, current, 1).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, current, 1).await;
     wait_exited(current).await;
     current = next;
     // One connection that ended before the upgrade.
     short_exchange(first.addr, 1).await.unwrap();
-    let next = upgrade(&first.process, current, 2).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, current, 2).await;
     wait_exited(current).await;
     current = next;
     // One streaming through it.
@@ -881,8 +887,7 @@ async fn every_upgrade_writes_its_move_line_even_with_nothing_to_move() {
         ready.clone(),
     ));
     wait_ready(&ready, 1).await;
-    let next = upgrade(&first.process, current, 3).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, current, 3).await;
     wait_exited(current).await;
     stop.store(true, Relaxed);
     task.await.unwrap().unwrap();
@@ -923,8 +928,7 @@ async fn connections_the_new_process_refuses_go_on_in_the_old_one() {
     wait_ready(&ready, 20).await;
     file.write(&config(new_backend.addr, ""));
     let old = first.pid();
-    let next = upgrade(&first.process, old, 1).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, old, 1).await;
     first.process.line_with("upgrade: moved").await;
     // Served on by the old process, which is still there for them.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -944,20 +948,12 @@ async fn connections_the_new_process_refuses_go_on_in_the_old_one() {
     wait_exited(next).await;
 }
 
-/// Writes 64 pattern bytes of `seed` and reads them back (over TCP or
-/// TLS).
+/// Sends 64 pattern bytes of `seed` and checks the echo (TCP or TLS).
 async fn echo_once(
     stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
     seed: u64,
 ) {
-    let payload = Pattern::bytes(seed, 64);
-    stream.write_all(&payload).await.unwrap();
-    let mut back = vec![0u8; payload.len()];
-    tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
-        .await
-        .expect("no echo")
-        .unwrap();
-    assert_eq!(back, payload);
+    common::echo_on(stream, &Pattern::bytes(seed, 64)).await;
 }
 
 /// A connection still in setup when the move goes round (its PROXY header
@@ -984,8 +980,7 @@ async fn a_connection_in_setup_during_the_move_moves_once_it_pipes() {
     let mut setup = TcpStream::connect(first.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let old = first.pid();
-    let next = upgrade(&first.process, old, 1).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, old, 1).await;
     let line = first.process.line_with("upgrade: moved").await;
     assert!(
         line.contains("moved 1 connections") && line.contains("1 in setup"),
@@ -1041,8 +1036,7 @@ async fn a_terminated_tls_connection_stays_in_the_old_process_and_drains_there()
     let listening = |ip: [u8; 4]| {
         let log = first.process.stderr_text();
         log.lines()
-            .filter_map(|l| l.split("listening on ").nth(1)?.split(" ->").next())
-            .filter_map(|a| a.parse::<SocketAddr>().ok())
+            .filter_map(common::listening_addr)
             .find(|a| a.ip() == std::net::IpAddr::from(ip))
     };
     let deadline = Instant::now() + PATIENCE;
@@ -1071,8 +1065,7 @@ async fn a_terminated_tls_connection_stays_in_the_old_process_and_drains_there()
     let mut plain = TcpStream::connect(plain_addr).await.unwrap();
     echo_once(&mut plain, 2).await;
     let old = first.pid();
-    let next = upgrade(&first.process, old, 1).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, old, 1).await;
     let line = first.process.line_with("upgrade: moved").await;
     assert!(
         line.contains("moved 1 connections") && line.contains("1 drain here (1 tls,"),
@@ -1138,8 +1131,7 @@ async fn kill_mid_move(die_at: usize) -> KilledMove {
     wait_ready(&ready, 300).await;
     let pid = first.pid();
     let before = common::socket_count(pid);
-    let next = upgrade(&first.process, pid, 1).await;
-    successors.0.push(next);
+    let next = successors.upgrade(&first.process, pid, 1).await;
     first.process.line_with("did not take").await;
     wait_exited(next).await;
     // Served on by the old process for a while.

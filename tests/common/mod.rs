@@ -547,14 +547,22 @@ pub fn spawn_tcplb_with_nofile(nofile: u64, args: &[&str]) -> TcplbProcess {
     wait_listening(spawn_process(command))
 }
 
+/// The address a tcplb log line "listening on ADDR -> ..." names.
+pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("listening on ").nth(1)?;
+    rest.split(" ->").next()?.parse().ok()
+}
+
 /// Waits for `process` (a tcplb) to log its listening address.
 pub fn wait_listening(mut process: Process) -> TcplbProcess {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let found = process.stderr.lock().unwrap().iter().find_map(|line| {
-            let rest = line.split("listening on ").nth(1)?;
-            rest.split(" ->").next()?.parse::<SocketAddr>().ok()
-        });
+        let found = process
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|line| listening_addr(line));
         if let Some(addr) = found {
             return TcplbProcess { addr, process };
         }
@@ -720,6 +728,22 @@ pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
         .await
         .expect("echo round trip timed out")
         .expect("echo round trip failed")
+}
+
+/// Sends `data` over an open `stream` (TCP or TLS) to an echo backend and
+/// checks it comes back byte-exact (within [`PATIENCE`]), leaving the
+/// connection open.
+pub async fn echo_on(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    data: &[u8],
+) {
+    stream.write_all(data).await.unwrap();
+    let mut back = vec![0u8; data.len()];
+    tokio::time::timeout(PATIENCE, stream.read_exact(&mut back))
+        .await
+        .expect("echo timed out")
+        .unwrap();
+    assert_eq!(back, data);
 }
 
 /// Writes `data`, shuts down the write half, and reads until the other side
