@@ -22,26 +22,11 @@ BIN=${CARGO_TARGET_DIR:-target}/release
 TCPLB=${TCPLB_BIN:-$BIN/tcplb} BACKEND=$BIN/backend LOADGEN=$BIN/examples/loadgen
 ulimit -n $((2 * CONNS + 1000)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-TMP=$(mktemp -d /tmp/tcplb-move.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    # The upgraded process is the old one's child: stopped by the PID it logged.
-    [ -z "${NEW_PID:-}" ] || kill "$NEW_PID" 2>/dev/null || true
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_listening() {
-    for _ in $(seq 100); do
-        [ -n "$(ss -Hltn "sport = :$1")" ] && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2
-    exit 1
-}
+# The temp folder, the processes started here (stopped by PID on exit) and
+# wait_listening: the benchmark scripts' shared part.
+source scripts/processes.sh tcplb-move
+# The upgraded process is the old one's child: stopped by the PID it logged.
+cleanup_more() { [ -z "${NEW_PID:-}" ] || kill "$NEW_PID" 2>/dev/null || true; }
 
 BASE=$((30000 + (RANDOM % 100) * 10))
 FRONT=$BASE ADMIN=$((BASE + 1)) ECHO=$((BASE + 2))

@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts (bench-peers.sh, profile-peers.sh,
-# hold-100k.sh): a temp folder and the background processes a script
+# hold-100k.sh, bench-move.sh): a temp folder and the background processes a script
 # starts, all stopped by PID and the folder removed when it exits, however
 # it exits. `$1` is the temp folder's name prefix. A script that has more
 # to undo defines `cleanup_more`.
