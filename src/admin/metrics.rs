@@ -629,32 +629,29 @@ pub fn render_control(stats: &ControlStats) -> String {
     for (reason, count) in ControlStats::REASONS.iter().zip(&stats.rejected) {
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", count.load(Relaxed));
     }
-    let name = "tcplb_state_file_write_failures_total";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_state_file_write_failures_total",
         "counter",
         "State-file writes that failed; the change still applied in memory.",
+        stats.state_write_failures.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", stats.state_write_failures.load(Relaxed));
 
     let connections = &stats.connections;
-    let name = "tcplb_admin_connections_total";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_admin_connections_total",
         "counter",
         "Connections accepted by the admin endpoint, refused ones included.",
+        connections.accepted.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", connections.accepted.load(Relaxed));
-    let name = "tcplb_admin_connections_active";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_admin_connections_active",
         "gauge",
         "Admin endpoint connections open now.",
+        connections.active.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", connections.active.load(Relaxed));
     let name = "tcplb_admin_connections_dropped_total";
     family(
         &mut out,
@@ -668,28 +665,26 @@ pub fn render_control(stats: &ControlStats) -> String {
     {
         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", count.load(Relaxed));
     }
-    let name = "tcplb_admin_connections_probe_lane_total";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_admin_connections_probe_lane_total",
         "counter",
         "Admin connections that found every slot answering and were served /ready and /live only.",
+        connections.probe_lane.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", connections.probe_lane.load(Relaxed));
     out
 }
 
 /// The end of a drain: connections closed in its spread.
 pub fn render_drain(stats: &DrainStats) -> String {
     let mut out = String::new();
-    let name = "tcplb_drain_spread_closed_total";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_drain_spread_closed_total",
         "counter",
         "Connections still open when the drain's last window began, closed one after another over it.",
+        stats.spread_closed.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", stats.spread_closed.load(Relaxed));
     render_moves(&mut out, &stats.moves);
     out
 }
@@ -697,14 +692,13 @@ pub fn render_drain(stats: &DrainStats) -> String {
 /// Connections moved on binary upgrades: handed to the new process, not
 /// moved by why, taken over, refused by why, and the pause each saw.
 fn render_moves(out: &mut String, moves: &MoveStats) {
-    let name = "tcplb_upgrade_connections_moved_total";
-    family(
+    single(
         out,
-        name,
+        "tcplb_upgrade_connections_moved_total",
         "counter",
         "Established connections handed to the new process of an upgrade (it acknowledged them).",
+        moves.moved_out.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", moves.moved_out.load(Relaxed));
     let name = "tcplb_upgrade_connections_not_moved_total";
     family(
         out,
@@ -716,14 +710,13 @@ fn render_moves(out: &mut String, moves: &MoveStats) {
         let count = moves.not_moved[why as usize].load(Relaxed);
         let _ = writeln!(out, "{name}{{reason=\"{}\"}} {count}", why.name());
     }
-    let name = "tcplb_upgrade_connections_taken_over_total";
-    family(
+    single(
         out,
-        name,
+        "tcplb_upgrade_connections_taken_over_total",
         "counter",
         "Established connections taken over from the old process of an upgrade.",
+        moves.moved_in.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", moves.moved_in.load(Relaxed));
     let name = "tcplb_upgrade_connections_refused_total";
     family(
         out,
@@ -756,14 +749,13 @@ fn render_moves(out: &mut String, moves: &MoveStats) {
 /// What `/ready` says now: 1 or 0, and each reason it would give.
 pub fn render_readiness(reasons: &[NotReady]) -> String {
     let mut out = String::new();
-    let name = "tcplb_ready";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_ready",
         "gauge",
         "1 while GET /ready answers 200, 0 while it answers 503.",
+        u8::from(reasons.is_empty()),
     );
-    let _ = writeln!(out, "{name} {}", u8::from(reasons.is_empty()));
     let name = "tcplb_not_ready";
     family(
         &mut out,
@@ -806,8 +798,7 @@ pub fn render_access_log(stats: &AccessLogStats) -> String {
             &stats.write_errors,
         ),
     ] {
-        family(&mut out, name, "counter", help);
-        let _ = writeln!(out, "{name} {}", count.load(Relaxed));
+        single(&mut out, name, "counter", help, count.load(Relaxed));
     }
     out
 }
@@ -825,15 +816,21 @@ pub fn render_workers(stats: &WorkerStats) -> String {
     for worker in 0..stats.workers() {
         let _ = writeln!(out, "{name}{{worker=\"{worker}\"}} {}", stats.open(worker));
     }
-    let name = "tcplb_worker_handoffs_total";
-    family(
+    single(
         &mut out,
-        name,
+        "tcplb_worker_handoffs_total",
         "counter",
         "Client connections handed from the worker that accepted them to a less loaded one.",
+        stats.handoffs.load(Relaxed),
     );
-    let _ = writeln!(out, "{name} {}", stats.handoffs.load(Relaxed));
     out
+}
+
+/// A family of one series without labels: its `# HELP` and `# TYPE`
+/// lines, then its value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// The `# HELP` and `# TYPE` lines that open a family.
