@@ -473,8 +473,16 @@ async fn a_flood_from_one_address_is_limited_while_others_are_served() {
     }
     assert!(poll_until(PATIENCE, || lb.dropped(Dropped::PerIpSessions) == 2).await);
     // 2,000 datagrams as fast as one socket sends them, in a session
-    // that was admitted.
-    let flooder = extra.remove(0);
+    // that was admitted: one that had its echo (which four were is the
+    // workers' order, not the clients').
+    let mut admitted = None;
+    for (i, c) in extra.iter().enumerate() {
+        if reply(c, Duration::from_secs(2)).await.as_deref() == Some(b"more") {
+            admitted = Some(i);
+            break;
+        }
+    }
+    let flooder = extra.remove(admitted.expect("no admitted session answered"));
     let flood = tokio::spawn(async move {
         for i in 0..2000u32 {
             let _ = flooder.send(&i.to_be_bytes()).await;
